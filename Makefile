@@ -1,0 +1,38 @@
+# Two commands set everything up: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint unit bench clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; a second `make install` does nothing.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Sends the example jobs to the built-in sandbox. Each run starts a fresh journal, so it works twice in a row.
+run: install
+	rm -f jobs/demo.outcomes.jsonl
+	$(BIN)/dispatcher send jobs/*.jsonl --sandbox --out jobs/demo.outcomes.jsonl --summary-json jobs/demo.summary.json
+	$(BIN)/dispatcher report jobs/demo.outcomes.jsonl
+
+lint: install
+	$(BIN)/ruff check dispatcher tests bench
+	$(BIN)/ruff format --check dispatcher tests bench
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint unit
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,377 @@
+"""The command line: a thin layer over the library. Heavy imports wait until a command needs them,
+so `dispatcher --help` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dispatcher import __version__
+from dispatcher.errors import DispatcherError, UsageError
+
+if TYPE_CHECKING:
+    from dispatcher.engine import RunConfig
+    from dispatcher.plan import Plan
+    from dispatcher.summary import Summary
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # usage errors exit 2, like every configuration error
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dispatcher",
+        description="Send Tencent Cloud IM group system notifications from JSONL jobs, "
+        "rate-limited, retried and journaled so that an interrupted run resumes without resending.",
+    )
+    parser.add_argument("--version", action="version", version=f"dispatcher {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    send = commands.add_parser(
+        "send",
+        help="send the notifications of one or more jobs files",
+        description="Credentials come from TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY "
+        "(or TIM_USERSIG); TIM_REGION or TIM_ENDPOINT may give the endpoint.",
+    )
+    send.add_argument("jobs", nargs="+", metavar="JOBS.jsonl", help="jobs files; - reads standard input")
+    send.add_argument("--out", help="outcome journal (default: {first jobs file without .jsonl}.outcomes.jsonl)")
+    send.add_argument("--resume", action="store_true", help="continue the journal: skip every batch already final")
+    send.add_argument("--retry-failed", action="store_true", help="with --resume: send the failed batches again")
+    send.add_argument("--dry-run", action="store_true", help="validate and print the plan; send nothing")
+    send.add_argument("--sandbox", action="store_true", help="send to the built-in emulator (no credentials needed)")
+    where = send.add_mutually_exclusive_group()
+    where.add_argument(
+        "--region", help="china (default), singapore, seoul, tokyo, frankfurt, mumbai, silicon-valley or jakarta"
+    )
+    where.add_argument("--endpoint", help="base URL, overriding the region")
+    send.add_argument(
+        "--rate", type=float, default=200, help="requests started in any one second, retries included (default 200)"
+    )
+    send.add_argument("--concurrency", type=int, help="requests in flight (default: half the rate, at least 8)")
+    send.add_argument("--batch-size", type=int, default=500, help="recipients per request, 1-500 (default 500)")
+    send.add_argument("--max-attempts", type=int, default=5, help="attempts of one batch (default 5)")
+    send.add_argument("--timeout", type=float, default=10.0, help="seconds for one request (default 10)")
+    send.add_argument("--summary-json", help="write the summary as one JSON object to this file")
+    send.add_argument("--log-format", choices=("console", "json"), default="console", help="stderr log format")
+    send.add_argument("--no-progress", action="store_true", help="no progress display, even on a terminal")
+
+    report = commands.add_parser("report", help="summarise an outcome journal")
+    report.add_argument("journal", metavar="OUTCOMES.jsonl")
+    report.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve a local emulator of the endpoint on 127.0.0.1",
+        description="Credentials from TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY; "
+        "without them, the demo credentials (SDKAppID 1400000000, identifier "
+        "administrator, key dispatcher-sandbox-demo-key).",
+    )
+    sandbox.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    sandbox.add_argument(
+        "--groups",
+        help="JSON file: {GroupId: {type, members, topics}}; without it any valid GroupId is an open Public group",
+    )
+    sandbox.add_argument("--rate", type=int, default=200, help="per-app requests per second before 60007")
+    sandbox.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 10002")
+    sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    sandbox.add_argument("--jitter", type=float, default=0.0, help="+- seconds of uniform jitter on the latency")
+    sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped unanswered")
+    sandbox.add_argument("--http502-rate", type=float, default=0.0, help="share of requests answered HTTP 502")
+    sandbox.add_argument("--seed", type=int, help="seed for the faults, to repeat a rehearsal")
+
+    usersig = commands.add_parser("usersig", help="print a UserSig for the configured admin")
+    usersig.add_argument("--expire", type=int, default=86400, help="lifetime in seconds (default 86400)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "send":
+            return _send(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "sandbox":
+            return _sandbox(args)
+        return _usersig(args)
+    except DispatcherError as exc:
+        print(f"dispatcher: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+# -- send --------------------------------------------------------------------------------------
+
+
+def default_out(first_jobs: str) -> str:
+    name = first_jobs[: -len(".jsonl")] if first_jobs.endswith(".jsonl") else first_jobs
+    return f"{name}.outcomes.jsonl"
+
+
+def _check_send_args(args: argparse.Namespace) -> None:
+    if args.jobs.count("-") > 1:
+        raise UsageError("standard input (-) can be given once")
+    if "-" in args.jobs and args.out is None:
+        raise UsageError("jobs from standard input need --out (there is no file name to derive it from)")
+    if not 1 <= args.batch_size <= 500:
+        raise UsageError("--batch-size must be between 1 and 500")
+    if args.rate <= 0:
+        raise UsageError("--rate must be positive")
+    if args.max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed needs --resume")
+    if args.sandbox and (args.region or args.endpoint):
+        raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
+
+
+def _send(args: argparse.Namespace) -> int:
+    _check_send_args(args)
+    from dispatcher import config, logs
+    from dispatcher.engine import check_readable
+    from dispatcher.outcomes import is_nonempty, load_state
+
+    out = Path(args.out or default_out(args.jobs[0]))
+    check_readable(tuple(args.jobs))
+    if args.dry_run:
+        logs.configure(args.log_format)
+        state = load_state(out) if args.resume and is_nonempty(out) else None
+        from dispatcher.plan import make_plan
+
+        plan = make_plan(args.jobs, args.batch_size, args.rate, state, args.retry_failed)
+        _print_plan(plan)
+        if args.summary_json:
+            _write_json(
+                args.summary_json,
+                {
+                    **plan.to_dict(),
+                    "out": str(out),
+                    "exit_code": int(plan.rejected > 0),
+                    "interrupted": False,
+                    "elapsed_s": 0.0,
+                    "rate": 0.0,
+                },
+            )
+        return EXIT_FAILED if plan.rejected else EXIT_OK
+
+    creds = config.DEMO_CREDENTIALS if args.sandbox else config.credentials_from_env()
+    logs.configure(args.log_format, secrets=creds.secrets())
+    endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
+    from dispatcher.engine import RunConfig
+    from dispatcher.retry import RetryPolicy
+
+    run = RunConfig(
+        jobs=tuple(args.jobs),
+        out=out,
+        endpoint=endpoint,
+        credentials=creds,
+        resume=args.resume,
+        retry_failed=args.retry_failed,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        policy=RetryPolicy(max_attempts=args.max_attempts),
+        timeout=args.timeout,
+    )
+    show_progress = sys.stderr.isatty() and not args.no_progress and "-" not in args.jobs
+    import asyncio
+
+    summary = asyncio.run(_run(run, sandbox=args.sandbox, show_progress=show_progress))
+    _print_summary(summary)
+    if args.summary_json:
+        _write_json(args.summary_json, summary.to_dict())
+    return summary.exit_code
+
+
+async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary:
+    import asyncio
+    import contextlib
+    import dataclasses
+    import signal
+
+    import structlog
+
+    from dispatcher.engine import Engine
+    from dispatcher.plan import make_plan
+    from dispatcher.sandbox import Group, Sandbox
+
+    log = structlog.get_logger("dispatcher")
+    plan: Plan | None = None
+    if (sandbox or show_progress) and "-" not in run.jobs:
+        # The pre-scan: totals for the progress display, and the groups the sandbox must know.
+        from dispatcher.outcomes import is_nonempty, load_state
+
+        state = load_state(run.out) if run.resume and is_nonempty(run.out) else None
+        plan = await asyncio.to_thread(make_plan, run.jobs, run.batch_size, run.rate, state, run.retry_failed, sandbox)
+    async with contextlib.AsyncExitStack() as stack:
+        if sandbox:
+            groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
+            emulator = Sandbox(run.credentials, groups=groups, rate=int(run.rate))
+            url = await emulator.start()
+            stack.push_async_callback(emulator.stop)
+            run = dataclasses.replace(run, endpoint=url)
+            log.info("sandbox started", url=url)
+        progress = None
+        if show_progress and plan is not None:
+            from dispatcher.progress import RichProgress
+
+            progress = stack.enter_context(RichProgress(plan.batches))
+        engine = Engine(run, progress=progress)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, engine.stop)
+        log.info(
+            "sending",
+            jobs=list(run.jobs),
+            out=str(run.out),
+            endpoint=run.endpoint,
+            rate=run.rate,
+            concurrency=engine.concurrency,
+            resume=run.resume,
+        )
+        try:
+            summary = await engine.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    log.info("finished", **summary.to_dict())
+    return summary
+
+
+def _print_plan(plan: Plan) -> None:
+    from dispatcher.plan import least_time_text
+
+    print(f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)")
+    print(f"batches     {plan.batches}" + (f" ({plan.skipped} already final in the journal)" if plan.skipped else ""))
+    print(f"requests    {plan.requests}")
+    print(f"recipients  {plan.recipients} named")
+    print(f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s")
+    for rej in plan.rejections:
+        print(f"rejected    {rej.job_id}: {rej.message}")
+    if plan.rejected > len(plan.rejections):
+        print(f"rejected    ... and {plan.rejected - len(plan.rejections)} more")
+
+
+def _print_summary(summary: Summary) -> None:
+    data = summary.to_dict()
+    rows = [
+        (k, data[k])
+        for k in (
+            "jobs",
+            "rejected",
+            "batches",
+            "ok",
+            "failed",
+            "skipped",
+            "pending",
+            "requests",
+            "retries",
+            "recipients",
+            "elapsed_s",
+            "rate",
+            "out",
+            "exit_code",
+        )
+    ]
+    codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="dispatcher summary", show_header=False)
+        for key, value in rows:
+            table.add_row(key, str(value))
+        table.add_row("error_codes", codes)
+        Console().print(table)
+    else:
+        for key, value in rows:
+            print(f"{key:<11} {value}")
+        print(f"{'error_codes':<11} {codes}")
+    if summary.stopped:
+        print(f"stopped early: {summary.stopped}. Fix it, then run again with --resume.", file=sys.stderr)
+    elif summary.interrupted:
+        print("interrupted: run again with --resume to send the rest.", file=sys.stderr)
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    import orjson
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    os.replace(tmp, path)  # readers never see half a summary
+
+
+# -- report, sandbox, usersig ------------------------------------------------------------------
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dispatcher.errors import InputError
+    from dispatcher.report import render_text, summarise
+
+    if not os.path.exists(args.journal):
+        raise InputError(f"{args.journal}: no such file")
+    result = summarise(args.journal)
+    if args.json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
+    else:
+        print(render_text(result, args.journal))
+    return EXIT_OK
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from dispatcher import config
+    from dispatcher.sandbox import Faults, Sandbox, load_groups
+
+    for name in ("fail_rate", "drop_rate", "http502_rate"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    groups = load_groups(args.groups) if args.groups else None
+    faults = Faults(args.fail_rate, args.latency, args.jitter, args.drop_rate, args.http502_rate, args.seed)
+    emulator = Sandbox(config.sandbox_credentials(), groups=groups, rate=args.rate, faults=faults)
+
+    async def serve() -> None:
+        url = await emulator.start(port=args.port)
+        print(url, flush=True)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        await done.wait()
+        await emulator.stop()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def _usersig(args: argparse.Namespace) -> int:
+    from dispatcher import config, usersig
+    from dispatcher.errors import ConfigError
+
+    creds = config.credentials_from_env(need_secret=False)
+    if creds.secret_key is None:
+        raise ConfigError("TIM_SECRET_KEY is needed to make a UserSig")
+    if args.expire <= 0:
+        raise UsageError("--expire must be positive")
+    print(usersig.generate(creds.sdkappid, creds.identifier, creds.secret_key, args.expire))
+    return EXIT_OK

@@ -1,0 +1,92 @@
+"""The HTTP client for send_group_system_notification: one request in, one `Reply` out.
+
+It never raises for what the server or the network does: a transport fault is a Reply whose
+`error_code` is None, so the engine has one place (api.classify) that decides what happens next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from dispatcher import api
+from dispatcher.logs import redact
+from dispatcher.usersig import Signer
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    error_code: int | None  # None: transport fault
+    error_info: str
+    http_status: int | None  # None: no response came
+    latency_ms: float
+
+    @property
+    def verdict(self) -> api.Verdict:
+        return api.classify(self.error_code, self.http_status)
+
+
+def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
+    """One session for the whole run: keep-alive connections, at most `concurrency` of them."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
+
+
+class Client:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: str,
+        sdkappid: int,
+        identifier: str,
+        signer: Signer,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._session = session
+        query = f"sdkappid={sdkappid}&identifier={quote(identifier, safe='')}"
+        self._prefix = f"{endpoint.rstrip('/')}{api.SEND_PATH}?{query}&usersig="
+        self._signer = signer
+        self._rng = rng or random.SystemRandom()
+        self.timeout = session.timeout.total
+
+    def _url(self) -> URL:
+        # A fresh uniform uint32 `random` for every request, as the API asks.
+        sig = quote(self._signer.current(), safe="*-_")
+        return URL(f"{self._prefix}{sig}&random={self._rng.getrandbits(32)}&contenttype=json", encoded=True)
+
+    async def send(self, body: bytes) -> Reply:
+        start = time.perf_counter()
+        status: int | None = None
+        try:
+            async with self._session.post(self._url(), data=body, headers=JSON_HEADERS) as resp:
+                status = resp.status
+                raw = await resp.read()
+        except TimeoutError:
+            return Reply(None, f"timeout after {self.timeout:g}s", None, _ms(start))
+        except aiohttp.ClientError as exc:
+            return Reply(None, redact(f"{type(exc).__name__}: {exc}"), status, _ms(start))
+        latency = _ms(start)
+        if status != 200:
+            return Reply(None, f"HTTP {status}", status, latency)
+        try:
+            doc = orjson.loads(raw)
+            code = int(doc["ErrorCode"])
+            info = str(doc.get("ErrorInfo", ""))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            return Reply(None, "unparsable response body", status, latency)
+        return Reply(code, info, status, latency)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 1)
+
+
+__all__ = ["Client", "Reply", "new_session"]

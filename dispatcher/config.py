@@ -1,0 +1,72 @@
+"""Credentials and endpoint, from the environment (never from the command line, where `ps` shows them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from dispatcher import api
+from dispatcher.errors import ConfigError
+
+# Documented demo credentials for the sandbox. They protect nothing: the sandbox runs on 127.0.0.1.
+DEMO_SDKAPPID = 1400000000
+DEMO_IDENTIFIER = "administrator"
+DEMO_SECRET_KEY = "dispatcher-sandbox-demo-key"
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    sdkappid: int
+    identifier: str
+    secret_key: str | None = dataclasses.field(default=None, repr=False)
+    usersig: str | None = dataclasses.field(default=None, repr=False)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never be printed, for the log redactor."""
+        return tuple(s for s in (self.secret_key, self.usersig) if s)
+
+
+DEMO_CREDENTIALS = Credentials(DEMO_SDKAPPID, DEMO_IDENTIFIER, DEMO_SECRET_KEY)
+
+
+def credentials_from_env(env: Mapping[str, str] | None = None, *, need_secret: bool = True) -> Credentials:
+    """Read TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY (or TIM_USERSIG)."""
+    env = os.environ if env is None else env
+    missing = [name for name in ("TIM_SDKAPPID", "TIM_IDENTIFIER") if not env.get(name)]
+    key = env.get("TIM_SECRET_KEY") or None
+    usersig = env.get("TIM_USERSIG") or None
+    if need_secret and key is None and usersig is None:
+        missing.append("TIM_SECRET_KEY (or TIM_USERSIG)")
+    if missing:
+        raise ConfigError("missing credentials in the environment: " + ", ".join(missing))
+    try:
+        sdkappid = int(env["TIM_SDKAPPID"])
+    except ValueError:
+        raise ConfigError("TIM_SDKAPPID must be a number") from None
+    return Credentials(sdkappid, env["TIM_IDENTIFIER"], key, usersig)
+
+
+def sandbox_credentials(env: Mapping[str, str] | None = None) -> Credentials:
+    """The TIM_* credentials when they are all set, else the documented demo credentials."""
+    env = os.environ if env is None else env
+    if env.get("TIM_SDKAPPID") and env.get("TIM_IDENTIFIER") and env.get("TIM_SECRET_KEY"):
+        return credentials_from_env(env)
+    return DEMO_CREDENTIALS
+
+
+def resolve_endpoint(region: str | None, endpoint: str | None, env: Mapping[str, str] | None = None) -> str:
+    """`--endpoint` beats `--region`, which beats TIM_ENDPOINT, which beats TIM_REGION; default China."""
+    env = os.environ if env is None else env
+    if endpoint is None and region is None:
+        endpoint = env.get("TIM_ENDPOINT") or None
+        region = env.get("TIM_REGION") or None
+    if endpoint is not None:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint {endpoint!r} must start with http:// or https://")
+        return endpoint.rstrip("/")
+    name = region or api.DEFAULT_REGION
+    try:
+        return api.REGIONS[name]
+    except KeyError:
+        raise ConfigError(f"unknown region {name!r}; choose one of: {', '.join(api.REGIONS)}") from None

@@ -1,0 +1,39 @@
+"""The exception hierarchy: one base class, and one subclass per way a run can refuse to go on.
+
+Each carries the process exit status the CLI maps it to, so the CLI needs no table of its own.
+"""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Base class of every error the dispatcher raises on purpose."""
+
+    exit_code = 2
+
+
+class UsageError(DispatcherError):
+    """The command line or the library call is inconsistent (exit 2)."""
+
+
+class ConfigError(DispatcherError):
+    """Credentials, region or endpoint are missing or wrong (exit 2)."""
+
+
+class InputError(DispatcherError):
+    """A jobs file or outcome journal cannot be read at all (exit 2).
+
+    A single bad job is not an InputError: it is rejected and the run goes on.
+    """
+
+
+class JournalError(InputError):
+    """The outcome journal is unusable: refused without --resume, or corrupt before its last line."""
+
+
+class SignatureError(DispatcherError):
+    """A UserSig failed verification; `code` is the API ErrorCode the server answers with."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,202 @@
+"""The outcome journal: one JSONL line per HTTP request and per rejected job, append-only.
+
+Writing: each line goes to the file in a single write(2) on an O_APPEND descriptor as soon as it
+is known, so a crash leaves whole lines only; fsync runs on a short cadence and at close.
+Reading: `load_state` gives each batch's fate for a resume, cutting off a torn last line first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dispatcher.errors import JournalError
+
+OK, RETRY, FAILED, REJECTED = "ok", "retry", "failed", "rejected"
+PENDING = "pending"  # not a status in the journal: a batch with no final line
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def record(
+    *,
+    job_id: str,
+    batch: int | None,
+    batches: int | None,
+    attempt: int,
+    status: str,
+    final: bool,
+    group_id: str | None,
+    recipients: tuple[str, ...] | None,
+    error_code: int | None,
+    error_info: str,
+    http_status: int | None,
+    latency_ms: float | None,
+    job_hash: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One outcome line, with the SPEC's keys in the SPEC's order."""
+    return {
+        "job_id": job_id,
+        "batch": batch,
+        "batches": batches,
+        "attempt": attempt,
+        "status": status,
+        "final": final,
+        "group_id": group_id,
+        "recipients": recipients,
+        "error_code": error_code,
+        "error_info": error_info,
+        "http_status": http_status,
+        "latency_ms": latency_ms,
+        "at": now_iso(),
+        "job_hash": job_hash,
+        **extra,
+    }
+
+
+class Journal:
+    """Append-only writer. Not thread-safe; one event loop writes."""
+
+    def __init__(self, path: str | os.PathLike[str], fsync_interval: float = 0.5) -> None:
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(f"{self.path}: cannot open for writing: {exc.strerror}") from None
+        self._fsync_interval = fsync_interval
+        self._dirty = False
+
+    def write(self, doc: dict[str, Any]) -> None:
+        data = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+        while data:  # a regular file takes it in one go; the loop covers a short write
+            written = os.write(self._fd, data)
+            data = data[written:]
+        self._dirty = True
+
+    def sync(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            os.fsync(self._fd)
+
+    async def sync_periodically(self) -> None:
+        """Run as a task: fsync in a thread every `fsync_interval` while lines arrive."""
+        while True:
+            await asyncio.sleep(self._fsync_interval)
+            if self._dirty:
+                self._dirty = False
+                await asyncio.to_thread(os.fsync, self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.sync()
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclasses.dataclass
+class JobRecord:
+    job_hash: str | None = None  # from the lines of requests made; None if only ever rejected
+    # batch index -> (latest final status or None, last attempt number)
+    batches: dict[int, tuple[str | None, int]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def sent(self) -> bool:
+        return self.job_hash is not None
+
+
+@dataclasses.dataclass
+class JournalState:
+    jobs: dict[str, JobRecord] = dataclasses.field(default_factory=dict)
+    lines: int = 0
+
+    def fate(self, job_id: str, batch: int) -> str | None:
+        """The latest final status of a batch, or None if it has none."""
+        rec = self.jobs.get(job_id)
+        if rec is None:
+            return None
+        return rec.batches.get(batch, (None, 0))[0]
+
+    def last_attempt(self, job_id: str, batch: int) -> int:
+        rec = self.jobs.get(job_id)
+        return 0 if rec is None else rec.batches.get(batch, (None, 0))[1]
+
+    def changed(self, job_id: str, job_hash: str) -> bool:
+        """True when the job had requests made under a different content, recipients or batch size."""
+        rec = self.jobs.get(job_id)
+        return rec is not None and rec.sent and rec.job_hash != job_hash
+
+    def should_skip(self, job_id: str, batch: int, retry_failed: bool) -> bool:
+        """A batch whose fate is ok is never sent again; a failed one only with --retry-failed."""
+        fate = self.fate(job_id, batch)
+        return fate == OK or (fate == FAILED and not retry_failed)
+
+    def add(self, doc: dict[str, Any]) -> None:
+        self.lines += 1
+        rec = self.jobs.setdefault(str(doc["job_id"]), JobRecord())
+        if doc.get("status") == REJECTED or doc.get("batch") is None:
+            return
+        if doc.get("job_hash"):
+            rec.job_hash = str(doc["job_hash"])
+        index = int(doc["batch"])
+        fate, _ = rec.batches.get(index, (None, 0))
+        if doc.get("final"):
+            fate = str(doc["status"])
+        rec.batches[index] = (fate, int(doc.get("attempt") or 0))
+
+
+def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Iterator[dict[str, Any]]:
+    """Every whole line of a journal, in order. A torn last line is skipped (and cut off if `repair`).
+
+    A bad line anywhere else is not a crash artefact but damage, and raises JournalError.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("r+b" if repair else "rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read: {exc.strerror}") from None
+    with handle:
+        offset = 0
+        for lineno, raw in enumerate(handle, 1):
+            torn = not raw.endswith(b"\n")
+            try:
+                doc = orjson.loads(raw)
+                if not isinstance(doc, dict) or "job_id" not in doc:
+                    raise ValueError("not an outcome record")
+            except ValueError:
+                if torn:  # a write cut short by power loss: drop it
+                    if repair:
+                        handle.truncate(offset)
+                    return
+                raise JournalError(f"{path}:{lineno}: not an outcome line; the journal is damaged") from None
+            if torn and repair:  # whole, but its newline was lost: restore it before appending
+                handle.seek(0, os.SEEK_END)
+                handle.write(b"\n")
+            offset += len(raw)
+            yield doc
+
+
+def load_state(path: str | os.PathLike[str]) -> JournalState:
+    """Read a journal for a resume (repairing a torn last line)."""
+    state = JournalState()
+    for doc in iter_records(path, repair=True):
+        state.add(doc)
+    return state
+
+
+def is_nonempty(path: str | os.PathLike[str]) -> bool:
+    try:
+        return Path(path).stat().st_size > 0
+    except FileNotFoundError:
+        return False

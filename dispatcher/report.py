@@ -1,0 +1,136 @@
+"""`dispatcher report`: summarise an outcome journal from the latest final line of each batch.
+
+Two passes over the file keep memory bounded by the number of batches, not by the recipients:
+the first finds each batch's fate, the second collects the recipients of the batches that were
+not delivered (failed, or tried but not finished).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Any
+
+from dispatcher.outcomes import FAILED, OK, PENDING, REJECTED, iter_records
+
+
+@dataclasses.dataclass
+class _JobInfo:
+    group_id: str | None = None
+    batches: int = 0
+    rejected: str | None = None  # the reason, while the latest line about the job is a rejection
+
+
+def summarise(path: str | os.PathLike[str]) -> dict[str, Any]:
+    fates: dict[tuple[str, int], tuple[str | None, int]] = {}  # (job, batch) -> (final status, a line number)
+    jobs: dict[str, _JobInfo] = {}
+    codes: collections.Counter[str] = collections.Counter()
+    for lineno, doc in enumerate(iter_records(path)):
+        job_id = str(doc["job_id"])
+        info = jobs.setdefault(job_id, _JobInfo())
+        info.group_id = doc.get("group_id") or info.group_id
+        if doc.get("status") == REJECTED or doc.get("batch") is None:
+            info.rejected = str(doc.get("error_info") or "rejected")
+            continue
+        info.rejected = None
+        info.batches = int(doc.get("batches") or info.batches)
+        code = doc.get("error_code")
+        codes["transport" if code is None else str(code)] += 1
+        key = (job_id, int(doc["batch"]))
+        fate, _ = fates.get(key, (None, lineno))
+        fates[key] = (str(doc["status"]) if doc.get("final") else fate, lineno)
+
+    by_fate: collections.Counter[str] = collections.Counter()
+    job_fates: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    wanted: dict[int, tuple[str, int, str]] = {}
+    for (job_id, batch), (fate, lineno) in fates.items():
+        fate = fate or PENDING
+        by_fate[fate] += 1
+        job_fates[job_id][fate] += 1
+        if fate != OK:
+            wanted[lineno] = (job_id, batch, fate)
+
+    not_notified: list[dict[str, Any]] = []
+    if wanted:
+        for lineno, doc in enumerate(iter_records(path)):
+            hit = wanted.get(lineno)
+            if hit is not None:
+                job_id, batch, fate = hit
+                not_notified.append(
+                    {
+                        "job_id": job_id,
+                        "group_id": doc.get("group_id"),
+                        "batch": batch,
+                        "status": fate,
+                        "recipients": doc.get("recipients"),
+                    }
+                )
+
+    job_list = []
+    for job_id, info in jobs.items():
+        counts = job_fates.get(job_id, collections.Counter())
+        unsent = max(0, info.batches - sum(counts.values()))
+        by_fate[PENDING] += unsent if info.rejected is None else 0
+        if info.rejected is not None:
+            fate = REJECTED
+        elif counts[FAILED]:
+            fate = FAILED
+        elif counts[OK] == info.batches and info.batches:
+            fate = OK
+        else:
+            fate = PENDING
+        entry: dict[str, Any] = {
+            "job_id": job_id,
+            "group_id": info.group_id,
+            "fate": fate,
+            "batches": info.batches,
+            "ok": counts[OK],
+            "failed": counts[FAILED],
+            "pending": counts[PENDING] + unsent,
+        }
+        if info.rejected is not None:
+            entry["reason"] = info.rejected
+        job_list.append(entry)
+
+    return {
+        "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING],
+        "ok": by_fate[OK],
+        "failed": by_fate[FAILED],
+        "rejected": sum(1 for j in job_list if j["fate"] == REJECTED),
+        "pending": by_fate[PENDING],
+        "error_codes": dict(sorted(codes.items())),
+        "jobs": job_list,
+        "not_notified": not_notified,
+    }
+
+
+def render_text(report: dict[str, Any], path: str) -> str:
+    lines = [
+        f"journal {path}",
+        f"batches {report['batches']}: ok {report['ok']}, failed {report['failed']}, pending {report['pending']}; "
+        f"jobs rejected {report['rejected']}",
+    ]
+    if report["error_codes"]:
+        lines.append("replies by error code: " + ", ".join(f"{k}: {v}" for k, v in report["error_codes"].items()))
+    lines.append("jobs:")
+    for job in report["jobs"]:
+        text = (
+            f"  {job['job_id']}  {job['fate']}  group {job['group_id']}  batches {job['batches']} "
+            f"(ok {job['ok']}, failed {job['failed']}, pending {job['pending']})"
+        )
+        if "reason" in job:
+            text += f"  reason: {job['reason']}"
+        lines.append(text)
+    if report["not_notified"]:
+        lines.append("not notified:")
+        for miss in report["not_notified"]:
+            who = (
+                "all members"
+                if miss["recipients"] is None
+                else f"{len(miss['recipients'])} recipients: "
+                + ", ".join(miss["recipients"][:10])
+                + (" ..." if len(miss["recipients"]) > 10 else "")
+            )
+            lines.append(f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) group {miss['group_id']}: {who}")
+    return "\n".join(lines)

@@ -1,0 +1,345 @@
+"""A faithful local emulator of send_group_system_notification, for demos, rehearsals and tests.
+
+It serves on 127.0.0.1 only and enforces the API's rules (from dispatcher.api, shared with the
+client): UserSig verified, admin identifier, GroupId and UserID limits, at most 500 named members,
+AVChatRoom all-members only, TopicId for Community groups only, and the per-app rate in any
+one-second window (excess: 60007). Optional faults (10002 replies, latency, dropped connections,
+HTTP 502) rehearse bad days; a seed makes them repeatable. A ledger records who received which
+notification how many times, readable in-process (`Sandbox.ledger`) and over HTTP
+(`GET /sandbox/ledger`, `GET /sandbox/stats`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from dispatcher import api, usersig
+from dispatcher.config import DEMO_CREDENTIALS, Credentials
+from dispatcher.errors import InputError, SignatureError
+
+ALL_MEMBERS = "*"  # ledger entry of an all-members notification to a group whose members are unknown
+BODY_KEYS = frozenset({"GroupId", "Content", "ToMembers_Account", "TopicId"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Faults:
+    error_rate: float = 0.0  # share of requests answered 10002
+    latency: float = 0.0  # seconds added to every reply
+    jitter: float = 0.0  # +- seconds, uniform, around `latency`
+    drop_rate: float = 0.0  # share of connections closed without a reply
+    http502_rate: float = 0.0  # share answered HTTP 502 with an HTML body
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    type: str = "Public"
+    members: frozenset[str] | None = None  # None: whoever is named counts as a member
+    topics: frozenset[str] | None = None  # None: any TopicId is a topic (Community groups only)
+
+
+class Ledger:
+    """Who received which notification, and how many times."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[tuple[str, str | None, str, str]] = collections.Counter()
+
+    def add(self, group_id: str, topic_id: str | None, content: str, users: Iterable[str]) -> None:
+        for user in users:
+            self._counts[(group_id, topic_id, content, user)] += 1
+
+    def times(self, user: str, group_id: str, content: str | None = None, topic_id: str | None = None) -> int:
+        """How many times `user` got a notification in `group_id` (with that content, if given)."""
+        return sum(
+            n
+            for (g, t, c, u), n in self._counts.items()
+            if u == user and g == group_id and (content is None or c == content) and (topic_id is None or t == topic_id)
+        )
+
+    def recipients(self, group_id: str, content: str | None = None) -> collections.Counter[str]:
+        """User -> deliveries, for one group (and content)."""
+        out: collections.Counter[str] = collections.Counter()
+        for (g, _t, c, u), n in self._counts.items():
+            if g == group_id and (content is None or c == content):
+                out[u] += n
+        return out
+
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [
+            {"group_id": g, "topic_id": t, "content": c, "user": u, "count": n}
+            for (g, t, c, u), n in self._counts.items()
+        ]
+
+
+def load_groups(path: str | Path) -> dict[str, Group]:
+    """Read `--groups FILE`: {"GroupId": {"type": "Public", "members": ["u1", ...], "topics": [...]}}."""
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: must be a JSON object mapping GroupId to a group")
+    groups = {}
+    for gid, spec in doc.items():
+        where = f"{path}: group {gid!r}"
+        if api.group_id_problem(gid):
+            raise InputError(f"{where}: GroupId {api.group_id_problem(gid)}")
+        if not isinstance(spec, dict):
+            raise InputError(f"{where}: must be an object")
+        gtype = spec.get("type", "Public")
+        if gtype not in api.GROUP_TYPES:
+            raise InputError(f"{where}: type must be one of {', '.join(sorted(api.GROUP_TYPES))}")
+        members, topics = spec.get("members"), spec.get("topics")
+        for name, value in (("members", members), ("topics", topics)):
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise InputError(f"{where}: {name} must be an array of strings")
+        groups[gid] = Group(
+            gtype,
+            None if members is None else frozenset(members),
+            None if topics is None else frozenset(topics),
+        )
+    return groups
+
+
+class _Refusal(Exception):
+    def __init__(self, code: int, info: str) -> None:
+        super().__init__(info)
+        self.code = code
+        self.info = info
+
+
+def _reply(code: int = 0, info: str = "", *, action_status: bool = True) -> web.Response:
+    doc: dict[str, Any] = {"ErrorCode": code, "ErrorInfo": info}
+    if action_status:  # the real server omits it on some replies; clients must not rely on it
+        doc = {"ActionStatus": "OK" if code == 0 else "FAIL", **doc}
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+
+class Sandbox:
+    """The emulator. `groups=None` accepts any valid GroupId as a Public group with open membership."""
+
+    def __init__(
+        self,
+        credentials: Credentials = DEMO_CREDENTIALS,
+        groups: Mapping[str, Group] | None = None,
+        rate: int = api.DEFAULT_RATE,
+        faults: Faults = Faults(),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        if credentials.secret_key is None:
+            raise ValueError("the sandbox needs the secret key to verify signatures")
+        self.credentials = credentials
+        self.groups = None if groups is None else dict(groups)
+        self.rate = rate
+        self.faults = faults
+        self.ledger = Ledger()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = random.Random(faults.seed)
+        self._window: collections.deque[float] = collections.deque()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        """The per-app rate: at most `rate` requests accepted in any one-second window."""
+        now = self._clock()
+        window = self._window
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= self.rate:
+            return False
+        window.append(now)
+        return True
+
+    def _authenticate(self, query: Mapping[str, str]) -> None:
+        creds = self.credentials
+        if query.get("sdkappid") != str(creds.sdkappid):
+            raise _Refusal(api.SDKAPPID_NOT_FOUND, f"SDKAppID {query.get('sdkappid')!r} not found")
+        if query.get("identifier") != creds.identifier:
+            raise _Refusal(api.NOT_ADMIN, "identifier is not an App admin")
+        try:
+            usersig.verify(query.get("usersig", ""), creds.sdkappid, creds.identifier, creds.secret_key or "")
+        except SignatureError as exc:
+            raise _Refusal(exc.code, str(exc)) from None
+        rnd = query.get("random", "")
+        if not (rnd.isdigit() and int(rnd) <= api.UINT32_MAX):
+            raise _Refusal(api.INVALID_PARAMETER, "random must be an unsigned 32-bit integer")
+        if query.get("contenttype") != "json":
+            raise _Refusal(api.INVALID_PARAMETER, "contenttype must be json")
+
+    def _group(self, gid: object) -> tuple[str, Group]:
+        problem = api.group_id_problem(gid)
+        if problem:
+            raise _Refusal(api.INVALID_GROUP_ID, f"GroupId {problem}")
+        assert isinstance(gid, str)
+        if self.groups is None:
+            return gid, Group()
+        group = self.groups.get(gid)
+        if group is None:
+            raise _Refusal(api.GROUP_NOT_FOUND, f"group {gid} does not exist")
+        return gid, group
+
+    def _validate(self, raw: bytes) -> tuple[str, Group, str, list[str] | None, str | None]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Refusal(api.INVALID_PARAMETER, "body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise _Refusal(api.INVALID_PARAMETER, "body must be a JSON object")
+        unknown = set(body) - BODY_KEYS
+        if unknown:
+            raise _Refusal(api.INVALID_PARAMETER, f"unknown field {sorted(unknown)[0]}")
+        gid, group = self._group(body.get("GroupId"))
+        content = body.get("Content")
+        if not isinstance(content, str) or not content:
+            raise _Refusal(api.INVALID_PARAMETER, "Content must be a non-empty string")
+        members = body.get("ToMembers_Account")
+        if members is not None:
+            if not isinstance(members, list) or len(members) > api.MAX_MEMBERS:
+                raise _Refusal(api.INVALID_PARAMETER, f"ToMembers_Account must list at most {api.MAX_MEMBERS} UserIDs")
+            for uid in members:
+                if api.user_id_problem(uid):
+                    raise _Refusal(api.INVALID_PARAMETER, f"UserID {uid!r} {api.user_id_problem(uid)}")
+            if not members:
+                members = None  # the API reads an empty list as all members
+            elif not api.accepts_named_members(group.type):
+                raise _Refusal(api.INVALID_PARAMETER, f"{group.type} groups take notifications to all members only")
+        topic = body.get("TopicId")
+        if topic is not None:
+            if not isinstance(topic, str) or not topic:
+                raise _Refusal(api.INVALID_PARAMETER, "TopicId must be a non-empty string")
+            if not api.accepts_topics(group.type):
+                raise _Refusal(api.INVALID_PARAMETER, "TopicId applies to Community groups only")
+            if group.topics is not None and topic not in group.topics:
+                raise _Refusal(api.GROUP_NOT_FOUND, f"topic {topic} does not exist")
+        return gid, group, content, members, topic
+
+    def _deliver(self, gid: str, group: Group, content: str, members: list[str] | None, topic: str | None) -> None:
+        if members is None:
+            users: Iterable[str] = sorted(group.members) if group.members is not None else (ALL_MEMBERS,)
+        elif group.members is None:
+            users = members
+        else:
+            users = [u for u in members if u in group.members]
+            self.stats["non_members"] += len(members) - len(users)  # the API skips non-members
+        self.ledger.add(gid, topic, content, users)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _count(self, code: int) -> None:
+        self.stats[str(code)] += 1
+
+    async def _send(self, request: web.Request) -> web.StreamResponse:
+        self.stats["requests"] += 1
+        faults = self.faults
+        if faults.drop_rate and self._rng.random() < faults.drop_rate:
+            self.stats["dropped"] += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # nothing is answered on a dropped connection
+        if faults.http502_rate and self._rng.random() < faults.http502_rate:
+            self.stats["http502"] += 1
+            return web.Response(
+                status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
+            )
+        raw = await request.read()
+        try:
+            if not self._admit():
+                raise _Refusal(api.OVER_RATE, "over the frequency limit")
+            self._authenticate(request.query)
+            gid, group, content, members, topic = self._validate(raw)
+            if faults.latency or faults.jitter:
+                await self._sleep(max(0.0, faults.latency + self._rng.uniform(-faults.jitter, faults.jitter)))
+            if faults.error_rate and self._rng.random() < faults.error_rate:
+                raise _Refusal(api.INTERNAL_ERROR, "internal error, try again")
+        except _Refusal as refusal:
+            self._count(refusal.code)
+            return _reply(refusal.code, refusal.info, action_status=refusal.code != api.INTERNAL_ERROR)
+        self._deliver(gid, group, content, members, topic)
+        self._count(0)
+        return _reply()
+
+    async def _group_info(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate(request.query)
+            body = orjson.loads(await request.read())
+            ids = body.get("GroupIdList") if isinstance(body, dict) else None
+            if not isinstance(ids, list):
+                raise _Refusal(api.INVALID_PARAMETER, "GroupIdList must be an array")
+        except orjson.JSONDecodeError:
+            return _reply(api.INVALID_PARAMETER, "body is not valid JSON")
+        except _Refusal as refusal:
+            return _reply(refusal.code, refusal.info)
+        infos = []
+        for gid in ids:
+            try:
+                gid, group = self._group(gid)
+            except _Refusal as refusal:
+                infos.append({"GroupId": gid, "ErrorCode": refusal.code, "ErrorInfo": refusal.info})
+                continue
+            infos.append(
+                {
+                    "GroupId": gid,
+                    "ErrorCode": 0,
+                    "ErrorInfo": "",
+                    "Type": group.type,
+                    "MemberNum": len(group.members or ()),
+                }
+            )
+        doc = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "GroupInfo": infos}
+        return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+    async def _ledger(self, _request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps({"deliveries": self.ledger.entries()}), content_type="application/json")
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(dict(self.stats)), content_type="application/json")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(api.SEND_PATH, self._send)
+        app.router.add_post(api.GROUP_INFO_PATH, self._group_info)
+        app.router.add_get("/sandbox/ledger", self._ledger)
+        app.router.add_get("/sandbox/stats", self._stats)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on host:port (0: a free port); return the URL, `http://127.0.0.1:PORT`."""
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        await site.start()
+        bound = self._runner.addresses[0]
+        self.url = f"http://{host}:{bound[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

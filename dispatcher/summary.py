@@ -1,0 +1,66 @@
+"""The end-of-run summary: counters the engine updates, and the JSON that cron jobs read."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class Summary:
+    out: str = ""
+    jobs: int = 0
+    rejected: int = 0
+    batches: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    requests: int = 0
+    retries: int = 0
+    recipients: int = 0
+    error_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    elapsed_s: float = 0.0
+    sending_s: float = 0.0  # from the first request's start to the last one's
+    exit_code: int = 0
+    interrupted: bool = False
+    stopped: str | None = None  # why the run stopped early on a configuration error
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.batches - self.ok - self.failed - self.skipped)
+
+    @property
+    def rate(self) -> float:
+        # N starts span N-1 intervals: this is the pace the limiter held, comparable with --rate.
+        return (self.requests - 1) / self.sending_s if self.sending_s > 0 else 0.0
+
+    def decide_exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.stopped:
+            return 2
+        if self.failed or self.rejected or self.pending:
+            return 1
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "rejected": self.rejected,
+            "batches": self.batches,
+            "ok": self.ok,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "pending": self.pending,
+            "requests": self.requests,
+            "retries": self.retries,
+            "recipients": self.recipients,
+            "error_codes": dict(sorted(self.error_codes.items())),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate": round(self.rate, 2),
+            "out": self.out,
+            "exit_code": self.exit_code,
+            "interrupted": self.interrupted,
+            "stopped": self.stopped,
+        }
