@@ -155,7 +155,15 @@ class Sandbox:
         self._rng = random.Random(faults.seed)
         self._window: collections.deque[float] = collections.deque()
         self._runner: web.AppRunner | None = None
+        self._script: collections.deque[int | str] = collections.deque()
+        self._verified: dict[str, float] = {}  # UserSig -> when it expires, so each is checked once
+        self.hang_seconds = 30.0
         self.url = ""
+
+    def script(self, *replies: int | str) -> None:
+        """Answer the next requests with these, in order, before any other rule, delivering nothing:
+        an ErrorCode, or "drop" (close unanswered), "502" (HTTP 502), "hang" (never answer in time)."""
+        self._script.extend(replies)
 
     # -- rules ---------------------------------------------------------------------------------
 
@@ -176,10 +184,16 @@ class Sandbox:
             raise _Refusal(api.SDKAPPID_NOT_FOUND, f"SDKAppID {query.get('sdkappid')!r} not found")
         if query.get("identifier") != creds.identifier:
             raise _Refusal(api.NOT_ADMIN, "identifier is not an App admin")
-        try:
-            usersig.verify(query.get("usersig", ""), creds.sdkappid, creds.identifier, creds.secret_key or "")
-        except SignatureError as exc:
-            raise _Refusal(exc.code, str(exc)) from None
+        sig = query.get("usersig", "")
+        expires = self._verified.get(sig)
+        if expires is None or time.time() >= expires:
+            try:
+                doc = usersig.verify(sig, creds.sdkappid, creds.identifier, creds.secret_key or "")
+            except SignatureError as exc:
+                raise _Refusal(exc.code, str(exc)) from None
+            if len(self._verified) > 1000:
+                self._verified.clear()
+            self._verified[sig] = int(doc["TLS.time"]) + int(doc["TLS.expire"])
         rnd = query.get("random", "")
         if not (rnd.isdigit() and int(rnd) <= api.UINT32_MAX):
             raise _Refusal(api.INVALID_PARAMETER, "random must be an unsigned 32-bit integer")
@@ -248,19 +262,39 @@ class Sandbox:
     def _count(self, code: int) -> None:
         self.stats[str(code)] += 1
 
+    def _drop(self, request: web.Request) -> web.StreamResponse:
+        self.stats["dropped"] += 1
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError  # nothing is answered on a dropped connection
+
+    def _bad_gateway(self) -> web.StreamResponse:
+        self.stats["http502"] += 1
+        return web.Response(
+            status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
+        )
+
+    async def _scripted(self, request: web.Request, reply: int | str) -> web.StreamResponse:
+        if reply == "drop":
+            return self._drop(request)
+        if reply == "502":
+            return self._bad_gateway()
+        if reply == "hang":
+            await self._sleep(self.hang_seconds)
+            return _reply(api.INTERNAL_ERROR, "answered too late")
+        code = int(reply)
+        self._count(code)
+        return _reply(code, "scripted reply", action_status=code != api.INTERNAL_ERROR)
+
     async def _send(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
+        if self._script:
+            return await self._scripted(request, self._script.popleft())
         faults = self.faults
         if faults.drop_rate and self._rng.random() < faults.drop_rate:
-            self.stats["dropped"] += 1
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # nothing is answered on a dropped connection
+            return self._drop(request)
         if faults.http502_rate and self._rng.random() < faults.http502_rate:
-            self.stats["http502"] += 1
-            return web.Response(
-                status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
-            )
+            return self._bad_gateway()
         raw = await request.read()
         try:
             if not self._admit():
@@ -324,7 +358,7 @@ class Sandbox:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0: a free port); return the URL, `http://127.0.0.1:PORT`."""
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024)
         await site.start()

@@ -1,0 +1,308 @@
+"""The sandbox: each rule and error code of the API, the rate window, faults, and the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from dispatcher import api, usersig
+from dispatcher.config import DEMO_CREDENTIALS as DEMO
+from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Sandbox
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, FakeClock, cli_env
+
+GROUPS = {
+    "@TGS#public": Group("Public", frozenset({"peter", "leckie", "amara"})),
+    "@TGS#live": Group("AVChatRoom"),
+    "@TGS#community": Group("Community", topics=frozenset({"@TGS#community@TOPIC#news"})),
+}
+
+
+def query(**overrides: str) -> dict[str, str]:
+    q = {
+        "sdkappid": str(DEMO.sdkappid),
+        "identifier": DEMO.identifier,
+        "usersig": usersig.generate(DEMO.sdkappid, DEMO.identifier, DEMO.secret_key or ""),
+        "random": "12345",
+        "contenttype": "json",
+    }
+    q.update(overrides)
+    return q
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(
+    http: aiohttp.ClientSession, box: Sandbox, body: Any, path: str = api.SEND_PATH, **q: str
+) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    async with http.post(box.url + path, params=query(**q), data=data) as resp:
+        return resp.status, orjson.loads(await resp.read())
+
+
+async def started(box: Sandbox) -> Sandbox:
+    await box.start()
+    return box
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[Sandbox]:
+    emulator = await started(Sandbox(groups=GROUPS))
+    yield emulator
+    await emulator.stop()
+
+
+async def test_delivers_to_named_members_and_records_it(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    status, doc = await post(http, box, {"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["peter"]})
+    assert (status, doc) == (200, {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""})
+    assert box.ledger.times("peter", "@TGS#public", "hi") == 1
+    assert box.ledger.times("leckie", "@TGS#public") == 0
+
+
+async def test_all_members(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    await post(http, box, {"GroupId": "@TGS#public", "Content": "all"})
+    assert box.ledger.recipients("@TGS#public", "all") == {"peter": 1, "leckie": 1, "amara": 1}
+    await post(http, box, {"GroupId": "@TGS#live", "Content": "live"})
+    assert box.ledger.recipients("@TGS#live") == {ALL_MEMBERS: 1}
+
+
+async def test_non_members_are_skipped(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    await post(http, box, {"GroupId": "@TGS#public", "Content": "x", "ToMembers_Account": ["peter", "stranger"]})
+    assert box.ledger.recipients("@TGS#public") == {"peter": 1}
+    assert box.stats["non_members"] == 1
+
+
+@pytest.mark.parametrize(
+    ("q", "code"),
+    [
+        ({"sdkappid": "1400009999"}, api.SDKAPPID_NOT_FOUND),
+        ({"identifier": "not-admin"}, api.NOT_ADMIN),
+        ({"usersig": usersig.generate(DEMO.sdkappid, DEMO.identifier, "forged-key")}, api.SIG_INVALID),
+        (
+            {"usersig": usersig.generate(DEMO.sdkappid, DEMO.identifier, DEMO.secret_key or "", 60, now=1e9)},
+            api.SIG_EXPIRED,
+        ),
+        ({"usersig": "garbage"}, api.SIG_INVALID),
+        ({"random": "4294967296"}, api.INVALID_PARAMETER),
+        ({"random": "-1"}, api.INVALID_PARAMETER),
+        ({"contenttype": "xml"}, api.INVALID_PARAMETER),
+    ],
+)
+async def test_query_rules(http: aiohttp.ClientSession, box: Sandbox, q: dict[str, str], code: int) -> None:
+    status, doc = await post(http, box, {"GroupId": "@TGS#public", "Content": "hi"}, **q)
+    assert status == 200
+    assert doc["ErrorCode"] == code
+    assert doc["ActionStatus"] == "FAIL"
+    assert box.ledger.total() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"GroupId": "@TGS#" + "x" * 44, "Content": "hi"}, api.INVALID_GROUP_ID),  # 49 bytes
+        ({"GroupId": "grüppe", "Content": "hi"}, api.INVALID_GROUP_ID),
+        ({"GroupId": "", "Content": "hi"}, api.INVALID_GROUP_ID),
+        ({"GroupId": "@TGS#nosuchgroup", "Content": "hi"}, api.GROUP_NOT_FOUND),
+        ({"GroupId": "@TGS#public", "Content": ""}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public"}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["u"] * 501}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": [""]}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["x" * 33]}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": [7]}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#live", "Content": "hi", "ToMembers_Account": ["peter"]}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "TopicId": "@TGS#public@TOPIC#x"}, api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#community", "Content": "hi", "TopicId": "@TGS#community@TOPIC#nope"}, api.GROUP_NOT_FOUND),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMember_Account": ["peter"]}, api.INVALID_PARAMETER),
+        (b"{not json", api.INVALID_PARAMETER),
+        ([1, 2], api.INVALID_PARAMETER),
+    ],
+)
+async def test_body_rules(http: aiohttp.ClientSession, box: Sandbox, body: Any, code: int) -> None:
+    status, doc = await post(http, box, body)
+    assert (status, doc["ErrorCode"]) == (200, code)
+    assert box.ledger.total() == 0
+
+
+async def test_topic_of_a_community_group(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    body = {
+        "GroupId": "@TGS#community",
+        "Content": "news",
+        "TopicId": "@TGS#community@TOPIC#news",
+        "ToMembers_Account": ["amara"],
+    }
+    assert (await post(http, box, body))[1]["ErrorCode"] == 0
+    assert box.ledger.times("amara", "@TGS#community", topic_id="@TGS#community@TOPIC#news") == 1
+
+
+async def test_exactly_500_members_are_accepted(http: aiohttp.ClientSession) -> None:
+    box = await started(Sandbox())  # open groups: anyone named is a member
+    try:
+        members = [f"user{i}" for i in range(500)]
+        _status, doc = await post(http, box, {"GroupId": "@TGS#any", "Content": "hi", "ToMembers_Account": members})
+        assert doc["ErrorCode"] == 0
+        assert len(box.ledger.recipients("@TGS#any")) == 500
+    finally:
+        await box.stop()
+
+
+async def test_rate_window_with_a_controlled_clock(http: aiohttp.ClientSession, clock: FakeClock) -> None:
+    box = await started(Sandbox(rate=3, clock=clock.time))
+    try:
+        body = {"GroupId": "@TGS#any", "Content": "hi"}
+        codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)]
+        assert codes == [0, 0, 0, api.OVER_RATE]
+        clock.now += 0.999  # still within the same one-second window
+        assert (await post(http, box, body))[1]["ErrorCode"] == api.OVER_RATE
+        clock.now += 0.002  # the first three have left the window
+        assert [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)] == [0, 0, 0, api.OVER_RATE]
+        assert box.stats["60007"] == 3
+    finally:
+        await box.stop()
+
+
+async def test_fault_10002_omits_action_status(http: aiohttp.ClientSession) -> None:
+    box = await started(Sandbox(faults=Faults(error_rate=1.0)))
+    try:
+        status, doc = await post(http, box, {"GroupId": "@TGS#any", "Content": "hi"})
+        assert (status, doc) == (200, {"ErrorCode": 10002, "ErrorInfo": "internal error, try again"})
+        assert box.ledger.total() == 0
+    finally:
+        await box.stop()
+
+
+async def test_fault_502_has_an_html_body(http: aiohttp.ClientSession) -> None:
+    box = await started(Sandbox(faults=Faults(http502_rate=1.0)))
+    try:
+        async with http.post(box.url + api.SEND_PATH, params=query(), data=b"{}") as resp:
+            assert resp.status == 502
+            assert "<html>" in await resp.text()
+    finally:
+        await box.stop()
+
+
+async def test_fault_dropped_connection(http: aiohttp.ClientSession) -> None:
+    box = await started(Sandbox(faults=Faults(drop_rate=1.0)))
+    try:
+        with pytest.raises(aiohttp.ClientError):
+            await post(http, box, {"GroupId": "@TGS#any", "Content": "hi"})
+        assert box.stats["dropped"] == 1
+        assert box.ledger.total() == 0
+    finally:
+        await box.stop()
+
+
+async def test_fault_latency_with_jitter(http: aiohttp.ClientSession) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    box = await started(Sandbox(faults=Faults(latency=0.3, jitter=0.05, seed=1), sleep=sleep))
+    try:
+        for _ in range(20):
+            await post(http, box, {"GroupId": "@TGS#any", "Content": "hi"})
+        assert len(waits) == 20
+        assert all(0.25 <= w <= 0.35 for w in waits)
+        assert len(set(waits)) > 1
+    finally:
+        await box.stop()
+
+
+async def test_seed_makes_faults_repeatable(http: aiohttp.ClientSession) -> None:
+    async def codes(seed: int) -> list[int]:
+        box = await started(Sandbox(faults=Faults(error_rate=0.5, seed=seed)))
+        try:
+            return [(await post(http, box, {"GroupId": "@TGS#any", "Content": "x"}))[1]["ErrorCode"] for _ in range(30)]
+        finally:
+            await box.stop()
+
+    first = await codes(7)
+    assert first == await codes(7)
+    assert set(first) == {0, 10002}
+
+
+async def test_scripted_replies_come_first(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    box.script(10002, 70001)
+    body = {"GroupId": "@TGS#public", "Content": "hi"}
+    assert [(await post(http, box, body))[1]["ErrorCode"] for _ in range(3)] == [10002, 70001, 0]
+
+
+async def test_ledger_and_stats_over_http(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    await post(http, box, {"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["peter", "amara"]})
+    async with http.get(box.url + "/sandbox/ledger") as resp:
+        deliveries = (await resp.json())["deliveries"]
+    assert sorted(d["user"] for d in deliveries) == ["amara", "peter"]
+    assert all(d["count"] == 1 and d["content"] == "hi" for d in deliveries)
+    async with http.get(box.url + "/sandbox/stats") as resp:
+        assert (await resp.json())["0"] == 1
+
+
+async def test_get_group_info_gives_the_type(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    _status, doc = await post(http, box, {"GroupIdList": ["@TGS#live", "@TGS#gone"]}, path=api.GROUP_INFO_PATH)
+    info = {g["GroupId"]: g for g in doc["GroupInfo"]}
+    assert info["@TGS#live"]["Type"] == "AVChatRoom"
+    assert info["@TGS#gone"]["ErrorCode"] == api.GROUP_NOT_FOUND
+
+
+def test_cli_sandbox_serves_on_port_0_with_groups_and_usersig(tmp_path: Path) -> None:
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"@TGS#team": {"type": "Public", "members": ["peter", "leckie"]}}')
+    env = cli_env(**DEMO_ENV)
+    proc = subprocess.Popen(
+        DISPATCHER("sandbox", "--port", "0", "--groups", str(groups)),
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        sig = subprocess.run(
+            DISPATCHER("usersig", "--expire", "600"), env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+        async def call() -> dict[str, Any]:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    url + api.SEND_PATH, params=query(usersig=sig), data=b'{"GroupId": "@TGS#team", "Content": "hi"}'
+                ) as resp,
+            ):
+                return dict(await resp.json())
+
+        assert asyncio.run(call())["ErrorCode"] == 0
+
+        async def ledger() -> list[dict[str, Any]]:
+            async with aiohttp.ClientSession() as http, http.get(url + "/sandbox/ledger") as resp:
+                return list((await resp.json())["deliveries"])
+
+        assert sorted(d["user"] for d in asyncio.run(ledger())) == ["leckie", "peter"]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def test_cli_usersig_needs_the_key() -> None:
+    env = cli_env(TIM_SDKAPPID="1400000000", TIM_IDENTIFIER="administrator")
+    result = subprocess.run(DISPATCHER("usersig"), env=env, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "TIM_SECRET_KEY" in result.stderr
+
+
+def test_usersig_is_fresh_each_time() -> None:
+    first = usersig.generate(DEMO.sdkappid, DEMO.identifier, "k", now=time.time())
+    assert usersig.verify(first, DEMO.sdkappid, DEMO.identifier, "k")["TLS.expire"] == usersig.DEFAULT_EXPIRE
