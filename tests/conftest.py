@@ -74,15 +74,14 @@ def journal(path: Path) -> list[dict[str, Any]]:
 
 
 def make_config(sandbox: Sandbox, jobs: Path | str, out: Path, **kwargs: Any) -> RunConfig:
-    policy = kwargs.pop("policy", RetryPolicy(base=0.001, cap=0.01))
-    return RunConfig(
-        jobs=(str(jobs),),
-        out=out,
-        endpoint=sandbox.url,
-        credentials=sandbox.credentials,
-        policy=policy,
-        **{"rate": 10_000, **kwargs},
-    )
+    options: dict[str, Any] = {
+        "endpoint": sandbox.url,
+        "credentials": sandbox.credentials,
+        "policy": RetryPolicy(base=0.001, cap=0.01),
+        "rate": 10_000,
+        **kwargs,
+    }
+    return RunConfig(jobs=(str(jobs),), out=out, **options)
 
 
 async def run_engine(

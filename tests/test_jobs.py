@@ -1,0 +1,170 @@
+"""Job validation: every rejection rule names the file, the line and the field; nothing widens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.batching import split
+from dispatcher.jobs import Job, Rejection, read_jobs
+from tests.conftest import write_jobs
+
+BASE = {"GroupId": "@TGS#g", "Content": "hello"}
+
+
+def one(tmp_path: Path, line: dict[str, Any] | str, batch_size: int = 500) -> Job | Rejection:
+    path = write_jobs(tmp_path / "jobs.jsonl", ["", line])  # a blank first line: the job is on line 2
+    (item,) = list(read_jobs([str(path)], batch_size))
+    return item
+
+
+def rejected(tmp_path: Path, line: dict[str, Any] | str) -> Rejection:
+    item = one(tmp_path, line)
+    assert isinstance(item, Rejection), item
+    assert item.line == 2
+    assert item.message.startswith(f"{tmp_path / 'jobs.jsonl'}:2")
+    return item
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "words"),
+    [
+        ("not json", None, "not valid JSON"),
+        ('["GroupId"]', None, "JSON object"),
+        ("\xff", None, "not valid JSON"),
+        ({"Content": "x"}, "GroupId", "required"),
+        ({"GroupId": 5, "Content": "x"}, "GroupId", "must be a string"),
+        ({"GroupId": "@TGS#" + "g" * 44, "Content": "x"}, "GroupId", "48 bytes"),
+        ({"GroupId": "@TGS#g"}, "Content", "required"),
+        ({**BASE, "Content": ""}, "Content", "empty"),
+        ({**BASE, "Content": None}, "Content", "not null"),
+        ({**BASE, "ToMembers_Account": None}, "ToMembers_Account", "not null"),
+        ({**BASE, "ToMembers_Account": []}, "ToMembers_Account", "empty"),
+        ({**BASE, "ToMembers_Account": "peter"}, "ToMembers_Account", "array"),
+        ({**BASE, "ToMember_Account": ["peter"]}, "ToMember_Account", "did you mean ToMembers_Account"),
+        ({**BASE, "ToMembers_Account": ["peter", ""]}, "ToMembers_Account", "item 1"),
+        ({**BASE, "ToMembers_Account": ["x" * 33]}, "ToMembers_Account", "32 bytes"),
+        ({**BASE, "ToMembers_Account": ["é" * 17]}, "ToMembers_Account", "32 bytes"),
+        ({**BASE, "ToMembers_Account": [42]}, "ToMembers_Account", "must be a string"),
+        ({**BASE, "ToMembers_Account": ["a"], "recipients_file": "r.txt"}, "recipients_file", "together"),
+        ({**BASE, "recipients_file": None}, "recipients_file", "not null"),
+        ({**BASE, "recipients_file": "missing.txt"}, "recipients_file", "cannot read"),
+        ({**BASE, "group_type": "AVChatRoom", "ToMembers_Account": ["a"]}, "ToMembers_Account", "all members"),
+        ({**BASE, "group_type": "Public", "TopicId": "t"}, "TopicId", "Community"),
+        ({**BASE, "group_type": "Secret"}, "group_type", "must be one of"),
+        ({**BASE, "TopicId": None}, "TopicId", "not null"),
+        ({**BASE, "job_id": ""}, "job_id", "empty"),
+    ],
+)
+def test_rejections(tmp_path: Path, line: dict[str, Any] | str, field: str | None, words: str) -> None:
+    rej = rejected(tmp_path, line)
+    assert rej.field == field
+    assert words in rej.message
+    if field:
+        assert f"field {field}" in rej.message
+
+
+def test_invalid_utf8_line(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(b'{"GroupId": "@TGS#g", "Content": "\xff"}\n')
+    (item,) = list(read_jobs([str(path)], 500))
+    assert isinstance(item, Rejection)
+    assert "UTF-8" in item.message
+
+
+def test_rejection_keeps_the_job_id_and_group(tmp_path: Path) -> None:
+    rej = rejected(tmp_path, {**BASE, "job_id": "promo", "ToMembers_Account": []})
+    assert (rej.job_id, rej.group_id) == ("promo", "@TGS#g")
+
+
+def test_default_job_id_is_file_and_line(tmp_path: Path) -> None:
+    job = one(tmp_path, BASE)
+    assert isinstance(job, Job)
+    assert job.job_id == "jobs.jsonl:2"
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "   \n"])
+def test_empty_export_is_never_all_members(tmp_path: Path, content: str) -> None:
+    (tmp_path / "r.txt").write_text(content)
+    rej = rejected(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert rej.field == "recipients_file"
+    assert "never means all members" in rej.reason
+
+
+def test_bad_userid_deep_in_an_export(tmp_path: Path) -> None:
+    lines = [f"user{i}" for i in range(900_000)]
+    lines[899_999] = "x" * 33
+    (tmp_path / "r.txt").write_text("\n".join(lines) + "\n")
+    rej = rejected(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert "r.txt line 900000" in rej.reason
+
+
+def test_export_with_invalid_utf8(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_bytes(b"peter\n\xff\xfe\n")
+    assert "r.txt line 2: not valid UTF-8" in rejected(tmp_path, {**BASE, "recipients_file": "r.txt"}).reason
+
+
+def test_repeated_job_id(tmp_path: Path) -> None:
+    path = write_jobs(tmp_path / "jobs.jsonl", [{**BASE, "job_id": "a"}, {**BASE, "job_id": "a"}])
+    first, second = read_jobs([str(path)], 500)
+    assert isinstance(first, Job)
+    assert isinstance(second, Rejection)
+    assert second.field == "job_id"
+    assert f"{path}:1" in second.reason
+
+
+def test_duplicates_sent_once_in_file_order(tmp_path: Path) -> None:
+    job = one(tmp_path, {**BASE, "ToMembers_Account": ["b", "a", "b", "c", "a"]})
+    assert isinstance(job, Job)
+    assert job.recipient_count == 3
+    assert [b.recipients for b in split(job)] == [("b", "a", "c")]
+
+
+def test_export_relative_to_the_jobs_file_with_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("b\na\n\nb\r\nc\n")
+    job = one(tmp_path, {**BASE, "recipients_file": "r.txt"}, batch_size=2)
+    assert isinstance(job, Job)
+    assert [b.recipients for b in split(job)] == [("b", "a"), ("c",)]
+    inline = one(tmp_path, {**BASE, "ToMembers_Account": ["b", "a", "c"]}, batch_size=2)
+    assert isinstance(inline, Job)
+    assert inline.job_hash == job.job_hash  # the same recipients give the same hash
+
+
+def test_batches_are_deterministic(tmp_path: Path) -> None:
+    ids = [f"u{i}" for i in range(1250)]
+    job = one(tmp_path, {**BASE, "ToMembers_Account": ids})
+    assert isinstance(job, Job)
+    batches = list(split(job))
+    assert [len(b.recipients or ()) for b in batches] == [500, 500, 250]
+    assert job.batches == 3
+    assert [r for b in batches for r in b.recipients or ()] == ids
+    assert [b.recipients for b in split(job)] == [b.recipients for b in batches]
+
+
+def test_all_members_is_one_batch(tmp_path: Path) -> None:
+    job = one(tmp_path, BASE)
+    assert isinstance(job, Job)
+    assert [b.recipients for b in split(job)] == [None]
+    assert b'"ToMembers_Account"' not in next(split(job)).body()
+
+
+def test_hash_changes_with_content_recipients_and_batch_size(tmp_path: Path) -> None:
+    def digest(line: dict[str, Any], size: int = 500) -> str:
+        job = one(tmp_path, line, size)
+        assert isinstance(job, Job)
+        return job.job_hash
+
+    base = digest({**BASE, "ToMembers_Account": ["a", "b"]})
+    assert base == digest({**BASE, "ToMembers_Account": ["a", "b"]})
+    assert base != digest({**BASE, "ToMembers_Account": ["b", "a"]})
+    assert base != digest({**BASE, "Content": "other", "ToMembers_Account": ["a", "b"]})
+    assert base != digest({**BASE, "ToMembers_Account": ["a", "b"]}, size=1)
+    assert digest(BASE) != digest({**BASE, "ToMembers_Account": ["a"]})
+
+
+def test_blank_lines_are_skipped_and_numbering_kept(tmp_path: Path) -> None:
+    path = write_jobs(tmp_path / "jobs.jsonl", [BASE, "", "  ", {**BASE, "Content": "x"}])
+    items = list(read_jobs([str(path)], 500))
+    assert [i.line for i in items] == [1, 4]
