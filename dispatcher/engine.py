@@ -261,6 +261,7 @@ class Engine:
             for batch in split(item):
                 if self.state.should_skip(item.job_id, batch.index, self.config.retry_failed):
                     summary.skipped += 1
+                    summary.skipped_failed += self.state.fate(item.job_id, batch.index) == FAILED
                     self.progress.batch_done("skipped")
                 else:
                     await queue.put(batch)

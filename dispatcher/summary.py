@@ -16,6 +16,7 @@ class Summary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    skipped_failed: int = 0  # of the skipped, those whose fate is failed (resumed without --retry-failed)
     requests: int = 0
     retries: int = 0
     recipients: int = 0
@@ -40,7 +41,7 @@ class Summary:
             return 130
         if self.stopped:
             return 2
-        if self.failed or self.rejected or self.pending:
+        if self.failed or self.skipped_failed or self.rejected or self.pending:
             return 1
         return 0
 
