@@ -6,6 +6,9 @@ server answers with 60007. This limiter has a bucket of one token refilled every
 (GCRA with no burst tolerance), so starts are evenly spaced, slightly wider than 1/rate so that
 scheduling jitter cannot squeeze `rate + 1` starts into one window. The clock and the sleep are
 injected so tests can drive it in virtual time.
+
+The guarantee: no window of one second holds more than `rate` starts by the clock, whatever the
+callers' concurrency, and after an idle spell there is no burst.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 HEADROOM = 0.005  # pace at 99.5% of the rate: 199/s at 200
+# A start may come this much before its theoretical time, so that a sleep that overshoots by a
+# millisecond does not lose that millisecond for good. Any window of one second then holds at most
+# floor((1 + TOLERANCE) / interval) + 1 starts, which stays <= rate while TOLERANCE < HEADROOM
+# seconds; the rest of the headroom absorbs jitter on the way to the server.
+TOLERANCE = 0.002
 
 
 class RateLimiter:
@@ -28,20 +36,23 @@ class RateLimiter:
         self.interval = (1 + HEADROOM) / rate
         self._clock = clock
         self._sleep = sleep
-        self._next = float("-inf")
+        self._tat = float("-inf")  # theoretical time of the next start (GCRA)
         self._paused_until = float("-inf")
+        # Waiters line up one at a time (asyncio.Lock is FIFO) and a slot is only taken when its
+        # caller is awake to use it. Slots booked ahead would all fire together after an
+        # event-loop stall: a burst the server counts against us.
+        self._turn = asyncio.Lock()
 
     async def acquire(self) -> None:
         """Wait for this caller's start slot. A retry takes its slot here like a first attempt."""
-        while True:
-            now = self._clock()
-            slot = max(now, self._next, self._paused_until)
-            self._next = slot + self.interval
-            if slot > now:
-                await self._sleep(slot - now)
-            # A pause ordered while we slept covers slots handed out before it, too.
-            if self._clock() >= self._paused_until:
-                return
+        async with self._turn:
+            while True:
+                now = self._clock()
+                wait = max(self._tat - TOLERANCE, self._paused_until) - now
+                if wait <= 0:
+                    self._tat = max(now, self._tat) + self.interval
+                    return
+                await self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
         """Hold every start for `seconds` (the server rate-limited our signatures: 70050)."""

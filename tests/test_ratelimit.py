@@ -62,10 +62,10 @@ async def test_concurrent_callers_share_the_pace() -> None:
 
     tasks = [asyncio.create_task(worker()) for _ in range(30)]
     while not all(t.done() for t in tasks):
-        await asyncio.sleep(0)
+        for _ in range(10):  # let every runnable task run until it blocks
+            await asyncio.sleep(0)
         waiting = [w for w in wakeups if not w[1].done()]
-        if waiting and len(waiting) == sum(not t.done() for t in tasks):
-            # Every live task is asleep: move time to the next wake-up, as a real clock would.
+        if waiting:  # everyone is blocked: move time to the next wake-up, as a real clock would
             now[0] = min(when for when, _ in waiting)
             for when, fut in waiting:
                 if when <= now[0]:

@@ -1,0 +1,269 @@
+"""The command line as users and cron jobs see it: exit codes, dry run, summary JSON, report, progress."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, users, write_jobs
+
+SUMMARY_KEYS = {
+    "jobs",
+    "rejected",
+    "batches",
+    "ok",
+    "failed",
+    "skipped",
+    "pending",
+    "requests",
+    "retries",
+    "recipients",
+    "error_codes",
+    "elapsed_s",
+    "rate",
+    "out",
+    "exit_code",
+    "interrupted",
+}
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        DISPATCHER(*args),
+        env=env or cli_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        input=None if stdin is None else stdin.decode(),
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Path:
+    (tmp_path / "export.txt").write_text("\n".join(users(1200)) + "\n")
+    return write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"job_id": "inline", "GroupId": "@TGS#a", "Content": "hi", "ToMembers_Account": ["peter", "leckie"]},
+            {"job_id": "export", "GroupId": "@TGS#b", "Content": "digest", "recipients_file": "export.txt"},
+            {"job_id": "all", "GroupId": "@TGS#c", "Content": "everyone"},
+        ],
+    )
+
+
+def load(path: Path) -> dict[str, Any]:
+    return dict(orjson.loads(path.read_bytes()))
+
+
+def test_send_sandbox_summary_json(jobs: Path, tmp_path: Path) -> None:
+    result = run("send", str(jobs), "--sandbox", "--summary-json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    summary = load(tmp_path / "s.json")
+    assert set(summary) >= SUMMARY_KEYS
+    assert (summary["jobs"], summary["batches"], summary["ok"], summary["recipients"]) == (3, 5, 5, 1202)
+    assert summary["out"] == str(tmp_path / "jobs.outcomes.jsonl")  # the default --out
+    assert summary["error_codes"] == {"0": 5}
+    assert "ok          5" in result.stdout
+
+
+def test_exit_1_when_a_job_is_rejected(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "j.jsonl", [{"GroupId": "@TGS#a", "Content": "x"}, {"GroupId": "@TGS#a"}])
+    result = run("send", str(jobs), "--sandbox")
+    assert result.returncode == 1
+    assert "j.jsonl:2: field Content: is required" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--retry-failed"], "--retry-failed needs --resume"),
+        (["--batch-size", "501"], "--batch-size"),
+        (["--rate", "0"], "--rate"),
+        (["--region", "mars"], "unknown region"),
+        (["--sandbox", "--endpoint", "http://127.0.0.1:1"], "--sandbox"),
+    ],
+)
+def test_usage_errors_exit_2(jobs: Path, args: list[str], words: str) -> None:
+    result = run("send", str(jobs), *args, env=cli_env(**DEMO_ENV))
+    assert result.returncode == 2
+    assert words in result.stderr
+
+
+def test_missing_credentials_exit_2(jobs: Path) -> None:
+    result = run("send", str(jobs))
+    assert result.returncode == 2
+    assert "TIM_SDKAPPID" in result.stderr and "TIM_SECRET_KEY" in result.stderr
+
+
+def test_unreadable_jobs_file_exit_2(tmp_path: Path) -> None:
+    result = run("send", str(tmp_path / "nope.jsonl"), "--sandbox")
+    assert result.returncode == 2
+    assert "nope.jsonl: cannot read" in result.stderr
+
+
+def test_existing_out_refused_without_resume(jobs: Path, tmp_path: Path) -> None:
+    assert run("send", str(jobs), "--sandbox").returncode == 0
+    result = run("send", str(jobs), "--sandbox")
+    assert result.returncode == 2
+    assert "--resume" in result.stderr
+    assert run("send", str(jobs), "--sandbox", "--resume").returncode == 0
+
+
+def test_dry_run_prints_the_plan_and_sends_nothing(jobs: Path, tmp_path: Path) -> None:
+    result = run("send", str(jobs), "--dry-run", "--rate", "2", "--summary-json", str(tmp_path / "plan.json"))
+    assert result.returncode == 0, result.stderr
+    assert "jobs        3 (3 valid, 0 rejected)" in result.stdout
+    assert "requests    5" in result.stdout
+    assert "recipients  1202 named" in result.stdout
+    assert "least time  2.0 s at 2 requests/s" in result.stdout
+    plan = load(tmp_path / "plan.json")
+    assert (plan["batches"], plan["requests"], plan["ok"], plan["least_seconds"]) == (5, 5, 0, 2.01)
+    assert not (tmp_path / "jobs.outcomes.jsonl").exists()
+
+
+def test_dry_run_lists_rejections_and_exits_1(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "j.jsonl", [{"GroupId": "@TGS#a", "Content": "x", "ToMember_Account": ["p"]}])
+    result = run("send", str(jobs), "--dry-run")
+    assert result.returncode == 1
+    assert "did you mean ToMembers_Account" in result.stdout
+
+
+def test_dry_run_with_resume_counts_what_is_left(jobs: Path, tmp_path: Path) -> None:
+    assert run("send", str(jobs), "--sandbox").returncode == 0
+    result = run("send", str(jobs), "--dry-run", "--resume")
+    assert "batches     5 (5 already final in the journal)" in result.stdout
+    assert "requests    0" in result.stdout
+
+
+def test_json_logs_are_one_object_per_line(jobs: Path) -> None:
+    result = run("send", str(jobs), "--sandbox", "--log-format", "json")
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert lines and all(isinstance(orjson.loads(line), dict) for line in lines)
+    assert orjson.loads(lines[-1])["event"] == "finished"
+
+
+def test_report_text_and_json(tmp_path: Path) -> None:
+    jobs = write_jobs(
+        tmp_path / "j.jsonl",
+        [
+            {"job_id": "ok", "GroupId": "@TGS#a", "Content": "x", "ToMembers_Account": ["p"]},
+            {"job_id": "bad", "GroupId": "@TGS#a", "Content": "x", "ToMembers_Account": []},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    run("send", str(jobs), "--sandbox", "--out", str(out))
+    # Add a failed batch and a batch cut off mid-retry, as a real run could leave them.
+    with out.open("ab") as handle:
+        for doc in (
+            {
+                "job_id": "lost",
+                "batch": 0,
+                "batches": 2,
+                "attempt": 1,
+                "status": "failed",
+                "final": True,
+                "group_id": "@TGS#b",
+                "recipients": ["q", "r"],
+                "error_code": 10010,
+                "error_info": "gone",
+            },
+            {
+                "job_id": "lost",
+                "batch": 1,
+                "batches": 2,
+                "attempt": 1,
+                "status": "retry",
+                "final": False,
+                "group_id": "@TGS#b",
+                "recipients": ["s"],
+                "error_code": None,
+                "error_info": "timeout",
+            },
+        ):
+            handle.write(orjson.dumps(doc) + b"\n")
+    result = run("report", str(out), "--json")
+    assert result.returncode == 0
+    report = orjson.loads(result.stdout)
+    assert {k: report[k] for k in ("batches", "ok", "failed", "rejected", "pending")} == {
+        "batches": 3,
+        "ok": 1,
+        "failed": 1,
+        "rejected": 1,
+        "pending": 1,
+    }
+    assert report["error_codes"] == {"0": 1, "10010": 1, "transport": 1}
+    fates = {j["job_id"]: j["fate"] for j in report["jobs"]}
+    assert fates == {"ok": "ok", "bad": "rejected", "lost": "failed"}
+    missing = {(m["job_id"], m["batch"]): m["recipients"] for m in report["not_notified"]}
+    assert missing == {("lost", 0): ["q", "r"], ("lost", 1): ["s"]}
+    text = run("report", str(out)).stdout
+    assert "not notified:" in text and "lost batch 0 (failed) group @TGS#b: 2 recipients: q, r" in text
+
+
+def test_report_of_a_missing_journal() -> None:
+    result = run("report", "/nonexistent/out.jsonl")
+    assert result.returncode == 2
+
+
+def test_no_progress_when_not_a_terminal(jobs: Path) -> None:
+    result = run("send", str(jobs), "--sandbox")
+    assert "req/s" not in result.stderr and "ETA" not in result.stderr
+
+
+def run_in_pty(args: list[str], cwd: Path) -> str:
+    """Run with stdout and stderr on a pseudo-terminal, as a person at a terminal would."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        cwd=cwd,
+        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_on_a_terminal_and_not_with_no_progress(jobs: Path, tmp_path: Path) -> None:
+    shown = run_in_pty(DISPATCHER("send", str(jobs), "--sandbox", "--out", str(tmp_path / "a.jsonl")), tmp_path)
+    assert "batches" in shown and "req/s" in shown and "5/5" in shown
+    hidden = run_in_pty(
+        DISPATCHER("send", str(jobs), "--sandbox", "--out", str(tmp_path / "b.jsonl"), "--no-progress"), tmp_path
+    )
+    assert "req/s" not in hidden
+    assert "dispatcher summary" in hidden  # the table, since stdout is a terminal
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("dispatcher ")
+    result = run("--help")
+    assert result.returncode == 0 and "send" in result.stdout
