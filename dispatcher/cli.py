@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--rate", type=float, default=200, help="requests started in any one second, retries included (default 200)"
     )
-    send.add_argument("--concurrency", type=int, help="requests in flight (default: half the rate, at least 8)")
+    send.add_argument("--concurrency", type=int, help="requests in flight (default: half the rate, from 8 to 512)")
     send.add_argument("--batch-size", type=int, default=500, help="recipients per request, 1-500 (default 500)")
     send.add_argument("--max-attempts", type=int, default=5, help="attempts of one batch (default 5)")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds for one request (default 10)")

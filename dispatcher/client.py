@@ -37,7 +37,9 @@ class Reply:
 def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
     """One session for the whole run: keep-alive connections, at most `concurrency` of them."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), headers=JSON_HEADERS
+    )
 
 
 class Client:
@@ -54,19 +56,26 @@ class Client:
         query = f"sdkappid={sdkappid}&identifier={quote(identifier, safe='')}"
         self._prefix = f"{endpoint.rstrip('/')}{api.SEND_PATH}?{query}&usersig="
         self._signer = signer
-        self._rng = rng or random.SystemRandom()
+        self._sig = ""
+        self._signed = ""
+        # `random` only has to be fresh and uniform, not secret: a seeded PRNG spares a syscall a request.
+        self._rng = rng or random.Random()
         self.timeout = session.timeout.total
 
     def _url(self) -> URL:
-        # A fresh uniform uint32 `random` for every request, as the API asks.
-        sig = quote(self._signer.current(), safe="*-_")
-        return URL(f"{self._prefix}{sig}&random={self._rng.getrandbits(32)}&contenttype=json", encoded=True)
+        # A fresh uniform uint32 `random` for every request, as the API asks. The signed part of
+        # the URL is rebuilt only when the signer hands out a new UserSig.
+        sig = self._signer.current()
+        if sig is not self._sig:
+            self._sig = sig
+            self._signed = f"{self._prefix}{quote(sig, safe='*-_')}&contenttype=json&random="
+        return URL(f"{self._signed}{self._rng.getrandbits(32)}", encoded=True)
 
     async def send(self, body: bytes) -> Reply:
         start = time.perf_counter()
         status: int | None = None
         try:
-            async with self._session.post(self._url(), data=body, headers=JSON_HEADERS) as resp:
+            async with self._session.post(self._url(), data=body) as resp:
                 status = resp.status
                 raw = await resp.read()
         except TimeoutError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -41,8 +42,9 @@ _CHUNK_RECIPIENTS = 20_000
 
 
 def default_concurrency(rate: float) -> int:
-    """Enough requests in flight to hold `rate` at 500 ms latency (the API answers in ~350 ms)."""
-    return max(8, int(rate / 2))
+    """Enough requests in flight to hold `rate` at 500 ms latency (the API answers in ~350 ms),
+    within [8, 512]: past that, more workers cost memory and buy nothing."""
+    return min(512, max(8, math.ceil(rate / 2)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,17 +42,26 @@ class RateLimiter:
         # caller is awake to use it. Slots booked ahead would all fire together after an
         # event-loop stall: a burst the server counts against us.
         self._turn = asyncio.Lock()
+        self._waiting = 0
 
     async def acquire(self) -> None:
         """Wait for this caller's start slot. A retry takes its slot here like a first attempt."""
-        async with self._turn:
-            while True:
-                now = self._clock()
-                wait = max(self._tat - TOLERANCE, self._paused_until) - now
-                if wait <= 0:
-                    self._tat = max(now, self._tat) + self.interval
-                    return
-                await self._sleep(wait)
+        if not self._waiting and self._take(self._clock()) <= 0:
+            return  # nobody queued and the slot is due: no lock, no extra trip through the loop
+        self._waiting += 1
+        try:
+            async with self._turn:
+                while (wait := self._take(self._clock())) > 0:
+                    await self._sleep(wait)
+        finally:
+            self._waiting -= 1
+
+    def _take(self, now: float) -> float:
+        """Take the slot if it is due (return <= 0), else return how long until it is."""
+        wait = max(self._tat - TOLERANCE, self._paused_until) - now
+        if wait <= 0:
+            self._tat = max(now, self._tat) + self.interval
+        return wait
 
     def pause(self, seconds: float) -> None:
         """Hold every start for `seconds` (the server rate-limited our signatures: 70050)."""

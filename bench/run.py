@@ -1,0 +1,201 @@
+"""Benchmarks (not tests): run the dispatcher CLI against a sandbox in another process and print
+the figures the issues set goals for, side by side with the baseline script.
+
+    make bench            # or: .venv/bin/python bench/run.py [--quick]
+
+Every figure is measured from outside the measured process: wall time with a monotonic clock,
+CPU (user + system) and peak RSS from the kernel's accounting of the finished child (wait4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+PY = sys.executable
+ENV = {
+    **os.environ,
+    "TIM_SDKAPPID": "1400000000",
+    "TIM_IDENTIFIER": "administrator",
+    "TIM_SECRET_KEY": "dispatcher-sandbox-demo-key",
+}
+
+
+@dataclasses.dataclass
+class Run:
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+    returncode: int
+
+
+def measure(cmd: list[str]) -> Run:
+    """Run a command to the end; its wall time, CPU time and peak RSS as the kernel counted them."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+
+
+class Sandbox:
+    """`dispatcher sandbox` in its own process."""
+
+    def __init__(self, *args: str) -> None:
+        cmd = [PY, "-m", "dispatcher", "sandbox", "--port", "0", *args]
+        self.proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def send(jobs: Path, url: str, *extra: str) -> tuple[Run, dict[str, Any]]:
+    out, summary = jobs.with_suffix(".outcomes.jsonl"), jobs.with_suffix(".summary.json")
+    out.unlink(missing_ok=True)
+    cmd = [
+        PY,
+        "-m",
+        "dispatcher",
+        "send",
+        str(jobs),
+        "--endpoint",
+        url,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--summary-json",
+        str(summary),
+        *extra,
+    ]
+    run = measure(cmd)
+    return run, orjson.loads(summary.read_bytes())
+
+
+def write_jobs(path: Path, count: int, recipients_per_job: int) -> Path:
+    with path.open("wb") as handle:
+        for i in range(count):
+            members = [f"user{i * recipients_per_job + j:09d}" for j in range(recipients_per_job)]
+            handle.write(
+                orjson.dumps(
+                    {
+                        "GroupId": f"@TGS#group{i % 100}",
+                        "Content": "Weekly digest is ready.",
+                        "ToMembers_Account": members,
+                    }
+                )
+                + b"\n"
+            )
+    return path
+
+
+def at_cap(requests: int) -> None:
+    jobs = write_jobs(OUT / "at_cap.jsonl", requests, 20)
+    with Sandbox("--rate", "200", "--latency", "0.3", "--jitter", "0.05", "--seed", "1") as box:
+        run, summary = send(jobs, box.url, "--rate", "200")
+    over = summary["error_codes"].get("60007", 0)
+    print(
+        f"at-cap (--rate 200, latency 250-350 ms, {requests} requests): achieved {summary['rate']:.1f} req/s "
+        f"= {summary['rate'] / 2:.1f}% of the rate; 60007 replies: {over}; wall {run.wall_s:.1f} s"
+    )
+
+
+def unthrottled(requests: int, repeats: int) -> None:
+    jobs = write_jobs(OUT / "unthrottled.jsonl", requests, 1)
+    ours: list[float] = []
+    theirs: list[float] = []
+    ours_cpu: list[float] = []
+    theirs_cpu: list[float] = []
+    with Sandbox("--rate", "1000000000") as box:
+        for _ in range(repeats):
+            run, summary = send(jobs, box.url, "--rate", "1000000", "--concurrency", "64")
+            assert summary["ok"] == requests, summary
+            ours.append(requests / run.wall_s)
+            ours_cpu.append(run.cpu_s / requests * 1e6)
+            base = measure([PY, "bench/baseline.py", str(jobs), box.url, "64", "1000000"])
+            assert base.returncode == 0
+            theirs.append(requests / base.wall_s)
+            theirs_cpu.append(base.cpu_s / requests * 1e6)
+    med = statistics.median
+    print(f"unthrottled ({requests} requests, concurrency 64, median of {repeats}, whole process incl. start-up):")
+    print(f"  {'':<24}{'requests/s':>12}{'CPU us/request':>16}")
+    print(f"  {'dispatcher send':<24}{med(ours):>12.0f}{med(ours_cpu):>16.0f}")
+    print(f"  {'baseline (no journal)':<24}{med(theirs):>12.0f}{med(theirs_cpu):>16.0f}")
+    print(f"  CPU per request, dispatcher / baseline: {med(ours_cpu) / med(theirs_cpu):.2f}")
+
+
+def big_export(recipients: int) -> None:
+    export = OUT / "export.txt"
+    with export.open("w") as handle:
+        for i in range(recipients):
+            handle.write(f"member{i:012d}\n")
+    jobs = OUT / "export.jsonl"
+    jobs.write_bytes(
+        orjson.dumps({"GroupId": "@TGS#export", "Content": "Your statement is ready.", "recipients_file": "export.txt"})
+        + b"\n"
+    )
+    with Sandbox("--rate", "1000000000") as box:
+        run, summary = send(jobs, box.url, "--rate", "1000000")
+    assert summary["recipients"] == recipients, summary
+    print(
+        f"export of {recipients:,} recipients ({summary['batches']} batches): peak RSS {run.max_rss_mb:.0f} MB, "
+        f"wall {run.wall_s:.1f} s"
+    )
+
+
+def many_jobs(count: int) -> None:
+    jobs = write_jobs(OUT / "many_jobs.jsonl", count, 1)
+    small = write_jobs(OUT / "few_jobs.jsonl", count // 10, 1)
+    with Sandbox("--rate", "1000000000") as box:
+        run_small, _ = send(small, box.url, "--rate", "1000000")
+        run, summary = send(jobs, box.url, "--rate", "1000000")
+    assert summary["ok"] == count, summary
+    print(
+        f"{count:,} jobs: peak RSS {run.max_rss_mb:.0f} MB (with {count // 10:,} jobs: "
+        f"{run_small.max_rss_mb:.0f} MB), {count / run.wall_s:.0f} jobs/s"
+    )
+
+
+def start_up(repeats: int) -> None:
+    walls = [measure([PY, "-m", "dispatcher", "--help"]).wall_s for _ in range(repeats)]
+    script = Path(PY).parent / "dispatcher"
+    entry = [measure([str(script), "--help"]).wall_s for _ in range(repeats)] if script.exists() else walls
+    print(
+        f"start-up, `dispatcher --help`: median {statistics.median(entry) * 1000:.0f} ms "
+        f"(python -m dispatcher: {statistics.median(walls) * 1000:.0f} ms) over {repeats} runs"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    scale = 10 if args.quick else 1
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    start_up(5)
+    at_cap(2000 // scale)
+    unthrottled(20_000 // scale, 3 if not args.quick else 1)
+    big_export(1_000_000 // scale)
+    many_jobs(100_000 // scale)
+
+
+if __name__ == "__main__":
+    main()
