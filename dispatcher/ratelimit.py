@@ -25,7 +25,11 @@ HEADROOM = 0.005  # pace at 99.5% of the rate: 199/s at 200
 # millisecond does not lose that millisecond for good. Any window of one second then holds at most
 # floor((1 + TOLERANCE) / interval) + 1 starts, which stays <= rate while TOLERANCE < HEADROOM
 # seconds; the rest of the headroom absorbs jitter on the way to the server.
-TOLERANCE = 0.002
+TOLERANCE = 0.001
+# The event loop's selector rounds a timeout up to the next millisecond, so a sleep lands up to
+# 1 ms late, beyond the tolerance. A waiter far from its slot therefore sleeps to EARLY before
+# it, then sleeps the short rest, whose round-up still lands inside the tolerance.
+EARLY = 0.001
 
 
 class RateLimiter:
@@ -52,7 +56,7 @@ class RateLimiter:
         try:
             async with self._turn:
                 while (wait := self._take(self._clock())) > 0:
-                    await self._sleep(wait)
+                    await self._sleep(wait - EARLY if wait > 2 * EARLY else wait)
         finally:
             self._waiting -= 1
 
