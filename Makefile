@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 
 # Sends the example jobs to the built-in sandbox. Each run starts a fresh journal, so it works twice in a row.
 run: install
-	rm -f jobs/demo.outcomes.jsonl
-	$(BIN)/dispatcher send jobs/*.jsonl --sandbox --out jobs/demo.outcomes.jsonl --summary-json jobs/demo.summary.json
-	$(BIN)/dispatcher report jobs/demo.outcomes.jsonl
+	mkdir -p build
+	rm -f build/demo.outcomes.jsonl
+	$(BIN)/dispatcher send jobs/*.jsonl --sandbox --out build/demo.outcomes.jsonl --summary-json build/demo.summary.json
+	$(BIN)/dispatcher report build/demo.outcomes.jsonl
 
 lint: install
 	$(BIN)/ruff check dispatcher tests bench

@@ -147,6 +147,10 @@ def _send(args: argparse.Namespace) -> int:
     from dispatcher.outcomes import is_nonempty, load_state
 
     out = Path(args.out or default_out(args.jobs[0]))
+    for path in args.jobs:
+        # `send jobs/*.jsonl` a second time would otherwise read the first run's journal as jobs.
+        if path != "-" and (path.endswith(".outcomes.jsonl") or Path(path).resolve() == out.resolve()):
+            raise UsageError(f"{path} is an outcome journal, not a jobs file; leave it out of the jobs")
     check_readable(tuple(args.jobs))
     if args.dry_run:
         logs.configure(args.log_format)

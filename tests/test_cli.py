@@ -267,3 +267,11 @@ def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("dispatcher ")
     result = run("--help")
     assert result.returncode == 0 and "send" in result.stdout
+
+
+def test_an_outcome_journal_is_not_read_as_jobs(jobs: Path, tmp_path: Path) -> None:
+    assert run("send", str(jobs), "--sandbox").returncode == 0
+    journal_path = tmp_path / "jobs.outcomes.jsonl"
+    result = run("send", str(jobs), str(journal_path), "--sandbox", "--out", str(tmp_path / "other.jsonl"))
+    assert result.returncode == 2
+    assert "is an outcome journal" in result.stderr
