@@ -11,9 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
+from dispatcher.engine import Engine
 from dispatcher.outcomes import iter_records, load_state
 from dispatcher.sandbox import Faults, Group, Sandbox
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, run_engine, users, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, run_engine, users, write_jobs
 
 GROUP = "@TGS#resume"
 CONCURRENCY = 8
@@ -269,3 +270,22 @@ async def test_stdin_needs_out(tmp_path: Path) -> None:
     _out, err = await proc.communicate()
     assert proc.returncode == 2
     assert b"--out" in err
+
+
+async def test_second_stop_cancels_requests_in_flight(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.script("hang", "hang")
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": f"n{i}"} for i in range(5)])
+    engine = Engine(make_config(sandbox, jobs, tmp_path / "out.jsonl", concurrency=2, timeout=60))
+    run = asyncio.create_task(engine.run())
+    for _ in range(1000):  # until both requests are on the wire (they will not be answered)
+        if sandbox.stats["requests"] >= 2:
+            break
+        await asyncio.sleep(0.01)
+    engine.stop()  # graceful: would wait for them, up to the grace period
+    await asyncio.sleep(0.05)
+    assert not run.done()
+    engine.stop()  # the second signal: at once
+    summary = await asyncio.wait_for(run, timeout=5)
+    assert (summary.interrupted, summary.exit_code, summary.requests) == (True, 130, 0)
+    assert journal(tmp_path / "out.jsonl") == []  # nothing was answered, so nothing is on record
+    assert summary.pending == 5
