@@ -273,25 +273,7 @@ def _print_plan(plan: Plan) -> None:
 
 def _print_summary(summary: Summary) -> None:
     data = summary.to_dict()
-    rows = [
-        (k, data[k])
-        for k in (
-            "jobs",
-            "rejected",
-            "batches",
-            "ok",
-            "failed",
-            "skipped",
-            "pending",
-            "requests",
-            "retries",
-            "recipients",
-            "elapsed_s",
-            "rate",
-            "out",
-            "exit_code",
-        )
-    ]
+    rows = [(k, v) for k, v in data.items() if k not in ("error_codes", "interrupted", "stopped")]
     codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
     if sys.stdout.isatty():
         from rich.console import Console

@@ -256,6 +256,7 @@ class Engine:
                 f"{item.source}: job changed since the outcome journal was written "
                 "(content, recipients or --batch-size); nothing of it was sent",
                 source=item.source,
+                field=None,
             )
             return
         summary.batches += item.batches
@@ -269,7 +270,7 @@ class Engine:
                     await queue.put(batch)
         except InputError as exc:  # its export changed between validation and sending
             summary.batches -= item.batches
-            self._reject(item.job_id, item.group_id, str(exc), source=item.source)
+            self._reject(item.job_id, item.group_id, str(exc), source=item.source, field="recipients_file")
 
     def _reject(self, job_id: str, group_id: str | None, message: str, **extra: object) -> None:
         assert self._journal is not None
