@@ -91,7 +91,7 @@ def group_id_problem(value: object) -> str | None:
         return "must be a string"
     if not value:
         return "must not be empty"
-    if not all(" " <= ch <= "~" for ch in value):
+    if not (value.isascii() and value.isprintable()):  # for ASCII, printable is exactly 0x20-0x7e
         return "must be printable ASCII"
     if len(value) > MAX_GROUP_ID_BYTES:
         return f"must be at most {MAX_GROUP_ID_BYTES} bytes"

@@ -23,6 +23,7 @@ from dispatcher.errors import InputError
 
 STDIN = "-"
 KNOWN_KEYS = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type")
+_KNOWN = frozenset(KNOWN_KEYS)
 
 
 class Recipients(Protocol):
@@ -208,11 +209,11 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
             job_id = doc["job_id"]
         if isinstance(doc.get("GroupId"), str):
             group_id = doc["GroupId"]
-        for key in doc:
-            if key not in KNOWN_KEYS:
-                close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise _Reject(key, f"unknown key{hint}; known keys: {', '.join(KNOWN_KEYS)}")
+        unknown = [key for key in doc if key not in _KNOWN]
+        if unknown:  # the first, in the line's order
+            close = difflib.get_close_matches(unknown[0], KNOWN_KEYS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(KNOWN_KEYS)}")
         _string(doc, "job_id")
         gid = _string(doc, "GroupId", required=True)
         assert gid is not None
