@@ -123,14 +123,6 @@ def _hasher(group_id: str, content: str, topic_id: str | None, batch_size: int, 
     return hashlib.blake2b(orjson.dumps([group_id, content, topic_id, all_members, batch_size]), digest_size=16)
 
 
-def job_hash(group_id: str, content: str, topic_id: str | None, batch_size: int, ids: Iterable[str] | None) -> str:
-    """Fingerprint of what a job sends and how it is batched: the same job always gives the same hash."""
-    digest = _hasher(group_id, content, topic_id, batch_size, ids is None)
-    for uid in ids or ():
-        digest.update(uid.encode("utf-8") + b"\n")
-    return digest.hexdigest()
-
-
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__.replace("str", "string").replace("dict", "object")
 

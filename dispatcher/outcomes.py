@@ -132,7 +132,6 @@ class JobRecord:
 @dataclasses.dataclass
 class JournalState:
     jobs: dict[str, JobRecord] = dataclasses.field(default_factory=dict)
-    lines: int = 0
 
     def fate(self, job_id: str, batch: int) -> str | None:
         """The latest final status of a batch, or None if it has none."""
@@ -156,7 +155,6 @@ class JournalState:
         return fate == OK or (fate == FAILED and not retry_failed)
 
     def add(self, doc: dict[str, Any]) -> None:
-        self.lines += 1
         rec = self.jobs.setdefault(str(doc["job_id"]), JobRecord())
         if doc.get("status") == REJECTED or doc.get("batch") is None:
             return

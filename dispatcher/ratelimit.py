@@ -70,7 +70,3 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """Hold every start for `seconds` (the server rate-limited our signatures: 70050)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until
