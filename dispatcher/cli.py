@@ -105,7 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sandbox(args)
         return _usersig(args)
     except DispatcherError as exc:
-        print(f"dispatcher: error: {exc}", file=sys.stderr)
+        if getattr(args, "log_format", "console") == "json":  # then every stderr line is one JSON object
+            import orjson
+
+            line = orjson.dumps({"event": "error", "level": "error", "error": str(exc), "exit_code": exc.exit_code})
+            print(line.decode(), file=sys.stderr)
+        else:
+            print(f"dispatcher: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -288,10 +294,13 @@ def _print_summary(summary: Summary) -> None:
         for key, value in rows:
             print(f"{key:<11} {value}")
         print(f"{'error_codes':<11} {codes}")
+    import structlog
+
+    log = structlog.get_logger("dispatcher")
     if summary.stopped:
-        print(f"stopped early: {summary.stopped}. Fix it, then run again with --resume.", file=sys.stderr)
+        log.error("stopped early: fix the cause, then run again with --resume", reason=summary.stopped)
     elif summary.interrupted:
-        print("interrupted: run again with --resume to send the rest.", file=sys.stderr)
+        log.warning("interrupted: run again with --resume to send the rest")
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:

@@ -275,3 +275,10 @@ def test_an_outcome_journal_is_not_read_as_jobs(jobs: Path, tmp_path: Path) -> N
     result = run("send", str(jobs), str(journal_path), "--sandbox", "--out", str(tmp_path / "other.jsonl"))
     assert result.returncode == 2
     assert "is an outcome journal" in result.stderr
+
+
+def test_json_logs_hold_for_errors_too(jobs: Path) -> None:
+    result = run("send", str(jobs), "--log-format", "json")  # no credentials
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "TIM_SDKAPPID" in orjson.loads(line)["error"]
