@@ -318,18 +318,15 @@ class Engine:
                 reply = await client.send(body)
             finally:
                 worker.sending = False
-            if not self._handle(batch, first_attempt + n - 1, n, reply):
+            verdict = self._handle(batch, first_attempt + n - 1, n, reply)
+            if verdict is None or self._stopping:
                 return
-            if self._stopping:
-                return
-            verdict = reply.verdict
-            if verdict is api.Verdict.PAUSE:
-                self.limiter.pause(policy.signature_pause)
-            elif verdict is not api.Verdict.RENEW:
+            if verdict is api.Verdict.RETRY:
                 await self._sleep(policy.backoff(n, self._rng))
+            # RENEW retries at once; PAUSE waits in the limiter, with every other worker.
 
-    def _handle(self, batch: Batch, attempt: int, n: int, reply: Reply) -> bool:
-        """Record one reply; True if the batch should be tried again."""
+    def _handle(self, batch: Batch, attempt: int, n: int, reply: Reply) -> api.Verdict | None:
+        """Record one reply and act on it; the verdict if the batch should be tried again, else None."""
         verdict = reply.verdict
         summary = self.summary
         summary.requests += 1
@@ -362,6 +359,7 @@ class Engine:
             if verdict is api.Verdict.RENEW:
                 self.signer.renew()
             elif verdict is api.Verdict.PAUSE:
+                self.limiter.pause(self.config.policy.signature_pause)
                 log.warning(
                     "signature checks rate-limited (70050): pausing all sending",
                     seconds=self.config.policy.signature_pause,
@@ -395,4 +393,4 @@ class Engine:
             summary.failed += 1
         if final:
             self.progress.batch_done(status)
-        return again
+        return verdict if again else None
