@@ -12,7 +12,6 @@ from itertools import islice
 
 import orjson
 
-from dispatcher import api
 from dispatcher.jobs import Job
 
 
@@ -30,12 +29,6 @@ class Batch:
         if self.job.topic_id is not None:
             doc["TopicId"] = self.job.topic_id
         return orjson.dumps(doc)
-
-
-def check_batch_size(size: int) -> int:
-    if not 1 <= size <= api.MAX_MEMBERS:
-        raise ValueError(f"batch size must be between 1 and {api.MAX_MEMBERS}, not {size}")
-    return size
 
 
 def split(job: Job) -> Iterator[Batch]:

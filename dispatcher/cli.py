@@ -130,18 +130,17 @@ def _check_send_args(args: argparse.Namespace) -> None:
         raise UsageError("standard input (-) can be given once")
     if "-" in args.jobs and args.out is None:
         raise UsageError("jobs from standard input need --out (there is no file name to derive it from)")
-    if not 1 <= args.batch_size <= 500:
-        raise UsageError("--batch-size must be between 1 and 500")
-    if args.rate <= 0:
-        raise UsageError("--rate must be positive")
-    if args.max_attempts < 1:
-        raise UsageError("--max-attempts must be at least 1")
-    if args.concurrency is not None and args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
-    if args.retry_failed and not args.resume:
-        raise UsageError("--retry-failed needs --resume")
+    from dispatcher.engine import check_options
+
+    check_options(
+        batch_size=args.batch_size,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        resume=args.resume,
+        retry_failed=args.retry_failed,
+    )
     if args.sandbox and (args.region or args.endpoint):
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
 

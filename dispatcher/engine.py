@@ -22,7 +22,7 @@ from typing import Protocol
 import structlog
 
 from dispatcher import api
-from dispatcher.batching import Batch, check_batch_size, split
+from dispatcher.batching import Batch, split
 from dispatcher.client import Client, Reply, new_session
 from dispatcher.config import Credentials
 from dispatcher.errors import InputError, JournalError, UsageError
@@ -47,6 +47,31 @@ def default_concurrency(rate: float) -> int:
     return min(512, max(8, math.ceil(rate / 2)))
 
 
+def check_options(
+    *,
+    batch_size: int,
+    rate: float,
+    concurrency: int | None,
+    max_attempts: int,
+    timeout: float,
+    resume: bool,
+    retry_failed: bool,
+) -> None:
+    """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
+    if not 1 <= batch_size <= api.MAX_MEMBERS:
+        raise UsageError(f"--batch-size must be between 1 and {api.MAX_MEMBERS}")
+    if rate <= 0:
+        raise UsageError("--rate must be positive")
+    if concurrency is not None and concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if retry_failed and not resume:
+        raise UsageError("--retry-failed needs --resume (it re-drives the failed batches of a journal)")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     jobs: tuple[str, ...]
@@ -63,13 +88,15 @@ class RunConfig:
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
 
     def __post_init__(self) -> None:
-        check_batch_size(self.batch_size)
-        if self.rate <= 0:
-            raise UsageError("--rate must be positive")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise UsageError("--concurrency must be at least 1")
-        if self.retry_failed and not self.resume:
-            raise UsageError("--retry-failed needs --resume (it re-drives the failed batches of a journal)")
+        check_options(
+            batch_size=self.batch_size,
+            rate=self.rate,
+            concurrency=self.concurrency,
+            max_attempts=self.policy.max_attempts,
+            timeout=self.timeout,
+            resume=self.resume,
+            retry_failed=self.retry_failed,
+        )
 
 
 class Progress(Protocol):
