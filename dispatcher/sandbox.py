@@ -130,9 +130,9 @@ class _Refusal(Exception):
         self.info = info
 
 
-def _reply(code: int = 0, info: str = "", *, action_status: bool = True) -> web.Response:
+def _reply(code: int = 0, info: str = "") -> web.Response:
     doc: dict[str, Any] = {"ErrorCode": code, "ErrorInfo": info}
-    if action_status:  # the real server omits it on some replies; clients must not rely on it
+    if code != api.INTERNAL_ERROR:  # the real server omits it on some replies; clients must not rely on it
         doc = {"ActionStatus": "OK" if code == 0 else "FAIL", **doc}
     return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
@@ -266,8 +266,10 @@ class Sandbox:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _count(self, code: int) -> None:
+    def _answer(self, code: int = 0, info: str = "") -> web.Response:
+        """Reply with an ErrorCode, and count it in the stats."""
         self.stats[str(code)] += 1
+        return _reply(code, info)
 
     def _drop(self, request: web.Request) -> web.StreamResponse:
         self.stats["dropped"] += 1
@@ -289,9 +291,7 @@ class Sandbox:
         if reply == "hang":
             await self._sleep(self.hang_seconds)
             return _reply(api.INTERNAL_ERROR, "answered too late")
-        code = int(reply)
-        self._count(code)
-        return _reply(code, "scripted reply", action_status=code != api.INTERNAL_ERROR)
+        return self._answer(int(reply), "scripted reply")
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
@@ -313,11 +313,9 @@ class Sandbox:
             if faults.error_rate and self._rng.random() < faults.error_rate:
                 raise _Refusal(api.INTERNAL_ERROR, "internal error, try again")
         except _Refusal as refusal:
-            self._count(refusal.code)
-            return _reply(refusal.code, refusal.info, action_status=refusal.code != api.INTERNAL_ERROR)
+            return self._answer(refusal.code, refusal.info)
         self._deliver(gid, group, content, members, topic)
-        self._count(0)
-        return _reply()
+        return self._answer()
 
     async def _group_info(self, request: web.Request) -> web.Response:
         try:
