@@ -67,10 +67,13 @@ class Verdict(enum.Enum):
 def classify(error_code: int | None, http_status: int | None) -> Verdict:
     """Classify a reply. `error_code` is None for a transport fault (no parsable reply)."""
     if error_code is None:
-        # 5xx, 429, no response, or an unparsable body are transport faults. Any other HTTP status
-        # (404, 403, ...) means we are talking to the wrong place: every request would fail alike.
+        # 5xx, 429, no response, or an unparsable body are transport faults. 413 is this request's
+        # own size: it can never succeed. Any other HTTP status (404, 403, ...) means we are talking
+        # to the wrong place: every request would fail alike.
         if http_status is None or http_status == 200 or http_status == 429 or http_status >= 500:
             return Verdict.RETRY
+        if http_status == 413:
+            return Verdict.PERMANENT
         return Verdict.CONFIG
     if error_code == OK:
         return Verdict.OK

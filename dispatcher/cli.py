@@ -4,6 +4,8 @@ so `dispatcher --help` starts fast."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -14,18 +16,44 @@ from dispatcher import __version__
 from dispatcher.errors import DispatcherError, UsageError
 
 if TYPE_CHECKING:
-    from dispatcher.engine import RunConfig
+    import asyncio
+
+    from dispatcher.engine import Engine, RunConfig
     from dispatcher.plan import Plan
     from dispatcher.summary import Summary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+# Signals that stop a run gracefully. SIGHUP is a closed terminal or a lost SSH session: the run
+# must drain and record what is in flight exactly as for Ctrl-C, not die with requests unrecorded.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # usage errors exit 2, like every configuration error
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+    def error(self, message: str) -> Any:
+        # One line, exit 2, like every other user error (argparse's own prints the usage too).
+        _say_error(f"{self.prog}: error: {message} (see {self.prog} --help)")
         raise SystemExit(EXIT_USAGE)
+
+
+def _say_error(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # stderr is gone (closed terminal): the exit status still tells
+        pass
+
+
+def write_stdout(text: str) -> None:
+    """Print to stdout. A closed stdout (`| head`, a closed terminal) is not an error: from then on
+    output goes nowhere, and the command's exit status is what it would have been."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError:  # EPIPE, or EIO from a terminal that hung up
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit has nowhere to fail
+        os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             import orjson
 
             line = orjson.dumps({"event": "error", "level": "error", "error": str(exc), "exit_code": exc.exit_code})
-            print(line.decode(), file=sys.stderr)
+            _say_error(line.decode())
         else:
-            print(f"dispatcher: error: {exc}", file=sys.stderr)
+            _say_error(f"dispatcher: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -143,6 +171,20 @@ def _check_send_args(args: argparse.Namespace) -> None:
     )
     if args.sandbox and (args.region or args.endpoint):
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
+    if args.summary_json:
+        check_writable(args.summary_json, "--summary-json")
+
+
+def check_writable(path: str, option: str) -> None:
+    """Refuse, before anything is sent, an output file that could not be written at the end."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: no such directory {str(parent)!r}")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: directory {str(parent)!r} is not writable")
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -197,7 +239,7 @@ def _send(args: argparse.Namespace) -> int:
         policy=RetryPolicy(max_attempts=args.max_attempts),
         timeout=args.timeout,
     )
-    show_progress = sys.stderr.isatty() and not args.no_progress and "-" not in args.jobs
+    show_progress = sys.stderr.isatty() and not args.no_progress
     import asyncio
 
     summary = asyncio.run(_run(run, sandbox=args.sandbox, show_progress=show_progress))
@@ -205,6 +247,28 @@ def _send(args: argparse.Namespace) -> int:
     if args.summary_json:
         _write_json(args.summary_json, summary.to_dict())
     return summary.exit_code
+
+
+class _Stopper:
+    """The signal handler of a send: before the engine runs it cancels the pre-scan, then it is
+    the engine's graceful stop (a second signal stops at once)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.engine: Engine | None = None
+        self.prescan: asyncio.Task[Plan] | None = None
+        self.reading = threading.Event()  # tells the pre-scan's reader thread to give up
+        self.signalled = False
+
+    def __call__(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            return
+        self.signalled = True
+        self.reading.set()
+        if self.prescan is not None:
+            self.prescan.cancel()
 
 
 async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary:
@@ -215,49 +279,76 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
 
     import structlog
 
-    from dispatcher.engine import Engine
+    from dispatcher.engine import Engine, is_stream
+    from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
+    from dispatcher.summary import Summary
+    from dispatcher.threads import in_daemon_thread
 
     log = structlog.get_logger("dispatcher")
-    plan: Plan | None = None
-    if (sandbox or show_progress) and "-" not in run.jobs:
-        # The pre-scan: totals for the progress display, and the groups the sandbox must know.
-        from dispatcher.outcomes import is_nonempty, load_state
+    loop = asyncio.get_running_loop()
+    # The journal first: a second run on a journal in use is refused before it reads anything.
+    journal = open_journal(run.out, resume=run.resume)
+    stopper = _Stopper()
+    signals = [getattr(signal, name) for name in STOP_SIGNALS]
+    for sig in signals:  # from the start: a signal during the pre-scan is answered at once too
+        loop.add_signal_handler(sig, stopper)
+    try:
+        plan: Plan | None = None
+        # The pre-scan gives the progress display its totals and the sandbox its groups. A stream
+        # (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's.
+        if (sandbox or show_progress) and not any(is_stream(path) for path in run.jobs):
+            stopper.prescan = asyncio.create_task(
+                in_daemon_thread(
+                    lambda: make_plan(
+                        run.jobs,
+                        run.batch_size,
+                        run.rate,
+                        journal.state,
+                        run.retry_failed,
+                        sandbox,
+                        stop=stopper.reading,
+                    )
+                )
+            )
+            with contextlib.suppress(asyncio.CancelledError):
+                plan = await stopper.prescan
+        if stopper.signalled:
+            log.warning("interrupted before sending: nothing was sent")
+            summary = Summary(out=str(run.out), interrupted=True)
+            summary.exit_code = summary.decide_exit_code()
+            return summary
+        async with contextlib.AsyncExitStack() as stack:
+            if sandbox:
+                groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
+                # At least 1 a second: a window of "0 requests" would refuse every request of a slow run.
+                emulator = Sandbox(run.credentials, groups=groups, rate=max(1, math.ceil(run.rate)))
+                url = await emulator.start()
+                stack.push_async_callback(emulator.stop)
+                run = dataclasses.replace(run, endpoint=url)
+                log.info("sandbox started", url=url)
+            progress = None
+            if show_progress and plan is not None:
+                from dispatcher.progress import RichProgress
 
-        state = load_state(run.out) if run.resume and is_nonempty(run.out) else None
-        plan = await asyncio.to_thread(make_plan, run.jobs, run.batch_size, run.rate, state, run.retry_failed, sandbox)
-    async with contextlib.AsyncExitStack() as stack:
-        if sandbox:
-            groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
-            emulator = Sandbox(run.credentials, groups=groups, rate=int(run.rate))
-            url = await emulator.start()
-            stack.push_async_callback(emulator.stop)
-            run = dataclasses.replace(run, endpoint=url)
-            log.info("sandbox started", url=url)
-        progress = None
-        if show_progress and plan is not None:
-            from dispatcher.progress import RichProgress
-
-            progress = stack.enter_context(RichProgress(plan.batches))
-        engine = Engine(run, progress=progress)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, engine.stop)
-        log.info(
-            "sending",
-            jobs=list(run.jobs),
-            out=str(run.out),
-            endpoint=run.endpoint,
-            rate=run.rate,
-            concurrency=engine.concurrency,
-            resume=run.resume,
-        )
-        try:
+                progress = stack.enter_context(RichProgress(plan.batches))
+            engine = Engine(run, progress=progress, journal=journal)
+            stopper.engine = engine
+            log.info(
+                "sending",
+                jobs=list(run.jobs),
+                out=str(run.out),
+                endpoint=run.endpoint,
+                rate=run.rate,
+                concurrency=engine.concurrency,
+                resume=run.resume,
+            )
             summary = await engine.run()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+    finally:
+        journal.close()  # the engine closed it already, unless the run never got to it
+        for sig in signals:
+            loop.remove_signal_handler(sig)
     log.info("finished", **summary.to_dict())
     return summary
 
@@ -265,15 +356,17 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
 def _print_plan(plan: Plan) -> None:
     from dispatcher.plan import least_time_text
 
-    print(f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)")
-    print(f"batches     {plan.batches}" + (f" ({plan.skipped} already final in the journal)" if plan.skipped else ""))
-    print(f"requests    {plan.requests}")
-    print(f"recipients  {plan.recipients} named")
-    print(f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s")
-    for rej in plan.rejections:
-        print(f"rejected    {rej.job_id}: {rej.message}")
+    lines = [
+        f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)",
+        f"batches     {plan.batches}" + (f" ({plan.skipped} already final in the journal)" if plan.skipped else ""),
+        f"requests    {plan.requests}",
+        f"recipients  {plan.recipients} named",
+        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s",
+    ]
+    lines += [f"rejected    {rej.job_id}: {rej.message}" for rej in plan.rejections]
     if plan.rejected > len(plan.rejections):
-        print(f"rejected    ... and {plan.rejected - len(plan.rejections)} more")
+        lines.append(f"rejected    ... and {plan.rejected - len(plan.rejections)} more")
+    write_stdout("\n".join(lines) + "\n")
 
 
 def _print_summary(summary: Summary) -> None:
@@ -288,11 +381,12 @@ def _print_summary(summary: Summary) -> None:
         for key, value in rows:
             table.add_row(key, str(value))
         table.add_row("error_codes", codes)
-        Console().print(table)
+        try:
+            Console().print(table)
+        except OSError:  # the terminal hung up while the run drained
+            write_stdout("")
     else:
-        for key, value in rows:
-            print(f"{key:<11} {value}")
-        print(f"{'error_codes':<11} {codes}")
+        write_stdout("".join(f"{key:<11} {value}\n" for key, value in rows) + f"{'error_codes':<11} {codes}\n")
     import structlog
 
     log = structlog.get_logger("dispatcher")
@@ -305,10 +399,17 @@ def _print_summary(summary: Summary) -> None:
 def _write_json(path: str, doc: dict[str, Any]) -> None:
     import orjson
 
+    from dispatcher.errors import OutputError
+
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-    os.replace(tmp, path)  # readers never see half a summary
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        os.replace(tmp, path)  # readers never see half a summary
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"{path}: cannot write the summary: {exc.strerror}") from None
 
 
 # -- report, sandbox, usersig ------------------------------------------------------------------
@@ -324,9 +425,9 @@ def _report(args: argparse.Namespace) -> int:
     if args.json:
         import orjson
 
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
+        write_stdout(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE).decode())
     else:
-        print(render_text(result, args.journal))
+        write_stdout(render_text(result, args.journal) + "\n")
     return EXIT_OK
 
 
@@ -340,17 +441,24 @@ def _sandbox(args: argparse.Namespace) -> int:
     for name in ("fail_rate", "drop_rate", "http502_rate"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    for name in ("latency", "jitter"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            raise UsageError(f"--{name} must be a number of seconds, 0 or more")
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if args.rate < 1:
+        raise UsageError("--rate must be at least 1")
     groups = load_groups(args.groups) if args.groups else None
     faults = Faults(args.fail_rate, args.latency, args.jitter, args.drop_rate, args.http502_rate, args.seed)
     emulator = Sandbox(config.sandbox_credentials(), groups=groups, rate=args.rate, faults=faults)
 
     async def serve() -> None:
         url = await emulator.start(port=args.port)
-        print(url, flush=True)
+        write_stdout(url + "\n")
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, done.set)
+        for name in STOP_SIGNALS:
+            loop.add_signal_handler(getattr(signal, name), done.set)
         await done.wait()
         await emulator.stop()
 
@@ -365,7 +473,7 @@ def _usersig(args: argparse.Namespace) -> int:
     creds = config.credentials_from_env(need_secret=False)
     if creds.secret_key is None:
         raise ConfigError("TIM_SECRET_KEY is needed to make a UserSig")
-    if args.expire <= 0:
-        raise UsageError("--expire must be positive")
-    print(usersig.generate(creds.sdkappid, creds.identifier, creds.secret_key, args.expire))
+    if not 0 < args.expire <= usersig.MAX_EXPIRE:
+        raise UsageError(f"--expire must be between 1 and {usersig.MAX_EXPIRE} seconds")
+    write_stdout(usersig.generate(creds.sdkappid, creds.identifier, creds.secret_key, args.expire) + "\n")
     return EXIT_OK

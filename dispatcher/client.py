@@ -2,11 +2,14 @@
 
 It never raises for what the server or the network does: a transport fault is a Reply whose
 `error_code` is None, so the engine has one place (api.classify) that decides what happens next.
+A Reply also says whether the request surely never left (`connect_failed`: refused, DNS, TLS,
+connect timeout) and when the server asked to be tried again (`retry_after`, seconds).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import random
 import time
 from urllib.parse import quote
@@ -28,6 +31,8 @@ class Reply:
     error_info: str
     http_status: int | None  # None: no response came
     latency_ms: float
+    connect_failed: bool = False  # no connection was made: the request never reached the server
+    retry_after: float | None = None  # seconds, from a Retry-After header on a non-200 reply
 
     @property
     def verdict(self) -> api.Verdict:
@@ -35,11 +40,30 @@ class Reply:
 
 
 def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
-    """One session for the whole run: keep-alive connections, at most `concurrency` of them."""
+    """One session for the whole run: keep-alive connections, at most `concurrency` of them.
+
+    Connecting gets half the request's time, so that a host that never accepts is told apart (a
+    connect timeout: nothing was sent) from one that accepted and did not answer (maybe delivered).
+    """
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300)
-    return aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), headers=JSON_HEADERS
-    )
+    timeouts = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout / 2)
+    return aiohttp.ClientSession(connector=connector, timeout=timeouts, headers=JSON_HEADERS)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Client:
@@ -60,7 +84,8 @@ class Client:
         self._signed = ""
         # `random` only has to be fresh and uniform, not secret: a seeded PRNG spares a syscall a request.
         self._rng = rng or random.Random()
-        self.timeout = session.timeout.total
+        self.timeout = session.timeout.total or 0.0
+        self.connect_timeout = session.timeout.sock_connect or 0.0
 
     def _url(self) -> URL:
         # A fresh uniform uint32 `random` for every request, as the API asks. The signed part of
@@ -74,17 +99,29 @@ class Client:
     async def send(self, body: bytes) -> Reply:
         start = time.perf_counter()
         status: int | None = None
+        retry_after: str | None = None
         try:
             async with self._session.post(self._url(), data=body) as resp:
                 status = resp.status
+                if status != 200:
+                    retry_after = resp.headers.get("Retry-After")
                 raw = await resp.read()
+        except aiohttp.ConnectionTimeoutError:
+            return Reply(
+                None, f"connect timeout after {self.connect_timeout:g}s", None, _ms(start), connect_failed=True
+            )
         except TimeoutError:
             return Reply(None, f"timeout after {self.timeout:g}s", None, _ms(start))
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: the request never left
+            return Reply(None, redact(f"{type(exc).__name__}: {exc}"), None, _ms(start), connect_failed=True)
         except aiohttp.ClientError as exc:
             return Reply(None, redact(f"{type(exc).__name__}: {exc}"), status, _ms(start))
         latency = _ms(start)
+        if status == 413:
+            info = f"HTTP 413: the server refused a request of {len(body):,} bytes as too large"
+            return Reply(None, info, status, latency)
         if status != 200:
-            return Reply(None, f"HTTP {status}", status, latency)
+            return Reply(None, f"HTTP {status}", status, latency, retry_after=parse_retry_after(retry_after))
         try:
             doc = orjson.loads(raw)
             code = int(doc["ErrorCode"])

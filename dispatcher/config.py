@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 
 from dispatcher import api
@@ -28,6 +29,7 @@ class Credentials:
 
 
 DEMO_CREDENTIALS = Credentials(DEMO_SDKAPPID, DEMO_IDENTIFIER, DEMO_SECRET_KEY)
+MAX_SDKAPPID = 2**64 - 1  # the API carries it as an unsigned 64-bit number
 
 
 def credentials_from_env(env: Mapping[str, str] | None = None, *, need_secret: bool = True) -> Credentials:
@@ -40,11 +42,11 @@ def credentials_from_env(env: Mapping[str, str] | None = None, *, need_secret: b
         missing.append("TIM_SECRET_KEY (or TIM_USERSIG)")
     if missing:
         raise ConfigError("missing credentials in the environment: " + ", ".join(missing))
-    try:
-        sdkappid = int(env["TIM_SDKAPPID"])
-    except ValueError:
-        raise ConfigError("TIM_SDKAPPID must be a number") from None
-    return Credentials(sdkappid, env["TIM_IDENTIFIER"], key, usersig)
+    raw = env["TIM_SDKAPPID"]
+    # Digits only: int() would also take " 14", "+14" and "1_400", none of which is an SDKAppID.
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_SDKAPPID):
+        raise ConfigError(f"TIM_SDKAPPID must be a whole number from 1 to {MAX_SDKAPPID}, not {raw[:40]!r}")
+    return Credentials(int(raw), env["TIM_IDENTIFIER"], key, usersig)
 
 
 def sandbox_credentials(env: Mapping[str, str] | None = None) -> Credentials:
@@ -62,11 +64,31 @@ def resolve_endpoint(region: str | None, endpoint: str | None, env: Mapping[str,
         endpoint = env.get("TIM_ENDPOINT") or None
         region = env.get("TIM_REGION") or None
     if endpoint is not None:
-        if not endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"endpoint {endpoint!r} must start with http:// or https://")
-        return endpoint.rstrip("/")
+        return check_endpoint(endpoint)
     name = region or api.DEFAULT_REGION
+    if name not in api.REGIONS:
+        raise ConfigError(f"unknown region {name!r}; choose one of: {', '.join(api.REGIONS)}")
+    return api.REGIONS[name]
+
+
+def check_endpoint(endpoint: str) -> str:
+    """A base URL we can send to, without its trailing slash; ConfigError naming what is wrong."""
+    from yarl import URL
+
+    shown = endpoint[:200]
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"endpoint {shown!r} must start with http:// or https://")
+    if re.search(r"\s", endpoint):
+        raise ConfigError(f"endpoint {shown!r} must not contain spaces")
     try:
-        return api.REGIONS[name]
-    except KeyError:
-        raise ConfigError(f"unknown region {name!r}; choose one of: {', '.join(api.REGIONS)}") from None
+        url = URL(endpoint)
+        port = url.port
+    except ValueError as exc:
+        raise ConfigError(f"endpoint {shown!r} is not a valid URL: {exc}") from None
+    if not url.host:
+        raise ConfigError(f"endpoint {shown!r} has no host")
+    if port == 0:
+        raise ConfigError(f"endpoint {shown!r}: port must be between 1 and 65535")
+    if url.query_string or url.fragment:
+        raise ConfigError(f"endpoint {shown!r} must be a base URL, without a query or fragment")
+    return endpoint.rstrip("/")

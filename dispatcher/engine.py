@@ -3,9 +3,20 @@
 One producer reads and validates jobs (in a thread, so a million-line export does not stall the
 event loop) and feeds batches into a bounded queue; `concurrency` workers take a batch each, wait
 for a start slot from the rate limiter, send, classify the reply and write one outcome line per
-request. Stopping is cooperative: a first signal (or a configuration error) stops the producer and
-the idle workers, while requests in flight finish and are recorded; a second signal, or the end of
-the grace period, cancels everything at once.
+request. Stopping is cooperative: a first signal (or a configuration error, a journal that cannot
+be written, an endpoint that does not answer) stops the producer and the idle workers, while
+requests in flight finish and are recorded; a second signal, or the end of the grace period,
+cancels everything at once.
+
+Invariants:
+- Nothing awaits between a reply and its journal line, so a reply is on record before anything
+  else can happen (a stop, a crash of another task).
+- A transport fault (no reply with an ErrorCode) makes a batch `failed` only if the endpoint
+  answered some request that started after the batch's first attempt: proof that it was up while
+  this batch kept failing. An endpoint that cannot be reached, or stops answering, halts the run
+  with every unfinished batch left resumable: outages never use up the batches' attempts. (With
+  one worker there is no such proof, so a batch that only ever meets transport faults halts the
+  run instead of failing.)
 """
 
 from __future__ import annotations
@@ -13,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
 import random
+import stat
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,12 +39,13 @@ from dispatcher import api
 from dispatcher.batching import Batch, split
 from dispatcher.client import Client, Reply, new_session
 from dispatcher.config import Credentials
-from dispatcher.errors import InputError, JournalError, UsageError
+from dispatcher.errors import InputError, JournalWriteError, UsageError
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs
-from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, is_nonempty, load_state, record
+from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
 from dispatcher.ratelimit import RateLimiter
 from dispatcher.retry import RetryPolicy
 from dispatcher.summary import Summary
+from dispatcher.threads import in_daemon_thread
 from dispatcher.usersig import Signer
 
 log = structlog.get_logger("dispatcher")
@@ -39,6 +54,16 @@ Sleep = Callable[[float], Awaitable[None]]
 # How many jobs, or named recipients, the reader thread hands over at once.
 _CHUNK_JOBS = 256
 _CHUNK_RECIPIENTS = 20_000
+
+# Connection failures (refused, DNS, TLS, connect timeout) before the endpoint has answered anything
+# at all: the endpoint or the network is misconfigured, and every request would fail alike.
+UNREACHABLE_AFTER = 3
+# Transport faults in a row, across all workers, with no reply carrying an ErrorCode in between: an
+# outage. The run halts as resumable instead of spending every batch's attempts on it.
+OUTAGE_STREAK = 50
+# A Retry-After longer than this is cut to it, so that one odd header cannot park a run for a day.
+MAX_RETRY_AFTER = 300.0
+MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
 
 
 def default_concurrency(rate: float) -> int:
@@ -60,14 +85,14 @@ def check_options(
     """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
     if not 1 <= batch_size <= api.MAX_MEMBERS:
         raise UsageError(f"--batch-size must be between 1 and {api.MAX_MEMBERS}")
-    if rate <= 0:
-        raise UsageError("--rate must be positive")
-    if concurrency is not None and concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+    if not (math.isfinite(rate) and rate > 0):
+        raise UsageError("--rate must be a positive number")
+    if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
     if max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
-    if timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError("--timeout must be a positive number of seconds")
     if retry_failed and not resume:
         raise UsageError("--retry-failed needs --resume (it re-drives the failed batches of a journal)")
 
@@ -121,15 +146,32 @@ class _Worker:
 
 
 def check_readable(paths: tuple[str, ...]) -> None:
-    """Refuse a run whose jobs files cannot be opened, before anything is sent."""
+    """Refuse a run whose jobs files cannot be read, before anything is sent.
+
+    Nothing is opened here: opening a FIFO blocks until a writer comes, and opening and closing it
+    would hand the writer a SIGPIPE. The reader opens each input once, when it gets to it.
+    """
     for path in paths:
         if path == STDIN:
             continue
         try:
-            with open(path, "rb"):
-                pass
+            st = os.stat(path)
         except OSError as exc:
             raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{path}: cannot read: Is a directory")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: cannot read: Permission denied")
+
+
+def is_stream(path: str) -> bool:
+    """True for input that can be read only once: standard input, a pipe, a FIFO, a device."""
+    if path == STDIN:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _take(items: Iterator[Job | Rejection]) -> list[Job | Rejection]:
@@ -157,7 +199,10 @@ class Engine:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         signer: Signer | None = None,
+        journal: Journal | None = None,
     ) -> None:
+        """`journal`: one the caller opened already (`outcomes.open_journal`), to hold its lock from
+        before a pre-scan; the engine writes it and closes it at the end of `run()`."""
         self.config = config
         self.summary = Summary(out=str(config.out))
         self.progress: Progress = progress or _NoProgress()
@@ -167,15 +212,22 @@ class Engine:
         creds = config.credentials
         self.signer = signer or Signer(creds.sdkappid, creds.identifier, creds.secret_key, creds.usersig)
         self.concurrency = config.concurrency or default_concurrency(config.rate)
-        self.state = JournalState()
-        self._journal: Journal | None = None
+        self._journal = journal
+        self.state = JournalState() if journal is None else journal.state
         self._workers: list[_Worker] = []
         self._producer: asyncio.Task[None] | None = None
         self._stopping = False
+        self._reading_stopped = threading.Event()  # tells the reader thread to give up
         self._hard_stop: asyncio.TimerHandle | None = None
         self._seen_codes: set[str] = set()
         self._first_start = 0.0
         self._last_start = 0.0
+        # What the endpoint has done so far, for telling an outage from one unlucky batch.
+        self._reached = False  # any HTTP response at all
+        self._started = 0  # requests started; each request's number is its place in this count
+        self._answered_upto = 0  # the highest number of a request answered with an ErrorCode (or 429)
+        self._unreachable = 0  # connection failures while nothing was reached yet
+        self._fault_streak = 0  # transport faults since the last reply with an ErrorCode
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -194,6 +246,7 @@ class Engine:
         if self._stopping:
             return
         self._stopping = True
+        self._reading_stopped.set()
         if self._producer is not None:
             self._producer.cancel()
         for worker in self._workers:
@@ -206,29 +259,40 @@ class Engine:
             if worker.task is not None:
                 worker.task.cancel()
 
-    def _config_stop(self, message: str) -> None:
+    def _halt(self, reason: str) -> None:
+        """Stop early for a cause that will fail every request alike; unfinished work stays resumable."""
         if self.summary.stopped is None:
-            self.summary.stopped = message
-            log.error("stopping the run: a configuration error will fail every request", reason=message)
+            self.summary.stopped = reason
+            log.error("stopping the run early: fix the cause, then --resume", reason=reason)
         self._begin_stop()
 
     # -- the run -------------------------------------------------------------------------------
 
-    def _open_journal(self) -> Journal:
-        out = self.config.out
-        if is_nonempty(out):
-            if not self.config.resume:
-                raise JournalError(
-                    f"{out} exists and is not empty; pass --resume to continue it, or choose another --out"
-                )
-            self.state = load_state(out)
-        return Journal(out)
+    def _write(self, doc: dict[str, object]) -> bool:
+        """Append one journal line; on a write error, halt the run. True if the line was written."""
+        assert self._journal is not None
+        try:
+            self._journal.write(doc)
+        except JournalWriteError as exc:
+            self._halt(str(exc))
+            return False
+        return True
+
+    def _journal_failed(self, exc: JournalWriteError) -> None:
+        self._halt(str(exc))
 
     async def run(self) -> Summary:
         started = time.monotonic()
-        check_readable(self.config.jobs)
-        self._journal = self._open_journal()
-        syncer = asyncio.create_task(self._journal.sync_periodically())
+        try:
+            check_readable(self.config.jobs)
+        except BaseException:
+            if self._journal is not None:
+                self._journal.close()
+            raise
+        if self._journal is None:
+            self._journal = open_journal(self.config.out, resume=self.config.resume)
+            self.state = self._journal.state
+        syncer = asyncio.create_task(self._journal.sync_periodically(self._journal_failed))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
             async with new_session(self.concurrency, self.config.timeout) as session:
@@ -246,25 +310,29 @@ class Engine:
                         worker.task = group.create_task(self._work(worker, queue, client))
                         self._workers.append(worker)
         finally:
+            self._reading_stopped.set()
             if self._hard_stop is not None:
                 self._hard_stop.cancel()
             syncer.cancel()
-            self._journal.close()
+            try:
+                self._journal.close()
+            except JournalWriteError as exc:
+                self._halt(str(exc))
         self.summary.elapsed_s = time.monotonic() - started
         self.summary.sending_s = max(0.0, self._last_start - self._first_start)
         self.summary.exit_code = self.summary.decide_exit_code()
         return self.summary
 
     async def _produce(self, queue: asyncio.Queue[Batch | None]) -> None:
-        items = iter(read_jobs(self.config.jobs, self.config.batch_size))
+        items = iter(read_jobs(self.config.jobs, self.config.batch_size, stop=self._reading_stopped))
         try:
-            while chunk := await asyncio.to_thread(_take, items):
+            while chunk := await in_daemon_thread(lambda: _take(items)):
                 for item in chunk:
+                    if self._stopping:
+                        return
                     await self._admit(item, queue)
         except InputError as exc:  # a jobs file became unreadable during the run
-            self.summary.stopped = str(exc)
-            log.error("stopping the run: cannot read the jobs", reason=str(exc))
-            self._begin_stop()
+            self._halt(f"cannot read the jobs: {exc}")
         finally:
             if not self._stopping:
                 for _ in range(self.concurrency):
@@ -300,9 +368,7 @@ class Engine:
             self._reject(item.job_id, item.group_id, str(exc), source=item.source, field="recipients_file")
 
     def _reject(self, job_id: str, group_id: str | None, message: str, **extra: object) -> None:
-        assert self._journal is not None
-        self.summary.rejected += 1
-        self._journal.write(
+        if not self._write(
             record(
                 job_id=job_id,
                 batch=None,
@@ -319,7 +385,9 @@ class Engine:
                 job_hash=None,
                 **extra,
             )
-        )
+        ):
+            return
+        self.summary.rejected += 1
         log.warning("job rejected", job_id=job_id, reason=message)
 
     async def _work(self, worker: _Worker, queue: asyncio.Queue[Batch | None], client: Client) -> None:
@@ -333,6 +401,7 @@ class Engine:
         policy = self.config.policy
         body = batch.body()
         first_attempt = self.state.last_attempt(batch.job.job_id, batch.index) + 1
+        first_number = self._started + 1
         for n in range(1, policy.max_attempts + 1):
             await self.limiter.acquire()
             if self._stopping:
@@ -342,18 +411,42 @@ class Engine:
                 self._last_start = time.monotonic()
                 if not self._first_start:
                     self._first_start = self._last_start
+                self._started += 1
+                number = self._started
                 reply = await client.send(body)
             finally:
                 worker.sending = False
-            verdict = self._handle(batch, first_attempt + n - 1, n, reply)
+            verdict = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number)
             if verdict is None or self._stopping:
                 return
             if verdict is api.Verdict.RETRY:
                 await self._sleep(policy.backoff(n, self._rng))
-            # RENEW retries at once; PAUSE waits in the limiter, with every other worker.
+            # RENEW retries at once; PAUSE (70050, Retry-After) waits in the limiter, with every other worker.
 
-    def _handle(self, batch: Batch, attempt: int, n: int, reply: Reply) -> api.Verdict | None:
-        """Record one reply and act on it; the verdict if the batch should be tried again, else None."""
+    def _transport_fault(self, reply: Reply, last: bool, first_number: int) -> str | None:
+        """Count a reply with no ErrorCode; the reason to halt the run, if it shows an outage."""
+        self._fault_streak += 1
+        if reply.connect_failed and not self._reached:
+            self._unreachable += 1
+            if self._unreachable >= UNREACHABLE_AFTER or last:
+                return (
+                    f"cannot reach {self.config.endpoint}: {reply.error_info}; "
+                    "check --endpoint or --region, DNS and the network"
+                )
+        if self._fault_streak >= OUTAGE_STREAK or (last and self._answered_upto <= first_number):
+            return (
+                f"the endpoint is not answering ({self._fault_streak} transport faults in a row, "
+                f"last: {reply.error_info}); nothing was marked failed, resume when it is back"
+            )
+        return None
+
+    def _handle(
+        self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int
+    ) -> api.Verdict | None:
+        """Record one reply and act on it; the verdict if the batch should be tried again, else None.
+
+        `number` is this request's place among the run's requests, `first_number` that of the
+        batch's first attempt in this run."""
         verdict = reply.verdict
         summary = self.summary
         summary.requests += 1
@@ -371,17 +464,31 @@ class Engine:
                 batch=batch.index,
                 verdict=verdict.value,
             )
+        last = n >= self.config.policy.max_attempts
+        halt: str | None = None
+        if reply.http_status is not None:
+            self._reached = True
+        if reply.error_code is not None or reply.http_status == 429:  # "slow down" is an answer too
+            self._answered_upto = max(self._answered_upto, number)
+            self._fault_streak = 0
+        elif verdict is api.Verdict.RETRY:
+            halt = self._transport_fault(reply, last, first_number)
         again = False
-        if verdict is api.Verdict.OK:
+        if halt is not None:
+            status = RETRY  # not final: a plain --resume finishes the run once the endpoint answers
+        elif verdict is api.Verdict.OK:
             status = OK
         elif verdict is api.Verdict.PERMANENT:
             status = FAILED
         elif verdict is api.Verdict.CONFIG:
             status = RETRY  # not final: a plain --resume finishes the run once the configuration is fixed
-            self._config_stop(f"the server answered {code} ({reply.error_info}); check credentials and region")
+            if reply.error_code is None:
+                halt = f"{reply.error_info} from {self.config.endpoint}; check --endpoint or --region"
+            else:
+                halt = f"the server answered {code} ({reply.error_info}); check credentials and region"
         elif verdict is api.Verdict.RENEW and not self.signer.can_renew:
             status = RETRY
-            self._config_stop("the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG")
+            halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
         else:
             if verdict is api.Verdict.RENEW:
                 self.signer.renew()
@@ -391,18 +498,20 @@ class Engine:
                     "signature checks rate-limited (70050): pausing all sending",
                     seconds=self.config.policy.signature_pause,
                 )
-            again = n < self.config.policy.max_attempts
+            elif reply.retry_after is not None:
+                # The server said when to come back: every worker waits that long, not just this one.
+                self.limiter.pause(min(reply.retry_after, MAX_RETRY_AFTER))
+                verdict = api.Verdict.PAUSE
+            again = not last
             status = RETRY if again else FAILED
-        final = status in (OK, FAILED)
-        assert self._journal is not None
-        self._journal.write(
+        written = self._write(
             record(
                 job_id=batch.job.job_id,
                 batch=batch.index,
                 batches=batch.job.batches,
                 attempt=attempt,
                 status=status,
-                final=final,
+                final=status in (OK, FAILED),
                 group_id=batch.job.group_id,
                 recipients=batch.recipients,
                 error_code=reply.error_code,
@@ -412,12 +521,16 @@ class Engine:
                 job_hash=batch.job.job_hash,
             )
         )
+        if halt is not None:
+            self._halt(halt)
+        if not written:
+            return None  # not on record, so not done: a resume sends it again
         self.progress.request_done(retry=n > 1)
         if status == OK:
             summary.ok += 1
             summary.recipients += len(batch.recipients or ())
         elif status == FAILED:
             summary.failed += 1
-        if final:
+        if status in (OK, FAILED):
             self.progress.batch_done(status)
         return verdict if again else None

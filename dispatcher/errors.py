@@ -31,6 +31,18 @@ class JournalError(InputError):
     """The outcome journal is unusable: refused without --resume, or corrupt before its last line."""
 
 
+class JournalLockedError(JournalError):
+    """Another run holds the journal; two writers would both send what neither has finished."""
+
+
+class OutputError(DispatcherError):
+    """A file the run writes (journal, summary) cannot be written: disk full, I/O error (exit 2)."""
+
+
+class JournalWriteError(OutputError):
+    """A journal line or its fsync failed; the run stops taking work and can be resumed."""
+
+
 class SignatureError(DispatcherError):
     """A UserSig failed verification; `code` is the API ErrorCode the server answers with."""
 

@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import os
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -267,13 +268,17 @@ def label_of(path: str) -> str:
     return "stdin" if path == STDIN else os.path.basename(path)
 
 
-def read_jobs(paths: Iterable[str], batch_size: int) -> Iterator[Job | Rejection]:
+def read_jobs(
+    paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None
+) -> Iterator[Job | Rejection]:
     """Stream every job of every file in order; never holds more than one job's line in memory."""
     seen_ids: dict[str, str] = {}
     for path in paths:
         base_dir = Path.cwd() if path == STDIN else Path(path).parent
         label = label_of(path)
         for line, raw in _lines(path):
+            if stop is not None and stop.is_set():
+                return
             if not raw.strip():
                 continue
             item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}")

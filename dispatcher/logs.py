@@ -38,8 +38,11 @@ class _StderrLogger:
 
     def msg(self, message: str) -> None:
         stream: TextIO = sys.stderr
-        stream.write(message + "\n")
-        stream.flush()
+        try:
+            stream.write(message + "\n")
+            stream.flush()
+        except OSError:  # stderr is a terminal that hung up, or a closed pipe: the run goes on
+            pass
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 

@@ -1,7 +1,13 @@
 """The outcome journal: one JSONL line per HTTP request and per rejected job, append-only.
 
 Writing: each line goes to the file in a single write(2) on an O_APPEND descriptor as soon as it
-is known, so a crash leaves whole lines only; fsync runs on a short cadence and at close.
+is known, so a crash leaves whole lines only; fsync runs on a short cadence and at close. The
+writer holds an exclusive flock(2) on the journal for its whole life: two runs appending to one
+journal would both send the batches neither has finished. The kernel drops the lock with the
+process, so a `kill -9` leaves nothing to clean up.
+A write or fsync that fails (disk full, I/O error) is not retried and nothing more is written:
+whatever part of a line reached the disk is then the journal's torn last line, which a resume cuts
+off. The caller learns of it from `JournalWriteError` and stops the run.
 Reading: `load_state` gives each batch's fate for a resume, cutting off a torn last line first.
 """
 
@@ -9,15 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from dispatcher.errors import JournalError
+from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError
 
 OK, RETRY, FAILED, REJECTED = "ok", "retry", "failed", "rejected"
 PENDING = "pending"  # not a status in the journal: a batch with no final line
@@ -80,42 +88,119 @@ def record(
 
 
 class Journal:
-    """Append-only writer. Not thread-safe; one event loop writes."""
+    """Append-only writer that owns the journal file. Not thread-safe; one event loop writes.
+
+    Opening takes the lock (or raises JournalLockedError naming the pid that holds it) and creates
+    the file if need be; `size_at_open` tells the caller whether it held lines already.
+    """
 
     def __init__(self, path: str | os.PathLike[str], fsync_interval: float = 0.5) -> None:
         self.path = Path(path)
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # O_NONBLOCK: a FIFO with no reader fails at once (ENXIO) instead of hanging in open(2)
+            # where no signal can reach us; it is cleared again so that writes block as usual.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+            os.set_blocking(fd, True)
         except OSError as exc:
             raise JournalError(f"{self.path}: cannot open for writing: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = lock_holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise JournalError(f"{self.path}: cannot lock: {exc.strerror}") from None
+            who = f"pid {holder}" if holder else "another process"
+            raise JournalLockedError(
+                f"{self.path} is in use by another run ({who}); one run owns a journal until it ends: "
+                "wait for it, or stop it, then --resume"
+            ) from None
+        self._fd = fd
+        self.size_at_open = os.fstat(fd).st_size
+        self.state = JournalState()  # what the journal held, for a resume (see open_journal)
         self._fsync_interval = fsync_interval
         self._dirty = False
+        self.error: JournalWriteError | None = None  # the first write or fsync that failed
+
+    def _fail(self, exc: OSError) -> JournalWriteError:
+        if self.error is None:
+            self.error = JournalWriteError(f"{self.path}: cannot write: {exc.strerror}")
+        return self.error
 
     def write(self, doc: dict[str, Any]) -> None:
+        """Append one line; raise JournalWriteError if it could not be written (then and from then on)."""
+        if self.error is not None:
+            raise self.error
         data = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
-        while data:  # a regular file takes it in one go; the loop covers a short write
-            written = os.write(self._fd, data)
-            data = data[written:]
+        try:
+            while data:  # a regular file takes it in one go; the loop covers a short write
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except OSError as exc:
+            raise self._fail(exc) from None
         self._dirty = True
 
     def sync(self) -> None:
-        if self._dirty:
+        if self._dirty and self.error is None:
             self._dirty = False
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise self._fail(exc) from None
 
-    async def sync_periodically(self) -> None:
+    async def sync_periodically(self, on_error: Callable[[JournalWriteError], None]) -> None:
         """Run as a task: fsync in a thread every `fsync_interval` while lines arrive."""
-        while True:
+        while self.error is None:
             await asyncio.sleep(self._fsync_interval)
             if self._dirty:
                 self._dirty = False
-                await asyncio.to_thread(os.fsync, self._fd)
+                try:
+                    await asyncio.to_thread(os.fsync, self._fd)
+                except OSError as exc:
+                    on_error(self._fail(exc))
 
     def close(self) -> None:
-        if self._fd >= 0:
+        """Sync and close (which releases the lock); raise JournalWriteError if the last sync failed."""
+        if self._fd < 0:
+            return
+        try:
             self.sync()
+        finally:
             os.close(self._fd)
             self._fd = -1
+
+
+def open_journal(path: str | os.PathLike[str], *, resume: bool) -> Journal:
+    """Open a run's journal: take the lock first (a journal in use is refused before it is read),
+    refuse one that holds lines unless resuming, and read its state for the resume."""
+    journal = Journal(path)
+    if journal.size_at_open > 0:
+        try:
+            if not resume:
+                raise JournalError(
+                    f"{journal.path} exists and is not empty; pass --resume to continue it, or choose another --out"
+                )
+            journal.state = load_state(path)
+        except BaseException:
+            journal.close()
+            raise
+    return journal
+
+
+def lock_holder(fd: int) -> int | None:
+    """The pid holding a flock on the file open as `fd`, from /proc/locks (Linux); None if unknown."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as handle:
+            for line in handle:
+                # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146840 0 EOF"; waiters carry "->" and are skipped.
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 @dataclasses.dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -68,10 +69,12 @@ def make_plan(
     state: JournalState | None = None,
     retry_failed: bool = False,
     collect_groups: bool = False,
+    *,
+    stop: threading.Event | None = None,
 ) -> Plan:
     plan = Plan(rate=rate)
     state = state or JournalState()
-    for item in read_jobs(paths, batch_size):
+    for item in read_jobs(paths, batch_size, stop=stop):
         plan.jobs += 1
         if isinstance(item, Job) and state.changed(item.job_id, item.job_hash):
             item = Rejection(

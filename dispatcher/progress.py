@@ -38,7 +38,10 @@ class RichProgress:
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._progress.stop()
+        try:
+            self._progress.stop()
+        except OSError:  # the terminal hung up (SIGHUP): there is nobody left to show it to
+            pass
 
     def request_done(self, retry: bool) -> None:
         self._requests += 1

@@ -169,7 +169,8 @@ class Sandbox:
 
     def script(self, *replies: int | str) -> None:
         """Answer the next requests with these, in order, before any other rule, delivering nothing:
-        an ErrorCode, or "drop" (close unanswered), "502" (HTTP 502), "hang" (never answer in time)."""
+        an ErrorCode (int), or "drop" (close unanswered), "hang" (never answer in time), or an HTTP
+        status as a string: "502", "413", "429", and "429:VALUE" with the header `Retry-After: VALUE`."""
         self._script.extend(replies)
 
     # -- rules ---------------------------------------------------------------------------------
@@ -291,7 +292,12 @@ class Sandbox:
         if reply == "hang":
             await self._sleep(self.hang_seconds)
             return _reply(api.INTERNAL_ERROR, "answered too late")
-        return self._answer(int(reply), "scripted reply")
+        if isinstance(reply, str):
+            status, _, after = reply.partition(":")
+            self.stats[f"http{status}"] += 1
+            headers = {"Retry-After": after} if after else None
+            return web.Response(status=int(status), text=f"<html>HTTP {status}</html>", headers=headers)
+        return self._answer(reply, "scripted reply")
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1

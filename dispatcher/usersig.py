@@ -22,6 +22,7 @@ from dispatcher import api
 from dispatcher.errors import SignatureError
 
 DEFAULT_EXPIRE = 86_400  # a day: long enough for any run, short enough to limit a leak
+MAX_EXPIRE = 10 * 365 * 86400  # ten years: longer is no safer to hand out, and a 64-bit field overflows
 Clock = Callable[[], float]
 
 _TO_URL = str.maketrans({"+": "*", "/": "-", "=": "_"})
