@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -282,3 +284,123 @@ def test_json_logs_hold_for_errors_too(jobs: Path) -> None:
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert "TIM_SDKAPPID" in orjson.loads(line)["error"]
+
+
+# Odd arguments and environments: each is one line on stderr naming what is wrong, exit 2, no traceback.
+ODD = [
+    (["--rate", "nan"], {}, "--rate"),
+    (["--rate", "inf"], {}, "--rate"),
+    (["--rate", "1e400"], {}, "--rate"),
+    (["--rate", "-inf"], {}, "--rate"),
+    (["--timeout", "nan"], {}, "--timeout"),
+    (["--timeout", "inf"], {}, "--timeout"),
+    (["--timeout", "0"], {}, "--timeout"),
+    (["--concurrency", "100000000"], {}, "--concurrency"),
+    (["--max-attempts", "0"], {}, "--max-attempts"),
+    (["--batch-size", "x"], {}, "--batch-size"),
+    (["--endpoint", "http://127.0.0.1:99999"], {}, "http://127.0.0.1:99999"),
+    (["--endpoint", "http://"], {}, "has no host"),
+    (["--endpoint", "http://[::1"], {}, "http://[::1"),
+    (["--endpoint", "http://a b"], {}, "http://a b"),
+    (["--endpoint", "ftp://127.0.0.1"], {}, "ftp://127.0.0.1"),
+    (["--endpoint", "http://127.0.0.1:0"], {}, "port"),
+    (["--summary-json", "/nonexistent/dir/s.json"], {}, "--summary-json"),
+    (["--summary-json", "/tmp"], {}, "--summary-json"),
+    (["--out", "/nonexistent/dir/o.jsonl"], {}, "/nonexistent/dir/o.jsonl"),
+    (["--bogus"], {}, "--bogus"),
+    ([], {"TIM_SDKAPPID": "99999999999999999999999"}, "TIM_SDKAPPID"),
+    ([], {"TIM_SDKAPPID": "-5"}, "TIM_SDKAPPID"),
+    ([], {"TIM_SDKAPPID": "1_400"}, "TIM_SDKAPPID"),
+    ([], {"TIM_SDKAPPID": "abc"}, "TIM_SDKAPPID"),
+    ([], {"TIM_ENDPOINT": "http://127.0.0.1:99999"}, "http://127.0.0.1:99999"),
+    ([], {"TIM_REGION": "mars", "TIM_ENDPOINT": ""}, "mars"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "words"), ODD, ids=[" ".join(a) or str(e) for a, e, _ in ODD])
+def test_odd_send_arguments_are_one_line_and_exit_2(
+    jobs: Path, args: list[str], env: dict[str, str], words: str
+) -> None:
+    # Every run that got past the checks would send to a closed port on 127.0.0.1, never anywhere else.
+    base = {**DEMO_ENV, "TIM_ENDPOINT": "http://127.0.0.1:9"}
+    result = run("send", str(jobs), *args, env=cli_env(**{**base, **env}))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert words in line
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["sandbox", "--port", "99999"], "--port"),
+        (["sandbox", "--port", "-1"], "--port"),
+        (["sandbox", "--latency", "nan"], "--latency"),
+        (["sandbox", "--jitter", "-1"], "--jitter"),
+        (["sandbox", "--fail-rate", "2"], "--fail-rate"),
+        (["sandbox", "--rate", "0"], "--rate"),
+        (["usersig", "--expire", "100000000000000000000000000"], "--expire"),
+        (["usersig", "--expire", "0"], "--expire"),
+        (["report", "/nonexistent/out.jsonl"], "/nonexistent/out.jsonl"),
+        (["report"], "OUTCOMES.jsonl"),
+    ],
+)
+def test_odd_other_arguments_are_one_line_and_exit_2(args: list[str], words: str) -> None:
+    result = run(*args, env=cli_env(**DEMO_ENV))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert words in line
+
+
+def test_report_into_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with out.open("wb") as handle:  # a journal whose report is far longer than a pipe's buffer
+        for i in range(3000):
+            line = {"job_id": f"job-{i}", "batch": 0, "batches": 1, "attempt": 1, "status": "ok", "final": True}
+            handle.write(orjson.dumps({**line, "group_id": "@TGS#a", "recipients": ["p"], "error_code": 0}) + b"\n")
+    proc = subprocess.Popen(
+        DISPATCHER("report", str(out)), cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"journal ")  # like `| head -n 1`
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == b""
+
+
+def test_jobs_from_a_fifo_are_read_once_and_the_writer_is_not_killed(tmp_path: Path) -> None:
+    fifo = tmp_path / "jobs.fifo"
+    os.mkfifo(fifo)
+    lines = b"".join(orjson.dumps({"GroupId": "@TGS#f", "Content": f"n{i}"}) + b"\n" for i in range(3))
+    written: list[int] = []
+
+    def writer() -> None:  # a data team's hand-off: write the jobs into the pipe, then close it
+        with open(fifo, "wb") as handle:
+            written.append(handle.write(lines))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    result = run(
+        "send", str(fifo), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--summary-json", str(tmp_path / "s.json")
+    )
+    thread.join(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert written == [len(lines)]  # the writer was not cut off by SIGPIPE
+    assert load(tmp_path / "s.json")["ok"] == 3
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_stops_a_run_waiting_for_a_fifo_writer(tmp_path: Path, signame: str) -> None:
+    fifo = tmp_path / "jobs.fifo"
+    os.mkfifo(fifo)  # nobody ever writes to it: open(2) blocks
+    proc = subprocess.Popen(
+        DISPATCHER("send", str(fifo), "--sandbox", "--out", str(tmp_path / "out.jsonl")),
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.0)  # let it get to the open; the test passes as well if the signal comes earlier
+    proc.send_signal(getattr(signal, signame))
+    assert proc.wait(timeout=10) == 130
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()

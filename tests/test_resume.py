@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import pty
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +113,8 @@ async def test_sigkill_then_resume_duplicates_only_in_flight(tmp_path: Path, kil
         assert box.stats["requests"] == requests
 
 
-async def test_sigterm_exits_130_and_resume_sends_each_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+async def test_stop_signal_exits_130_and_resume_sends_each_once(tmp_path: Path, signum: signal.Signals) -> None:
     jobs, ids = big_jobs(tmp_path)
     out = tmp_path / "out.jsonl"
     summary_path = tmp_path / "summary.json"
@@ -118,7 +122,7 @@ async def test_sigterm_exits_130_and_resume_sends_each_once(tmp_path: Path) -> N
         proc = await start_send(jobs, out, box.url, "--summary-json", str(summary_path))
         await wait_for_lines(out, 30, proc)
         assert proc.returncode is None, "the run finished before it could be interrupted"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         code, stderr = await finish(proc)
         assert code == 130, stderr
         summary = orjson.loads(summary_path.read_bytes())
@@ -289,3 +293,45 @@ async def test_second_stop_cancels_requests_in_flight(sandbox: Sandbox, tmp_path
     assert (summary.interrupted, summary.exit_code, summary.requests) == (True, 130, 0)
     assert journal(tmp_path / "out.jsonl") == []  # nothing was answered, so nothing is on record
     assert summary.pending == 5
+
+
+async def test_closed_terminal_drains_like_sigterm(tmp_path: Path) -> None:
+    """The run's terminal goes away (an SSH session drops): SIGHUP, then every write to it fails."""
+    jobs, ids = big_jobs(tmp_path)
+    out = tmp_path / "out.jsonl"
+    summary_path = tmp_path / "summary.json"
+    leader, follower = pty.openpty()
+    # Make the pseudo-terminal the run's controlling terminal, as a login shell's is, so that
+    # closing its other end hangs it up.
+    take_terminal = (
+        "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    args = DISPATCHER("send", str(jobs), "--out", str(out), "--batch-size", "5", "--rate", "150")
+    async with Sandbox(faults=Faults(latency=0.05)) as box:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-c", take_terminal, *args, "--endpoint", box.url, "--summary-json", str(summary_path)),
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            start_new_session=True,
+            cwd=ROOT,
+            env={**cli_env(**DEMO_ENV), "TERM": "xterm", "COLUMNS": "120"},
+        )
+        os.close(follower)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(leader, lambda: os.read(leader, 65536))  # the terminal shows what it is sent
+        for _ in range(6000):
+            if out.exists() and out.read_bytes().count(b"\n") >= 30:
+                break
+            await asyncio.sleep(0.005)
+        loop.remove_reader(leader)
+        assert proc.returncode is None, "the run finished before its terminal was closed"
+        os.close(leader)  # the terminal is gone
+        code = await asyncio.wait_for(proc.wait(), 60)
+        assert code == 130
+        summary = orjson.loads(summary_path.read_bytes())
+        assert summary["interrupted"] is True and summary["exit_code"] == 130
+        # In-flight requests finished and were recorded: the ledger matches the journal exactly.
+        ok_recipients = [u for d in journal(out) if d["status"] == "ok" for u in d["recipients"]]
+        assert sorted(ok_recipients) == sorted(box.ledger.recipients(GROUP))
+        assert set(ok_recipients) < set(ids)
