@@ -3,6 +3,10 @@
 A job is validated whole before any of it is sent; a bad job becomes a `Rejection` naming the file,
 the line and the field, and the other jobs go on. Above all, no mistake may widen who is notified:
 an unknown key, a `null`, an empty list or an empty export file is a rejection, never "all members".
+
+Every input is read in chunks, never a whole line at a time: a line longer than any valid line is
+rejected as soon as that is known, so a jobs file without newlines or an export that is really
+`/dev/zero` costs a bounded amount of memory.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import io
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol, cast
 
 import orjson
 
@@ -24,6 +29,60 @@ from dispatcher.errors import InputError
 STDIN = "-"
 KNOWN_KEYS = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type")
 _KNOWN = frozenset(KNOWN_KEYS)
+
+# The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
+# far shorter (Content is at most 12 KiB; long recipient lists belong in a recipients_file), but a
+# million UserIDs given inline take tens of MB, and the bound leaves room for that.
+MAX_JOB_LINE_BYTES = 64 * 1024 * 1024
+_CHUNK_BYTES = 64 * 1024
+
+
+def _chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """A stream in chunks of at most 64 KiB. `read` returns what is there (read1), so a pipe's jobs are
+    handed on as they arrive rather than when 64 KiB have gathered."""
+    while chunk := read(_CHUNK_BYTES):
+        yield chunk
+
+
+def _lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """Numbered lines without their line ending (`\n` or `\r\n`), holding at most one line of `limit` bytes.
+
+    A longer line is yielded as None as soon as it is known to be too long, before the rest of it is read;
+    if the caller goes on, the rest of it is skipped up to the next newline without being kept.
+    """
+    done = 0  # lines ended so far; the current line is done + 1
+    parts: list[bytes] = []
+    size = 0
+    skipping = False
+    for chunk in chunks:
+        start = 0
+        while start < len(chunk):
+            newline = chunk.find(b"\n", start)
+            end = len(chunk) if newline < 0 else newline
+            if not skipping:
+                parts.append(chunk[start:end])
+                size += end - start
+                if size > limit + 1:  # too long even if its last byte is the \r of a \r\n
+                    yield done + 1, None
+                    parts, size, skipping = [], 0, True
+            if newline < 0:
+                break
+            done += 1
+            if skipping:
+                skipping = False
+            else:
+                yield done, _line(parts, limit)
+                parts, size = [], 0
+            start = newline + 1
+    if size and not skipping:  # a last line without a newline
+        yield done + 1, _line(parts, limit)
+
+
+def _line(parts: list[bytes], limit: int) -> bytes | None:
+    line = b"".join(parts)
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return None if len(line) > limit else line
 
 
 class Recipients(Protocol):
@@ -53,19 +112,27 @@ class FileRecipients:
     mtime_ns: int
     skip: frozenset[int]
 
+    def _changed(self) -> InputError:
+        return InputError(f"{self.path}: changed after it was validated; nothing of this job was sent")
+
     def __iter__(self) -> Iterator[str]:
         try:
-            stat = self.path.stat()
-            if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
-                raise InputError(f"{self.path}: changed after it was validated; nothing of this job was sent")
             handle = self.path.open("rb")
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
         with handle:
-            for lineno, raw in enumerate(handle, 1):
-                text = raw.strip()
-                if text and lineno not in self.skip:
-                    yield text.decode("utf-8")
+            stat = os.fstat(handle.fileno())  # of the file read, even if the name was moved meanwhile
+            if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
+                raise self._changed()
+            try:
+                for lineno, raw in _lines(_chunks(handle.read1), api.MAX_USER_ID_BYTES):
+                    if raw is None:  # it had no such line when validated
+                        raise self._changed()
+                    text = raw.strip()
+                    if text and lineno not in self.skip:
+                        yield text.decode("utf-8")
+            except OSError as exc:
+                raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,28 +224,33 @@ def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[FileRec
     """Read an export once: validate every line, find duplicates, and feed the job hash."""
     field = "recipients_file"
     try:
-        stat = path.stat()
         handle = path.open("rb")
     except OSError as exc:
         raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
     seen: set[str] = set()
     skip: list[int] = []
     with handle:
-        for lineno, raw in enumerate(handle, 1):
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                uid = text.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
-            if len(text) > api.MAX_USER_ID_BYTES:
-                raise _Reject(field, f"{label} line {lineno}: UserID must be at most {api.MAX_USER_ID_BYTES} bytes")
-            if uid in seen:
-                skip.append(lineno)
-            else:
-                seen.add(uid)
-                digest.update(text + b"\n")
+        stat = os.fstat(handle.fileno())  # of the file read; sending checks the file it reads against it
+        try:
+            # A line is judged by its bytes before the line ending, surrounding whitespace included: a
+            # longer line cannot be a UserID, and is rejected before the rest of it is read.
+            for lineno, raw in _lines(_chunks(handle.read1), api.MAX_USER_ID_BYTES):
+                if raw is None:
+                    raise _Reject(field, f"{label} line {lineno}: UserID must be at most {api.MAX_USER_ID_BYTES} bytes")
+                text = raw.strip()
+                if not text:
+                    continue
+                try:
+                    uid = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
+                if uid in seen:
+                    skip.append(lineno)
+                else:
+                    seen.add(uid)
+                    digest.update(text + b"\n")
+        except OSError as exc:
+            raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
     if not seen:
         raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
     return FileRecipients(path, stat.st_size, stat.st_mtime_ns, frozenset(skip)), len(seen)
@@ -246,20 +318,18 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
     )
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    stream: BinaryIO
+def _job_lines(path: str) -> Iterator[tuple[int, bytes | None]]:
+    """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES."""
     if path == STDIN:
-        stream = sys.stdin.buffer
-    else:
-        try:
-            stream = open(path, "rb")  # noqa: SIM115 - closed below, also on early exit
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typed BinaryIO, which does not declare read1
+        yield from _lines(_chunks(stdin.read1), MAX_JOB_LINE_BYTES)
+        return
     try:
-        yield from enumerate(stream, 1)
-    finally:
-        if path != STDIN:
-            stream.close()
+        stream = open(path, "rb")  # noqa: SIM115 - closed below, also on early exit
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    with stream:
+        yield from _lines(_chunks(stream.read1), MAX_JOB_LINE_BYTES)
 
 
 def label_of(path: str) -> str:
@@ -273,10 +343,15 @@ def read_jobs(paths: Iterable[str], batch_size: int) -> Iterator[Job | Rejection
     for path in paths:
         base_dir = Path.cwd() if path == STDIN else Path(path).parent
         label = label_of(path)
-        for line, raw in _lines(path):
-            if not raw.strip():
+        for line, raw in _job_lines(path):
+            item: Job | Rejection
+            if raw is None:
+                reason = f"line is longer than {MAX_JOB_LINE_BYTES:,} bytes, the most a job line may have"
+                item = Rejection(f"{label}:{line}", path, line, None, reason)
+            elif not raw or raw.isspace():
                 continue
-            item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}")
+            else:
+                item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}")
             first = seen_ids.get(item.job_id)
             if first is not None:
                 item = Rejection(

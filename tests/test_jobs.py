@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -12,6 +15,17 @@ from dispatcher.jobs import Job, Rejection, read_jobs
 from tests.conftest import write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}
+T = TypeVar("T")
+
+
+def within(seconds: float, work: Callable[[], T]) -> T:
+    """Run `work` in a daemon thread and fail if it has not finished in `seconds` (instead of hanging)."""
+    box: list[T] = []
+    thread = threading.Thread(target=lambda: box.append(work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, f"did not finish within {seconds} s"
+    return box[0]
 
 
 def one(tmp_path: Path, line: dict[str, Any] | str, batch_size: int = 500) -> Job | Rejection:
@@ -168,3 +182,28 @@ def test_blank_lines_are_skipped_and_numbering_kept(tmp_path: Path) -> None:
     path = write_jobs(tmp_path / "jobs.jsonl", [BASE, "", "  ", {**BASE, "Content": "x"}])
     items = list(read_jobs([str(path)], 500))
     assert [i.line for i in items] == [1, 4]
+
+
+def test_export_line_over_32_bytes_is_rejected_even_if_padded(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_bytes(b"peter\n" + b" " * 28 + b"amara\r\n")  # 33 bytes before the \r\n
+    rej = rejected(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert rej.reason == "r.txt line 2: UserID must be at most 32 bytes"
+
+
+def test_export_that_never_ends_a_line_is_rejected_at_once(tmp_path: Path) -> None:
+    os.symlink("/dev/zero", tmp_path / "r.txt")  # read whole lines, this took 22 GB and never ended
+    rej = within(5, lambda: rejected(tmp_path, {**BASE, "recipients_file": "r.txt"}))
+    assert (rej.field, rej.reason) == ("recipients_file", "r.txt line 1: UserID must be at most 32 bytes")
+
+
+def test_jobs_line_over_64_mib_is_rejected_and_the_next_job_read(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    with path.open("wb") as handle:
+        handle.write(b'{"GroupId": "@TGS#g", "Content": "' + b"x" * (64 * 1024 * 1024) + b'"}\n')
+        handle.write(b'{"GroupId": "@TGS#g", "Content": "short"}\n')
+    first, second = read_jobs([str(path)], 500)
+    assert isinstance(first, Rejection)
+    assert (first.line, first.field) == (1, None)
+    assert first.reason == "line is longer than 67,108,864 bytes, the most a job line may have"
+    assert isinstance(second, Job)
+    assert (second.line, second.content) == (2, "short")
