@@ -11,6 +11,7 @@ rejected as soon as that is known, so a jobs file without newlines or an export 
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import hashlib
@@ -38,10 +39,22 @@ _CHUNK_BYTES = 64 * 1024
 
 
 def _chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
-    """A stream in chunks of at most 64 KiB. `read` returns what is there (read1), so a pipe's jobs are
-    handed on as they arrive rather than when 64 KiB have gathered."""
+    """A stream in chunks of at most 64 KiB, without a leading UTF-8 byte-order mark.
+
+    `read` returns what is there (read1), so a pipe's jobs are handed on as they arrive rather than
+    when 64 KiB have gathered. Spreadsheet exports often start with a BOM; kept, it would become part
+    of the first UserID, which then is never notified while its batch is recorded `ok`.
+    """
+    head: bytes | None = b""  # the first bytes, until there are enough to tell whether they are a BOM
     while chunk := read(_CHUNK_BYTES):
+        if head is not None:
+            head += chunk
+            if len(head) < len(codecs.BOM_UTF8):  # a pipe may hand them over a byte at a time
+                continue
+            chunk, head = head.removeprefix(codecs.BOM_UTF8), None
         yield chunk
+    if head:  # the whole input is shorter than a BOM
+        yield head
 
 
 def _lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,10 @@ import pytest
 
 from dispatcher.batching import split
 from dispatcher.jobs import Job, Rejection, read_jobs
-from tests.conftest import write_jobs
+from tests.conftest import DISPATCHER, ROOT, cli_env, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}
+BOM = b"\xef\xbb\xbf"
 T = TypeVar("T")
 
 
@@ -207,3 +209,37 @@ def test_jobs_line_over_64_mib_is_rejected_and_the_next_job_read(tmp_path: Path)
     assert first.reason == "line is longer than 67,108,864 bytes, the most a job line may have"
     assert isinstance(second, Job)
     assert (second.line, second.content) == (2, "short")
+
+
+def test_byte_order_marks_and_crlf_are_not_part_of_a_job_or_a_userid(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_bytes(BOM + b"peter\r\namara\r\n")
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(
+        BOM
+        + b'{"GroupId": "@TGS#g", "Content": "a", "recipients_file": "r.txt"}\r\n'
+        + b'{"GroupId": "@TGS#g", "Content": "b"}\r\n'
+    )
+    first, second = read_jobs([str(path)], 500)
+    assert isinstance(first, Job) and isinstance(second, Job)
+    assert (first.line, second.line) == (1, 2)
+    assert [b.recipients for b in split(first)] == [("peter", "amara")]
+
+
+@pytest.mark.parametrize("content", [BOM, BOM + b"\r\n\r\n", BOM + b"\n  \n"])
+def test_export_of_only_a_byte_order_mark_is_empty(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "r.txt").write_bytes(content)
+    rej = rejected(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert rej.reason == "r.txt has no UserIDs; an empty export never means all members"
+
+
+def test_byte_order_mark_on_standard_input(tmp_path: Path) -> None:
+    result = subprocess.run(
+        DISPATCHER("send", "-", "--dry-run", "--out", str(tmp_path / "out.jsonl")),
+        input=BOM + b'{"GroupId": "@TGS#g", "Content": "hi", "ToMembers_Account": ["peter"]}\r\n',
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"jobs        1 (1 valid, 0 rejected)" in result.stdout
