@@ -18,9 +18,11 @@ import hashlib
 import io
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, cast
+from stat import S_ISREG
+from typing import IO, Protocol, cast
 
 import orjson
 
@@ -149,6 +151,20 @@ class FileRecipients:
 
 
 @dataclasses.dataclass(frozen=True)
+class SpooledRecipients:
+    """Recipients of an export that can be read only once (a FIFO, `<(cmd)`, a device): its validated,
+    de-duplicated IDs, one per line, in an anonymous temporary file (gone when closed). Iterate it
+    once at a time: each iteration starts again from the top of the one file."""
+
+    spool: IO[bytes]
+
+    def __iter__(self) -> Iterator[str]:
+        self.spool.seek(0)
+        for raw in self.spool:  # lines it wrote itself: at most 33 bytes each
+            yield raw[:-1].decode("utf-8")
+
+
+@dataclasses.dataclass(frozen=True)
 class Job:
     job_id: str
     file: str
@@ -233,8 +249,13 @@ def _inline(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
 
 
-def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[FileRecipients, int]:
-    """Read an export once: validate every line, find duplicates, and feed the job hash."""
+def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[Recipients, int]:
+    """Read an export once: validate every line, find duplicates, and feed the job hash.
+
+    A regular file is read again for sending. Anything else (a FIFO, `<(cmd)`, a device) can be read
+    only once, so the IDs are copied to an anonymous temporary file as they are validated, and sending
+    reads that copy.
+    """
     field = "recipients_file"
     try:
         handle = path.open("rb")
@@ -242,9 +263,12 @@ def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[FileRec
         raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
     seen: set[str] = set()
     skip: list[int] = []
+    spool: IO[bytes] | None = None
     with handle:
-        stat = os.fstat(handle.fileno())  # of the file read; sending checks the file it reads against it
         try:
+            stat = os.fstat(handle.fileno())  # of the file read; sending checks the file it reads against it
+            if not S_ISREG(stat.st_mode):
+                spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
             # A line is judged by its bytes before the line ending, surrounding whitespace included: a
             # longer line cannot be a UserID, and is rejected before the rest of it is read.
             for lineno, raw in _lines(_chunks(handle.read1), api.MAX_USER_ID_BYTES):
@@ -262,10 +286,18 @@ def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[FileRec
                 else:
                     seen.add(uid)
                     digest.update(text + b"\n")
-        except OSError as exc:
-            raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
-    if not seen:
-        raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
+                    if spool is not None:
+                        spool.write(text + b"\n")
+            if not seen:
+                raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
+        except BaseException as exc:
+            if spool is not None:
+                spool.close()
+            if isinstance(exc, OSError):
+                raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
+            raise
+    if spool is not None:
+        return SpooledRecipients(spool), len(seen)
     return FileRecipients(path, stat.st_size, stat.st_mtime_ns, frozenset(skip)), len(seen)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,12 +22,39 @@ T = TypeVar("T")
 
 def within(seconds: float, work: Callable[[], T]) -> T:
     """Run `work` in a daemon thread and fail if it has not finished in `seconds` (instead of hanging)."""
-    box: list[T] = []
-    thread = threading.Thread(target=lambda: box.append(work()), daemon=True)
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # handed to the test's thread, where pytest reports it
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(seconds)
-    assert box, f"did not finish within {seconds} s"
-    return box[0]
+    if failed:
+        raise failed[0]
+    assert done, f"did not finish within {seconds} s"
+    return done[0]
+
+
+def fifo(path: Path, pieces: Iterable[bytes]) -> Path:
+    """Make `path` a FIFO fed with `pieces` by a daemon thread, which opens it once, as a pipe's writer does."""
+    os.mkfifo(path)
+
+    def write() -> None:
+        try:
+            with path.open("wb") as handle:  # blocks until a reader opens it
+                for piece in pieces:
+                    handle.write(piece)
+                    handle.flush()
+        except BrokenPipeError:  # the reader stopped early
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+    return path
 
 
 def one(tmp_path: Path, line: dict[str, Any] | str, batch_size: int = 500) -> Job | Rejection:
@@ -243,3 +270,38 @@ def test_byte_order_mark_on_standard_input(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert b"jobs        1 (1 valid, 0 rejected)" in result.stdout
+
+
+def test_export_from_a_fifo_is_read_once_and_sent_from_a_copy(tmp_path: Path) -> None:
+    fifo(tmp_path / "r.txt", [b"b\na\n", b"b\r\n  c  \n"])  # like recipients_file: <(psql ...)
+    job = within(5, lambda: one(tmp_path, {**BASE, "recipients_file": "r.txt"}, batch_size=2))
+    assert isinstance(job, Job)
+    assert job.recipient_count == 3
+    # The writer wrote once and is gone: opening the FIFO again would wait for ever.
+    assert within(5, lambda: [b.recipients for b in split(job)]) == [("b", "a"), ("c",)]
+    assert within(5, lambda: [b.recipients for b in split(job)]) == [("b", "a"), ("c",)]
+    (tmp_path / "plain.txt").write_text("b\na\nb\nc\n")
+    plain = one(tmp_path, {**BASE, "recipients_file": "plain.txt"}, batch_size=2)
+    assert isinstance(plain, Job)
+    assert plain.job_hash == job.job_hash  # the same recipients, whether piped or in a file
+
+
+def test_jobs_from_a_fifo_are_handed_on_as_they_arrive(tmp_path: Path) -> None:
+    first_read = threading.Event()
+
+    def pieces() -> Iterable[bytes]:
+        yield BOM + b'{"GroupId": "@TGS#g", "Content": "one"}\n'
+        first_read.wait(5)  # the writer is slow: the next job comes only after the first was read
+        yield b'{"GroupId": "@TGS#g", "Content": "two"}\n'
+
+    path = fifo(tmp_path / "jobs.jsonl", pieces())
+
+    def read() -> list[str]:
+        contents = []
+        for item in read_jobs([str(path)], 500):
+            assert isinstance(item, Job), item
+            contents.append(item.content)
+            first_read.set()
+        return contents
+
+    assert within(5, read) == ["one", "two"]
