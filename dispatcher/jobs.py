@@ -19,6 +19,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from stat import S_ISREG
@@ -40,15 +41,27 @@ MAX_JOB_LINE_BYTES = 64 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
 
 
-def _chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
+class _Stopped(Exception):
+    """`stop` was set: reading ends where it is, and the job being read is not yielded."""
+
+
+def _chunks(read: Callable[[int], bytes], stop: threading.Event | None = None) -> Iterator[bytes]:
     """A stream in chunks of at most 64 KiB, without a leading UTF-8 byte-order mark.
 
     `read` returns what is there (read1), so a pipe's jobs are handed on as they arrive rather than
     when 64 KiB have gathered. Spreadsheet exports often start with a BOM; kept, it would become part
     of the first UserID, which then is never notified while its batch is recorded `ok`.
+
+    Once `stop` is set it raises _Stopped rather than ending, so a stopped read is never taken for the
+    end of an export (which would accept a job with half its recipients).
     """
     head: bytes | None = b""  # the first bytes, until there are enough to tell whether they are a BOM
-    while chunk := read(_CHUNK_BYTES):
+    while True:
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        chunk = read(_CHUNK_BYTES)
+        if not chunk:
+            break
         if head is not None:
             head += chunk
             if len(head) < len(codecs.BOM_UTF8):  # a pipe may hand them over a byte at a time
@@ -249,7 +262,7 @@ def _inline(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
 
 
-def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[Recipients, int]:
+def _from_file(path: Path, label: str, digest: hashlib.blake2b, stop: threading.Event | None) -> tuple[Recipients, int]:
     """Read an export once: validate every line, find duplicates, and feed the job hash.
 
     A regular file is read again for sending. Anything else (a FIFO, `<(cmd)`, a device) can be read
@@ -271,7 +284,7 @@ def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[Recipie
                 spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
             # A line is judged by its bytes before the line ending, surrounding whitespace included: a
             # longer line cannot be a UserID, and is rejected before the rest of it is read.
-            for lineno, raw in _lines(_chunks(handle.read1), api.MAX_USER_ID_BYTES):
+            for lineno, raw in _lines(_chunks(handle.read1, stop), api.MAX_USER_ID_BYTES):
                 if raw is None:
                     raise _Reject(field, f"{label} line {lineno}: UserID must be at most {api.MAX_USER_ID_BYTES} bytes")
                 text = raw.strip()
@@ -301,8 +314,20 @@ def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[Recipie
     return FileRecipients(path, stat.st_size, stat.st_mtime_ns, frozenset(skip)), len(seen)
 
 
-def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int, default_id: str) -> Job | Rejection:
-    """Validate one JSONL line; `default_id` names it when it has no usable job_id."""
+def parse_job(
+    raw: bytes,
+    file: str,
+    line: int,
+    base_dir: Path,
+    batch_size: int,
+    default_id: str,
+    *,
+    stop: threading.Event | None = None,
+) -> Job | Rejection:
+    """Validate one JSONL line; `default_id` names it when it has no usable job_id.
+
+    Raises _Stopped if `stop` is set while its recipients_file is read.
+    """
     job_id = default_id
     group_id: str | None = None
     try:
@@ -349,7 +374,7 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
         elif "recipients_file" in doc:
             name = _string(doc, "recipients_file")
             assert name is not None
-            recipients, count = _from_file(base_dir / name, name, digest)
+            recipients, count = _from_file(base_dir / name, name, digest, stop)
         if group_type is not None:
             if recipients is not None and not api.accepts_named_members(group_type):
                 field = "ToMembers_Account" if "ToMembers_Account" in doc else "recipients_file"
@@ -363,18 +388,18 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
     )
 
 
-def _job_lines(path: str) -> Iterator[tuple[int, bytes | None]]:
+def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, bytes | None]]:
     """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES."""
     if path == STDIN:
         stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typed BinaryIO, which does not declare read1
-        yield from _lines(_chunks(stdin.read1), MAX_JOB_LINE_BYTES)
+        yield from _lines(_chunks(stdin.read1, stop), MAX_JOB_LINE_BYTES)
         return
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below, also on early exit
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     with stream:
-        yield from _lines(_chunks(stream.read1), MAX_JOB_LINE_BYTES)
+        yield from _lines(_chunks(stream.read1, stop), MAX_JOB_LINE_BYTES)
 
 
 def label_of(path: str) -> str:
@@ -382,31 +407,42 @@ def label_of(path: str) -> str:
     return "stdin" if path == STDIN else os.path.basename(path)
 
 
-def read_jobs(paths: Iterable[str], batch_size: int) -> Iterator[Job | Rejection]:
-    """Stream every job of every file in order; never holds more than one job's line in memory."""
+def read_jobs(
+    paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None
+) -> Iterator[Job | Rejection]:
+    """Stream every job of every file in order; never holds more than one job's line in memory.
+
+    Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
+    in the middle of an endless recipients stream; the job being read then is not yielded.
+    """
     seen_ids: dict[str, str] = {}
-    for path in paths:
-        base_dir = Path.cwd() if path == STDIN else Path(path).parent
-        label = label_of(path)
-        for line, raw in _job_lines(path):
-            item: Job | Rejection
-            if raw is None:
-                reason = f"line is longer than {MAX_JOB_LINE_BYTES:,} bytes, the most a job line may have"
-                item = Rejection(f"{label}:{line}", path, line, None, reason)
-            elif not raw or raw.isspace():
-                continue
-            else:
-                item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}")
-            first = seen_ids.get(item.job_id)
-            if first is not None:
-                item = Rejection(
-                    item.job_id,
-                    path,
-                    line,
-                    "job_id",
-                    f"repeats the job_id of {first}",
-                    item.group_id,
-                )
-            else:
-                seen_ids[item.job_id] = f"{path}:{line}"
-            yield item
+    try:
+        for path in paths:
+            base_dir = Path.cwd() if path == STDIN else Path(path).parent
+            label = label_of(path)
+            for line, raw in _job_lines(path, stop):
+                if stop is not None and stop.is_set():
+                    return
+                item: Job | Rejection
+                if raw is None:
+                    reason = f"line is longer than {MAX_JOB_LINE_BYTES:,} bytes, the most a job line may have"
+                    item = Rejection(f"{label}:{line}", path, line, None, reason)
+                elif not raw or raw.isspace():
+                    continue
+                else:
+                    item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}", stop=stop)
+                first = seen_ids.get(item.job_id)
+                if first is not None:
+                    item = Rejection(
+                        item.job_id,
+                        path,
+                        line,
+                        "job_id",
+                        f"repeats the job_id of {first}",
+                        item.group_id,
+                    )
+                else:
+                    seen_ids[item.job_id] = f"{path}:{line}"
+                yield item
+    except _Stopped:
+        return

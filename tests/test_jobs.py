@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import threading
@@ -305,3 +306,27 @@ def test_jobs_from_a_fifo_are_handed_on_as_they_arrive(tmp_path: Path) -> None:
         return contents
 
     assert within(5, read) == ["one", "two"]
+
+
+def test_stop_ends_an_endless_export_and_yields_nothing_of_its_job(tmp_path: Path) -> None:
+    fifo(tmp_path / "r.txt", itertools.repeat(b"user1\n" * 1000))  # `yes user1`: valid, and never ends
+    path = write_jobs(tmp_path / "jobs.jsonl", [{**BASE, "recipients_file": "r.txt"}])
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    assert within(5, lambda: list(read_jobs([str(path)], 500, stop=stop))) == []
+
+
+def test_stop_ends_an_endless_jobs_stream(tmp_path: Path) -> None:
+    jobs = (b'{"GroupId": "@TGS#g", "Content": "n%d"}\n' % i for i in itertools.count())
+    path = fifo(tmp_path / "jobs.jsonl", jobs)
+    stop = threading.Event()
+
+    def read() -> int:
+        count = 0
+        for _item in read_jobs([str(path)], 500, stop=stop):
+            count += 1
+            if count == 3:
+                stop.set()
+        return count
+
+    assert within(5, read) == 3  # nothing more is handed over once it is told to stop
