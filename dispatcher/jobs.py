@@ -190,6 +190,7 @@ class Job:
     recipient_count: int  # named recipients after de-duplication; 0 for all members
     batch_size: int
     job_hash: str
+    derived_id: bool = False  # job_id made from the content: the job gave none
 
     @property
     def batches(self) -> int:
@@ -230,6 +231,19 @@ class _Reject(Exception):
 
 def _hasher(group_id: str, content: str, topic_id: str | None, batch_size: int, all_members: bool) -> hashlib.blake2b:
     return hashlib.blake2b(orjson.dumps([group_id, content, topic_id, all_members, batch_size]), digest_size=16)
+
+
+def _derived_id(group_id: str, topic_id: str | None, content: str, recipients: object) -> str:
+    """The job_id of a job that gives none, made from what decides what is sent, so that inserting or
+    reordering jobs never changes it (a position-based id made a resume resend a delivered job).
+
+    `recipients` is the de-duplicated ToMembers_Account, {"recipients_file": its name as written}, or
+    "all members". An export counts by name, not contents: regenerated under the same name it keeps
+    the id, so a resume refuses it by its changed job_hash instead of sending it all again under a new
+    id. Neither group_type nor the batch size is part of it; job_hash covers the batch size.
+    """
+    doc = orjson.dumps([group_id, topic_id, content, recipients])
+    return "auto-" + hashlib.blake2b(doc, digest_size=8).hexdigest()
 
 
 def _type_name(value: object) -> str:
@@ -320,15 +334,16 @@ def parse_job(
     line: int,
     base_dir: Path,
     batch_size: int,
-    default_id: str,
+    rejection_id: str,
     *,
     stop: threading.Event | None = None,
 ) -> Job | Rejection:
-    """Validate one JSONL line; `default_id` names it when it has no usable job_id.
+    """Validate one JSONL line. A job without a job_id gets one made from its content; if it is
+    rejected, `rejection_id` (its file name and line) names it instead, for the record only.
 
     Raises _Stopped if `stop` is set while its recipients_file is read.
     """
-    job_id = default_id
+    given_id: str | None = None
     group_id: str | None = None
     try:
         try:
@@ -340,7 +355,7 @@ def parse_job(
         if not isinstance(doc, dict):
             raise _Reject(None, f"line must be a JSON object, not {_type_name(doc)}")
         if isinstance(doc.get("job_id"), str) and doc["job_id"]:
-            job_id = doc["job_id"]
+            given_id = doc["job_id"]
         if isinstance(doc.get("GroupId"), str):
             group_id = doc["GroupId"]
         unknown = [key for key in doc if key not in _KNOWN]
@@ -366,15 +381,17 @@ def parse_job(
         digest = _hasher(gid, content, topic_id, batch_size, not named)
         recipients: Recipients | None = None
         count = 0
+        sent_to: object = "all members"  # the recipients as the derived job_id sees them
         if "ToMembers_Account" in doc:
             inline = _inline(doc["ToMembers_Account"])
             for uid in inline:
                 digest.update(uid.encode("utf-8") + b"\n")
-            recipients, count = InlineRecipients(inline), len(inline)
+            recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
         elif "recipients_file" in doc:
             name = _string(doc, "recipients_file")
             assert name is not None
             recipients, count = _from_file(base_dir / name, name, digest, stop)
+            sent_to = {"recipients_file": name}
         if group_type is not None:
             if recipients is not None and not api.accepts_named_members(group_type):
                 field = "ToMembers_Account" if "ToMembers_Account" in doc else "recipients_file"
@@ -382,9 +399,21 @@ def parse_job(
             if topic_id is not None and not api.accepts_topics(group_type):
                 raise _Reject("TopicId", f"applies to Community groups only, not {group_type}")
     except _Reject as rej:
-        return Rejection(job_id, file, line, rej.field, rej.reason, group_id)
+        return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id)
+    job_id = given_id or _derived_id(gid, topic_id, content, sent_to)
     return Job(
-        job_id, file, line, gid, content, topic_id, group_type, recipients, count, batch_size, digest.hexdigest()
+        job_id,
+        file,
+        line,
+        gid,
+        content,
+        topic_id,
+        group_type,
+        recipients,
+        count,
+        batch_size,
+        digest.hexdigest(),
+        derived_id=given_id is None,
     )
 
 
@@ -403,7 +432,7 @@ def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, b
 
 
 def label_of(path: str) -> str:
-    """How a jobs file is named in default job_ids: its file name, or `stdin`."""
+    """How a jobs file is named in the job_ids of rejected lines: its file name, or `stdin`."""
     return "stdin" if path == STDIN else os.path.basename(path)
 
 
@@ -432,7 +461,13 @@ def read_jobs(
                 else:
                     item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}", stop=stop)
                 first = seen_ids.get(item.job_id)
-                if first is not None:
+                if first is not None and isinstance(item, Job) and item.derived_id:
+                    reason = (
+                        f"repeats the job_id of {first} ({item.job_id}): identical jobs without a job_id "
+                        "get the same id; give each a job_id if it is meant to be sent twice"
+                    )
+                    item = Rejection(f"{label}:{line}", path, line, "job_id", reason, item.group_id)
+                elif first is not None:
                     item = Rejection(
                         item.job_id,
                         path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 
 from dispatcher.batching import split
@@ -121,12 +123,73 @@ def test_invalid_utf8_line(tmp_path: Path) -> None:
 def test_rejection_keeps_the_job_id_and_group(tmp_path: Path) -> None:
     rej = rejected(tmp_path, {**BASE, "job_id": "promo", "ToMembers_Account": []})
     assert (rej.job_id, rej.group_id) == ("promo", "@TGS#g")
+    # Without a job_id, nothing of it is sent: it is named by file name and line, for the record.
+    assert rejected(tmp_path, {**BASE, "ToMembers_Account": []}).job_id == "jobs.jsonl:2"
 
 
-def test_default_job_id_is_file_and_line(tmp_path: Path) -> None:
-    job = one(tmp_path, BASE)
+@pytest.mark.parametrize(
+    ("extra", "hashed", "expected"),
+    [
+        ({"ToMembers_Account": ["b", "a", "b"]}, ["@TGS#g", None, "hello", ["b", "a"]], "auto-cd4a9f9c0ca5ea8c"),
+        (
+            {"TopicId": "@TGS#g@TOPIC#t", "recipients_file": "r.txt"},
+            ["@TGS#g", "@TGS#g@TOPIC#t", "hello", {"recipients_file": "r.txt"}],
+            "auto-516e60a064b14a71",
+        ),
+        ({}, ["@TGS#g", None, "hello", "all members"], "auto-59c442fa2cac74d6"),
+    ],
+)
+def test_default_job_id_is_made_from_what_is_sent(
+    tmp_path: Path, extra: dict[str, Any], hashed: list[Any], expected: str
+) -> None:
+    # The literals were computed once with hashlib, as the README states the rule:
+    assert "auto-" + hashlib.blake2b(orjson.dumps(hashed), digest_size=8).hexdigest() == expected
+    (tmp_path / "r.txt").write_text("peter\n")
+    job = one(tmp_path, {**BASE, **extra})
     assert isinstance(job, Job)
-    assert job.job_id == "jobs.jsonl:2"
+    assert job.job_id == expected
+
+
+def test_default_ids_survive_inserting_and_reordering_jobs(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("peter\n")
+    a = {**BASE, "Content": "a", "ToMembers_Account": ["peter"]}
+    b = {**BASE, "Content": "b", "recipients_file": "r.txt"}
+    c = {**BASE, "Content": "c"}
+
+    def ids(name: str, jobs: list[dict[str, Any]], batch_size: int = 500) -> dict[str, str]:
+        items = list(read_jobs([str(write_jobs(tmp_path / name, jobs))], batch_size))
+        assert all(isinstance(item, Job) for item in items)
+        return {item.content: item.job_id for item in items if isinstance(item, Job)}
+
+    before = ids("jobs.jsonl", [a, b])
+    after = ids("jobs.jsonl", [c, b, a])  # one job inserted at the top, the others swapped
+    assert (after["a"], after["b"]) == (before["a"], before["b"])
+    assert len(set(after.values())) == 3
+    # Nor do the jobs file's name, the batch size or group_type count.
+    assert ids("other.jsonl", [{**a, "group_type": "Public"}, b], batch_size=7) == before
+
+
+def test_regenerated_export_keeps_its_id_so_a_resume_sees_it_changed(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("peter\n")
+    first = one(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    (tmp_path / "r.txt").write_text("peter\namara\n")
+    second = one(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert isinstance(first, Job) and isinstance(second, Job)
+    # "auto-" + blake2b(orjson.dumps(["@TGS#g", None, "hello", {"recipients_file": "r.txt"}]), digest_size=8)
+    assert first.job_id == second.job_id == "auto-2dfbffc6e6d49b43"
+    assert first.job_hash != second.job_hash
+
+
+def test_identical_jobs_without_a_job_id_are_sent_once(tmp_path: Path) -> None:
+    path = write_jobs(tmp_path / "jobs.jsonl", [BASE, {**BASE, "Content": "other"}, BASE])
+    first, other, third = read_jobs([str(path)], 500)
+    assert isinstance(first, Job) and isinstance(other, Job)
+    assert isinstance(third, Rejection)
+    assert third.job_id == "jobs.jsonl:3"
+    assert third.message == (
+        f"{path}:3: field job_id: repeats the job_id of {path}:1 (auto-59c442fa2cac74d6): identical jobs "
+        "without a job_id get the same id; give each a job_id if it is meant to be sent twice"
+    )
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", "   \n"])
