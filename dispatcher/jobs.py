@@ -371,6 +371,9 @@ def parse_job(
             raise _Reject("GroupId", problem)
         content = _string(doc, "Content", required=True)
         assert content is not None
+        problem = api.content_problem(content)
+        if problem:
+            raise _Reject("Content", problem)
         topic_id = _string(doc, "TopicId")
         group_type = _string(doc, "group_type")
         if group_type is not None and group_type not in api.GROUP_TYPES:

@@ -86,6 +86,8 @@ def rejected(tmp_path: Path, line: dict[str, Any] | str) -> Rejection:
         ({"GroupId": "@TGS#g"}, "Content", "required"),
         ({**BASE, "Content": ""}, "Content", "empty"),
         ({**BASE, "Content": None}, "Content", "not null"),
+        ({**BASE, "Content": "x" * 12_289}, "Content", "is 12,289 bytes; at most 12,288 bytes (UTF-8) can be sent"),
+        ({**BASE, "Content": "é" * 6_145}, "Content", "is 12,290 bytes; at most 12,288 bytes (UTF-8) can be sent"),
         ({**BASE, "ToMembers_Account": None}, "ToMembers_Account", "not null"),
         ({**BASE, "ToMembers_Account": []}, "ToMembers_Account", "empty"),
         ({**BASE, "ToMembers_Account": "peter"}, "ToMembers_Account", "array"),
@@ -393,3 +395,20 @@ def test_stop_ends_an_endless_jobs_stream(tmp_path: Path) -> None:
         return count
 
     assert within(5, read) == 3  # nothing more is handed over once it is told to stop
+
+
+@pytest.mark.parametrize(
+    ("most", "over"),
+    [
+        ("x" * 12_288, "x" * 12_289),
+        ("é" * 6_144, "é" * 6_144 + "x"),  # 2 bytes a character
+        ("€" * 4_096, "€" * 4_095 + "éé"),  # 3 bytes a character
+    ],
+)
+def test_content_of_12_kib_in_utf8_is_sent_and_a_byte_more_is_not(tmp_path: Path, most: str, over: str) -> None:
+    job = one(tmp_path, {**BASE, "Content": most})
+    assert isinstance(job, Job)
+    assert job.content == most
+    assert rejected(tmp_path, {**BASE, "Content": over}).reason == (
+        "is 12,289 bytes; at most 12,288 bytes (UTF-8) can be sent"
+    )
