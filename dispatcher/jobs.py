@@ -302,7 +302,8 @@ def _from_file(path: Path, label: str, digest: hashlib.blake2b, stop: threading.
                 except UnicodeDecodeError:
                     raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
                 if uid in seen:
-                    skip.append(lineno)
+                    if spool is None:  # a stream's duplicates are simply not spooled
+                        skip.append(lineno)
                 else:
                     seen.add(uid)
                     digest.update(text + b"\n")
