@@ -15,6 +15,11 @@ GROUP_INFO_PATH: Final = "/v4/group_open_http_svc/get_group_info"
 MAX_MEMBERS: Final = 500  # UserIDs in one ToMembers_Account
 MAX_GROUP_ID_BYTES: Final = 48
 MAX_USER_ID_BYTES: Final = 32
+# The endpoint's page states no limit for Content. Tencent Cloud IM's "Use Limits" page
+# (https://www.tencentcloud.com/document/product/1047/34381) says a one-to-one or group message must be
+# no longer than 12KB; we read that as 12 KiB of UTF-8, and refuse more before sending rather than
+# let the server refuse it (a 50 MB Content got HTTP 413, which stops the run).
+MAX_CONTENT_BYTES: Final = 12 * 1024
 DEFAULT_RATE: Final = 200  # calls per second an app may make without add-ons
 UINT32_MAX: Final = 2**32 - 1
 
@@ -51,6 +56,7 @@ SIG_INVALID: Final = 70003
 SIG_IDENTIFIER_MISMATCH: Final = 70013
 SIG_SDKAPPID_MISMATCH: Final = 70014
 SDKAPPID_NOT_FOUND: Final = 70020
+MESSAGE_TOO_LONG: Final = 80002
 
 
 class Verdict(enum.Enum):
@@ -98,6 +104,16 @@ def group_id_problem(value: object) -> str | None:
         return "must be printable ASCII"
     if len(value) > MAX_GROUP_ID_BYTES:
         return f"must be at most {MAX_GROUP_ID_BYTES} bytes"
+    return None
+
+
+def content_problem(value: str) -> str | None:
+    """Why `value` is too large to send as Content, or None if it is not."""
+    if len(value) * 4 <= MAX_CONTENT_BYTES:  # no character takes more than 4 bytes: no need to encode
+        return None
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONTENT_BYTES:
+        return f"is {size:,} bytes; at most {MAX_CONTENT_BYTES:,} bytes (UTF-8) can be sent"
     return None
 
 

@@ -3,19 +3,27 @@
 A job is validated whole before any of it is sent; a bad job becomes a `Rejection` naming the file,
 the line and the field, and the other jobs go on. Above all, no mistake may widen who is notified:
 an unknown key, a `null`, an empty list or an empty export file is a rejection, never "all members".
+
+Every input is read in chunks, never a whole line at a time: a line longer than any valid line is
+rejected as soon as that is known, so a jobs file without newlines or an export that is really
+`/dev/zero` costs a bounded amount of memory.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import hashlib
+import io
 import os
 import sys
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from stat import S_ISREG
+from typing import IO, Protocol, cast
 
 import orjson
 
@@ -25,6 +33,77 @@ from dispatcher.errors import InputError
 STDIN = "-"
 KNOWN_KEYS = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type")
 _KNOWN = frozenset(KNOWN_KEYS)
+
+# The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
+# far shorter (Content is at most 12 KiB; long recipient lists belong in a recipients_file), but a
+# million UserIDs given inline take tens of MB, and the bound leaves room for that.
+MAX_JOB_LINE_BYTES = 64 * 1024 * 1024
+_CHUNK_BYTES = 64 * 1024
+
+
+class _Stopped(Exception):
+    """`stop` was set: reading ends where it is, and the job being read is not yielded."""
+
+
+def _chunks(read: Callable[[int], bytes], stop: threading.Event | None = None) -> Iterator[bytes]:
+    """A stream in chunks of at most 64 KiB, without a leading UTF-8 byte-order mark.
+
+    `read` returns what is there (read1), so a pipe's jobs are handed on as they arrive rather than
+    when 64 KiB have gathered. Spreadsheet exports often start with a BOM; kept, it would become part
+    of the first UserID, which then is never notified while its batch is recorded `ok`.
+
+    Once `stop` is set it raises _Stopped rather than ending, so a stopped read is never taken for the
+    end of an export (which would accept a job with half its recipients).
+    """
+    head: bytes | None = b""  # the first bytes, until there are enough to tell whether they are a BOM
+    while True:
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        chunk = read(_CHUNK_BYTES)
+        if not chunk:
+            break
+        if head is not None:
+            head += chunk
+            if len(head) < len(codecs.BOM_UTF8):  # a pipe may hand them over a byte at a time
+                continue
+            chunk, head = head.removeprefix(codecs.BOM_UTF8), None
+        yield chunk
+    if head:  # the whole input is shorter than a BOM
+        yield head
+
+
+def _lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """Numbered lines without their line ending (`\n` or `\r\n`), holding at most one line of `limit` bytes.
+
+    A longer line is yielded as None as soon as it is known to be too long, before the rest of it is read;
+    if the caller goes on, the rest of it is skipped up to the next newline without being kept.
+    """
+    done = 0  # lines ended so far
+    parts: list[bytes] = []  # the start of a line not ended yet, from earlier chunks
+    size = 0
+    skipping = False  # inside a line already yielded as too long
+    for chunk in chunks:
+        *ended, rest = chunk.split(b"\n")
+        for line in ended:
+            done += 1
+            if skipping:
+                skipping = False
+                continue
+            if parts:
+                parts.append(line)
+                line = b"".join(parts)
+                parts, size = [], 0
+            line = line.removesuffix(b"\r")  # inline, not in a helper: this runs for each of a million lines
+            yield done, (line if len(line) <= limit else None)
+        if rest and not skipping:
+            parts.append(rest)
+            size += len(rest)
+            if size > limit + 1:  # too long even if its last byte is the \r of a \r\n
+                yield done + 1, None
+                parts, size, skipping = [], 0, True
+    if parts:  # a last line without a newline
+        line = b"".join(parts).removesuffix(b"\r")
+        yield done + 1, (line if len(line) <= limit else None)
 
 
 class Recipients(Protocol):
@@ -54,19 +133,41 @@ class FileRecipients:
     mtime_ns: int
     skip: frozenset[int]
 
+    def _changed(self) -> InputError:
+        return InputError(f"{self.path}: changed after it was validated; nothing of this job was sent")
+
     def __iter__(self) -> Iterator[str]:
         try:
-            stat = self.path.stat()
-            if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
-                raise InputError(f"{self.path}: changed after it was validated; nothing of this job was sent")
             handle = self.path.open("rb")
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
         with handle:
-            for lineno, raw in enumerate(handle, 1):
-                text = raw.strip()
-                if text and lineno not in self.skip:
-                    yield text.decode("utf-8")
+            stat = os.fstat(handle.fileno())  # of the file read, even if the name was moved meanwhile
+            if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
+                raise self._changed()
+            try:
+                for lineno, raw in _lines(_chunks(handle.read1), api.MAX_USER_ID_BYTES):
+                    if raw is None:  # it had no such line when validated
+                        raise self._changed()
+                    text = raw.strip()
+                    if text and lineno not in self.skip:
+                        yield text.decode("utf-8")
+            except OSError as exc:
+                raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SpooledRecipients:
+    """Recipients of an export that can be read only once (a FIFO, `<(cmd)`, a device): its validated,
+    de-duplicated IDs, one per line, in an anonymous temporary file (gone when closed). Iterate it
+    once at a time: each iteration starts again from the top of the one file."""
+
+    spool: IO[bytes]
+
+    def __iter__(self) -> Iterator[str]:
+        self.spool.seek(0)
+        for raw in self.spool:  # lines it wrote itself: at most 33 bytes each
+            yield raw[:-1].decode("utf-8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +183,7 @@ class Job:
     recipient_count: int  # named recipients after de-duplication; 0 for all members
     batch_size: int
     job_hash: str
+    derived_id: bool = False  # job_id made from the content: the job gave none
 
     @property
     def batches(self) -> int:
@@ -124,6 +226,19 @@ def _hasher(group_id: str, content: str, topic_id: str | None, batch_size: int, 
     return hashlib.blake2b(orjson.dumps([group_id, content, topic_id, all_members, batch_size]), digest_size=16)
 
 
+def _derived_id(group_id: str, topic_id: str | None, content: str, recipients: object) -> str:
+    """The job_id of a job that gives none, made from what decides what is sent, so that inserting or
+    reordering jobs never changes it (a position-based id made a resume resend a delivered job).
+
+    `recipients` is the de-duplicated ToMembers_Account, {"recipients_file": its name as written}, or
+    "all members". An export counts by name, not contents: regenerated under the same name it keeps
+    the id, so a resume refuses it by its changed job_hash instead of sending it all again under a new
+    id. Neither group_type nor the batch size is part of it; job_hash covers the batch size.
+    """
+    doc = orjson.dumps([group_id, topic_id, content, recipients])
+    return "auto-" + hashlib.blake2b(doc, digest_size=8).hexdigest()
+
+
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__.replace("str", "string").replace("dict", "object")
 
@@ -154,40 +269,75 @@ def _inline(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
 
 
-def _from_file(path: Path, label: str, digest: hashlib.blake2b) -> tuple[FileRecipients, int]:
-    """Read an export once: validate every line, find duplicates, and feed the job hash."""
+def _from_file(path: Path, label: str, digest: hashlib.blake2b, stop: threading.Event | None) -> tuple[Recipients, int]:
+    """Read an export once: validate every line, find duplicates, and feed the job hash.
+
+    A regular file is read again for sending. Anything else (a FIFO, `<(cmd)`, a device) can be read
+    only once, so the IDs are copied to an anonymous temporary file as they are validated, and sending
+    reads that copy.
+    """
     field = "recipients_file"
     try:
-        stat = path.stat()
         handle = path.open("rb")
     except OSError as exc:
         raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
     seen: set[str] = set()
     skip: list[int] = []
+    spool: IO[bytes] | None = None
     with handle:
-        for lineno, raw in enumerate(handle, 1):
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                uid = text.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
-            if len(text) > api.MAX_USER_ID_BYTES:
-                raise _Reject(field, f"{label} line {lineno}: UserID must be at most {api.MAX_USER_ID_BYTES} bytes")
-            if uid in seen:
-                skip.append(lineno)
-            else:
-                seen.add(uid)
-                digest.update(text + b"\n")
-    if not seen:
-        raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
+        try:
+            stat = os.fstat(handle.fileno())  # of the file read; sending checks the file it reads against it
+            if not S_ISREG(stat.st_mode):
+                spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
+            # A line is judged by its bytes before the line ending, surrounding whitespace included: a
+            # longer line cannot be a UserID, and is rejected before the rest of it is read.
+            for lineno, raw in _lines(_chunks(handle.read1, stop), api.MAX_USER_ID_BYTES):
+                if raw is None:
+                    raise _Reject(field, f"{label} line {lineno}: UserID must be at most {api.MAX_USER_ID_BYTES} bytes")
+                text = raw.strip()
+                if not text:
+                    continue
+                try:
+                    uid = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
+                if uid in seen:
+                    if spool is None:  # a stream's duplicates are simply not spooled
+                        skip.append(lineno)
+                else:
+                    seen.add(uid)
+                    digest.update(text + b"\n")
+                    if spool is not None:
+                        spool.write(text + b"\n")
+            if not seen:
+                raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
+        except BaseException as exc:
+            if spool is not None:
+                spool.close()
+            if isinstance(exc, OSError):
+                raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
+            raise
+    if spool is not None:
+        return SpooledRecipients(spool), len(seen)
     return FileRecipients(path, stat.st_size, stat.st_mtime_ns, frozenset(skip)), len(seen)
 
 
-def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int, default_id: str) -> Job | Rejection:
-    """Validate one JSONL line; `default_id` names it when it has no usable job_id."""
-    job_id = default_id
+def parse_job(
+    raw: bytes,
+    file: str,
+    line: int,
+    base_dir: Path,
+    batch_size: int,
+    rejection_id: str,
+    *,
+    stop: threading.Event | None = None,
+) -> Job | Rejection:
+    """Validate one JSONL line. A job without a job_id gets one made from its content; if it is
+    rejected, `rejection_id` (its file name and line) names it instead, for the record only.
+
+    Raises _Stopped if `stop` is set while its recipients_file is read.
+    """
+    given_id: str | None = None
     group_id: str | None = None
     try:
         try:
@@ -199,7 +349,7 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
         if not isinstance(doc, dict):
             raise _Reject(None, f"line must be a JSON object, not {_type_name(doc)}")
         if isinstance(doc.get("job_id"), str) and doc["job_id"]:
-            job_id = doc["job_id"]
+            given_id = doc["job_id"]
         if isinstance(doc.get("GroupId"), str):
             group_id = doc["GroupId"]
         unknown = [key for key in doc if key not in _KNOWN]
@@ -215,6 +365,9 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
             raise _Reject("GroupId", problem)
         content = _string(doc, "Content", required=True)
         assert content is not None
+        problem = api.content_problem(content)
+        if problem:
+            raise _Reject("Content", problem)
         topic_id = _string(doc, "TopicId")
         group_type = _string(doc, "group_type")
         if group_type is not None and group_type not in api.GROUP_TYPES:
@@ -225,15 +378,17 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
         digest = _hasher(gid, content, topic_id, batch_size, not named)
         recipients: Recipients | None = None
         count = 0
+        sent_to: object = "all members"  # the recipients as the derived job_id sees them
         if "ToMembers_Account" in doc:
             inline = _inline(doc["ToMembers_Account"])
             for uid in inline:
                 digest.update(uid.encode("utf-8") + b"\n")
-            recipients, count = InlineRecipients(inline), len(inline)
+            recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
         elif "recipients_file" in doc:
             name = _string(doc, "recipients_file")
             assert name is not None
-            recipients, count = _from_file(base_dir / name, name, digest)
+            recipients, count = _from_file(base_dir / name, name, digest, stop)
+            sent_to = {"recipients_file": name}
         if group_type is not None:
             if recipients is not None and not api.accepts_named_members(group_type):
                 field = "ToMembers_Account" if "ToMembers_Account" in doc else "recipients_file"
@@ -241,57 +396,85 @@ def parse_job(raw: bytes, file: str, line: int, base_dir: Path, batch_size: int,
             if topic_id is not None and not api.accepts_topics(group_type):
                 raise _Reject("TopicId", f"applies to Community groups only, not {group_type}")
     except _Reject as rej:
-        return Rejection(job_id, file, line, rej.field, rej.reason, group_id)
+        return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id)
+    job_id = given_id or _derived_id(gid, topic_id, content, sent_to)
     return Job(
-        job_id, file, line, gid, content, topic_id, group_type, recipients, count, batch_size, digest.hexdigest()
+        job_id,
+        file,
+        line,
+        gid,
+        content,
+        topic_id,
+        group_type,
+        recipients,
+        count,
+        batch_size,
+        digest.hexdigest(),
+        derived_id=given_id is None,
     )
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    stream: BinaryIO
+def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, bytes | None]]:
+    """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES."""
     if path == STDIN:
-        stream = sys.stdin.buffer
-    else:
-        try:
-            stream = open(path, "rb")  # noqa: SIM115 - closed below, also on early exit
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typed BinaryIO, which does not declare read1
+        yield from _lines(_chunks(stdin.read1, stop), MAX_JOB_LINE_BYTES)
+        return
     try:
-        yield from enumerate(stream, 1)
-    finally:
-        if path != STDIN:
-            stream.close()
+        stream = open(path, "rb")  # noqa: SIM115 - closed below, also on early exit
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    with stream:
+        yield from _lines(_chunks(stream.read1, stop), MAX_JOB_LINE_BYTES)
 
 
 def label_of(path: str) -> str:
-    """How a jobs file is named in default job_ids: its file name, or `stdin`."""
+    """How a jobs file is named in the job_ids of rejected lines: its file name, or `stdin`."""
     return "stdin" if path == STDIN else os.path.basename(path)
 
 
 def read_jobs(
     paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None
 ) -> Iterator[Job | Rejection]:
-    """Stream every job of every file in order; never holds more than one job's line in memory."""
+    """Stream every job of every file in order; never holds more than one job's line in memory.
+
+    Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
+    in the middle of an endless recipients stream; the job being read then is not yielded.
+    """
     seen_ids: dict[str, str] = {}
-    for path in paths:
-        base_dir = Path.cwd() if path == STDIN else Path(path).parent
-        label = label_of(path)
-        for line, raw in _lines(path):
-            if stop is not None and stop.is_set():
-                return
-            if not raw.strip():
-                continue
-            item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}")
-            first = seen_ids.get(item.job_id)
-            if first is not None:
-                item = Rejection(
-                    item.job_id,
-                    path,
-                    line,
-                    "job_id",
-                    f"repeats the job_id of {first}",
-                    item.group_id,
-                )
-            else:
-                seen_ids[item.job_id] = f"{path}:{line}"
-            yield item
+    try:
+        for path in paths:
+            base_dir = Path.cwd() if path == STDIN else Path(path).parent
+            label = label_of(path)
+            for line, raw in _job_lines(path, stop):
+                if stop is not None and stop.is_set():
+                    return
+                item: Job | Rejection
+                if raw is None:
+                    reason = f"line is longer than {MAX_JOB_LINE_BYTES:,} bytes, the most a job line may have"
+                    item = Rejection(f"{label}:{line}", path, line, None, reason)
+                elif not raw or raw.isspace():
+                    continue
+                else:
+                    item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}", stop=stop)
+                first = seen_ids.get(item.job_id)
+                if first is not None and isinstance(item, Job) and item.derived_id:
+                    reason = (
+                        f"repeats the job_id of {first} ({item.job_id}): identical jobs without a job_id "
+                        "get the same id; give each a job_id if it is meant to be sent twice"
+                    )
+                    item = Rejection(f"{label}:{line}", path, line, "job_id", reason, item.group_id)
+                elif first is not None:
+                    item = Rejection(
+                        item.job_id,
+                        path,
+                        line,
+                        "job_id",
+                        f"repeats the job_id of {first}",
+                        item.group_id,
+                    )
+                else:
+                    seen_ids[item.job_id] = f"{path}:{line}"
+                yield item
+    except _Stopped:
+        return

@@ -2,11 +2,11 @@
 
 It serves on 127.0.0.1 only and enforces the API's rules (from dispatcher.api, shared with the
 client): UserSig verified, admin identifier, GroupId and UserID limits, at most 500 named members,
-AVChatRoom all-members only, TopicId for Community groups only, and the per-app rate in any
-one-second window (excess: 60007). Optional faults (10002 replies, latency, dropped connections,
-HTTP 502) rehearse bad days; a seed makes them repeatable. A ledger records who received which
-notification how many times, readable in-process (`Sandbox.ledger`) and over HTTP
-(`GET /sandbox/ledger`, `GET /sandbox/stats`).
+AVChatRoom all-members only, TopicId for Community groups only, Content of at most 12 KiB (80002),
+bodies of at most 1 MiB (HTTP 413), and the per-app rate in any one-second window (excess: 60007).
+Optional faults (10002 replies, latency, dropped connections, HTTP 502) rehearse bad days; a seed
+makes them repeatable. A ledger records who received which notification how many times, readable
+in-process (`Sandbox.ledger`) and over HTTP (`GET /sandbox/ledger`, `GET /sandbox/stats`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from dispatcher.errors import InputError, SignatureError
 
 ALL_MEMBERS = "*"  # ledger entry of an all-members notification to a group whose members are unknown
 BODY_KEYS = frozenset({"GroupId", "Content", "ToMembers_Account", "TopicId"})
+# A larger request body is refused with HTTP 413 before more of it is read, as the real server's front
+# end does; a valid body (500 UserIDs and 12 KiB of Content, even all escaped) is far smaller.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +237,9 @@ class Sandbox:
         content = body.get("Content")
         if not isinstance(content, str) or not content:
             raise _Refusal(api.INVALID_PARAMETER, "Content must be a non-empty string")
+        problem = api.content_problem(content)
+        if problem:
+            raise _Refusal(api.MESSAGE_TOO_LONG, f"message too long: Content {problem}")
         members = body.get("ToMembers_Account")
         if members is not None:
             if not isinstance(members, list) or len(members) > api.MAX_MEMBERS:
@@ -278,6 +284,14 @@ class Sandbox:
             request.transport.abort()
         raise asyncio.CancelledError  # nothing is answered on a dropped connection
 
+    def _too_large(self) -> web.StreamResponse:
+        self.stats["http413"] += 1
+        return web.Response(
+            status=413,
+            text="<html><body><h1>413 Request Entity Too Large</h1></body></html>",
+            content_type="text/html",
+        )
+
     def _bad_gateway(self) -> web.StreamResponse:
         self.stats["http502"] += 1
         return web.Response(
@@ -308,7 +322,10 @@ class Sandbox:
             return self._drop(request)
         if faults.http502_rate and self._rng.random() < faults.http502_rate:
             return self._bad_gateway()
-        raw = await request.read()
+        try:
+            raw = await request.read()  # reads no more than MAX_BODY_BYTES + one chunk
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large()
         try:
             if not self._admit():
                 raise _Refusal(api.OVER_RATE, "over the frequency limit")
@@ -360,7 +377,7 @@ class Sandbox:
         return web.Response(body=orjson.dumps(dict(self.stats)), content_type="application/json")
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(api.SEND_PATH, self._send)
         app.router.add_post(api.GROUP_INFO_PATH, self._group_info)
         app.router.add_get("/sandbox/ledger", self._ledger)

@@ -57,7 +57,7 @@ async def test_outcome_line_has_every_spec_key(sandbox: Sandbox, tmp_path: Path)
         "at",
         "job_hash",
     ]
-    assert line["job_id"] == "jobs.jsonl:1"
+    assert line["job_id"] == "auto-f6762f7f77c6e8b6"  # made from GroupId, TopicId, Content, recipients
     assert (line["error_code"], line["http_status"], line["recipients"]) == (0, 200, ["p"])
     assert line["at"].endswith("Z") and len(line["job_hash"]) == 32
 

@@ -2,16 +2,62 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 import pytest
 
 from dispatcher.batching import split
 from dispatcher.jobs import Job, Rejection, read_jobs
-from tests.conftest import write_jobs
+from tests.conftest import DISPATCHER, ROOT, cli_env, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}
+BOM = b"\xef\xbb\xbf"
+T = TypeVar("T")
+
+
+def within(seconds: float, work: Callable[[], T]) -> T:
+    """Run `work` in a daemon thread and fail if it has not finished in `seconds` (instead of hanging)."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # handed to the test's thread, where pytest reports it
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if failed:
+        raise failed[0]
+    assert done, f"did not finish within {seconds} s"
+    return done[0]
+
+
+def fifo(path: Path, pieces: Iterable[bytes]) -> Path:
+    """Make `path` a FIFO fed with `pieces` by a daemon thread, which opens it once, as a pipe's writer does."""
+    os.mkfifo(path)
+
+    def write() -> None:
+        try:
+            with path.open("wb") as handle:  # blocks until a reader opens it
+                for piece in pieces:
+                    handle.write(piece)
+                    handle.flush()
+        except BrokenPipeError:  # the reader stopped early
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+    return path
 
 
 def one(tmp_path: Path, line: dict[str, Any] | str, batch_size: int = 500) -> Job | Rejection:
@@ -40,6 +86,8 @@ def rejected(tmp_path: Path, line: dict[str, Any] | str) -> Rejection:
         ({"GroupId": "@TGS#g"}, "Content", "required"),
         ({**BASE, "Content": ""}, "Content", "empty"),
         ({**BASE, "Content": None}, "Content", "not null"),
+        ({**BASE, "Content": "x" * 12_289}, "Content", "is 12,289 bytes; at most 12,288 bytes (UTF-8) can be sent"),
+        ({**BASE, "Content": "é" * 6_145}, "Content", "is 12,290 bytes; at most 12,288 bytes (UTF-8) can be sent"),
         ({**BASE, "ToMembers_Account": None}, "ToMembers_Account", "not null"),
         ({**BASE, "ToMembers_Account": []}, "ToMembers_Account", "empty"),
         ({**BASE, "ToMembers_Account": "peter"}, "ToMembers_Account", "array"),
@@ -77,12 +125,73 @@ def test_invalid_utf8_line(tmp_path: Path) -> None:
 def test_rejection_keeps_the_job_id_and_group(tmp_path: Path) -> None:
     rej = rejected(tmp_path, {**BASE, "job_id": "promo", "ToMembers_Account": []})
     assert (rej.job_id, rej.group_id) == ("promo", "@TGS#g")
+    # Without a job_id, nothing of it is sent: it is named by file name and line, for the record.
+    assert rejected(tmp_path, {**BASE, "ToMembers_Account": []}).job_id == "jobs.jsonl:2"
 
 
-def test_default_job_id_is_file_and_line(tmp_path: Path) -> None:
-    job = one(tmp_path, BASE)
+@pytest.mark.parametrize(
+    ("extra", "hashed", "expected"),
+    [
+        ({"ToMembers_Account": ["b", "a", "b"]}, ["@TGS#g", None, "hello", ["b", "a"]], "auto-cd4a9f9c0ca5ea8c"),
+        (
+            {"TopicId": "@TGS#g@TOPIC#t", "recipients_file": "r.txt"},
+            ["@TGS#g", "@TGS#g@TOPIC#t", "hello", {"recipients_file": "r.txt"}],
+            "auto-516e60a064b14a71",
+        ),
+        ({}, ["@TGS#g", None, "hello", "all members"], "auto-59c442fa2cac74d6"),
+    ],
+)
+def test_default_job_id_is_made_from_what_is_sent(
+    tmp_path: Path, extra: dict[str, Any], hashed: list[Any], expected: str
+) -> None:
+    # The literals were computed once with hashlib, as the README states the rule:
+    assert "auto-" + hashlib.blake2b(orjson.dumps(hashed), digest_size=8).hexdigest() == expected
+    (tmp_path / "r.txt").write_text("peter\n")
+    job = one(tmp_path, {**BASE, **extra})
     assert isinstance(job, Job)
-    assert job.job_id == "jobs.jsonl:2"
+    assert job.job_id == expected
+
+
+def test_default_ids_survive_inserting_and_reordering_jobs(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("peter\n")
+    a = {**BASE, "Content": "a", "ToMembers_Account": ["peter"]}
+    b = {**BASE, "Content": "b", "recipients_file": "r.txt"}
+    c = {**BASE, "Content": "c"}
+
+    def ids(name: str, jobs: list[dict[str, Any]], batch_size: int = 500) -> dict[str, str]:
+        items = list(read_jobs([str(write_jobs(tmp_path / name, jobs))], batch_size))
+        assert all(isinstance(item, Job) for item in items)
+        return {item.content: item.job_id for item in items if isinstance(item, Job)}
+
+    before = ids("jobs.jsonl", [a, b])
+    after = ids("jobs.jsonl", [c, b, a])  # one job inserted at the top, the others swapped
+    assert (after["a"], after["b"]) == (before["a"], before["b"])
+    assert len(set(after.values())) == 3
+    # Nor do the jobs file's name, the batch size or group_type count.
+    assert ids("other.jsonl", [{**a, "group_type": "Public"}, b], batch_size=7) == before
+
+
+def test_regenerated_export_keeps_its_id_so_a_resume_sees_it_changed(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("peter\n")
+    first = one(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    (tmp_path / "r.txt").write_text("peter\namara\n")
+    second = one(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert isinstance(first, Job) and isinstance(second, Job)
+    # "auto-" + blake2b(orjson.dumps(["@TGS#g", None, "hello", {"recipients_file": "r.txt"}]), digest_size=8)
+    assert first.job_id == second.job_id == "auto-2dfbffc6e6d49b43"
+    assert first.job_hash != second.job_hash
+
+
+def test_identical_jobs_without_a_job_id_are_sent_once(tmp_path: Path) -> None:
+    path = write_jobs(tmp_path / "jobs.jsonl", [BASE, {**BASE, "Content": "other"}, BASE])
+    first, other, third = read_jobs([str(path)], 500)
+    assert isinstance(first, Job) and isinstance(other, Job)
+    assert isinstance(third, Rejection)
+    assert third.job_id == "jobs.jsonl:3"
+    assert third.message == (
+        f"{path}:3: field job_id: repeats the job_id of {path}:1 (auto-59c442fa2cac74d6): identical jobs "
+        "without a job_id get the same id; give each a job_id if it is meant to be sent twice"
+    )
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", "   \n"])
@@ -168,3 +277,138 @@ def test_blank_lines_are_skipped_and_numbering_kept(tmp_path: Path) -> None:
     path = write_jobs(tmp_path / "jobs.jsonl", [BASE, "", "  ", {**BASE, "Content": "x"}])
     items = list(read_jobs([str(path)], 500))
     assert [i.line for i in items] == [1, 4]
+
+
+def test_export_line_over_32_bytes_is_rejected_even_if_padded(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_bytes(b"peter\n" + b" " * 28 + b"amara\r\n")  # 33 bytes before the \r\n
+    rej = rejected(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert rej.reason == "r.txt line 2: UserID must be at most 32 bytes"
+
+
+def test_export_that_never_ends_a_line_is_rejected_at_once(tmp_path: Path) -> None:
+    os.symlink("/dev/zero", tmp_path / "r.txt")  # read whole lines, this took 22 GB and never ended
+    rej = within(5, lambda: rejected(tmp_path, {**BASE, "recipients_file": "r.txt"}))
+    assert (rej.field, rej.reason) == ("recipients_file", "r.txt line 1: UserID must be at most 32 bytes")
+
+
+def test_jobs_line_over_64_mib_is_rejected_and_the_next_job_read(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    with path.open("wb") as handle:
+        handle.write(b'{"GroupId": "@TGS#g", "Content": "' + b"x" * (64 * 1024 * 1024) + b'"}\n')
+        handle.write(b'{"GroupId": "@TGS#g", "Content": "short"}\n')
+    first, second = read_jobs([str(path)], 500)
+    assert isinstance(first, Rejection)
+    assert (first.line, first.field) == (1, None)
+    assert first.reason == "line is longer than 67,108,864 bytes, the most a job line may have"
+    assert isinstance(second, Job)
+    assert (second.line, second.content) == (2, "short")
+
+
+def test_byte_order_marks_and_crlf_are_not_part_of_a_job_or_a_userid(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_bytes(BOM + b"peter\r\namara\r\n")
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(
+        BOM
+        + b'{"GroupId": "@TGS#g", "Content": "a", "recipients_file": "r.txt"}\r\n'
+        + b'{"GroupId": "@TGS#g", "Content": "b"}\r\n'
+    )
+    first, second = read_jobs([str(path)], 500)
+    assert isinstance(first, Job) and isinstance(second, Job)
+    assert (first.line, second.line) == (1, 2)
+    assert [b.recipients for b in split(first)] == [("peter", "amara")]
+
+
+@pytest.mark.parametrize("content", [BOM, BOM + b"\r\n\r\n", BOM + b"\n  \n"])
+def test_export_of_only_a_byte_order_mark_is_empty(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "r.txt").write_bytes(content)
+    rej = rejected(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert rej.reason == "r.txt has no UserIDs; an empty export never means all members"
+
+
+def test_byte_order_mark_on_standard_input(tmp_path: Path) -> None:
+    result = subprocess.run(
+        DISPATCHER("send", "-", "--dry-run", "--out", str(tmp_path / "out.jsonl")),
+        input=BOM + b'{"GroupId": "@TGS#g", "Content": "hi", "ToMembers_Account": ["peter"]}\r\n',
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"jobs        1 (1 valid, 0 rejected)" in result.stdout
+
+
+def test_export_from_a_fifo_is_read_once_and_sent_from_a_copy(tmp_path: Path) -> None:
+    fifo(tmp_path / "r.txt", [b"b\na\n", b"b\r\n  c  \n"])  # like recipients_file: <(psql ...)
+    job = within(5, lambda: one(tmp_path, {**BASE, "recipients_file": "r.txt"}, batch_size=2))
+    assert isinstance(job, Job)
+    assert job.recipient_count == 3
+    # The writer wrote once and is gone: opening the FIFO again would wait for ever.
+    assert within(5, lambda: [b.recipients for b in split(job)]) == [("b", "a"), ("c",)]
+    assert within(5, lambda: [b.recipients for b in split(job)]) == [("b", "a"), ("c",)]
+    (tmp_path / "plain.txt").write_text("b\na\nb\nc\n")
+    plain = one(tmp_path, {**BASE, "recipients_file": "plain.txt"}, batch_size=2)
+    assert isinstance(plain, Job)
+    assert plain.job_hash == job.job_hash  # the same recipients, whether piped or in a file
+
+
+def test_jobs_from_a_fifo_are_handed_on_as_they_arrive(tmp_path: Path) -> None:
+    first_read = threading.Event()
+
+    def pieces() -> Iterable[bytes]:
+        yield BOM + b'{"GroupId": "@TGS#g", "Content": "one"}\n'
+        first_read.wait(5)  # the writer is slow: the next job comes only after the first was read
+        yield b'{"GroupId": "@TGS#g", "Content": "two"}\n'
+
+    path = fifo(tmp_path / "jobs.jsonl", pieces())
+
+    def read() -> list[str]:
+        contents = []
+        for item in read_jobs([str(path)], 500):
+            assert isinstance(item, Job), item
+            contents.append(item.content)
+            first_read.set()
+        return contents
+
+    assert within(5, read) == ["one", "two"]
+
+
+def test_stop_ends_an_endless_export_and_yields_nothing_of_its_job(tmp_path: Path) -> None:
+    fifo(tmp_path / "r.txt", itertools.repeat(b"user1\n" * 1000))  # `yes user1`: valid, and never ends
+    path = write_jobs(tmp_path / "jobs.jsonl", [{**BASE, "recipients_file": "r.txt"}])
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    assert within(5, lambda: list(read_jobs([str(path)], 500, stop=stop))) == []
+
+
+def test_stop_ends_an_endless_jobs_stream(tmp_path: Path) -> None:
+    jobs = (b'{"GroupId": "@TGS#g", "Content": "n%d"}\n' % i for i in itertools.count())
+    path = fifo(tmp_path / "jobs.jsonl", jobs)
+    stop = threading.Event()
+
+    def read() -> int:
+        count = 0
+        for _item in read_jobs([str(path)], 500, stop=stop):
+            count += 1
+            if count == 3:
+                stop.set()
+        return count
+
+    assert within(5, read) == 3  # nothing more is handed over once it is told to stop
+
+
+@pytest.mark.parametrize(
+    ("most", "over"),
+    [
+        ("x" * 12_288, "x" * 12_289),
+        ("é" * 6_144, "é" * 6_144 + "x"),  # 2 bytes a character
+        ("€" * 4_096, "€" * 4_095 + "éé"),  # 3 bytes a character
+    ],
+)
+def test_content_of_12_kib_in_utf8_is_sent_and_a_byte_more_is_not(tmp_path: Path, most: str, over: str) -> None:
+    job = one(tmp_path, {**BASE, "Content": most})
+    assert isinstance(job, Job)
+    assert job.content == most
+    assert rejected(tmp_path, {**BASE, "Content": over}).reason == (
+        "is 12,289 bytes; at most 12,288 bytes (UTF-8) can be sent"
+    )

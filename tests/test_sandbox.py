@@ -135,6 +135,31 @@ async def test_body_rules(http: aiohttp.ClientSession, box: Sandbox, body: Any, 
     assert box.ledger.total() == 0
 
 
+async def test_content_over_12_kib_is_refused_as_too_long(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    status, doc = await post(http, box, {"GroupId": "@TGS#public", "Content": "é" * 6_144 + "x"})
+    assert (status, doc) == (
+        200,
+        {
+            "ActionStatus": "FAIL",
+            "ErrorCode": 80002,
+            "ErrorInfo": "message too long: Content is 12,289 bytes; at most 12,288 bytes (UTF-8) can be sent",
+        },
+    )
+    assert box.ledger.total() == 0
+    _status, doc = await post(http, box, {"GroupId": "@TGS#public", "Content": "é" * 6_144})
+    assert doc["ErrorCode"] == 0
+    assert box.ledger.times("peter", "@TGS#public", "é" * 6_144) == 1
+
+
+async def test_body_over_1_mib_is_refused_with_an_html_413(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    body = orjson.dumps({"GroupId": "@TGS#public", "Content": "x" * (2 * 1024 * 1024)})
+    async with http.post(box.url + api.SEND_PATH, params=query(), data=body) as resp:
+        assert (resp.status, resp.content_type) == (413, "text/html")
+        assert "<html>" in await resp.text()
+    assert box.ledger.total() == 0
+    assert box.stats["http413"] == 1
+
+
 async def test_topic_of_a_community_group(http: aiohttp.ClientSession, box: Sandbox) -> None:
     body = {
         "GroupId": "@TGS#community",
