@@ -280,6 +280,7 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
     import structlog
 
     from dispatcher.engine import Engine, is_stream
+    from dispatcher.jobs import StreamedExport
     from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
@@ -309,11 +310,15 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
                         run.retry_failed,
                         sandbox,
                         stop=stopper.reading,
+                        streams=False,
                     )
                 )
             )
             with contextlib.suppress(asyncio.CancelledError):
-                plan = await stopper.prescan
+                try:
+                    plan = await stopper.prescan
+                except StreamedExport as exc:  # the run reads it; the display goes without totals
+                    log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
         if stopper.signalled:
             log.warning("interrupted before sending: nothing was sent")
             summary = Summary(out=str(run.out), interrupted=True)

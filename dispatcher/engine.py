@@ -344,15 +344,9 @@ class Engine:
         if isinstance(item, Rejection):
             self._reject(item.job_id, item.group_id, item.message, source=item.source, field=item.field)
             return
-        if self.state.changed(item.job_id, item.job_hash):
-            self._reject(
-                item.job_id,
-                item.group_id,
-                f"{item.source}: job changed since the outcome journal was written "
-                "(content, recipients or --batch-size); nothing of it was sent",
-                source=item.source,
-                field=None,
-            )
+        conflict = self.state.conflict(item.job_id, item.job_hash, item.derived_id)
+        if conflict is not None:
+            self._reject(item.job_id, item.group_id, f"{item.source}: {conflict}", source=item.source, field=None)
             return
         summary.batches += item.batches
         try:

@@ -45,6 +45,11 @@ class _Stopped(Exception):
     """`stop` was set: reading ends where it is, and the job being read is not yielded."""
 
 
+class StreamedExport(Exception):
+    """A recipients_file that can be read only once (a FIFO, `<(cmd)`) met a reader told to leave
+    streams alone: a pre-scan must not use up the one reading that the run needs."""
+
+
 def _chunks(read: Callable[[int], bytes], stop: threading.Event | None = None) -> Iterator[bytes]:
     """A stream in chunks of at most 64 KiB, without a leading UTF-8 byte-order mark.
 
@@ -269,14 +274,23 @@ def _inline(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
 
 
-def _from_file(path: Path, label: str, digest: hashlib.blake2b, stop: threading.Event | None) -> tuple[Recipients, int]:
+def _from_file(
+    path: Path, label: str, digest: hashlib.blake2b, stop: threading.Event | None, streams: bool
+) -> tuple[Recipients, int]:
     """Read an export once: validate every line, find duplicates, and feed the job hash.
 
     A regular file is read again for sending. Anything else (a FIFO, `<(cmd)`, a device) can be read
     only once, so the IDs are copied to an anonymous temporary file as they are validated, and sending
-    reads that copy.
+    reads that copy. With `streams` False such an export raises StreamedExport before it is opened
+    (opening a FIFO and closing it would also hand its writer a SIGPIPE).
     """
     field = "recipients_file"
+    if not streams:
+        try:
+            if not S_ISREG(path.stat().st_mode):
+                raise StreamedExport(str(path))
+        except OSError:
+            pass  # the open below says why it cannot be read
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -331,6 +345,7 @@ def parse_job(
     rejection_id: str,
     *,
     stop: threading.Event | None = None,
+    streams: bool = True,
 ) -> Job | Rejection:
     """Validate one JSONL line. A job without a job_id gets one made from its content; if it is
     rejected, `rejection_id` (its file name and line) names it instead, for the record only.
@@ -387,7 +402,7 @@ def parse_job(
         elif "recipients_file" in doc:
             name = _string(doc, "recipients_file")
             assert name is not None
-            recipients, count = _from_file(base_dir / name, name, digest, stop)
+            recipients, count = _from_file(base_dir / name, name, digest, stop, streams)
             sent_to = {"recipients_file": name}
         if group_type is not None:
             if recipients is not None and not api.accepts_named_members(group_type):
@@ -434,12 +449,13 @@ def label_of(path: str) -> str:
 
 
 def read_jobs(
-    paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None
+    paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None, streams: bool = True
 ) -> Iterator[Job | Rejection]:
     """Stream every job of every file in order; never holds more than one job's line in memory.
 
     Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
-    in the middle of an endless recipients stream; the job being read then is not yielded.
+    in the middle of an endless recipients stream; the job being read then is not yielded. With
+    `streams` False, a recipients_file that can be read only once raises StreamedExport.
     """
     seen_ids: dict[str, str] = {}
     try:
@@ -456,7 +472,9 @@ def read_jobs(
                 elif not raw or raw.isspace():
                     continue
                 else:
-                    item = parse_job(raw, path, line, base_dir, batch_size, f"{label}:{line}", stop=stop)
+                    item = parse_job(
+                        raw, path, line, base_dir, batch_size, f"{label}:{line}", stop=stop, streams=streams
+                    )
                 first = seen_ids.get(item.job_id)
                 if first is not None and isinstance(item, Job) and item.derived_id:
                     reason = (

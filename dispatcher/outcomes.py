@@ -217,6 +217,7 @@ class JobRecord:
 @dataclasses.dataclass
 class JournalState:
     jobs: dict[str, JobRecord] = dataclasses.field(default_factory=dict)
+    sent_as: dict[str, str] = dataclasses.field(default_factory=dict)  # job_hash -> job_id it was sent under
 
     def fate(self, job_id: str, batch: int) -> str | None:
         """The latest final status of a batch, or None if it has none."""
@@ -234,6 +235,29 @@ class JournalState:
         rec = self.jobs.get(job_id)
         return rec is not None and rec.sent and rec.job_hash != job_hash
 
+    def conflict(self, job_id: str, job_hash: str, derived_id: bool) -> str | None:
+        """Why a job must not be sent on a resume of this journal, or None.
+
+        Besides a job changed under its id, a job without a job_id of its own whose very content
+        (job_hash) the journal holds under another id: resumed under its new id, all of it would be
+        sent again. That happens to an id-less job in a journal written before default ids were made
+        from the content (they were `file:line`), or after its job_id was taken out. Jobs that name
+        their ids are left alone: two ids for one content is then what the user wrote.
+        """
+        if self.changed(job_id, job_hash):
+            return (
+                "job changed since the outcome journal was written (content, recipients or --batch-size); "
+                "nothing of it was sent"
+            )
+        rec = self.jobs.get(job_id)
+        other = self.sent_as.get(job_hash) if derived_id else None
+        if other is not None and other != job_id and not (rec is not None and rec.sent):
+            return (
+                f"the outcome journal holds this very job (same content, recipients and batch size) as job_id "
+                f'{other!r}; nothing of it was sent again. To resume it, give it "job_id": "{other}"'
+            )
+        return None
+
     def should_skip(self, job_id: str, batch: int, retry_failed: bool) -> bool:
         """A batch whose fate is ok is never sent again; a failed one only with --retry-failed."""
         fate = self.fate(job_id, batch)
@@ -245,6 +269,7 @@ class JournalState:
             return
         if doc.get("job_hash"):
             rec.job_hash = str(doc["job_hash"])
+            self.sent_as.setdefault(rec.job_hash, str(doc["job_id"]))
         index = int(doc["batch"])
         fate, _ = rec.batches.get(index, (None, 0))
         if doc.get("final"):

@@ -71,20 +71,17 @@ def make_plan(
     collect_groups: bool = False,
     *,
     stop: threading.Event | None = None,
+    streams: bool = True,
 ) -> Plan:
+    """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
+    (a pre-scan must leave it to the run)."""
     plan = Plan(rate=rate)
     state = state or JournalState()
-    for item in read_jobs(paths, batch_size, stop=stop):
+    for item in read_jobs(paths, batch_size, stop=stop, streams=streams):
         plan.jobs += 1
-        if isinstance(item, Job) and state.changed(item.job_id, item.job_hash):
-            item = Rejection(
-                item.job_id,
-                item.file,
-                item.line,
-                None,
-                "job changed since the outcome journal was written",
-                item.group_id,
-            )
+        conflict = state.conflict(item.job_id, item.job_hash, item.derived_id) if isinstance(item, Job) else None
+        if isinstance(item, Job) and conflict is not None:
+            item = Rejection(item.job_id, item.file, item.line, None, conflict, item.group_id)
         if isinstance(item, Rejection):
             plan.rejected += 1
             if len(plan.rejections) < MAX_LISTED_REJECTIONS:

@@ -404,3 +404,25 @@ def test_a_signal_stops_a_run_waiting_for_a_fifo_writer(tmp_path: Path, signame:
     proc.send_signal(getattr(signal, signame))
     assert proc.wait(timeout=10) == 130
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+
+
+def test_an_export_from_a_fifo_is_left_to_the_run_by_the_pre_scan(tmp_path: Path) -> None:
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+    job = {"GroupId": "@TGS#f", "Content": "x", "recipients_file": "export.fifo"}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job])
+    ids = users(1200)
+    written: list[int] = []
+
+    def writer() -> None:
+        with open(fifo, "wb") as handle:
+            written.append(handle.write("\n".join(ids).encode() + b"\n"))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    summary = tmp_path / "s.json"
+    # --sandbox pre-scans the jobs for their groups; it must not use up the export.
+    result = run("send", str(jobs), "--sandbox", "--summary-json", str(summary))
+    thread.join(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert written and load(summary)["recipients"] == 1200

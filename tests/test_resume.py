@@ -336,3 +336,33 @@ async def test_closed_terminal_drains_like_sigterm(tmp_path: Path) -> None:
         ok_recipients = [u for d in journal(out) if d["status"] == "ok" for u in d["recipients"]]
         assert sorted(ok_recipients) == sorted(box.ledger.recipients(GROUP))
         assert set(ok_recipients) < set(ids)
+
+
+async def test_a_journal_with_line_based_ids_is_not_resent_under_content_ids(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Journals written before default ids came from the content named id-less jobs `file:line`."""
+    out = tmp_path / "out.jsonl"
+    job = {"GroupId": GROUP, "Content": "x", "ToMembers_Account": ["p", "q"]}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"job_id": "jobs.jsonl:1", **job}])
+    await run_engine(sandbox, jobs, out)  # as the old version recorded it
+    write_jobs(jobs, [job, {"GroupId": GROUP, "Content": "new", "ToMembers_Account": ["s"]}])
+    summary = await run_engine(sandbox, jobs, out, resume=True)
+    assert (summary.rejected, summary.ok, summary.exit_code) == (1, 1, 1)
+    rejection = next(d for d in journal(out) if d["status"] == "rejected")
+    assert "holds this very job" in rejection["error_info"]
+    assert 'give it "job_id": "jobs.jsonl:1"' in rejection["error_info"]
+    assert sandbox.ledger.times("p", GROUP, "x") == 1  # not sent again
+
+    write_jobs(jobs, [{"job_id": "jobs.jsonl:1", **job}])  # the operator follows the hint
+    summary = await run_engine(sandbox, jobs, out, resume=True)
+    assert (summary.rejected, summary.requests, summary.skipped, summary.exit_code) == (0, 0, 1, 0)
+
+
+async def test_two_named_jobs_with_one_content_are_both_sent(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    job = {"GroupId": GROUP, "Content": "twice on purpose", "ToMembers_Account": ["p"]}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"job_id": "a", **job}])
+    await run_engine(sandbox, jobs, out)
+    write_jobs(jobs, [{"job_id": "a", **job}, {"job_id": "b", **job}])
+    summary = await run_engine(sandbox, jobs, out, resume=True)
+    assert (summary.rejected, summary.ok, summary.exit_code) == (0, 1, 0)
+    assert sandbox.ledger.times("p", GROUP, "twice on purpose") == 2
