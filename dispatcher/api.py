@@ -117,6 +117,12 @@ def content_problem(value: str) -> str | None:
     return None
 
 
+# No account name holds a control or format character; one in a UserID is a damaged export (two files
+# joined, so a byte-order mark stands mid-file; `\r`-only line endings, a NUL) that would be sent,
+# skipped by the server as a non-member, and still recorded `ok`.
+UNPRINTABLE: Final = "must not contain control or invisible characters (a damaged export?)"
+
+
 def user_id_problem(value: object) -> str | None:
     """Why `value` is not a valid UserID, or None if it is."""
     if not isinstance(value, str):
@@ -125,6 +131,8 @@ def user_id_problem(value: object) -> str | None:
         return "must not be empty"
     if len(value) > MAX_USER_ID_BYTES or len(value.encode("utf-8")) > MAX_USER_ID_BYTES:
         return f"must be at most {MAX_USER_ID_BYTES} bytes"
+    if not value.isprintable():
+        return UNPRINTABLE
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import os
 import sys
@@ -31,10 +32,25 @@ STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.json_errors = json_errors  # --log-format json: an error is one JSON object too
+
     def error(self, message: str) -> Any:
         # One line, exit 2, like every other user error (argparse's own prints the usage too).
-        _say_error(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        _report_error(f"{self.prog}: error: {message} (see {self.prog} --help)", EXIT_USAGE, self.json_errors)
         raise SystemExit(EXIT_USAGE)
+
+
+def _report_error(message: str, exit_code: int, as_json: bool) -> None:
+    """The one line of an error: text, or one JSON object when every stderr line must be one."""
+    if as_json:
+        import orjson
+
+        doc = {"event": "error", "level": "error", "error": message, "exit_code": exit_code}
+        _say_error(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        _say_error(message)
 
 
 def _say_error(line: str) -> None:
@@ -42,6 +58,22 @@ def _say_error(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
     except OSError:  # stderr is gone (closed terminal): the exit status still tells
         pass
+
+
+def _open_standard_files() -> None:
+    """Open /dev/null on a standard descriptor the process was started without (`>&-`): otherwise the
+    journal could be opened as descriptor 1 or 2, and the summary or a log line written into it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
+        if getattr(sys, name) is None:  # Python sets none up for a descriptor closed at start
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
 
 
 def write_stdout(text: str) -> None:
@@ -56,7 +88,7 @@ def write_stdout(text: str) -> None:
         os.close(devnull)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dispatcher",
         description="Send Tencent Cloud IM group system notifications from JSONL jobs, "
@@ -119,11 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     usersig = commands.add_parser("usersig", help="print a UserSig for the configured admin")
     usersig.add_argument("--expire", type=int, default=86400, help="lifetime in seconds (default 86400)")
+    parser.json_errors = json_errors
+    for sub in commands.choices.values():
+        sub.json_errors = json_errors
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _open_standard_files()
+    words = list(sys.argv[1:] if argv is None else argv)
+    json_errors = "--log-format=json" in words or ("--log-format", "json") in itertools.pairwise(words)
+    args = build_parser(json_errors).parse_args(words)
     try:
         if args.command == "send":
             return _send(args)
@@ -134,12 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usersig(args)
     except DispatcherError as exc:
         if getattr(args, "log_format", "console") == "json":  # then every stderr line is one JSON object
-            import orjson
-
-            line = orjson.dumps({"event": "error", "level": "error", "error": str(exc), "exit_code": exc.exit_code})
-            _say_error(line.decode())
+            _report_error(str(exc), exc.exit_code, as_json=True)
         else:
-            _say_error(f"dispatcher: error: {exc}")
+            _report_error(f"dispatcher: error: {exc}", exc.exit_code, as_json=False)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -172,14 +207,26 @@ def _check_send_args(args: argparse.Namespace) -> None:
     if args.sandbox and (args.region or args.endpoint):
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
     if args.summary_json:
-        check_writable(args.summary_json, "--summary-json")
+        out = Path(args.out or default_out(args.jobs[0]))
+        check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs])
 
 
-def check_writable(path: str, option: str) -> None:
-    """Refuse, before anything is sent, an output file that could not be written at the end."""
+def check_writable(path: str, option: str, keep: list[str]) -> None:
+    """Refuse, before anything is sent, an output file that could not be written at the end, or whose
+    writing would replace a file the run needs (`keep`: its journal and jobs) or another run's journal."""
+    from dispatcher.outcomes import held_by
+
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{option} {path}: is a directory")
+    if target.exists():
+        for other in keep:
+            with contextlib.suppress(OSError):
+                if other != "-" and target.samefile(other):
+                    raise UsageError(f"{option} {path}: is {other}, which the run reads; choose another file")
+        holder = held_by(target)
+        if holder is not None:
+            raise UsageError(f"{option} {path}: is the outcome journal of a run in progress (pid {holder or '?'})")
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: no such directory {str(parent)!r}")
@@ -201,7 +248,8 @@ def _send(args: argparse.Namespace) -> int:
     check_readable(tuple(args.jobs))
     if args.dry_run:
         logs.configure(args.log_format)
-        state = load_state(out) if args.resume and is_nonempty(out) else None
+        state = load_state(out, repair=False) if args.resume and is_nonempty(out) else None
+        from dispatcher.jobs import shown
         from dispatcher.plan import make_plan
 
         plan = make_plan(args.jobs, args.batch_size, args.rate, state, args.retry_failed)
@@ -211,7 +259,7 @@ def _send(args: argparse.Namespace) -> int:
                 args.summary_json,
                 {
                     **plan.to_dict(),
-                    "out": str(out),
+                    "out": shown(out),
                     "exit_code": int(plan.rejected > 0),
                     "interrupted": False,
                     "elapsed_s": 0.0,
@@ -279,8 +327,15 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
 
     import structlog
 
-    from dispatcher.engine import Engine, is_stream
-    from dispatcher.jobs import StreamedExport
+    from dispatcher.engine import (
+        RESERVED_FILES,
+        Engine,
+        check_not_journal,
+        default_concurrency,
+        is_stream,
+        reserve_open_files,
+    )
+    from dispatcher.jobs import StreamedExport, shown
     from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
@@ -291,6 +346,11 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
     loop = asyncio.get_running_loop()
     # The journal first: a second run on a journal in use is refused before it reads anything.
     journal = open_journal(run.out, resume=run.resume)
+    try:
+        check_not_journal(run.jobs, journal)
+    except BaseException:
+        journal.close()
+        raise
     stopper = _Stopper()
     signals = [getattr(signal, name) for name in STOP_SIGNALS]
     for sig in signals:  # from the start: a signal during the pre-scan is answered at once too
@@ -321,11 +381,13 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
                     log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
         if stopper.signalled:
             log.warning("interrupted before sending: nothing was sent")
-            summary = Summary(out=str(run.out), interrupted=True)
+            summary = Summary(out=shown(run.out), interrupted=True)
             summary.exit_code = summary.decide_exit_code()
             return summary
         async with contextlib.AsyncExitStack() as stack:
             if sandbox:
+                # The emulator shares the process: each connection is an open file at both ends.
+                reserve_open_files(2 * (run.concurrency or default_concurrency(run.rate)) + RESERVED_FILES)
                 groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
                 # At least 1 a second: a window of "0 requests" would refuse every request of a slow run.
                 emulator = Sandbox(run.credentials, groups=groups, rate=max(1, math.ceil(run.rate)))
@@ -421,11 +483,17 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import stat
+
     from dispatcher.errors import InputError
     from dispatcher.report import render_text, summarise
 
-    if not os.path.exists(args.journal):
-        raise InputError(f"{args.journal}: no such file")
+    try:
+        mode = os.stat(args.journal).st_mode
+    except OSError as exc:
+        raise InputError(f"{args.journal}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):  # it is read twice (fates, then recipients): a pipe would give nothing back
+        raise InputError(f"{args.journal}: not a regular file; report reads a journal twice, so give it the file")
     result = summarise(args.journal)
     if args.json:
         import orjson
@@ -458,7 +526,10 @@ def _sandbox(args: argparse.Namespace) -> int:
     emulator = Sandbox(config.sandbox_credentials(), groups=groups, rate=args.rate, faults=faults)
 
     async def serve() -> None:
-        url = await emulator.start(port=args.port)
+        try:
+            url = await emulator.start(port=args.port)
+        except OSError as exc:
+            raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1: {exc.strerror}") from None
         write_stdout(url + "\n")
         done = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -35,6 +35,11 @@ MAX_SDKAPPID = 2**64 - 1  # the API carries it as an unsigned 64-bit number
 def credentials_from_env(env: Mapping[str, str] | None = None, *, need_secret: bool = True) -> Credentials:
     """Read TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY (or TIM_USERSIG)."""
     env = os.environ if env is None else env
+    for name in ("TIM_SDKAPPID", "TIM_IDENTIFIER", "TIM_SECRET_KEY", "TIM_USERSIG"):
+        try:
+            env.get(name, "").encode("utf-8")
+        except UnicodeEncodeError:  # bytes the locale could not decode; the value itself is never shown
+            raise ConfigError(f"{name} is not valid UTF-8") from None
     missing = [name for name in ("TIM_SDKAPPID", "TIM_IDENTIFIER") if not env.get(name)]
     key = env.get("TIM_SECRET_KEY") or None
     usersig = env.get("TIM_USERSIG") or None
@@ -61,6 +66,11 @@ def resolve_endpoint(region: str | None, endpoint: str | None, env: Mapping[str,
     """`--endpoint` beats `--region`, which beats TIM_ENDPOINT, which beats TIM_REGION; default China."""
     env = os.environ if env is None else env
     if endpoint is None and region is None:
+        for name in ("TIM_ENDPOINT", "TIM_REGION"):
+            # Set but empty is a mistake (`TIM_ENDPOINT=$STAGING` with STAGING unset), not a wish
+            # for the default region: that would be production.
+            if name in env and not env[name].strip():
+                raise ConfigError(f"{name} is set but empty; unset it, or give it a value")
         endpoint = env.get("TIM_ENDPOINT") or None
         region = env.get("TIM_REGION") or None
     if endpoint is not None:

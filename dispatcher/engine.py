@@ -40,7 +40,7 @@ from dispatcher.batching import Batch, split
 from dispatcher.client import Client, Reply, new_session
 from dispatcher.config import Credentials
 from dispatcher.errors import InputError, JournalWriteError, UsageError
-from dispatcher.jobs import STDIN, Job, Rejection, read_jobs
+from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
 from dispatcher.ratelimit import RateLimiter
 from dispatcher.retry import RetryPolicy
@@ -64,6 +64,29 @@ OUTAGE_STREAK = 50
 # A Retry-After longer than this is cut to it, so that one odd header cannot park a run for a day.
 MAX_RETRY_AFTER = 300.0
 MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
+
+
+# Descriptors a run needs besides one a connection: the journal, exports, their copies, stdio, DNS.
+RESERVED_FILES = 64
+
+
+def reserve_open_files(needed: int) -> None:
+    """Make sure the process may open `needed` files, raising its soft limit toward the hard one.
+
+    A run out of descriptors cannot start the thread that syncs its journal, nor open a connection,
+    and every request then looks like an unreachable endpoint. Better refuse at once, naming why.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise UsageError(
+            f"--concurrency needs about {needed} open files and this process may open {hard} (ulimit -n); "
+            "lower --concurrency or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def default_concurrency(rate: float) -> int:
@@ -164,6 +187,18 @@ def check_readable(paths: tuple[str, ...]) -> None:
             raise InputError(f"{path}: cannot read: Permission denied")
 
 
+def check_not_journal(paths: tuple[str, ...], journal: Journal) -> None:
+    """Refuse jobs that are the journal itself under another name (a link, standard input fed from
+    it): the run would read its own outcome lines back as jobs, without end."""
+    for path in paths:
+        try:
+            st = os.fstat(0) if path == STDIN else os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == journal.identity:
+            raise UsageError(f"{path} is the outcome journal {journal.path}, not a jobs file; leave it out of the jobs")
+
+
 def is_stream(path: str) -> bool:
     """True for input that can be read only once: standard input, a pipe, a FIFO, a device."""
     if path == STDIN:
@@ -204,7 +239,7 @@ class Engine:
         """`journal`: one the caller opened already (`outcomes.open_journal`), to hold its lock from
         before a pre-scan; the engine writes it and closes it at the end of `run()`."""
         self.config = config
-        self.summary = Summary(out=str(config.out))
+        self.summary = Summary(out=shown(config.out))
         self.progress: Progress = progress or _NoProgress()
         self.limiter = limiter or RateLimiter(config.rate)
         self._sleep = sleep
@@ -219,6 +254,7 @@ class Engine:
         self._stopping = False
         self._reading_stopped = threading.Event()  # tells the reader thread to give up
         self._hard_stop: asyncio.TimerHandle | None = None
+        self._halt_reasons: set[str] = set()
         self._seen_codes: set[str] = set()
         self._first_start = 0.0
         self._last_start = 0.0
@@ -263,7 +299,11 @@ class Engine:
         """Stop early for a cause that will fail every request alike; unfinished work stays resumable."""
         if self.summary.stopped is None:
             self.summary.stopped = reason
+            self._halt_reasons.add(reason)
             log.error("stopping the run early: fix the cause, then --resume", reason=reason)
+        elif reason not in self._halt_reasons:  # a second cause is news too (say, the journal as well)
+            self._halt_reasons.add(reason)
+            log.error("also", reason=reason)
         self._begin_stop()
 
     # -- the run -------------------------------------------------------------------------------
@@ -285,13 +325,15 @@ class Engine:
         started = time.monotonic()
         try:
             check_readable(self.config.jobs)
+            reserve_open_files(self.concurrency + RESERVED_FILES)
+            if self._journal is None:
+                self._journal = open_journal(self.config.out, resume=self.config.resume)
+                self.state = self._journal.state
+            check_not_journal(self.config.jobs, self._journal)
         except BaseException:
             if self._journal is not None:
                 self._journal.close()
             raise
-        if self._journal is None:
-            self._journal = open_journal(self.config.out, resume=self.config.resume)
-            self.state = self._journal.state
         syncer = asyncio.create_task(self._journal.sync_periodically(self._journal_failed))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
@@ -333,6 +375,9 @@ class Engine:
                     await self._admit(item, queue)
         except InputError as exc:  # a jobs file became unreadable during the run
             self._halt(f"cannot read the jobs: {exc}")
+        except Exception as exc:  # a bug: halt, so that the requests in flight are still recorded
+            log.exception("internal error while reading the jobs")
+            self._halt(f"internal error while reading the jobs: {type(exc).__name__}: {exc}")
         finally:
             if not self._stopping:
                 for _ in range(self.concurrency):
@@ -357,9 +402,8 @@ class Engine:
                     self.progress.batch_done("skipped")
                 else:
                     await queue.put(batch)
-        except InputError as exc:  # its export changed between validation and sending
-            summary.batches -= item.batches
-            self._reject(item.job_id, item.group_id, str(exc), source=item.source, field="recipients_file")
+        except InputError as exc:  # the temporary copy of its export failed: some batches may be out
+            self._halt(str(exc))
 
     def _reject(self, job_id: str, group_id: str | None, message: str, **extra: object) -> None:
         if not self._write(

@@ -126,53 +126,25 @@ class InlineRecipients:
 
 
 @dataclasses.dataclass(frozen=True)
-class FileRecipients:
-    """Recipients streamed from an export file, read again for sending rather than held in memory.
+class SpooledRecipients:
+    """The recipients of an export: its validated, de-duplicated IDs, one per line, in an anonymous
+    temporary file (gone when closed), written while the export was validated.
 
-    Validation read the file once; `skip` holds the line numbers of duplicates, and `size`/`mtime_ns`
-    make sure the file we send from is the file we validated.
-    """
+    Sending reads this copy, never the export again: an export rewritten during a run (in place, with
+    its size unchanged) would otherwise send IDs that were never validated instead of ones that were,
+    and one that can be read only once (a FIFO, `<(cmd)`) could not be sent at all. Iterate it once
+    at a time: each iteration starts again from the top of the one file."""
 
-    path: Path
-    size: int
-    mtime_ns: int
-    skip: frozenset[int]
-
-    def _changed(self) -> InputError:
-        return InputError(f"{self.path}: changed after it was validated; nothing of this job was sent")
+    spool: IO[bytes]
+    label: str
 
     def __iter__(self) -> Iterator[str]:
         try:
-            handle = self.path.open("rb")
+            self.spool.seek(0)
+            for raw in self.spool:  # lines it wrote itself: at most 33 bytes each
+                yield raw[:-1].decode("utf-8")
         except OSError as exc:
-            raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
-        with handle:
-            stat = os.fstat(handle.fileno())  # of the file read, even if the name was moved meanwhile
-            if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
-                raise self._changed()
-            try:
-                for lineno, raw in _lines(_chunks(handle.read1), api.MAX_USER_ID_BYTES):
-                    if raw is None:  # it had no such line when validated
-                        raise self._changed()
-                    text = raw.strip()
-                    if text and lineno not in self.skip:
-                        yield text.decode("utf-8")
-            except OSError as exc:
-                raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class SpooledRecipients:
-    """Recipients of an export that can be read only once (a FIFO, `<(cmd)`, a device): its validated,
-    de-duplicated IDs, one per line, in an anonymous temporary file (gone when closed). Iterate it
-    once at a time: each iteration starts again from the top of the one file."""
-
-    spool: IO[bytes]
-
-    def __iter__(self) -> Iterator[str]:
-        self.spool.seek(0)
-        for raw in self.spool:  # lines it wrote itself: at most 33 bytes each
-            yield raw[:-1].decode("utf-8")
+            raise InputError(f"{self.label}: cannot read its temporary copy: {exc.strerror}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,32 +249,28 @@ def _inline(value: object) -> tuple[str, ...]:
 def _from_file(
     path: Path, label: str, digest: hashlib.blake2b, stop: threading.Event | None, streams: bool
 ) -> tuple[Recipients, int]:
-    """Read an export once: validate every line, find duplicates, and feed the job hash.
+    """Read an export once: validate every line, drop duplicates, feed the job hash, and copy the IDs
+    to a temporary file that sending reads (see SpooledRecipients).
 
-    A regular file is read again for sending. Anything else (a FIFO, `<(cmd)`, a device) can be read
-    only once, so the IDs are copied to an anonymous temporary file as they are validated, and sending
-    reads that copy. With `streams` False such an export raises StreamedExport before it is opened
-    (opening a FIFO and closing it would also hand its writer a SIGPIPE).
+    With `streams` False an export that is not a regular file (a FIFO, `<(cmd)`, a device) raises
+    StreamedExport before it is opened: a pre-scan must not use up the one reading the run needs
+    (and opening a FIFO and closing it would hand its writer a SIGPIPE).
     """
     field = "recipients_file"
-    if not streams:
-        try:
-            if not S_ISREG(path.stat().st_mode):
-                raise StreamedExport(str(path))
-        except OSError:
-            pass  # the open below says why it cannot be read
     try:
+        if not streams and not S_ISREG(path.stat().st_mode):
+            raise StreamedExport(str(path))
         handle = path.open("rb")
-    except OSError as exc:
-        raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
+        raise _Reject(field, f"{label}: cannot read: {reason}") from None
     seen: set[str] = set()
-    skip: list[int] = []
-    spool: IO[bytes] | None = None
     with handle:
         try:
-            stat = os.fstat(handle.fileno())  # of the file read; sending checks the file it reads against it
-            if not S_ISREG(stat.st_mode):
-                spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
+        except OSError as exc:
+            raise _Reject(field, f"{label}: cannot make its temporary copy: {exc.strerror}") from None
+        try:
             # A line is judged by its bytes before the line ending, surrounding whitespace included: a
             # longer line cannot be a UserID, and is rejected before the rest of it is read.
             for lineno, raw in _lines(_chunks(handle.read1, stop), api.MAX_USER_ID_BYTES):
@@ -316,24 +284,21 @@ def _from_file(
                 except UnicodeDecodeError:
                     raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
                 if uid in seen:
-                    if spool is None:  # a stream's duplicates are simply not spooled
-                        skip.append(lineno)
-                else:
-                    seen.add(uid)
-                    digest.update(text + b"\n")
-                    if spool is not None:
-                        spool.write(text + b"\n")
+                    continue
+                if not uid.isprintable():
+                    raise _Reject(field, f"{label} line {lineno}: UserID {api.UNPRINTABLE}")
+                seen.add(uid)
+                digest.update(text + b"\n")
+                spool.write(text + b"\n")
             if not seen:
                 raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
+            spool.flush()
         except BaseException as exc:
-            if spool is not None:
-                spool.close()
+            spool.close()
             if isinstance(exc, OSError):
                 raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
             raise
-    if spool is not None:
-        return SpooledRecipients(spool), len(seen)
-    return FileRecipients(path, stat.st_size, stat.st_mtime_ns, frozenset(skip)), len(seen)
+    return SpooledRecipients(spool, label), len(seen)
 
 
 def parse_job(
@@ -443,9 +408,15 @@ def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, b
         yield from _lines(_chunks(stream.read1, stop), MAX_JOB_LINE_BYTES)
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as it is shown and recorded. A name that is not UTF-8 reaches Python with its bytes kept
+    as surrogates, which cannot be written as JSON; they are shown as U+FFFD instead."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def label_of(path: str) -> str:
     """How a jobs file is named in the job_ids of rejected lines: its file name, or `stdin`."""
-    return "stdin" if path == STDIN else os.path.basename(path)
+    return "stdin" if path == STDIN else shown(os.path.basename(path))
 
 
 def read_jobs(
@@ -462,18 +433,19 @@ def read_jobs(
         for path in paths:
             base_dir = Path.cwd() if path == STDIN else Path(path).parent
             label = label_of(path)
+            name = shown(path)  # what job sources and rejections name it by; `path` is what is opened
             for line, raw in _job_lines(path, stop):
                 if stop is not None and stop.is_set():
                     return
                 item: Job | Rejection
                 if raw is None:
                     reason = f"line is longer than {MAX_JOB_LINE_BYTES:,} bytes, the most a job line may have"
-                    item = Rejection(f"{label}:{line}", path, line, None, reason)
+                    item = Rejection(f"{label}:{line}", name, line, None, reason)
                 elif not raw or raw.isspace():
                     continue
                 else:
                     item = parse_job(
-                        raw, path, line, base_dir, batch_size, f"{label}:{line}", stop=stop, streams=streams
+                        raw, name, line, base_dir, batch_size, f"{label}:{line}", stop=stop, streams=streams
                     )
                 first = seen_ids.get(item.job_id)
                 if first is not None and isinstance(item, Job) and item.derived_id:
@@ -481,18 +453,18 @@ def read_jobs(
                         f"repeats the job_id of {first} ({item.job_id}): identical jobs without a job_id "
                         "get the same id; give each a job_id if it is meant to be sent twice"
                     )
-                    item = Rejection(f"{label}:{line}", path, line, "job_id", reason, item.group_id)
+                    item = Rejection(f"{label}:{line}", name, line, "job_id", reason, item.group_id)
                 elif first is not None:
                     item = Rejection(
                         item.job_id,
-                        path,
+                        name,
                         line,
                         "job_id",
                         f"repeats the job_id of {first}",
                         item.group_id,
                     )
                 else:
-                    seen_ids[item.job_id] = f"{path}:{line}"
+                    seen_ids[item.job_id] = f"{name}:{line}"
                 yield item
     except _Stopped:
         return

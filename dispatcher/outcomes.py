@@ -17,7 +17,9 @@ import asyncio
 import dataclasses
 import errno
 import fcntl
+import functools
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,8 +28,10 @@ from typing import Any
 import orjson
 
 from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError
+from dispatcher.threads import in_daemon_thread
 
 OK, RETRY, FAILED, REJECTED = "ok", "retry", "failed", "rejected"
+DERIVED_ID_PREFIX = "auto-"  # of the job_ids made from a job's content (jobs.py)
 PENDING = "pending"  # not a status in the journal: a batch with no final line
 
 
@@ -96,6 +100,7 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike[str], fsync_interval: float = 0.5) -> None:
         self.path = Path(path)
+        _check_regular(self.path)
         try:
             # O_NONBLOCK: a FIFO with no reader fails at once (ENXIO) instead of hanging in open(2)
             # where no signal can reach us; it is cleared again so that writes block as usual.
@@ -116,7 +121,9 @@ class Journal:
                 "wait for it, or stop it, then --resume"
             ) from None
         self._fd = fd
-        self.size_at_open = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        self.identity = (st.st_dev, st.st_ino)  # to tell the journal under any other name
+        self.size_at_open = st.st_size
         self.state = JournalState()  # what the journal held, for a resume (see open_journal)
         self._fsync_interval = fsync_interval
         self._dirty = False
@@ -149,15 +156,30 @@ class Journal:
                 raise self._fail(exc) from None
 
     async def sync_periodically(self, on_error: Callable[[JournalWriteError], None]) -> None:
-        """Run as a task: fsync in a thread every `fsync_interval` while lines arrive."""
+        """Run as a task: fsync in a thread every `fsync_interval` while lines arrive.
+
+        Only fsync's own error fails the journal. A thread that could not be started (say, every
+        file descriptor is taken by connections) is not a write error: the lines are written, and
+        the next round, or close(), syncs them.
+        """
         while self.error is None:
             await asyncio.sleep(self._fsync_interval)
             if self._dirty:
                 self._dirty = False
                 try:
-                    await asyncio.to_thread(os.fsync, self._fd)
-                except OSError as exc:
-                    on_error(self._fail(exc))
+                    failure = await in_daemon_thread(self._fsync_once, name="dispatcher-fsync")
+                except Exception:
+                    self._dirty = True
+                    continue
+                if failure is not None:
+                    on_error(self._fail(failure))
+
+    def _fsync_once(self) -> OSError | None:
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            return exc
+        return None
 
     def close(self) -> None:
         """Sync and close (which releases the lock); raise JournalWriteError if the last sync failed."""
@@ -168,6 +190,35 @@ class Journal:
         finally:
             os.close(self._fd)
             self._fd = -1
+
+
+def _check_regular(path: Path) -> None:
+    """A journal is a regular file: it is read back to resume. /dev/null, a FIFO or the terminal would
+    take the lines and give none back, and the next run would send everything again."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot open for writing: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise JournalError(f"{path} is {kind}; the outcome journal must be a file, to be read back on --resume")
+
+
+def held_by(path: str | os.PathLike[str]) -> int | None:
+    """The pid of the run that holds the journal at `path` (0 if unknown), or None if none does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return lock_holder(fd) or 0
+    finally:
+        os.close(fd)
+    return None
 
 
 def open_journal(path: str | os.PathLike[str], *, resume: bool) -> Journal:
@@ -250,7 +301,11 @@ class JournalState:
                 "nothing of it was sent"
             )
         rec = self.jobs.get(job_id)
-        other = self.sent_as.get(job_hash) if derived_id else None
+        other = self.sent_as.get(job_hash)
+        # A job that names its id is checked only against a job the journal holds under a derived id:
+        # the same job, sent without a job_id and named since.
+        if other is not None and not (derived_id or other.startswith(DERIVED_ID_PREFIX)):
+            other = None
         if other is not None and other != job_id and not (rec is not None and rec.sent):
             return (
                 f"the outcome journal holds this very job (same content, recipients and batch size) as job_id "
@@ -295,25 +350,45 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
             torn = not raw.endswith(b"\n")
             try:
                 doc = orjson.loads(raw)
-                if not isinstance(doc, dict) or "job_id" not in doc:
+                if not _is_record(doc):
                     raise ValueError("not an outcome record")
             except ValueError:
                 if torn:  # a write cut short by power loss: drop it
                     if repair:
-                        handle.truncate(offset)
+                        _repair(handle, path, functools.partial(handle.truncate, offset))
                     return
                 raise JournalError(f"{path}:{lineno}: not an outcome line; the journal is damaged") from None
             if torn and repair:  # whole, but its newline was lost: restore it before appending
                 handle.seek(0, os.SEEK_END)
-                handle.write(b"\n")
+                _repair(handle, path, lambda: handle.write(b"\n"))
             offset += len(raw)
             yield doc
 
 
-def load_state(path: str | os.PathLike[str]) -> JournalState:
-    """Read a journal for a resume (repairing a torn last line)."""
+def _is_record(doc: object) -> bool:
+    """The shape of an outcome line, as far as reading a journal relies on it."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("job_id"), str):
+        return False
+    for key in ("batch", "batches", "attempt"):
+        value = doc.get(key)
+        if value is not None and (type(value) is not int or value < 0):
+            return False
+    return isinstance(doc.get("status", ""), str)
+
+
+def _repair(handle: Any, path: Path, fix: Callable[[], object]) -> None:
+    try:
+        fix()
+        handle.flush()
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot repair its torn last line: {exc.strerror}") from None
+
+
+def load_state(path: str | os.PathLike[str], *, repair: bool = True) -> JournalState:
+    """Read a journal for a resume, cutting off a torn last line (unless `repair` is False: a dry run
+    only reads, and the journal may belong to a run in progress)."""
     state = JournalState()
-    for doc in iter_records(path, repair=True):
+    for doc in iter_records(path, repair=repair):
         state.add(doc)
     return state
 

@@ -19,4 +19,5 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Exponential backoff with full jitter after failed attempt number `attempt` (1-based)."""
-        return rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        # The exponent is bounded: 2.0 ** 1024 overflows, and past 2 ** 63 the cap holds anyway.
+        return rng.uniform(0.0, min(self.cap, self.base * 2.0 ** min(attempt - 1, 63)))

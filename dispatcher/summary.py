@@ -34,7 +34,7 @@ class Summary:
     @property
     def rate(self) -> float:
         # N starts span N-1 intervals: this is the pace the limiter held, comparable with --rate.
-        return (self.requests - 1) / self.sending_s if self.sending_s > 0 else 0.0
+        return (self.requests - 1) / self.sending_s if self.sending_s > 0 and self.requests > 1 else 0.0
 
     def decide_exit_code(self) -> int:
         if self.interrupted:

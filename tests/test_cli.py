@@ -287,7 +287,7 @@ def test_json_logs_hold_for_errors_too(jobs: Path) -> None:
 
 
 # Odd arguments and environments: each is one line on stderr naming what is wrong, exit 2, no traceback.
-ODD = [
+ODD: list[tuple[list[str], dict[str, str | None], str]] = [
     (["--rate", "nan"], {}, "--rate"),
     (["--rate", "inf"], {}, "--rate"),
     (["--rate", "1e400"], {}, "--rate"),
@@ -313,17 +313,19 @@ ODD = [
     ([], {"TIM_SDKAPPID": "1_400"}, "TIM_SDKAPPID"),
     ([], {"TIM_SDKAPPID": "abc"}, "TIM_SDKAPPID"),
     ([], {"TIM_ENDPOINT": "http://127.0.0.1:99999"}, "http://127.0.0.1:99999"),
-    ([], {"TIM_REGION": "mars", "TIM_ENDPOINT": ""}, "mars"),
+    ([], {"TIM_REGION": "mars", "TIM_ENDPOINT": None}, "mars"),
+    ([], {"TIM_ENDPOINT": ""}, "TIM_ENDPOINT is set but empty"),
+    ([], {"TIM_REGION": " ", "TIM_ENDPOINT": None}, "TIM_REGION is set but empty"),
 ]
 
 
 @pytest.mark.parametrize(("args", "env", "words"), ODD, ids=[" ".join(a) or str(e) for a, e, _ in ODD])
 def test_odd_send_arguments_are_one_line_and_exit_2(
-    jobs: Path, args: list[str], env: dict[str, str], words: str
+    jobs: Path, args: list[str], env: dict[str, str | None], words: str
 ) -> None:
     # Every run that got past the checks would send to a closed port on 127.0.0.1, never anywhere else.
-    base = {**DEMO_ENV, "TIM_ENDPOINT": "http://127.0.0.1:9"}
-    result = run("send", str(jobs), *args, env=cli_env(**{**base, **env}))
+    merged = {**DEMO_ENV, "TIM_ENDPOINT": "http://127.0.0.1:9", **env}
+    result = run("send", str(jobs), *args, env=cli_env(**{k: v for k, v in merged.items() if v is not None}))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
@@ -426,3 +428,142 @@ def test_an_export_from_a_fifo_is_left_to_the_run_by_the_pre_scan(tmp_path: Path
     thread.join(timeout=10)
     assert result.returncode == 0, result.stderr
     assert written and load(summary)["recipients"] == 1200
+
+
+def test_summary_json_may_not_replace_the_journal_or_a_jobs_file(jobs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "jobs.outcomes.jsonl"
+    assert run("send", str(jobs), "--sandbox").returncode == 0
+    before = out.read_bytes()
+    for target in (out, jobs):
+        result = run("send", str(jobs), "--sandbox", "--resume", "--summary-json", str(target))
+        assert result.returncode == 2
+        (line,) = result.stderr.splitlines()
+        assert f"--summary-json {target}: is " in line and "which the run reads" in line
+    assert out.read_bytes() == before
+
+
+def test_summary_json_may_not_replace_another_runs_journal(jobs: Path, tmp_path: Path) -> None:
+    from dispatcher.outcomes import Journal
+
+    other = Journal(tmp_path / "other.jsonl")  # a run in progress holds it
+    try:
+        result = run("send", str(jobs), "--sandbox", "--summary-json", str(tmp_path / "other.jsonl"))
+    finally:
+        other.close()
+    assert result.returncode == 2
+    assert f"is the outcome journal of a run in progress (pid {os.getpid()})" in result.stderr
+
+
+def test_the_journal_is_never_read_as_jobs_under_another_name(jobs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "jobs.outcomes.jsonl"
+    assert run("send", str(jobs), "--sandbox").returncode == 0
+    os.link(out, tmp_path / "linked.jsonl")
+    for args in (["-", "--out", str(out)], [str(tmp_path / "linked.jsonl"), "--out", str(out)]):
+        with out.open("rb") as journal_file:  # send - --out J --resume < J; send LINK --out J --resume
+            result = subprocess.run(
+                DISPATCHER("send", *args, "--sandbox", "--resume"),
+                stdin=journal_file,
+                cwd=ROOT,
+                env=cli_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        assert result.returncode == 2
+        (line,) = result.stderr.splitlines()
+        assert f"is the outcome journal {out}, not a jobs file" in line
+
+
+@pytest.mark.parametrize("target", ["/dev/null", "fifo"])
+def test_a_journal_must_be_a_regular_file(jobs: Path, tmp_path: Path, target: str) -> None:
+    if target == "fifo":
+        target = str(tmp_path / "out.fifo")
+        os.mkfifo(target)
+    result = run("send", str(jobs), "--sandbox", "--out", target)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert f"{target} is not a regular file; the outcome journal must be a file" in line
+
+
+def test_report_refuses_a_pipe_instead_of_listing_nobody(jobs: Path, tmp_path: Path) -> None:
+    result = run("report", "/dev/stdin", stdin=b'{"job_id": "a", "batch": 0, "status": "failed", "final": true}\n')
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "/dev/stdin: not a regular file" in line
+
+
+def test_report_of_a_damaged_field_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"job_id": "a", "batch": "first", "status": "ok", "final": true}\n{"job_id": "b"}\n')
+    result = run("report", str(out))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert f"{out}:1: not an outcome line; the journal is damaged" in line
+
+
+def test_a_dry_run_does_not_repair_the_journal(jobs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "jobs.outcomes.jsonl"
+    assert run("send", str(jobs), "--sandbox").returncode == 0
+    with out.open("ab") as handle:
+        handle.write(b'{"job_id": "torn", "ba')  # a run in progress may be writing this very line
+    before = out.read_bytes()
+    assert run("send", str(jobs), "--dry-run", "--resume").returncode == 0
+    assert out.read_bytes() == before
+
+
+def test_a_run_started_with_stdout_closed_keeps_its_journal_whole(jobs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    command = " ".join(DISPATCHER("send", str(jobs), "--sandbox", "--out", str(out)))
+    result = subprocess.run(["sh", "-c", f"exec {command} >&-"], cwd=ROOT, env=cli_env(), capture_output=True)
+    assert result.returncode == 0, result.stderr
+    lines = [orjson.loads(raw) for raw in out.read_bytes().splitlines()]  # the summary is not in it
+    assert len(lines) == 5 and all(d["status"] == "ok" for d in lines)
+
+
+def test_more_concurrency_than_open_files_is_refused(jobs: Path, tmp_path: Path) -> None:
+    import resource
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    result = subprocess.run(
+        DISPATCHER("send", str(jobs), "--sandbox", "--concurrency", "2000"),
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=few_files,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "--concurrency needs about 4064 open files and this process may open 256 (ulimit -n)" in line
+
+
+def test_sandbox_on_a_port_in_use_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("sandbox", "--port", str(port))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert f"--port {port}: cannot listen on 127.0.0.1" in line
+
+
+def test_argument_errors_are_json_with_json_logs(jobs: Path) -> None:
+    result = run("send", str(jobs), "--rate", "abc", "--log-format", "json")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    doc = orjson.loads(line)
+    assert doc["exit_code"] == 2 and "argument --rate: invalid float value: 'abc'" in doc["error"]
+
+
+def test_credentials_that_are_not_utf8_are_one_line_without_the_value() -> None:
+    from dispatcher.config import credentials_from_env
+    from dispatcher.errors import ConfigError
+
+    env = {"TIM_SDKAPPID": "1400000000", "TIM_IDENTIFIER": "admin", "TIM_SECRET_KEY": os.fsdecode(b"k\xffey")}
+    with pytest.raises(ConfigError, match=r"^TIM_SECRET_KEY is not valid UTF-8$"):
+        credentials_from_env(env)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 from pathlib import Path
 
 import orjson
 
+from dispatcher.engine import Engine
+from dispatcher.outcomes import open_journal
 from dispatcher.sandbox import Faults, Sandbox
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, run_engine, users, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, users, write_jobs
 
 GROUP = "@TGS#diskfull"
 CONCURRENCY = 8
@@ -17,9 +20,16 @@ CONCURRENCY = 8
 
 async def test_a_full_disk_stops_the_run_with_one_line_naming_the_file(sandbox: Sandbox, tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "hi", "ToMembers_Account": users(50)}])
-    # /dev/full takes the open and the lock, and answers every write with ENOSPC.
-    summary = await run_engine(sandbox, jobs, Path("/dev/full"), batch_size=1, concurrency=2)
-    assert summary.stopped == "/dev/full: cannot write: No space left on device"
+    out = tmp_path / "out.jsonl"
+    journal_file = open_journal(out, resume=False)
+    # The disk fills up: from now on the journal's descriptor is /dev/full, whose every write fails
+    # with ENOSPC, as a full file system's would.
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, journal_file._fd)
+    os.close(full)
+    config = make_config(sandbox, jobs, out, batch_size=1, concurrency=2)
+    summary = await Engine(config, journal=journal_file).run()
+    assert summary.stopped == f"{out}: cannot write: No space left on device"
     assert summary.exit_code == 2
     assert summary.requests <= 2  # the requests in flight at the first failed write; no new ones
     assert (summary.ok, summary.failed) == (0, 0)  # nothing is done that is not on record

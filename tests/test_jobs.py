@@ -104,6 +104,13 @@ def rejected(tmp_path: Path, line: dict[str, Any] | str) -> Rejection:
         ({**BASE, "group_type": "Secret"}, "group_type", "must be one of"),
         ({**BASE, "TopicId": None}, "TopicId", "not null"),
         ({**BASE, "job_id": ""}, "job_id", "empty"),
+        (
+            {**BASE, "recipients_file": "a\u0000b.txt"},
+            "recipients_file",
+            "a\x00b.txt: cannot read: not a valid file name",
+        ),
+        ({**BASE, "ToMembers_Account": ["peter", "a\u0000b"]}, "ToMembers_Account", "item 1"),
+        ({**BASE, "ToMembers_Account": ["\ufeffpeter"]}, "ToMembers_Account", "invisible characters"),
     ],
 )
 def test_rejections(tmp_path: Path, line: dict[str, Any] | str, field: str | None, words: str) -> None:
@@ -412,3 +419,38 @@ def test_content_of_12_kib_in_utf8_is_sent_and_a_byte_more_is_not(tmp_path: Path
     assert rejected(tmp_path, {**BASE, "Content": over}).reason == (
         "is 12,289 bytes; at most 12,288 bytes (UTF-8) can be sent"
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"alice\nbob\n" + BOM + b"carol\n", 3),  # two exports joined: the second one's BOM stands mid-file
+        (b"alice\rbob\rcarol\r", 1),  # `\r`-only line endings: one "line" with control characters in it
+        (b"alice\nb\x00b\n", 2),
+    ],
+)
+def test_export_with_control_or_invisible_characters_is_rejected(tmp_path: Path, content: bytes, line: int) -> None:
+    (tmp_path / "r.txt").write_bytes(content)
+    rej = rejected(tmp_path, {**BASE, "recipients_file": "r.txt"})
+    assert rej.field == "recipients_file"
+    assert f"r.txt line {line}: UserID must not contain control or invisible characters" in rej.message
+
+
+def test_an_export_rewritten_during_the_run_is_sent_as_it_was_validated(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("".join(f"old{i:06d}\n" for i in range(1000)))
+    job = one(tmp_path, {**BASE, "recipients_file": "r.txt"}, batch_size=100)
+    assert isinstance(job, Job)
+    # Rewritten in place, same size: nothing about the file tells that it changed.
+    (tmp_path / "r.txt").write_text("".join(f"new{i:06d}\n" for i in range(1000)))
+    sent = [uid for batch in split(job) for uid in batch.recipients or ()]
+    assert sent == [f"old{i:06d}" for i in range(1000)]
+
+
+def test_a_jobs_file_whose_name_is_not_utf8_is_read_and_named_printably(tmp_path: Path) -> None:
+    name = os.fsdecode(b"jobs-\xff.jsonl")
+    write_jobs(tmp_path / name, [BASE, {"Content": "x"}])
+    items = list(read_jobs([str(tmp_path / name)], 500))
+    assert isinstance(items[0], Job)
+    assert isinstance(items[1], Rejection)
+    assert items[1].job_id == "jobs-\ufffd.jsonl:2"
+    orjson.dumps({"source": items[1].source, "job_id": items[1].job_id})  # recordable: no surrogates left

@@ -366,3 +366,16 @@ async def test_two_named_jobs_with_one_content_are_both_sent(sandbox: Sandbox, t
     summary = await run_engine(sandbox, jobs, out, resume=True)
     assert (summary.rejected, summary.ok, summary.exit_code) == (0, 1, 0)
     assert sandbox.ledger.times("p", GROUP, "twice on purpose") == 2
+
+
+async def test_naming_a_job_that_was_sent_without_a_job_id_does_not_resend_it(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    job = {"GroupId": GROUP, "Content": "x", "ToMembers_Account": ["p"]}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job])
+    await run_engine(sandbox, jobs, out)
+    (sent,) = journal(out)
+    write_jobs(jobs, [{"job_id": "named-announcement", **job}])
+    summary = await run_engine(sandbox, jobs, out, resume=True)
+    assert (summary.rejected, summary.requests, summary.exit_code) == (1, 0, 1)
+    assert f'give it "job_id": "{sent["job_id"]}"' in journal(out)[-1]["error_info"]
+    assert sandbox.ledger.times("p", GROUP, "x") == 1
