@@ -318,9 +318,6 @@ class Engine:
             return False
         return True
 
-    def _journal_failed(self, exc: JournalWriteError) -> None:
-        self._halt(str(exc))
-
     async def run(self) -> Summary:
         started = time.monotonic()
         try:
@@ -334,7 +331,7 @@ class Engine:
             if self._journal is not None:
                 self._journal.close()
             raise
-        syncer = asyncio.create_task(self._journal.sync_periodically(self._journal_failed))
+        syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc))))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
             async with new_session(self.concurrency, self.config.timeout) as session:
@@ -439,7 +436,7 @@ class Engine:
         policy = self.config.policy
         body = batch.body()
         first_attempt = self.state.last_attempt(batch.job.job_id, batch.index) + 1
-        first_number = self._started + 1
+        first_number = 0  # the number of this batch's first request, once it starts
         for n in range(1, policy.max_attempts + 1):
             await self.limiter.acquire()
             if self._stopping:
@@ -451,6 +448,7 @@ class Engine:
                     self._first_start = self._last_start
                 self._started += 1
                 number = self._started
+                first_number = first_number or number
                 reply = await client.send(body)
             finally:
                 worker.sending = False
