@@ -97,7 +97,7 @@ def _shown(parts: urllib.parse.SplitResult) -> str:
     """The URI without user name and password (a user name can be half a secret too)."""
     host = parts.netloc.rpartition("@")[2]
     query = "&".join(q for q in parts.query.split("&") if q.startswith("prefix=")) if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, query, ""))
+    return f"{parts.scheme}://{host}{parts.path}" + (f"?{query}" if query else "")
 
 
 def budget_key(prefix: str, sdkappid: int, api_path: str) -> str:

@@ -65,7 +65,7 @@ class RateLimiter:
         """Take the slot if it is due (return <= 0), else return how long until it is."""
         wait = max(self._tat + (cost - 1) * self.interval - TOLERANCE, self._paused_until) - now
         if wait <= 0:
-            self._tat = max(now, self._tat) + self.interval * cost
+            self._tat = max(now + self.interval, self._tat + self.interval * cost)
         return wait
 
     def pause(self, seconds: float) -> None:

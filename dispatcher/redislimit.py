@@ -80,10 +80,11 @@ if cost > 0 then
     local interval = tonumber(ARGV[i])
     local tat = tonumber(redis.call('HGET', key, 'tat' .. (i - 5)) or '0')
     -- A start worth `cost` slots waits until the last of them is due, so that any window holds
-    -- at most as many slots as a run of single starts would.
+    -- at most as many slots as a run of single starts would; its slots then count from when they
+    -- were due, not from now, so the wait for them is not charged twice.
     local due = tat + (cost - 1) * interval - tolerance - now
     if due > wait then wait = due end
-    tats[i - 5] = math.max(tat, now) + cost * interval
+    tats[i - 5] = math.max(tat + cost * interval, now + interval)
   end
   if wait > 0 then
     return {0, math.ceil(wait)}
