@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,8 @@ TIMEOUT_S = 2.0  # a Redis that does not answer in this long is lost: halt rathe
 # ARGV[4] the budget's time to live, ms, renewed on every use
 # ARGV[5] now, us, or '' for Redis's own clock (tests pass a virtual one)
 # ARGV[6..] each window's emission interval, us (whole numbers: Lua keeps them exactly)
-# Returns {1, 0} taken, {0, us} not yet (ask again in that long), {-1, rate} the budget holds another rate.
+# Returns {1, us} taken (and the next slot is due in that long: nobody's next ask can win before),
+# {0, us} not yet (ask again in that long), {-1, rate} the budget holds another rate.
 TAKE = """
 local key = KEYS[1]
 local now
@@ -74,7 +76,8 @@ local cost = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[4])
 if cost > 0 then
   local tolerance = tonumber(ARGV[3])
-  local wait = tonumber(redis.call('HGET', key, 'paused_until') or '0') - now
+  local paused = tonumber(redis.call('HGET', key, 'paused_until') or '0')
+  local wait = paused - now
   local tats = {}
   for i = 6, #ARGV do
     local interval = tonumber(ARGV[i])
@@ -89,9 +92,16 @@ if cost > 0 then
   if wait > 0 then
     return {0, math.ceil(wait)}
   end
+  local after = paused - now
   for i, tat in ipairs(tats) do
     redis.call('HSET', key, 'tat' .. i, string.format('%d', tat))
+    if tat - tolerance - now > after then after = tat - tolerance - now end
   end
+  redis.call('HSET', key, 'rate', ARGV[1])
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+  return {1, math.max(0, math.ceil(after))}
 end
 redis.call('HSET', key, 'rate', ARGV[1])
 if redis.call('PTTL', key) < ttl then
@@ -140,9 +150,11 @@ class RedisLimiter:
         shown: str,
         secrets: tuple[str, ...] = (),
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         clock_us: Callable[[], int] | None = None,
     ) -> None:
-        """`shown`: the store as messages name it (no password). `clock_us`: tests only, a virtual
+        """`shown`: the store as messages name it (no password). `clock`: this process's clock, used
+        only to wait out a known gap before asking Redis again. `clock_us`: tests only, a virtual
         clock in place of Redis's TIME."""
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be positive")
@@ -156,7 +168,11 @@ class RedisLimiter:
         self._pause = client.register_script(PAUSE)
         self._secrets = tuple(s for s in secrets if s)
         self._sleep = sleep
+        self._clock = clock
         self._clock_us = clock_us
+        # When the budget's next slot is due, as the last grant said: asking before it cannot win,
+        # so a lone process makes one call per slot instead of two (CPU: ~75 us a call).
+        self._next_ask = float("-inf")
         # One caller of this process at a time asks Redis (asyncio.Lock is FIFO); the rest queue here.
         self._turn = asyncio.Lock()
         self._pauses: set[asyncio.Task[None]] = set()
@@ -174,7 +190,13 @@ class RedisLimiter:
         async with self._turn:
             while self._pauses:  # a pause this process asked for lands before its next slot
                 await asyncio.gather(*self._pauses, return_exceptions=True)
-            while (wait_us := await self._call(cost)) > 0:
+            if (gap := self._next_ask - self._clock()) > 0:
+                await self._sleep(gap)
+            while True:
+                taken, wait_us = await self._call(cost)
+                if taken:
+                    self._next_ask = self._clock() + wait_us / 1e6
+                    return
                 # The script's wait already allows for the tolerance: a sleep that wakes up to a
                 # millisecond late still lands on time, and the next ask takes the slot.
                 await self._sleep(wait_us / 1e6)
@@ -195,8 +217,8 @@ class RedisLimiter:
         except (redis.exceptions.RedisError, OSError):
             pass  # the next acquire meets the same fault and halts the run
 
-    async def _call(self, cost: int, *, starting: bool = False) -> int:
-        """One TAKE: 0 if the slot was taken, else the microseconds to wait before asking again."""
+    async def _call(self, cost: int, *, starting: bool = False) -> tuple[bool, int]:
+        """One TAKE: whether the slot was taken, and the microseconds until the next may be."""
         import redis.exceptions
 
         args: list[str | int] = [
@@ -219,7 +241,7 @@ class RedisLimiter:
                 f"the key (redis-cli DEL '{self.key}') once no run uses it, or wait for it to expire "
                 f"({TTL_S} s after its last use)"
             )
-        return 0 if status == 1 else int(value)
+        return status == 1, int(value)
 
     def _fault(self, exc: BaseException, starting: bool) -> RateStoreError:
         reason = str(exc) or type(exc).__name__
@@ -245,6 +267,7 @@ async def connect(
     rate: float,
     key: str,
     sleep: Sleep = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
     clock_us: Callable[[], int] | None = None,
 ) -> RedisLimiter:
     """A RedisLimiter on `store`, its budget checked; RateStoreError if unreachable or at another rate."""
@@ -261,7 +284,7 @@ async def connect(
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3),
     )
     limiter = RedisLimiter(
-        client, key, rate, shown=store.shown, secrets=(store.password,), sleep=sleep, clock_us=clock_us
+        client, key, rate, shown=store.shown, secrets=(store.password,), sleep=sleep, clock=clock, clock_us=clock_us
     )
     try:
         await limiter.check()
