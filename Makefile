@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench clean
+.PHONY: install run test lint unit bench clean redis-server
 
 install: $(STAMP)
 
@@ -27,12 +27,17 @@ lint: install
 	$(BIN)/ruff format --check dispatcher tests bench
 	$(BIN)/mypy
 
-unit: install
+# The shared-budget tests run a real redis-server of their own (a free port on 127.0.0.1, no
+# persistence); Debian's package is installed when it is missing (CI runs as root).
+redis-server:
+	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+
+unit: install redis-server
 	$(BIN)/pytest -q
 
 test: lint unit
 
-bench: install
+bench: install redis-server
 	$(BIN)/python bench/run.py
 
 clean:

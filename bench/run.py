@@ -10,12 +10,18 @@ CPU (user + system) and peak RSS from the kernel's accounting of the finished ch
 from __future__ import annotations
 
 import argparse
+import asyncio
+import bisect
 import dataclasses
+import datetime
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -183,18 +189,175 @@ def start_up(repeats: int) -> None:
     )
 
 
+class RedisServer:
+    """A redis-server of our own on a free loopback port, no persistence."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        workdir = OUT / "redis"
+        workdir.mkdir(exist_ok=True)
+        binary = shutil.which("redis-server") or "redis-server"
+        cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen([*cmd, "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def stats_of(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/sandbox/stats", timeout=10) as reply:
+        return dict(orjson.loads(reply.read()))
+
+
+def journal_starts(path: Path) -> list[float]:
+    """Start times from a journal: each line's time less its latency (ms resolution, one machine's clock)."""
+    out = []
+    for line in path.read_bytes().splitlines():
+        doc = orjson.loads(line)
+        if doc.get("latency_ms") is None:
+            continue
+        at = datetime.datetime.fromisoformat(doc["at"].replace("Z", "+00:00")).timestamp()
+        out.append(at - doc["latency_ms"] / 1000)
+    return sorted(out)
+
+
+def most_in_one_second(times: list[float]) -> int:
+    return max(bisect.bisect_right(times, t + 1.0) - i for i, t in enumerate(times)) if times else 0
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    return "/".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def shared_budget(per_process: int, repeats: int) -> None:
+    """Three `dispatcher send` at --rate 200 against one sandbox at --rate 200 (strict 1 s window, in
+    its own process): sharing one Redis budget, and each pacing alone (what the store prevents)."""
+    print(
+        f"shared budget: 3 processes x {per_process} one-recipient batches at --rate 200, one sandbox at "
+        f"--rate 200 (latency 50-150 ms); {repeats} runs each, min/median/max (preliminary)"
+    )
+    with RedisServer() as redis_server:
+        for variant in ("redis", "private"):
+            achieved: list[float] = []
+            over: list[float] = []
+            most: list[float] = []
+            arrivals: list[float] = []
+            for repeat in range(repeats):
+                with Sandbox("--rate", "200", "--latency", "0.1", "--jitter", "0.05", "--seed", str(repeat)) as box:
+                    procs = []
+                    outs = []
+                    for name in ("announce", "export", "backfill"):
+                        jobs = write_jobs(OUT / f"shared_{name}.jsonl", per_process, 1)
+                        out = jobs.with_suffix(".outcomes.jsonl")
+                        out.unlink(missing_ok=True)
+                        outs.append(out)
+                        store = (
+                            [] if variant == "private" else ["--rate-store", f"{redis_server.url}?prefix=b{repeat}:"]
+                        )
+                        cmd = [PY, "-m", "dispatcher", "send", str(jobs), "--endpoint", box.url, "--out", str(out)]
+                        cmd += ["--no-progress", "--rate", "200", *store]
+                        procs.append(
+                            subprocess.Popen(
+                                cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                            )
+                        )
+                    for proc in procs:
+                        proc.wait(timeout=600)
+                    stats = stats_of(box.url)
+                starts = sorted(t for out in outs for t in journal_starts(out))
+                ok = stats.get("0", 0)
+                achieved.append(ok / (starts[-1] - starts[0]))
+                over.append(stats.get("60007", 0))
+                most.append(most_in_one_second(starts))
+                if "max_arrivals_1s" in stats:
+                    arrivals.append(stats["max_arrivals_1s"])
+            label = "sharing one Redis budget" if variant == "redis" else "each alone (memory://)"
+            print(
+                f"  {label:<26} combined {spread(achieved)} req/s accepted; 60007 replies {spread(over, '{:.0f}')}; "
+                f"most starts in any 1 s {spread(most, '{:.0f}')}"
+                + (f"; max arrivals in any 1 s {spread(arrivals, '{:.0f}')}" if arrivals else "")
+            )
+        if not arrivals:
+            print("  (this sandbox does not report arrivals; starts are read from the journals, ms resolution)")
+        slot_cost(redis_server.url, repeats)
+
+
+def slot_cost(url: str, repeats: int) -> None:
+    """What a slot costs with Redis against memory:// on loopback: in-process latency and CPU of
+    acquire() with no waiting, and CPU per request of a whole `send` at the cap."""
+    sys.path.insert(0, str(ROOT))
+    from dispatcher.limiter import parse_store
+    from dispatcher.ratelimit import RateLimiter
+    from dispatcher.redislimit import connect
+
+    async def per_acquire(store: str, n: int) -> tuple[float, float]:
+        if store == "memory":
+            limiter: Any = RateLimiter(1e9)
+        else:
+            limiter = await connect(parse_store(store), rate=1e9, key=f"bench:slot:{time.time()}")
+        for _ in range(100):
+            await limiter.acquire()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await limiter.acquire()
+        result = ((time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6)
+        if store != "memory":
+            await limiter.aclose()
+        return result
+
+    rows = {
+        name: [asyncio.run(per_acquire(store, 5000)) for _ in range(repeats)]
+        for name, store in (("memory://", "memory"), ("redis", url))
+    }
+    print("  one slot, in-process, no waiting (us, min/median/max):")
+    for name, runs in rows.items():
+        print(f"    {name:<10} latency {spread([r[0] for r in runs])}  CPU {spread([r[1] for r in runs])}")
+    jobs = write_jobs(OUT / "slot_cost.jsonl", 1000, 1)
+    cpu: dict[str, list[float]] = {"memory://": [], "redis": []}
+    for repeat in range(repeats):
+        with Sandbox("--rate", "200") as box:
+            for name, extra in (("memory://", []), ("redis", ["--rate-store", f"{url}?prefix=c{repeat}:"])):
+                run, summary = send(jobs, box.url, "--rate", "200", *extra)
+                assert summary["ok"] == 1000, summary
+                cpu[name].append(run.cpu_s / 1000 * 1e6)
+    print("  CPU per request of a whole send at --rate 200, 1,000 requests (us, min/median/max):")
+    for name, values in cpu.items():
+        print(f"    {name:<10} {spread(values, '{:.0f}')}")
+    print(
+        f"    redis / memory:// (medians): {statistics.median(cpu['redis']) / statistics.median(cpu['memory://']):.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument("--only", choices=("shared-budget",), help="run one case only")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     scale = 10 if args.quick else 1
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    if args.only == "shared-budget":
+        shared_budget(400 // scale, 3 if not args.quick else 1)
+        return
     start_up(5)
     at_cap(2000 // scale)
     unthrottled(20_000 // scale, 3 if not args.quick else 1)
     big_export(1_000_000 // scale)
     many_jobs(100_000 // scale)
+    shared_budget(400 // scale, 3 if not args.quick else 1)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from dispatcher.engine import Engine, RunConfig
+    from dispatcher.limiter import StoreURI
     from dispatcher.plan import Plan
     from dispatcher.summary import Summary
 
@@ -124,9 +125,18 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     send.add_argument("--summary-json", help="write the summary as one JSON object to this file")
     send.add_argument("--log-format", choices=("console", "json"), default="console", help="stderr log format")
     send.add_argument("--no-progress", action="store_true", help="no progress display, even on a terminal")
+    send.add_argument(
+        "--rate-store",
+        metavar="URI",
+        help="where the rate budget lives: memory:// (this process alone; the default) or "
+        "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path, shared by every process "
+        "of the app (env DISPATCHER_RATE_STORE; ?prefix=KEYPREFIX, default dispatcher:)",
+    )
 
-    report = commands.add_parser("report", help="summarise an outcome journal")
-    report.add_argument("journal", metavar="OUTCOMES.jsonl")
+    report = commands.add_parser(
+        "report", help="summarise outcome journals (several: one run split over processes or machines)"
+    )
+    report.add_argument("journals", nargs="+", metavar="OUTCOMES.jsonl")
     report.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     sandbox = commands.add_parser(
@@ -209,6 +219,10 @@ def _check_send_args(args: argparse.Namespace) -> None:
     if args.summary_json:
         out = Path(args.out or default_out(args.jobs[0]))
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs])
+    from dispatcher import limiter
+
+    args.store = limiter.parse_store(args.rate_store or os.environ.get(limiter.ENV_VAR) or limiter.MEMORY)
+    limiter.check_available(args.store)
 
 
 def check_writable(path: str, option: str, keep: list[str]) -> None:
@@ -269,7 +283,7 @@ def _send(args: argparse.Namespace) -> int:
         return EXIT_FAILED if plan.rejected else EXIT_OK
 
     creds = config.DEMO_CREDENTIALS if args.sandbox else config.credentials_from_env()
-    logs.configure(args.log_format, secrets=creds.secrets())
+    logs.configure(args.log_format, secrets=(*creds.secrets(), args.store.password))
     endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
     from dispatcher.engine import RunConfig
     from dispatcher.retry import RetryPolicy
@@ -290,7 +304,7 @@ def _send(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and not args.no_progress
     import asyncio
 
-    summary = asyncio.run(_run(run, sandbox=args.sandbox, show_progress=show_progress))
+    summary = asyncio.run(_run(run, sandbox=args.sandbox, show_progress=show_progress, store=args.store))
     _print_summary(summary)
     if args.summary_json:
         _write_json(args.summary_json, summary.to_dict())
@@ -319,7 +333,7 @@ class _Stopper:
             self.prescan.cancel()
 
 
-async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary:
+async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: StoreURI) -> Summary:
     import asyncio
     import contextlib
     import dataclasses
@@ -327,6 +341,7 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
 
     import structlog
 
+    from dispatcher import api
     from dispatcher.engine import (
         RESERVED_FILES,
         Engine,
@@ -336,6 +351,7 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
         reserve_open_files,
     )
     from dispatcher.jobs import StreamedExport, shown
+    from dispatcher.limiter import open_limiter
     from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
@@ -385,6 +401,10 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
             summary.exit_code = summary.decide_exit_code()
             return summary
         async with contextlib.AsyncExitStack() as stack:
+            # Before anything is sent: a store that cannot be reached, or holds another rate, is exit 2.
+            limiter = await stack.enter_async_context(
+                open_limiter(store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=api.SEND_PATH)
+            )
             if sandbox:
                 # The emulator shares the process: each connection is an open file at both ends.
                 reserve_open_files(2 * (run.concurrency or default_concurrency(run.rate)) + RESERVED_FILES)
@@ -400,7 +420,7 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
                 from dispatcher.progress import RichProgress
 
                 progress = stack.enter_context(RichProgress(plan.batches))
-            engine = Engine(run, progress=progress, journal=journal)
+            engine = Engine(run, progress=progress, journal=journal, limiter=limiter)
             stopper.engine = engine
             log.info(
                 "sending",
@@ -408,6 +428,7 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool) -> Summary
                 out=str(run.out),
                 endpoint=run.endpoint,
                 rate=run.rate,
+                rate_store=store.shown,
                 concurrency=engine.concurrency,
                 resume=run.resume,
             )
@@ -488,19 +509,20 @@ def _report(args: argparse.Namespace) -> int:
     from dispatcher.errors import InputError
     from dispatcher.report import render_text, summarise
 
-    try:
-        mode = os.stat(args.journal).st_mode
-    except OSError as exc:
-        raise InputError(f"{args.journal}: cannot read: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):  # it is read twice (fates, then recipients): a pipe would give nothing back
-        raise InputError(f"{args.journal}: not a regular file; report reads a journal twice, so give it the file")
-    result = summarise(args.journal)
+    for path in args.journals:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):  # it is read twice (fates, then recipients): a pipe would give nothing back
+            raise InputError(f"{path}: not a regular file; report reads a journal twice, so give it the file")
+    result = summarise(*args.journals)
     if args.json:
         import orjson
 
         write_stdout(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE).decode())
     else:
-        write_stdout(render_text(result, args.journal) + "\n")
+        write_stdout(render_text(result, *args.journals) + "\n")
     return EXIT_OK
 
 

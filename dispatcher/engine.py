@@ -39,8 +39,9 @@ from dispatcher import api
 from dispatcher.batching import Batch, split
 from dispatcher.client import Client, Reply, new_session
 from dispatcher.config import Credentials
-from dispatcher.errors import InputError, JournalWriteError, UsageError
+from dispatcher.errors import InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
+from dispatcher.limiter import Limiter
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
 from dispatcher.ratelimit import RateLimiter
 from dispatcher.retry import RetryPolicy
@@ -230,7 +231,7 @@ class Engine:
         config: RunConfig,
         *,
         progress: Progress | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         signer: Signer | None = None,
@@ -241,7 +242,7 @@ class Engine:
         self.config = config
         self.summary = Summary(out=shown(config.out))
         self.progress: Progress = progress or _NoProgress()
-        self.limiter = limiter or RateLimiter(config.rate)
+        self.limiter: Limiter = limiter or RateLimiter(config.rate)
         self._sleep = sleep
         self._rng = rng or random.Random()
         creds = config.credentials
@@ -438,7 +439,11 @@ class Engine:
         first_attempt = self.state.last_attempt(batch.job.job_id, batch.index) + 1
         first_number = 0  # the number of this batch's first request, once it starts
         for n in range(1, policy.max_attempts + 1):
-            await self.limiter.acquire()
+            try:
+                await self.limiter.acquire()
+            except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
+                self._halt(str(exc))
+                return
             if self._stopping:
                 return  # left pending: its last line, if any, is not final
             worker.sending = True

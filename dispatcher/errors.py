@@ -49,3 +49,8 @@ class SignatureError(DispatcherError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RateStoreError(DispatcherError):
+    """The shared rate store cannot be reached, was lost mid-run, or holds the budget at another
+    rate (exit 2). A run never falls back to a private budget: that would overrun the app's cap."""

@@ -48,23 +48,24 @@ class RateLimiter:
         self._turn = asyncio.Lock()
         self._waiting = 0
 
-    async def acquire(self) -> None:
-        """Wait for this caller's start slot. A retry takes its slot here like a first attempt."""
-        if not self._waiting and self._take(self._clock()) <= 0:
+    async def acquire(self, cost: int = 1) -> None:
+        """Wait for this caller's start slot. A retry takes its slot here like a first attempt.
+        A start worth `cost` slots waits until the last of them is due (see `limiter.Limiter`)."""
+        if not self._waiting and self._take(self._clock(), cost) <= 0:
             return  # nobody queued and the slot is due: no lock, no extra trip through the loop
         self._waiting += 1
         try:
             async with self._turn:
-                while (wait := self._take(self._clock())) > 0:
+                while (wait := self._take(self._clock(), cost)) > 0:
                     await self._sleep(wait - EARLY if wait > 2 * EARLY else wait)
         finally:
             self._waiting -= 1
 
-    def _take(self, now: float) -> float:
+    def _take(self, now: float, cost: int = 1) -> float:
         """Take the slot if it is due (return <= 0), else return how long until it is."""
-        wait = max(self._tat - TOLERANCE, self._paused_until) - now
+        wait = max(self._tat + (cost - 1) * self.interval - TOLERANCE, self._paused_until) - now
         if wait <= 0:
-            self._tat = max(now, self._tat) + self.interval
+            self._tat = max(now + self.interval, self._tat + self.interval * cost)
         return wait
 
     def pause(self, seconds: float) -> None:

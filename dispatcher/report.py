@@ -1,8 +1,12 @@
-"""`dispatcher report`: summarise an outcome journal from the latest final line of each batch.
+"""`dispatcher report`: summarise outcome journals from the latest final line of each batch.
 
-Two passes over the file keep memory bounded by the number of batches, not by the recipients:
+Two passes over each file keep memory bounded by the number of batches, not by the recipients:
 the first finds each batch's fate, the second collects the recipients of the batches that were
 not delivered (failed, or tried but not finished).
+
+Several journals are read as one run, in the order given, as if they were one file: a job set
+split over processes or machines (each its own jobs and journal) is reported as a whole, with the
+same keys, summed. A batch in more than one of them takes its fate from the last one given.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from dispatcher.outcomes import FAILED, OK, PENDING, REJECTED, iter_records
@@ -22,11 +27,19 @@ class _JobInfo:
     rejected: str | None = None  # the reason, while the latest line about the job is a rejection
 
 
-def summarise(path: str | os.PathLike[str]) -> dict[str, Any]:
-    fates: dict[tuple[str, int], tuple[str | None, int]] = {}  # (job, batch) -> (final status, a line number)
+def _records(paths: tuple[str | os.PathLike[str], ...]) -> Iterator[tuple[tuple[int, int], dict[str, Any]]]:
+    """Every line of every journal, each with its place: (which journal, which line)."""
+    for index, path in enumerate(paths):
+        for lineno, doc in enumerate(iter_records(path)):
+            yield (index, lineno), doc
+
+
+def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
+    # (job, batch) -> (final status, the place of a line about it)
+    fates: dict[tuple[str, int], tuple[str | None, tuple[int, int]]] = {}
     jobs: dict[str, _JobInfo] = {}
     codes: collections.Counter[str] = collections.Counter()
-    for lineno, doc in enumerate(iter_records(path)):
+    for lineno, doc in _records(paths):
         job_id = str(doc["job_id"])
         info = jobs.setdefault(job_id, _JobInfo())
         info.group_id = doc.get("group_id") or info.group_id
@@ -43,7 +56,7 @@ def summarise(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     by_fate: collections.Counter[str] = collections.Counter()
     job_fates: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    wanted: dict[int, tuple[str, int, str]] = {}
+    wanted: dict[tuple[int, int], tuple[str, int, str]] = {}
     for (job_id, batch), (fate, lineno) in fates.items():
         fate = fate or PENDING
         by_fate[fate] += 1
@@ -53,7 +66,7 @@ def summarise(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     not_notified: list[dict[str, Any]] = []
     if wanted:
-        for lineno, doc in enumerate(iter_records(path)):
+        for lineno, doc in _records(paths):
             hit = wanted.get(lineno)
             if hit is not None:
                 job_id, batch, fate = hit
@@ -105,9 +118,9 @@ def summarise(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def render_text(report: dict[str, Any], path: str) -> str:
+def render_text(report: dict[str, Any], *paths: str) -> str:
     lines = [
-        f"journal {path}",
+        f"journal {paths[0]}" if len(paths) == 1 else f"journals {', '.join(paths)} (as one run)",
         f"batches {report['batches']}: ok {report['ok']}, failed {report['failed']}, pending {report['pending']}; "
         f"jobs rejected {report['rejected']}",
     ]

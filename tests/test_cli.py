@@ -214,6 +214,63 @@ def test_report_text_and_json(tmp_path: Path) -> None:
     assert "not notified:" in text and "lost batch 0 (failed) group @TGS#b: 2 recipients: q, r" in text
 
 
+def test_report_reads_several_journals_as_one_run(tmp_path: Path) -> None:
+    """A job set split over two machines, each its own jobs and journal: one report, summed."""
+    first = write_jobs(
+        tmp_path / "a.jsonl",
+        [
+            {"job_id": f"a{i}", "GroupId": "@TGS#a", "Content": "x", "ToMembers_Account": ["p", "q", "r"]}
+            for i in range(3)
+        ],
+    )
+    second = write_jobs(
+        tmp_path / "b.jsonl",
+        [
+            {"job_id": "b0", "GroupId": "@TGS#b", "Content": "x", "ToMembers_Account": ["s"]},
+            {"job_id": "b1", "GroupId": "@TGS#b", "Content": "x", "ToMembers_Account": []},
+        ],
+    )
+    run("send", str(first), "--sandbox", "--batch-size", "2")
+    run("send", str(second), "--sandbox")
+    with (tmp_path / "b.outcomes.jsonl").open("ab") as handle:  # a batch that failed on the second machine
+        handle.write(
+            orjson.dumps(
+                {
+                    "job_id": "b2",
+                    "batch": 0,
+                    "batches": 1,
+                    "attempt": 1,
+                    "status": "failed",
+                    "final": True,
+                    "group_id": "@TGS#b",
+                    "recipients": ["t"],
+                    "error_code": 10010,
+                    "error_info": "gone",
+                }
+            )
+            + b"\n"
+        )
+    journals = [str(tmp_path / "a.outcomes.jsonl"), str(tmp_path / "b.outcomes.jsonl")]
+    report = orjson.loads(run("report", *journals, "--json").stdout)
+    assert {k: report[k] for k in ("batches", "ok", "failed", "rejected", "pending", "error_codes")} == {
+        "batches": 8,
+        "ok": 7,
+        "failed": 1,
+        "rejected": 1,
+        "pending": 0,
+        "error_codes": {"0": 7, "10010": 1},
+    }
+    assert [j["job_id"] for j in report["jobs"]] == ["a0", "a1", "a2", "b1", "b0", "b2"]  # in journal order
+    assert report["not_notified"] == [
+        {"job_id": "b2", "group_id": "@TGS#b", "batch": 0, "status": "failed", "recipients": ["t"]}
+    ]
+    text = run("report", *journals).stdout
+    assert text.startswith(f"journals {journals[0]}, {journals[1]} (as one run)\nbatches 8: ok 7, failed 1, pending 0")
+    missing = run("report", journals[0], str(tmp_path / "nope.jsonl"))
+    expected = f"dispatcher: error: {tmp_path / 'nope.jsonl'}: cannot read: No such file or directory\n"
+    assert (missing.returncode, missing.stderr) == (2, expected)
+
+
 def test_report_of_a_missing_journal() -> None:
     result = run("report", "/nonexistent/out.jsonl")
     assert result.returncode == 2

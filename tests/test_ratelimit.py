@@ -86,3 +86,13 @@ async def test_pause_holds_every_start(clock: FakeClock) -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError):
         RateLimiter(0)
+
+
+async def test_a_start_worth_several_slots_waits_for_the_last_of_them(clock: FakeClock) -> None:
+    limiter = RateLimiter(200, clock=clock.time, sleep=clock.sleep)
+    await limiter.acquire()
+    start = clock.now
+    await limiter.acquire(cost=10)  # ten slots of 5.025 ms, the last due 50.25 ms after the first start
+    assert clock.now - start == pytest.approx(10 * 0.005025 - 0.001, abs=1e-4)
+    await limiter.acquire()
+    assert clock.now - start == pytest.approx(11 * 0.005025 - 0.001, abs=1e-4)

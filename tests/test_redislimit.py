@@ -1,0 +1,201 @@
+"""The shared budget in a real Redis: the Lua script's pacing (in virtual time), one budget for
+several processes, the shared pause, another rate refused, and the store's faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher.errors import RateStoreError
+from dispatcher.limiter import parse_store
+from dispatcher.redislimit import RedisLimiter, connect
+from tests.conftest import FakeClock, RedisServer, free_port
+from tests.test_ratelimit import max_in_any_window
+
+KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
+
+
+@pytest.fixture
+async def limiters(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[list[RedisLimiter]]:
+    """Three limiters on one budget, as three processes would hold them, in virtual time."""
+    made = [
+        await connect(
+            parse_store(redis_server.url),
+            rate=200,
+            key=KEY,
+            sleep=clock.sleep,
+            clock=clock.time,
+            clock_us=lambda: round(clock.now * 1e6),
+        )
+        for _ in range(3)
+    ]
+    yield made
+    for limiter in made:
+        await limiter.aclose()
+
+
+@pytest.mark.parametrize(("rate", "most", "achieved"), [(3, 3, 2.94), (200, 197, 196.19)])
+async def test_paced_at_98_percent_and_never_over_the_rate(
+    redis_server: RedisServer, clock: FakeClock, rate: int, most: int, achieved: float
+) -> None:
+    limiter = await connect(
+        parse_store(redis_server.url),
+        rate=rate,
+        key=KEY,
+        sleep=clock.sleep,
+        clock=clock.time,
+        clock_us=lambda: round(clock.now * 1e6),
+    )
+    starts = []
+    for _ in range(rate * 5 + 7):
+        await limiter.acquire()
+        starts.append(clock.now)
+    await limiter.aclose()
+    assert max_in_any_window(starts) == most
+    assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(achieved, abs=0.01)
+
+
+async def test_three_processes_share_one_budget(limiters: list[RedisLimiter], clock: FakeClock) -> None:
+    starts = []
+    for i in range(600):
+        await limiters[i % 3].acquire()
+        starts.append(clock.now)
+    assert max_in_any_window(starts) == 197  # together, not 3 x 197
+    assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(196.27, abs=0.01)
+
+
+async def test_no_burst_after_idle(limiters: list[RedisLimiter], clock: FakeClock) -> None:
+    await limiters[0].acquire()
+    clock.now += 10
+    starts = []
+    for i in range(400):
+        await limiters[i % 3].acquire()
+        starts.append(clock.now)
+    # A leaky bucket would let 200 through at once here: this one paces (the second start may come
+    # 3 ms early, the tolerance, hence 21 and not 20 in the first 100 ms).
+    assert max_in_any_window(starts, width=0.1) == 21
+
+
+async def test_a_start_worth_several_slots_waits_for_the_last_of_them(
+    limiters: list[RedisLimiter], clock: FakeClock
+) -> None:
+    await limiters[0].acquire()
+    start = clock.now
+    await limiters[1].acquire(cost=10)  # ten slots of 5.1 ms; the first was due 5.1 ms after the last start
+    assert clock.now - start == pytest.approx(10 * 0.0051 - 0.003, abs=1e-6)
+    await limiters[2].acquire()
+    assert clock.now - start == pytest.approx(11 * 0.0051 - 0.003, abs=1e-6)
+
+
+async def test_a_pause_holds_every_process(limiters: list[RedisLimiter], clock: FakeClock) -> None:
+    """70050 seen by one process: the others wait too, even after the first has exited."""
+    first, second, _ = limiters
+    await second.acquire()
+    paused_at = clock.now
+    first.pause(60)
+    await first.aclose()  # lets the pause land
+    await second.acquire()
+    assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
+
+
+async def test_a_different_rate_is_refused_until_the_budget_is_deleted(
+    limiters: list[RedisLimiter], redis_server: RedisServer
+) -> None:
+    store = parse_store(redis_server.url)
+    with pytest.raises(RateStoreError) as refused:
+        await connect(store, rate=100, key=KEY)
+    assert str(refused.value) == (
+        f"the shared budget {KEY} in redis://127.0.0.1:{redis_server.port}/0 holds --rate 200, and this run "
+        "asks for --rate 100: run with --rate 200, or change the budget by deleting the key "
+        f"(redis-cli DEL '{KEY}') once no run uses it, or wait for it to expire (600 s after its last use)"
+    )
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    assert await client.pttl(KEY) > 590_000  # abandoned budgets disappear
+    await client.delete(KEY)
+    await client.aclose()
+    other = await connect(store, rate=100, key=KEY)
+    await other.aclose()
+
+
+async def test_unreachable_at_start_names_host_and_port_never_the_password() -> None:
+    port = free_port()
+    with pytest.raises(RateStoreError) as refused:
+        await connect(parse_store(f"redis://:sekrit-pw@127.0.0.1:{port}/0"), rate=200, key=KEY)
+    message = str(refused.value)
+    assert message.startswith(
+        f"cannot reach the rate store redis://127.0.0.1:{port}/0: Error 111 connecting to 127.0.0.1:{port}."
+    )
+    assert "sekrit-pw" not in message
+
+
+async def test_a_wrong_password_is_refused_without_showing_it(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, "--requirepass", "right-pw")
+    server.start()
+    try:
+        store = parse_store(f"redis://:wrong-pw@127.0.0.1:{server.port}/0")
+        with pytest.raises(RateStoreError) as refused:
+            await connect(store, rate=200, key=KEY)
+        assert str(refused.value) == (
+            f"cannot reach the rate store redis://127.0.0.1:{server.port}/0: "
+            "invalid username-password pair or user is disabled."
+        )
+        good = await connect(parse_store(f"redis://:right-pw@127.0.0.1:{server.port}/0"), rate=200, key=KEY)
+        await good.acquire()
+        await good.aclose()
+    finally:
+        server.kill()
+
+
+async def test_lost_mid_run_raises_on_the_next_slot(redis_server: RedisServer) -> None:
+    limiter = await connect(parse_store(redis_server.url), rate=1000, key=KEY)
+    await limiter.acquire()
+    redis_server.kill()
+    with pytest.raises(RateStoreError) as lost:
+        await limiter.acquire()
+    assert str(lost.value).startswith(f"lost the rate store redis://127.0.0.1:{redis_server.port}/0: ")
+    assert str(lost.value).endswith(
+        "; no new requests start, those in flight are recorded; resume with --resume when it is back"
+    )
+    await limiter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown", "prefix"),
+    [
+        ("redis://127.0.0.1", "redis://127.0.0.1", "dispatcher:"),
+        ("redis://user:pw@127.0.0.1:6380/2?prefix=team-a:", "redis://127.0.0.1:6380/2?prefix=team-a:", "team-a:"),
+        ("rediss://:pw@cache.internal:6380/0", "rediss://cache.internal:6380/0", "dispatcher:"),
+        ("unix:///run/redis/redis.sock", "unix:///run/redis/redis.sock", "dispatcher:"),
+    ],
+)
+def test_store_uris(uri: str, shown: str, prefix: str) -> None:
+    store = parse_store(uri)
+    assert (store.shown, store.prefix) == (shown, prefix)
+    assert "pw" not in repr(store)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://:pw@127.0.0.1", "--rate-store http://127.0.0.1: use memory://, redis://, rediss:// or unix:///path"),
+        (
+            "redis://:pw@127.0.0.1:99999",
+            "--rate-store redis://127.0.0.1:99999: the port must be a number from 1 to 65535",
+        ),
+        (
+            "redis://127.0.0.1/x",
+            "--rate-store redis://127.0.0.1/x: the database must be a number, as in redis://host:6379/0",
+        ),
+        ("unix://", "--rate-store unix://: give the socket's path, as in unix:///run/redis.sock"),
+    ],
+)
+def test_bad_store_uris(uri: str, message: str) -> None:
+    from dispatcher.errors import UsageError
+
+    with pytest.raises(UsageError) as bad:
+        parse_store(uri)
+    assert str(bad.value) == message
