@@ -161,6 +161,10 @@ class Sandbox:
         self._sleep = sleep
         self._rng = random.Random(faults.seed)
         self._window: collections.deque[float] = collections.deque()
+        # Every arrival at the rate rule, admitted or refused, in the last second; and the most seen
+        # at once. It measures the sender's bunching as the server sees it (GET /sandbox/stats).
+        self._arrivals: collections.deque[float] = collections.deque()
+        self.max_arrivals_1s = 0
         self._runner: web.AppRunner | None = None
         self._script: collections.deque[int | str] = collections.deque()
         self._verified: dict[str, float] = {}  # UserSig -> when it expires, so each is checked once
@@ -177,6 +181,11 @@ class Sandbox:
     def _admit(self) -> bool:
         """The per-app rate: at most `rate` requests accepted in any one-second window."""
         now = self._clock()
+        arrivals = self._arrivals
+        while arrivals and arrivals[0] <= now - 1.0:
+            arrivals.popleft()
+        arrivals.append(now)
+        self.max_arrivals_1s = max(self.max_arrivals_1s, len(arrivals))
         window = self._window
         while window and window[0] <= now - 1.0:
             window.popleft()
@@ -351,7 +360,8 @@ class Sandbox:
         return web.Response(body=orjson.dumps({"deliveries": self.ledger.entries()}), content_type="application/json")
 
     async def _stats(self, _request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(dict(self.stats)), content_type="application/json")
+        doc = {**self.stats, "max_arrivals_1s": self.max_arrivals_1s}
+        return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
     def app(self) -> web.Application:
         app = web.Application()

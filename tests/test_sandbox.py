@@ -172,6 +172,26 @@ async def test_rate_window_with_a_controlled_clock(http: aiohttp.ClientSession, 
         await box.stop()
 
 
+async def test_max_arrivals_in_one_second_counts_refused_requests_too(
+    http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    box = await started(Sandbox(rate=3, clock=clock.time))
+    try:
+        body = {"GroupId": "@TGS#any", "Content": "hi"}
+        codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)]
+        assert codes == [0, 0, 0, api.OVER_RATE]
+        clock.now += 0.5
+        codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(2)]
+        assert codes == [api.OVER_RATE, api.OVER_RATE]
+        clock.now += 0.6  # the first four have left the window; two refused ones remain in it
+        assert (await post(http, box, body))[1]["ErrorCode"] == 0
+        async with http.get(box.url + "/sandbox/stats") as resp:
+            stats = await resp.json()
+        assert (stats["max_arrivals_1s"], stats["60007"], stats["0"]) == (6, 3, 4)
+    finally:
+        await box.stop()
+
+
 async def test_fault_10002_omits_action_status(http: aiohttp.ClientSession) -> None:
     box = await started(Sandbox(faults=Faults(error_rate=1.0)))
     try:
