@@ -16,7 +16,7 @@ import pytest
 
 from dispatcher import api, usersig
 from dispatcher.config import DEMO_CREDENTIALS as DEMO
-from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, FakeClock, cli_env
 
 GROUPS = {
@@ -170,6 +170,17 @@ async def test_rate_window_with_a_controlled_clock(http: aiohttp.ClientSession, 
         assert box.stats["60007"] == 3
     finally:
         await box.stop()
+
+
+def test_ledger_counts_deliveries_added_between_reads() -> None:
+    ledger = Ledger()
+    ledger.add("@TGS#a", None, "hi", ["u1", "u2"])
+    assert (ledger.times("u1", "@TGS#a"), ledger.total()) == (1, 2)
+    ledger.add("@TGS#a", None, "hi", ("u1",))
+    ledger.add("@TGS#a", "@TGS#a@TOPIC#t", "hi", ["u1"])
+    assert ledger.recipients("@TGS#a", "hi") == {"u1": 3, "u2": 1}
+    assert (ledger.times("u1", "@TGS#a", topic_id="@TGS#a@TOPIC#t"), ledger.total()) == (1, 4)
+    assert len(ledger.entries()) == 3
 
 
 async def test_max_arrivals_in_one_second_counts_refused_requests_too(
