@@ -28,7 +28,7 @@ from dispatcher.config import Credentials
 from dispatcher.errors import InputError, JournalError, UsageError
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, is_nonempty, load_state, record
-from dispatcher.ratelimit import RateLimiter
+from dispatcher.ratelimit import RateLimiter, frozen_heap
 from dispatcher.retry import RetryPolicy
 from dispatcher.summary import Summary
 from dispatcher.usersig import Signer
@@ -231,7 +231,7 @@ class Engine:
         syncer = asyncio.create_task(self._journal.sync_periodically())
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
-            async with new_session(self.concurrency, self.config.timeout) as session:
+            async with frozen_heap(), new_session(self.concurrency, self.config.timeout) as session:
                 client = Client(
                     session,
                     self.config.endpoint,
