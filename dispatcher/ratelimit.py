@@ -17,7 +17,7 @@ the rate, a request and the one `rate` places after it are 5 ms more than a seco
 which the tolerance may use: a pause of 4 ms on the slot-to-socket path can already cost a 60007.
 That path crosses one turn of the event loop (aiohttp writes the body in a task of its own), so
 any long callback, and any thread holding the GIL, can stall it. `collect_before_slot` keeps the
-garbage collector off it; the producer yields between batches (engine) and the reader thread
+garbage collector off it; the producer yields every 0.2 ms (engine) and the reader thread
 hands the GIL over while it reads an export (jobs).
 """
 
