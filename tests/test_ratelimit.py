@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 
 import pytest
 
-from dispatcher.ratelimit import RateLimiter
+from dispatcher.ratelimit import RateLimiter, collect_before_slot, frozen_heap
 from tests.conftest import FakeClock
 
 
@@ -96,3 +97,76 @@ async def test_a_start_worth_several_slots_waits_for_the_last_of_them(clock: Fak
     assert clock.now - start == pytest.approx(10 * 0.005025 - 0.001, abs=1e-4)
     await limiter.acquire()
     assert clock.now - start == pytest.approx(11 * 0.005025 - 0.001, abs=1e-4)
+
+
+class FakeCollector:
+    def __init__(self, count: tuple[int, int, int], enabled: bool = True, threshold0: int = 700) -> None:
+        self.count = count
+        self.enabled = enabled
+        self.threshold0 = threshold0
+        self.collected: list[int] = []
+
+    def isenabled(self) -> bool:
+        return self.enabled
+
+    def get_count(self) -> tuple[int, int, int]:
+        return self.count
+
+    def get_threshold(self) -> tuple[int, int, int]:
+        return (self.threshold0, 10, 10)
+
+    def collect(self, generation: int = 2) -> int:
+        self.collected.append(generation)
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("count", "collected"),
+    [
+        ((500, 0, 0), []),  # 200 allocations to go: none can be set off on the way to the socket
+        ((501, 0, 0), [0]),
+        ((501, 11, 0), [1]),  # the collector's own choice: the oldest generation past its threshold
+        ((501, 11, 11), [2]),
+        ((501, 3, 11), [2]),
+    ],
+)
+def test_collect_before_slot_runs_the_collection_that_is_nearly_due(
+    count: tuple[int, int, int], collected: list[int]
+) -> None:
+    collector = FakeCollector(count)
+    collect_before_slot(collector)
+    assert collector.collected == collected
+
+
+def test_collect_before_slot_leaves_a_disabled_collector_alone() -> None:
+    disabled, manual = FakeCollector((699, 11, 11), enabled=False), FakeCollector((699, 11, 11), threshold0=0)
+    collect_before_slot(disabled)
+    collect_before_slot(manual)
+    assert (disabled.collected, manual.collected) == ([], [])
+
+
+async def test_a_pause_before_a_slot_delays_the_slot_not_the_request(clock: FakeClock) -> None:
+    """The hook runs just before the clock is read for a slot: a collection there makes the slot
+    late and the next one an interval after it, never two slots together (as they would be if the
+    slot were taken by the time before the pause)."""
+    pauses = [(1010.0, 0.5), (1010.5995, 0.2)]  # (when, how long): on the quick path, then after a wait
+
+    def collect() -> None:
+        if pauses and clock.now >= pauses[0][0] - 1e-6:
+            clock.now += pauses.pop(0)[1]
+
+    limiter = RateLimiter(10, clock=clock.time, sleep=clock.sleep, before_slot=collect)
+    await limiter.acquire()
+    clock.now = 1010.0  # idle: the next slot is due at once
+    starts = []
+    for _ in range(3):
+        await limiter.acquire()
+        starts.append(round(clock.now - 1010, 4))
+    assert starts == [0.5, 0.7995, 0.899]  # interval 0.1005, less the tolerance (0.001) once due
+
+
+async def test_frozen_heap_freezes_for_the_run_only() -> None:
+    assert gc.get_freeze_count() == 0
+    async with frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0

@@ -16,7 +16,7 @@ import pytest
 
 from dispatcher import api, usersig
 from dispatcher.config import DEMO_CREDENTIALS as DEMO
-from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, FakeClock, cli_env
 
 GROUPS = {
@@ -193,6 +193,37 @@ async def test_rate_window_with_a_controlled_clock(http: aiohttp.ClientSession, 
         clock.now += 0.002  # the first three have left the window
         assert [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)] == [0, 0, 0, api.OVER_RATE]
         assert box.stats["60007"] == 3
+    finally:
+        await box.stop()
+
+
+def test_ledger_counts_deliveries_added_between_reads() -> None:
+    ledger = Ledger()
+    ledger.add("@TGS#a", None, "hi", ["u1", "u2"])
+    assert (ledger.times("u1", "@TGS#a"), ledger.total()) == (1, 2)
+    ledger.add("@TGS#a", None, "hi", ("u1",))
+    ledger.add("@TGS#a", "@TGS#a@TOPIC#t", "hi", ["u1"])
+    assert ledger.recipients("@TGS#a", "hi") == {"u1": 3, "u2": 1}
+    assert (ledger.times("u1", "@TGS#a", topic_id="@TGS#a@TOPIC#t"), ledger.total()) == (1, 4)
+    assert len(ledger.entries()) == 3
+
+
+async def test_max_arrivals_in_one_second_counts_refused_requests_too(
+    http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    box = await started(Sandbox(rate=3, clock=clock.time))
+    try:
+        body = {"GroupId": "@TGS#any", "Content": "hi"}
+        codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)]
+        assert codes == [0, 0, 0, api.OVER_RATE]
+        clock.now += 0.5
+        codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(2)]
+        assert codes == [api.OVER_RATE, api.OVER_RATE]
+        clock.now += 0.6  # the first four have left the window; two refused ones remain in it
+        assert (await post(http, box, body))[1]["ErrorCode"] == 0
+        async with http.get(box.url + "/sandbox/stats") as resp:
+            stats = await resp.json()
+        assert (stats["max_arrivals_1s"], stats["60007"], stats["0"]) == (6, 3, 4)
     finally:
         await box.stop()
 
