@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -385,24 +386,28 @@ def slot_cost(url: str, repeats: int) -> None:
     )
 
 
+CASES = ("start-up", "at-cap", "unthrottled", "big-export", "big-export-at-cap", "many-jobs", "shared-budget")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
-    parser.add_argument("--only", choices=("shared-budget",), help="run one case only")
+    parser.add_argument("--only", choices=CASES, action="append", help="run this case only (repeatable)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    scale = 10 if args.quick else 1
+    scale, repeats = (10, 1) if args.quick else (1, 3)
+    cases: dict[str, Callable[[], None]] = {
+        "start-up": lambda: start_up(5),
+        "at-cap": lambda: at_cap(2000 // scale),
+        "unthrottled": lambda: unthrottled(20_000 // scale, repeats),
+        "big-export": lambda: big_export(1_000_000 // scale),
+        "big-export-at-cap": lambda: big_export_at_cap(1_000_000 // scale, repeats),
+        "many-jobs": lambda: many_jobs(100_000 // scale),
+        "shared-budget": lambda: shared_budget(400 // scale, repeats),
+    }
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    if args.only == "shared-budget":
-        shared_budget(400 // scale, 3 if not args.quick else 1)
-        return
-    start_up(5)
-    at_cap(2000 // scale)
-    unthrottled(20_000 // scale, 3 if not args.quick else 1)
-    big_export(1_000_000 // scale)
-    big_export_at_cap(1_000_000 // scale, 3 if not args.quick else 1)
-    many_jobs(100_000 // scale)
-    shared_budget(400 // scale, 3 if not args.quick else 1)
+    for name in args.only or CASES:
+        cases[name]()
 
 
 if __name__ == "__main__":
