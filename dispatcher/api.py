@@ -37,7 +37,7 @@ REGIONS: Final = {
 }
 DEFAULT_REGION: Final = "china"
 
-# ErrorCodes, grouped by what the dispatcher does about them (SPEC section 1).
+# ErrorCodes, grouped by what the dispatcher does about them (docs/reference.md, section 1).
 OK: Final = 0
 TRANSIENT_CODES: Final = frozenset({10002, 60008, 70169, 70202, 70500})
 OVER_RATE_CODES: Final = frozenset({60007, 60011, 10006, 10023})

@@ -71,7 +71,7 @@ def record(
     job_hash: str | None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One outcome line, with the SPEC's keys in the SPEC's order."""
+    """One outcome line, with the keys of docs/reference.md in its order."""
     return {
         "job_id": job_id,
         "batch": batch,
