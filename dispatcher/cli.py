@@ -84,9 +84,14 @@ def write_stdout(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except OSError:  # EPIPE, or EIO from a terminal that hung up
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit has nowhere to fail
-        os.close(devnull)
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
@@ -312,8 +317,9 @@ def _send(args: argparse.Namespace) -> int:
 
 
 class _Stopper:
-    """The signal handler of a send: before the engine runs it cancels the pre-scan, then it is
-    the engine's graceful stop (a second signal stops at once)."""
+    """The signal handler of a send, installed before anything is read. Until the engine exists a
+    signal cancels the pre-scan and is remembered; `attach` hands it the engine, and from then on a
+    signal is the engine's graceful stop (a second stops at once)."""
 
     def __init__(self) -> None:
         import threading
@@ -331,6 +337,24 @@ class _Stopper:
         self.reading.set()
         if self.prescan is not None:
             self.prescan.cancel()
+
+    def attach(self, engine: Engine) -> bool:
+        """From now on signals stop `engine`. False if one came already (while the sandbox or the
+        rate store was being set up, say): then the run must not start at all."""
+        self.engine = engine
+        return not self.signalled
+
+
+def _interrupted_before_sending(out: Path) -> Summary:
+    import structlog
+
+    from dispatcher.jobs import shown
+    from dispatcher.summary import Summary
+
+    structlog.get_logger("dispatcher").warning("interrupted before sending: nothing was sent")
+    summary = Summary(out=shown(out), interrupted=True)
+    summary.exit_code = summary.decide_exit_code()
+    return summary
 
 
 async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: StoreURI) -> Summary:
@@ -350,12 +374,11 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: Sto
         is_stream,
         reserve_open_files,
     )
-    from dispatcher.jobs import StreamedExport, shown
+    from dispatcher.jobs import StreamedExport
     from dispatcher.limiter import open_limiter
     from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
-    from dispatcher.summary import Summary
     from dispatcher.threads import in_daemon_thread
 
     log = structlog.get_logger("dispatcher")
@@ -396,10 +419,7 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: Sto
                 except StreamedExport as exc:  # the run reads it; the display goes without totals
                     log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
         if stopper.signalled:
-            log.warning("interrupted before sending: nothing was sent")
-            summary = Summary(out=shown(run.out), interrupted=True)
-            summary.exit_code = summary.decide_exit_code()
-            return summary
+            return _interrupted_before_sending(run.out)
         async with contextlib.AsyncExitStack() as stack:
             # Before anything is sent: a store that cannot be reached, or holds another rate, is exit 2.
             limiter = await stack.enter_async_context(
@@ -421,7 +441,8 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: Sto
 
                 progress = stack.enter_context(RichProgress(plan.batches))
             engine = Engine(run, progress=progress, journal=journal, limiter=limiter)
-            stopper.engine = engine
+            if not stopper.attach(engine):
+                return _interrupted_before_sending(run.out)
             log.info(
                 "sending",
                 jobs=list(run.jobs),
@@ -472,7 +493,7 @@ def _print_summary(summary: Summary) -> None:
         try:
             Console().print(table)
         except OSError:  # the terminal hung up while the run drained
-            write_stdout("")
+            _silence_stdout()
     else:
         write_stdout("".join(f"{key:<11} {value}\n" for key, value in rows) + f"{'error_codes':<11} {codes}\n")
     import structlog

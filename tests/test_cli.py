@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from dispatcher.sandbox import Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, users, write_jobs
 
 SUMMARY_KEYS = {
@@ -624,3 +625,26 @@ def test_credentials_that_are_not_utf8_are_one_line_without_the_value() -> None:
     env = {"TIM_SDKAPPID": "1400000000", "TIM_IDENTIFIER": "admin", "TIM_SECRET_KEY": os.fsdecode(b"k\xffey")}
     with pytest.raises(ConfigError, match=r"^TIM_SECRET_KEY is not valid UTF-8$"):
         credentials_from_env(env)
+
+
+async def test_a_signal_before_the_engine_exists_keeps_the_run_from_starting(tmp_path: Path) -> None:
+    """A signal while the rate store connects or the sandbox starts (after the pre-scan, before the
+    engine) is remembered and answered as soon as the engine exists: the run does not start."""
+    from dispatcher.cli import _Stopper
+    from dispatcher.engine import Engine
+    from tests.conftest import make_config
+
+    async with Sandbox() as box:
+        engine = Engine(
+            make_config(
+                box, write_jobs(tmp_path / "j.jsonl", [{"GroupId": "@TGS#a", "Content": "x"}]), tmp_path / "o.jsonl"
+            )
+        )
+        stopper = _Stopper()
+        stopper()  # SIGTERM, with no engine yet
+        assert stopper.attach(engine) is False
+        assert box.stats["requests"] == 0
+        quiet = _Stopper()
+        assert quiet.attach(engine) is True
+        quiet()  # from now on a signal is the engine's graceful stop
+        assert engine.summary.interrupted is True
