@@ -49,6 +49,7 @@ TOLERANCE_US = 3_000
 TTL_S = 600  # an unused budget disappears 10 minutes after its last use (or after its pause ends)
 TIMEOUT_S = 2.0  # a Redis that does not answer in this long is lost: halt rather than wait for ever
 
+
 # KEYS[1] the budget, a hash: rate (as the first user gave it), tat1..tatN (the theoretical time
 #         of the next slot of each window, us), paused_until (us).
 # ARGV[1] the rate as text: the budget keeps the first and refuses any other (never two rates mixed)
@@ -59,16 +60,24 @@ TIMEOUT_S = 2.0  # a Redis that does not answer in this long is lost: halt rathe
 # ARGV[6..] each window's emission interval, us (whole numbers: Lua keeps them exactly)
 # Returns {1, us} taken (and the next slot is due in that long: nobody's next ask can win before),
 # {0, us} not yet (ask again in that long), {-1, rate} the budget holds another rate.
-TAKE = """
-local key = KEYS[1]
-local now
-if ARGV[5] == '' then
+def _now_from(argv: int) -> str:
+    """Lua that sets `now`, in microseconds: Redis's own clock, or the virtual one a test passes in ARGV."""
+    return f"""local now
+if ARGV[{argv}] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now = tonumber(ARGV[5])
+  now = tonumber(ARGV[{argv}])
 end
-local held = redis.call('HGET', key, 'rate')
+"""
+
+
+TAKE = (
+    """
+local key = KEYS[1]
+"""
+    + _now_from(5)
+    + """local held = redis.call('HGET', key, 'rate')
 if held and held ~= ARGV[1] then
   return {-1, held}
 end
@@ -109,19 +118,16 @@ if redis.call('PTTL', key) < ttl then
 end
 return {1, 0}
 """
+)
 
 # KEYS[1] the budget; ARGV[1] the pause, us; ARGV[2] time to live after it, ms; ARGV[3] now, us, or ''.
 # Every process's next TAKE honours paused_until; a shorter pause never cuts a longer one.
-PAUSE = """
+PAUSE = (
+    """
 local key = KEYS[1]
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[3])
-end
-local till = now + tonumber(ARGV[1])
+"""
+    + _now_from(3)
+    + """local till = now + tonumber(ARGV[1])
 if till > tonumber(redis.call('HGET', key, 'paused_until') or '0') then
   redis.call('HSET', key, 'paused_until', string.format('%d', till))
 end
@@ -131,6 +137,7 @@ if redis.call('PTTL', key) < keep then
 end
 return 1
 """
+)
 
 
 def rate_text(rate: float) -> str:
