@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.jobs import Job, Rejection, read_jobs
 from dispatcher.outcomes import JournalState
 from dispatcher.ratelimit import HEADROOM
@@ -27,6 +28,9 @@ class Plan:
     skipped: int = 0  # of those, batches a resume would not send again
     recipients: int = 0  # named recipients of the accepted jobs
     rate: float = 0.0
+    message_quota: int = DEFAULT_QUOTA  # batchsendmsg's messages a minute
+    quota_messages: int = 0  # batchsendmsg's recipients still to send, which count against its quota
+    api_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API name -> requests to make
     rejections: list[Rejection] = dataclasses.field(default_factory=list)
     groups: dict[str, str] = dataclasses.field(default_factory=dict)  # GroupId -> group_type, when collected
 
@@ -35,12 +39,28 @@ class Plan:
         """Requests the run makes if no request has to be retried."""
         return self.batches - self.skipped
 
+    def _least(self) -> tuple[float, float]:
+        """The least seconds at the call rate and under the message quota."""
+        # Each API has a budget of its own (per app and API path): the busiest one's calls set the pace.
+        calls = max(self.api_requests.values(), default=0)
+        at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + HEADROOM) / self.rate
+        # The first minute's quota can be spent as fast as the calls go; every later message waits
+        # for the one a minute before it to leave the window.
+        over = self.quota_messages - self.message_quota
+        at_quota = 0.0 if over <= 0 else over * QUOTA_SECONDS / self.message_quota
+        return at_rate, at_quota
+
     @property
     def least_seconds(self) -> float:
-        """The least time the requests can take at the rate (starts are paced, never bursted)."""
-        if self.requests <= 1 or self.rate <= 0:
-            return 0.0
-        return round((self.requests - 1) * (1 + HEADROOM) / self.rate, 3)
+        """The least time the requests can take under both limits: the call rate (starts are paced,
+        never bursted) and batchsendmsg's per-minute message quota."""
+        return round(max(self._least()), 3)
+
+    @property
+    def least_reason(self) -> str:
+        """Which limit sets the least time: "rate" or "quota"."""
+        at_rate, at_quota = self._least()
+        return "quota" if at_quota > at_rate else "rate"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +76,7 @@ class Plan:
             "recipients": self.recipients,
             "error_codes": {},
             "least_seconds": self.least_seconds,
+            "quota_messages": self.quota_messages,
             "rejections": [
                 {"job_id": r.job_id, "source": r.source, "field": r.field, "reason": r.reason} for r in self.rejections
             ],
@@ -72,10 +93,11 @@ def make_plan(
     *,
     stop: threading.Event | None = None,
     streams: bool = True,
+    message_quota: int = DEFAULT_QUOTA,
 ) -> Plan:
     """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
     (a pre-scan must leave it to the run)."""
-    plan = Plan(rate=rate)
+    plan = Plan(rate=rate, message_quota=message_quota)
     state = state or JournalState()
     for item in read_jobs(paths, batch_size, stop=stop, streams=streams):
         plan.jobs += 1
@@ -89,9 +111,16 @@ def make_plan(
             continue
         plan.batches += item.batches
         plan.recipients += item.recipient_count
+        skipped = 0
         if state.jobs:
-            plan.skipped += sum(1 for i in range(item.batches) if state.should_skip(item.job_id, i, retry_failed))
-        if collect_groups:
+            skipped = sum(1 for i in range(item.batches) if state.should_skip(item.job_id, i, retry_failed))
+            plan.skipped += skipped
+        name = item.endpoint.name
+        plan.api_requests[name] = plan.api_requests.get(name, 0) + item.batches - skipped
+        if item.endpoint.counts_recipients and skipped < item.batches:
+            # The job's recipients, less full batches a resume skips (the last may be short).
+            plan.quota_messages += max(0, item.recipient_count - skipped * item.batch_size)
+        if collect_groups and item.group_id is not None:
             plan.groups.setdefault(item.group_id, item.group_type or "Public")
     return plan
 

@@ -70,15 +70,20 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
             hit = wanted.get(lineno)
             if hit is not None:
                 job_id, batch, fate = hit
-                not_notified.append(
-                    {
-                        "job_id": job_id,
-                        "group_id": doc.get("group_id"),
-                        "batch": batch,
-                        "status": fate,
-                        "recipients": doc.get("recipients"),
-                    }
-                )
+                miss = {
+                    "job_id": job_id,
+                    "group_id": doc.get("group_id"),
+                    "batch": batch,
+                    "status": fate,
+                    "recipients": doc.get("recipients"),
+                }
+                errors = doc.get("recipient_errors")
+                if isinstance(errors, dict):
+                    # A batch a partial reply cut up (batchsendmsg): exactly those not delivered to,
+                    # whatever the last request sent, and each one's last error code.
+                    miss["recipients"] = list(errors)
+                    miss["recipient_errors"] = errors
+                not_notified.append(miss)
 
     job_list = []
     for job_id, info in jobs.items():
