@@ -331,6 +331,8 @@ def parse_job(
         endpoint = _endpoint(doc)
         known = endpoint.keys
         unknown = [key for key in doc if key not in known]
+        if unknown and unknown[0] in endpoint.reserved:
+            raise _Reject(unknown[0], endpoint.reserved[unknown[0]])
         if unknown:  # the first, in the line's order
             close = difflib.get_close_matches(unknown[0], known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""

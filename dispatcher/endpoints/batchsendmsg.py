@@ -96,6 +96,7 @@ class BatchSendMsg(Endpoint):
         "SendMsgControl",
         "OfflinePushInfo",
     )
+    reserved: ClassVar[dict[str, str]] = {"MsgRandom": "is set by the dispatcher, one per batch; leave it out"}
     recipients_key = "To_Account"
     recipients_required = True
     counts_recipients = True
@@ -104,8 +105,6 @@ class BatchSendMsg(Endpoint):
     json_error_code = JSON_ERROR
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:
-        if "MsgRandom" in doc:
-            raise Reject("MsgRandom", "is set by the dispatcher, one per batch; leave it out")
         fields: dict[str, object] = {"MsgBody": message_body(doc)}
         sync = integer(doc, "SyncOtherMachine", 1, 2)
         if sync is not None:

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
 
@@ -80,11 +80,13 @@ class GroupMsg(Endpoint):
         "CloudCustomData",
         "OfflinePushInfo",
     )
+    reserved: ClassVar[dict[str, str]] = {
+        "Random": "is set by the dispatcher, the same for every attempt of a job (the server's deduplication); "
+        "leave it out"
+    }
     recipients_key = None  # a group message reaches the whole group
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:
-        if "Random" in doc:
-            raise Reject("Random", "is set by the dispatcher, the same for every attempt of a job; leave it out")
         gid = string(doc, "GroupId", required=True)
         assert gid is not None
         problem = api.group_id_problem(gid)

@@ -1,0 +1,430 @@
+"""The successor APIs, send_group_msg and batchsendmsg: validation, requests, partial replies,
+retries of only the failed recipients, resume, report, the sandbox's rules, the dry run."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from dispatcher import usersig
+from dispatcher.batching import split
+from dispatcher.config import DEMO_CREDENTIALS as DEMO
+from dispatcher.endpoints import REGISTRY
+from dispatcher.jobs import Job, Rejection, read_jobs
+from dispatcher.plan import make_plan
+from dispatcher.report import summarise
+from dispatcher.retry import RetryPolicy
+from dispatcher.sandbox import ALL_MEMBERS, C2C, Group, Sandbox
+from tests.conftest import journal, run_engine, users, write_jobs
+
+GROUP = "@TGS#2C5SZEAEF"
+HELLO = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hello"}}]
+HELLO_KEY = '[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hello"}}]'  # as the ledger keys a message
+
+
+def parse(tmp_path: Path, *docs: dict[str, Any] | str, batch_size: int = 500) -> list[Job | Rejection]:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", docs)
+    return list(read_jobs([str(jobs)], batch_size))
+
+
+def rejection(tmp_path: Path, doc: dict[str, Any]) -> tuple[str | None, str]:
+    (item,) = parse(tmp_path, doc)
+    assert isinstance(item, Rejection), item
+    return item.field, item.reason
+
+
+# -- validation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "words"),
+    [
+        ({"api": "send_group_msgs", "GroupId": GROUP, "Text": "hi"}, "api", "did you mean send_group_msg?"),
+        ({"api": 3, "GroupId": GROUP, "Text": "hi"}, "api", "must be a string, not int"),
+        ({"api": "send_group_msg", "Text": "hi"}, "GroupId", "is required"),
+        ({"api": "send_group_msg", "GroupId": GROUP}, "MsgBody", "is required (or Text"),
+        ({"api": "send_group_msg", "GroupId": GROUP, "MsgBdy": HELLO}, "MsgBdy", "did you mean MsgBody?"),
+        ({"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "Random": 7}, "Random", "set by the dispatcher"),
+        ({"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "MsgBody": HELLO}, "Text", "together with MsgBody"),
+        (
+            {"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "recipients_file": "x.txt"},
+            "recipients_file",
+            "unknown key",
+        ),
+        (
+            {"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "TopicId": "t", "group_type": "Public"},
+            "TopicId",
+            "Community groups only",
+        ),
+        ({"api": "send_group_msg", "GroupId": GROUP, "Text": "x" * 13_000}, "Text", "at most 12,288 bytes"),
+        ({"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "MsgPriority": "Urgent"}, "MsgPriority", "High"),
+        ({"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "OnlineOnlyFlag": 2}, "OnlineOnlyFlag", "0 to 1"),
+        (
+            {"api": "send_group_msg", "GroupId": GROUP, "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {}}]},
+            "MsgBody",
+            "needs Text",
+        ),
+        (
+            {"api": "send_group_msg", "GroupId": GROUP, "MsgBody": [{"MsgType": "Text", "MsgContent": {}}]},
+            "MsgBody",
+            "MsgType must be one of",
+        ),
+        ({"api": "batchsendmsg", "Text": "hi"}, "To_Account", "is required (or recipients_file)"),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Account": []}, "To_Account", "is empty"),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Acount": ["a"]}, "To_Acount", "did you mean To_Account?"),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a", ""]}, "To_Account", "item 1"),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "MsgRandom": 1}, "MsgRandom", "one per batch"),
+        (
+            {"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "SyncOtherMachine": 3},
+            "SyncOtherMachine",
+            "1 to 2",
+        ),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "MsgLifeTime": 604801}, "MsgLifeTime", "604,800"),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "From_Account": "x" * 33}, "From_Account", "32"),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "GroupId": GROUP}, "GroupId", "unknown key"),
+        (
+            {"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "recipients_file": "x.txt"},
+            "recipients_file",
+            "together with To_Account",
+        ),
+        (
+            {"api": "batchsendmsg", "To_Account": ["a"], "MsgBody": [{"MsgType": "TIMCustomElem", "MsgContent": {}}]},
+            "MsgBody",
+            "needs Data",
+        ),
+    ],
+)
+def test_each_api_validates_its_own_fields(tmp_path: Path, doc: dict[str, Any], field: str, words: str) -> None:
+    got_field, reason = rejection(tmp_path, doc)
+    assert got_field == field
+    assert words in reason
+
+
+def test_rejection_names_file_line_and_field(tmp_path: Path) -> None:
+    items = parse(tmp_path, {"api": "send_group_msg", "GroupId": GROUP, "Text": "ok"}, {"api": "batchsendmsg"})
+    assert isinstance(items[1], Rejection)
+    assert items[1].message.endswith(
+        "jobs.jsonl:2: field To_Account: is required (or recipients_file), with the accounts to send to"
+    )
+
+
+def test_group_message_is_one_request_with_a_stable_random(tmp_path: Path) -> None:
+    doc = {"api": "send_group_msg", "GroupId": GROUP, "Text": "hello", "From_Account": "admin2", "MsgPriority": "Low"}
+    (job,) = parse(tmp_path, doc)
+    assert isinstance(job, Job) and job.batches == 1 and job.group_id == GROUP
+    (batch,) = list(split(job))
+    body = orjson.loads(batch.body())
+    assert body == {
+        "GroupId": GROUP,
+        "MsgBody": HELLO,
+        "MsgPriority": "Low",
+        "From_Account": "admin2",
+        "Random": batch.random,
+    }
+    (again,) = parse(tmp_path, doc)  # read again, as a resume does: the same Random
+    assert isinstance(again, Job)
+    assert orjson.loads(next(split(again)).body())["Random"] == body["Random"]
+    (other,) = parse(tmp_path, {**doc, "Text": "hello!"})
+    assert isinstance(other, Job)
+    assert next(split(other)).random != batch.random
+
+
+def test_batchsendmsg_batches_of_500_from_an_export(tmp_path: Path) -> None:
+    ids = users(1200)
+    (tmp_path / "accounts.txt").write_text("\n".join(ids + ids[:5]) + "\n")
+    (job,) = parse(tmp_path, {"api": "batchsendmsg", "Text": "hi", "recipients_file": "accounts.txt"})
+    assert isinstance(job, Job) and job.group_id is None and job.recipient_count == 1200
+    batches = list(split(job))
+    assert [len(b.recipients or ()) for b in batches] == [500, 500, 200]
+    body = orjson.loads(batches[2].body())
+    assert body["To_Account"] == ids[1000:]
+    assert body["MsgBody"] == [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}]
+    assert len({b.random for b in batches}) == 3 and body["MsgRandom"] == batches[2].random
+
+
+def test_default_ids_differ_by_api(tmp_path: Path) -> None:
+    a, b = parse(
+        tmp_path,
+        {"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"]},
+        {"api": "batchsendmsg", "Text": "hi", "To_Account": ["a", "b"]},
+    )
+    assert isinstance(a, Job) and isinstance(b, Job)
+    assert a.job_id.startswith("auto-") and a.job_id != b.job_id
+
+
+def test_registry_names_every_api() -> None:
+    assert {name: e.path for name, e in REGISTRY.items()} == {
+        "send_group_system_notification": "/v4/group_open_http_svc/send_group_system_notification",
+        "batchsendmsg": "/v4/openim/batchsendmsg",
+        "send_group_msg": "/v4/group_open_http_svc/send_group_msg",
+    }
+
+
+# -- send_group_msg against the sandbox ---------------------------------------------------------------
+
+
+async def test_group_message_delivered_once_and_resume_sends_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"job_id": "m1", "api": "send_group_msg", "GroupId": GROUP, "MsgBody": HELLO},
+            {"job_id": "m2", "api": "send_group_msg", "GroupId": "@TGS#other", "Text": "hello"},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    summary = await run_engine(sandbox, jobs, out)
+    assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 2, 2, 0)
+    assert sandbox.ledger.times(ALL_MEMBERS, GROUP, HELLO_KEY) == 1
+    assert sandbox.ledger.times(ALL_MEMBERS, "@TGS#other", HELLO_KEY) == 1
+    assert {d["group_id"] for d in journal(out)} == {GROUP, "@TGS#other"}
+    summary = await run_engine(sandbox, jobs, out, resume=True)
+    assert (summary.skipped, summary.requests) == (2, 0)
+
+
+async def test_dropped_by_frequency_control_is_retried_not_recorded_ok(tmp_path: Path) -> None:
+    ticks = itertools.count()
+    # Each request reads the clock twice (rate, then delivery): 0.3 s a read, so the second
+    # message into the group comes 0.6 s after the first (dropped at 1 a second) and its retry 1.2 s.
+    async with Sandbox(group_rate=1, clock=lambda: next(ticks) * 0.3) as box:
+        jobs = write_jobs(
+            tmp_path / "jobs.jsonl",
+            [
+                {"job_id": "first", "api": "send_group_msg", "GroupId": GROUP, "Text": "one"},
+                {"job_id": "second", "api": "send_group_msg", "GroupId": GROUP, "Text": "two"},
+            ],
+        )
+        out = tmp_path / "out.jsonl"
+        summary = await run_engine(box, jobs, out, concurrency=1)
+    assert summary.exit_code == 0
+    assert dict(summary.error_codes) == {"0": 2, "0-dropped": 1}
+    second = [d for d in journal(out) if d["job_id"] == "second"]
+    assert [(d["status"], d["final"], d.get("msg_drop_reason")) for d in second] == [
+        ("retry", False, "MsgFreqCtrl"),
+        ("ok", True, None),
+    ]
+    assert box.stats["freq_dropped"] == 1
+
+
+async def query(**extra: str) -> dict[str, str]:
+    sig = usersig.generate(DEMO.sdkappid, DEMO.identifier, DEMO.secret_key or "", 3600)
+    return {
+        "sdkappid": str(DEMO.sdkappid),
+        "identifier": DEMO.identifier,
+        "usersig": sig,
+        "random": "1",
+        "contenttype": "json",
+        **extra,
+    }
+
+
+async def post(box: Sandbox, path: str, body: Any) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.post(box.url + path, params=await query(), json=body) as resp:
+        assert resp.status == 200
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+async def test_sandbox_drops_a_repeated_random_within_five_minutes(tmp_path: Path) -> None:
+    now = [0.0]
+    async with Sandbox(clock=lambda: now[0]) as box:
+        path = REGISTRY["send_group_msg"].path
+        first = await post(box, path, {"GroupId": GROUP, "Random": 42, "MsgBody": HELLO})
+        now[0] = 299.0
+        again = await post(box, path, {"GroupId": GROUP, "Random": 42, "MsgBody": HELLO})
+        assert (first["ErrorCode"], again["ErrorCode"]) == (0, 0)
+        assert again["MsgSeq"] == first["MsgSeq"] == 1  # the same message
+        assert box.stats["duplicates_dropped"] == 1
+        assert box.ledger.times(ALL_MEMBERS, GROUP, HELLO_KEY) == 1
+        now[0] = 302.0  # five minutes after the first: a new message
+        later = await post(box, path, {"GroupId": GROUP, "Random": 42, "MsgBody": HELLO})
+        assert later["MsgSeq"] == 2
+        assert box.ledger.times(ALL_MEMBERS, GROUP, HELLO_KEY) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"GroupId": "@TGS#gone", "Random": 1, "MsgBody": HELLO}, 10010),
+        ({"GroupId": "bad id \u00e9", "Random": 1, "MsgBody": HELLO}, 10015),
+        ({"GroupId": GROUP, "MsgBody": HELLO}, 10004),
+        ({"GroupId": GROUP, "Random": 2**32, "MsgBody": HELLO}, 10004),
+        ({"GroupId": GROUP, "Random": 1, "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {}}]}, 10004),
+        ({"GroupId": GROUP, "Random": 1, "MsgBody": HELLO, "TopicId": "t"}, 10004),
+        ({"GroupId": GROUP, "Random": 1, "Content": "hi"}, 10004),
+        (
+            {
+                "GroupId": GROUP,
+                "Random": 1,
+                "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "x" * 13000}}],
+            },
+            80002,
+        ),
+    ],
+)
+async def test_sandbox_group_message_rules(body: dict[str, Any], code: int) -> None:
+    async with Sandbox(groups={GROUP: Group("Public")}) as box:
+        reply = await post(box, REGISTRY["send_group_msg"].path, body)
+        assert reply["ErrorCode"] == code
+        assert box.ledger.total() == 0
+
+
+# -- batchsendmsg: partial replies ----------------------------------------------------------------------
+
+
+def c2c_jobs(tmp_path: Path, to: list[str], **extra: Any) -> Path:
+    doc = {"job_id": "dm", "api": "batchsendmsg", "Text": "hello", "To_Account": to, **extra}
+    return write_jobs(tmp_path / "jobs.jsonl", [doc])
+
+
+async def test_partial_reply_retries_only_the_transient_recipients(tmp_path: Path) -> None:
+    async with Sandbox(accounts={"amara", "jun", "peter"}) as box:
+        box.script_recipients("jun", 91000)  # an internal error for jun, once
+        out = tmp_path / "out.jsonl"
+        summary = await run_engine(box, c2c_jobs(tmp_path, ["amara", "jun", "ghost", "peter"]), out)
+    assert (summary.exit_code, summary.failed, summary.requests, summary.recipients) == (1, 1, 2, 3)
+    assert box.ledger.recipients(C2C) == collections.Counter({"amara": 1, "jun": 1, "peter": 1})
+    lines = journal(out)
+    assert [(d["status"], d["recipients"], d.get("recipient_errors"), d.get("resend")) for d in lines] == [
+        ("retry", ["amara", "jun", "ghost", "peter"], {"jun": 91000, "ghost": 70107}, ["jun"]),
+        ("failed", ["jun"], {"ghost": 70107}, None),
+    ]
+    report = summarise(out)
+    assert report["not_notified"] == [
+        {
+            "job_id": "dm",
+            "group_id": None,
+            "batch": 0,
+            "status": "failed",
+            "recipients": ["ghost"],
+            "recipient_errors": {"ghost": 70107},
+        }
+    ]
+
+
+async def test_every_recipient_delivered_is_ok(sandbox: Sandbox, tmp_path: Path) -> None:
+    ids = users(1100)
+    out = tmp_path / "out.jsonl"
+    summary = await run_engine(sandbox, c2c_jobs(tmp_path, ids), out)
+    assert (summary.exit_code, summary.ok, summary.recipients) == (0, 3, 1100)
+    assert sandbox.ledger.recipients(C2C) == collections.Counter(dict.fromkeys(ids, 1))
+    assert all("recipient_errors" not in d for d in journal(out))
+
+
+async def test_no_account_exists_fails_the_whole_batch(tmp_path: Path) -> None:
+    async with Sandbox(accounts=set()) as box:
+        out = tmp_path / "out.jsonl"
+        summary = await run_engine(box, c2c_jobs(tmp_path, ["ghost", "phantom"]), out)
+    assert (summary.exit_code, summary.failed, summary.requests) == (1, 1, 1)
+    (line,) = journal(out)
+    assert (line["error_code"], line["recipient_errors"]) == (90012, {"ghost": 70107, "phantom": 70107})
+    assert summarise(out)["not_notified"][0]["recipients"] == ["ghost", "phantom"]
+
+
+async def test_resume_sends_only_what_a_partial_reply_left(tmp_path: Path) -> None:
+    async with Sandbox(accounts={"amara", "jun", "peter"}) as box:
+        box.script_recipients("jun", 91000)
+        out = tmp_path / "out.jsonl"
+        jobs = c2c_jobs(tmp_path, ["amara", "jun", "ghost", "peter"])
+        await run_engine(box, jobs, out)
+        # As if the run had been killed right after the partial reply was recorded.
+        first = out.read_bytes().splitlines(keepends=True)[0]
+        out.write_bytes(first)
+        summary = await run_engine(box, jobs, out, resume=True)
+        assert (summary.requests, summary.failed, summary.recipients) == (1, 1, 1)
+        assert journal(out)[-1]["recipients"] == ["jun"]
+        assert box.ledger.recipients(C2C) == collections.Counter({"amara": 1, "jun": 2, "peter": 1})
+
+
+async def test_retry_failed_redrives_only_the_recipients_not_delivered(tmp_path: Path) -> None:
+    accounts = {"amara", "peter"}
+    async with Sandbox(accounts=accounts) as box:
+        out = tmp_path / "out.jsonl"
+        jobs = c2c_jobs(tmp_path, ["amara", "ghost", "peter"])
+        assert (await run_engine(box, jobs, out)).exit_code == 1
+        summary = await run_engine(box, jobs, out, resume=True)
+        assert summary.requests == 0  # a recipient failed for good is that batch's fate
+        box.accounts = frozenset({"amara", "peter", "ghost"})  # the account was made since
+        summary = await run_engine(box, jobs, out, resume=True, retry_failed=True)
+        assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 1, 1, 1)
+        assert journal(out)[-1]["recipients"] == ["ghost"]
+        assert box.ledger.recipients(C2C) == collections.Counter({"amara": 1, "peter": 1, "ghost": 1})
+        assert summarise(out)["not_notified"] == []
+
+
+async def test_transient_recipient_failures_use_up_attempts_then_fail(tmp_path: Path) -> None:
+    async with Sandbox() as box:
+        box.script_recipients("jun", *[90994] * 3)
+        out = tmp_path / "out.jsonl"
+        summary = await run_engine(
+            box, c2c_jobs(tmp_path, ["amara", "jun"]), out, policy=RetryPolicy(max_attempts=3, base=0.001, cap=0.01)
+        )
+    assert (summary.failed, summary.requests, summary.recipients) == (1, 3, 1)
+    assert [d["recipients"] for d in journal(out)] == [["amara", "jun"], ["jun"], ["jun"]]
+    assert journal(out)[-1]["recipient_errors"] == {"jun": 90994}
+
+
+# -- batchsendmsg: the sandbox's rules and quota ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"To_Account": [], "MsgRandom": 1, "MsgBody": HELLO}, 90003),
+        ({"To_Account": users(501), "MsgRandom": 1, "MsgBody": HELLO}, 90011),
+        ({"To_Account": ["a"], "MsgBody": HELLO}, 90005),
+        ({"To_Account": ["a"], "MsgRandom": 1, "MsgBody": {"MsgType": "TIMTextElem"}}, 90007),
+        ({"To_Account": ["a"], "MsgRandom": 1, "MsgBody": [{"MsgType": "Nope", "MsgContent": {}}]}, 90002),
+        ({"To_Account": ["a"], "MsgRandom": 1, "MsgBody": HELLO, "SyncOtherMachine": 3}, 90031),
+        ({"To_Account": ["a"], "MsgRandom": 1, "MsgBody": HELLO, "MsgLifeTime": 604801}, 90026),
+        ({"To_Account": ["a"], "MsgRandom": 1, "MsgBody": HELLO, "GroupId": GROUP}, 90001),
+    ],
+)
+async def test_sandbox_batchsendmsg_rules(body: dict[str, Any], code: int) -> None:
+    async with Sandbox() as box:
+        reply = await post(box, REGISTRY["batchsendmsg"].path, body)
+        assert reply["ErrorCode"] == code
+        assert box.ledger.total() == 0
+
+
+async def test_sandbox_counts_the_quota_per_recipient() -> None:
+    now = [0.0]
+    async with Sandbox(message_quota=1000, clock=lambda: now[0]) as box:
+        path = REGISTRY["batchsendmsg"].path
+        codes = []
+        for i in range(3):
+            reply = await post(box, path, {"To_Account": users(500, f"b{i}-"), "MsgRandom": i, "MsgBody": HELLO})
+            codes.append(reply["ErrorCode"])
+        now[0] = 60.0  # the first two have left the minute
+        reply = await post(box, path, {"To_Account": users(500, "late"), "MsgRandom": 9, "MsgBody": HELLO})
+        codes.append(reply["ErrorCode"])
+        assert codes == [0, 0, 60018, 0]
+        assert box.ledger.total() == 1500
+        async with aiohttp.ClientSession() as http, http.get(box.url + "/sandbox/stats") as resp:
+            stats = await resp.json()
+        assert (stats["max_messages_60s"], stats["60018"], stats["messages"]) == (1000, 1, 1500)
+
+
+# -- the dry run ------------------------------------------------------------------------------------------
+
+
+def test_dry_run_least_time_under_both_limits(tmp_path: Path) -> None:
+    ids = users(30_000)
+    (tmp_path / "all.txt").write_text("\n".join(ids) + "\n")
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "recipients_file": "all.txt"},
+            {"job_id": "gm", "api": "send_group_msg", "GroupId": GROUP, "Text": "hi"},
+        ],
+    )
+    plan = make_plan([str(jobs)], 500, 200.0)
+    # 60 requests take 0.3 s at 200/s; 30,000 messages at 12,000 a minute: 18,000 beyond the first minute's.
+    assert (plan.requests, plan.quota_messages, plan.least_seconds, plan.least_reason) == (61, 30_000, 90.0, "quota")
+    plan = make_plan([str(jobs)], 500, 200.0, message_quota=60_000)
+    assert (plan.least_seconds, plan.least_reason) == (0.296, "rate")
