@@ -24,11 +24,14 @@ hands the GIL over while it reads an export (jobs).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
+
+from dispatcher.limiter import Quota
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -109,11 +112,18 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         before_slot: Callable[[], None] = collect_before_slot,
+        quota: Quota | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.interval = (1 + HEADROOM) / rate
+        self.quota = quota
+        # The quota's even pace (theoretical time of the next unit), and its guard: the calls of the
+        # last window, (time, units), and their units in all (see `limiter.Quota`).
+        self._units_tat = float("-inf")
+        self._log: collections.deque[tuple[float, int]] = collections.deque()
+        self._logged = 0
         self._clock = clock
         self._sleep = sleep
         self._before_slot = before_slot
@@ -127,7 +137,11 @@ class RateLimiter:
 
     async def acquire(self, cost: int = 1) -> None:
         """Wait for this caller's start slot. A retry takes its slot here like a first attempt.
-        A start worth `cost` slots waits until the last of them is due (see `limiter.Limiter`)."""
+        `cost` counts against the quota, if there is one (see `limiter.Limiter`)."""
+        if cost < 1:
+            raise ValueError("cost must be at least 1")
+        if self.quota is not None:
+            self.quota.check_cost(cost)
         if not self._waiting:
             self._before_slot()
             if self._take(self._clock(), cost) <= 0:
@@ -146,10 +160,33 @@ class RateLimiter:
 
     def _take(self, now: float, cost: int = 1) -> float:
         """Take the slot if it is due (return <= 0), else return how long until it is."""
-        wait = max(self._tat + (cost - 1) * self.interval - TOLERANCE, self._paused_until) - now
+        wait = max(self._tat - TOLERANCE, self._paused_until) - now
+        quota = self.quota
+        if quota is not None:
+            wait = max(wait, self._units_tat - TOLERANCE - now, self._guard(now, cost, quota))
         if wait <= 0:
-            self._tat = max(now + self.interval, self._tat + self.interval * cost)
+            self._tat = max(now, self._tat) + self.interval
+            if quota is not None:
+                self._units_tat = max(now, self._units_tat) + cost * quota.unit_interval
+                self._log.append((now, cost))
+                self._logged += cost
         return wait
+
+    def _guard(self, now: float, cost: int, quota: Quota) -> float:
+        """How long until `cost` more units fit the quota's window (<= 0: they fit now)."""
+        log = self._log
+        # A call counts while it lies in the closed window [now - window, now]; it has left once
+        # `now` is past its time plus the window, by a microsecond so that no clock reads equal.
+        while log and log[0][0] < now - quota.window:
+            self._logged -= log.popleft()[1]
+        excess = self._logged + cost - quota.limit
+        if excess <= 0:
+            return 0.0
+        for at, units in log:  # the oldest calls leave the window first
+            excess -= units
+            if excess <= 0:
+                return at + quota.window - now + 1e-6
+        raise AssertionError("unreachable: cost <= limit")
 
     def pause(self, seconds: float) -> None:
         """Hold every start for `seconds` (the server rate-limited our signatures: 70050)."""

@@ -36,7 +36,7 @@ from dispatcher.errors import RateStoreError
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from dispatcher.limiter import StoreURI
+    from dispatcher.limiter import Quota, StoreURI
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -50,16 +50,20 @@ TTL_S = 600  # an unused budget disappears 10 minutes after its last use (or aft
 TIMEOUT_S = 2.0  # a Redis that does not answer in this long is lost: halt rather than wait for ever
 
 
-# KEYS[1] the budget, a hash: rate (as the first user gave it), tat1..tatN (the theoretical time
-#         of the next slot of each window, us), paused_until (us).
-# ARGV[1] the rate as text: the budget keeps the first and refuses any other (never two rates mixed)
-# ARGV[2] cost, in slots; 0 only checks the rate and claims the budget
-# ARGV[3] tolerance, us
-# ARGV[4] the budget's time to live, ms, renewed on every use
-# ARGV[5] now, us, or '' for Redis's own clock (tests pass a virtual one)
-# ARGV[6..] each window's emission interval, us (whole numbers: Lua keeps them exactly)
-# Returns {1, us} taken (and the next slot is due in that long: nobody's next ask can win before),
-# {0, us} not yet (ask again in that long), {-1, rate} the budget holds another rate.
+# KEYS[1] the budget, a hash: rate and quota (as the first user gave them), tat (the theoretical
+#         time of the next call, us), utat (of the next unit of the quota), logged (the units in
+#         the quota's log), paused_until (us).
+# KEYS[2] the quota's log: a list of "time:units", one per call of the last window, oldest first.
+# ARGV[1] the rate as text, ARGV[2] the quota as text or '': the budget keeps the first it is given
+#         and refuses any other (never two budgets mixed)
+# ARGV[3] cost: the call's units for the quota; 0 only checks the budget and claims it
+# ARGV[4] tolerance, us; ARGV[5] the budget's time to live, ms, renewed on every use
+# ARGV[6] now, us, or '' for Redis's own clock (tests pass a virtual one)
+# ARGV[7] the calls' emission interval, us
+# ARGV[8] the units' emission interval, us; ARGV[9] the quota's limit; ARGV[10] its window, us
+# (whole numbers: Lua keeps them exactly). Returns {1, us} taken (and nobody's next call can win
+# within that long), {0, us} not yet (ask again in that long), {-1, rate} or {-2, quota} the budget
+# holds another.
 def _now_from(argv: int) -> str:
     """Lua that sets `now`, in microseconds: Redis's own clock, or the virtual one a test passes in ARGV."""
     return f"""local now
@@ -74,45 +78,80 @@ end
 
 TAKE = (
     """
-local key = KEYS[1]
+local key, log = KEYS[1], KEYS[2]
 """
-    + _now_from(5)
-    + """local held = redis.call('HGET', key, 'rate')
-if held and held ~= ARGV[1] then
-  return {-1, held}
+    + _now_from(6)
+    + """local held = redis.call('HMGET', key, 'rate', 'quota', 'tat', 'utat', 'logged', 'paused_until')
+if held[1] and held[1] ~= ARGV[1] then
+  return {-1, held[1]}
 end
-local cost = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[4])
+if held[2] and held[2] ~= ARGV[2] then
+  return {-2, held[2]}
+end
+if not held[1] then  -- a new budget (or one deleted by hand): no log of an old one counts
+  redis.call('DEL', log)
+end
+local cost = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[5])
+local quota = ARGV[2] ~= ''
 if cost > 0 then
-  local tolerance = tonumber(ARGV[3])
-  local paused = tonumber(redis.call('HGET', key, 'paused_until') or '0')
-  local wait = paused - now
-  local tats = {}
-  for i = 6, #ARGV do
-    local interval = tonumber(ARGV[i])
-    local tat = tonumber(redis.call('HGET', key, 'tat' .. (i - 5)) or '0')
-    -- A start worth `cost` slots waits until the last of them is due, so that any window holds
-    -- at most as many slots as a run of single starts would; its slots then count from when they
-    -- were due, not from now, so the wait for them is not charged twice.
-    local due = tat + (cost - 1) * interval - tolerance - now
-    if due > wait then wait = due end
-    tats[i - 5] = math.max(tat + cost * interval, now + interval)
+  local tolerance = tonumber(ARGV[4])
+  local interval = tonumber(ARGV[7])
+  local tat = tonumber(held[3] or '0')
+  local wait = math.max(tonumber(held[6] or '0'), tat - tolerance) - now
+  local utat, logged, unit, limit, window
+  if quota then
+    unit, limit, window = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+    utat = tonumber(held[4] or '0')
+    logged = tonumber(held[5] or '0')
+    if utat - tolerance - now > wait then wait = utat - tolerance - now end
+    -- The guard: a call counts while it lies in [now - window, now]; the oldest leave first.
+    while true do
+      local entry = redis.call('LINDEX', log, 0)
+      if not entry then break end
+      local sep = string.find(entry, ':', 1, true)
+      if tonumber(string.sub(entry, 1, sep - 1)) >= now - window then break end
+      logged = logged - tonumber(string.sub(entry, sep + 1))
+      redis.call('LPOP', log)
+    end
+    redis.call('HSET', key, 'logged', string.format('%d', logged))
+    local excess = logged + cost - limit
+    local first = 0
+    while excess > 0 do
+      local entries = redis.call('LRANGE', log, first, first + 99)
+      if #entries == 0 then break end
+      for _, entry in ipairs(entries) do
+        local sep = string.find(entry, ':', 1, true)
+        excess = excess - tonumber(string.sub(entry, sep + 1))
+        if excess <= 0 then
+          local leaves = tonumber(string.sub(entry, 1, sep - 1)) + window + 1 - now
+          if leaves > wait then wait = leaves end
+          break
+        end
+      end
+      first = first + 100
+    end
   end
   if wait > 0 then
     return {0, math.ceil(wait)}
   end
-  local after = paused - now
-  for i, tat in ipairs(tats) do
-    redis.call('HSET', key, 'tat' .. i, string.format('%d', tat))
-    if tat - tolerance - now > after then after = tat - tolerance - now end
+  tat = math.max(now, tat) + interval
+  local after = tat - tolerance - now
+  redis.call('HSET', key, 'tat', string.format('%d', tat))
+  if quota then
+    utat = math.max(now, utat) + cost * unit
+    if utat - tolerance - now > after then after = utat - tolerance - now end
+    redis.call('HSET', key, 'utat', string.format('%d', utat), 'logged', string.format('%d', logged + cost))
+    redis.call('RPUSH', log, string.format('%d:%d', now, cost))
+    redis.call('PEXPIRE', log, ttl)
   end
-  redis.call('HSET', key, 'rate', ARGV[1])
-  if redis.call('PTTL', key) < ttl then
+  redis.call('HSET', key, 'rate', ARGV[1], 'quota', ARGV[2])
+  if redis.call('PTTL', key) < ttl then  -- never shorten what a pause set
     redis.call('PEXPIRE', key, ttl)
   end
   return {1, math.max(0, math.ceil(after))}
 end
-redis.call('HSET', key, 'rate', ARGV[1])
+redis.call('HSET', key, 'rate', ARGV[1], 'quota', ARGV[2])
 if redis.call('PTTL', key) < ttl then
   redis.call('PEXPIRE', key, ttl)
 end
@@ -140,6 +179,14 @@ return 1
 )
 
 
+def _quota_shown(text: object) -> str:
+    """A budget's quota as messages say it: "12000/60" -> "a quota of 12000 units per 60 s"."""
+    if not text:
+        return "no quota"
+    limit, _, per = str(text).partition("/")
+    return f"a quota of {limit} units per {per} s"
+
+
 def rate_text(rate: float) -> str:
     """The rate as the budget keeps it: 200 -> "200", 0.5 -> "0.5" (exact, so equal rates match)."""
     return format(rate, ".17g")
@@ -155,6 +202,7 @@ class RedisLimiter:
         rate: float,
         *,
         shown: str,
+        quota: Quota | None = None,
         secrets: tuple[str, ...] = (),
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -166,10 +214,21 @@ class RedisLimiter:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be positive")
         self.rate = rate
+        self.quota = quota
         self.key = key
         self.shown = shown
-        # One window today (rate per second); a budget may hold more, e.g. a per-minute quota.
-        self.intervals_us = (math.ceil((1 + HEADROOM) / rate * 1e6),)
+        # What every TAKE sends but cost and now: the budget's identity and shape. The quota's log
+        # lives beside the budget (`key:log`) and both outlive the quota's window.
+        ttl_ms = TTL_S * 1000
+        self._keys = [key, f"{key}:log"]
+        quota_args: list[str | int] = ["", "", ""]
+        if quota is not None:
+            ttl_ms = max(ttl_ms, math.ceil(quota.window * 1000) + 60_000)
+            quota_args = [math.ceil(quota.unit_interval * 1e6), quota.limit, math.ceil(quota.window * 1e6)]
+        self._ttl_ms = ttl_ms
+        self._head: list[str | int] = [rate_text(rate), "" if quota is None else quota.text()]
+        self._tail: list[str | int] = [TOLERANCE_US, ttl_ms]
+        self._shape: list[str | int] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args]
         self._client = client
         self._take = client.register_script(TAKE)
         self._pause = client.register_script(PAUSE)
@@ -194,6 +253,10 @@ class RedisLimiter:
     async def acquire(self, cost: int = 1) -> None:
         if cost < 1:
             raise ValueError("cost must be at least 1")
+        if self.quota is None:
+            cost = 1  # counted against nothing but the rate: one call
+        else:
+            self.quota.check_cost(cost)
         async with self._turn:
             while self._pauses:  # a pause this process asked for lands before its next slot
                 await asyncio.gather(*self._pauses, return_exceptions=True)
@@ -218,7 +281,7 @@ class RedisLimiter:
     async def _share_pause(self, seconds: float) -> None:
         import redis.exceptions
 
-        args: list[str | int] = [math.ceil(max(0.0, seconds) * 1e6), TTL_S * 1000, self._now()]
+        args: list[str | int] = [math.ceil(max(0.0, seconds) * 1e6), self._ttl_ms, self._now()]
         try:
             await self._pause(keys=[self.key], args=args)
         except (redis.exceptions.RedisError, OSError):
@@ -228,27 +291,29 @@ class RedisLimiter:
         """One TAKE: whether the slot was taken, and the microseconds until the next may be."""
         import redis.exceptions
 
-        args: list[str | int] = [
-            rate_text(self.rate),
-            cost,
-            TOLERANCE_US,
-            TTL_S * 1000,
-            self._now(),
-            *self.intervals_us,
-        ]
+        args = [*self._head, cost, *self._tail, self._now(), *self._shape]
         try:
-            status, value = await self._take(keys=[self.key], args=args)
+            status, value = await self._take(keys=self._keys, args=args)
         except (redis.exceptions.RedisError, OSError) as exc:
             raise self._fault(exc, starting) from None
-        if status == -1:
-            held = value.decode() if isinstance(value, bytes) else str(value)
-            raise RateStoreError(
-                f"the shared budget {self.key} in {self.shown} holds --rate {held}, and this run asks for "
-                f"--rate {rate_text(self.rate)}: run with --rate {held}, or change the budget by deleting "
-                f"the key (redis-cli DEL '{self.key}') once no run uses it, or wait for it to expire "
-                f"({TTL_S} s after its last use)"
-            )
+        if status < 0:
+            raise self._mismatch(status, value.decode() if isinstance(value, bytes) else str(value))
         return status == 1, int(value)
+
+    def _mismatch(self, status: int, held: str) -> RateStoreError:
+        change = (
+            f"or change the budget by deleting the key (redis-cli DEL '{self.key}') once no run "
+            f"uses it, or wait for it to expire ({self._ttl_ms // 1000} s after its last use)"
+        )
+        if status == -1:
+            return RateStoreError(
+                f"the shared budget {self.key} in {self.shown} holds --rate {held}, and this run asks for "
+                f"--rate {rate_text(self.rate)}: run with --rate {held}, {change}"
+            )
+        return RateStoreError(
+            f"the shared budget {self.key} in {self.shown} holds {_quota_shown(held)}, and this run asks for "
+            f"{_quota_shown(self._head[1])}: run with the budget's quota, {change}"
+        )
 
     def _fault(self, exc: BaseException, starting: bool) -> RateStoreError:
         reason = str(exc) or type(exc).__name__
@@ -273,6 +338,7 @@ async def connect(
     *,
     rate: float,
     key: str,
+    quota: Quota | None = None,
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     clock_us: Callable[[], int] | None = None,
@@ -286,12 +352,23 @@ async def connect(
         store.url,
         socket_timeout=TIMEOUT_S,
         socket_connect_timeout=TIMEOUT_S,
+        # One connection, not a pool: this process asks one TAKE at a time anyway (the limiter's
+        # turn), and checking a connection out of a pool and back in cost 40 us of CPU a slot.
+        single_connection_client=True,
         # A blip (a failover, a dropped connection) is retried a few times within half a second;
         # past that the store is lost and the run halts resumably.
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3),
     )
     limiter = RedisLimiter(
-        client, key, rate, shown=store.shown, secrets=(store.password,), sleep=sleep, clock=clock, clock_us=clock_us
+        client,
+        key,
+        rate,
+        shown=store.shown,
+        quota=quota,
+        secrets=(store.password,),
+        sleep=sleep,
+        clock=clock,
+        clock_us=clock_us,
     )
     try:
         await limiter.check()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import gc
+import itertools
+import math
 
 import pytest
 
+from dispatcher.limiter import Quota
 from dispatcher.ratelimit import RateLimiter, collect_before_slot, frozen_heap
 from tests.conftest import FakeClock
 
@@ -89,14 +92,62 @@ def test_rate_must_be_positive() -> None:
         RateLimiter(0)
 
 
-async def test_a_start_worth_several_slots_waits_for_the_last_of_them(clock: FakeClock) -> None:
+def units_in_any_window(calls: list[tuple[float, int]], width: float) -> int:
+    """The most units in any closed window [t, t + width] of (time, units) calls."""
+    times = [t for t, _ in calls]
+    return max(
+        sum(units for _, units in calls[i : bisect.bisect_right(times, t + width + 1e-12)]) for i, t in enumerate(times)
+    )
+
+
+async def test_without_a_quota_cost_is_one_call(clock: FakeClock) -> None:
     limiter = RateLimiter(200, clock=clock.time, sleep=clock.sleep)
     await limiter.acquire()
     start = clock.now
-    await limiter.acquire(cost=10)  # ten slots of 5.025 ms, the last due 50.25 ms after the first start
-    assert clock.now - start == pytest.approx(10 * 0.005025 - 0.001, abs=1e-4)
-    await limiter.acquire()
-    assert clock.now - start == pytest.approx(11 * 0.005025 - 0.001, abs=1e-4)
+    await limiter.acquire(cost=500)
+    assert clock.now - start == pytest.approx(0.005025 - 0.001, abs=1e-9)
+
+
+async def test_a_quota_paces_big_calls_evenly_and_holds_its_limit(clock: FakeClock) -> None:
+    """batchsendmsg: 12,000 messages a minute; calls of 500 are 500 x 60.5 / 12,000 s apart."""
+    limiter = RateLimiter(200, clock=clock.time, sleep=clock.sleep, quota=Quota(12_000, 60))
+    calls = []
+    for _ in range(200):  # 100,000 messages, over eight minutes
+        await limiter.acquire(cost=500)
+        calls.append((clock.now, 500))
+    gaps = {round(b[0] - a[0], 6) for a, b in itertools.pairwise(calls)}
+    # The even pace; 1 ms early (the tolerance); or, where that early start would put a 25th call
+    # in 60.5 s, held by the guard until the first has left the window.
+    assert gaps == {2.519833, 2.520833, 2.521834}
+    assert units_in_any_window(calls, 60.5) == 12_000
+    per_minute = (len(calls) - 1) * 500 / (calls[-1][0] - calls[0][0]) * 60
+    assert per_minute == pytest.approx(11_900.8, abs=0.5)  # 12,000 x 60 / 60.5: 99.2% of the quota
+
+
+async def test_the_quota_guard_holds_a_big_call_then_many_small_ones(clock: FakeClock) -> None:
+    """Even pacing alone would let 500 units after an idle spell plus a window's worth of single
+    ones through: 1,499 in ten seconds against a quota of 1,000. The guard holds them back."""
+    limiter = RateLimiter(1000, clock=clock.time, sleep=clock.sleep, quota=Quota(1000, 10))
+    calls = []
+    await limiter.acquire(cost=500)
+    calls.append((clock.now, 500))
+    for _ in range(2000):
+        await limiter.acquire(cost=1)
+        calls.append((clock.now, 1))
+    assert units_in_any_window(calls, 10.5) == 1000
+    assert units_in_any_window(calls, 10.0) <= 1000
+
+
+async def test_a_call_bigger_than_the_quota_is_refused(clock: FakeClock) -> None:
+    limiter = RateLimiter(200, clock=clock.time, sleep=clock.sleep, quota=Quota(100, 60))
+    with pytest.raises(ValueError, match="call of 101 units can never fit a quota of 100"):
+        await limiter.acquire(cost=101)
+
+
+@pytest.mark.parametrize(("limit", "per"), [(0, 60), (12_000, 0), (12_000, math.inf), (12_000, math.nan)])
+def test_a_quota_must_be_positive(limit: int, per: float) -> None:
+    with pytest.raises(ValueError):
+        Quota(limit, per)
 
 
 class FakeCollector:

@@ -3,16 +3,17 @@ several processes, the shared pause, another rate refused, and the store's fault
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from dispatcher.errors import RateStoreError
-from dispatcher.limiter import parse_store
+from dispatcher.limiter import Quota, parse_store
 from dispatcher.redislimit import RedisLimiter, connect
 from tests.conftest import FakeClock, RedisServer, free_port
-from tests.test_ratelimit import max_in_any_window
+from tests.test_ratelimit import max_in_any_window, units_in_any_window
 
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
 
@@ -78,15 +79,80 @@ async def test_no_burst_after_idle(limiters: list[RedisLimiter], clock: FakeCloc
     assert max_in_any_window(starts, width=0.1) == 21
 
 
-async def test_a_start_worth_several_slots_waits_for_the_last_of_them(
-    limiters: list[RedisLimiter], clock: FakeClock
-) -> None:
+async def test_without_a_quota_cost_is_one_call(limiters: list[RedisLimiter], clock: FakeClock) -> None:
     await limiters[0].acquire()
     start = clock.now
-    await limiters[1].acquire(cost=10)  # ten slots of 5.1 ms; the first was due 5.1 ms after the last start
-    assert clock.now - start == pytest.approx(10 * 0.0051 - 0.003, abs=1e-6)
-    await limiters[2].acquire()
-    assert clock.now - start == pytest.approx(11 * 0.0051 - 0.003, abs=1e-6)
+    await limiters[1].acquire(cost=500)
+    assert clock.now - start == pytest.approx(0.0051 - 0.003, abs=1e-6)
+
+
+QUOTA_KEY = "dispatcher:budget:1400000000:/v4/openim/batchsendmsg"
+
+
+async def quota_limiters(
+    redis_server: RedisServer, clock: FakeClock, quota: Quota, rate: float = 200
+) -> list[RedisLimiter]:
+    return [
+        await connect(
+            parse_store(redis_server.url),
+            rate=rate,
+            quota=quota,
+            key=QUOTA_KEY,
+            sleep=clock.sleep,
+            clock=clock.time,
+            clock_us=lambda: round(clock.now * 1e6),
+        )
+        for _ in range(3)
+    ]
+
+
+async def test_three_processes_share_one_quota(redis_server: RedisServer, clock: FakeClock) -> None:
+    """batchsendmsg's 12,000 messages a minute, shared: calls of 500 are 500 x 60.5 / 12,000 s apart
+    whichever process makes them, and no 60.5 s hold more than 12,000."""
+    made = await quota_limiters(redis_server, clock, Quota(12_000, 60))
+    calls = []
+    for i in range(120):  # 60,000 messages, five minutes
+        await made[i % 3].acquire(cost=500)
+        calls.append((clock.now, 500))
+    for limiter in made:
+        await limiter.aclose()
+    assert units_in_any_window(calls, 60.5) == 12_000
+    gaps = {round(b[0] - a[0], 6) for a, b in itertools.pairwise(calls)}
+    # The even pace (500 units of 5,042 us: a whole number of us, rounded up), or 3 ms early (the tolerance).
+    assert gaps == {2.518, 2.521}
+    per_minute = (len(calls) - 1) * 500 / (calls[-1][0] - calls[0][0]) * 60
+    assert per_minute == pytest.approx(11_900.8, abs=1)
+
+
+async def test_the_shared_quota_guard_holds_a_big_call_then_many_small_ones(
+    redis_server: RedisServer, clock: FakeClock
+) -> None:
+    made = await quota_limiters(redis_server, clock, Quota(1000, 10), rate=1000)
+    calls = []
+    await made[0].acquire(cost=500)
+    calls.append((clock.now, 500))
+    for i in range(2000):
+        await made[i % 3].acquire(cost=1)
+        calls.append((clock.now, 1))
+    for limiter in made:
+        await limiter.aclose()
+    assert units_in_any_window(calls, 10.5) == 1000
+
+
+async def test_a_different_quota_is_refused(redis_server: RedisServer, clock: FakeClock) -> None:
+    store = parse_store(redis_server.url)
+    first = await connect(store, rate=200, quota=Quota(12_000, 60), key=QUOTA_KEY)
+    with pytest.raises(RateStoreError) as refused:
+        await connect(store, rate=200, quota=Quota(10_000, 60), key=QUOTA_KEY)
+    assert str(refused.value) == (
+        f"the shared budget {QUOTA_KEY} in redis://127.0.0.1:{redis_server.port}/0 holds a quota of 12000 units "
+        "per 60 s, and this run asks for a quota of 10000 units per 60 s: run with the budget's quota, or change "
+        f"the budget by deleting the key (redis-cli DEL '{QUOTA_KEY}') once no run uses it, or wait "
+        "for it to expire (600 s after its last use)"
+    )
+    with pytest.raises(RateStoreError, match="holds a quota of 12000 units per 60 s, and this run asks for no quota"):
+        await connect(store, rate=200, key=QUOTA_KEY)
+    await first.aclose()
 
 
 async def test_a_pause_holds_every_process(limiters: list[RedisLimiter], clock: FakeClock) -> None:
