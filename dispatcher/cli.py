@@ -395,7 +395,7 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: Sto
         reserve_open_files,
     )
     from dispatcher.jobs import StreamedExport
-    from dispatcher.limiter import Limiter, open_limiter
+    from dispatcher.limiter import Limiter, Quota, open_limiter
     from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
@@ -449,17 +449,10 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: Sto
                 opened = limiters.get(endpoint.path)
                 if opened is not None:
                     return contextlib.nullcontext(opened)
-                if endpoint.counts_recipients:
-                    from dispatcher.limiter import Quota
-
-                    return open_limiter(
-                        store,
-                        rate=run.rate,
-                        sdkappid=run.credentials.sdkappid,
-                        api_path=endpoint.path,
-                        quota=Quota(run.message_quota, QUOTA_SECONDS),
-                    )
-                return open_limiter(store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=endpoint.path)
+                quota = Quota(run.message_quota, QUOTA_SECONDS) if endpoint.counts_recipients else None
+                return open_limiter(
+                    store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=endpoint.path, quota=quota
+                )
 
             limiters: dict[str, Limiter] = {}
             names = [DEFAULT] if plan is None else sorted(plan.api_requests) or [DEFAULT]

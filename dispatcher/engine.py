@@ -44,7 +44,7 @@ from dispatcher.endpoints import Endpoint
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.errors import ConfigError, InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
-from dispatcher.limiter import Limiter
+from dispatcher.limiter import Limiter, Quota
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
 from dispatcher.ratelimit import RateLimiter, frozen_heap
 from dispatcher.retry import RetryPolicy
@@ -512,7 +512,7 @@ class Engine:
             body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
             cost = len(pending) if pending and self._counts_quota(endpoint) else 1
             try:
-                await (limiter.acquire(cost) if cost > 1 else limiter.acquire())
+                await limiter.acquire(cost)
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
                 self._halt(str(exc))
                 return
@@ -597,8 +597,14 @@ class Engine:
         # failed for good. Only recipients of this request count (a server could name others).
         asked = set(sent.recipients or ())
         failures = {uid: code for uid, code in details.failures if uid in asked}
+        # A reply that says, recipient by recipient, why each was not delivered is judged per recipient,
+        # also when none was (an ErrorCode of its own, 90012, with an ErrorList naming them all).
+        per_recipient = bool(failures) and (
+            verdict is api.Verdict.OK or (verdict is api.Verdict.PERMANENT and len(failures) == len(asked))
+        )
         retry_some: tuple[str, ...] = ()
-        if verdict is api.Verdict.OK and failures:
+        if per_recipient:
+            verdict = api.Verdict.OK
             retry_some = tuple(uid for uid, c in failures.items() if endpoint.recipient_transient(c))
         again = False
         if halt is not None:
@@ -607,6 +613,7 @@ class Engine:
             status = OK if not failures and not sent.lost else FAILED
             if retry_some and not last:
                 status, again = RETRY, True
+                verdict = api.Verdict.RETRY  # back off: these failures are the server's, like 10002
         elif verdict is api.Verdict.PERMANENT:
             status = FAILED
         elif verdict is api.Verdict.CONFIG:
@@ -642,7 +649,7 @@ class Engine:
         delivered = 0
         next_pending = sent.recipients
         if endpoint.counts_recipients and sent.recipients is not None:
-            if reply.error_code == api.OK and not details.dropped:
+            if per_recipient or (reply.error_code == api.OK and not details.dropped):
                 delivered = len(asked) - len(failures)
                 if again:
                     next_pending = retry_some
@@ -705,7 +712,5 @@ class _Sent:
 def default_limiter(config: RunConfig, endpoint: Endpoint) -> Limiter:
     """An in-process limiter for one API: the call rate, and batchsendmsg's per-minute message quota."""
     if endpoint.counts_recipients:
-        from dispatcher.limiter import Quota
-
         return RateLimiter(config.rate, quota=Quota(config.message_quota, QUOTA_SECONDS))
     return RateLimiter(config.rate)

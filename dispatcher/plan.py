@@ -14,6 +14,7 @@ from typing import Any
 
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.jobs import Job, Rejection, read_jobs
+from dispatcher.limiter import Quota
 from dispatcher.outcomes import JournalState
 from dispatcher.ratelimit import HEADROOM
 
@@ -29,6 +30,7 @@ class Plan:
     recipients: int = 0  # named recipients of the accepted jobs
     rate: float = 0.0
     message_quota: int = DEFAULT_QUOTA  # batchsendmsg's messages a minute
+    batch_size: int = 500
     quota_messages: int = 0  # batchsendmsg's recipients still to send, which count against its quota
     api_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API name -> requests to make
     rejections: list[Rejection] = dataclasses.field(default_factory=list)
@@ -44,11 +46,11 @@ class Plan:
         # Each API has a budget of its own (per app and API path): the busiest one's calls set the pace.
         calls = max(self.api_requests.values(), default=0)
         at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + HEADROOM) / self.rate
-        # The first minute's quota can be spent as fast as the calls go; every later message waits
-        # for the one a minute before it to leave the window.
-        over = self.quota_messages - self.message_quota
-        at_quota = 0.0 if over <= 0 else over * QUOTA_SECONDS / self.message_quota
-        return at_rate, at_quota
+        # The quota is paced evenly from the first message (limiter.Quota): each call waits for the
+        # units of the one before it, so only the last call's own units are not waited for.
+        quota = Quota(self.message_quota, QUOTA_SECONDS)
+        waited = max(0, self.quota_messages - min(self.quota_messages, self.batch_size))
+        return at_rate, waited * quota.unit_interval
 
     @property
     def least_seconds(self) -> float:
@@ -97,7 +99,7 @@ def make_plan(
 ) -> Plan:
     """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
     (a pre-scan must leave it to the run)."""
-    plan = Plan(rate=rate, message_quota=message_quota)
+    plan = Plan(rate=rate, message_quota=message_quota, batch_size=batch_size)
     state = state or JournalState()
     for item in read_jobs(paths, batch_size, stop=stop, streams=streams):
         plan.jobs += 1

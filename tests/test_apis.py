@@ -3,7 +3,9 @@ retries of only the failed recipients, resume, report, the sandbox's rules, the 
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,28 @@ import pytest
 from dispatcher import usersig
 from dispatcher.batching import split
 from dispatcher.config import DEMO_CREDENTIALS as DEMO
-from dispatcher.endpoints import REGISTRY
+from dispatcher.endpoints import REGISTRY, Endpoint
+from dispatcher.engine import Engine
 from dispatcher.jobs import Job, Rejection, read_jobs
+from dispatcher.limiter import Quota
 from dispatcher.plan import make_plan
+from dispatcher.ratelimit import RateLimiter
 from dispatcher.report import summarise
 from dispatcher.retry import RetryPolicy
 from dispatcher.sandbox import ALL_MEMBERS, C2C, Group, Sandbox
-from tests.conftest import journal, run_engine, users, write_jobs
+from tests.conftest import (
+    DEMO_ENV,
+    DISPATCHER,
+    ROOT,
+    FakeClock,
+    cli_env,
+    journal,
+    make_config,
+    run_engine,
+    users,
+    write_jobs,
+)
+from tests.test_resume import wait_for_lines
 
 GROUP = "@TGS#2C5SZEAEF"
 HELLO = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hello"}}]
@@ -107,7 +124,9 @@ def test_each_api_validates_its_own_fields(tmp_path: Path, doc: dict[str, Any], 
 
 
 def test_rejection_names_file_line_and_field(tmp_path: Path) -> None:
-    items = parse(tmp_path, {"api": "send_group_msg", "GroupId": GROUP, "Text": "ok"}, {"api": "batchsendmsg"})
+    items = parse(
+        tmp_path, {"api": "send_group_msg", "GroupId": GROUP, "Text": "ok"}, {"api": "batchsendmsg", "Text": "hi"}
+    )
     assert isinstance(items[1], Rejection)
     assert items[1].message.endswith(
         "jobs.jsonl:2: field To_Account: is required (or recipients_file), with the accounts to send to"
@@ -310,7 +329,7 @@ async def test_partial_reply_retries_only_the_transient_recipients(tmp_path: Pat
 async def test_every_recipient_delivered_is_ok(sandbox: Sandbox, tmp_path: Path) -> None:
     ids = users(1100)
     out = tmp_path / "out.jsonl"
-    summary = await run_engine(sandbox, c2c_jobs(tmp_path, ids), out)
+    summary = await run_engine(sandbox, c2c_jobs(tmp_path, ids), out, message_quota=1_000_000)
     assert (summary.exit_code, summary.ok, summary.recipients) == (0, 3, 1100)
     assert sandbox.ledger.recipients(C2C) == collections.Counter(dict.fromkeys(ids, 1))
     assert all("recipient_errors" not in d for d in journal(out))
@@ -424,7 +443,86 @@ def test_dry_run_least_time_under_both_limits(tmp_path: Path) -> None:
         ],
     )
     plan = make_plan([str(jobs)], 500, 200.0)
-    # 60 requests take 0.3 s at 200/s; 30,000 messages at 12,000 a minute: 18,000 beyond the first minute's.
-    assert (plan.requests, plan.quota_messages, plan.least_seconds, plan.least_reason) == (61, 30_000, 90.0, "quota")
-    plan = make_plan([str(jobs)], 500, 200.0, message_quota=60_000)
-    assert (plan.least_seconds, plan.least_reason) == (0.296, "rate")
+    # 60 requests take 0.3 s at 200/s. 30,000 messages at 12,000 a minute, paced evenly (one every
+    # 60.5 s / 12,000): every call but the last waits for the units of those before it.
+    assert (plan.requests, plan.quota_messages, plan.least_seconds, plan.least_reason) == (
+        61,
+        30_000,
+        148.729,
+        "quota",
+    )
+    plan = make_plan([str(jobs)], 500, 200.0, message_quota=12_000_000)
+    assert (plan.least_seconds, plan.least_reason) == (0.296, "rate")  # 29,500 x 60.5 / 12e6 = 0.149 s
+
+
+# -- kill -9 during send_group_msg: the server's Random deduplication makes the resend harmless --------
+
+
+async def test_sigkill_during_group_messages_then_resume_delivers_each_once(tmp_path: Path) -> None:
+    groups = [f"@TGS#kill{i:03d}" for i in range(60)]
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl", [{"api": "send_group_msg", "GroupId": gid, "Text": "hello"} for gid in groups]
+    )
+    out = tmp_path / "out.jsonl"
+    server = await asyncio.create_subprocess_exec(
+        *DISPATCHER("sandbox", "--port", "0", "--latency", "0.3"),
+        env=cli_env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert server.stdout is not None
+        url = (await asyncio.wait_for(server.stdout.readline(), 20)).decode().strip()
+        send = ("send", str(jobs), "--endpoint", url, "--out", str(out), "--rate", "20", "--concurrency", "8")
+        proc = await asyncio.create_subprocess_exec(
+            *DISPATCHER(*send, "--no-progress"), env=cli_env(**DEMO_ENV), cwd=ROOT, stderr=asyncio.subprocess.DEVNULL
+        )
+        await wait_for_lines(out, 12, proc)
+        assert proc.returncode is None, "the run ended before it could be killed"
+        proc.kill()  # SIGKILL: requests in flight are delivered by the server but never recorded
+        await proc.wait()
+        unrecorded = 60 - len({d["job_id"] for d in journal(out) if d["final"]})
+        proc = await asyncio.create_subprocess_exec(
+            *DISPATCHER(*send, "--no-progress", "--resume"),
+            env=cli_env(**DEMO_ENV),
+            cwd=ROOT,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/sandbox/ledger") as resp:
+                ledger = (await resp.json())["deliveries"]
+            async with http.get(url + "/sandbox/stats") as resp:
+                stats = await resp.json()
+        delivered = collections.Counter(d["group_id"] for d in ledger for _ in range(d["count"]))
+        assert delivered == collections.Counter(dict.fromkeys(groups, 1))  # every group once: 0 duplicates
+        # The resend of what was in flight at the kill reached the server, which dropped it as the same
+        # message (at most one a worker; at least one, since the kill came mid-run at 6 in flight).
+        assert 1 <= stats["duplicates_dropped"] <= 8
+        assert stats["duplicates_dropped"] < unrecorded
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def test_batchsendmsg_paced_by_the_message_quota_with_no_quota_error(tmp_path: Path, clock: FakeClock) -> None:
+    # Virtual time for the sender and the sandbox alike: 3,000 messages at 1,000 a minute.
+    async with Sandbox(message_quota=1000, clock=clock.time) as box:
+        jobs = c2c_jobs(tmp_path, users(3000))
+        # One worker: a FakeClock adds up sleeps taken side by side, which only one sleeper makes true.
+        config = make_config(box, jobs, tmp_path / "out.jsonl", rate=200, message_quota=1000, concurrency=1)
+        opened: list[str] = []
+
+        def limiter_of(endpoint: Endpoint) -> contextlib.nullcontext[RateLimiter]:
+            opened.append(endpoint.name)
+            quota = Quota(1000, 60.0) if endpoint.counts_recipients else None
+            return contextlib.nullcontext(RateLimiter(200, clock=clock.time, sleep=clock.sleep, quota=quota))
+
+        started = clock.now
+        summary = await Engine(config, limiters=limiter_of, sleep=clock.sleep).run()
+    assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 6, 6, 3000)
+    assert opened == ["batchsendmsg"]
+    assert box.stats["60018"] == 0
+    # One call of 500 every 500 x 60.5 / 1,000 = 30.25 s: the sixth starts 151.25 s after the first.
+    assert clock.now - started == pytest.approx(151.25, abs=0.01)

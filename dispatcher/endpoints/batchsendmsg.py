@@ -26,7 +26,6 @@ from dispatcher.endpoints.base import (
     Details,
     Endpoint,
     Refusal,
-    Reject,
     Spec,
     common_message_fields,
     integer,
@@ -189,7 +188,10 @@ class BatchSendMsg(Endpoint):
                 box.stats["recipient_errors"] += len(failed)
                 reply["ErrorList"] = failed
             if not delivered:
-                raise Refusal(NO_SUCH_ACCOUNT, "no account of To_Account got the message", reply)
+                # None got it: the reply fails as a whole, with the ErrorList still naming each account.
+                codes = {f["ErrorCode"] for f in failed}
+                code = NO_SUCH_ACCOUNT if codes == {ACCOUNT_NOT_FOUND} else min(codes - {ACCOUNT_NOT_FOUND})
+                raise Refusal(code, "no account of To_Account got the message", reply)
             return reply
 
         return deliver
