@@ -40,7 +40,7 @@ from dispatcher import api
 from dispatcher.batching import Batch, split
 from dispatcher.client import Client, Reply, new_session
 from dispatcher.config import Credentials
-from dispatcher.endpoints import Endpoint
+from dispatcher.endpoints import NOTIFICATION, Endpoint
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.errors import ConfigError, InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
@@ -641,6 +641,8 @@ class Engine:
             again = not last
             status = RETRY if again else FAILED
         extra: dict[str, object] = {}
+        if endpoint is not NOTIFICATION:  # lines of notifications keep the keys they always had
+            extra["api"] = endpoint.name
         if details.dropped:
             extra["msg_drop_reason"] = details.dropped
         # What is left of the batch after this request, for the journal (and so for a resume and
