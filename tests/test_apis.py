@@ -526,3 +526,38 @@ async def test_batchsendmsg_paced_by_the_message_quota_with_no_quota_error(tmp_p
     assert box.stats["60018"] == 0
     # One call of 500 every 500 x 60.5 / 1,000 = 30.25 s: the sixth starts 151.25 s after the first.
     assert clock.now - started == pytest.approx(151.25, abs=0.01)
+
+
+def test_cli_dry_run_and_report_of_one_to_one_messages(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "all.txt").write_text("".join(f"u{i:05d}\n" for i in range(1200)))
+    jobs = write_jobs(
+        tmp_path / "dm.jsonl", [{"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "recipients_file": "all.txt"}]
+    )
+    dry = subprocess.run(
+        DISPATCHER("send", str(jobs), "--dry-run", "--message-quota", "600"),
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert dry.returncode == 0, dry.stderr
+    # 700 of 1,200 messages wait at 600 a minute: 700 x 60.5 / 600 = 70.6 s.
+    assert (
+        "least time  70.6 s at 200 requests/s and 600 batchsendmsg messages a minute (1,200 to send; the quota sets it)"
+        in dry.stdout
+    )
+    bad = subprocess.run(
+        DISPATCHER("send", str(jobs), "--dry-run", "--message-quota", "499"),
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2,
+        "dispatcher: error: --message-quota must be at least 500 (one full batch of batchsendmsg)",
+    )
