@@ -1,4 +1,4 @@
-"""Reading and validating notification jobs from JSONL, one job at a time.
+"""Reading and validating jobs (of every API: dispatcher.endpoints) from JSONL, one job at a time.
 
 A job is validated whole before any of it is sent; a bad job becomes a `Rejection` naming the file,
 the line and the field, and the other jobs go on. Above all, no mistake may widen who is notified:

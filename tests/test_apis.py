@@ -31,6 +31,7 @@ from tests.conftest import (
     DISPATCHER,
     ROOT,
     FakeClock,
+    RedisServer,
     cli_env,
     journal,
     make_config,
@@ -561,3 +562,37 @@ def test_cli_dry_run_and_report_of_one_to_one_messages(tmp_path: Path) -> None:
         2,
         "dispatcher: error: --message-quota must be at least 500 (one full batch of batchsendmsg)",
     )
+
+
+def test_each_api_has_its_own_shared_budget_in_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    import subprocess
+
+    import redis
+
+    from tests.test_shared_budget import SandboxProcess
+
+    box = SandboxProcess("--rate", "50")
+    try:
+        jobs = write_jobs(
+            tmp_path / "mixed.jsonl",
+            [
+                {"job_id": "note", "GroupId": GROUP, "Content": "hi", "ToMembers_Account": ["a"]},
+                {"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "To_Account": users(600)},
+                {"job_id": "gm", "api": "send_group_msg", "GroupId": GROUP, "Text": "hi"},
+            ],
+        )
+        args = ["send", str(jobs), "--out", str(tmp_path / "out.jsonl"), "--endpoint", box.url, "--no-progress"]
+        args += ["--rate", "50", "--rate-store", redis_server.url, "--message-quota", "60000"]
+        done = subprocess.run(
+            DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert box.get("/sandbox/stats")["messages"] == 600
+    finally:
+        box.stop()
+    keys = {k.decode() for k in redis.Redis.from_url(redis_server.url).keys("dispatcher:budget:*")}
+    assert {
+        "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_msg",
+        "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",
+        "dispatcher:budget:1400000000:/v4/openim/batchsendmsg",
+    } <= keys
