@@ -1,7 +1,7 @@
 """The HTTP client for the REST APIs (dispatcher.endpoints): one request in, one `Reply` out.
 
 It never raises for what the server or the network does: a transport fault is a Reply whose
-`error_code` is None, so the engine has one place (api.classify) that decides what happens next.
+`error_code` is None, so the engine has one place (its endpoint's `classify`) that decides what happens next.
 A Reply also says whether the request surely never left (`connect_failed`: refused, DNS, TLS,
 connect timeout) and when the server asked to be tried again (`retry_after`, seconds).
 """
@@ -18,7 +18,6 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from dispatcher import api
 from dispatcher.endpoints import NOTIFICATION, Endpoint
 from dispatcher.endpoints.base import NO_DETAILS, Details
 from dispatcher.logs import redact
@@ -36,10 +35,8 @@ class Reply:
     connect_failed: bool = False  # no connection was made: the request never reached the server
     retry_after: float | None = None  # seconds, from a Retry-After header on a non-200 reply
     details: Details = NO_DETAILS  # per-recipient failures, a dropped message (the endpoint reads them)
-
-    @property
-    def verdict(self) -> api.Verdict:
-        return api.classify(self.error_code, self.http_status)
+    # What to do about it is the endpoint's call (`Endpoint.classify`): the same code means different
+    # things to different APIs.
 
 
 def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:

@@ -37,7 +37,6 @@ from dispatcher.endpoints.groupmsg import GROUP_RATE
 from dispatcher.errors import InputError, SignatureError
 
 ALL_MEMBERS = "*"  # ledger entry of an all-members notification to a group whose members are unknown
-C2C = "C2C"  # the ledger's "group" of one-to-one messages (batchsendmsg)
 # A larger request body is refused with HTTP 413 before more of it is read, as the real server's front
 # end does; a valid body (500 UserIDs and 12 KiB of Content, even all escaped) is far smaller.
 MAX_BODY_BYTES = 1024 * 1024
@@ -313,8 +312,6 @@ class Sandbox:
         self.stats["non_members"] += len(named) - len(users)
         return users
 
-    C2C = C2C
-
     # -- HTTP ----------------------------------------------------------------------------------
 
     def _answer(self, code: int = 0, info: str = "", extra: Mapping[str, Any] | None = None) -> web.Response:
@@ -424,14 +421,15 @@ class Sandbox:
         return web.Response(body=orjson.dumps({"deliveries": self.ledger.entries()}), content_type="application/json")
 
     async def _stats(self, _request: web.Request) -> web.Response:
-        doc = {**self.stats, "max_arrivals_1s": self.max_arrivals_1s, **self.quota_stats()}
+        doc = {**self.stats, "max_arrivals_1s": self.max_arrivals_1s, **self.api_stats()}
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
-    def quota_stats(self) -> dict[str, int]:
-        """batchsendmsg's quota: the most messages admitted in any minute."""
-        quota = self.memory.get("batchsendmsg")
-        most = getattr(quota, "most", None)
-        return {} if most is None else {"max_messages_60s": int(most)}
+    def api_stats(self) -> dict[str, int]:
+        """Each API's own figures (batchsendmsg: the most messages admitted in any minute)."""
+        out: dict[str, int] = {}
+        for endpoint in REGISTRY.values():
+            out.update(endpoint.sandbox_stats(self))
+        return out
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)

@@ -18,6 +18,7 @@ from dispatcher import usersig
 from dispatcher.batching import split
 from dispatcher.config import DEMO_CREDENTIALS as DEMO
 from dispatcher.endpoints import REGISTRY, Endpoint
+from dispatcher.endpoints.batchsendmsg import C2C
 from dispatcher.engine import Engine
 from dispatcher.jobs import Job, Rejection, read_jobs
 from dispatcher.limiter import Quota
@@ -25,7 +26,7 @@ from dispatcher.plan import make_plan
 from dispatcher.ratelimit import RateLimiter
 from dispatcher.report import summarise
 from dispatcher.retry import RetryPolicy
-from dispatcher.sandbox import ALL_MEMBERS, C2C, Group, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, Group, Sandbox
 from tests.conftest import (
     DEMO_ENV,
     DISPATCHER,
@@ -590,7 +591,7 @@ def test_each_api_has_its_own_shared_budget_in_redis(tmp_path: Path, redis_serve
         assert box.get("/sandbox/stats")["messages"] == 600
     finally:
         box.stop()
-    keys = {k.decode() for k in redis.Redis.from_url(redis_server.url).keys("dispatcher:budget:*")}
+    keys = set(redis.Redis.from_url(redis_server.url, decode_responses=True).keys("dispatcher:budget:*"))
     assert {
         "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_msg",
         "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",

@@ -142,6 +142,10 @@ class Endpoint(abc.ABC):
         delivers it: the sandbox calls that after its latency and faults, with the time, and it
         returns the reply's fields besides ErrorCode/ErrorInfo (or raises Refusal)."""
 
+    def sandbox_stats(self, box: Sandbox) -> dict[str, int]:
+        """Figures of this API's emulation for `GET /sandbox/stats`, besides the counts of replies."""
+        return {}
+
 
 def batch_random(job_hash: str, index: int) -> int:
     """A batch's Random/MsgRandom: the same for every attempt of it, in this run and on a resume,

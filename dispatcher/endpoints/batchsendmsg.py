@@ -41,6 +41,7 @@ NAME: Final = "batchsendmsg"
 PATH: Final = "/v4/openim/batchsendmsg"
 DEFAULT_QUOTA: Final = 12_000  # messages a minute, counted per recipient
 QUOTA_SECONDS: Final = 60.0
+C2C: Final = "C2C"  # the sandbox ledger's "group" of one-to-one messages
 MAX_LIFETIME: Final = 7 * 24 * 3600  # MsgLifeTime, seconds: offline storage of at most 7 days
 
 JSON_ERROR: Final = 90001
@@ -182,7 +183,7 @@ class BatchSendMsg(Endpoint):
                     failed.append({"To_Account": uid, "ErrorCode": ACCOUNT_NOT_FOUND})
                 else:
                     delivered.append(uid)
-            box.ledger.add(box.C2C, None, message, delivered)
+            box.ledger.add(C2C, None, message, delivered)
             reply: dict[str, Any] = {"MsgKey": f"{box.stats['messages']}_{len(users)}"}
             if failed:
                 box.stats["recipient_errors"] += len(failed)
@@ -195,6 +196,10 @@ class BatchSendMsg(Endpoint):
             return reply
 
         return deliver
+
+    def sandbox_stats(self, box: Sandbox) -> dict[str, int]:
+        state = box.memory.get(NAME)
+        return {"max_messages_60s": state.most} if isinstance(state, _Quota) else {}
 
 
 @dataclasses.dataclass
