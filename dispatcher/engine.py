@@ -267,6 +267,7 @@ class Engine:
         self._limiters: dict[str, Limiter] = {}  # API path -> its limiter, once opened
         self._limiter_stack = AsyncExitStack()
         self._limiter_lock = asyncio.Lock()
+        self._paused_until = 0.0  # monotonic time until which every start is held
         self._sleep = sleep
         self._rng = rng or random.Random()
         creds = config.credentials
@@ -346,6 +347,9 @@ class Engine:
                     found = await self._limiter_stack.enter_async_context(self._limiter_factory(endpoint))
                 else:
                     found = default_limiter(self.config, endpoint)
+                held = self._paused_until - time.monotonic()
+                if held > 0:  # a pause (70050, Retry-After) from before this API's first request holds it too
+                    found.pause(held)
                 self._limiters[endpoint.path] = found
             return found
 
@@ -355,6 +359,7 @@ class Engine:
 
     def _pause(self, seconds: float) -> None:
         """Hold every API's starts (70050 is about our signatures; Retry-After about the server)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
         for limiter in [self.limiter] if self.limiter is not None else self._limiters.values():
             limiter.pause(seconds)
 

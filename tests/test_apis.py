@@ -597,3 +597,11 @@ def test_each_api_has_its_own_shared_budget_in_redis(tmp_path: Path, redis_serve
         "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",
         "dispatcher:budget:1400000000:/v4/openim/batchsendmsg",
     } <= keys
+
+
+def test_sandbox_accounts_file(tmp_path: Path) -> None:
+    from dispatcher.sandbox import load_accounts
+
+    path = tmp_path / "accounts.txt"
+    path.write_bytes(b"\xef\xbb\xbfpeter\r\n\r\n  amara \njun\n")
+    assert load_accounts(path) == frozenset({"peter", "amara", "jun"})
