@@ -18,6 +18,10 @@ with two differences that the guarantee needs:
   the tolerance, 1.017 s: arrivals must bunch by more than 17 ms before the server counts 201 in a
   second, and any one second holds at most 197 grants.
 
+A budget may also hold a quota (`limiter.Quota`: batchsendmsg's 12,000 messages a minute), kept as
+in memory: its units paced evenly (`utat`) and a guard over the log of the last window's calls, a
+list beside the budget (`key:log`), in the same script.
+
 Faults: a store that cannot be reached at start is a RateStoreError (exit 2); one lost mid-run makes
 `acquire` raise RateStoreError, on which the engine starts nothing more and halts resumably. Never
 a private budget instead: that would overrun the app's cap.
