@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from dispatcher.engine import Engine, RunConfig
+    from dispatcher.events import Subscriber
     from dispatcher.limiter import StoreURI
     from dispatcher.plan import Plan
     from dispatcher.summary import Summary
@@ -435,12 +436,12 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: Sto
                 stack.push_async_callback(emulator.stop)
                 run = dataclasses.replace(run, endpoint=url)
                 log.info("sandbox started", url=url)
-            progress = None
+            subscribers: list[Subscriber] = []
             if show_progress and plan is not None:
                 from dispatcher.progress import RichProgress
 
-                progress = stack.enter_context(RichProgress(plan.batches))
-            engine = Engine(run, progress=progress, journal=journal, limiter=limiter)
+                subscribers.append(stack.enter_context(RichProgress(plan.batches)))
+            engine = Engine(run, subscribers=subscribers, journal=journal, limiter=limiter)
             if not stopper.attach(engine):
                 return _interrupted_before_sending(run.out)
             log.info(
