@@ -19,7 +19,7 @@ from dispatcher.outcomes import FAILED, OK
 TRANSPORT = "transport"  # the error code of a reply with no ErrorCode (HTTP error, timeout, no connection)
 
 
-def code_key(error_code: int | None) -> str:
+def code_key(error_code: object) -> str:
     """How a reply's ErrorCode is counted, everywhere (summary, report, metrics): `transport` for none."""
     return TRANSPORT if error_code is None else str(error_code)
 
