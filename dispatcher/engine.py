@@ -305,6 +305,10 @@ class Engine:
             if worker.task is not None:
                 worker.task.cancel()
 
+    def halt(self, reason: str) -> None:
+        """Stop early for a cause outside the engine (an output of the run that cannot be written)."""
+        self._halt(reason)
+
     def _halt(self, reason: str) -> None:
         """Stop early for a cause that will fail every request alike; unfinished work stays resumable."""
         if reason not in self._halt_reasons:  # a second cause is news too (say, the journal as well)
