@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -179,16 +179,20 @@ class RunMetrics:
             self.previous_success = value
 
 
-def read_last_success(text: str, job: str | None = None) -> float | None:
-    """The last-success timestamp in exposition text (of the given Pushgateway `job`, if given)."""
-    try:
-        for family in text_string_to_metric_families(text):
-            if family.name == LAST_SUCCESS:
+def read_last_success(lines: Iterable[str], job: str | None = None) -> float | None:
+    """The last-success timestamp in exposition text (of the given Pushgateway `job`, if given).
+
+    Line by line, keeping none: a Pushgateway's page holds every group it has, and may be large."""
+    for line in lines:
+        if not line.startswith(LAST_SUCCESS):
+            continue
+        try:
+            for family in text_string_to_metric_families(line):
                 for sample in family.samples:
-                    if job is None or sample.labels.get("job") == job:
+                    if sample.name == LAST_SUCCESS and (job is None or sample.labels.get("job") == job):
                         return float(sample.value)
-    except ValueError:  # not exposition text: nothing to carry
-        return None
+        except ValueError:  # not a sample after all: nothing to carry from it
+            continue
     return None
 
 
@@ -201,12 +205,16 @@ class Exporter:
         self._server: WSGIServer | None = None
         self.url: str | None = None
         self._finished = False
+        # The periodic write runs in a thread that a stop abandons; the lock and this flag keep such
+        # a write from replacing the final file after it was written.
+        self._write_lock = threading.Lock()
+        self._final_written = False
         if options.file is not None:
             try:
-                previous = Path(options.file).read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                previous = ""
-            self.metrics.carry(read_last_success(previous))
+                with open(options.file, encoding="utf-8", errors="replace") as previous:
+                    self.metrics.carry(read_last_success(previous))
+            except OSError:  # none yet (or unreadable): nothing to carry forward
+                pass
 
     def serve(self) -> str | None:
         """Start the live /metrics (a thread of prometheus_client's own); its URL, if one was asked for."""
@@ -226,14 +234,18 @@ class Exporter:
         log.info("metrics served", url=self.url)
         return self.url
 
-    def write_file(self) -> None:
+    def write_file(self, final: bool = False) -> None:
         """Replace the textfile atomically; OutputError naming the file if it cannot be written."""
         if self.options.file is None:
             return
-        try:
-            write_to_textfile(self.options.file, self.metrics.registry)
-        except OSError as exc:
-            raise OutputError(f"{self.options.file}: cannot write the metrics: {exc.strerror}") from None
+        with self._write_lock:
+            if self._final_written:
+                return
+            try:
+                write_to_textfile(self.options.file, self.metrics.registry)
+            except OSError as exc:
+                raise OutputError(f"{self.options.file}: cannot write the metrics: {exc.strerror}") from None
+            self._final_written = final
 
     async def write_periodically(self, on_error: Callable[[str], None]) -> None:
         """Write the textfile every few seconds until cancelled; a failed write is reported once."""
@@ -259,7 +271,7 @@ class Exporter:
             self.metrics.carry(self._gateway_last_success())
         self.metrics.finish(exit_code, summary)
         try:
-            self.write_file()
+            self.write_file(final=True)
         finally:
             self.push()
 
@@ -281,10 +293,10 @@ class Exporter:
             url = f"http://{url}"
         try:
             with urllib.request.urlopen(f"{url}/metrics", timeout=PUSH_TIMEOUT) as response:
-                text = response.read().decode("utf-8", errors="replace")
+                lines = (raw.decode("utf-8", errors="replace") for raw in response)
+                return read_last_success(lines, self.options.job)
         except (OSError, ValueError):  # the push will fail too, and say so
             return None
-        return read_last_success(text, self.options.job)
 
     def stop_serving(self) -> None:
         if self._server is not None:

@@ -307,3 +307,14 @@ async def test_a_textfile_that_cannot_be_written_stops_the_run(tmp_path: Path) -
     errors: list[str] = []
     await asyncio.wait_for(exporter.write_periodically(errors.append), timeout=10)
     assert errors == [f"{directory / 'm.prom'}: cannot write the metrics: No such file or directory"]
+
+
+def test_a_late_periodic_write_never_replaces_the_final_file(tmp_path: Path) -> None:
+    """The periodic write runs in a thread a stop abandons: if it comes after the end, it is dropped."""
+    prom = tmp_path / "m.prom"
+    exporter = Exporter(MetricsOptions(file=str(prom)), started=1000.0)
+    exporter.finish(0)
+    final = prom.read_text()
+    exporter.write_file()  # what the abandoned thread would do
+    assert prom.read_text() == final
+    assert value(samples(final), "dispatcher_running") == 0
