@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -196,6 +197,15 @@ def read_last_success(lines: Iterable[str], job: str | None = None) -> float | N
     return None
 
 
+def shown_url(url: str) -> str:
+    """`url` fit for a log line: a password in it is replaced, as every secret is."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":[redacted]@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 class Exporter:
     """Takes one run's metrics where the options say: textfile, live endpoint, Pushgateway."""
 
@@ -283,7 +293,7 @@ class Exporter:
                 self.options.pushgateway, job=self.options.job, registry=self.metrics.registry, timeout=PUSH_TIMEOUT
             )
         except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; the run's outcome stands
-            log.warning("could not push the metrics", pushgateway=self.options.pushgateway, error=str(exc))
+            log.warning("could not push the metrics", pushgateway=shown_url(self.options.pushgateway), error=str(exc))
 
     def _gateway_last_success(self) -> float | None:
         """The group's last success as the Pushgateway holds it, to carry forward (None if unknown)."""

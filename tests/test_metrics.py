@@ -318,3 +318,12 @@ def test_a_late_periodic_write_never_replaces_the_final_file(tmp_path: Path) -> 
     exporter.write_file()  # what the abandoned thread would do
     assert prom.read_text() == final
     assert value(samples(final), "dispatcher_running") == 0
+
+
+def test_a_password_in_the_pushgateway_url_is_never_logged(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    gone = f"http://ops:s3cret@127.0.0.1:{free_port()}"
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", gone)
+    assert result.returncode == 0
+    assert "could not push the metrics" in result.stderr
+    assert "s3cret" not in result.stderr and "ops:[redacted]@127.0.0.1" in result.stderr
