@@ -272,8 +272,11 @@ def check_writable(path: str, option: str, keep: list[str]) -> None:
         raise UsageError(f"{option} {path}: directory {str(parent)!r} is not writable")
 
 
-def _metrics_options(args: argparse.Namespace) -> MetricsOptions:
-    """The metrics flags, checked before anything else, so that any later error can still be pushed."""
+def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
+    """The metrics flags, checked before anything else, so that any later error can still be pushed;
+    None without any (then prometheus_client is not even imported)."""
+    if args.metrics_file is None and args.metrics_port is None and args.pushgateway is None:
+        return None
     from dispatcher.metrics import MetricsOptions
 
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
@@ -303,7 +306,7 @@ def _metrics_options(args: argparse.Namespace) -> MetricsOptions:
 
 def _send(args: argparse.Namespace) -> int:
     options = _metrics_options(args)
-    if args.dry_run or not options.wanted:  # a dry run sends nothing, so it has no metrics
+    if args.dry_run or options is None:  # a dry run sends nothing, so it has no metrics
         return _send_checked(args, None)
     import time
 

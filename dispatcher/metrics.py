@@ -75,10 +75,6 @@ class MetricsOptions:
     job: str = DEFAULT_JOB
     write_every: float = WRITE_EVERY
 
-    @property
-    def wanted(self) -> bool:
-        return self.file is not None or self.port is not None or self.pushgateway is not None
-
 
 class RunMetrics:
     """The registry of one run and the events subscriber that feeds it."""
