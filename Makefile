@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench clean redis-server
+.PHONY: install run test lint unit bench clean redis-server pushgateway
 
 install: $(STAMP)
 
@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 run: install
 	mkdir -p build
 	rm -f build/demo.outcomes.jsonl
-	$(BIN)/dispatcher send jobs/*.jsonl --sandbox --out build/demo.outcomes.jsonl --summary-json build/demo.summary.json
+	$(BIN)/dispatcher send jobs/*.jsonl --sandbox --out build/demo.outcomes.jsonl --summary-json build/demo.summary.json \
+		--metrics-file build/demo.prom
 	$(BIN)/dispatcher report build/demo.outcomes.jsonl
+	@echo "Prometheus metrics of the run (node_exporter textfile format): build/demo.prom"
+	@grep -E '^dispatcher_(batches_total|exit_code|last_success_timestamp_seconds)' build/demo.prom
 
 lint: install
 	$(BIN)/ruff check dispatcher tests bench
@@ -32,7 +35,11 @@ lint: install
 redis-server:
 	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 
-unit: install redis-server
+# The metrics tests push to a real Pushgateway of their own (a free port on 127.0.0.1, no persistence file).
+pushgateway:
+	command -v prometheus-pushgateway >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway)
+
+unit: install redis-server pushgateway
 	$(BIN)/pytest -q
 
 test: lint unit

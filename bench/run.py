@@ -370,19 +370,30 @@ def slot_cost(url: str, repeats: int) -> None:
     print("  one slot, in-process, no waiting (us, min/median/max):")
     for name, runs in rows.items():
         print(f"    {name:<10} latency {spread([r[0] for r in runs])}  CPU {spread([r[1] for r in runs])}")
-    jobs = write_jobs(OUT / "slot_cost.jsonl", 1000, 1)
-    cpu: dict[str, list[float]] = {"memory://": [], "redis": []}
+    # Two run lengths, so that what a run costs once (the redis client's import, connecting) and
+    # what each request costs can be told apart: the per-request cost is the slope between them.
+    short, long = 1000, 4000
+    cpu: dict[tuple[str, int], list[float]] = {}
     for repeat in range(repeats):
-        with Sandbox("--rate", "200") as box:
-            for name, extra in (("memory://", []), ("redis", ["--rate-store", f"{url}?prefix=c{repeat}:"])):
-                run, summary = send(jobs, box.url, "--rate", "200", *extra)
-                assert summary["ok"] == 1000, summary
-                cpu[name].append(run.cpu_s / 1000 * 1e6)
-    print("  CPU per request of a whole send at --rate 200, 1,000 requests (us, min/median/max):")
-    for name, values in cpu.items():
-        print(f"    {name:<10} {spread(values, '.0f')}")
+        for n in (short, long):
+            jobs = write_jobs(OUT / f"slot_cost_{n}.jsonl", n, 1)
+            with Sandbox("--rate", "200") as box:
+                for name, extra in (("memory://", []), ("redis", ["--rate-store", f"{url}?prefix=c{repeat}n{n}:"])):
+                    run, summary = send(jobs, box.url, "--rate", "200", *extra)
+                    assert summary["ok"] == n, summary
+                    cpu.setdefault((name, n), []).append(run.cpu_s)
+    med = {key: statistics.median(values) for key, values in cpu.items()}
+    print("  CPU of a whole send at --rate 200, us per request (min/median/max):")
+    for (name, n), values in cpu.items():
+        print(f"    {name:<10} {n:>5,} requests: {spread([v / n * 1e6 for v in values], '.0f')}")
+    slope = {name: (med[(name, long)] - med[(name, short)]) / (long - short) * 1e6 for name in ("memory://", "redis")}
+    for name, per_request in slope.items():
+        once = (med[(name, short)] - short * per_request / 1e6) * 1e3
+        print(f"    {name:<10} each request {per_request:.0f} us, once a run {once:.0f} ms (medians)")
     print(
-        f"    redis / memory:// (medians): {statistics.median(cpu['redis']) / statistics.median(cpu['memory://']):.2f}"
+        f"    redis / memory://: each request {slope['redis'] / slope['memory://']:.2f}; "
+        f"whole send of {short:,} {med[('redis', short)] / med[('memory://', short)]:.2f}, "
+        f"of {long:,} {med[('redis', long)] / med[('memory://', long)]:.2f}"
     )
 
 

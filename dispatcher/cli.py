@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     import asyncio
 
     from dispatcher.engine import Engine, RunConfig
+    from dispatcher.events import Subscriber
     from dispatcher.limiter import StoreURI
+    from dispatcher.metrics import Exporter, MetricsOptions
     from dispatcher.plan import Plan
     from dispatcher.summary import Summary
 
@@ -142,6 +144,23 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         help="where the rate budget lives: memory:// (this process alone; the default) or "
         "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path, shared by every process "
         "of the app (env DISPATCHER_RATE_STORE; ?prefix=KEYPREFIX, default dispatcher:)",
+    )
+    send.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write Prometheus metrics here (node_exporter textfile format), every few seconds and at the end",
+    )
+    send.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on /metrics during the run (0: any)"
+    )
+    send.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="HOST", help="address for --metrics-port (default 127.0.0.1)"
+    )
+    send.add_argument(
+        "--pushgateway", metavar="URL", help="push the metrics to this Prometheus Pushgateway at the end of the run"
+    )
+    send.add_argument(
+        "--pushgateway-job", default="dispatcher", metavar="NAME", help="the job grouping key (default dispatcher)"
     )
 
     report = commands.add_parser(
@@ -269,7 +288,59 @@ def check_writable(path: str, option: str, keep: list[str]) -> None:
         raise UsageError(f"{option} {path}: directory {str(parent)!r} is not writable")
 
 
+def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
+    """The metrics flags, checked before anything else, so that any later error can still be pushed;
+    None without any (then prometheus_client is not even imported)."""
+    if args.metrics_file is None and args.metrics_port is None and args.pushgateway is None:
+        return None
+    from dispatcher.metrics import MetricsOptions
+
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise UsageError("--metrics-port must be between 0 and 65535")
+    if args.pushgateway is not None:
+        from urllib.parse import urlsplit
+
+        scheme = urlsplit(args.pushgateway).scheme if "://" in args.pushgateway else "http"
+        if scheme not in ("http", "https") or not args.pushgateway.split("://")[-1].strip("/"):
+            raise UsageError(f"--pushgateway {args.pushgateway}: give an http:// or https:// URL")
+    if not args.pushgateway_job or "/" in args.pushgateway_job:
+        raise UsageError("--pushgateway-job must be a non-empty name without /")
+    if args.metrics_file is not None:
+        out = str(Path(args.out or default_out(args.jobs[0])))
+        keep = [out, *args.jobs, *([args.summary_json] if args.summary_json else [])]
+        check_writable(args.metrics_file, "--metrics-file", keep=keep)
+        if args.summary_json and os.path.abspath(args.summary_json) == os.path.abspath(args.metrics_file):
+            raise UsageError(f"--metrics-file {args.metrics_file}: is also the --summary-json file")
+    return MetricsOptions(
+        file=args.metrics_file,
+        port=args.metrics_port,
+        host=args.metrics_host,
+        pushgateway=args.pushgateway,
+        job=args.pushgateway_job,
+    )
+
+
 def _send(args: argparse.Namespace) -> int:
+    options = _metrics_options(args)
+    if args.dry_run or options is None:  # a dry run sends nothing, so it has no metrics
+        return _send_checked(args, None)
+    import time
+
+    from dispatcher.metrics import Exporter
+
+    exporter = Exporter(options, started=time.time())
+    try:
+        return _send_checked(args, exporter)
+    except (DispatcherError, KeyboardInterrupt) as exc:
+        # A run that could not start (a configuration error, say) is a failed run too: a dashboard
+        # must see it. The error that stopped it is the one reported, not a second one from here.
+        code = exc.exit_code if isinstance(exc, DispatcherError) else EXIT_INTERRUPTED
+        with contextlib.suppress(DispatcherError):
+            exporter.finish(code)
+        raise
+
+
+def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     _check_send_args(args)
     from dispatcher import config, logs
     from dispatcher.engine import check_readable
@@ -307,6 +378,8 @@ def _send(args: argparse.Namespace) -> int:
 
     creds = config.DEMO_CREDENTIALS if args.sandbox else config.credentials_from_env()
     logs.configure(args.log_format, secrets=(*creds.secrets(), args.store.password))
+    if exporter is not None:
+        exporter.serve()
     endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
     from dispatcher.engine import RunConfig
     from dispatcher.retry import RetryPolicy
@@ -328,10 +401,14 @@ def _send(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and not args.no_progress
     import asyncio
 
-    summary = asyncio.run(_run(run, sandbox=args.sandbox, show_progress=show_progress, store=args.store))
+    summary = asyncio.run(
+        _run(run, sandbox=args.sandbox, show_progress=show_progress, store=args.store, exporter=exporter)
+    )
     _print_summary(summary)
     if args.summary_json:
         _write_json(args.summary_json, summary.to_dict())
+    if exporter is not None:
+        exporter.finish(summary.exit_code, summary)
     return summary.exit_code
 
 
@@ -376,7 +453,9 @@ def _interrupted_before_sending(out: Path) -> Summary:
     return summary
 
 
-async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: StoreURI) -> Summary:
+async def _run(
+    run: RunConfig, *, sandbox: bool, show_progress: bool, store: StoreURI, exporter: Exporter | None = None
+) -> Summary:
     import asyncio
     import contextlib
     import dataclasses
@@ -474,14 +553,20 @@ async def _run(run: RunConfig, *, sandbox: bool, show_progress: bool, store: Sto
                 stack.push_async_callback(emulator.stop)
                 run = dataclasses.replace(run, endpoint=url)
                 log.info("sandbox started", url=url)
-            progress = None
+            subscribers: list[Subscriber] = []
             if show_progress and plan is not None:
                 from dispatcher.progress import RichProgress
 
-                progress = stack.enter_context(RichProgress(plan.batches))
-            engine = Engine(run, progress=progress, journal=journal, limiters=limiter_of)
+                subscribers.append(stack.enter_context(RichProgress(plan.batches)))
+            if exporter is not None:
+                subscribers.append(exporter.metrics)
+            engine = Engine(run, subscribers=subscribers, journal=journal, limiters=limiter_of)
             if not stopper.attach(engine):
                 return _interrupted_before_sending(run.out)
+            if exporter is not None:
+                # A metrics file that cannot be written stops the run like its journal would.
+                writer = asyncio.create_task(exporter.write_periodically(engine.halt))
+                stack.callback(writer.cancel)
             log.info(
                 "sending",
                 jobs=list(run.jobs),

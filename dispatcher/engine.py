@@ -29,10 +29,9 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
@@ -43,11 +42,24 @@ from dispatcher.config import Credentials
 from dispatcher.endpoints import NOTIFICATION, Endpoint
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.errors import ConfigError, InputError, JournalWriteError, RateStoreError, UsageError
+from dispatcher.events import (
+    BatchSkipped,
+    Bus,
+    Halted,
+    JobAccepted,
+    JobRejected,
+    RateWaited,
+    ReplyRecorded,
+    StopRequested,
+    Subscriber,
+    code_key,
+)
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
 from dispatcher.limiter import Limiter, Quota
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
 from dispatcher.ratelimit import RateLimiter, frozen_heap
 from dispatcher.retry import RetryPolicy
+from dispatcher.runlog import RunLog
 from dispatcher.summary import Summary
 from dispatcher.threads import in_daemon_thread
 from dispatcher.usersig import Signer
@@ -163,19 +175,6 @@ class RunConfig:
         )
 
 
-class Progress(Protocol):
-    def batch_done(self, status: str) -> None: ...
-    def request_done(self, retry: bool) -> None: ...
-
-
-class _NoProgress:
-    def batch_done(self, status: str) -> None:
-        pass
-
-    def request_done(self, retry: bool) -> None:
-        pass
-
-
 class _Worker:
     __slots__ = ("sending", "task")
 
@@ -245,7 +244,7 @@ class Engine:
         self,
         config: RunConfig,
         *,
-        progress: Progress | None = None,
+        subscribers: Iterable[Subscriber] = (),
         limiter: Limiter | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -254,14 +253,17 @@ class Engine:
         limiters: LimiterFactory | None = None,
     ) -> None:
         """`journal`: one the caller opened already (`outcomes.open_journal`), to hold its lock from
-        before a pre-scan; the engine writes it and closes it at the end of `run()`.
+        before a pre-scan; the engine writes it and closes it at the end of `run()`. `subscribers`
+        hear every event of the run (dispatcher.events) after the summary and the run log do.
 
         `limiters` opens each API's limiter the first time the run sends with it (a budget is per
         app and API path); `limiter`, one limiter for every API, which then counts calls only. With
         neither, each API gets an in-process limiter (batchsendmsg's with its per-minute quota)."""
         self.config = config
         self.summary = Summary(out=shown(config.out))
-        self.progress: Progress = progress or _NoProgress()
+        # One stream of events feeds every output; the summary and the run log are always there.
+        self._bus = Bus([self.summary.on_event, RunLog(), *subscribers])
+        self._emit = self._bus.emit
         self.limiter: Limiter | None = limiter
         self._limiter_factory = limiters
         self._limiters: dict[str, Limiter] = {}  # API path -> its limiter, once opened
@@ -281,7 +283,7 @@ class Engine:
         self._reading_stopped = threading.Event()  # tells the reader thread to give up
         self._hard_stop: asyncio.TimerHandle | None = None
         self._halt_reasons: set[str] = set()
-        self._seen_codes: set[str] = set()
+        self._interrupted = False
         self._first_start = 0.0
         self._last_start = 0.0
         # What the endpoint has done so far, for telling an outage from one unlucky batch.
@@ -295,12 +297,12 @@ class Engine:
 
     def stop(self) -> None:
         """First call: stop gracefully (in-flight requests finish and are recorded). Second: at once."""
-        if self.summary.interrupted:
-            log.warning("second signal: stopping at once; requests in flight are not recorded")
+        if self._interrupted:
+            self._emit(StopRequested(at_once=True, grace_s=self.config.grace))
             self._cancel_all()
             return
-        self.summary.interrupted = True
-        log.warning("stopping: finishing requests in flight; resume with --resume", grace_s=self.config.grace)
+        self._interrupted = True
+        self._emit(StopRequested(at_once=False, grace_s=self.config.grace))
         self._begin_stop()
         self._hard_stop = asyncio.get_running_loop().call_later(self.config.grace, self._cancel_all)
 
@@ -321,15 +323,15 @@ class Engine:
             if worker.task is not None:
                 worker.task.cancel()
 
+    def halt(self, reason: str) -> None:
+        """Stop early for a cause outside the engine (an output of the run that cannot be written)."""
+        self._halt(reason)
+
     def _halt(self, reason: str) -> None:
         """Stop early for a cause that will fail every request alike; unfinished work stays resumable."""
-        if self.summary.stopped is None:
-            self.summary.stopped = reason
+        if reason not in self._halt_reasons:  # a second cause is news too (say, the journal as well)
+            self._emit(Halted(reason, first=not self._halt_reasons))
             self._halt_reasons.add(reason)
-            log.error("stopping the run early: fix the cause, then --resume", reason=reason)
-        elif reason not in self._halt_reasons:  # a second cause is news too (say, the journal as well)
-            self._halt_reasons.add(reason)
-            log.error("also", reason=reason)
         self._begin_stop()
 
     # -- limiters ------------------------------------------------------------------------------
@@ -442,8 +444,6 @@ class Engine:
                     await queue.put(None)
 
     async def _admit(self, item: Job | Rejection, queue: asyncio.Queue[Batch | None]) -> None:
-        summary = self.summary
-        summary.jobs += 1
         if isinstance(item, Rejection):
             self._reject(item.job_id, item.group_id, item.message, source=item.source, field=item.field)
             return
@@ -451,14 +451,13 @@ class Engine:
         if conflict is not None:
             self._reject(item.job_id, item.group_id, f"{item.source}: {conflict}", source=item.source, field=None)
             return
-        summary.batches += item.batches
+        self._emit(JobAccepted(item.job_id, item.batches))
         yield_at = time.monotonic() + _PRODUCER_SLICE
         try:
             for batch in split(item):
                 if self.state.should_skip(item.job_id, batch.index, self.config.retry_failed):
-                    summary.skipped += 1
-                    summary.skipped_failed += self.state.fate(item.job_id, batch.index) == FAILED
-                    self.progress.batch_done("skipped")
+                    failed = self.state.fate(item.job_id, batch.index) == FAILED
+                    self._emit(BatchSkipped(item.job_id, batch.index, failed))
                 else:
                     await queue.put(batch)  # suspends only when the queue is full
                     if time.monotonic() > yield_at:
@@ -470,7 +469,7 @@ class Engine:
             self._halt(str(exc))
 
     def _reject(self, job_id: str, group_id: str | None, message: str, **extra: object) -> None:
-        if not self._write(
+        written = self._write(
             record(
                 job_id=job_id,
                 batch=None,
@@ -487,10 +486,8 @@ class Engine:
                 job_hash=None,
                 **extra,
             )
-        ):
-            return
-        self.summary.rejected += 1
-        log.warning("job rejected", job_id=job_id, reason=message)
+        )
+        self._emit(JobRejected(job_id, message, recorded=written))
 
     async def _work(self, worker: _Worker, queue: asyncio.Queue[Batch | None], client: Client) -> None:
         while not self._stopping:
@@ -516,11 +513,13 @@ class Engine:
         for n in range(1, policy.max_attempts + 1):
             body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
             cost = len(pending) if pending and self._counts_quota(endpoint) else 1
+            asked = time.monotonic()
             try:
                 await limiter.acquire(cost)
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
                 self._halt(str(exc))
                 return
+            self._emit(RateWaited(time.monotonic() - asked))
             if self._stopping:
                 return  # left pending: its last line, if any, is not final
             worker.sending = True
@@ -571,24 +570,10 @@ class Engine:
         endpoint = batch.job.endpoint
         details = reply.details
         verdict = endpoint.classify(reply.error_code, reply.http_status, details)
-        summary = self.summary
-        summary.requests += 1
-        if n > 1:
-            summary.retries += 1
-        code = "transport" if reply.error_code is None else str(reply.error_code)
+        first_verdict = verdict
+        code = code_key(reply.error_code)
         if reply.error_code == api.OK and details.dropped:
             code = "0-dropped"  # not a delivery: frequency control dropped the message
-        summary.error_codes[code] += 1
-        if code != "0" and code not in self._seen_codes:
-            self._seen_codes.add(code)
-            log.warning(
-                "first reply with this error",
-                error_code=code,
-                error_info=reply.error_info or details.dropped,
-                job_id=batch.job.job_id,
-                batch=batch.index,
-                verdict=verdict.value,
-            )
         last = n >= self.config.policy.max_attempts
         halt: str | None = None
         if reply.http_status is not None:
@@ -692,18 +677,32 @@ class Engine:
                 **extra,
             )
         )
+        if status == FAILED:
+            # Recipients of the batch that this line leaves undelivered for good.
+            undelivered = len(lost) if endpoint.counts_recipients else len(batch.recipients or ())
+        else:
+            undelivered = 0
+        self._emit(
+            ReplyRecorded(
+                api=endpoint.name,
+                job_id=batch.job.job_id,
+                batch=batch.index,
+                retry=n > 1,
+                code=code,
+                error_info=reply.error_info or details.dropped,
+                verdict=first_verdict.value,
+                status=status,
+                recipients=len(batch.recipients or ()),
+                latency_s=None if reply.latency_ms is None else reply.latency_ms / 1000,
+                recorded=written,
+                delivered=delivered,
+                undelivered=undelivered,
+            )
+        )
         if halt is not None:
             self._halt(halt)
         if not written:
             return None  # not on record, so not done: a resume sends it again
-        self.progress.request_done(retry=n > 1)
-        summary.recipients += delivered
-        if status == OK:
-            summary.ok += 1
-        elif status == FAILED:
-            summary.failed += 1
-        if status in (OK, FAILED):
-            self.progress.batch_done(status)
         return (verdict, next_pending, lost) if again else None
 
 

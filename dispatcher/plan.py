@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
+from dispatcher.events import BatchSkipped, JobAccepted, JobRejected
 from dispatcher.jobs import Job, Rejection, read_jobs
 from dispatcher.limiter import Quota
-from dispatcher.outcomes import JournalState
+from dispatcher.outcomes import FAILED, JournalState
 from dispatcher.ratelimit import HEADROOM
+from dispatcher.summary import Summary
 
 MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections in full and counts the rest
 
@@ -101,22 +103,26 @@ def make_plan(
     (a pre-scan must leave it to the run)."""
     plan = Plan(rate=rate, message_quota=message_quota, batch_size=batch_size)
     state = state or JournalState()
+    # Counted by the summary's own code from the events a send would emit, so a plan and the
+    # summary of the run it plans cannot count jobs, rejections, batches or skips differently.
+    tally = Summary()
     for item in read_jobs(paths, batch_size, stop=stop, streams=streams):
-        plan.jobs += 1
         conflict = state.conflict(item.job_id, item.job_hash, item.derived_id) if isinstance(item, Job) else None
         if isinstance(item, Job) and conflict is not None:
             item = Rejection(item.job_id, item.file, item.line, None, conflict, item.group_id)
         if isinstance(item, Rejection):
-            plan.rejected += 1
+            tally.on_event(JobRejected(item.job_id, item.message))
             if len(plan.rejections) < MAX_LISTED_REJECTIONS:
                 plan.rejections.append(item)
             continue
-        plan.batches += item.batches
+        tally.on_event(JobAccepted(item.job_id, item.batches))
         plan.recipients += item.recipient_count
         skipped = 0
         if state.jobs:
-            skipped = sum(1 for i in range(item.batches) if state.should_skip(item.job_id, i, retry_failed))
-            plan.skipped += skipped
+            for i in range(item.batches):
+                if state.should_skip(item.job_id, i, retry_failed):
+                    skipped += 1
+                    tally.on_event(BatchSkipped(item.job_id, i, state.fate(item.job_id, i) == FAILED))
         name = item.endpoint.name
         plan.api_requests[name] = plan.api_requests.get(name, 0) + item.batches - skipped
         if item.endpoint.counts_recipients and skipped < item.batches:
@@ -124,6 +130,7 @@ def make_plan(
             plan.quota_messages += max(0, item.recipient_count - skipped * item.batch_size)
         if collect_groups and item.group_id is not None:
             plan.groups.setdefault(item.group_id, item.group_type or "Public")
+    plan.jobs, plan.rejected, plan.batches, plan.skipped = tally.jobs, tally.rejected, tally.batches, tally.skipped
     return plan
 
 

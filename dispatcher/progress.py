@@ -8,9 +8,12 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from dispatcher.events import BatchSkipped, Event, ReplyRecorded
+from dispatcher.outcomes import FAILED
+
 
 class RichProgress:
-    """Fed by the engine; draws on stderr. Use only when stderr is a terminal."""
+    """Fed by the run's events; draws on stderr. Use only when stderr is a terminal."""
 
     def __init__(self, total_batches: int, console: Console | None = None) -> None:
         self._progress = Progress(
@@ -43,12 +46,18 @@ class RichProgress:
         except OSError:  # the terminal hung up (SIGHUP): there is nobody left to show it to
             pass
 
-    def request_done(self, retry: bool) -> None:
-        self._requests += 1
-        self._retries += retry
+    def __call__(self, event: Event) -> None:
+        """An events subscriber: a recorded request counts toward the rate, a batch's end advances the bar."""
+        if isinstance(event, ReplyRecorded) and event.recorded:
+            self._requests += 1
+            self._retries += event.retry
+            if event.final:
+                self._batch_done(event.status)
+        elif isinstance(event, BatchSkipped):
+            self._batch_done("skipped")
 
-    def batch_done(self, status: str) -> None:
-        if status == "failed":
+    def _batch_done(self, status: str) -> None:
+        if status == FAILED:
             self._failed += 1
         elif status == "skipped":
             self._skipped += 1

@@ -18,6 +18,10 @@ with two differences that the guarantee needs:
   the tolerance, 1.017 s: arrivals must bunch by more than 17 ms before the server counts 201 in a
   second, and any one second holds at most 197 grants.
 
+A budget may also hold a quota (`limiter.Quota`: batchsendmsg's 12,000 messages a minute), kept as
+in memory: its units paced evenly (`utat`) and a guard over the log of the last window's calls, a
+list beside the budget (`key:log`), in the same script.
+
 Faults: a store that cannot be reached at start is a RateStoreError (exit 2); one lost mid-run makes
 `acquire` raise RateStoreError, on which the engine starts nothing more and halts resumably. Never
 a private budget instead: that would overrun the app's cap.
@@ -29,7 +33,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import RateStoreError
 
@@ -229,9 +233,13 @@ class RedisLimiter:
         self._head: list[str | int] = [rate_text(rate), "" if quota is None else quota.text()]
         self._tail: list[str | int] = [TOLERANCE_US, ttl_ms]
         self._shape: list[str | int] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args]
+        # TAKE goes over the client's one connection, and only ever under `_turn`; PAUSE goes from a
+        # task of its own, so it takes a connection of the pool instead, never the same socket.
         self._client = client
         self._take = client.register_script(TAKE)
-        self._pause = client.register_script(PAUSE)
+        self._pauser = type(client)(connection_pool=client.connection_pool)
+        self._packed: dict[int, list[bytes]] = {}  # TAKE as sent, by cost (see _fast_take)
+        self._pause = self._pauser.register_script(PAUSE)
         self._secrets = tuple(s for s in secrets if s)
         self._sleep = sleep
         self._clock = clock
@@ -291,14 +299,43 @@ class RedisLimiter:
         """One TAKE: whether the slot was taken, and the microseconds until the next may be."""
         import redis.exceptions
 
-        args = [*self._head, cost, *self._tail, self._now(), *self._shape]
+        now = self._now()
+        args = [*self._head, cost, *self._tail, now, *self._shape]
         try:
-            status, value = await self._take(keys=self._keys, args=args)
+            reply = None if starting else await self._fast_take(args, cost, now)
+            if reply is None:
+                reply = await self._take(keys=self._keys, args=args)
+            status, value = reply
         except (redis.exceptions.RedisError, OSError) as exc:
             raise self._fault(exc, starting) from None
         if status < 0:
             raise self._mismatch(status, value.decode() if isinstance(value, bytes) else str(value))
         return status == 1, int(value)
+
+    async def _fast_take(self, args: list[str | int], cost: int, now: str) -> Any:
+        """EVALSHA straight on the client's connection, past its client layer: its retry wrapper,
+        lock and observability hooks cost 20-25 us of CPU a slot, a fifth of what Redis adds to a
+        request. None when the connection is not up or the script not loaded, and after a
+        connection fault: the caller then goes the client's way, which connects, loads and retries."""
+        import redis.exceptions
+
+        conn = self._client.connection
+        if conn is None or not conn.is_connected:
+            return None
+        # In a real run only the cost varies (Redis reads its own clock): packing, 9 us, is done once a cost.
+        packed = self._packed.get(cost) if now == "" else None
+        if packed is None:
+            packed = conn.pack_command("EVALSHA", self._take.sha, len(self._keys), *self._keys, *args)
+            if now == "" and len(self._packed) < 1024:
+                self._packed[cost] = packed
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            return await conn.read_response()
+        except redis.exceptions.NoScriptError:
+            return None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            await conn.disconnect()
+            return None
 
     def _mismatch(self, status: int, held: str) -> RateStoreError:
         change = (
@@ -330,6 +367,7 @@ class RedisLimiter:
         """Let a pause being written land (briefly), then close the connections."""
         if self._pauses:
             await asyncio.wait(self._pauses, timeout=TIMEOUT_S)
+        await self._pauser.aclose()  # not the pool's owner: closes nothing but itself
         await self._client.aclose()
 
 

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from dispatcher.events import code_key
 from dispatcher.outcomes import FAILED, OK, PENDING, REJECTED, iter_records
 
 
@@ -50,8 +51,7 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
             continue
         info.rejected = None
         info.batches = int(doc.get("batches") or info.batches)
-        code = doc.get("error_code")
-        codes["transport" if code is None else str(code)] += 1
+        codes[code_key(doc.get("error_code"))] += 1  # as the summary counts them
         key = (job_id, int(doc["batch"]))
         fate, _ = fates.get(key, (None, lineno))
         fates[key] = (str(doc["status"]) if doc.get("final") else fate, lineno)

@@ -1,10 +1,21 @@
-"""The end-of-run summary: counters the engine updates, and the JSON that cron jobs read."""
+"""The end-of-run summary: counters kept from the run's events, and the JSON that cron jobs read."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
 from typing import Any
+
+from dispatcher.events import (
+    BatchSkipped,
+    Event,
+    Halted,
+    JobAccepted,
+    JobRejected,
+    ReplyRecorded,
+    StopRequested,
+)
+from dispatcher.outcomes import FAILED, OK
 
 
 @dataclasses.dataclass
@@ -26,6 +37,32 @@ class Summary:
     exit_code: int = 0
     interrupted: bool = False
     stopped: str | None = None  # why the run stopped early on a configuration error
+
+    def on_event(self, event: Event) -> None:
+        """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
+        if isinstance(event, ReplyRecorded):
+            self.requests += 1  # made, whether or not its line could be written
+            self.retries += event.retry
+            self.error_codes[event.code] += 1
+            if event.recorded:
+                self.recipients += event.delivered
+            if event.recorded and event.status == OK:
+                self.ok += 1
+            elif event.recorded and event.status == FAILED:
+                self.failed += 1
+        elif isinstance(event, JobAccepted):
+            self.jobs += 1
+            self.batches += event.batches
+        elif isinstance(event, JobRejected):
+            self.jobs += 1
+            self.rejected += event.recorded
+        elif isinstance(event, BatchSkipped):
+            self.skipped += 1
+            self.skipped_failed += event.failed
+        elif isinstance(event, StopRequested):
+            self.interrupted = True
+        elif isinstance(event, Halted) and event.first:
+            self.stopped = event.reason
 
     @property
     def pending(self) -> int:

@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-process sandbox on 127.0.0.1, a real redis-server, job-file writers, a virtual clock."""
+"""Shared fixtures: an in-process sandbox on 127.0.0.1, a real redis-server and Pushgateway, job-file writers,
+a virtual clock."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,54 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.kill()
+
+
+class Pushgateway:
+    """A real Prometheus Pushgateway of our own on 127.0.0.1: a free port, no persistence file."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("prometheus-pushgateway")
+        if binary is None:
+            pytest.fail(
+                "prometheus-pushgateway is not installed: `make test` installs it "
+                "(apt-get install prometheus-pushgateway)"
+            )
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [self.binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="]
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"prometheus-pushgateway did not start on port {self.port}")
+
+    def metrics(self) -> str:
+        """What the gateway exposes now: every pushed group, as Prometheus would scrape it."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
+    workdir = tmp_path / "pushgateway"
+    workdir.mkdir()
+    gateway = Pushgateway(workdir)
+    gateway.start()
+    yield gateway
+    gateway.kill()

@@ -3,6 +3,7 @@ several processes, the shared pause, another rate refused, and the store's fault
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from dispatcher.errors import RateStoreError
 from dispatcher.limiter import Quota, parse_store
-from dispatcher.redislimit import RedisLimiter, connect
+from dispatcher.redislimit import TAKE, RedisLimiter, connect
 from tests.conftest import FakeClock, RedisServer, free_port
 from tests.test_ratelimit import max_in_any_window, units_in_any_window
 
@@ -265,3 +266,23 @@ def test_bad_store_uris(uri: str, message: str) -> None:
     with pytest.raises(UsageError) as bad:
         parse_store(uri)
     assert str(bad.value) == message
+
+
+async def test_a_flushed_script_or_a_dropped_connection_is_not_a_lost_store(redis_server: RedisServer) -> None:
+    """Each slot goes straight over the limiter's connection; a Redis that restarted (its scripts
+    gone) or a connection cut by the server is taken up again the client's way, not a halt."""
+    import redis.asyncio
+
+    limiter = await connect(parse_store(redis_server.url), rate=1000, key=KEY)
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    await limiter.acquire()
+    await admin.script_flush()
+    await limiter.acquire()
+    assert await admin.script_exists(hashlib.sha1(TAKE.encode()).hexdigest()) == [True]  # loaded again
+    await admin.client_kill_filter(skipme=True)  # every connection but the admin's
+    await limiter.acquire()
+    await limiter.acquire()
+    budget = await admin.hgetall(KEY)
+    assert budget[b"rate"] == b"1000"
+    await admin.aclose()
+    await limiter.aclose()

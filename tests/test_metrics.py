@@ -1,0 +1,329 @@
+"""Prometheus metrics as an operator's monitoring sees them: the textfile node_exporter reads, the live
+/metrics endpoint, and a real Pushgateway; every one parsed back with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from dispatcher.engine import Engine
+from dispatcher.events import BatchSkipped, JobAccepted
+from dispatcher.metrics import Exporter, MetricsOptions
+from dispatcher.sandbox import Sandbox
+from tests.conftest import DISPATCHER, ROOT, Pushgateway, cli_env, free_port, make_config, users, write_jobs
+
+API = "send_group_system_notification"
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str, **only: str) -> Samples:
+    """Every sample in exposition text, keyed by name and labels (those in `only` must match, and are
+    left out of the key: a Pushgateway adds `job` and `instance`)."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if any(labels.get(k) != v for k, v in only.items()):
+                continue
+            for k in (*only, "instance"):
+                labels.pop(k, None)
+            out[(sample.name, tuple(sorted(labels.items())))] = sample.value
+    return out
+
+
+def value(found: Samples, name: str, **labels: str) -> float | None:
+    return found.get((name, tuple(sorted(labels.items()))))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(DISPATCHER(*args), env=env or cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def mixed_jobs(tmp_path: Path) -> Path:
+    """1,200 recipients in 3 batches, and one job that is rejected (an unknown key)."""
+    return write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"job_id": "digest", "GroupId": "@TGS#digest", "Content": "hi", "ToMembers_Account": users(1200)},
+            {"job_id": "typo", "GroupId": "@TGS#digest", "Content": "hi", "ToMember_Account": ["peter"]},
+        ],
+    )
+
+
+def test_the_textfile_holds_the_run_for_node_exporter(mixed_jobs: Path, tmp_path: Path) -> None:
+    prom = tmp_path / "dispatcher.prom"
+    before = time.time()
+    result = run_cli("send", str(mixed_jobs), "--sandbox", "--out", str(tmp_path / "o"), "--metrics-file", str(prom))
+    assert result.returncode == 1, result.stderr  # a job was rejected
+    found = samples(prom.read_text())
+    assert value(found, "dispatcher_requests_total", api=API, code="0") == 3
+    assert value(found, "dispatcher_batches_total", status="ok") == 3
+    assert value(found, "dispatcher_batches_total", status="failed") == 0
+    assert value(found, "dispatcher_batches_total", status="skipped") == 0
+    assert value(found, "dispatcher_batches_pending") == 0
+    assert value(found, "dispatcher_jobs_total", result="accepted") == 1
+    assert value(found, "dispatcher_jobs_total", result="rejected") == 1
+    assert value(found, "dispatcher_recipients_notified_total") == 1200
+    assert value(found, "dispatcher_recipients_not_notified_total") == 0
+    assert value(found, "dispatcher_retries_total") == 0
+    assert value(found, "dispatcher_journal_lines_total") == 4  # 3 batches and the rejection
+    assert value(found, "dispatcher_request_duration_seconds_count", api=API) == 3
+    assert value(found, "dispatcher_exit_code") == 1
+    assert value(found, "dispatcher_interrupted") == 0
+    assert value(found, "dispatcher_stopped_early") == 0
+    assert value(found, "dispatcher_running") == 0
+    start = value(found, "dispatcher_run_start_timestamp_seconds")
+    end = value(found, "dispatcher_run_end_timestamp_seconds")
+    assert start is not None and end is not None and before <= start <= end <= time.time()
+    assert value(found, "dispatcher_last_success_timestamp_seconds") is None  # it did not succeed
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("dispatcher.prom")] == ["dispatcher.prom"]
+    # Bounded labels only: never a job id or a user id.
+    assert {name for _, labels in found for name, _ in labels} == {"api", "code", "status", "result", "le"}
+
+
+def test_a_failed_run_keeps_the_last_success_of_the_textfile_it_replaces(mixed_jobs: Path, tmp_path: Path) -> None:
+    prom = tmp_path / "dispatcher.prom"
+    prom.write_text("dispatcher_last_success_timestamp_seconds 1.7e+09\ndispatcher_exit_code 0\n")
+    result = run_cli("send", str(mixed_jobs), "--sandbox", "--out", str(tmp_path / "o"), "--metrics-file", str(prom))
+    assert result.returncode == 1, result.stderr
+    found = samples(prom.read_text())
+    assert value(found, "dispatcher_last_success_timestamp_seconds") == 1.7e9
+    assert value(found, "dispatcher_exit_code") == 1
+
+
+def test_a_successful_run_sets_the_last_success(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi", "ToMembers_Account": ["p"]}])
+    prom = tmp_path / "dispatcher.prom"
+    prom.write_text("dispatcher_last_success_timestamp_seconds 1.7e+09\n")
+    before = time.time()
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--metrics-file", str(prom))
+    assert result.returncode == 0, result.stderr
+    found = samples(prom.read_text())
+    last = value(found, "dispatcher_last_success_timestamp_seconds")
+    assert last is not None and before <= last <= time.time()
+    assert last == value(found, "dispatcher_run_end_timestamp_seconds")
+
+
+async def test_retries_and_failures_are_counted_by_code(sandbox: Sandbox, tmp_path: Path) -> None:
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [{"job_id": "a", "GroupId": "@TGS#a", "Content": "hi", "ToMembers_Account": users(3)}],
+    )
+    sandbox.script(10002, 10002, 10004)  # twice transient, then permanent: the batch fails on attempt 3
+    exporter = Exporter(MetricsOptions(file=str(tmp_path / "m.prom")), started=1000.0)
+    summary = await Engine(make_config(sandbox, jobs, tmp_path / "out.jsonl"), subscribers=[exporter.metrics]).run()
+    exporter.finish(summary.exit_code, summary)
+    found = samples((tmp_path / "m.prom").read_text())
+    assert value(found, "dispatcher_requests_total", api=API, code="10002") == 2
+    assert value(found, "dispatcher_requests_total", api=API, code="10004") == 1
+    assert value(found, "dispatcher_requests_total", api=API, code="0") is None
+    assert value(found, "dispatcher_retries_total") == 2
+    assert value(found, "dispatcher_batches_total", status="failed") == 1
+    assert value(found, "dispatcher_recipients_not_notified_total") == 3
+    assert value(found, "dispatcher_journal_lines_total") == 3
+    assert value(found, "dispatcher_run_start_timestamp_seconds") == 1000.0
+    assert value(found, "dispatcher_exit_code") == 1
+
+
+# The reader hands jobs over 256 at a time: a pipe with this much in it, and kept open, has a run
+# that sent 256 requests and waits for more.
+JOBS_PER_CHUNK = 256
+CHUNK = b"".join(
+    orjson.dumps({"GroupId": "@TGS#f", "Content": f"n{i}", "ToMembers_Account": ["p", "q"]}) + b"\n"
+    for i in range(JOBS_PER_CHUNK)
+)
+
+
+def _log_lines(proc: subprocess.Popen[bytes], until: str, timeout: float = 20) -> dict[str, object]:
+    """Read JSON log lines from the process's stderr until one with this event; that line."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.1)
+        if ready:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            doc = orjson.loads(line)
+            if doc.get("event") == until:
+                return dict(doc)
+    raise AssertionError(f"no {until!r} log line")
+
+
+def _wait_for_lines(path: Path, n: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not get {n} lines")
+
+
+def test_live_metrics_during_a_run_and_a_signal_stop_is_pushed(tmp_path: Path, pushgateway: Pushgateway) -> None:
+    fifo = tmp_path / "jobs.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.jsonl"
+    args = ["send", str(fifo), "--sandbox", "--out", str(out), "--log-format", "json", "--metrics-port", "0"]
+    args += ["--pushgateway", pushgateway.url, "--pushgateway-job", "nightly"]
+    proc = subprocess.Popen(
+        DISPATCHER(*args),
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = str(_log_lines(proc, "metrics served")["url"])
+        assert url.startswith("http://127.0.0.1:")
+        with open(fifo, "wb") as writer:  # the pipe stays open, so the run goes on
+            writer.write(CHUNK)
+            writer.flush()
+            _wait_for_lines(out, JOBS_PER_CHUNK)
+            with urllib.request.urlopen(url, timeout=5) as response:
+                live = samples(response.read().decode())
+            assert value(live, "dispatcher_requests_total", api=API, code="0") == 256
+            assert value(live, "dispatcher_recipients_notified_total") == 512
+            assert value(live, "dispatcher_running") == 1
+            assert value(live, "dispatcher_exit_code") is None  # not over yet
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pushed = samples(pushgateway.metrics(), job="nightly")
+    assert value(pushed, "dispatcher_interrupted") == 1
+    assert value(pushed, "dispatcher_exit_code") == 130
+    assert value(pushed, "dispatcher_requests_total", api=API, code="0") == 256
+    assert value(pushed, "dispatcher_running") == 0
+    with pytest.raises(OSError):  # the endpoint is gone with the run
+        urllib.request.urlopen(url, timeout=2)
+
+
+def test_a_configuration_error_is_pushed_and_keeps_the_last_success(tmp_path: Path, pushgateway: Pushgateway) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    flags = ("--pushgateway", pushgateway.url, "--pushgateway-job", "nightly")
+    ok = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "first.jsonl"), *flags)
+    assert ok.returncode == 0, ok.stderr
+    first = samples(pushgateway.metrics(), job="nightly")
+    success = value(first, "dispatcher_last_success_timestamp_seconds")
+    assert success is not None and value(first, "dispatcher_exit_code") == 0
+
+    # No credentials in the environment: the nightly run cannot start.
+    failed = run_cli("send", str(jobs), "--out", str(tmp_path / "second.jsonl"), *flags)
+    assert failed.returncode == 2
+    assert failed.stderr.splitlines() == [
+        "dispatcher: error: missing credentials in the environment: "
+        "TIM_SDKAPPID, TIM_IDENTIFIER, TIM_SECRET_KEY (or TIM_USERSIG)"
+    ]
+    pushed = samples(pushgateway.metrics(), job="nightly")
+    assert value(pushed, "dispatcher_exit_code") == 2
+    assert value(pushed, "dispatcher_stopped_early") == 1
+    assert value(pushed, "dispatcher_interrupted") == 0
+    assert value(pushed, "dispatcher_requests_total", api=API, code="0") is None  # the first run's are replaced
+    assert value(pushed, "dispatcher_last_success_timestamp_seconds") == success
+
+
+def test_a_push_that_fails_is_one_warning_and_the_exit_status_stands(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    gone = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", gone)
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if "could not push the metrics" in line]
+    assert len(warnings) == 1 and gone in warnings[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--metrics-file", "/nonexistent/m.prom"), "--metrics-file /nonexistent/m.prom: no such directory"),
+        (("--metrics-port", "70000"), "--metrics-port must be between 0 and 65535"),
+        (("--pushgateway", "ftp://gateway"), "--pushgateway ftp://gateway: give an http:// or https:// URL"),
+        (("--pushgateway", "http://g", "--pushgateway-job", ""), "--pushgateway-job must be a non-empty name"),
+    ],
+)
+def test_bad_metrics_flags_are_one_line_and_exit_2(tmp_path: Path, flags: tuple[str, ...], message: str) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), *flags)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert message in line
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "o"), "--metrics-port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"dispatcher: error: --metrics-port {port}: cannot listen on 127.0.0.1: Address already in use"
+    )
+
+
+async def test_the_textfile_is_written_during_the_run(tmp_path: Path) -> None:
+    """A run that lasts replaces its textfile every few seconds (here: every 10 ms), not only at the end."""
+    prom = tmp_path / "m.prom"
+    exporter = Exporter(MetricsOptions(file=str(prom), write_every=0.01), started=1000.0)
+    errors: list[str] = []
+    writer = asyncio.create_task(exporter.write_periodically(errors.append))
+    exporter.metrics(JobAccepted("a", 2))
+    exporter.metrics(BatchSkipped("a", 0, failed=False))
+    try:
+        for _ in range(500):
+            if prom.exists() and value(samples(prom.read_text()), "dispatcher_jobs_total", result="accepted") == 1:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        writer.cancel()
+    found = samples(prom.read_text())
+    assert value(found, "dispatcher_running") == 1
+    assert value(found, "dispatcher_batches_total", status="skipped") == 1
+    assert value(found, "dispatcher_exit_code") is None
+    assert errors == []
+
+
+async def test_a_textfile_that_cannot_be_written_stops_the_run(tmp_path: Path) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    exporter = Exporter(MetricsOptions(file=str(directory / "m.prom"), write_every=0.01))
+    directory.rmdir()  # gone after the check at start, as a full or unmounted disk would be
+    errors: list[str] = []
+    await asyncio.wait_for(exporter.write_periodically(errors.append), timeout=10)
+    assert errors == [f"{directory / 'm.prom'}: cannot write the metrics: No such file or directory"]
+
+
+def test_a_late_periodic_write_never_replaces_the_final_file(tmp_path: Path) -> None:
+    """The periodic write runs in a thread a stop abandons: if it comes after the end, it is dropped."""
+    prom = tmp_path / "m.prom"
+    exporter = Exporter(MetricsOptions(file=str(prom)), started=1000.0)
+    exporter.finish(0)
+    final = prom.read_text()
+    exporter.write_file()  # what the abandoned thread would do
+    assert prom.read_text() == final
+    assert value(samples(final), "dispatcher_running") == 0
+
+
+def test_a_password_in_the_pushgateway_url_is_never_logged(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    gone = f"http://ops:s3cret@127.0.0.1:{free_port()}"
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", gone)
+    assert result.returncode == 0
+    assert "could not push the metrics" in result.stderr
+    assert "s3cret" not in result.stderr and "ops:[redacted]@127.0.0.1" in result.stderr
