@@ -605,3 +605,18 @@ def test_sandbox_accounts_file(tmp_path: Path) -> None:
     path = tmp_path / "accounts.txt"
     path.write_bytes(b"\xef\xbb\xbfpeter\r\n\r\n  amara \njun\n")
     assert load_accounts(path) == frozenset({"peter", "amara", "jun"})
+
+
+async def test_partial_replies_as_events_count_each_recipient_once(tmp_path: Path) -> None:
+    from dispatcher.events import Event, ReplyRecorded
+
+    events: list[Event] = []
+    async with Sandbox(accounts={"amara", "jun", "peter"}) as box:
+        box.script_recipients("jun", 91000)
+        config = make_config(box, c2c_jobs(tmp_path, ["amara", "jun", "ghost", "peter"]), tmp_path / "out.jsonl")
+        await Engine(config, subscribers=[events.append]).run()
+    replies = [e for e in events if isinstance(e, ReplyRecorded)]
+    assert [(e.api, e.code, e.status, e.delivered, e.undelivered) for e in replies] == [
+        ("batchsendmsg", "0", "retry", 2, 0),
+        ("batchsendmsg", "0", "failed", 1, 1),
+    ]
