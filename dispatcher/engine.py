@@ -585,12 +585,15 @@ class Engine:
             halt = self._transport_fault(reply, last, first_number)
         # Recipients a partial reply names as not delivered: those that may clear on a retry, the rest
         # failed for good. Only recipients of this request count (a server could name others).
-        asked = set(sent.recipients or ())
-        failures = {uid: code for uid, code in details.failures if uid in asked}
+        sent_count = len(sent.recipients or ())
+        failures: dict[str, int] = {}
+        if details.failures:  # most replies name none: no set of 500 names is built for them
+            asked = set(sent.recipients or ())
+            failures = {uid: code for uid, code in details.failures if uid in asked}
         # A reply that says, recipient by recipient, why each was not delivered is judged per recipient,
         # also when none was (an ErrorCode of its own, 90012, with an ErrorList naming them all).
         per_recipient = bool(failures) and (
-            verdict is api.Verdict.OK or (verdict is api.Verdict.PERMANENT and len(failures) == len(asked))
+            verdict is api.Verdict.OK or (verdict is api.Verdict.PERMANENT and len(failures) == sent_count)
         )
         retry_some: tuple[str, ...] = ()
         if per_recipient:
@@ -642,7 +645,7 @@ class Engine:
         next_pending = sent.recipients
         if endpoint.counts_recipients and sent.recipients is not None:
             if per_recipient or (reply.error_code == api.OK and not details.dropped):
-                delivered = len(asked) - len(failures)
+                delivered = sent_count - len(failures)
                 if again:
                     next_pending = retry_some
                     lost.update({uid: c for uid, c in failures.items() if uid not in retry_some})
