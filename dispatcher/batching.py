@@ -24,7 +24,7 @@ class Batch:
     @property
     def random(self) -> int:
         """The batch's Random/MsgRandom: the same on every attempt, in every run (see endpoints.base)."""
-        return batch_random(self.job.job_hash, self.index)
+        return batch_random(self.job.job_id, self.job.job_hash, self.index)
 
     def body(self, recipients: Sequence[str] | None = None) -> bytes:
         """The request body, exactly as the API takes it; to `recipients` (some of the batch's, on a

@@ -620,3 +620,18 @@ async def test_partial_replies_as_events_count_each_recipient_once(tmp_path: Pat
         ("batchsendmsg", "0", "retry", 2, 0),
         ("batchsendmsg", "0", "failed", 1, 1),
     ]
+
+
+async def test_the_same_message_twice_on_purpose_is_delivered_twice(sandbox: Sandbox, tmp_path: Path) -> None:
+    # Two jobs, each its own job_id, same group and text: two messages, not one deduplicated.
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"job_id": "reminder-1", "api": "send_group_msg", "GroupId": GROUP, "MsgBody": HELLO},
+            {"job_id": "reminder-2", "api": "send_group_msg", "GroupId": GROUP, "MsgBody": HELLO},
+        ],
+    )
+    summary = await run_engine(sandbox, jobs, tmp_path / "out.jsonl")
+    assert (summary.exit_code, summary.ok) == (0, 2)
+    assert sandbox.ledger.times(ALL_MEMBERS, GROUP, HELLO_KEY) == 2
+    assert sandbox.stats["duplicates_dropped"] == 0

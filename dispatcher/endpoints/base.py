@@ -147,10 +147,12 @@ class Endpoint(abc.ABC):
         return {}
 
 
-def batch_random(job_hash: str, index: int) -> int:
+def batch_random(job_id: str, job_hash: str, index: int) -> int:
     """A batch's Random/MsgRandom: the same for every attempt of it, in this run and on a resume,
-    and different for every batch and job (a uint32 from the job hash and the batch number)."""
-    digest = hashlib.blake2b(f"{job_hash}:{index}".encode(), digest_size=4).digest()
+    and different for every batch and job (a uint32 from the job_id, the job hash and the batch
+    number). The job_id is in it so that two jobs that send the same message to the same group on
+    purpose (each with a job_id of its own) are not taken by the server for one."""
+    digest = hashlib.blake2b(orjson.dumps([job_id, job_hash, index]), digest_size=4).digest()
     return int.from_bytes(digest, "big")
 
 
