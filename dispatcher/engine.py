@@ -41,7 +41,7 @@ from dispatcher.client import Client, Reply, new_session
 from dispatcher.config import Credentials
 from dispatcher.endpoints import NOTIFICATION, Endpoint
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
-from dispatcher.errors import ConfigError, InputError, JournalWriteError, RateStoreError, UsageError
+from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.events import (
     BatchSkipped,
     Bus,
@@ -501,7 +501,7 @@ class Engine:
         endpoint = batch.job.endpoint
         try:
             limiter = await self._limiter_for(endpoint)
-        except (RateStoreError, ConfigError, UsageError) as exc:  # a budget that cannot be had: stay resumable
+        except DispatcherError as exc:  # a budget that cannot be had (unreachable, another rate): stay resumable
             self._halt(str(exc))
             return
         job_id = batch.job.job_id

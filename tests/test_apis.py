@@ -635,3 +635,48 @@ async def test_the_same_message_twice_on_purpose_is_delivered_twice(sandbox: San
     assert (summary.exit_code, summary.ok) == (0, 2)
     assert sandbox.ledger.times(ALL_MEMBERS, GROUP, HELLO_KEY) == 2
     assert sandbox.stats["duplicates_dropped"] == 0
+
+
+def test_an_api_budget_at_another_rate_stops_the_run_resumably(tmp_path: Path, redis_server: RedisServer) -> None:
+    import subprocess
+
+    import redis
+
+    from tests.test_shared_budget import SandboxProcess
+
+    box = SandboxProcess("--rate", "100")
+    try:
+
+        def send(jobs: Path, out: str, rate: str, *extra: str) -> subprocess.CompletedProcess[str]:
+            args = ["send", str(jobs), "--out", str(tmp_path / out), "--endpoint", box.url, "--no-progress"]
+            args += ["--rate", rate, "--rate-store", redis_server.url, *extra]
+            return subprocess.run(
+                DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, text=True, timeout=60
+            )
+
+        dm0 = {"job_id": "dm0", "api": "batchsendmsg", "Text": "hi", "To_Account": ["a"]}
+        dm = write_jobs(tmp_path / "dm.jsonl", [dm0])
+        assert send(dm, "first.jsonl", "100").returncode == 0  # batchsendmsg's budget now holds --rate 100
+        mixed = write_jobs(
+            tmp_path / "mixed.jsonl",
+            [
+                {"job_id": "note", "GroupId": GROUP, "Content": "hi", "ToMembers_Account": ["a"]},
+                {"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "To_Account": ["b"]},
+            ],
+        )
+        done = send(mixed, "second.jsonl", "50")
+        assert done.returncode == 2, done.stderr
+        assert "holds --rate 100" in done.stderr
+        # The notification may or may not have gone before the stop; nothing was marked failed.
+        assert {(d["job_id"], d["status"]) for d in journal(tmp_path / "second.jsonl")} <= {("note", "ok")}
+        # The notifications' budget may hold --rate 50 now, if the note went first: drop it, to resume
+        # everything at batchsendmsg's rate.
+        redis.Redis.from_url(redis_server.url).delete(
+            "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
+        )
+        again = send(mixed, "second.jsonl", "100", "--resume")  # at the budget's rate: finished
+        assert again.returncode == 0, again.stderr
+        finals = {(d["job_id"], d["status"]) for d in journal(tmp_path / "second.jsonl") if d["final"]}
+        assert finals == {("note", "ok"), ("dm", "ok")}
+    finally:
+        box.stop()
