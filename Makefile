@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes; a second `make install` does nothing.
+# Re-installs only when pyproject.toml changes; a second `make install` does nothing. The distribution
+# was called `dispatcher` before it became tim-dispatcher: a venv made then would hold both.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip uninstall --quiet --yes dispatcher 2>/dev/null || true
 	touch $(STAMP)
 
 # Sends the example jobs to the built-in sandbox. Each run starts a fresh journal, so it works twice in a row.
@@ -37,7 +39,9 @@ unit: install redis-server
 
 test: lint unit
 
+# The baseline it compares against needs aiolimiter: the `bench` extra.
 bench: install redis-server
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:

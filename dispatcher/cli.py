@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatcher import __version__
+from dispatcher import DISTRIBUTION, __version__
 from dispatcher.errors import DispatcherError, UsageError
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         description="Send Tencent Cloud IM group system notifications from JSONL jobs, "
         "rate-limited, retried and journaled so that an interrupted run resumes without resending.",
     )
-    parser.add_argument("--version", action="version", version=f"dispatcher {__version__}")
+    parser.add_argument("--version", action="version", version=f"dispatcher {__version__} ({DISTRIBUTION})")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     send = commands.add_parser(

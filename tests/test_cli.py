@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -324,7 +325,7 @@ def test_progress_on_a_terminal_and_not_with_no_progress(jobs: Path, tmp_path: P
 
 
 def test_version_and_help() -> None:
-    assert run("--version").stdout.startswith("dispatcher ")
+    assert re.fullmatch(r"dispatcher \d+\.\d+\.\d+ \(tim-dispatcher\)\n", run("--version").stdout)
     result = run("--help")
     assert result.returncode == 0 and "send" in result.stdout
 
