@@ -483,15 +483,16 @@ def _print_summary(summary: Summary) -> None:
     rows = [(k, v) for k, v in data.items() if k not in ("error_codes", "interrupted", "stopped")]
     codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
     if sys.stdout.isatty():
-        from rich.console import Console
         from rich.table import Table
+
+        from dispatcher.colour import rich_console
 
         table = Table(title="dispatcher summary", show_header=False)
         for key, value in rows:
             table.add_row(key, str(value))
         table.add_row("error_codes", codes)
         try:
-            Console().print(table)
+            rich_console(stderr=False).print(table)
         except OSError:  # the terminal hung up while the run drained
             _silence_stdout()
     else:

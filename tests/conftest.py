@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 
 from dispatcher.config import DEMO_CREDENTIALS
 from dispatcher.engine import Engine, RunConfig
@@ -51,6 +52,18 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For a test that configures logging, which structlog holds for the whole process: what it
+    found is put back, so that no later test logs through this one's processors or level."""
+    was_configured, saved = structlog.is_configured(), structlog.get_config()
+    yield
+    if was_configured:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()
 
 
 @pytest.fixture
@@ -100,7 +113,8 @@ async def run_engine(
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIM_")}
+    # No credentials of the caller's, and no colour choice of theirs: a test that wants one says so.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIM_") and k not in ("NO_COLOR", "FORCE_COLOR")}
     env.update(extra)
     return env
 

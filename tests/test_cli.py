@@ -283,7 +283,7 @@ def test_no_progress_when_not_a_terminal(jobs: Path) -> None:
     assert "req/s" not in result.stderr and "ETA" not in result.stderr
 
 
-def run_in_pty(args: list[str], cwd: Path) -> str:
+def run_in_pty(args: list[str], cwd: Path, **env: str) -> str:
     """Run with stdout and stderr on a pseudo-terminal, as a person at a terminal would."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
@@ -292,7 +292,7 @@ def run_in_pty(args: list[str], cwd: Path) -> str:
         stdout=follower,
         stderr=follower,
         cwd=cwd,
-        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm"},
+        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm", **env},
     )
     os.close(follower)
     chunks = []

@@ -253,7 +253,9 @@ async def test_existing_journal_is_refused_without_resume(sandbox: Sandbox, tmp_
     assert sandbox.stats["requests"] == 0
 
 
-async def test_no_secret_in_logs_or_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_no_secret_in_logs_or_outcomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
     secret = "very-secret-key-1234567890"
     creds = Credentials(1400000000, "administrator", secret)
     async with Sandbox(credentials=creds) as box:
