@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # Re-installs only when pyproject.toml changes; a second `make install` does nothing. The distribution
-# was called `dispatcher` before it became tim-dispatcher: a venv made then would hold both.
+# was called `dispatcher` before it became tim-dispatcher: a venv made then would hold both, and
+# removing the old one after installing the new would take the shared `dispatcher` command with it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip uninstall --quiet --yes dispatcher 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # Sends the example jobs to the built-in sandbox. Each run starts a fresh journal, so it works twice in a row.

@@ -5,12 +5,13 @@ emulator of the endpoint. The CLI (`dispatcher.cli`) is a thin layer over these.
 """
 
 __version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
+
 # What pip knows it as (`dispatcher` on PyPI is an unrelated library); the import package and the
 # command stay `dispatcher`. pyproject.toml's [project] name says the same, and a test builds the
 # wheel and checks the two agree.
 DISTRIBUTION = "tim-dispatcher"
-
-from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dispatcher.config import Credentials

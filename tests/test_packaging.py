@@ -96,8 +96,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs(dist: Path, tmp_path: Path) ->
     ).stdout.strip()
     wheel = _only(dist, "tim_dispatcher-*.whl")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index"]
-        + [str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index", wheel],
         check=True,
         capture_output=True,
         timeout=120,
