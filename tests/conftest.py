@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -102,14 +103,21 @@ def make_config(sandbox: Sandbox, jobs: Path | str, out: Path, **kwargs: Any) ->
 
 
 async def run_engine(
-    sandbox: Sandbox, jobs: Path | str, out: Path, *, clock: FakeClock | None = None, **kwargs: Any
+    sandbox: Sandbox,
+    jobs: Path | str,
+    out: Path,
+    *,
+    clock: FakeClock | None = None,
+    rng: random.Random | None = None,
+    **kwargs: Any,
 ) -> Summary:
-    """Run the engine against the sandbox. With a clock, the limiter and backoff run in virtual time."""
+    """Run the engine against the sandbox. With a clock, the limiter and backoff run in virtual
+    time; with a seeded `rng`, the backoff's jitter is known."""
     config = make_config(sandbox, jobs, out, **kwargs)
     if clock is None:
-        return await Engine(config).run()
+        return await Engine(config, rng=rng).run()
     limiter = RateLimiter(config.rate, clock=clock.time, sleep=clock.sleep)
-    return await Engine(config, limiter=limiter, sleep=clock.sleep).run()
+    return await Engine(config, limiter=limiter, sleep=clock.sleep, rng=rng).run()
 
 
 def cli_env(**extra: str) -> dict[str, str]:
