@@ -238,12 +238,22 @@ class RecordingLimiter(RateLimiter):
 
 async def test_70050_pauses_all_sending(sandbox: Sandbox, tmp_path: Path, clock: FakeClock) -> None:
     """Four workers: once the 70050 is in, none of them starts a request, a retry or a new batch,
-    until the minute is over."""
+    until the minute is over.
+
+    Only the limiter's waits move the virtual clock. A worker's own sleep (a backoff) is noted and
+    takes no virtual time: were the pause a sleep of the worker told alone, the other workers'
+    starts would be stamped inside the minute (a clock that every sleeper moves would hide that)."""
     sandbox.script(70050)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": f"n{i}"} for i in range(40)])
     config = make_config(sandbox, jobs, tmp_path / "out.jsonl", concurrency=4)
     limiter = RecordingLimiter(config.rate, clock)
-    summary = await Engine(config, limiter=limiter, sleep=clock.sleep).run()
+    own_sleeps: list[float] = []
+
+    async def own_sleep(seconds: float) -> None:
+        own_sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    summary = await Engine(config, limiter=limiter, sleep=own_sleep).run()
     statuses = collections.Counter(d["status"] for d in journal(tmp_path / "out.jsonl"))
     assert statuses == {"ok": 40, "retry": 1}
     assert (summary.requests, summary.exit_code) == (41, 0)
@@ -253,6 +263,7 @@ async def test_70050_pauses_all_sending(sandbox: Sandbox, tmp_path: Path, clock:
     assert len(after) >= 20  # the retry, and the batches no worker had taken when the 70050 came (36 here)
     assert all(when >= paused_at + 60 for _, when, _ in after)
     assert len({task for _, _, task in after}) == 4  # every worker waited, not only the one told
+    assert own_sleeps == []  # the wait was the limiter's, shared: no worker slept on its own
 
 
 # The reference's list, written out: a code wrongly added to (or dropped from) api.CONFIG_CODES
