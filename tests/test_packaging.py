@@ -4,6 +4,7 @@ into a fresh venv, and the command run from there (not from this checkout)."""
 from __future__ import annotations
 
 import email.parser
+import importlib.util
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, cli_env
 
+RUNTIME = ("aiohttp", "orjson", "structlog", "rich")
 # What the build reads; the rest of the checkout (venvs, caches, journals) is not the release.
 SOURCES = ("pyproject.toml", "README.md", "dispatcher")
 
@@ -45,6 +47,13 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=120,
     )
     return out
+
+
+def _installed_in(package: str) -> str:
+    """The directory this venv holds `package` in (its site-packages, as a rule)."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.origin is not None
+    return str(Path(spec.origin).parent.parent)
 
 
 def _only(dist: Path, pattern: str) -> Path:
@@ -101,8 +110,8 @@ def test_the_wheel_installed_in_a_fresh_venv_runs(dist: Path, tmp_path: Path) ->
         capture_output=True,
         timeout=120,
     )
-    deps = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "orjson").is_dir())
-    Path(purelib, "borrowed-deps.pth").write_text(deps + "\n")
+    deps = {_installed_in(name) for name in RUNTIME}
+    Path(purelib, "borrowed-deps.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
     env = {**cli_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)
 
