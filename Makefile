@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes; a second `make install` does nothing.
+# Re-installs only when pyproject.toml changes; a second `make install` does nothing. The distribution
+# was called `dispatcher` before it became tim-dispatcher: a venv made then would hold both, and
+# removing the old one after installing the new would take the shared `dispatcher` command with it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip uninstall --quiet --yes dispatcher 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -44,7 +47,9 @@ unit: install redis-server pushgateway
 
 test: lint unit
 
+# The baseline it compares against needs aiolimiter: the `bench` extra.
 bench: install redis-server
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:

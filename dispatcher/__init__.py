@@ -8,6 +8,11 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
+# What pip knows it as (`dispatcher` on PyPI is an unrelated library); the import package and the
+# command stay `dispatcher`. pyproject.toml's [project] name says the same, and a test builds the
+# wheel and checks the two agree.
+DISTRIBUTION = "tim-dispatcher"
+
 if TYPE_CHECKING:
     from dispatcher.config import Credentials
     from dispatcher.engine import Engine, RunConfig

@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatcher import __version__
+from dispatcher import DISTRIBUTION, __version__, api, config
+from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
 from dispatcher.errors import DispatcherError, UsageError
+from dispatcher.retry import RetryPolicy
+from dispatcher.usersig import DEFAULT_EXPIRE
 
 if TYPE_CHECKING:
     import asyncio
@@ -35,6 +38,13 @@ STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse, with every error one line and exit 2, as JSON under --log-format json.
+
+    Not argparse's `exit_on_error=False`: in Python 3.11 it raises ArgumentError for a bad value,
+    but "unrecognized arguments" and "the following arguments are required" still go through
+    `error()`, which prints the usage too (two lines and more), and a subcommand's parser has a
+    setting of its own. Overriding `error()` is the one place that catches them all."""
+
     def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.json_errors = json_errors  # --log-format json: an error is one JSON object too
@@ -102,7 +112,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         description="Send Tencent Cloud IM group system notifications from JSONL jobs, "
         "rate-limited, retried and journaled so that an interrupted run resumes without resending.",
     )
-    parser.add_argument("--version", action="version", version=f"dispatcher {__version__}")
+    parser.add_argument("--version", action="version", version=f"dispatcher {__version__} ({DISTRIBUTION})")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     send = commands.add_parser(
@@ -122,19 +132,36 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "--region", help="china (default), singapore, seoul, tokyo, frankfurt, mumbai, silicon-valley or jakarta"
     )
     where.add_argument("--endpoint", help="base URL, overriding the region")
+    # Every default below comes from where the behaviour lives, and the help shows it with
+    # %(default)s: the two cannot drift apart.
     send.add_argument(
-        "--rate", type=float, default=200, help="requests started in any one second, retries included (default 200)"
+        "--rate",
+        type=float,
+        default=api.DEFAULT_RATE,
+        help="requests started in any one second, retries included (default %(default)s)",
     )
     send.add_argument(
         "--message-quota",
         type=int,
-        default=12_000,
-        help="batchsendmsg: messages a minute, counted per recipient (default 12000; paid editions raise it)",
+        default=DEFAULT_QUOTA,
+        help="batchsendmsg: messages a minute, counted per recipient (default %(default)s; paid editions raise it)",
     )
     send.add_argument("--concurrency", type=int, help="requests in flight (default: half the rate, from 8 to 512)")
-    send.add_argument("--batch-size", type=int, default=500, help="recipients per request, 1-500 (default 500)")
-    send.add_argument("--max-attempts", type=int, default=5, help="attempts of one batch (default 5)")
-    send.add_argument("--timeout", type=float, default=10.0, help="seconds for one request (default 10)")
+    send.add_argument(
+        "--batch-size",
+        type=int,
+        default=api.MAX_MEMBERS,
+        help=f"recipients per request, 1-{api.MAX_MEMBERS} (default %(default)s)",
+    )
+    send.add_argument(
+        "--max-attempts", type=int, default=RetryPolicy.max_attempts, help="attempts of one batch (default %(default)s)"
+    )
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=config.DEFAULT_TIMEOUT,
+        help="seconds for one request, at most half of them to connect (default %(default)s)",
+    )
     send.add_argument("--summary-json", help="write the summary as one JSON object to this file")
     send.add_argument("--log-format", choices=("console", "json"), default="console", help="stderr log format")
     send.add_argument("--no-progress", action="store_true", help="no progress display, even on a terminal")
@@ -176,17 +203,22 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "without them, the demo credentials (SDKAppID 1400000000, identifier "
         "administrator, key dispatcher-sandbox-demo-key).",
     )
-    sandbox.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    sandbox.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0 picks a free one)")
     sandbox.add_argument(
         "--groups",
         help="JSON file: {GroupId: {type, members, topics}}; without it any valid GroupId is an open Public group",
     )
-    sandbox.add_argument("--rate", type=int, default=200, help="per-app requests per second of each API before 60007")
+    sandbox.add_argument(
+        "--rate",
+        type=int,
+        default=api.DEFAULT_RATE,
+        help="per-app requests per second of each API before 60007 (default %(default)s)",
+    )
     sandbox.add_argument(
         "--message-quota",
         type=int,
-        default=12_000,
-        help="batchsendmsg: messages a minute, counted per recipient, before 60018 (default 12000)",
+        default=DEFAULT_QUOTA,
+        help="batchsendmsg: messages a minute, counted per recipient, before 60018 (default %(default)s)",
     )
     sandbox.add_argument(
         "--accounts", help="file of the app's accounts, one UserID a line (batchsendmsg answers 70107 for others)"
@@ -199,7 +231,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=int, help="seed for the faults, to repeat a rehearsal")
 
     usersig = commands.add_parser("usersig", help="print a UserSig for the configured admin")
-    usersig.add_argument("--expire", type=int, default=86400, help="lifetime in seconds (default 86400)")
+    usersig.add_argument("--expire", type=int, default=DEFAULT_EXPIRE, help="lifetime in seconds (default %(default)s)")
     parser.json_errors = json_errors
     for sub in commands.choices.values():
         sub.json_errors = json_errors
@@ -613,15 +645,16 @@ def _print_summary(summary: Summary) -> None:
     rows = [(k, v) for k, v in data.items() if k not in ("error_codes", "interrupted", "stopped")]
     codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
     if sys.stdout.isatty():
-        from rich.console import Console
         from rich.table import Table
+
+        from dispatcher.colour import rich_console
 
         table = Table(title="dispatcher summary", show_header=False)
         for key, value in rows:
             table.add_row(key, str(value))
         table.add_row("error_codes", codes)
         try:
-            Console().print(table)
+            rich_console(stderr=False).print(table)
         except OSError:  # the terminal hung up while the run drained
             _silence_stdout()
     else:

@@ -10,6 +10,10 @@ from collections.abc import Mapping
 from dispatcher import api
 from dispatcher.errors import ConfigError
 
+# Seconds for one request (`--timeout`), of which at most half for connecting: the API answers in
+# about 350 ms, so a request still unanswered after 10 s is lost, and is retried.
+DEFAULT_TIMEOUT = 10.0
+
 # Documented demo credentials for the sandbox. They protect nothing: the sandbox runs on 127.0.0.1.
 DEMO_SDKAPPID = 1400000000
 DEMO_IDENTIFIER = "administrator"

@@ -38,7 +38,7 @@ import structlog
 from dispatcher import api
 from dispatcher.batching import Batch, split
 from dispatcher.client import Client, Reply, new_session
-from dispatcher.config import Credentials
+from dispatcher.config import DEFAULT_TIMEOUT, Credentials
 from dispatcher.endpoints import NOTIFICATION, Endpoint
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
@@ -158,7 +158,7 @@ class RunConfig:
     concurrency: int | None = None
     batch_size: int = api.MAX_MEMBERS
     policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
-    timeout: float = 10.0  # seconds for one request
+    timeout: float = DEFAULT_TIMEOUT  # seconds for one request
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
     message_quota: int = DEFAULT_QUOTA  # batchsendmsg: messages a minute, counted per recipient
 

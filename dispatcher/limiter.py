@@ -15,13 +15,14 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from dispatcher import DISTRIBUTION
 from dispatcher.errors import ConfigError, UsageError
 
 MEMORY = "memory://"
 ENV_VAR = "DISPATCHER_RATE_STORE"
 DEFAULT_PREFIX = "dispatcher:"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-MISSING_EXTRA = "--rate-store {uri} needs the redis extra: pip install 'dispatcher[redis]'"
+MISSING_EXTRA = f"--rate-store {{uri}} needs the redis extra: pip install '{DISTRIBUTION}[redis]'"
 
 
 # The slack a quota's guard adds to its window (see `Quota`).

@@ -10,6 +10,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from dispatcher import colour
+
 _USERSIG_IN_URL = re.compile(r"(usersig=)[^&\s'\"]+", re.IGNORECASE)
 
 
@@ -53,7 +55,7 @@ def configure(fmt: str = "console", level: str = "info", secrets: Iterable[str] 
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=colour.wanted(sys.stderr))
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

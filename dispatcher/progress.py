@@ -8,6 +8,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from dispatcher import colour
 from dispatcher.events import BatchSkipped, Event, ReplyRecorded
 from dispatcher.outcomes import FAILED
 
@@ -26,7 +27,7 @@ class RichProgress:
             ),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=console or Console(stderr=True),
+            console=console or colour.rich_console(stderr=True),
             refresh_per_second=4,
         )
         self._task = self._progress.add_task("send", total=total_batches, rate=0.0, retries=0, failed=0, skipped=0)

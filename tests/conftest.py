@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 
 from dispatcher.config import DEMO_CREDENTIALS
 from dispatcher.engine import Engine, RunConfig
@@ -56,6 +58,18 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For a test that configures logging, which structlog holds for the whole process: what it
+    found is put back, so that no later test logs through this one's processors or level."""
+    was_configured, saved = structlog.is_configured(), structlog.get_config()
+    yield
+    if was_configured:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()
+
+
+@pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
     emulator = Sandbox()
     await emulator.start()
@@ -91,18 +105,26 @@ def make_config(sandbox: Sandbox, jobs: Path | str, out: Path, **kwargs: Any) ->
 
 
 async def run_engine(
-    sandbox: Sandbox, jobs: Path | str, out: Path, *, clock: FakeClock | None = None, **kwargs: Any
+    sandbox: Sandbox,
+    jobs: Path | str,
+    out: Path,
+    *,
+    clock: FakeClock | None = None,
+    rng: random.Random | None = None,
+    **kwargs: Any,
 ) -> Summary:
-    """Run the engine against the sandbox. With a clock, the limiter and backoff run in virtual time."""
+    """Run the engine against the sandbox. With a clock, the limiter and backoff run in virtual
+    time; with a seeded `rng`, the backoff's jitter is known."""
     config = make_config(sandbox, jobs, out, **kwargs)
     if clock is None:
-        return await Engine(config).run()
+        return await Engine(config, rng=rng).run()
     limiter = RateLimiter(config.rate, clock=clock.time, sleep=clock.sleep)
-    return await Engine(config, limiter=limiter, sleep=clock.sleep).run()
+    return await Engine(config, limiter=limiter, sleep=clock.sleep, rng=rng).run()
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIM_")}
+    # No credentials of the caller's, and no colour choice of theirs: a test that wants one says so.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIM_") and k not in ("NO_COLOR", "FORCE_COLOR")}
     env.update(extra)
     return env
 

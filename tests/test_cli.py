@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -15,6 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
+from dispatcher.cli import build_parser
+from dispatcher.config import DEMO_CREDENTIALS
+from dispatcher.engine import RunConfig
 from dispatcher.sandbox import Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, users, write_jobs
 
@@ -282,7 +286,7 @@ def test_no_progress_when_not_a_terminal(jobs: Path) -> None:
     assert "req/s" not in result.stderr and "ETA" not in result.stderr
 
 
-def run_in_pty(args: list[str], cwd: Path) -> str:
+def run_in_pty(args: list[str], cwd: Path, **env: str) -> str:
     """Run with stdout and stderr on a pseudo-terminal, as a person at a terminal would."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
@@ -291,7 +295,7 @@ def run_in_pty(args: list[str], cwd: Path) -> str:
         stdout=follower,
         stderr=follower,
         cwd=cwd,
-        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm"},
+        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm", **env},
     )
     os.close(follower)
     chunks = []
@@ -324,9 +328,29 @@ def test_progress_on_a_terminal_and_not_with_no_progress(jobs: Path, tmp_path: P
 
 
 def test_version_and_help() -> None:
-    assert run("--version").stdout.startswith("dispatcher ")
+    assert re.fullmatch(r"dispatcher \d+\.\d+\.\d+ \(tim-dispatcher\)\n", run("--version").stdout)
     result = run("--help")
     assert result.returncode == 0 and "send" in result.stdout
+
+
+def test_help_states_the_defaults_a_run_uses() -> None:
+    """The help's defaults and the run's are one: both are pinned here to the documented values."""
+    wide = cli_env(COLUMNS="200")
+    send = run("send", "--help", env=wide).stdout
+    for phrase in (
+        "retries included (default 200)",
+        "recipients per request, 1-500 (default 500)",
+        "attempts of one batch (default 5)",
+        "at most half of them to connect (default 10.0)",
+    ):
+        assert phrase in send
+    assert "(default 8080; 0 picks a free one)" in run("sandbox", "--help", env=wide).stdout
+    assert "before 60007 (default 200)" in run("sandbox", "--help", env=wide).stdout
+    assert "lifetime in seconds (default 86400)" in run("usersig", "--help", env=wide).stdout
+    args = build_parser().parse_args(["send", "jobs.jsonl"])
+    assert (args.rate, args.batch_size, args.max_attempts, args.timeout) == (200, 500, 5, 10.0)
+    library = RunConfig(jobs=("jobs.jsonl",), out=Path("out.jsonl"), endpoint="", credentials=DEMO_CREDENTIALS)
+    assert (library.rate, library.batch_size, library.policy.max_attempts, library.timeout) == (200, 500, 5, 10.0)
 
 
 def test_an_outcome_journal_is_not_read_as_jobs(jobs: Path, tmp_path: Path) -> None:

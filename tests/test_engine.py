@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import random
 import time
 from pathlib import Path
 
 import pytest
 
-from dispatcher import api
 from dispatcher.config import Credentials
 from dispatcher.engine import Engine
 from dispatcher.errors import JournalError
@@ -122,7 +123,16 @@ async def test_bad_userid_late_in_export_sends_nothing_of_the_job(sandbox: Sandb
 async def test_10002_is_retried_then_ok(sandbox: Sandbox, tmp_path: Path, clock: FakeClock) -> None:
     sandbox.script(10002, 10002)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "x", "ToMembers_Account": ["p"]}])
-    summary = await run_engine(sandbox, jobs, tmp_path / "out.jsonl", clock=clock, concurrency=1)
+    start = clock.now
+    summary = await run_engine(
+        sandbox,
+        jobs,
+        tmp_path / "out.jsonl",
+        clock=clock,
+        rng=random.Random(1),
+        policy=RetryPolicy(base=1.0, cap=30.0),
+        concurrency=1,
+    )
     lines = journal(tmp_path / "out.jsonl")
     assert [(d["attempt"], d["status"], d["final"], d["error_code"]) for d in lines] == [
         (1, "retry", False, 10002),
@@ -131,8 +141,10 @@ async def test_10002_is_retried_then_ok(sandbox: Sandbox, tmp_path: Path, clock:
     ]
     assert (summary.requests, summary.retries, summary.ok, summary.exit_code) == (3, 2, 1, 0)
     assert summary.error_codes == {"10002": 2, "0": 1}
-    backoffs = [s for s in clock.sleeps if s > 0.01]
-    assert backoffs == []  # full jitter within [0, base * 2**n], and base is tiny here
+    # A backoff after each 10002, drawn with full jitter from [0, 1 s] and then [0, 2 s]: with this
+    # seed, 0.134 s and 1.695 s. The limiter never waits at 10,000/s, so these are all the run slept.
+    assert clock.sleeps == pytest.approx([0.1343642, 1.6948675], abs=1e-6)
+    assert clock.now - start == pytest.approx(0.1343642 + 1.6948675, abs=1e-6)
     assert sandbox.ledger.times("p", GROUP) == 1
 
 
@@ -174,12 +186,18 @@ async def test_attempts_are_bounded(sandbox: Sandbox, tmp_path: Path, clock: Fak
     sandbox.script(*[10002] * 10)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "x"}])
     summary = await run_engine(
-        sandbox, jobs, tmp_path / "out.jsonl", clock=clock, policy=RetryPolicy(max_attempts=3, base=1.0, cap=2.0)
+        sandbox,
+        jobs,
+        tmp_path / "out.jsonl",
+        clock=clock,
+        rng=random.Random(3),
+        policy=RetryPolicy(max_attempts=3, base=1.0, cap=2.0),
     )
     assert [d["status"] for d in journal(tmp_path / "out.jsonl")] == ["retry", "retry", "failed"]
-    assert (summary.failed, summary.exit_code) == (1, 1)
-    backoffs = [s for s in clock.sleeps if s >= 0.02]
-    assert len(backoffs) <= 2 and all(s <= 2.0 for s in backoffs)
+    assert (summary.failed, summary.requests, summary.exit_code) == (1, 3, 1)
+    # Three attempts, so two backoffs between them (none after the last): with this seed 0.238 s,
+    # drawn from [0, 1 s], then 1.088 s, from [0, 2 s], the cap.
+    assert clock.sleeps == pytest.approx([0.2379646, 1.0884585], abs=1e-6)
 
 
 async def test_signature_renewed_at_once_on_70001(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -200,17 +218,57 @@ async def test_signature_renewed_at_once_on_70001(sandbox: Sandbox, tmp_path: Pa
     assert all(s < 0.01 for s in clock.sleeps)  # retried at once, no backoff
 
 
+class RecordingLimiter(RateLimiter):
+    """The in-process limiter, in virtual time, noting each start (with the task that took it) and
+    each pause, in the order they happen."""
+
+    def __init__(self, rate: float, clock: FakeClock) -> None:
+        super().__init__(rate, clock=clock.time, sleep=clock.sleep)
+        self.fake = clock
+        self.events: list[tuple[str, float, int]] = []
+
+    async def acquire(self, cost: int = 1) -> None:
+        await super().acquire(cost)
+        self.events.append(("start", self.fake.now, id(asyncio.current_task())))
+
+    def pause(self, seconds: float) -> None:
+        self.events.append(("pause", self.fake.now, 0))
+        super().pause(seconds)
+
+
 async def test_70050_pauses_all_sending(sandbox: Sandbox, tmp_path: Path, clock: FakeClock) -> None:
+    """Four workers: once the 70050 is in, none of them starts a request, a retry or a new batch,
+    until the minute is over.
+
+    Only the limiter's waits move the virtual clock. A worker's own sleep (a backoff) is noted and
+    takes no virtual time: were the pause a sleep of the worker told alone, the other workers'
+    starts would be stamped inside the minute (a clock that every sleeper moves would hide that)."""
     sandbox.script(70050)
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "x"}])
-    start = clock.now
-    summary = await run_engine(sandbox, jobs, tmp_path / "out.jsonl", clock=clock, concurrency=1)
-    assert [d["status"] for d in journal(tmp_path / "out.jsonl")] == ["retry", "ok"]
-    assert summary.exit_code == 0
-    assert clock.now - start >= 60
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": f"n{i}"} for i in range(40)])
+    config = make_config(sandbox, jobs, tmp_path / "out.jsonl", concurrency=4)
+    limiter = RecordingLimiter(config.rate, clock)
+    own_sleeps: list[float] = []
+
+    async def own_sleep(seconds: float) -> None:
+        own_sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    summary = await Engine(config, limiter=limiter, sleep=own_sleep).run()
+    statuses = collections.Counter(d["status"] for d in journal(tmp_path / "out.jsonl"))
+    assert statuses == {"ok": 40, "retry": 1}
+    assert (summary.requests, summary.exit_code) == (41, 0)
+    (pause_index,) = [i for i, event in enumerate(limiter.events) if event[0] == "pause"]
+    paused_at = limiter.events[pause_index][1]
+    after = limiter.events[pause_index + 1 :]
+    assert len(after) >= 20  # the retry, and the batches no worker had taken when the 70050 came (36 here)
+    assert all(when >= paused_at + 60 for _, when, _ in after)
+    assert len({task for _, _, task in after}) == 4  # every worker waited, not only the one told
+    assert own_sleeps == []  # the wait was the limiter's, shared: no worker slept on its own
 
 
-@pytest.mark.parametrize("code", sorted(api.CONFIG_CODES))
+# The reference's list, written out: a code wrongly added to (or dropped from) api.CONFIG_CODES
+# must fail here or in test_permanent_codes_one_attempt, not pass because the test reads the table.
+@pytest.mark.parametrize("code", [60004, 60010, 60026, 70003, 70009, 70013, 70014, 70016, 70020, 70403])
 async def test_config_error_stops_the_run(sandbox: Sandbox, tmp_path: Path, code: int) -> None:
     sandbox.script(code)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": f"n{i}"} for i in range(50)])
@@ -253,7 +311,9 @@ async def test_existing_journal_is_refused_without_resume(sandbox: Sandbox, tmp_
     assert sandbox.stats["requests"] == 0
 
 
-async def test_no_secret_in_logs_or_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_no_secret_in_logs_or_outcomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
     secret = "very-secret-key-1234567890"
     creds = Credentials(1400000000, "administrator", secret)
     async with Sandbox(credentials=creds) as box:

@@ -221,3 +221,97 @@ async def test_frozen_heap_freezes_for_the_run_only() -> None:
     async with frozen_heap():
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+class Timeline:
+    """Virtual time for tasks that wait side by side: a sleeper stays asleep until `run_until` moves
+    the clock to its wake-up time (FakeClock's sleep moves the clock at once, for everyone), so a
+    test can cancel a task while it waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        entry = (self.now + max(0.0, seconds), asyncio.get_running_loop().create_future())
+        self.sleepers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            self.sleepers.remove(entry)
+
+    async def settle(self) -> None:
+        """Let every runnable task run until it blocks (on a sleep, a lock, or real I/O: a few turns)."""
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def run_until(self, task: asyncio.Task[None]) -> float:
+        """Move the clock from wake-up to wake-up until `task` is done; the time it finished at."""
+        for _ in range(1000):  # a limiter that keeps its waiter asleep fails here, not by hanging
+            await self.settle()
+            if task.done():
+                await task
+                return self.now
+            pending = [entry for entry in self.sleepers if not entry[1].done()]
+            assert pending, "the task waits for something other than time"
+            self.now = min(when for when, _ in pending)
+            for when, fut in pending:
+                if when <= self.now:
+                    fut.set_result(None)
+        raise AssertionError(f"still waiting at {self.now}")
+
+
+def no_collection() -> None:
+    pass
+
+
+async def test_a_waiter_cancelled_in_its_sleep_leaks_no_slot() -> None:
+    """What a graceful stop does to the idle workers. Ten a second: slots 0.1005 s apart, each
+    taken up to 1 ms early."""
+    time = Timeline()
+    limiter = RateLimiter(10, clock=time.time, sleep=time.sleep, before_slot=no_collection)
+    await limiter.acquire()  # the slot at 0
+    sleeping = asyncio.create_task(limiter.acquire())  # sleeps toward the slot at 0.0995
+    queued = asyncio.create_task(limiter.acquire())  # waits for its turn behind it
+    await time.settle()
+    assert (limiter._waiting, len(time.sleepers)) == (2, 1)
+    sleeping.cancel()
+    await time.settle()
+    assert sleeping.cancelled()
+    # The next in line gets the slot the cancelled one would have had, not the one after it.
+    assert await time.run_until(queued) == pytest.approx(0.0995, abs=1e-9)
+    assert (limiter._waiting, limiter._turn.locked()) == (0, False)
+    # And the pace goes on unchanged: the next slot is one interval later.
+    assert await time.run_until(asyncio.create_task(limiter.acquire())) == pytest.approx(0.2, abs=1e-9)
+    assert (limiter._waiting, limiter._turn.locked(), time.sleepers) == (0, False, [])
+
+
+async def test_a_waiter_cancelled_in_the_queue_leaks_no_slot() -> None:
+    time = Timeline()
+    limiter = RateLimiter(10, clock=time.time, sleep=time.sleep, before_slot=no_collection)
+    await limiter.acquire()
+    sleeping = asyncio.create_task(limiter.acquire())
+    queued = asyncio.create_task(limiter.acquire())  # waits on the lock, not asleep
+    await time.settle()
+    queued.cancel()
+    await time.settle()
+    assert queued.cancelled() and limiter._waiting == 1
+    assert await time.run_until(sleeping) == pytest.approx(0.0995, abs=1e-9)
+    assert (limiter._waiting, limiter._turn.locked()) == (0, False)
+    assert await time.run_until(asyncio.create_task(limiter.acquire())) == pytest.approx(0.2, abs=1e-9)
+
+
+async def test_a_waiter_cancelled_during_a_pause_leaves_the_pause_as_it_was() -> None:
+    time = Timeline()
+    limiter = RateLimiter(10, clock=time.time, sleep=time.sleep, before_slot=no_collection)
+    await limiter.acquire()
+    limiter.pause(60)
+    waiting = asyncio.create_task(limiter.acquire())
+    await time.settle()
+    waiting.cancel()
+    await time.settle()
+    assert waiting.cancelled() and (limiter._waiting, limiter._turn.locked()) == (0, False)
+    assert await time.run_until(asyncio.create_task(limiter.acquire())) == pytest.approx(60.0, abs=1e-9)

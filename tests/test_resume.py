@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from dispatcher.engine import Engine
+from dispatcher.errors import JournalError
 from dispatcher.outcomes import iter_records, load_state
 from dispatcher.sandbox import Faults, Group, Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, run_engine, users, write_jobs
@@ -168,7 +169,7 @@ async def test_damage_before_the_last_line_is_an_error(sandbox: Sandbox, tmp_pat
     out = tmp_path / "out.jsonl"
     out.write_bytes(b'garbage\n{"job_id": "a", "batch": 0, "final": true, "status": "ok"}\n')
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "x"}])
-    with pytest.raises(Exception, match=r"out.jsonl:1"):
+    with pytest.raises(JournalError, match=r"out.jsonl:1: not an outcome line; the journal is damaged"):
         await run_engine(sandbox, jobs, out, resume=True)
     assert sandbox.stats["requests"] == 0
 

@@ -198,7 +198,7 @@ def test_a_missing_redis_extra_names_it(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == (
         "dispatcher: error: --rate-store redis://127.0.0.1:6379/0 needs the redis extra: "
-        "pip install 'dispatcher[redis]'\n"
+        "pip install 'tim-dispatcher[redis]'\n"
     )
 
 

@@ -1,0 +1,129 @@
+"""The release as a user gets it: the sdist and the wheel built from the checkout, the wheel installed
+into a fresh venv, and the command run from there (not from this checkout)."""
+
+from __future__ import annotations
+
+import email.parser
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli_env
+
+RUNTIME = ("aiohttp", "orjson", "structlog", "rich")
+# What the build reads; the rest of the checkout (venvs, caches, journals) is not the release.
+SOURCES = ("pyproject.toml", "README.md", "dispatcher")
+
+
+def _copy_sources(dest: Path) -> None:
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist, and the wheel built from the sdist (so a file the sdist forgot is missing from the
+    wheel too). Built from a copy, so the checkout gets no build/ or egg-info of it. No isolation:
+    the build backend is a dev dependency, so this needs no network."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
+    _copy_sources(src)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return out
+
+
+def _installed_in(package: str) -> str:
+    """The directory this venv holds `package` in (its site-packages, as a rule)."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.origin is not None
+    return str(Path(spec.origin).parent.parent)
+
+
+def _only(dist: Path, pattern: str) -> Path:
+    (found,) = dist.glob(pattern)
+    return found
+
+
+def test_the_distribution_is_tim_dispatcher(dist: Path) -> None:
+    wheel = _only(dist, "tim_dispatcher-*-py3-none-any.whl")
+    _only(dist, "tim_dispatcher-*.tar.gz")
+    with zipfile.ZipFile(wheel) as archive:
+        (info,) = {name.split("/")[0] for name in archive.namelist() if name.endswith(".dist-info/METADATA")}
+        meta = email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+    assert meta["Name"] == "tim-dispatcher"
+    assert "[console_scripts]\ndispatcher = dispatcher.cli:main\n" in entry_points
+    requires = meta.get_all("Requires-Dist") or []
+    # aiolimiter is the benchmark baseline's alone: an extra (and a dev tool), never installed with the tool.
+    assert sorted(r for r in requires if r.startswith("aiolimiter")) == [
+        'aiolimiter>=1.1; extra == "bench"',
+        'aiolimiter>=1.1; extra == "dev"',
+    ]
+    for needed in ("aiohttp>=3.9", "orjson>=3.9", "structlog>=24.1", "rich>=13.0"):
+        assert needed in requires
+    assert {"redis", "bench", "dev"} <= set(meta.get_all("Provides-Extra") or [])
+
+
+def test_the_wheel_and_the_sdist_ship_py_typed(dist: Path) -> None:
+    with zipfile.ZipFile(_only(dist, "tim_dispatcher-*.whl")) as archive:
+        assert "dispatcher/py.typed" in archive.namelist()
+    with tarfile.open(_only(dist, "tim_dispatcher-*.tar.gz")) as archive:
+        assert any(name.endswith("/dispatcher/py.typed") for name in archive.getnames())
+
+
+def test_the_wheel_installed_in_a_fresh_venv_runs(dist: Path, tmp_path: Path) -> None:
+    """A fresh venv with nothing but the wheel in it. The wheel is installed with --no-deps and
+    --no-index, and the dependencies are borrowed from this venv by a path entry (a .pth line is
+    only added to sys.path; the .pth files there, such as this checkout's editable install, are not
+    run): offline, a few seconds, and `dispatcher` can only be imported from the wheel."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    bin_dir = env_dir / "bin"
+    python = bin_dir / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    wheel = _only(dist, "tim_dispatcher-*.whl")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index", wheel],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    deps = {_installed_in(name) for name in RUNTIME}
+    Path(purelib, "borrowed-deps.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
+    env = {**cli_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        # From an empty directory, so that this checkout's `dispatcher/` cannot be imported instead.
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    version = run(str(bin_dir / "dispatcher"), "--version")
+    assert version.returncode == 0
+    assert re.fullmatch(r"dispatcher \d+\.\d+\.\d+ \(tim-dispatcher\)\n", version.stdout)
+    helped = run(str(python), "-m", "dispatcher", "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: dispatcher [-h] [--version]")
+    where = run(str(python), "-c", "import dispatcher, pathlib; print(pathlib.Path(dispatcher.__file__).parent)")
+    assert where.stdout == f"{purelib}/dispatcher\n"
+    assert Path(purelib, "dispatcher", "py.typed").is_file()
