@@ -74,7 +74,7 @@ def rejection(tmp_path: Path, doc: dict[str, Any]) -> tuple[str | None, str]:
         (
             {"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "recipients_file": "x.txt"},
             "recipients_file",
-            "unknown key",
+            "takes no recipients",
         ),
         (
             {"api": "send_group_msg", "GroupId": GROUP, "Text": "hi", "TopicId": "t", "group_type": "Public"},

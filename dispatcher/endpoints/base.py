@@ -88,7 +88,8 @@ class Endpoint(abc.ABC):
     name: ClassVar[str]  # the job's "api" value
     path: ClassVar[str]  # e.g. /v4/openim/batchsendmsg
     keys: ClassVar[tuple[str, ...]]  # job keys it knows (job_id and api included)
-    # Request fields a job may not give, and why (the dispatcher sets them itself).
+    # Keys a job may not give, and why: request fields the dispatcher sets itself, and keys that
+    # would have another API send to someone else (answered without a "did you mean").
     reserved: ClassVar[dict[str, str]] = {}
     recipients_key: ClassVar[str | None]  # the job field that lists recipients inline; None: it takes none
     recipients_required: ClassVar[bool] = False  # False: a job without recipients reaches all members

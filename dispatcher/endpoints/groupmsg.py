@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -46,6 +47,10 @@ PRIORITIES: Final = ("High", "Normal", "Low", "Lowest")
 DEDUP_SECONDS: Final = 300.0  # a repeated Random within this long is the same message
 GROUP_RATE: Final = 40  # messages a second into one group before frequency control drops them
 DROP_REASON: Final = "MsgFreqCtrl"
+NO_RECIPIENTS: Final = (
+    f"{NAME} sends one message to every member of the group and takes no recipients; "
+    'to send to named accounts, use "api": "batchsendmsg"'
+)
 BODY_KEYS: Final = frozenset(
     {
         "GroupId",
@@ -82,7 +87,10 @@ class GroupMsg(Endpoint):
     )
     reserved: ClassVar[dict[str, str]] = {
         "Random": "is set by the dispatcher, the same for every attempt of a job (the server's deduplication); "
-        "leave it out"
+        "leave it out",
+        # Recipients of the other APIs: no "did you mean" (To_Account is close to From_Account, and
+        # following that hint would send to the whole group from the account meant to receive it).
+        **dict.fromkeys(("To_Account", "ToMembers_Account", "recipients_file"), NO_RECIPIENTS),
     }
     recipients_key = None  # a group message reaches the whole group
 
@@ -111,6 +119,12 @@ class GroupMsg(Endpoint):
             fields["OnlineOnlyFlag"] = online
         common_message_fields(doc, fields)
         return Spec(gid, fields, topic_id=topic_id, group_type=group_type)
+
+    def hasher(self, spec: Spec, batch_size: int, all_members: bool) -> hashlib.blake2b:
+        # --batch-size means nothing to a job of one request, and the hash is in its Random: a resume
+        # with another --batch-size must send the same Random, or the server delivers the message
+        # again. The default batch size keeps the hashes of journals written before this.
+        return super().hasher(spec, api.MAX_MEMBERS, all_members)
 
     def body(self, fields: Mapping[str, object], recipients: Sequence[str] | None, random: int) -> bytes:
         return orjson.dumps({**fields, "Random": random})
