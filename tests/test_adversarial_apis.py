@@ -6,6 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
+from aiohttp import web
+
+from dispatcher.config import DEMO_CREDENTIALS as DEMO
+from dispatcher.endpoints import REGISTRY
 from dispatcher.jobs import Rejection, read_jobs
 from dispatcher.sandbox import ALL_MEMBERS, Sandbox
 from tests.conftest import journal, run_engine, write_jobs
@@ -53,3 +58,77 @@ def test_recipients_in_a_group_message_job_are_refused_without_a_hint_to_the_sen
         {**base, "ToMembers_Account": ["peter"]},
         {**base, "recipients_file": "ids.txt"},
     ) == [("To_Account", reason), ("ToMembers_Account", reason), ("recipients_file", reason)]
+
+
+# -- batchsendmsg against a server whose replies a test writes ------------------------------------
+
+
+class Scripted:
+    """A batchsendmsg server on 127.0.0.1 that answers the replies given, in order, and keeps each
+    request's To_Account."""
+
+    def __init__(self, *replies: dict[str, Any]) -> None:
+        self.replies = list(replies)
+        self.sent: list[list[str]] = []
+        self.url = ""
+        self.credentials = DEMO
+        self._runner: web.AppRunner | None = None
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.sent.append(orjson.loads(await request.read())["To_Account"])
+        return web.json_response({"ActionStatus": "OK", "ErrorInfo": "", **self.replies.pop(0)})
+
+    async def __aenter__(self) -> Scripted:
+        app = web.Application()
+        app.router.add_post(REGISTRY["batchsendmsg"].path, self._answer)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+def dm_jobs(tmp_path: Path, to: list[str]) -> Path:
+    return write_jobs(
+        tmp_path / "jobs.jsonl", [{"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "To_Account": to}]
+    )
+
+
+async def test_an_error_list_naming_an_account_not_sent_to_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    async with Scripted({"ErrorCode": 0, "ErrorList": [{"To_Account": "stranger", "ErrorCode": 70107}]}) as server:
+        summary = await run_engine(server, dm_jobs(tmp_path, ["amara", "jun"]), out)  # type: ignore[arg-type]
+    assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 1, 1, 2)
+    assert server.sent == [["amara", "jun"]]
+    assert [(d["status"], d.get("recipient_errors")) for d in journal(out)] == [("ok", None)]
+
+
+async def test_every_account_failing_transiently_in_a_reply_of_code_0_is_sent_again_once(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    failed = {"ErrorCode": 0, "ErrorList": [{"To_Account": u, "ErrorCode": 90994} for u in ("amara", "jun")]}
+    async with Scripted(failed, {"ErrorCode": 0}) as server:
+        summary = await run_engine(server, dm_jobs(tmp_path, ["amara", "jun"]), out)  # type: ignore[arg-type]
+    assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 1, 2, 2)
+    assert server.sent == [["amara", "jun"], ["amara", "jun"]]
+    assert [(d["status"], d.get("recipient_errors"), d.get("resend")) for d in journal(out)] == [
+        ("retry", {"amara": 90994, "jun": 90994}, ["amara", "jun"]),
+        ("ok", None, None),
+    ]
+
+
+async def test_an_error_list_entry_with_error_code_0_is_a_delivery(tmp_path: Path) -> None:
+    # Read as a failure, it would be reported not notified, and --retry-failed would send it again.
+    out = tmp_path / "out.jsonl"
+    reply = {
+        "ErrorCode": 0,
+        "ErrorList": [{"To_Account": "amara", "ErrorCode": 0}, {"To_Account": "jun", "ErrorCode": 70107}],
+    }
+    async with Scripted(reply) as server:
+        summary = await run_engine(server, dm_jobs(tmp_path, ["amara", "jun"]), out)  # type: ignore[arg-type]
+    assert (summary.exit_code, summary.failed, summary.recipients) == (1, 1, 1)
+    assert [(d["status"], d.get("recipient_errors")) for d in journal(out)] == [("failed", {"jun": 70107})]

@@ -129,6 +129,8 @@ class BatchSendMsg(Endpoint):
         for item in errors:
             if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
                 code = item.get("ErrorCode")
+                if type(code) is int and code == api.OK:
+                    continue  # an account listed as delivered: taken for a failure, --retry-failed would resend it
                 failures.append((item["To_Account"], code if type(code) is int else -1))
         return Details(failures=tuple(failures))
 
