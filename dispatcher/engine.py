@@ -591,9 +591,11 @@ class Engine:
             asked = set(sent.recipients or ())
             failures = {uid: code for uid, code in details.failures if uid in asked}
         # A reply that says, recipient by recipient, why each was not delivered is judged per recipient,
-        # also when none was (an ErrorCode of its own, 90012, with an ErrorList naming them all).
+        # also when none was (an ErrorCode of its own, 90012 or a transient one, with an ErrorList
+        # naming them all): retried whole, it would send again to accounts that failed for good.
         per_recipient = bool(failures) and (
-            verdict is api.Verdict.OK or (verdict is api.Verdict.PERMANENT and len(failures) == sent_count)
+            verdict is api.Verdict.OK
+            or (verdict in (api.Verdict.PERMANENT, api.Verdict.RETRY) and len(failures) == sent_count)
         )
         retry_some: tuple[str, ...] = ()
         if per_recipient:

@@ -51,7 +51,10 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
             continue
         info.rejected = None
         info.batches = int(doc.get("batches") or info.batches)
-        codes[code_key(doc.get("error_code"))] += 1  # as the summary counts them
+        code = code_key(doc.get("error_code"))
+        if code == "0" and doc.get("msg_drop_reason"):
+            code = "0-dropped"  # not a delivery: frequency control dropped the message
+        codes[code] += 1  # as the summary counts them
         key = (job_id, int(doc["batch"]))
         fate, _ = fates.get(key, (None, lineno))
         fates[key] = (str(doc["status"]) if doc.get("final") else fate, lineno)

@@ -3,6 +3,8 @@ the three promises (never twice, never skipped, never over the rate)."""
 
 from __future__ import annotations
 
+import collections
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,9 @@ from aiohttp import web
 
 from dispatcher.config import DEMO_CREDENTIALS as DEMO
 from dispatcher.endpoints import REGISTRY
+from dispatcher.endpoints.batchsendmsg import C2C
 from dispatcher.jobs import Rejection, read_jobs
+from dispatcher.report import summarise
 from dispatcher.sandbox import ALL_MEMBERS, Sandbox
 from tests.conftest import journal, run_engine, write_jobs
 
@@ -132,3 +136,51 @@ async def test_an_error_list_entry_with_error_code_0_is_a_delivery(tmp_path: Pat
         summary = await run_engine(server, dm_jobs(tmp_path, ["amara", "jun"]), out)  # type: ignore[arg-type]
     assert (summary.exit_code, summary.failed, summary.recipients) == (1, 1, 1)
     assert [(d["status"], d.get("recipient_errors")) for d in journal(out)] == [("failed", {"jun": 70107})]
+
+
+async def test_a_failed_reply_naming_each_account_is_judged_per_recipient_also_when_its_code_is_transient(
+    tmp_path: Path,
+) -> None:
+    # None got it: the reply's own code is jun's transient one, and its ErrorList names each account.
+    # Only jun may clear on a retry; ghost does not exist, and sending to it again spends the quota.
+    async with Sandbox(accounts={"amara", "jun"}) as box:
+        box.script_recipients("amara", 91000)
+        box.script_recipients("jun", 90994)
+        out = tmp_path / "out.jsonl"
+        summary = await run_engine(box, dm_jobs(tmp_path, ["amara", "jun", "ghost"]), out)
+    assert (summary.exit_code, summary.failed, summary.requests, summary.recipients) == (1, 1, 2, 2)
+    assert [
+        (d["status"], d["error_code"], d["recipients"], d.get("recipient_errors"), d.get("resend"))
+        for d in journal(out)
+    ] == [
+        ("retry", 90994, ["amara", "jun", "ghost"], {"amara": 91000, "jun": 90994, "ghost": 70107}, ["amara", "jun"]),
+        ("failed", 0, ["amara", "jun"], {"ghost": 70107}, None),
+    ]
+    assert box.ledger.recipients(C2C) == collections.Counter({"amara": 1, "jun": 1})
+    assert box.stats["messages"] == 5
+
+
+async def test_report_counts_a_message_dropped_by_frequency_control_as_the_summary_does(tmp_path: Path) -> None:
+    ticks = itertools.count()
+    async with Sandbox(group_rate=1, clock=lambda: next(ticks) * 0.3) as box:
+        jobs = write_jobs(
+            tmp_path / "jobs.jsonl",
+            [
+                {"job_id": "first", "api": "send_group_msg", "GroupId": GROUP, "Text": "one"},
+                {"job_id": "second", "api": "send_group_msg", "GroupId": GROUP, "Text": "two"},
+            ],
+        )
+        out = tmp_path / "out.jsonl"
+        summary = await run_engine(box, jobs, out, concurrency=1)
+    assert dict(summary.error_codes) == {"0": 2, "0-dropped": 1}
+    assert summarise(out)["error_codes"] == {"0": 2, "0-dropped": 1}
+
+
+async def test_an_account_over_the_quota_in_an_error_list_is_sent_again(tmp_path: Path) -> None:
+    # 60018 ("too frequent") is retried for a whole request; for one account it is no more final.
+    out = tmp_path / "out.jsonl"
+    over = {"ErrorCode": 0, "ErrorList": [{"To_Account": "jun", "ErrorCode": 60018}]}
+    async with Scripted(over, {"ErrorCode": 0}) as server:
+        summary = await run_engine(server, dm_jobs(tmp_path, ["amara", "jun"]), out)  # type: ignore[arg-type]
+    assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 1, 2, 2)
+    assert server.sent == [["amara", "jun"], ["jun"]]

@@ -132,8 +132,14 @@ class Endpoint(abc.ABC):
         return api.classify(error_code, http_status)
 
     def recipient_transient(self, code: int) -> bool:
-        """True when a recipient's failure in an ErrorList may clear on a retry."""
-        return code in self.transient_codes or code in api.TRANSIENT_CODES
+        """True when a recipient's failure in an ErrorList may clear on a retry: a code retried for a
+        whole request (transient or "too frequent") is no more final for one account."""
+        return (
+            code in self.transient_codes
+            or code in self.over_rate_codes
+            or code in api.TRANSIENT_CODES
+            or code in api.OVER_RATE_CODES
+        )
 
     json_error_code: ClassVar[int] = api.INVALID_PARAMETER  # the sandbox's answer to a body that is not JSON
 
