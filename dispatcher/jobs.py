@@ -216,7 +216,9 @@ def _endpoint(doc: dict[str, object]) -> Endpoint:
         raise _Reject("api", f"must be a string, not {_type_name(name)}")
     endpoint = REGISTRY.get(name)
     if endpoint is None:
-        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+        # Case and the path's prefix (v4/openim/...) aside, as an operator copying the docs writes it.
+        plain = name.strip().lower().rsplit("/", 1)[-1]
+        close = [plain] if plain in REGISTRY else difflib.get_close_matches(plain, list(REGISTRY), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise _Reject("api", f"unknown API {name!r}{hint}; known: {', '.join(REGISTRY)}")
     return endpoint

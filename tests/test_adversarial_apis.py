@@ -184,3 +184,18 @@ async def test_an_account_over_the_quota_in_an_error_list_is_sent_again(tmp_path
         summary = await run_engine(server, dm_jobs(tmp_path, ["amara", "jun"]), out)  # type: ignore[arg-type]
     assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 1, 2, 2)
     assert server.sent == [["amara", "jun"], ["jun"]]
+
+
+def test_an_api_named_in_capitals_or_by_its_path_is_refused_with_the_name_to_use(tmp_path: Path) -> None:
+    known = "known: send_group_system_notification, batchsendmsg, send_group_msg"
+    base = {"GroupId": GROUP, "Text": "hello"}
+    assert rejections(
+        tmp_path,
+        {**base, "api": "BATCHSENDMSG"},
+        {**base, "api": "/v4/group_open_http_svc/send_group_msg"},
+        {**base, "api": "batchSendMsg"},
+    ) == [
+        ("api", f"unknown API 'BATCHSENDMSG' (did you mean batchsendmsg?); {known}"),
+        ("api", f"unknown API '/v4/group_open_http_svc/send_group_msg' (did you mean send_group_msg?); {known}"),
+        ("api", f"unknown API 'batchSendMsg' (did you mean batchsendmsg?); {known}"),
+    ]
