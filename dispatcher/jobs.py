@@ -34,6 +34,7 @@ from dispatcher.endpoints.base import Reject, string, type_name
 from dispatcher.errors import InputError
 
 STDIN = "-"
+SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
 KNOWN_KEYS = NOTIFICATION.keys  # of a job without "api"; every API's own are its endpoint's `keys`
 
 # The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
@@ -337,6 +338,10 @@ def parse_job(
             raise _Reject(unknown[0], endpoint.reserved[unknown[0]])
         if unknown:  # the first, in the line's order
             close = difflib.get_close_matches(unknown[0], known, n=1)
+            if close == [SENDER] and "from" not in unknown[0].lower():
+                # ToAccount, To_Accounts, Member_Account are spelt like From_Account, but the sender is
+                # nobody's recipient: the hint would send from the account meant to receive.
+                close = []
             hint = f" (did you mean {close[0]}?)" if close else ""
             shown_keys = [k for k in known if k != "api"] if endpoint is NOTIFICATION else list(known)
             raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(shown_keys)}")

@@ -199,3 +199,21 @@ def test_an_api_named_in_capitals_or_by_its_path_is_refused_with_the_name_to_use
         ("api", f"unknown API '/v4/group_open_http_svc/send_group_msg' (did you mean send_group_msg?); {known}"),
         ("api", f"unknown API 'batchSendMsg' (did you mean batchsendmsg?); {known}"),
     ]
+
+
+def test_a_misspelt_recipient_key_is_never_hinted_to_be_the_sender(tmp_path: Path) -> None:
+    group = {"api": "send_group_msg", "GroupId": GROUP, "Text": "hello"}
+    dm = {"api": "batchsendmsg", "Text": "hello", "To_Account": ["peter"]}
+    found = rejections(
+        tmp_path,
+        {**group, "ToAccount": ["peter"]},
+        {**group, "to_account": ["peter"]},
+        {**dm, "Member_Account": ["peter"]},
+        {**dm, "from_account": "support"},
+    )
+    assert [(field, reason.split(";")[0]) for field, reason in found] == [
+        ("ToAccount", "unknown key"),
+        ("to_account", "unknown key"),
+        ("Member_Account", "unknown key"),
+        ("from_account", "unknown key (did you mean From_Account?)"),
+    ]
