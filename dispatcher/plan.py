@@ -118,20 +118,30 @@ def make_plan(
         tally.on_event(JobAccepted(item.job_id, item.batches))
         plan.recipients += item.recipient_count
         skipped = 0
+        quota = item.endpoint.counts_recipients
+        to_send = item.recipient_count if quota else 0  # recipients that count against the quota
         if state.jobs:
             for i in range(item.batches):
                 if state.should_skip(item.job_id, i, retry_failed):
                     skipped += 1
                     tally.on_event(BatchSkipped(item.job_id, i, state.fate(item.job_id, i) == FAILED))
+                    to_send -= _batch_size(item, i) if quota else 0
+                elif quota:
+                    # A batch a partial reply cut up sends only what it left (as the engine does).
+                    left = state.undelivered(item.job_id, i, retry_failed)
+                    to_send -= 0 if left is None else _batch_size(item, i) - len(left[0])
         name = item.endpoint.name
         plan.api_requests[name] = plan.api_requests.get(name, 0) + item.batches - skipped
-        if item.endpoint.counts_recipients and skipped < item.batches:
-            # The job's recipients, less full batches a resume skips (the last may be short).
-            plan.quota_messages += max(0, item.recipient_count - skipped * item.batch_size)
+        plan.quota_messages += to_send
         if collect_groups and item.group_id is not None:
             plan.groups.setdefault(item.group_id, item.group_type or "Public")
     plan.jobs, plan.rejected, plan.batches, plan.skipped = tally.jobs, tally.rejected, tally.batches, tally.skipped
     return plan
+
+
+def _batch_size(job: Job, index: int) -> int:
+    """The recipients of batch `index` of a job with named recipients (the last may be short)."""
+    return min(job.batch_size, job.recipient_count - index * job.batch_size)
 
 
 def least_time_text(seconds: float) -> str:

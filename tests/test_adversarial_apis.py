@@ -15,6 +15,8 @@ from dispatcher.config import DEMO_CREDENTIALS as DEMO
 from dispatcher.endpoints import REGISTRY
 from dispatcher.endpoints.batchsendmsg import C2C
 from dispatcher.jobs import Rejection, read_jobs
+from dispatcher.outcomes import load_state
+from dispatcher.plan import make_plan
 from dispatcher.report import summarise
 from dispatcher.sandbox import ALL_MEMBERS, Sandbox
 from tests.conftest import journal, run_engine, write_jobs
@@ -217,3 +219,20 @@ def test_a_misspelt_recipient_key_is_never_hinted_to_be_the_sender(tmp_path: Pat
         ("Member_Account", "unknown key"),
         ("from_account", "unknown key (did you mean From_Account?)"),
     ]
+
+
+async def test_dry_run_of_a_resume_counts_only_the_messages_still_to_send(tmp_path: Path) -> None:
+    ids = [f"u{i:03d}" for i in range(250)]
+    async with Sandbox(accounts=set(ids[:99]) | set(ids[100:])) as box:
+        box.script_recipients("u001", 91000)  # batch 0: u001 transient, u099 gone
+        box.script_recipients("u150", 90994)  # batch 1: u150 transient
+        jobs = dm_jobs(tmp_path, ids)
+        out = tmp_path / "out.jsonl"
+        await run_engine(box, jobs, out, batch_size=100)
+    lines = out.read_bytes().splitlines(keepends=True)
+    # Killed after batch 0's partial reply and batch 2's success, before batch 1 had any reply.
+    kept = [line for line in lines if b'"batch":0,' in line][:1] + [line for line in lines if b'"batch":2,' in line]
+    out.write_bytes(b"".join(kept))
+    plan = make_plan([str(jobs)], 100, 200, state=load_state(out, repair=False))
+    # Batch 0 sends u001 only, batch 1 all its 100, batch 2 nothing.
+    assert (plan.requests, plan.skipped, plan.quota_messages) == (2, 1, 101)
