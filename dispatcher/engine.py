@@ -54,10 +54,11 @@ from dispatcher.events import (
     Subscriber,
     code_key,
 )
+from dispatcher.grouppace import GroupPacer
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
 from dispatcher.limiter import Limiter, Quota
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
-from dispatcher.ratelimit import RateLimiter, frozen_heap
+from dispatcher.ratelimit import Clock, RateLimiter, frozen_heap
 from dispatcher.retry import RetryPolicy
 from dispatcher.runlog import RunLog
 from dispatcher.summary import Summary
@@ -251,6 +252,7 @@ class Engine:
         signer: Signer | None = None,
         journal: Journal | None = None,
         limiters: LimiterFactory | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         """`journal`: one the caller opened already (`outcomes.open_journal`), to hold its lock from
         before a pre-scan; the engine writes it and closes it at the end of `run()`. `subscribers`
@@ -258,7 +260,8 @@ class Engine:
 
         `limiters` opens each API's limiter the first time the run sends with it (a budget is per
         app and API path); `limiter`, one limiter for every API, which then counts calls only. With
-        neither, each API gets an in-process limiter (batchsendmsg's with its per-minute quota)."""
+        neither, each API gets an in-process limiter (batchsendmsg's with its per-minute quota).
+        `clock` and `sleep` pace the messages into one group (send_group_msg), in virtual time in tests."""
         self.config = config
         self.summary = Summary(out=shown(config.out))
         # One stream of events feeds every output; the summary and the run log are always there.
@@ -271,6 +274,7 @@ class Engine:
         self._limiter_lock = asyncio.Lock()
         self._paused_until = 0.0  # monotonic time until which every start is held
         self._sleep = sleep
+        self._group_pacer = GroupPacer(clock, sleep)
         self._rng = rng or random.Random()
         creds = config.credentials
         self.signer = signer or Signer(creds.sdkappid, creds.identifier, creds.secret_key, creds.usersig)
@@ -514,6 +518,9 @@ class Engine:
             body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
             cost = len(pending) if pending and self._counts_quota(endpoint) else 1
             asked = time.monotonic()
+            if endpoint.group_rate is not None and batch.job.group_id is not None:
+                # Before the API's slot, so that nothing waits between that slot and the request.
+                await self._group_pacer.acquire(batch.job.group_id, endpoint.group_rate)
             try:
                 await limiter.acquire(cost)
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable

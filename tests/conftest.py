@@ -119,7 +119,7 @@ async def run_engine(
     if clock is None:
         return await Engine(config, rng=rng).run()
     limiter = RateLimiter(config.rate, clock=clock.time, sleep=clock.sleep)
-    return await Engine(config, limiter=limiter, sleep=clock.sleep, rng=rng).run()
+    return await Engine(config, limiter=limiter, sleep=clock.sleep, rng=rng, clock=clock.time).run()
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -93,6 +93,7 @@ class GroupMsg(Endpoint):
         **dict.fromkeys(("To_Account", "ToMembers_Account", "recipients_file"), NO_RECIPIENTS),
     }
     recipients_key = None  # a group message reaches the whole group
+    group_rate = GROUP_RATE
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:
         gid = string(doc, "GroupId", required=True)
