@@ -55,7 +55,7 @@ from dispatcher.events import (
     code_key,
 )
 from dispatcher.grouppace import GroupPacer
-from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
+from dispatcher.jobs import STDIN, Job, Rejection, api_of, read_jobs, shown
 from dispatcher.limiter import Limiter, Quota
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
 from dispatcher.ratelimit import Clock, RateLimiter, frozen_heap
@@ -449,11 +449,12 @@ class Engine:
 
     async def _admit(self, item: Job | Rejection, queue: asyncio.Queue[Batch | None]) -> None:
         if isinstance(item, Rejection):
-            self._reject(item.job_id, item.group_id, item.message, source=item.source, field=item.field)
+            self._reject(item.job_id, item.group_id, item.message, item.api, source=item.source, field=item.field)
             return
         conflict = self.state.conflict(item.job_id, item.job_hash, item.derived_id)
         if conflict is not None:
-            self._reject(item.job_id, item.group_id, f"{item.source}: {conflict}", source=item.source, field=None)
+            message = f"{item.source}: {conflict}"
+            self._reject(item.job_id, item.group_id, message, api_of(item), source=item.source, field=None)
             return
         self._emit(JobAccepted(item.job_id, item.batches))
         yield_at = time.monotonic() + _PRODUCER_SLICE
@@ -472,7 +473,9 @@ class Engine:
         except InputError as exc:  # the temporary copy of its export failed: some batches may be out
             self._halt(str(exc))
 
-    def _reject(self, job_id: str, group_id: str | None, message: str, **extra: object) -> None:
+    def _reject(self, job_id: str, group_id: str | None, message: str, api_name: str | None, **extra: object) -> None:
+        if api_name is not None:  # rejections of notifications keep the keys they always had
+            extra["api"] = api_name
         written = self._write(
             record(
                 job_id=job_id,

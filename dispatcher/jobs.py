@@ -186,6 +186,7 @@ class Rejection:
     field: str | None
     reason: str
     group_id: str | None = None
+    api: str | None = None  # the API the job named, when known and not send_group_system_notification
 
     @property
     def source(self) -> str:
@@ -318,6 +319,7 @@ def parse_job(
     """
     given_id: str | None = None
     group_id: str | None = None
+    api_name: str | None = None  # for the record of a rejection (lines of notifications name no api)
     try:
         try:
             doc = orjson.loads(raw.decode("utf-8"))
@@ -332,6 +334,7 @@ def parse_job(
         if isinstance(doc.get("GroupId"), str):
             group_id = doc["GroupId"]
         endpoint = _endpoint(doc)
+        api_name = None if endpoint is NOTIFICATION else endpoint.name
         known = endpoint.keys
         unknown = [key for key in doc if key not in known]
         if unknown and unknown[0] in endpoint.reserved:
@@ -371,7 +374,7 @@ def parse_job(
             sent_to = {"recipients_file": name}
         endpoint.check_recipients(spec, doc, recipients is not None)
     except _Reject as rej:
-        return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id)
+        return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id, api_name)
     job_id = given_id or endpoint.derived_id(spec, sent_to)
     return Job(
         job_id,
@@ -389,6 +392,11 @@ def parse_job(
         endpoint=endpoint,
         fields=spec.fields,
     )
+
+
+def api_of(job: Job) -> str | None:
+    """The API a job's records name: None for send_group_system_notification, whose lines name none."""
+    return None if job.endpoint is NOTIFICATION else job.endpoint.name
 
 
 def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, bytes | None]]:
@@ -445,12 +453,13 @@ def read_jobs(
                         raw, name, line, base_dir, batch_size, f"{label}:{line}", stop=stop, streams=streams
                     )
                 first = seen_ids.get(item.job_id)
+                api_name = None if first is None else item.api if isinstance(item, Rejection) else api_of(item)
                 if first is not None and isinstance(item, Job) and item.derived_id:
                     reason = (
                         f"repeats the job_id of {first} ({item.job_id}): identical jobs without a job_id "
                         "get the same id; give each a job_id if it is meant to be sent twice"
                     )
-                    item = Rejection(f"{label}:{line}", name, line, "job_id", reason, item.group_id)
+                    item = Rejection(f"{label}:{line}", name, line, "job_id", reason, item.group_id, api_name)
                 elif first is not None:
                     item = Rejection(
                         item.job_id,
@@ -459,6 +468,7 @@ def read_jobs(
                         "job_id",
                         f"repeats the job_id of {first}",
                         item.group_id,
+                        api_name,
                     )
                 else:
                     seen_ids[item.job_id] = f"{name}:{line}"

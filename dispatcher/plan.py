@@ -14,7 +14,7 @@ from typing import Any
 
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.events import BatchSkipped, JobAccepted, JobRejected
-from dispatcher.jobs import Job, Rejection, read_jobs
+from dispatcher.jobs import Job, Rejection, api_of, read_jobs
 from dispatcher.limiter import Quota
 from dispatcher.outcomes import FAILED, JournalState
 from dispatcher.ratelimit import HEADROOM
@@ -109,7 +109,7 @@ def make_plan(
     for item in read_jobs(paths, batch_size, stop=stop, streams=streams):
         conflict = state.conflict(item.job_id, item.job_hash, item.derived_id) if isinstance(item, Job) else None
         if isinstance(item, Job) and conflict is not None:
-            item = Rejection(item.job_id, item.file, item.line, None, conflict, item.group_id)
+            item = Rejection(item.job_id, item.file, item.line, None, conflict, item.group_id, api_of(item))
         if isinstance(item, Rejection):
             tally.on_event(JobRejected(item.job_id, item.message))
             if len(plan.rejections) < MAX_LISTED_REJECTIONS:

@@ -130,6 +130,13 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
+def _where(group_id: str | None, api: str | None) -> str:
+    """Where a job sends: its group; one-to-one for batchsendmsg; else none (a job rejected without one)."""
+    if group_id is not None:
+        return f"group {group_id}"
+    return "one-to-one" if api == "batchsendmsg" else "no group"
+
+
 def render_text(report: dict[str, Any], *paths: str) -> str:
     lines = [
         f"journal {paths[0]}" if len(paths) == 1 else f"journals {', '.join(paths)} (as one run)",
@@ -140,7 +147,7 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         lines.append("replies by error code: " + ", ".join(f"{k}: {v}" for k, v in report["error_codes"].items()))
     lines.append("jobs:")
     for job in report["jobs"]:
-        where = f"group {job['group_id']}" if job["group_id"] is not None else "one-to-one"
+        where = _where(job["group_id"], job.get("api"))
         text = (
             f"  {job['job_id']}  {job['fate']}  {job.get('api', '')}{' ' if 'api' in job else ''}{where}  "
             f"batches {job['batches']} "
@@ -159,7 +166,7 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
                 + ", ".join(miss["recipients"][:10])
                 + (" ..." if len(miss["recipients"]) > 10 else "")
             )
-            where = f"group {miss['group_id']}" if miss["group_id"] is not None else "one-to-one"
+            where = _where(miss["group_id"], "batchsendmsg")
             if "recipient_errors" in miss:
                 codes = miss["recipient_errors"]
                 who = f"{len(codes)} recipients: " + ", ".join(f"{u} ({c})" for u, c in list(codes.items())[:10])

@@ -18,7 +18,7 @@ from dispatcher.grouppace import GroupPacer
 from dispatcher.jobs import Rejection, read_jobs
 from dispatcher.outcomes import load_state
 from dispatcher.plan import make_plan
-from dispatcher.report import summarise
+from dispatcher.report import render_text, summarise
 from dispatcher.sandbox import ALL_MEMBERS, Sandbox
 from tests.conftest import FakeClock, journal, run_engine, write_jobs
 
@@ -272,3 +272,37 @@ async def test_the_group_pacer_holds_only_the_groups_in_use(clock: FakeClock) ->
     last = clock.now - 0.01  # when the last group's message started
     await pacer.acquire("@TGS#g2999", 40)  # that group is still held: its next message waits
     assert 1 / 40 - 0.001 <= clock.now - last <= 1 / 38 + 0.001
+
+
+async def test_rejections_of_the_other_apis_name_their_api_in_the_journal_and_the_report(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "To_Account": []},
+            {"job_id": "chat", "api": "send_group_msg", "GroupId": GROUP, "Content": "hi"},
+            {"job_id": "note", "Content": "hi"},
+            {"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "To_Account": ["peter"]},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    await run_engine(sandbox, jobs, out)
+    assert [(d["job_id"], d["status"], d.get("api")) for d in journal(out)] == [
+        ("dm", "rejected", "batchsendmsg"),
+        ("chat", "rejected", "send_group_msg"),
+        ("note", "rejected", None),
+        ("dm", "rejected", "batchsendmsg"),  # repeats the job_id
+    ]
+    report = summarise(out)
+    assert [(j["job_id"], j["fate"], j.get("api")) for j in report["jobs"]] == [
+        ("dm", "rejected", "batchsendmsg"),
+        ("chat", "rejected", "send_group_msg"),
+        ("note", "rejected", None),
+    ]
+    lines = render_text(report, str(out)).splitlines()
+    assert [line.split("batches")[0].split() for line in lines if line.startswith("  ")] == [
+        ["dm", "rejected", "batchsendmsg", "one-to-one"],
+        ["chat", "rejected", "send_group_msg", "group", GROUP],
+        ["note", "rejected", "no", "group"],
+    ]
