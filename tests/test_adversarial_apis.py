@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from dispatcher.batching import split
 from dispatcher.config import DEMO_CREDENTIALS as DEMO
 from dispatcher.endpoints import REGISTRY
 from dispatcher.endpoints.batchsendmsg import C2C
 from dispatcher.grouppace import GroupPacer
-from dispatcher.jobs import Rejection, read_jobs
+from dispatcher.jobs import Job, Rejection, read_jobs
 from dispatcher.outcomes import load_state
 from dispatcher.plan import make_plan
 from dispatcher.report import render_text, summarise
@@ -306,3 +307,61 @@ async def test_rejections_of_the_other_apis_name_their_api_in_the_journal_and_th
         ["chat", "rejected", "send_group_msg", "group", GROUP],
         ["note", "rejected", "no", "group"],
     ]
+
+
+def old_line(job_id: str, batch: int, batches: int, group: str, recipients: list[str] | None, job_hash: str) -> str:
+    """A line as the dispatcher wrote it before it drove other APIs (no "api" key)."""
+    doc = {
+        "job_id": job_id,
+        "batch": batch,
+        "batches": batches,
+        "attempt": 1,
+        "status": "ok",
+        "final": True,
+        "group_id": group,
+        "recipients": recipients,
+        "error_code": 0,
+        "error_info": "",
+        "http_status": 200,
+        "latency_ms": 1.8,
+        "at": "2026-11-25T20:14:50.268Z",
+        "job_hash": job_hash,
+    }
+    return orjson.dumps(doc).decode()
+
+
+async def test_a_journal_of_the_version_before_the_other_apis_resumes_as_it_was_written(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # Lines and hashes as written by the version before the endpoint seam (d1b1c7b), at --batch-size 500.
+    (tmp_path / "r.txt").write_text("".join(f"u{i}\n" for i in range(1200)))
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"GroupId": "@TGS#A", "Content": "all members, no id"},
+            {"GroupId": "@TGS#B", "Content": "named, no id", "ToMembers_Account": ["a", "b", "c"]},
+            {"job_id": "exp", "GroupId": "@TGS#C", "Content": "export", "recipients_file": "r.txt"},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    old = [
+        old_line("auto-18d8db2d70b78938", 0, 1, "@TGS#A", None, "11a4975fd2b97048866a860ac3a4591e"),
+        old_line("auto-2ad2753a27817aec", 0, 1, "@TGS#B", ["a", "b", "c"], "63936e279edea3b872a8e7573a276f80"),
+        old_line("exp", 0, 3, "@TGS#C", [f"u{i}" for i in range(500)], "ee09985a6df927ba9d5b73b7b53a2373"),
+    ]
+    out.write_text("\n".join(old) + "\n")
+    summary = await run_engine(sandbox, jobs, out, resume=True)
+    assert (summary.exit_code, summary.rejected, summary.skipped, summary.requests) == (0, 0, 3, 2)
+    assert [(d["job_id"], d["batch"]) for d in journal(out)[3:]] == [("exp", 1), ("exp", 2)]
+    assert all("api" not in d for d in journal(out))
+
+
+def test_a_group_messages_hash_and_random_are_those_of_the_version_that_introduced_it(tmp_path: Path) -> None:
+    # At the default --batch-size, as journals written before the batch size left its hash hold them.
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl", [{"job_id": "m", "api": "send_group_msg", "GroupId": GROUP, "Text": "hello"}]
+    )
+    for size in (500, 100):
+        (job,) = read_jobs([str(jobs)], size)
+        assert isinstance(job, Job)
+        assert (job.job_hash, next(split(job)).random) == ("16b8e088d6ac1fec64cd2fa20bed7caa", 3364623127)
