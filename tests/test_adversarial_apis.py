@@ -365,3 +365,15 @@ def test_a_group_messages_hash_and_random_are_those_of_the_version_that_introduc
         (job,) = read_jobs([str(jobs)], size)
         assert isinstance(job, Job)
         assert (job.job_hash, next(split(job)).random) == ("16b8e088d6ac1fec64cd2fa20bed7caa", 3364623127)
+
+
+def test_a_group_in_a_one_to_one_job_is_refused_pointing_to_send_group_msg(tmp_path: Path) -> None:
+    reason = (
+        "batchsendmsg sends one-to-one messages to the accounts in To_Account and takes no group; "
+        'to send into a group, use "api": "send_group_msg"'
+    )
+    dm = {"api": "batchsendmsg", "Text": "hello", "To_Account": ["peter"]}
+    assert rejections(tmp_path, {**dm, "GroupId": GROUP}, {**dm, "TopicId": "t"}) == [
+        ("GroupId", reason),
+        ("TopicId", reason),
+    ]

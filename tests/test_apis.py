@@ -106,7 +106,7 @@ def rejection(tmp_path: Path, doc: dict[str, Any]) -> tuple[str | None, str]:
         ),
         ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "MsgLifeTime": 604801}, "MsgLifeTime", "604,800"),
         ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "From_Account": "x" * 33}, "From_Account", "32"),
-        ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "GroupId": GROUP}, "GroupId", "unknown key"),
+        ({"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "GroupId": GROUP}, "GroupId", "takes no group"),
         (
             {"api": "batchsendmsg", "Text": "hi", "To_Account": ["a"], "recipients_file": "x.txt"},
             "recipients_file",

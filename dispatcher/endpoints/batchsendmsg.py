@@ -62,6 +62,10 @@ BODY_TOO_LARGE: Final = 93000
 QUOTA_EXCEEDED: Final = 60018
 INTERNAL: Final = frozenset({90992, 90994, 90995, 91000})
 
+NO_GROUP: Final = (
+    f"{NAME} sends one-to-one messages to the accounts in To_Account and takes no group; "
+    'to send into a group, use "api": "send_group_msg"'
+)
 BODY_KEYS: Final = frozenset(
     {
         "To_Account",
@@ -96,7 +100,11 @@ class BatchSendMsg(Endpoint):
         "SendMsgControl",
         "OfflinePushInfo",
     )
-    reserved: ClassVar[dict[str, str]] = {"MsgRandom": "is set by the dispatcher, one per batch; leave it out"}
+    reserved: ClassVar[dict[str, str]] = {
+        "MsgRandom": "is set by the dispatcher, one per batch; leave it out",
+        # A group's keys: the job would not reach the group, but nor may they be ignored.
+        **dict.fromkeys(("GroupId", "TopicId"), NO_GROUP),
+    }
     recipients_key = "To_Account"
     recipients_required = True
     counts_recipients = True
