@@ -377,3 +377,31 @@ def test_a_group_in_a_one_to_one_job_is_refused_pointing_to_send_group_msg(tmp_p
         ("GroupId", reason),
         ("TopicId", reason),
     ]
+
+
+async def test_a_partial_reply_line_torn_by_a_kill_resumes_from_the_last_whole_line(tmp_path: Path) -> None:
+    async with Sandbox(accounts={"amara", "jun", "peter"}) as box:
+        box.script_recipients("jun", 91000)
+        jobs = dm_jobs(tmp_path, ["amara", "jun", "ghost", "peter"])
+        out = tmp_path / "out.jsonl"
+        await run_engine(box, jobs, out)
+        first, second = out.read_bytes().splitlines(keepends=True)
+        out.write_bytes(first + second[:40])  # killed while the retry's line was being written
+        assert summarise(out)["not_notified"] == [
+            {
+                "job_id": "dm",
+                "group_id": None,
+                "batch": 0,
+                "status": "pending",
+                "recipients": ["ghost", "jun"],
+                "recipient_errors": {"ghost": 70107, "jun": 91000},
+            }
+        ]
+        summary = await run_engine(box, jobs, out, resume=True)
+        assert (summary.requests, summary.failed, summary.recipients) == (1, 1, 1)
+        # The torn line's request was in flight as far as the journal knows: jun gets it again.
+        assert box.ledger.recipients(C2C) == collections.Counter({"amara": 1, "jun": 2, "peter": 1})
+    assert [(d["attempt"], d["status"], d["recipients"]) for d in journal(out)] == [
+        (1, "retry", ["amara", "jun", "ghost", "peter"]),
+        (2, "failed", ["jun"]),
+    ]
