@@ -405,3 +405,12 @@ async def test_a_partial_reply_line_torn_by_a_kill_resumes_from_the_last_whole_l
         (1, "retry", ["amara", "jun", "ghost", "peter"]),
         (2, "failed", ["jun"]),
     ]
+
+
+def test_an_empty_text_element_is_refused_as_the_text_convenience_is(tmp_path: Path) -> None:
+    blank = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": ""}}]
+    assert rejections(
+        tmp_path,
+        {"api": "batchsendmsg", "MsgBody": blank, "To_Account": ["peter"]},
+        {"api": "send_group_msg", "GroupId": GROUP, "Text": ""},
+    ) == [("MsgBody", "item 0: a TIMTextElem needs Text, a non-empty string"), ("Text", "must not be empty")]

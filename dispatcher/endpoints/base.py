@@ -241,6 +241,11 @@ def message_body(doc: Mapping[str, Any]) -> list[Any]:
     problem = msg_body_problem(doc["MsgBody"])
     if problem:
         raise Reject("MsgBody", problem)
+    for i, elem in enumerate(doc["MsgBody"]):
+        # Refused before sending, as an empty `Text` is (the sandbox takes what the page allows): it is a
+        # blank message to every recipient, a template that filled in nothing.
+        if elem["MsgType"] == "TIMTextElem" and not elem["MsgContent"]["Text"]:
+            raise Reject("MsgBody", f"item {i}: a TIMTextElem needs Text, a non-empty string")
     return list(doc["MsgBody"])
 
 
