@@ -619,7 +619,7 @@ async def _run(
 
 
 def _print_plan(plan: Plan) -> None:
-    from dispatcher.plan import least_time_text
+    from dispatcher.plan import GROUP_PACE, least_time_text
 
     lines = [
         f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)",
@@ -631,6 +631,11 @@ def _print_plan(plan: Plan) -> None:
             f" and {plan.message_quota:,} batchsendmsg messages a minute ({plan.quota_messages:,} to send; "
             f"the {plan.least_reason} sets it)"
             if plan.quota_messages
+            else ""
+        )
+        + (
+            f"; {busiest[1]:,} messages into group {busiest[0]} at {GROUP_PACE:g} a second set it"
+            if plan.least_reason == "group" and (busiest := plan.busiest_group)
             else ""
         ),
     ]

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
+from dispatcher.endpoints.groupmsg import GROUP_RATE
 from dispatcher.events import BatchSkipped, JobAccepted, JobRejected
+from dispatcher.grouppace import SHARE
 from dispatcher.jobs import Job, Rejection, api_of, read_jobs
 from dispatcher.limiter import Quota
 from dispatcher.outcomes import FAILED, JournalState
@@ -21,6 +23,7 @@ from dispatcher.ratelimit import HEADROOM
 from dispatcher.summary import Summary
 
 MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections in full and counts the rest
+GROUP_PACE = GROUP_RATE * SHARE  # send_group_msg's messages a second into one group, as the engine paces them
 
 
 @dataclasses.dataclass
@@ -35,6 +38,8 @@ class Plan:
     batch_size: int = 500
     quota_messages: int = 0  # batchsendmsg's recipients still to send, which count against its quota
     api_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API name -> requests to make
+    # GroupId -> messages to send into it by an API with a pace per group (send_group_msg)
+    group_messages: dict[str, int] = dataclasses.field(default_factory=dict)
     rejections: list[Rejection] = dataclasses.field(default_factory=list)
     groups: dict[str, str] = dataclasses.field(default_factory=dict)  # GroupId -> group_type, when collected
 
@@ -43,8 +48,8 @@ class Plan:
         """Requests the run makes if no request has to be retried."""
         return self.batches - self.skipped
 
-    def _least(self) -> tuple[float, float]:
-        """The least seconds at the call rate and under the message quota."""
+    def _least(self) -> tuple[float, float, float]:
+        """The least seconds at the call rate, under the message quota and at the busiest group's pace."""
         # Each API has a budget of its own (per app and API path): the busiest one's calls set the pace.
         calls = max(self.api_requests.values(), default=0)
         at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + HEADROOM) / self.rate
@@ -52,19 +57,29 @@ class Plan:
         # units of the one before it, so only the last call's own units are not waited for.
         quota = Quota(self.message_quota, QUOTA_SECONDS)
         waited = max(0, self.quota_messages - min(self.quota_messages, self.batch_size))
-        return at_rate, waited * quota.unit_interval
+        # Messages into one group are paced as the engine paces them (grouppace).
+        busiest = max(self.group_messages.values(), default=0)
+        at_group = 0.0 if busiest <= 1 else (busiest - 1) * (1 + HEADROOM) / GROUP_PACE
+        return at_rate, waited * quota.unit_interval, at_group
 
     @property
     def least_seconds(self) -> float:
-        """The least time the requests can take under both limits: the call rate (starts are paced,
-        never bursted) and batchsendmsg's per-minute message quota."""
+        """The least time the requests can take under every limit: the call rate (starts are paced,
+        never bursted), batchsendmsg's per-minute message quota and send_group_msg's pace per group."""
         return round(max(self._least()), 3)
 
     @property
     def least_reason(self) -> str:
-        """Which limit sets the least time: "rate" or "quota"."""
-        at_rate, at_quota = self._least()
+        """Which limit sets the least time: "rate", "quota" or "group"."""
+        at_rate, at_quota, at_group = self._least()
+        if at_group > max(at_rate, at_quota):
+            return "group"
         return "quota" if at_quota > at_rate else "rate"
+
+    @property
+    def busiest_group(self) -> tuple[str, int] | None:
+        """The group that most group messages go into, and how many, if any does."""
+        return max(self.group_messages.items(), key=lambda item: item[1], default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +148,8 @@ def make_plan(
         name = item.endpoint.name
         plan.api_requests[name] = plan.api_requests.get(name, 0) + item.batches - skipped
         plan.quota_messages += to_send
+        if item.endpoint.group_rate is not None and item.group_id is not None and item.batches > skipped:
+            plan.group_messages[item.group_id] = plan.group_messages.get(item.group_id, 0) + item.batches - skipped
         if collect_groups and item.group_id is not None:
             plan.groups.setdefault(item.group_id, item.group_type or "Public")
     plan.jobs, plan.rejected, plan.batches, plan.skipped = tally.jobs, tally.rejected, tally.batches, tally.skipped

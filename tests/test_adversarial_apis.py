@@ -414,3 +414,19 @@ def test_an_empty_text_element_is_refused_as_the_text_convenience_is(tmp_path: P
         {"api": "batchsendmsg", "MsgBody": blank, "To_Account": ["peter"]},
         {"api": "send_group_msg", "GroupId": GROUP, "Text": ""},
     ) == [("MsgBody", "item 0: a TIMTextElem needs Text, a non-empty string"), ("Text", "must not be empty")]
+
+
+def test_dry_run_least_time_counts_the_pace_into_one_group(tmp_path: Path) -> None:
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [{"job_id": f"m{i}", "api": "send_group_msg", "GroupId": GROUP, "Text": f"hello {i}"} for i in range(400)]
+        + [{"job_id": "o", "api": "send_group_msg", "GroupId": "@TGS#other", "Text": "hi"}],
+    )
+    plan = make_plan([str(jobs)], 500, 200)
+    # 399 waits of 1.005 / 38 s, as the engine paces them (the call rate alone: 400 x 1.005 / 200 = 2.0 s).
+    assert (plan.requests, plan.least_seconds, plan.least_reason, plan.busiest_group) == (
+        401,
+        10.552,
+        "group",
+        (GROUP, 400),
+    )
