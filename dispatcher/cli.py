@@ -288,11 +288,17 @@ def check_writable(path: str, option: str, keep: list[str]) -> None:
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{option} {path}: is a directory")
+    for other in keep:
+        # By name too: a journal that does not exist yet is created by the run, then replaced at its end.
+        same_name = other != "-" and os.path.realpath(path) == os.path.realpath(other)
+        with contextlib.suppress(OSError):
+            if same_name or (other != "-" and target.exists() and target.samefile(other)):
+                raise UsageError(f"{option} {path}: is {other}, which the run reads; choose another file")
     if target.exists():
-        for other in keep:
-            with contextlib.suppress(OSError):
-                if other != "-" and target.samefile(other):
-                    raise UsageError(f"{option} {path}: is {other}, which the run reads; choose another file")
+        if not target.is_file():
+            # The file is replaced by a rename at the end: a FIFO or a device (/dev/null) would be
+            # replaced by a regular file, and a FIFO blocks the reading of the previous metrics.
+            raise UsageError(f"{option} {path}: not a regular file (it is replaced by a new file at the end)")
         holder = held_by(target)
         if holder is not None:
             raise UsageError(f"{option} {path}: is the outcome journal of a run in progress (pid {holder or '?'})")
@@ -313,11 +319,12 @@ def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise UsageError("--metrics-port must be between 0 and 65535")
     if args.pushgateway is not None:
-        from urllib.parse import urlsplit
+        from dispatcher.metrics import parse_gateway, shown_url
 
-        scheme = urlsplit(args.pushgateway).scheme if "://" in args.pushgateway else "http"
-        if scheme not in ("http", "https") or not args.pushgateway.split("://")[-1].strip("/"):
-            raise UsageError(f"--pushgateway {args.pushgateway}: give an http:// or https:// URL")
+        try:
+            parse_gateway(args.pushgateway)
+        except ValueError:  # the URL may hold a password: never shown
+            raise UsageError(f"--pushgateway {shown_url(args.pushgateway)}: give an http:// or https:// URL") from None
     if not args.pushgateway_job or "/" in args.pushgateway_job:
         raise UsageError("--pushgateway-job must be a non-empty name without /")
     if args.metrics_file is not None:

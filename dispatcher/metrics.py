@@ -22,7 +22,9 @@ fires when a nightly run has not succeeded for a day, not on the first failure.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import http.client
 import threading
 import time
 import urllib.parse
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, write_to_textfile
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.errors import OutputError
@@ -195,11 +198,61 @@ def read_last_success(lines: Iterable[str], job: str | None = None) -> float | N
 
 def shown_url(url: str) -> str:
     """`url` fit for a log line: a password in it is replaced, as every secret is."""
-    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-    if parts.password is None:
+    try:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        password = parts.password
+    except ValueError:  # not a URL (a broken IPv6 address, a port that is no number): hide all before @
+        _, at, rest = url.rpartition("@")
+        return f"[redacted]@{rest}" if at else url
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":[redacted]@", 1)
+    netloc = parts.netloc.replace(f":{password}@", ":[redacted]@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclasses.dataclass(frozen=True)
+class Gateway:
+    """A Pushgateway URL split for use: where to send, and the basic-auth credentials it held.
+
+    The credentials must come out of the URL: urllib takes `user:password@host` for a host name and
+    asks the DNS resolver for it, which sends the password to whatever resolver the machine has."""
+
+    url: str  # scheme://host[:port][/path], no credentials, no trailing /
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    def handler(self) -> Callable[[str, str, float | None, list[tuple[str, str]], bytes], Callable[[], None]]:
+        """prometheus_client's push handler: basic auth when the URL had credentials."""
+        if self.username is None and self.password is None:
+            return default_handler
+        user, password = self.username or "", self.password or ""
+
+        def with_auth(
+            url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+        ) -> Callable[[], None]:
+            return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+        return with_auth
+
+    def headers(self) -> dict[str, str]:
+        if self.username is None and self.password is None:
+            return {}
+        token = base64.b64encode(f"{self.username or ''}:{self.password or ''}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+
+def parse_gateway(url: str) -> Gateway:
+    """`url` (http://, https://, or a bare host:port meaning http://) split; ValueError if it is not one."""
+    full = url if "://" in url else f"http://{url}"
+    parts = urllib.parse.urlsplit(full)  # ValueError on a broken IPv6 address
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("give an http:// or https:// URL")
+    _ = parts.port  # ValueError on a port that is not a number or out of range
+    netloc = parts.netloc.rpartition("@")[2]
+    plain = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+    username = urllib.parse.unquote(parts.username) if parts.username is not None else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    return Gateway(plain, username, password)
 
 
 class Exporter:
@@ -285,23 +338,33 @@ class Exporter:
         if self.options.pushgateway is None:
             return
         try:
+            gateway = parse_gateway(self.options.pushgateway)
             push_to_gateway(
-                self.options.pushgateway, job=self.options.job, registry=self.metrics.registry, timeout=PUSH_TIMEOUT
+                gateway.url,
+                job=self.options.job,
+                registry=self.metrics.registry,
+                timeout=PUSH_TIMEOUT,
+                handler=gateway.handler(),
             )
-        except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; the run's outcome stands
-            log.warning("could not push the metrics", pushgateway=shown_url(self.options.pushgateway), error=str(exc))
+        # urllib's errors are OSErrors; a server that does not speak HTTP raises HTTPException. The
+        # run's outcome stands either way.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            log.warning(
+                "could not push the metrics",
+                pushgateway=shown_url(self.options.pushgateway),
+                error=str(exc) or type(exc).__name__,
+            )
 
     def _gateway_last_success(self) -> float | None:
         """The group's last success as the Pushgateway holds it, to carry forward (None if unknown)."""
         assert self.options.pushgateway is not None
-        url = self.options.pushgateway.rstrip("/")
-        if "://" not in url:
-            url = f"http://{url}"
         try:
-            with urllib.request.urlopen(f"{url}/metrics", timeout=PUSH_TIMEOUT) as response:
+            gateway = parse_gateway(self.options.pushgateway)
+            request = urllib.request.Request(f"{gateway.url}/metrics", headers=gateway.headers())
+            with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT) as response:
                 lines = (raw.decode("utf-8", errors="replace") for raw in response)
                 return read_last_success(lines, self.options.job)
-        except (OSError, ValueError):  # the push will fail too, and say so
+        except (OSError, ValueError, http.client.HTTPException):  # the push will fail too, and say so
             return None
 
     def stop_serving(self) -> None:

@@ -672,3 +672,14 @@ async def test_a_signal_before_the_engine_exists_keeps_the_run_from_starting(tmp
         assert quiet.attach(engine) is True
         quiet()  # from now on a signal is the engine's graceful stop
         assert engine.summary.interrupted is True
+
+
+def test_summary_json_may_not_replace_the_journal_the_run_will_create(jobs: Path, tmp_path: Path) -> None:
+    """Not there yet at the check, the journal was written by the run, then replaced by the summary."""
+    out = tmp_path / "new.outcomes.jsonl"
+    result = run("send", str(jobs), "--sandbox", "--out", str(out), "--summary-json", str(out))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: --summary-json {out}: is {out}, which the run reads; choose another file"
+    ]
+    assert not out.exists()

@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -327,3 +328,117 @@ def test_a_password_in_the_pushgateway_url_is_never_logged(tmp_path: Path) -> No
     assert result.returncode == 0
     assert "could not push the metrics" in result.stderr
     assert "s3cret" not in result.stderr and "ops:[redacted]@127.0.0.1" in result.stderr
+
+
+class _Recorder:
+    """A stand-in Pushgateway on 127.0.0.1 that records what it is sent and answers `reply` raw."""
+
+    def __init__(self, reply: bytes) -> None:
+        import socket
+
+        self.requests: list[bytes] = []
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self.port = self._sock.getsockname()[1]
+        self._reply = reply
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data.split(b"\r\n\r\n")[0])
+                conn.sendall(self._reply)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def test_a_pushgateway_password_is_sent_as_basic_auth_never_as_a_host_name(tmp_path: Path) -> None:
+    """urllib alone reads `ops:s3cret@127.0.0.1` as a host name and asks the DNS resolver for it."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    gateway = _Recorder(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    try:
+        url = f"http://ops:s3cret@127.0.0.1:{gateway.port}"
+        result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    finally:
+        gateway.close()
+    assert result.returncode == 0, result.stderr
+    assert "could not push the metrics" not in result.stderr and "s3cret" not in result.stderr
+    heads = [request.split(b"\r\n") for request in gateway.requests]
+    assert [head[0] for head in heads] == [b"GET /metrics HTTP/1.1", b"PUT /metrics/job/dispatcher HTTP/1.1"]
+    for head in heads:
+        assert b"Authorization: Basic b3BzOnMzY3JldA==" in head
+        assert f"Host: 127.0.0.1:{gateway.port}".encode() in head
+
+
+def test_a_pushgateway_that_does_not_speak_http_is_one_warning(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    gateway = _Recorder(b"garbage\r\n\r\n")
+    try:
+        url = f"http://127.0.0.1:{gateway.port}"
+        result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    finally:
+        gateway.close()
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "could not push the metrics" in line]
+    assert len(warnings) == 1 and url in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://ops:s3cret@127.0.0.1:notaport", "http://ops:[redacted]@127.0.0.1:notaport"),
+        ("http://[::1", "http://[::1"),
+        ("http://ops:s3cret@[::1", "[redacted]@[::1"),
+        ("http://127.0.0.1:70000", "http://127.0.0.1:70000"),
+    ],
+)
+def test_a_pushgateway_url_that_is_no_url_is_one_line_and_exit_2(tmp_path: Path, url: str, shown: str) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"dispatcher: error: --pushgateway {shown}: give an http:// or https:// URL"]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_metrics_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    """A FIFO blocked the run forever (the previous metrics are read first); /dev/null would be replaced."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    target = tmp_path / "m.prom"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/null")
+    out = str(tmp_path / "out.jsonl")
+    result = run_cli("send", str(jobs), "--sandbox", "--out", out, "--metrics-file", str(target))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: --metrics-file {target}: not a regular file (it is replaced by a new file at the end)"
+    ]
+    assert Path("/dev/null").is_char_device()
+
+
+def test_the_metrics_file_may_not_be_the_journal_the_run_will_create(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    out = tmp_path / "out.jsonl"
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(out), "--metrics-file", f"{tmp_path}/./out.jsonl")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: --metrics-file {tmp_path}/./out.jsonl: is {out}, which the run reads; choose another file"
+    ]
+    assert not out.exists()
