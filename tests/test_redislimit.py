@@ -306,6 +306,26 @@ def test_bad_store_uris(uri: str, message: str) -> None:
     assert str(bad.value) == message
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis://:p@ss:w/rd#1@127.0.0.1:6380/0",  # / and # end the host part early, inside the password
+        "redis://:sec/ret@127.0.0.1:6380/0",
+        "redis://:sec?ret@127.0.0.1:6380/0",
+        "redis://us/er:secret@127.0.0.1:6380/0",
+    ],
+)
+def test_a_password_not_percent_encoded_is_refused_and_never_shown_in_part(uri: str) -> None:
+    from dispatcher.errors import UsageError
+
+    with pytest.raises(UsageError) as bad:
+        parse_store(uri)
+    assert str(bad.value) == (
+        "--rate-store redis://127.0.0.1:6380/0: a user name or password with / ? or # in it must be "
+        "percent-encoded (%2F %3F %23)"
+    )
+
+
 async def test_a_flushed_script_or_a_dropped_connection_is_not_a_lost_store(redis_server: RedisServer) -> None:
     """Each slot goes straight over the limiter's connection; a Redis that restarted (its scripts
     gone) or a connection cut by the server is taken up again the client's way, not a halt."""
