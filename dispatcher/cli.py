@@ -323,8 +323,8 @@ def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
 
         try:
             parse_gateway(args.pushgateway)
-        except ValueError:  # the URL may hold a password: never shown
-            raise UsageError(f"--pushgateway {shown_url(args.pushgateway)}: give an http:// or https:// URL") from None
+        except ValueError as exc:  # the URL may hold a password: never shown
+            raise UsageError(f"--pushgateway {shown_url(args.pushgateway)}: {exc}") from None
     if not args.pushgateway_job or "/" in args.pushgateway_job:
         raise UsageError("--pushgateway-job must be a non-empty name without /")
     if args.metrics_file is not None:

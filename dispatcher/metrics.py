@@ -197,17 +197,16 @@ def read_last_success(lines: Iterable[str], job: str | None = None) -> float | N
 
 
 def shown_url(url: str) -> str:
-    """`url` fit for a log line: a password in it is replaced, as every secret is."""
-    try:
-        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-        password = parts.password
-    except ValueError:  # not a URL (a broken IPv6 address, a port that is no number): hide all before @
-        _, at, rest = url.rpartition("@")
-        return f"[redacted]@{rest}" if at else url
-    if password is None:
+    """`url` fit for a log line: a password in it is replaced, as every secret is. Read from the
+    text, not a parser: a raw / ? or # in a password would make a parser take its end for the
+    path, and show it."""
+    head, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
         return url
-    netloc = parts.netloc.replace(f":{password}@", ":[redacted]@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    user, colon, _ = userinfo.partition(":")
+    clean = colon and not any(c in userinfo for c in "/?#")
+    return f"{head}{sep}{user + ':' if clean else ''}[redacted]@{host}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,12 +241,23 @@ class Gateway:
 
 
 def parse_gateway(url: str) -> Gateway:
-    """`url` (http://, https://, or a bare host:port meaning http://) split; ValueError if it is not one."""
+    """`url` (http://, https://, or a bare host:port meaning http://) split; ValueError saying what is
+    wrong (never with the URL, which may hold a password) if it is not one."""
     full = url if "://" in url else f"http://{url}"
-    parts = urllib.parse.urlsplit(full)  # ValueError on a broken IPv6 address
+    generic = "give an http:// or https:// URL"
+    try:
+        parts = urllib.parse.urlsplit(full)
+    except ValueError:  # a broken IPv6 address
+        raise ValueError(generic) from None
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # A raw / ? or # in a password ended the host part early: the host would be part of it.
+        raise ValueError("percent-encode a / ? or # in the user name or password")
+    try:
+        _ = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        raise ValueError(generic) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("give an http:// or https:// URL")
-    _ = parts.port  # ValueError on a port that is not a number or out of range
+        raise ValueError(generic)
     netloc = parts.netloc.rpartition("@")[2]
     plain = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
     username = urllib.parse.unquote(parts.username) if parts.username is not None else None

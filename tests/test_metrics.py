@@ -403,7 +403,7 @@ def test_a_pushgateway_that_does_not_speak_http_is_one_warning(tmp_path: Path) -
     [
         ("http://ops:s3cret@127.0.0.1:notaport", "http://ops:[redacted]@127.0.0.1:notaport"),
         ("http://[::1", "http://[::1"),
-        ("http://ops:s3cret@[::1", "[redacted]@[::1"),
+        ("http://ops:s3cret@[::1", "http://ops:[redacted]@[::1"),
         ("http://127.0.0.1:70000", "http://127.0.0.1:70000"),
     ],
 )
@@ -442,3 +442,16 @@ def test_the_metrics_file_may_not_be_the_journal_the_run_will_create(tmp_path: P
         f"dispatcher: error: --metrics-file {tmp_path}/./out.jsonl: is {out}, which the run reads; choose another file"
     ]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("secret", ["s3/cret", "s3?cret", "s3#cret", "123/cret"])
+def test_a_pushgateway_password_not_percent_encoded_is_refused_and_never_shown(tmp_path: Path, secret: str) -> None:
+    """A raw / ? or # ends a URL's host part: `ops:123/cret@host` would push to host `ops`, port 123."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    url = f"http://ops:{secret}@127.0.0.1:9091"
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "dispatcher: error: --pushgateway http://[redacted]@127.0.0.1:9091: "
+        "percent-encode a / ? or # in the user name or password"
+    ]
