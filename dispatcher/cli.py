@@ -273,16 +273,17 @@ def _check_send_args(args: argparse.Namespace) -> None:
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
     if args.summary_json:
         out = Path(args.out or default_out(args.jobs[0]))
-        check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs])
+        check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
     from dispatcher import limiter
 
     args.store = limiter.parse_store(args.rate_store or os.environ.get(limiter.ENV_VAR) or limiter.MEMORY)
     limiter.check_available(args.store)
 
 
-def check_writable(path: str, option: str, keep: list[str]) -> None:
+def check_writable(path: str, option: str, keep: list[str], jobs: Sequence[str] = ()) -> None:
     """Refuse, before anything is sent, an output file that could not be written at the end, or whose
-    writing would replace a file the run needs (`keep`: its journal and jobs) or another run's journal."""
+    writing would replace a file the run needs (`keep`: its journal and jobs; the recipients files
+    that `jobs` name) or another run's journal."""
     from dispatcher.outcomes import held_by
 
     target = Path(path)
@@ -302,11 +303,45 @@ def check_writable(path: str, option: str, keep: list[str]) -> None:
         holder = held_by(target)
         if holder is not None:
             raise UsageError(f"{option} {path}: is the outcome journal of a run in progress (pid {holder or '?'})")
+        export = _recipients_file_at(target, jobs)
+        if export is not None:
+            raise UsageError(
+                f"{option} {path}: is the recipients_file of {export}, which the run reads; choose another file"
+            )
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: no such directory {str(parent)!r}")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{option} {path}: directory {str(parent)!r} is not writable")
+
+
+def _recipients_file_at(target: Path, jobs: Sequence[str]) -> str | None:
+    """The jobs line (`file:line`) whose recipients_file is `target`, if one is: an export is the
+    user's data, and an output written over it would destroy it. Only lines that name a
+    recipients_file are parsed; standard input cannot be read twice and is not looked at (nor are
+    jobs files that are not regular files)."""
+    import orjson
+
+    for path in jobs:
+        if path == "-" or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as handle:
+                for number, raw in enumerate(handle, start=1):
+                    if b"recipients_file" not in raw:
+                        continue
+                    try:
+                        doc = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+                    except orjson.JSONDecodeError:  # the run rejects it; nothing of it is read
+                        continue
+                    name = doc.get("recipients_file") if isinstance(doc, dict) else None
+                    if isinstance(name, str) and name:
+                        with contextlib.suppress(OSError, ValueError):
+                            if target.samefile(Path(path).parent / name):
+                                return f"{path}:{number}"
+        except OSError:  # unreadable: the run says so, with its file and line
+            continue
+    return None
 
 
 def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
@@ -330,7 +365,7 @@ def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
     if args.metrics_file is not None:
         out = str(Path(args.out or default_out(args.jobs[0])))
         keep = [out, *args.jobs, *([args.summary_json] if args.summary_json else [])]
-        check_writable(args.metrics_file, "--metrics-file", keep=keep)
+        check_writable(args.metrics_file, "--metrics-file", keep=keep, jobs=args.jobs)
         if args.summary_json and os.path.abspath(args.summary_json) == os.path.abspath(args.metrics_file):
             raise UsageError(f"--metrics-file {args.metrics_file}: is also the --summary-json file")
     return MetricsOptions(

@@ -683,3 +683,18 @@ def test_summary_json_may_not_replace_the_journal_the_run_will_create(jobs: Path
         f"dispatcher: error: --summary-json {out}: is {out}, which the run reads; choose another file"
     ]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--summary-json", "--metrics-file"])
+def test_an_output_may_not_replace_a_recipients_file(jobs: Path, tmp_path: Path, option: str) -> None:
+    """The export is the user's data: written over at the end (or every few seconds), it was gone."""
+    export = tmp_path / "export.txt"
+    before = export.read_bytes()
+    result = run("send", str(jobs), "--sandbox", option, str(export))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: {option} {export}: is the recipients_file of {jobs}:2, which the run reads; "
+        "choose another file"
+    ]
+    assert export.read_bytes() == before
+    assert not (tmp_path / "jobs.outcomes.jsonl").exists()
