@@ -455,3 +455,28 @@ def test_a_pushgateway_password_not_percent_encoded_is_refused_and_never_shown(t
         "dispatcher: error: --pushgateway http://[redacted]@127.0.0.1:9091: "
         "percent-encode a / ? or # in the user name or password"
     ]
+
+
+def test_a_server_inventing_error_codes_cannot_grow_the_series_without_end(tmp_path: Path) -> None:
+    """200 distinct ErrorCodes: the first 50 are labels of their own, the other 150 replies count as `other`."""
+    from dispatcher.events import ReplyRecorded
+
+    prom = tmp_path / "m.prom"
+    exporter = Exporter(MetricsOptions(file=str(prom)), started=1000.0)
+    for n in range(200):
+        exporter.metrics(ReplyRecorded(API, "job", n, False, str(90000 + n), "no", "failed", "failed", 1, 0.01))
+    exporter.finish(1)
+    text = prom.read_text()
+    found = samples(text)
+    codes = {dict(labels).get("code") for name, labels in found if name == "dispatcher_requests_total"}
+    assert len(codes) == 51
+    assert value(found, "dispatcher_requests_total", api=API, code="90049") == 1
+    assert value(found, "dispatcher_requests_total", api=API, code="90050") is None
+    assert value(found, "dispatcher_requests_total", api=API, code="other") == 150
+    assert value(found, "dispatcher_batches_total", status="failed") == 200
+    # What node_exporter's textfile collector needs: every family has HELP and TYPE, no series twice.
+    series = [line.split(" ")[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series))
+    helps = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    types = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert helps == types and "dispatcher_requests_total" in types
