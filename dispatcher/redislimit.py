@@ -267,7 +267,9 @@ class RedisLimiter:
             self.quota.check_cost(cost)
         async with self._turn:
             while self._pauses:  # a pause this process asked for lands before its next slot
-                await asyncio.gather(*self._pauses, return_exceptions=True)
+                # asyncio.wait, not gather: a caller cancelled here (a graceful stop) must not
+                # cancel the pause on its way to Redis, which every other process needs to see.
+                await asyncio.wait(set(self._pauses))
             if (gap := self._next_ask - self._clock()) > 0:
                 await self._sleep(gap)
             while True:

@@ -168,6 +168,25 @@ async def test_a_pause_holds_every_process(limiters: list[RedisLimiter], clock: 
     assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
 
 
+async def test_a_worker_cancelled_while_its_pause_lands_does_not_cancel_the_pause(
+    limiters: list[RedisLimiter], clock: FakeClock
+) -> None:
+    """A graceful stop cancels a worker waiting for this process's 70050 pause to reach Redis: the
+    pause must still reach it, or the other processes never hold their starts."""
+    first, second, _ = limiters
+    await second.acquire()
+    paused_at = clock.now
+    first.pause(60)
+    waiter = asyncio.create_task(first.acquire())  # waits for the pause to land, before its slot
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await first.aclose()  # lets the pause land, if it is still on its way
+    await second.acquire()
+    assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
+
+
 class RedisTimeline(Timeline):
     async def settle(self) -> None:
         # Redis answers over a real socket: a round trip needs real time to come back, not only
