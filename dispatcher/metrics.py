@@ -61,7 +61,9 @@ LAST_SUCCESS = "dispatcher_last_success_timestamp_seconds"
 MAX_CODES = 50  # distinct `code` label values; a server inventing codes must not grow the series without end
 OTHER_CODE = "other"
 WRITE_EVERY = 5.0  # seconds between textfile writes during a run
-PUSH_TIMEOUT = 10.0  # seconds; the push is the last thing a run does and must not hang it
+# Seconds for the reading of the last success and the push together: the last thing a run does
+# must not hang it.
+PUSH_TIMEOUT = 10.0
 DEFAULT_JOB = "dispatcher"
 # The API answers in about 350 ms; the low buckets are for the sandbox and near endpoints.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -77,6 +79,7 @@ class MetricsOptions:
     pushgateway: str | None = None
     job: str = DEFAULT_JOB
     write_every: float = WRITE_EVERY
+    push_timeout: float = PUSH_TIMEOUT
 
 
 class RunMetrics:
@@ -336,24 +339,30 @@ class Exporter:
             return
         self._finished = True
         self.stop_serving()
+        # One deadline for the reading and the push: a gateway that accepts and never answers
+        # holds the end of the run for push_timeout, not once for each.
+        deadline = time.monotonic() + self.options.push_timeout
         if self.options.pushgateway is not None:
             self.metrics.carry(self._gateway_last_success())
         self.metrics.finish(exit_code, summary)
         try:
             self.write_file(final=True)
         finally:
-            self.push()
+            self.push(deadline)
 
-    def push(self) -> None:
+    def push(self, deadline: float | None = None) -> None:
         if self.options.pushgateway is None:
             return
+        left = self.options.push_timeout if deadline is None else deadline - time.monotonic()
         try:
+            if left <= 0:
+                raise TimeoutError("timed out")
             gateway = parse_gateway(self.options.pushgateway)
             push_to_gateway(
                 gateway.url,
                 job=self.options.job,
                 registry=self.metrics.registry,
-                timeout=PUSH_TIMEOUT,
+                timeout=left,
                 handler=gateway.handler(),
             )
         # urllib's errors are OSErrors; a server that does not speak HTTP raises HTTPException. The
@@ -371,7 +380,7 @@ class Exporter:
         try:
             gateway = parse_gateway(self.options.pushgateway)
             request = urllib.request.Request(f"{gateway.url}/metrics", headers=gateway.headers())
-            with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT) as response:
+            with urllib.request.urlopen(request, timeout=self.options.push_timeout) as response:
                 lines = (raw.decode("utf-8", errors="replace") for raw in response)
                 return read_last_success(lines, self.options.job)
         except (OSError, ValueError, http.client.HTTPException):  # the push will fail too, and say so

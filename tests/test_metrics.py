@@ -480,3 +480,28 @@ def test_a_server_inventing_error_codes_cannot_grow_the_series_without_end(tmp_p
     helps = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# HELP ")}
     types = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert helps == types and "dispatcher_requests_total" in types
+
+
+def test_a_pushgateway_that_never_answers_holds_the_end_for_one_timeout_not_two(tmp_path: Path) -> None:
+    """It accepts and never answers: the reading of the last success uses up the time, and the push
+    is not tried after it (it was: twice the timeout at the end of every run)."""
+    import socket
+
+    accepted: list[socket.socket] = []
+    with socket.socket() as gateway:
+        gateway.bind(("127.0.0.1", 0))
+        gateway.listen(8)
+        gateway.settimeout(0.05)
+        url = f"http://127.0.0.1:{gateway.getsockname()[1]}"
+        exporter = Exporter(MetricsOptions(pushgateway=url, push_timeout=0.3), started=1000.0)
+        finisher = threading.Thread(target=exporter.finish, args=(0,))
+        finisher.start()
+        while finisher.is_alive():
+            try:
+                accepted.append(gateway.accept()[0])
+            except TimeoutError:
+                pass
+        finisher.join()
+    for conn in accepted:
+        conn.close()
+    assert len(accepted) == 1  # the GET of the last success; no PUT
