@@ -33,7 +33,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    push_to_gateway,
+    pushadd_to_gateway,
+    write_to_textfile,
+)
 from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -277,6 +285,7 @@ class Exporter:
         self._server: WSGIServer | None = None
         self.url: str | None = None
         self._finished = False
+        self._replace_group = True  # PUT, unless a failed run could not read what it would replace
         # The periodic write runs in a thread that a stop abandons; the lock and this flag keep such
         # a write from replacing the final file after it was written.
         self._write_lock = threading.Lock()
@@ -343,7 +352,12 @@ class Exporter:
         # holds the end of the run for push_timeout, not once for each.
         deadline = time.monotonic() + self.options.push_timeout
         if self.options.pushgateway is not None:
-            self.metrics.carry(self._gateway_last_success())
+            read, last = self._gateway_last_success()
+            self.metrics.carry(last)
+            # A run that does not succeed and could not read the group's last success must not
+            # replace the group (PUT): that would erase the last success, and the alert on it
+            # would never fire again. It adds (POST), which replaces only the metrics it has.
+            self._replace_group = read or exit_code == 0
         self.metrics.finish(exit_code, summary)
         try:
             self.write_file(final=True)
@@ -358,7 +372,7 @@ class Exporter:
             if left <= 0:
                 raise TimeoutError("timed out")
             gateway = parse_gateway(self.options.pushgateway)
-            push_to_gateway(
+            (push_to_gateway if self._replace_group else pushadd_to_gateway)(
                 gateway.url,
                 job=self.options.job,
                 registry=self.metrics.registry,
@@ -374,17 +388,18 @@ class Exporter:
                 error=str(exc) or type(exc).__name__,
             )
 
-    def _gateway_last_success(self) -> float | None:
-        """The group's last success as the Pushgateway holds it, to carry forward (None if unknown)."""
+    def _gateway_last_success(self) -> tuple[bool, float | None]:
+        """Whether the Pushgateway could be read, and the group's last success it holds, to carry
+        forward (None if it holds none)."""
         assert self.options.pushgateway is not None
         try:
             gateway = parse_gateway(self.options.pushgateway)
             request = urllib.request.Request(f"{gateway.url}/metrics", headers=gateway.headers())
             with urllib.request.urlopen(request, timeout=self.options.push_timeout) as response:
                 lines = (raw.decode("utf-8", errors="replace") for raw in response)
-                return read_last_success(lines, self.options.job)
-        except (OSError, ValueError, http.client.HTTPException):  # the push will fail too, and say so
-            return None
+                return True, read_last_success(lines, self.options.job)
+        except (OSError, ValueError, http.client.HTTPException):  # the push may fail too, and say so
+            return False, None
 
     def stop_serving(self) -> None:
         if self._server is not None:

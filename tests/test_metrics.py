@@ -505,3 +505,57 @@ def test_a_pushgateway_that_never_answers_holds_the_end_for_one_timeout_not_two(
     for conn in accepted:
         conn.close()
     assert len(accepted) == 1  # the GET of the last success; no PUT
+
+
+def test_a_failed_run_whose_reading_of_the_gateway_fails_keeps_the_last_success(
+    tmp_path: Path, pushgateway: Pushgateway
+) -> None:
+    """The Pushgateway answers the reading of the group with HTTP 500 once (a proxy in front of it
+    that lets pushes through): the failed run cannot carry the last success forward, and its push
+    must not erase the one the gateway holds (then the 26-hour alert would never fire again)."""
+    import http.server
+
+    class FailingReads(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            request = urllib.request.Request(
+                f"{pushgateway.url}{self.path}", data=body, method=self.command, headers={"Content-Type": "text/plain"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status = response.status
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PUT = do_POST = forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    flags = ("--pushgateway-job", "nightly")
+    ok = run_cli(
+        "send", str(jobs), "--sandbox", "--out", str(tmp_path / "first.jsonl"), "--pushgateway", pushgateway.url, *flags
+    )
+    assert ok.returncode == 0, ok.stderr
+    success = value(samples(pushgateway.metrics(), job="nightly"), "dispatcher_last_success_timestamp_seconds")
+    assert success is not None
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailingReads)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        failed = run_cli("send", str(jobs), "--out", str(tmp_path / "second.jsonl"), "--pushgateway", url, *flags)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert failed.returncode == 2  # no credentials
+    pushed = samples(pushgateway.metrics(), job="nightly")
+    assert value(pushed, "dispatcher_exit_code") == 2
+    assert value(pushed, "dispatcher_last_success_timestamp_seconds") == success
