@@ -1,7 +1,9 @@
-"""The rules of the Tencent Cloud IM endpoint we drive, in one place.
+"""The rules of Tencent Cloud IM's REST APIs that every API we drive shares (regions, ID limits, the
+error table, `classify`), and those of send_group_system_notification that its endpoint module uses.
 
-Both the client (which validates jobs before sending) and the sandbox (which enforces the rules
-like the real server) read them from here, so the two cannot drift apart.
+Both the client side (which validates jobs before sending) and the sandbox (which enforces the rules
+like the real server) read them from here, so the two cannot drift apart. What one API alone does
+is in its module of dispatcher.endpoints.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Splitting a job's recipients into API-sized batches, deterministically.
 
 Batch `i` of a job is always the same recipients for the same job (and batch size), so an outcome
-journal can name it and a resumed run can skip it.
+journal can name it and a resumed run can skip it. A job without named recipients (all members of
+a group, or one group message) is one batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import islice
 
-import orjson
-
+from dispatcher.endpoints.base import batch_random
 from dispatcher.jobs import Job
 
 
@@ -21,14 +21,17 @@ class Batch:
     index: int
     recipients: tuple[str, ...] | None  # None: all members
 
-    def body(self) -> bytes:
-        """The request body, exactly as the API takes it."""
-        doc: dict[str, object] = {"GroupId": self.job.group_id, "Content": self.job.content}
-        if self.recipients is not None:
-            doc["ToMembers_Account"] = self.recipients
-        if self.job.topic_id is not None:
-            doc["TopicId"] = self.job.topic_id
-        return orjson.dumps(doc)
+    @property
+    def random(self) -> int:
+        """The batch's Random/MsgRandom: the same on every attempt, in every run (see endpoints.base)."""
+        return batch_random(self.job.job_id, self.job.job_hash, self.index)
+
+    def body(self, recipients: Sequence[str] | None = None) -> bytes:
+        """The request body, exactly as the API takes it; to `recipients` (some of the batch's, on a
+        retry of those a partial reply left undelivered) when given."""
+        job = self.job
+        fields = job.fields or {"GroupId": job.group_id, "Content": job.content}
+        return job.endpoint.body(fields, self.recipients if recipients is None else recipients, self.random)
 
 
 def split(job: Job) -> Iterator[Batch]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher import DISTRIBUTION, __version__, api, config
+from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
 from dispatcher.errors import DispatcherError, UsageError
 from dispatcher.retry import RetryPolicy
 from dispatcher.usersig import DEFAULT_EXPIRE
@@ -139,6 +140,12 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         default=api.DEFAULT_RATE,
         help="requests started in any one second, retries included (default %(default)s)",
     )
+    send.add_argument(
+        "--message-quota",
+        type=int,
+        default=DEFAULT_QUOTA,
+        help="batchsendmsg: messages a minute, counted per recipient (default %(default)s; paid editions raise it)",
+    )
     send.add_argument("--concurrency", type=int, help="requests in flight (default: half the rate, from 8 to 512)")
     send.add_argument(
         "--batch-size",
@@ -205,7 +212,16 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "--rate",
         type=int,
         default=api.DEFAULT_RATE,
-        help="per-app requests per second before 60007 (default %(default)s)",
+        help="per-app requests per second of each API before 60007 (default %(default)s)",
+    )
+    sandbox.add_argument(
+        "--message-quota",
+        type=int,
+        default=DEFAULT_QUOTA,
+        help="batchsendmsg: messages a minute, counted per recipient, before 60018 (default %(default)s)",
+    )
+    sandbox.add_argument(
+        "--accounts", help="file of the app's accounts, one UserID a line (batchsendmsg answers 70107 for others)"
     )
     sandbox.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 10002")
     sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
@@ -268,6 +284,7 @@ def _check_send_args(args: argparse.Namespace) -> None:
         timeout=args.timeout,
         resume=args.resume,
         retry_failed=args.retry_failed,
+        message_quota=args.message_quota,
     )
     if args.sandbox and (args.region or args.endpoint):
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
@@ -415,7 +432,9 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
         from dispatcher.jobs import shown
         from dispatcher.plan import make_plan
 
-        plan = make_plan(args.jobs, args.batch_size, args.rate, state, args.retry_failed)
+        plan = make_plan(
+            args.jobs, args.batch_size, args.rate, state, args.retry_failed, message_quota=args.message_quota
+        )
         _print_plan(plan)
         if args.summary_json:
             _write_json(
@@ -451,6 +470,7 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
         batch_size=args.batch_size,
         policy=RetryPolicy(max_attempts=args.max_attempts),
         timeout=args.timeout,
+        message_quota=args.message_quota,
     )
     show_progress = sys.stderr.isatty() and not args.no_progress
     import asyncio
@@ -517,7 +537,8 @@ async def _run(
 
     import structlog
 
-    from dispatcher import api
+    from dispatcher.endpoints import DEFAULT, REGISTRY, Endpoint
+    from dispatcher.endpoints.batchsendmsg import QUOTA_SECONDS
     from dispatcher.engine import (
         RESERVED_FILES,
         Engine,
@@ -527,7 +548,7 @@ async def _run(
         reserve_open_files,
     )
     from dispatcher.jobs import StreamedExport
-    from dispatcher.limiter import open_limiter
+    from dispatcher.limiter import Limiter, Quota, open_limiter
     from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
@@ -562,6 +583,7 @@ async def _run(
                         sandbox,
                         stop=stopper.reading,
                         streams=False,
+                        message_quota=run.message_quota,
                     )
                 )
             )
@@ -574,15 +596,33 @@ async def _run(
             return _interrupted_before_sending(run.out)
         async with contextlib.AsyncExitStack() as stack:
             # Before anything is sent: a store that cannot be reached, or holds another rate, is exit 2.
-            limiter = await stack.enter_async_context(
-                open_limiter(store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=api.SEND_PATH)
-            )
+            # Each API has its budget (per app and API path): those the pre-scan saw are opened now,
+            # others (no pre-scan) when the run first sends with them.
+            def limiter_of(endpoint: Endpoint) -> contextlib.AbstractAsyncContextManager[Limiter]:
+                opened = limiters.get(endpoint.path)
+                if opened is not None:
+                    return contextlib.nullcontext(opened)
+                quota = Quota(run.message_quota, QUOTA_SECONDS) if endpoint.counts_recipients else None
+                return open_limiter(
+                    store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=endpoint.path, quota=quota
+                )
+
+            limiters: dict[str, Limiter] = {}
+            names = [DEFAULT] if plan is None else sorted(plan.api_requests) or [DEFAULT]
+            for name in names:
+                endpoint = REGISTRY[name]
+                limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))
             if sandbox:
                 # The emulator shares the process: each connection is an open file at both ends.
                 reserve_open_files(2 * (run.concurrency or default_concurrency(run.rate)) + RESERVED_FILES)
                 groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
                 # At least 1 a second: a window of "0 requests" would refuse every request of a slow run.
-                emulator = Sandbox(run.credentials, groups=groups, rate=max(1, math.ceil(run.rate)))
+                emulator = Sandbox(
+                    run.credentials,
+                    groups=groups,
+                    rate=max(1, math.ceil(run.rate)),
+                    message_quota=run.message_quota,
+                )
                 url = await emulator.start()
                 stack.push_async_callback(emulator.stop)
                 run = dataclasses.replace(run, endpoint=url)
@@ -594,7 +634,7 @@ async def _run(
                 subscribers.append(stack.enter_context(RichProgress(plan.batches)))
             if exporter is not None:
                 subscribers.append(exporter.metrics)
-            engine = Engine(run, subscribers=subscribers, journal=journal, limiter=limiter)
+            engine = Engine(run, subscribers=subscribers, journal=journal, limiters=limiter_of)
             if not stopper.attach(engine):
                 return _interrupted_before_sending(run.out)
             if exporter is not None:
@@ -628,7 +668,13 @@ def _print_plan(plan: Plan) -> None:
         f"batches     {plan.batches}" + (f" ({plan.skipped} already final in the journal)" if plan.skipped else ""),
         f"requests    {plan.requests}",
         f"recipients  {plan.recipients} named",
-        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s",
+        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s"
+        + (
+            f" and {plan.message_quota:,} batchsendmsg messages a minute ({plan.quota_messages:,} to send; "
+            f"the {plan.least_reason} sets it)"
+            if plan.quota_messages
+            else ""
+        ),
     ]
     lines += [f"rejected    {rej.job_id}: {rej.message}" for rej in plan.rejections]
     if plan.rejected > len(plan.rejections):
@@ -711,7 +757,7 @@ def _sandbox(args: argparse.Namespace) -> int:
     import signal
 
     from dispatcher import config
-    from dispatcher.sandbox import Faults, Sandbox, load_groups
+    from dispatcher.sandbox import Faults, Sandbox, load_accounts, load_groups
 
     for name in ("fail_rate", "drop_rate", "http502_rate"):
         if not 0.0 <= getattr(args, name) <= 1.0:
@@ -723,9 +769,19 @@ def _sandbox(args: argparse.Namespace) -> int:
         raise UsageError("--port must be between 0 and 65535")
     if args.rate < 1:
         raise UsageError("--rate must be at least 1")
+    if args.message_quota < 1:
+        raise UsageError("--message-quota must be at least 1")
     groups = load_groups(args.groups) if args.groups else None
+    accounts = load_accounts(args.accounts) if args.accounts else None
     faults = Faults(args.fail_rate, args.latency, args.jitter, args.drop_rate, args.http502_rate, args.seed)
-    emulator = Sandbox(config.sandbox_credentials(), groups=groups, rate=args.rate, faults=faults)
+    emulator = Sandbox(
+        config.sandbox_credentials(),
+        groups=groups,
+        rate=args.rate,
+        faults=faults,
+        accounts=accounts,
+        message_quota=args.message_quota,
+    )
 
     async def serve() -> None:
         try:

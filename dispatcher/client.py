@@ -1,7 +1,7 @@
-"""The HTTP client for send_group_system_notification: one request in, one `Reply` out.
+"""The HTTP client for the REST APIs (dispatcher.endpoints): one request in, one `Reply` out.
 
 It never raises for what the server or the network does: a transport fault is a Reply whose
-`error_code` is None, so the engine has one place (api.classify) that decides what happens next.
+`error_code` is None, so the engine has one place (its endpoint's `classify`) that decides what happens next.
 A Reply also says whether the request surely never left (`connect_failed`: refused, DNS, TLS,
 connect timeout) and when the server asked to be tried again (`retry_after`, seconds).
 """
@@ -18,7 +18,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from dispatcher import api
+from dispatcher.endpoints import NOTIFICATION, Endpoint
+from dispatcher.endpoints.base import NO_DETAILS, Details
 from dispatcher.logs import redact
 from dispatcher.usersig import Signer
 
@@ -33,10 +34,9 @@ class Reply:
     latency_ms: float
     connect_failed: bool = False  # no connection was made: the request never reached the server
     retry_after: float | None = None  # seconds, from a Retry-After header on a non-200 reply
-
-    @property
-    def verdict(self) -> api.Verdict:
-        return api.classify(self.error_code, self.http_status)
+    details: Details = NO_DETAILS  # per-recipient failures, a dropped message (the endpoint reads them)
+    # What to do about it is the endpoint's call (`Endpoint.classify`): the same code means different
+    # things to different APIs.
 
 
 def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
@@ -77,31 +77,35 @@ class Client:
         rng: random.Random | None = None,
     ) -> None:
         self._session = session
-        query = f"sdkappid={sdkappid}&identifier={quote(identifier, safe='')}"
-        self._prefix = f"{endpoint.rstrip('/')}{api.SEND_PATH}?{query}&usersig="
+        self._query = f"sdkappid={sdkappid}&identifier={quote(identifier, safe='')}"
+        self._base = endpoint.rstrip("/")
         self._signer = signer
         self._sig = ""
-        self._signed = ""
+        self._signed: dict[str, str] = {}  # API path -> the URL up to `random=`, for the current UserSig
         # `random` only has to be fresh and uniform, not secret: a seeded PRNG spares a syscall a request.
         self._rng = rng or random.Random()
         self.timeout = session.timeout.total or 0.0
         self.connect_timeout = session.timeout.sock_connect or 0.0
 
-    def _url(self) -> URL:
+    def _url(self, path: str) -> URL:
         # A fresh uniform uint32 `random` for every request, as the API asks. The signed part of
         # the URL is rebuilt only when the signer hands out a new UserSig.
         sig = self._signer.current()
         if sig is not self._sig:
             self._sig = sig
-            self._signed = f"{self._prefix}{quote(sig, safe='*-_')}&contenttype=json&random="
-        return URL(f"{self._signed}{self._rng.getrandbits(32)}", encoded=True)
+            self._signed = {}
+        signed = self._signed.get(path)
+        if signed is None:
+            signed = f"{self._base}{path}?{self._query}&usersig={quote(sig, safe='*-_')}&contenttype=json&random="
+            self._signed[path] = signed
+        return URL(f"{signed}{self._rng.getrandbits(32)}", encoded=True)
 
-    async def send(self, body: bytes) -> Reply:
+    async def send(self, body: bytes, endpoint: Endpoint = NOTIFICATION) -> Reply:
         start = time.perf_counter()
         status: int | None = None
         retry_after: str | None = None
         try:
-            async with self._session.post(self._url(), data=body) as resp:
+            async with self._session.post(self._url(endpoint.path), data=body) as resp:
                 status = resp.status
                 if status != 200:
                     retry_after = resp.headers.get("Retry-After")
@@ -128,7 +132,7 @@ class Client:
             info = str(doc.get("ErrorInfo", ""))
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             return Reply(None, "unparsable response body", status, latency)
-        return Reply(code, info, status, latency)
+        return Reply(code, info, status, latency, details=endpoint.details(doc))
 
 
 def _ms(start: float) -> float:

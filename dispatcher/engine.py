@@ -30,6 +30,7 @@ import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
 import structlog
@@ -38,7 +39,9 @@ from dispatcher import api
 from dispatcher.batching import Batch, split
 from dispatcher.client import Client, Reply, new_session
 from dispatcher.config import DEFAULT_TIMEOUT, Credentials
-from dispatcher.errors import InputError, JournalWriteError, RateStoreError, UsageError
+from dispatcher.endpoints import NOTIFICATION, Endpoint
+from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
+from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.events import (
     BatchSkipped,
     Bus,
@@ -52,7 +55,7 @@ from dispatcher.events import (
     code_key,
 )
 from dispatcher.jobs import STDIN, Job, Rejection, read_jobs, shown
-from dispatcher.limiter import Limiter
+from dispatcher.limiter import Limiter, Quota
 from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
 from dispatcher.ratelimit import RateLimiter, frozen_heap
 from dispatcher.retry import RetryPolicy
@@ -63,6 +66,8 @@ from dispatcher.usersig import Signer
 
 log = structlog.get_logger("dispatcher")
 Sleep = Callable[[float], Awaitable[None]]
+# The limiter of one API, opened when the run first sends with it: budgets are per app and API path.
+LimiterFactory = Callable[[Endpoint], AbstractAsyncContextManager[Limiter]]
 
 # How many jobs, or named recipients, the reader thread hands over at once.
 _CHUNK_JOBS = 256
@@ -81,8 +86,6 @@ UNREACHABLE_AFTER = 3
 OUTAGE_STREAK = 50
 # A Retry-After longer than this is cut to it, so that one odd header cannot park a run for a day.
 MAX_RETRY_AFTER = 300.0
-# The `api` of the events (and the metrics' label): the last part of the path this engine posts to.
-API_NAME = api.SEND_PATH.rsplit("/", 1)[-1]
 MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
 
 
@@ -124,8 +127,11 @@ def check_options(
     timeout: float,
     resume: bool,
     retry_failed: bool,
+    message_quota: int = DEFAULT_QUOTA,
 ) -> None:
     """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
+    if message_quota < api.MAX_MEMBERS:
+        raise UsageError(f"--message-quota must be at least {api.MAX_MEMBERS} (one full batch of batchsendmsg)")
     if not 1 <= batch_size <= api.MAX_MEMBERS:
         raise UsageError(f"--batch-size must be between 1 and {api.MAX_MEMBERS}")
     if not (math.isfinite(rate) and rate > 0):
@@ -154,6 +160,7 @@ class RunConfig:
     policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     timeout: float = DEFAULT_TIMEOUT  # seconds for one request
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
+    message_quota: int = DEFAULT_QUOTA  # batchsendmsg: messages a minute, counted per recipient
 
     def __post_init__(self) -> None:
         check_options(
@@ -164,6 +171,7 @@ class RunConfig:
             timeout=self.timeout,
             resume=self.resume,
             retry_failed=self.retry_failed,
+            message_quota=self.message_quota,
         )
 
 
@@ -242,16 +250,26 @@ class Engine:
         rng: random.Random | None = None,
         signer: Signer | None = None,
         journal: Journal | None = None,
+        limiters: LimiterFactory | None = None,
     ) -> None:
         """`journal`: one the caller opened already (`outcomes.open_journal`), to hold its lock from
         before a pre-scan; the engine writes it and closes it at the end of `run()`. `subscribers`
-        hear every event of the run (dispatcher.events) after the summary and the run log do."""
+        hear every event of the run (dispatcher.events) after the summary and the run log do.
+
+        `limiters` opens each API's limiter the first time the run sends with it (a budget is per
+        app and API path); `limiter`, one limiter for every API, which then counts calls only. With
+        neither, each API gets an in-process limiter (batchsendmsg's with its per-minute quota)."""
         self.config = config
         self.summary = Summary(out=shown(config.out))
         # One stream of events feeds every output; the summary and the run log are always there.
         self._bus = Bus([self.summary.on_event, RunLog(), *subscribers])
         self._emit = self._bus.emit
-        self.limiter: Limiter = limiter or RateLimiter(config.rate)
+        self.limiter: Limiter | None = limiter
+        self._limiter_factory = limiters
+        self._limiters: dict[str, Limiter] = {}  # API path -> its limiter, once opened
+        self._limiter_stack = AsyncExitStack()
+        self._limiter_lock = asyncio.Lock()
+        self._paused_until = 0.0  # monotonic time until which every start is held
         self._sleep = sleep
         self._rng = rng or random.Random()
         creds = config.credentials
@@ -316,6 +334,37 @@ class Engine:
             self._halt_reasons.add(reason)
         self._begin_stop()
 
+    # -- limiters ------------------------------------------------------------------------------
+
+    async def _limiter_for(self, endpoint: Endpoint) -> Limiter:
+        if self.limiter is not None:
+            return self.limiter
+        found = self._limiters.get(endpoint.path)
+        if found is not None:
+            return found
+        async with self._limiter_lock:  # one opening per API, however many workers ask at once
+            found = self._limiters.get(endpoint.path)
+            if found is None:
+                if self._limiter_factory is not None:
+                    found = await self._limiter_stack.enter_async_context(self._limiter_factory(endpoint))
+                else:
+                    found = default_limiter(self.config, endpoint)
+                held = self._paused_until - time.monotonic()
+                if held > 0:  # a pause (70050, Retry-After) from before this API's first request holds it too
+                    found.pause(held)
+                self._limiters[endpoint.path] = found
+            return found
+
+    def _counts_quota(self, endpoint: Endpoint) -> bool:
+        """Whether a request's recipients are a cost to its limiter (not with one shared `limiter`)."""
+        return endpoint.counts_recipients and self.limiter is None
+
+    def _pause(self, seconds: float) -> None:
+        """Hold every API's starts (70050 is about our signatures; Retry-After about the server)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        for limiter in [self.limiter] if self.limiter is not None else self._limiters.values():
+            limiter.pause(seconds)
+
     # -- the run -------------------------------------------------------------------------------
 
     def _write(self, doc: dict[str, object]) -> bool:
@@ -363,6 +412,10 @@ class Engine:
             if self._hard_stop is not None:
                 self._hard_stop.cancel()
             syncer.cancel()
+            try:
+                await self._limiter_stack.aclose()
+            except Exception as exc:  # closing a store's connection is not worth a traceback
+                log.warning("closing a rate limiter failed", error=str(exc))
             try:
                 self._journal.close()
             except JournalWriteError as exc:
@@ -445,13 +498,24 @@ class Engine:
 
     async def _deliver(self, worker: _Worker, batch: Batch, client: Client) -> None:
         policy = self.config.policy
-        body = batch.body()
-        first_attempt = self.state.last_attempt(batch.job.job_id, batch.index) + 1
+        endpoint = batch.job.endpoint
+        try:
+            limiter = await self._limiter_for(endpoint)
+        except DispatcherError as exc:  # a budget that cannot be had (unreachable, another rate): stay resumable
+            self._halt(str(exc))
+            return
+        job_id = batch.job.job_id
+        first_attempt = self.state.last_attempt(job_id, batch.index) + 1
+        # What a partial reply left of the batch: the recipients to send, and those failed for good.
+        left = self.state.undelivered(job_id, batch.index, self.config.retry_failed)
+        pending, lost = (batch.recipients, {}) if left is None else left
         first_number = 0  # the number of this batch's first request, once it starts
         for n in range(1, policy.max_attempts + 1):
+            body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
+            cost = len(pending) if pending and self._counts_quota(endpoint) else 1
             asked = time.monotonic()
             try:
-                await self.limiter.acquire()
+                await limiter.acquire(cost)
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
                 self._halt(str(exc))
                 return
@@ -466,12 +530,14 @@ class Engine:
                 self._started += 1
                 number = self._started
                 first_number = first_number or number
-                reply = await client.send(body)
+                reply = await client.send(body, endpoint)
             finally:
                 worker.sending = False
-            verdict = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number)
-            if verdict is None or self._stopping:
+            sent = _Sent(pending, lost)
+            outcome = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
+            if outcome is None or self._stopping:
                 return
+            verdict, pending, lost = outcome
             if verdict is api.Verdict.RETRY:
                 await self._sleep(policy.backoff(n, self._rng))
             # RENEW retries at once; PAUSE (70050, Retry-After) waits in the limiter, with every other worker.
@@ -494,14 +560,20 @@ class Engine:
         return None
 
     def _handle(
-        self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int
-    ) -> api.Verdict | None:
-        """Record one reply and act on it; the verdict if the batch should be tried again, else None.
+        self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int, sent: _Sent
+    ) -> tuple[api.Verdict, tuple[str, ...] | None, dict[str, int | None]] | None:
+        """Record one reply and act on it. If the batch should be tried again: the verdict, the
+        recipients to send next, and those failed for good so far; else None.
 
         `number` is this request's place among the run's requests, `first_number` that of the
-        batch's first attempt in this run."""
-        verdict = reply.verdict
+        batch's first attempt in this run; `sent` what this request sent."""
+        endpoint = batch.job.endpoint
+        details = reply.details
+        verdict = endpoint.classify(reply.error_code, reply.http_status, details)
+        first_verdict = verdict
         code = code_key(reply.error_code)
+        if reply.error_code == api.OK and details.dropped:
+            code = "0-dropped"  # not a delivery: frequency control dropped the message
         last = n >= self.config.policy.max_attempts
         halt: str | None = None
         if reply.http_status is not None:
@@ -511,11 +583,30 @@ class Engine:
             self._fault_streak = 0
         elif verdict is api.Verdict.RETRY:
             halt = self._transport_fault(reply, last, first_number)
+        # Recipients a partial reply names as not delivered: those that may clear on a retry, the rest
+        # failed for good. Only recipients of this request count (a server could name others).
+        sent_count = len(sent.recipients or ())
+        failures: dict[str, int] = {}
+        if details.failures:  # most replies name none: no set of 500 names is built for them
+            asked = set(sent.recipients or ())
+            failures = {uid: code for uid, code in details.failures if uid in asked}
+        # A reply that says, recipient by recipient, why each was not delivered is judged per recipient,
+        # also when none was (an ErrorCode of its own, 90012, with an ErrorList naming them all).
+        per_recipient = bool(failures) and (
+            verdict is api.Verdict.OK or (verdict is api.Verdict.PERMANENT and len(failures) == sent_count)
+        )
+        retry_some: tuple[str, ...] = ()
+        if per_recipient:
+            verdict = api.Verdict.OK
+            retry_some = tuple(uid for uid, c in failures.items() if endpoint.recipient_transient(c))
         again = False
         if halt is not None:
             status = RETRY  # not final: a plain --resume finishes the run once the endpoint answers
         elif verdict is api.Verdict.OK:
-            status = OK
+            status = OK if not failures and not sent.lost else FAILED
+            if retry_some and not last:
+                status, again = RETRY, True
+                verdict = api.Verdict.RETRY  # back off: these failures are the server's, like 10002
         elif verdict is api.Verdict.PERMANENT:
             status = FAILED
         elif verdict is api.Verdict.CONFIG:
@@ -531,17 +622,46 @@ class Engine:
             if verdict is api.Verdict.RENEW:
                 self.signer.renew()
             elif verdict is api.Verdict.PAUSE:
-                self.limiter.pause(self.config.policy.signature_pause)
+                self._pause(self.config.policy.signature_pause)
                 log.warning(
                     "signature checks rate-limited (70050): pausing all sending",
                     seconds=self.config.policy.signature_pause,
                 )
             elif reply.retry_after is not None:
                 # The server said when to come back: every worker waits that long, not just this one.
-                self.limiter.pause(min(reply.retry_after, MAX_RETRY_AFTER))
+                self._pause(min(reply.retry_after, MAX_RETRY_AFTER))
                 verdict = api.Verdict.PAUSE
             again = not last
             status = RETRY if again else FAILED
+        extra: dict[str, object] = {}
+        if endpoint is not NOTIFICATION:  # lines of notifications keep the keys they always had
+            extra["api"] = endpoint.name
+        if details.dropped:
+            extra["msg_drop_reason"] = details.dropped
+        # What is left of the batch after this request, for the journal (and so for a resume and
+        # the report): every recipient not delivered to, with its last code, and what to send next.
+        lost = dict(sent.lost)
+        delivered = 0
+        next_pending = sent.recipients
+        if endpoint.counts_recipients and sent.recipients is not None:
+            if per_recipient or (reply.error_code == api.OK and not details.dropped):
+                delivered = sent_count - len(failures)
+                if again:
+                    next_pending = retry_some
+                    lost.update({uid: c for uid, c in failures.items() if uid not in retry_some})
+                else:
+                    lost.update(failures)
+            elif status == FAILED:
+                lost.update({uid: failures.get(uid, reply.error_code) for uid in sent.recipients})
+            if status != OK:
+                errors = dict(lost)
+                if status == RETRY:
+                    errors.update({uid: failures.get(uid, reply.error_code) for uid in next_pending or ()})
+                extra["recipient_errors"] = errors
+                if status == RETRY:
+                    extra["resend"] = next_pending
+        elif status == OK:
+            delivered = len(batch.recipients or ())
         written = self._write(
             record(
                 job_id=batch.job.job_id,
@@ -551,31 +671,55 @@ class Engine:
                 status=status,
                 final=status in (OK, FAILED),
                 group_id=batch.job.group_id,
-                recipients=batch.recipients,
+                recipients=sent.recipients,
                 error_code=reply.error_code,
                 error_info=reply.error_info,
                 http_status=reply.http_status,
                 latency_ms=reply.latency_ms,
                 job_hash=batch.job.job_hash,
+                **extra,
             )
         )
+        if status == FAILED:
+            # Recipients of the batch that this line leaves undelivered for good.
+            undelivered = len(lost) if endpoint.counts_recipients else len(batch.recipients or ())
+        else:
+            undelivered = 0
         self._emit(
             ReplyRecorded(
-                api=API_NAME,
+                api=endpoint.name,
                 job_id=batch.job.job_id,
                 batch=batch.index,
                 retry=n > 1,
                 code=code,
-                error_info=reply.error_info,
-                verdict=reply.verdict.value,
+                error_info=reply.error_info or details.dropped,
+                verdict=first_verdict.value,
                 status=status,
                 recipients=len(batch.recipients or ()),
                 latency_s=None if reply.latency_ms is None else reply.latency_ms / 1000,
                 recorded=written,
+                delivered=delivered,
+                undelivered=undelivered,
             )
         )
         if halt is not None:
             self._halt(halt)
         if not written:
             return None  # not on record, so not done: a resume sends it again
-        return verdict if again else None
+        return (verdict, next_pending, lost) if again else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sent:
+    """What one request sent: its recipients (None: all members, or a group message), and the
+    batch's recipients that failed for good before it (by a partial reply), with their codes."""
+
+    recipients: tuple[str, ...] | None
+    lost: dict[str, int | None]
+
+
+def default_limiter(config: RunConfig, endpoint: Endpoint) -> Limiter:
+    """An in-process limiter for one API: the call rate, and batchsendmsg's per-minute message quota."""
+    if endpoint.counts_recipients:
+        return RateLimiter(config.rate, quota=Quota(config.message_quota, QUOTA_SECONDS))
+    return RateLimiter(config.rate)

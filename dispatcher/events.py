@@ -77,6 +77,11 @@ class ReplyRecorded:
     recipients: int  # named recipients of the batch; 0 for an all-members batch
     latency_s: float | None
     recorded: bool = True
+    # Named recipients this request delivered to (a batch that ended ok: all of them; a batchsendmsg
+    # reply: all but those its ErrorList names), and, on a line that ends the batch failed, those of
+    # the batch left undelivered for good.
+    delivered: int = 0
+    undelivered: int = 0
 
     @property
     def final(self) -> bool:

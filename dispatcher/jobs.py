@@ -1,4 +1,4 @@
-"""Reading and validating notification jobs from JSONL, one job at a time.
+"""Reading and validating jobs (of every API: dispatcher.endpoints) from JSONL, one job at a time.
 
 A job is validated whole before any of it is sent; a bad job becomes a `Rejection` naming the file,
 the line and the field, and the other jobs go on. Above all, no mistake may widen who is notified:
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from stat import S_ISREG
 from typing import IO, Protocol, cast
@@ -29,11 +29,12 @@ from typing import IO, Protocol, cast
 import orjson
 
 from dispatcher import api
+from dispatcher.endpoints import DEFAULT, NOTIFICATION, REGISTRY, Endpoint
+from dispatcher.endpoints.base import Reject, string, type_name
 from dispatcher.errors import InputError
 
 STDIN = "-"
-KNOWN_KEYS = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type")
-_KNOWN = frozenset(KNOWN_KEYS)
+KNOWN_KEYS = NOTIFICATION.keys  # of a job without "api"; every API's own are its endpoint's `keys`
 
 # The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
 # far shorter (Content is at most 12 KiB; long recipient lists belong in a recipients_file), but a
@@ -153,8 +154,8 @@ class Job:
     job_id: str
     file: str
     line: int
-    group_id: str
-    content: str
+    group_id: str | None  # None: one-to-one messages (batchsendmsg)
+    content: str  # a notification's Content; "" for the other APIs, whose message is in `fields`
     topic_id: str | None
     group_type: str | None
     recipients: Recipients | None  # None: all members of the group
@@ -162,6 +163,8 @@ class Job:
     batch_size: int
     job_hash: str
     derived_id: bool = False  # job_id made from the content: the job gave none
+    endpoint: Endpoint = NOTIFICATION  # the API it is sent with
+    fields: Mapping[str, object] = dataclasses.field(default_factory=dict)  # request fields of every batch
 
     @property
     def batches(self) -> int:
@@ -193,53 +196,37 @@ class Rejection:
         return f"{where}: {self.reason}"
 
 
-class _Reject(Exception):
-    def __init__(self, field: str | None, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-
-
-def _hasher(group_id: str, content: str, topic_id: str | None, batch_size: int, all_members: bool) -> hashlib.blake2b:
-    return hashlib.blake2b(orjson.dumps([group_id, content, topic_id, all_members, batch_size]), digest_size=16)
-
-
-def _derived_id(group_id: str, topic_id: str | None, content: str, recipients: object) -> str:
-    """The job_id of a job that gives none, made from what decides what is sent, so that inserting or
-    reordering jobs never changes it (a position-based id made a resume resend a delivered job).
-
-    `recipients` is the de-duplicated ToMembers_Account, {"recipients_file": its name as written}, or
-    "all members". An export counts by name, not contents: regenerated under the same name it keeps
-    the id, so a resume refuses it by its changed job_hash instead of sending it all again under a new
-    id. Neither group_type nor the batch size is part of it; job_hash covers the batch size.
-    """
-    doc = orjson.dumps([group_id, topic_id, content, recipients])
-    return "auto-" + hashlib.blake2b(doc, digest_size=8).hexdigest()
+_Reject = Reject
 
 
 def _type_name(value: object) -> str:
-    return "null" if value is None else type(value).__name__.replace("str", "string").replace("dict", "object")
+    return type_name(value)
 
 
 def _string(doc: dict[str, object], key: str, *, required: bool = False) -> str | None:
-    if key not in doc:
-        if required:
-            raise _Reject(key, "is required")
-        return None
-    value = doc[key]
-    if not isinstance(value, str):
-        raise _Reject(key, f"must be a string, not {_type_name(value)}")
-    if not value:
-        raise _Reject(key, "must not be empty")
-    return value
+    return string(doc, key, required=required)
 
 
-def _inline(value: object) -> tuple[str, ...]:
-    field = "ToMembers_Account"
+def _endpoint(doc: dict[str, object]) -> Endpoint:
+    """The API a job names in "api"; a job without it means send_group_system_notification."""
+    if "api" not in doc:
+        return REGISTRY[DEFAULT]
+    name = doc["api"]
+    if not isinstance(name, str):
+        raise _Reject("api", f"must be a string, not {_type_name(name)}")
+    endpoint = REGISTRY.get(name)
+    if endpoint is None:
+        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise _Reject("api", f"unknown API {name!r}{hint}; known: {', '.join(REGISTRY)}")
+    return endpoint
+
+
+def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise _Reject(field, f"must be an array of UserIDs, not {_type_name(value)}")
     if not value:
-        raise _Reject(field, "is empty; leave the field out to notify all members")
+        raise _Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
     for i, uid in enumerate(value):
         problem = api.user_id_problem(uid)
         if problem:
@@ -341,35 +328,32 @@ def parse_job(
             given_id = doc["job_id"]
         if isinstance(doc.get("GroupId"), str):
             group_id = doc["GroupId"]
-        unknown = [key for key in doc if key not in _KNOWN]
+        endpoint = _endpoint(doc)
+        known = endpoint.keys
+        unknown = [key for key in doc if key not in known]
+        if unknown and unknown[0] in endpoint.reserved:
+            raise _Reject(unknown[0], endpoint.reserved[unknown[0]])
         if unknown:  # the first, in the line's order
-            close = difflib.get_close_matches(unknown[0], KNOWN_KEYS, n=1)
+            close = difflib.get_close_matches(unknown[0], known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(KNOWN_KEYS)}")
+            shown_keys = [k for k in known if k != "api"] if endpoint is NOTIFICATION else list(known)
+            raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
         _string(doc, "job_id")
-        gid = _string(doc, "GroupId", required=True)
-        assert gid is not None
-        problem = api.group_id_problem(gid)
-        if problem:
-            raise _Reject("GroupId", problem)
-        content = _string(doc, "Content", required=True)
-        assert content is not None
-        problem = api.content_problem(content)
-        if problem:
-            raise _Reject("Content", problem)
-        topic_id = _string(doc, "TopicId")
-        group_type = _string(doc, "group_type")
-        if group_type is not None and group_type not in api.GROUP_TYPES:
-            raise _Reject("group_type", f"must be one of {', '.join(sorted(api.GROUP_TYPES))}")
-        if "ToMembers_Account" in doc and "recipients_file" in doc:
-            raise _Reject("recipients_file", "cannot be given together with ToMembers_Account")
-        named = "ToMembers_Account" in doc or "recipients_file" in doc
-        digest = _hasher(gid, content, topic_id, batch_size, not named)
+        spec = endpoint.validate(doc)
+        inline_key = endpoint.recipients_key
+        if inline_key is None and "recipients_file" in doc:
+            raise _Reject("recipients_file", f"{endpoint.name} takes no recipients")
+        if inline_key is not None and inline_key in doc and "recipients_file" in doc:
+            raise _Reject("recipients_file", f"cannot be given together with {inline_key}")
+        named = inline_key is not None and (inline_key in doc or "recipients_file" in doc)
+        if endpoint.recipients_required and not named:
+            raise _Reject(inline_key, "is required (or recipients_file), with the accounts to send to")
+        digest = endpoint.hasher(spec, batch_size, not named)
         recipients: Recipients | None = None
         count = 0
         sent_to: object = "all members"  # the recipients as the derived job_id sees them
-        if "ToMembers_Account" in doc:
-            inline = _inline(doc["ToMembers_Account"])
+        if inline_key is not None and inline_key in doc:
+            inline = _inline(doc[inline_key], inline_key, not endpoint.recipients_required)
             for uid in inline:
                 digest.update(uid.encode("utf-8") + b"\n")
             recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
@@ -378,28 +362,25 @@ def parse_job(
             assert name is not None
             recipients, count = _from_file(base_dir / name, name, digest, stop, streams)
             sent_to = {"recipients_file": name}
-        if group_type is not None:
-            if recipients is not None and not api.accepts_named_members(group_type):
-                field = "ToMembers_Account" if "ToMembers_Account" in doc else "recipients_file"
-                raise _Reject(field, f"a {group_type} group takes notifications to all members only")
-            if topic_id is not None and not api.accepts_topics(group_type):
-                raise _Reject("TopicId", f"applies to Community groups only, not {group_type}")
+        endpoint.check_recipients(spec, doc, recipients is not None)
     except _Reject as rej:
         return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id)
-    job_id = given_id or _derived_id(gid, topic_id, content, sent_to)
+    job_id = given_id or endpoint.derived_id(spec, sent_to)
     return Job(
         job_id,
         file,
         line,
-        gid,
-        content,
-        topic_id,
-        group_type,
+        spec.group_id,
+        spec.content,
+        spec.topic_id,
+        spec.group_type,
         recipients,
         count,
         batch_size,
         digest.hexdigest(),
         derived_id=given_id is None,
+        endpoint=endpoint,
+        fields=spec.fields,
     )
 
 

@@ -111,11 +111,11 @@ class RunMetrics:
         self.batches = Counter("dispatcher_batches", "Batches by final status in this run", ["status"], registry=r)
         self.pending = Gauge("dispatcher_batches_pending", "Batches left unfinished (resume to finish)", registry=r)
         self.jobs = Counter("dispatcher_jobs", "Jobs read, by result", ["result"], registry=r)
-        self.notified = Counter(
-            "dispatcher_recipients_notified", "Named recipients of batches that ended ok", registry=r
-        )
+        self.notified = Counter("dispatcher_recipients_notified", "Named recipients delivered to", registry=r)
         self.not_notified = Counter(
-            "dispatcher_recipients_not_notified", "Named recipients of batches that ended failed", registry=r
+            "dispatcher_recipients_not_notified",
+            "Named recipients of batches that ended failed, left undelivered",
+            registry=r,
         )
         self.rate_wait = Counter(
             "dispatcher_rate_limit_wait_seconds", "Time workers spent waiting for a rate-limit slot", registry=r
@@ -148,9 +148,11 @@ class RunMetrics:
             self.retries.inc(event.retry)
             if event.recorded:
                 self.journal_lines.inc()
+                self.notified.inc(event.delivered)  # a batchsendmsg retry line delivers to some too
             if event.final:
                 self.batches.labels(event.status).inc()
-                (self.notified if event.status == OK else self.not_notified).inc(event.recipients)
+                if event.status == FAILED:
+                    self.not_notified.inc(event.undelivered)
         elif isinstance(event, RateWaited):
             self.rate_wait.inc(max(0.0, event.seconds))
         elif isinstance(event, JobAccepted):

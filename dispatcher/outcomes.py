@@ -259,6 +259,9 @@ class JobRecord:
     job_hash: str | None = None  # from the lines of requests made; None if only ever rejected
     # batch index -> (latest final status or None, last attempt number)
     batches: dict[int, tuple[str | None, int]] = dataclasses.field(default_factory=dict)
+    # batch index -> what its latest line left undelivered, for batches a partial reply cut up
+    # (batchsendmsg): every recipient not delivered to with its last code, and those to send next.
+    left: dict[int, tuple[dict[str, int | None], tuple[str, ...]]] = dataclasses.field(default_factory=dict)
 
     @property
     def sent(self) -> bool:
@@ -313,6 +316,20 @@ class JournalState:
             )
         return None
 
+    def undelivered(
+        self, job_id: str, batch: int, retry_failed: bool
+    ) -> tuple[tuple[str, ...], dict[str, int | None]] | None:
+        """For a batch a partial reply cut up: the recipients a resume sends, and those it leaves as
+        failed for good; None to send the whole batch. A recipient delivered to is never in either.
+        With `retry_failed`, a failed batch's recipients that failed for good are sent again too."""
+        rec = self.jobs.get(job_id)
+        if rec is None or batch not in rec.left:
+            return None
+        errors, resend = rec.left[batch]
+        if retry_failed and self.fate(job_id, batch) == FAILED:
+            resend = tuple(errors)
+        return resend, {uid: code for uid, code in errors.items() if uid not in set(resend)}
+
     def should_skip(self, job_id: str, batch: int, retry_failed: bool) -> bool:
         """A batch whose fate is ok is never sent again; a failed one only with --retry-failed."""
         fate = self.fate(job_id, batch)
@@ -330,6 +347,12 @@ class JournalState:
         if doc.get("final"):
             fate = str(doc["status"])
         rec.batches[index] = (fate, int(doc.get("attempt") or 0))
+        errors = doc.get("recipient_errors")
+        if isinstance(errors, dict):
+            resend = doc.get("resend")
+            rec.left[index] = (errors, tuple(resend) if isinstance(resend, list) else ())
+        elif fate == OK:
+            rec.left.pop(index, None)
 
 
 def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Iterator[dict[str, Any]]:

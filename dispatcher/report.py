@@ -24,6 +24,7 @@ from dispatcher.outcomes import FAILED, OK, PENDING, REJECTED, iter_records
 @dataclasses.dataclass
 class _JobInfo:
     group_id: str | None = None
+    api: str | None = None  # None: send_group_system_notification (its lines name no api)
     batches: int = 0
     rejected: str | None = None  # the reason, while the latest line about the job is a rejection
 
@@ -44,6 +45,7 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
         job_id = str(doc["job_id"])
         info = jobs.setdefault(job_id, _JobInfo())
         info.group_id = doc.get("group_id") or info.group_id
+        info.api = doc.get("api") or info.api
         if doc.get("status") == REJECTED or doc.get("batch") is None:
             info.rejected = str(doc.get("error_info") or "rejected")
             continue
@@ -70,15 +72,20 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
             hit = wanted.get(lineno)
             if hit is not None:
                 job_id, batch, fate = hit
-                not_notified.append(
-                    {
-                        "job_id": job_id,
-                        "group_id": doc.get("group_id"),
-                        "batch": batch,
-                        "status": fate,
-                        "recipients": doc.get("recipients"),
-                    }
-                )
+                miss = {
+                    "job_id": job_id,
+                    "group_id": doc.get("group_id"),
+                    "batch": batch,
+                    "status": fate,
+                    "recipients": doc.get("recipients"),
+                }
+                errors = doc.get("recipient_errors")
+                if isinstance(errors, dict):
+                    # A batch a partial reply cut up (batchsendmsg): exactly those not delivered to,
+                    # whatever the last request sent, and each one's last error code.
+                    miss["recipients"] = list(errors)
+                    miss["recipient_errors"] = errors
+                not_notified.append(miss)
 
     job_list = []
     for job_id, info in jobs.items():
@@ -102,6 +109,8 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
             "failed": counts[FAILED],
             "pending": counts[PENDING] + unsent,
         }
+        if info.api is not None:
+            entry["api"] = info.api
         if info.rejected is not None:
             entry["reason"] = info.rejected
         job_list.append(entry)
@@ -128,8 +137,10 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         lines.append("replies by error code: " + ", ".join(f"{k}: {v}" for k, v in report["error_codes"].items()))
     lines.append("jobs:")
     for job in report["jobs"]:
+        where = f"group {job['group_id']}" if job["group_id"] is not None else "one-to-one"
         text = (
-            f"  {job['job_id']}  {job['fate']}  group {job['group_id']}  batches {job['batches']} "
+            f"  {job['job_id']}  {job['fate']}  {job.get('api', '')}{' ' if 'api' in job else ''}{where}  "
+            f"batches {job['batches']} "
             f"(ok {job['ok']}, failed {job['failed']}, pending {job['pending']})"
         )
         if "reason" in job:
@@ -145,5 +156,10 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
                 + ", ".join(miss["recipients"][:10])
                 + (" ..." if len(miss["recipients"]) > 10 else "")
             )
-            lines.append(f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) group {miss['group_id']}: {who}")
+            where = f"group {miss['group_id']}" if miss["group_id"] is not None else "one-to-one"
+            if "recipient_errors" in miss:
+                codes = miss["recipient_errors"]
+                who = f"{len(codes)} recipients: " + ", ".join(f"{u} ({c})" for u, c in list(codes.items())[:10])
+                who += " ..." if len(codes) > 10 else ""
+            lines.append(f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who}")
     return "\n".join(lines)

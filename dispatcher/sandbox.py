@@ -1,9 +1,13 @@
-"""A faithful local emulator of send_group_system_notification, for demos, rehearsals and tests.
+"""A faithful local emulator of the REST APIs the dispatcher drives, for demos, rehearsals and tests.
 
-It serves on 127.0.0.1 only and enforces the API's rules (from dispatcher.api, shared with the
-client): UserSig verified, admin identifier, GroupId and UserID limits, at most 500 named members,
-AVChatRoom all-members only, TopicId for Community groups only, Content of at most 12 KiB (80002),
-bodies of at most 1 MiB (HTTP 413), and the per-app rate in any one-second window (excess: 60007).
+It serves on 127.0.0.1 only. What all APIs share is here: the UserSig verified, the admin
+identifier, `random` and `contenttype`, bodies of at most 1 MiB (HTTP 413), the per-app rate of
+each API in any one-second window (excess: 60007), faults and scripted replies, and the ledger.
+What each API checks and does (send_group_system_notification: GroupId and UserID limits, at most
+500 named members, AVChatRoom all-members only, TopicId for Community groups only, Content of at
+most 12 KiB (80002); send_group_msg: Random deduplication for five minutes, 40 messages a second per
+group; batchsendmsg: partial replies, unknown accounts, the per-minute message quota) is in its
+module of dispatcher.endpoints, `emulate`.
 Optional faults (10002 replies, latency, dropped connections, HTTP 502) rehearse bad days; a seed
 makes them repeatable. A ledger records who received which notification how many times, readable
 in-process (`Sandbox.ledger`) and over HTTP (`GET /sandbox/ledger`, `GET /sandbox/stats`).
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,10 +30,13 @@ from aiohttp import web
 
 from dispatcher import api, usersig
 from dispatcher.config import DEMO_CREDENTIALS, Credentials
+from dispatcher.endpoints import REGISTRY, Endpoint
+from dispatcher.endpoints.base import Refusal
+from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
+from dispatcher.endpoints.groupmsg import GROUP_RATE
 from dispatcher.errors import InputError, SignatureError
 
 ALL_MEMBERS = "*"  # ledger entry of an all-members notification to a group whose members are unknown
-BODY_KEYS = frozenset({"GroupId", "Content", "ToMembers_Account", "TopicId"})
 # A larger request body is refused with HTTP 413 before more of it is read, as the real server's front
 # end does; a valid body (500 UserIDs and 12 KiB of Content, even all escaped) is far smaller.
 MAX_BODY_BYTES = 1024 * 1024
@@ -142,17 +150,26 @@ def load_groups(path: str | Path) -> dict[str, Group]:
     return groups
 
 
-class _Refusal(Exception):
-    def __init__(self, code: int, info: str) -> None:
-        super().__init__(info)
-        self.code = code
-        self.info = info
+_Refusal = Refusal
 
 
-def _reply(code: int = 0, info: str = "") -> web.Response:
+def load_accounts(path: str | Path) -> frozenset[str]:
+    """Read `--accounts FILE`: the app's accounts, one UserID a line (blank lines skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not valid UTF-8") from None
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _reply(code: int = 0, info: str = "", extra: Mapping[str, Any] | None = None) -> web.Response:
     doc: dict[str, Any] = {"ErrorCode": code, "ErrorInfo": info}
     if code != api.INTERNAL_ERROR:  # the real server omits it on some replies; clients must not rely on it
         doc = {"ActionStatus": "OK" if code == 0 else "FAIL", **doc}
+    if extra:
+        doc.update(extra)
     return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
 
@@ -167,7 +184,14 @@ class Sandbox:
         faults: Faults = Faults(),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        *,
+        accounts: Iterable[str] | None = None,
+        message_quota: int = DEFAULT_QUOTA,
+        group_rate: int = GROUP_RATE,
     ) -> None:
+        """`accounts`: the app's accounts, for one-to-one messages (None: every valid UserID exists);
+        `message_quota`: batchsendmsg's messages a minute, counted per recipient; `group_rate`:
+        send_group_msg's messages a second into one group before they are dropped."""
         if credentials.secret_key is None:
             raise ValueError("the sandbox needs the secret key to verify signatures")
         self.credentials = credentials
@@ -179,10 +203,16 @@ class Sandbox:
         self._clock = clock
         self._sleep = sleep
         self._rng = random.Random(faults.seed)
-        self._window: collections.deque[float] = collections.deque()
+        self.accounts = None if accounts is None else frozenset(accounts)
+        self.message_quota = message_quota
+        self.group_rate = group_rate
+        self.memory: dict[str, object] = {}  # each API's own state (deduplication, quotas), by its name
+        self._recipient_script: dict[str, collections.deque[int]] = {}
+        # The budget is per app and API: each path has its own window.
+        self._windows: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         # Every arrival at the rate rule, admitted or refused, in the last second; and the most seen
         # at once. It measures the sender's bunching as the server sees it (GET /sandbox/stats).
-        self._arrivals: collections.deque[float] = collections.deque()
+        self._arrivals: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.max_arrivals_1s = 0
         self._runner: web.AppRunner | None = None
         self._script: collections.deque[int | str] = collections.deque()
@@ -196,17 +226,25 @@ class Sandbox:
         status as a string: "502", "413", "429", and "429:VALUE" with the header `Retry-After: VALUE`."""
         self._script.extend(replies)
 
+    def script_recipients(self, user: str, *codes: int) -> None:
+        """batchsendmsg: fail `user` with these codes in its next requests' ErrorLists, in order."""
+        self._recipient_script.setdefault(user, collections.deque()).extend(codes)
+
+    def recipient_reply(self, user: str) -> int:
+        """The scripted failure of `user` in this request, or 0."""
+        queue = self._recipient_script.get(user)
+        return queue.popleft() if queue else 0
+
     # -- rules ---------------------------------------------------------------------------------
 
-    def _admit(self) -> bool:
-        """The per-app rate: at most `rate` requests accepted in any one-second window."""
-        now = self._clock()
-        arrivals = self._arrivals
+    def _admit(self, path: str, now: float) -> bool:
+        """The per-app rate of one API: at most `rate` requests accepted in any one-second window."""
+        arrivals = self._arrivals[path]
         while arrivals and arrivals[0] <= now - 1.0:
             arrivals.popleft()
         arrivals.append(now)
         self.max_arrivals_1s = max(self.max_arrivals_1s, len(arrivals))
-        window = self._window
+        window = self._windows[path]
         while window and window[0] <= now - 1.0:
             window.popleft()
         if len(window) >= self.rate:
@@ -236,7 +274,8 @@ class Sandbox:
         if query.get("contenttype") != "json":
             raise _Refusal(api.INVALID_PARAMETER, "contenttype must be json")
 
-    def _group(self, gid: object) -> tuple[str, Group]:
+    def group(self, gid: object) -> tuple[str, Group]:
+        """A valid, existing GroupId and its group; else the refusal the server gives."""
         problem = api.group_id_problem(gid)
         if problem:
             raise _Refusal(api.INVALID_GROUP_ID, f"GroupId {problem}")
@@ -248,60 +287,37 @@ class Sandbox:
             raise _Refusal(api.GROUP_NOT_FOUND, f"group {gid} does not exist")
         return gid, group
 
-    def _validate(self, raw: bytes) -> tuple[str, Group, str, list[str] | None, str | None]:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise _Refusal(api.INVALID_PARAMETER, "body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise _Refusal(api.INVALID_PARAMETER, "body must be a JSON object")
-        unknown = set(body) - BODY_KEYS
-        if unknown:
-            raise _Refusal(api.INVALID_PARAMETER, f"unknown field {sorted(unknown)[0]}")
-        gid, group = self._group(body.get("GroupId"))
-        content = body.get("Content")
-        if not isinstance(content, str) or not content:
-            raise _Refusal(api.INVALID_PARAMETER, "Content must be a non-empty string")
-        problem = api.content_problem(content)
-        if problem:
-            raise _Refusal(api.MESSAGE_TOO_LONG, f"message too long: Content {problem}")
-        members = body.get("ToMembers_Account")
-        if members is not None:
-            if not isinstance(members, list) or len(members) > api.MAX_MEMBERS:
-                raise _Refusal(api.INVALID_PARAMETER, f"ToMembers_Account must list at most {api.MAX_MEMBERS} UserIDs")
-            for uid in members:
-                if api.user_id_problem(uid):
-                    raise _Refusal(api.INVALID_PARAMETER, f"UserID {uid!r} {api.user_id_problem(uid)}")
-            if not members:
-                members = None  # the API reads an empty list as all members
-            elif not api.accepts_named_members(group.type):
-                raise _Refusal(api.INVALID_PARAMETER, f"{group.type} groups take notifications to all members only")
-        topic = body.get("TopicId")
-        if topic is not None:
-            if not isinstance(topic, str) or not topic:
-                raise _Refusal(api.INVALID_PARAMETER, "TopicId must be a non-empty string")
-            if not api.accepts_topics(group.type):
-                raise _Refusal(api.INVALID_PARAMETER, "TopicId applies to Community groups only")
-            if group.topics is not None and topic not in group.topics:
-                raise _Refusal(api.GROUP_NOT_FOUND, f"topic {topic} does not exist")
-        return gid, group, content, members, topic
+    _group = group
 
-    def _deliver(self, gid: str, group: Group, content: str, members: list[str] | None, topic: str | None) -> None:
-        if members is None:
-            users: Iterable[str] = sorted(group.members) if group.members is not None else (ALL_MEMBERS,)
-        elif group.members is None:
-            users = members
-        else:
-            users = [u for u in members if u in group.members]
-            self.stats["non_members"] += len(members) - len(users)  # the API skips non-members
-        self.ledger.add(gid, topic, content, users)
+    def topic(self, group: Group, topic: object) -> str | None:
+        """A valid TopicId of `group`, or None if none is given."""
+        if topic is None:
+            return None
+        if not isinstance(topic, str) or not topic:
+            raise _Refusal(api.INVALID_PARAMETER, "TopicId must be a non-empty string")
+        if not api.accepts_topics(group.type):
+            raise _Refusal(api.INVALID_PARAMETER, "TopicId applies to Community groups only")
+        if group.topics is not None and topic not in group.topics:
+            raise _Refusal(api.GROUP_NOT_FOUND, f"topic {topic} does not exist")
+        return topic
+
+    def members(self, group: Group, named: list[str] | None) -> Iterable[str]:
+        """Who gets a message to `named` members of `group` (None: all); non-members are skipped, as
+        the API does."""
+        if named is None:
+            return sorted(group.members) if group.members is not None else (ALL_MEMBERS,)
+        if group.members is None:
+            return named
+        users = [u for u in named if u in group.members]
+        self.stats["non_members"] += len(named) - len(users)
+        return users
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _answer(self, code: int = 0, info: str = "") -> web.Response:
+    def _answer(self, code: int = 0, info: str = "", extra: Mapping[str, Any] | None = None) -> web.Response:
         """Reply with an ErrorCode, and count it in the stats."""
         self.stats[str(code)] += 1
-        return _reply(code, info)
+        return _reply(code, info, extra)
 
     def _drop(self, request: web.Request) -> web.StreamResponse:
         self.stats["dropped"] += 1
@@ -338,7 +354,7 @@ class Sandbox:
             return web.Response(status=int(status), text=f"<html>HTTP {status}</html>", headers=headers)
         return self._answer(reply, "scripted reply")
 
-    async def _send(self, request: web.Request) -> web.StreamResponse:
+    async def _send(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
         if self._script:
             return await self._scripted(request, self._script.popleft())
@@ -352,18 +368,24 @@ class Sandbox:
         except web.HTTPRequestEntityTooLarge:
             return self._too_large()
         try:
-            if not self._admit():
+            if not self._admit(endpoint.path, self._clock()):
                 raise _Refusal(api.OVER_RATE, "over the frequency limit")
             self._authenticate(request.query)
-            gid, group, content, members, topic = self._validate(raw)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise _Refusal(endpoint.json_error_code, "body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise _Refusal(endpoint.json_error_code, "body must be a JSON object")
+            deliver = endpoint.emulate(self, body)
             if faults.latency or faults.jitter:
                 await self._sleep(max(0.0, faults.latency + self._rng.uniform(-faults.jitter, faults.jitter)))
             if faults.error_rate and self._rng.random() < faults.error_rate:
                 raise _Refusal(api.INTERNAL_ERROR, "internal error, try again")
+            extra = deliver(self._clock())
         except _Refusal as refusal:
-            return self._answer(refusal.code, refusal.info)
-        self._deliver(gid, group, content, members, topic)
-        return self._answer()
+            return self._answer(refusal.code, refusal.info, refusal.extra)
+        return self._answer(0, "", extra)
 
     async def _group_info(self, request: web.Request) -> web.Response:
         try:
@@ -399,12 +421,20 @@ class Sandbox:
         return web.Response(body=orjson.dumps({"deliveries": self.ledger.entries()}), content_type="application/json")
 
     async def _stats(self, _request: web.Request) -> web.Response:
-        doc = {**self.stats, "max_arrivals_1s": self.max_arrivals_1s}
+        doc = {**self.stats, "max_arrivals_1s": self.max_arrivals_1s, **self.api_stats()}
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+    def api_stats(self) -> dict[str, int]:
+        """Each API's own figures (batchsendmsg: the most messages admitted in any minute)."""
+        out: dict[str, int] = {}
+        for endpoint in REGISTRY.values():
+            out.update(endpoint.sandbox_stats(self))
+        return out
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_post(api.SEND_PATH, self._send)
+        for endpoint in REGISTRY.values():
+            app.router.add_post(endpoint.path, functools.partial(self._send, endpoint))
         app.router.add_post(api.GROUP_INFO_PATH, self._group_info)
         app.router.add_get("/sandbox/ledger", self._ledger)
         app.router.add_get("/sandbox/stats", self._stats)

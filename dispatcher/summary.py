@@ -44,9 +44,10 @@ class Summary:
             self.requests += 1  # made, whether or not its line could be written
             self.retries += event.retry
             self.error_codes[event.code] += 1
+            if event.recorded:
+                self.recipients += event.delivered
             if event.recorded and event.status == OK:
                 self.ok += 1
-                self.recipients += event.recipients
             elif event.recorded and event.status == FAILED:
                 self.failed += 1
         elif isinstance(event, JobAccepted):
