@@ -344,7 +344,13 @@ class RedisLimiter:
                 self._packed[cost] = packed
         try:
             await conn.send_packed_command(packed, check_health=False)
-            return await conn.read_response(timeout=TIMEOUT_S)
+            reply = await conn.read_response(timeout=TIMEOUT_S)
+            if reply is None:
+                # A read given its own timeout returns None when it runs out, and redis-py keeps the
+                # connection: the reply still comes, and the next slot would read it as its own (a
+                # 70050 pause read as a slot granted). TAKE always answers a list, so None is that.
+                await conn.disconnect()
+            return reply
         except redis.exceptions.NoScriptError:
             return None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):

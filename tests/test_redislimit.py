@@ -187,6 +187,37 @@ async def test_a_worker_cancelled_while_its_pause_lands_does_not_cancel_the_paus
     assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
 
 
+async def test_a_redis_that_stalls_past_the_read_timeout_leaves_no_reply_behind(
+    redis_server: RedisServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stalls (a fork, a slow script: here CLIENT PAUSE) longer than a slot's read may wait:
+    the reply comes later, on the limiter's own connection. Left there, every later slot read the
+    reply of the one before, and a 70050 pause of 60 s was read as a slot granted at once."""
+    import redis
+
+    from dispatcher import redislimit
+
+    monkeypatch.setattr(redislimit, "TIMEOUT_S", 0.1)  # real seconds: the stall is a real one
+    limiter = await connect(
+        parse_store(redis_server.url),
+        rate=200,
+        key=KEY,
+        sleep=clock.sleep,
+        clock=clock.time,
+        clock_us=lambda: round(clock.now * 1e6),
+    )
+    await limiter.acquire()
+    with redis.Redis(port=redis_server.port) as other:
+        other.execute_command("CLIENT", "PAUSE", "300", "ALL")
+    await limiter.acquire()  # its read times out; the client's way takes the slot after the stall
+    await limiter.acquire()
+    paused_at = clock.now
+    limiter.pause(60)
+    await limiter.acquire()
+    assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
+    await limiter.aclose()
+
+
 class RedisTimeline(Timeline):
     async def settle(self) -> None:
         # Redis answers over a real socket: a round trip needs real time to come back, not only
