@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import DISTRIBUTION, __version__, api, config
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
-from dispatcher.errors import DispatcherError, UsageError
+from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
 from dispatcher.retry import RetryPolicy
 from dispatcher.usersig import DEFAULT_EXPIRE
+
+PUSHGATEWAY_ENV = "DISPATCHER_PUSHGATEWAY"
 
 if TYPE_CHECKING:
     import asyncio
@@ -184,7 +186,10 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "--metrics-host", default="127.0.0.1", metavar="HOST", help="address for --metrics-port (default 127.0.0.1)"
     )
     send.add_argument(
-        "--pushgateway", metavar="URL", help="push the metrics to this Prometheus Pushgateway at the end of the run"
+        "--pushgateway",
+        metavar="URL",
+        help="push the metrics to this Prometheus Pushgateway at the end of the run (env DISPATCHER_PUSHGATEWAY, "
+        "which keeps a password in the URL out of ps)",
     )
     send.add_argument(
         "--pushgateway-job", default="dispatcher", metavar="NAME", help="the job grouping key (default dispatcher)"
@@ -364,6 +369,8 @@ def _recipients_file_at(target: Path, jobs: Sequence[str]) -> str | None:
 def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
     """The metrics flags, checked before anything else, so that any later error can still be pushed;
     None without any (then prometheus_client is not even imported)."""
+    # From the environment, a password in the Pushgateway's URL stays out of `ps`, as a store's does.
+    args.pushgateway = args.pushgateway or os.environ.get(PUSHGATEWAY_ENV) or None
     if args.metrics_file is None and args.metrics_port is None and args.pushgateway is None:
         return None
     from dispatcher.metrics import MetricsOptions
@@ -405,6 +412,12 @@ def _send(args: argparse.Namespace) -> int:
     exporter = Exporter(options, started=time.time())
     try:
         return _send_checked(args, exporter)
+    except JournalLockedError:
+        # The run that holds the journal owns its metrics too: the same textfile, the same group in
+        # the Pushgateway. A second run (cron starting the next night's while this one goes on) is
+        # refused in one line and must not write a failure over the live run's figures.
+        exporter.stop_serving()
+        raise
     except (DispatcherError, KeyboardInterrupt) as exc:
         # A run that could not start (a configuration error, say) is a failed run too: a dashboard
         # must see it. The error that stopped it is the one reported, not a second one from here.

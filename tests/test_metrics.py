@@ -559,3 +559,37 @@ def test_a_failed_run_whose_reading_of_the_gateway_fails_keeps_the_last_success(
     pushed = samples(pushgateway.metrics(), job="nightly")
     assert value(pushed, "dispatcher_exit_code") == 2
     assert value(pushed, "dispatcher_last_success_timestamp_seconds") == success
+
+
+def test_a_run_refused_because_its_journal_is_in_use_leaves_the_live_runs_metrics_alone(
+    tmp_path: Path, pushgateway: Pushgateway
+) -> None:
+    """Cron starts the next night's run while this one goes on: the refused run writes no textfile
+    over the live run's and pushes nothing over its group."""
+    import fcntl
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    journal = tmp_path / "out.jsonl"
+    textfile = tmp_path / "m.prom"
+    with open(journal, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as the live run holds it
+        result = run_cli(
+            "send", str(jobs), "--sandbox", "--out", str(journal), "--resume",
+            "--metrics-file", str(textfile), "--pushgateway", pushgateway.url, "--pushgateway-job", "nightly",
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert f"{journal} is in use by another run (pid {os.getpid()})" in result.stderr
+    assert not textfile.exists()
+    assert samples(pushgateway.metrics(), job="nightly") == {}
+
+
+def test_the_pushgateway_may_come_from_the_environment(tmp_path: Path, pushgateway: Pushgateway) -> None:
+    """DISPATCHER_PUSHGATEWAY keeps a password in the URL out of `ps`, as DISPATCHER_RATE_STORE does."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    env = {**cli_env(), "DISPATCHER_PUSHGATEWAY": pushgateway.url}
+    result = run_cli(
+        "send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway-job", "from-env", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert value(samples(pushgateway.metrics(), job="from-env"), "dispatcher_exit_code") == 0
