@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import DISTRIBUTION, __version__, api, config
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
-from dispatcher.errors import DispatcherError, UsageError
+from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
 from dispatcher.retry import RetryPolicy
 from dispatcher.usersig import DEFAULT_EXPIRE
+
+PUSHGATEWAY_ENV = "DISPATCHER_PUSHGATEWAY"
 
 if TYPE_CHECKING:
     import asyncio
@@ -184,7 +186,10 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "--metrics-host", default="127.0.0.1", metavar="HOST", help="address for --metrics-port (default 127.0.0.1)"
     )
     send.add_argument(
-        "--pushgateway", metavar="URL", help="push the metrics to this Prometheus Pushgateway at the end of the run"
+        "--pushgateway",
+        metavar="URL",
+        help="push the metrics to this Prometheus Pushgateway at the end of the run (env DISPATCHER_PUSHGATEWAY, "
+        "which keeps a password in the URL out of ps)",
     )
     send.add_argument(
         "--pushgateway-job", default="dispatcher", metavar="NAME", help="the job grouping key (default dispatcher)"
@@ -290,29 +295,41 @@ def _check_send_args(args: argparse.Namespace) -> None:
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
     if args.summary_json:
         out = Path(args.out or default_out(args.jobs[0]))
-        check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs])
+        check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
     from dispatcher import limiter
 
     args.store = limiter.parse_store(args.rate_store or os.environ.get(limiter.ENV_VAR) or limiter.MEMORY)
     limiter.check_available(args.store)
 
 
-def check_writable(path: str, option: str, keep: list[str]) -> None:
+def check_writable(path: str, option: str, keep: list[str], jobs: Sequence[str] = ()) -> None:
     """Refuse, before anything is sent, an output file that could not be written at the end, or whose
-    writing would replace a file the run needs (`keep`: its journal and jobs) or another run's journal."""
+    writing would replace a file the run needs (`keep`: its journal and jobs; the recipients files
+    that `jobs` name) or another run's journal."""
     from dispatcher.outcomes import held_by
 
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{option} {path}: is a directory")
+    for other in keep:
+        # By name too: a journal that does not exist yet is created by the run, then replaced at its end.
+        same_name = other != "-" and os.path.realpath(path) == os.path.realpath(other)
+        with contextlib.suppress(OSError):
+            if same_name or (other != "-" and target.exists() and target.samefile(other)):
+                raise UsageError(f"{option} {path}: is {other}, which the run reads; choose another file")
     if target.exists():
-        for other in keep:
-            with contextlib.suppress(OSError):
-                if other != "-" and target.samefile(other):
-                    raise UsageError(f"{option} {path}: is {other}, which the run reads; choose another file")
+        if not target.is_file():
+            # The file is replaced by a rename at the end: a FIFO or a device (/dev/null) would be
+            # replaced by a regular file, and a FIFO blocks the reading of the previous metrics.
+            raise UsageError(f"{option} {path}: not a regular file (it is replaced by a new file at the end)")
         holder = held_by(target)
         if holder is not None:
             raise UsageError(f"{option} {path}: is the outcome journal of a run in progress (pid {holder or '?'})")
+        export = _recipients_file_at(target, jobs)
+        if export is not None:
+            raise UsageError(
+                f"{option} {path}: is the recipients_file of {export}, which the run reads; choose another file"
+            )
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: no such directory {str(parent)!r}")
@@ -320,9 +337,40 @@ def check_writable(path: str, option: str, keep: list[str]) -> None:
         raise UsageError(f"{option} {path}: directory {str(parent)!r} is not writable")
 
 
+def _recipients_file_at(target: Path, jobs: Sequence[str]) -> str | None:
+    """The jobs line (`file:line`) whose recipients_file is `target`, if one is: an export is the
+    user's data, and an output written over it would destroy it. Only lines that name a
+    recipients_file are parsed; standard input cannot be read twice and is not looked at (nor are
+    jobs files that are not regular files)."""
+    import orjson
+
+    for path in jobs:
+        if path == "-" or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as handle:
+                for number, raw in enumerate(handle, start=1):
+                    if b"recipients_file" not in raw:
+                        continue
+                    try:
+                        doc = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+                    except orjson.JSONDecodeError:  # the run rejects it; nothing of it is read
+                        continue
+                    name = doc.get("recipients_file") if isinstance(doc, dict) else None
+                    if isinstance(name, str) and name:
+                        with contextlib.suppress(OSError, ValueError):
+                            if target.samefile(Path(path).parent / name):
+                                return f"{path}:{number}"
+        except OSError:  # unreadable: the run says so, with its file and line
+            continue
+    return None
+
+
 def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
     """The metrics flags, checked before anything else, so that any later error can still be pushed;
     None without any (then prometheus_client is not even imported)."""
+    # From the environment, a password in the Pushgateway's URL stays out of `ps`, as a store's does.
+    args.pushgateway = args.pushgateway or os.environ.get(PUSHGATEWAY_ENV) or None
     if args.metrics_file is None and args.metrics_port is None and args.pushgateway is None:
         return None
     from dispatcher.metrics import MetricsOptions
@@ -330,17 +378,18 @@ def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise UsageError("--metrics-port must be between 0 and 65535")
     if args.pushgateway is not None:
-        from urllib.parse import urlsplit
+        from dispatcher.metrics import parse_gateway, shown_url
 
-        scheme = urlsplit(args.pushgateway).scheme if "://" in args.pushgateway else "http"
-        if scheme not in ("http", "https") or not args.pushgateway.split("://")[-1].strip("/"):
-            raise UsageError(f"--pushgateway {args.pushgateway}: give an http:// or https:// URL")
+        try:
+            parse_gateway(args.pushgateway)
+        except ValueError as exc:  # the URL may hold a password: never shown
+            raise UsageError(f"--pushgateway {shown_url(args.pushgateway)}: {exc}") from None
     if not args.pushgateway_job or "/" in args.pushgateway_job:
         raise UsageError("--pushgateway-job must be a non-empty name without /")
     if args.metrics_file is not None:
         out = str(Path(args.out or default_out(args.jobs[0])))
         keep = [out, *args.jobs, *([args.summary_json] if args.summary_json else [])]
-        check_writable(args.metrics_file, "--metrics-file", keep=keep)
+        check_writable(args.metrics_file, "--metrics-file", keep=keep, jobs=args.jobs)
         if args.summary_json and os.path.abspath(args.summary_json) == os.path.abspath(args.metrics_file):
             raise UsageError(f"--metrics-file {args.metrics_file}: is also the --summary-json file")
     return MetricsOptions(
@@ -363,6 +412,12 @@ def _send(args: argparse.Namespace) -> int:
     exporter = Exporter(options, started=time.time())
     try:
         return _send_checked(args, exporter)
+    except JournalLockedError:
+        # The run that holds the journal owns its metrics too: the same textfile, the same group in
+        # the Pushgateway. A second run (cron starting the next night's while this one goes on) is
+        # refused in one line and must not write a failure over the live run's figures.
+        exporter.stop_serving()
+        raise
     except (DispatcherError, KeyboardInterrupt) as exc:
         # A run that could not start (a configuration error, say) is a failed run too: a dashboard
         # must see it. The error that stopped it is the one reported, not a second one from here.

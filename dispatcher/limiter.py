@@ -109,6 +109,7 @@ def parse_store(uri: str) -> StoreURI:
     """Check a `--rate-store` URI; a bad one is a UsageError that never repeats its password."""
     if uri in (MEMORY, "memory"):
         return StoreURI("memory", MEMORY)
+    _refuse_unencoded_userinfo(uri)
     try:
         parts = urllib.parse.urlsplit(uri)
         port = parts.port
@@ -143,6 +144,20 @@ def parse_store(uri: str) -> StoreURI:
         url=url,
         password=parts.password or "",
     )
+
+
+def _refuse_unencoded_userinfo(uri: str) -> None:
+    """A password with a raw / ? or # ends the URI's host part early, and the rest of it would be
+    read, and shown, as the port, database, query or fragment: refuse it, showing only what
+    follows its last @ (a user name or password is never shown, whole or in part)."""
+    parts = urllib.parse.urlsplit(uri)
+    names = [name for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if name != "prefix"]
+    if "@" in parts.path or "@" in parts.fragment or any("@" in name for name in names):
+        host = uri.rpartition("@")[2]
+        raise UsageError(
+            f"--rate-store {parts.scheme}://{host}: a user name or password with / ? or # in it must be "
+            "percent-encoded (%2F %3F %23)"
+        )
 
 
 def _shown(parts: urllib.parse.SplitResult) -> str:

@@ -22,7 +22,9 @@ fires when a nightly run has not succeeded for a day, not on the first failure.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import http.client
 import threading
 import time
 import urllib.parse
@@ -31,7 +33,16 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    push_to_gateway,
+    pushadd_to_gateway,
+    write_to_textfile,
+)
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.errors import OutputError
@@ -58,7 +69,9 @@ LAST_SUCCESS = "dispatcher_last_success_timestamp_seconds"
 MAX_CODES = 50  # distinct `code` label values; a server inventing codes must not grow the series without end
 OTHER_CODE = "other"
 WRITE_EVERY = 5.0  # seconds between textfile writes during a run
-PUSH_TIMEOUT = 10.0  # seconds; the push is the last thing a run does and must not hang it
+# Seconds for the reading of the last success and the push together: the last thing a run does
+# must not hang it.
+PUSH_TIMEOUT = 10.0
 DEFAULT_JOB = "dispatcher"
 # The API answers in about 350 ms; the low buckets are for the sandbox and near endpoints.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -74,6 +87,7 @@ class MetricsOptions:
     pushgateway: str | None = None
     job: str = DEFAULT_JOB
     write_every: float = WRITE_EVERY
+    push_timeout: float = PUSH_TIMEOUT
 
 
 class RunMetrics:
@@ -196,12 +210,72 @@ def read_last_success(lines: Iterable[str], job: str | None = None) -> float | N
 
 
 def shown_url(url: str) -> str:
-    """`url` fit for a log line: a password in it is replaced, as every secret is."""
-    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-    if parts.password is None:
+    """`url` fit for a log line: a password in it is replaced, as every secret is. Read from the
+    text, not a parser: a raw / ? or # in a password would make a parser take its end for the
+    path, and show it."""
+    head, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":[redacted]@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    user, colon, _ = userinfo.partition(":")
+    clean = colon and not any(c in userinfo for c in "/?#")
+    return f"{head}{sep}{user + ':' if clean else ''}[redacted]@{host}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Gateway:
+    """A Pushgateway URL split for use: where to send, and the basic-auth credentials it held.
+
+    The credentials must come out of the URL: urllib takes `user:password@host` for a host name and
+    asks the DNS resolver for it, which sends the password to whatever resolver the machine has."""
+
+    url: str  # scheme://host[:port][/path], no credentials, no trailing /
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    def handler(self) -> Callable[[str, str, float | None, list[tuple[str, str]], bytes], Callable[[], None]]:
+        """prometheus_client's push handler: basic auth when the URL had credentials."""
+        if self.username is None and self.password is None:
+            return default_handler
+        user, password = self.username or "", self.password or ""
+
+        def with_auth(
+            url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+        ) -> Callable[[], None]:
+            return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+        return with_auth
+
+    def headers(self) -> dict[str, str]:
+        if self.username is None and self.password is None:
+            return {}
+        token = base64.b64encode(f"{self.username or ''}:{self.password or ''}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+
+def parse_gateway(url: str) -> Gateway:
+    """`url` (http://, https://, or a bare host:port meaning http://) split; ValueError saying what is
+    wrong (never with the URL, which may hold a password) if it is not one."""
+    full = url if "://" in url else f"http://{url}"
+    generic = "give an http:// or https:// URL"
+    try:
+        parts = urllib.parse.urlsplit(full)
+    except ValueError:  # a broken IPv6 address
+        raise ValueError(generic) from None
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # A raw / ? or # in a password ended the host part early: the host would be part of it.
+        raise ValueError("percent-encode a / ? or # in the user name or password")
+    try:
+        _ = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        raise ValueError(generic) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(generic)
+    netloc = parts.netloc.rpartition("@")[2]
+    plain = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+    username = urllib.parse.unquote(parts.username) if parts.username is not None else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    return Gateway(plain, username, password)
 
 
 class Exporter:
@@ -213,6 +287,7 @@ class Exporter:
         self._server: WSGIServer | None = None
         self.url: str | None = None
         self._finished = False
+        self._replace_group = True  # PUT, unless a failed run could not read what it would replace
         # The periodic write runs in a thread that a stop abandons; the lock and this flag keep such
         # a write from replacing the final file after it was written.
         self._write_lock = threading.Lock()
@@ -275,36 +350,58 @@ class Exporter:
             return
         self._finished = True
         self.stop_serving()
+        # One deadline for the reading and the push: a gateway that accepts and never answers
+        # holds the end of the run for push_timeout, not once for each.
+        deadline = time.monotonic() + self.options.push_timeout
         if self.options.pushgateway is not None:
-            self.metrics.carry(self._gateway_last_success())
+            read, last = self._gateway_last_success()
+            self.metrics.carry(last)
+            # A run that does not succeed and could not read the group's last success must not
+            # replace the group (PUT): that would erase the last success, and the alert on it
+            # would never fire again. It adds (POST), which replaces only the metrics it has.
+            self._replace_group = read or exit_code == 0
         self.metrics.finish(exit_code, summary)
         try:
             self.write_file(final=True)
         finally:
-            self.push()
+            self.push(deadline)
 
-    def push(self) -> None:
+    def push(self, deadline: float | None = None) -> None:
         if self.options.pushgateway is None:
             return
+        left = self.options.push_timeout if deadline is None else deadline - time.monotonic()
         try:
-            push_to_gateway(
-                self.options.pushgateway, job=self.options.job, registry=self.metrics.registry, timeout=PUSH_TIMEOUT
+            if left <= 0:
+                raise TimeoutError("timed out")
+            gateway = parse_gateway(self.options.pushgateway)
+            (push_to_gateway if self._replace_group else pushadd_to_gateway)(
+                gateway.url,
+                job=self.options.job,
+                registry=self.metrics.registry,
+                timeout=left,
+                handler=gateway.handler(),
             )
-        except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; the run's outcome stands
-            log.warning("could not push the metrics", pushgateway=shown_url(self.options.pushgateway), error=str(exc))
+        # urllib's errors are OSErrors; a server that does not speak HTTP raises HTTPException. The
+        # run's outcome stands either way.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            log.warning(
+                "could not push the metrics",
+                pushgateway=shown_url(self.options.pushgateway),
+                error=str(exc) or type(exc).__name__,
+            )
 
-    def _gateway_last_success(self) -> float | None:
-        """The group's last success as the Pushgateway holds it, to carry forward (None if unknown)."""
+    def _gateway_last_success(self) -> tuple[bool, float | None]:
+        """Whether the Pushgateway could be read, and the group's last success it holds, to carry
+        forward (None if it holds none)."""
         assert self.options.pushgateway is not None
-        url = self.options.pushgateway.rstrip("/")
-        if "://" not in url:
-            url = f"http://{url}"
         try:
-            with urllib.request.urlopen(f"{url}/metrics", timeout=PUSH_TIMEOUT) as response:
+            gateway = parse_gateway(self.options.pushgateway)
+            request = urllib.request.Request(f"{gateway.url}/metrics", headers=gateway.headers())
+            with urllib.request.urlopen(request, timeout=self.options.push_timeout) as response:
                 lines = (raw.decode("utf-8", errors="replace") for raw in response)
-                return read_last_success(lines, self.options.job)
-        except (OSError, ValueError):  # the push will fail too, and say so
-            return None
+                return True, read_last_success(lines, self.options.job)
+        except (OSError, ValueError, http.client.HTTPException):  # the push may fail too, and say so
+            return False, None
 
     def stop_serving(self) -> None:
         if self._server is not None:

@@ -233,13 +233,14 @@ class RedisLimiter:
         self._head: list[str | int] = [rate_text(rate), "" if quota is None else quota.text()]
         self._tail: list[str | int] = [TOLERANCE_US, ttl_ms]
         self._shape: list[str | int] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args]
-        # TAKE goes over the client's one connection, and only ever under `_turn`; PAUSE goes from a
-        # task of its own, so it takes a connection of the pool instead, never the same socket.
+        # Each slot's TAKE goes over a connection of the limiter's own, used only under `_turn`
+        # (see _fast_take); the client, with its pool, connects, loads the scripts, retries, and
+        # sends PAUSE from a task of its own.
         self._client = client
         self._take = client.register_script(TAKE)
-        self._pauser = type(client)(connection_pool=client.connection_pool)
+        self._pause = client.register_script(PAUSE)
+        self._conn: redis.asyncio.connection.AbstractConnection | None = None
         self._packed: dict[int, list[bytes]] = {}  # TAKE as sent, by cost (see _fast_take)
-        self._pause = self._pauser.register_script(PAUSE)
         self._secrets = tuple(s for s in secrets if s)
         self._sleep = sleep
         self._clock = clock
@@ -267,7 +268,9 @@ class RedisLimiter:
             self.quota.check_cost(cost)
         async with self._turn:
             while self._pauses:  # a pause this process asked for lands before its next slot
-                await asyncio.gather(*self._pauses, return_exceptions=True)
+                # asyncio.wait, not gather: a caller cancelled here (a graceful stop) must not
+                # cancel the pause on its way to Redis, which every other process needs to see.
+                await asyncio.wait(set(self._pauses))
             if (gap := self._next_ask - self._clock()) > 0:
                 await self._sleep(gap)
             while True:
@@ -313,15 +316,26 @@ class RedisLimiter:
         return status == 1, int(value)
 
     async def _fast_take(self, args: list[str | int], cost: int, now: str) -> Any:
-        """EVALSHA straight on the client's connection, past its client layer: its retry wrapper,
-        lock and observability hooks cost 20-25 us of CPU a slot, a fifth of what Redis adds to a
-        request. None when the connection is not up or the script not loaded, and after a
-        connection fault: the caller then goes the client's way, which connects, loads and retries."""
+        """EVALSHA on the limiter's own connection, past redis-py's client layer.
+
+        Measured per slot: the client's pool, retry wrapper and observability hooks cost 40-70 us
+        of CPU, and a socket timeout on the write another 9 us and two turns of the event loop
+        (`asyncio.wait_for` runs the write as a task). So this connection has no socket timeout:
+        the write only lands in the kernel's buffer (one command of 300 bytes at a time cannot fill
+        it), and the read has the timeout of its own. None when the connection cannot be made, the
+        script is not loaded (Redis restarted), or after a fault: the caller then goes the client's
+        way, which connects, loads and retries, and raises RateStoreError if the store is lost."""
         import redis.exceptions
 
-        conn = self._client.connection
-        if conn is None or not conn.is_connected:
-            return None
+        conn = self._conn
+        if conn is None:
+            pool = self._client.connection_pool
+            conn = self._conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        if not conn.is_connected:
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            except (redis.exceptions.RedisError, OSError):
+                return None
         # In a real run only the cost varies (Redis reads its own clock): packing, 9 us, is done once a cost.
         packed = self._packed.get(cost) if now == "" else None
         if packed is None:
@@ -330,7 +344,13 @@ class RedisLimiter:
                 self._packed[cost] = packed
         try:
             await conn.send_packed_command(packed, check_health=False)
-            return await conn.read_response()
+            reply = await conn.read_response(timeout=TIMEOUT_S)
+            if reply is None:
+                # A read given its own timeout returns None when it runs out, and redis-py keeps the
+                # connection: the reply still comes, and the next slot would read it as its own (a
+                # 70050 pause read as a slot granted). TAKE always answers a list, so None is that.
+                await conn.disconnect()
+            return reply
         except redis.exceptions.NoScriptError:
             return None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
@@ -367,7 +387,8 @@ class RedisLimiter:
         """Let a pause being written land (briefly), then close the connections."""
         if self._pauses:
             await asyncio.wait(self._pauses, timeout=TIMEOUT_S)
-        await self._pauser.aclose()  # not the pool's owner: closes nothing but itself
+        if self._conn is not None:
+            await self._conn.disconnect()
         await self._client.aclose()
 
 
@@ -390,9 +411,6 @@ async def connect(
         store.url,
         socket_timeout=TIMEOUT_S,
         socket_connect_timeout=TIMEOUT_S,
-        # One connection, not a pool: this process asks one TAKE at a time anyway (the limiter's
-        # turn), and checking a connection out of a pool and back in cost 40 us of CPU a slot.
-        single_connection_client=True,
         # A blip (a failover, a dropped connection) is retried a few times within half a second;
         # past that the store is lost and the run halts resumably.
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3),

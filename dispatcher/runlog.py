@@ -13,6 +13,10 @@ from dispatcher.events import Event, Halted, JobRejected, ReplyRecorded, StopReq
 
 log = structlog.get_logger("dispatcher")
 
+# Distinct error codes warned about one by one; a server inventing codes must not flood the log (nor
+# grow the set without end). The summary still counts every code.
+MAX_CODES = 50
+
 
 class RunLog:
     """An events subscriber that logs; one per run (it remembers the error codes seen)."""
@@ -23,7 +27,12 @@ class RunLog:
     def __call__(self, event: Event) -> None:
         if isinstance(event, ReplyRecorded):
             if event.code != "0" and event.code not in self._seen_codes:
+                if len(self._seen_codes) > MAX_CODES:
+                    return
                 self._seen_codes.add(event.code)
+                if len(self._seen_codes) > MAX_CODES:  # the set holds one more: this line is said once
+                    log.warning(f"more than {MAX_CODES} error codes: the rest are not logged; the summary counts them")
+                    return
                 log.warning(
                     "first reply with this error",
                     error_code=event.code,

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -138,7 +138,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
+class LocalServer:
+    """A server process of the tests' own, on 127.0.0.1 in a temporary directory."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """Gone at once, as a crash or a cut network would have it."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+Server = TypeVar("Server", bound=LocalServer)
+
+
+def running(server: Server) -> Iterator[Server]:
+    """A fixture's body: the server started, and killed once the test is done."""
+    server.start()
+    yield server
+    server.kill()
+
+
+def workdir(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    return path
+
+
+class RedisServer(LocalServer):
     """A real redis-server of our own on 127.0.0.1: a free port, no persistence, a temporary
     directory. It can be killed and started again on the same port, as an outage would."""
 
@@ -151,7 +183,6 @@ class RedisServer:
         self.extra = extra
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
@@ -168,25 +199,13 @@ class RedisServer:
                 time.sleep(0.02)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
-    def kill(self) -> None:
-        """Gone at once, as a crash or a cut network would have it."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(workdir)
-    server.start()
-    yield server
-    server.kill()
+    yield from running(RedisServer(workdir(tmp_path, "redis")))
 
 
-class Pushgateway:
+class Pushgateway(LocalServer):
     """A real Prometheus Pushgateway of our own on 127.0.0.1: a free port, no persistence file."""
 
     def __init__(self, workdir: Path) -> None:
@@ -200,7 +219,6 @@ class Pushgateway:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         cmd = [self.binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="]
@@ -220,18 +238,7 @@ class Pushgateway:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
             return str(response.read().decode())
 
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
 
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
-    workdir = tmp_path / "pushgateway"
-    workdir.mkdir()
-    gateway = Pushgateway(workdir)
-    gateway.start()
-    yield gateway
-    gateway.kill()
+    yield from running(Pushgateway(workdir(tmp_path, "pushgateway")))

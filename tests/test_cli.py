@@ -672,3 +672,29 @@ async def test_a_signal_before_the_engine_exists_keeps_the_run_from_starting(tmp
         assert quiet.attach(engine) is True
         quiet()  # from now on a signal is the engine's graceful stop
         assert engine.summary.interrupted is True
+
+
+def test_summary_json_may_not_replace_the_journal_the_run_will_create(jobs: Path, tmp_path: Path) -> None:
+    """Not there yet at the check, the journal was written by the run, then replaced by the summary."""
+    out = tmp_path / "new.outcomes.jsonl"
+    result = run("send", str(jobs), "--sandbox", "--out", str(out), "--summary-json", str(out))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: --summary-json {out}: is {out}, which the run reads; choose another file"
+    ]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--summary-json", "--metrics-file"])
+def test_an_output_may_not_replace_a_recipients_file(jobs: Path, tmp_path: Path, option: str) -> None:
+    """The export is the user's data: written over at the end (or every few seconds), it was gone."""
+    export = tmp_path / "export.txt"
+    before = export.read_bytes()
+    result = run("send", str(jobs), "--sandbox", option, str(export))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: {option} {export}: is the recipients_file of {jobs}:2, which the run reads; "
+        "choose another file"
+    ]
+    assert export.read_bytes() == before
+    assert not (tmp_path / "jobs.outcomes.jsonl").exists()

@@ -114,3 +114,21 @@ async def test_the_plan_the_summary_and_the_report_count_alike(sandbox: Sandbox,
     report = summarise(out)
     assert (report["ok"], report["failed"], report["rejected"]) == (1, 1, 1)
     assert report["error_codes"] == dict(first.error_codes) == {"0": 1, "10004": 1}
+
+
+def test_a_server_inventing_error_codes_cannot_flood_the_log() -> None:
+    """The first reply with each code is a warning, for the first 50 codes; then one line says so."""
+    from structlog.testing import capture_logs
+
+    from dispatcher.events import ReplyRecorded
+    from dispatcher.runlog import RunLog
+
+    runlog = RunLog()
+    with capture_logs() as logged:
+        for n in range(200):
+            for _ in range(2):
+                runlog(ReplyRecorded("api", "job", n, False, str(90000 + n), "no", "failed", "failed", 1, 0.01))
+    assert [entry["event"] for entry in logged] == ["first reply with this error"] * 50 + [
+        "more than 50 error codes: the rest are not logged; the summary counts them"
+    ]
+    assert logged[49]["error_code"] == "90049"

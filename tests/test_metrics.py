@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -327,3 +328,268 @@ def test_a_password_in_the_pushgateway_url_is_never_logged(tmp_path: Path) -> No
     assert result.returncode == 0
     assert "could not push the metrics" in result.stderr
     assert "s3cret" not in result.stderr and "ops:[redacted]@127.0.0.1" in result.stderr
+
+
+class _Recorder:
+    """A stand-in Pushgateway on 127.0.0.1 that records what it is sent and answers `reply` raw."""
+
+    def __init__(self, reply: bytes) -> None:
+        import socket
+
+        self.requests: list[bytes] = []
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self.port = self._sock.getsockname()[1]
+        self._reply = reply
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data.split(b"\r\n\r\n")[0])
+                conn.sendall(self._reply)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def test_a_pushgateway_password_is_sent_as_basic_auth_never_as_a_host_name(tmp_path: Path) -> None:
+    """urllib alone reads `ops:s3cret@127.0.0.1` as a host name and asks the DNS resolver for it."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    gateway = _Recorder(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    try:
+        url = f"http://ops:s3cret@127.0.0.1:{gateway.port}"
+        result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    finally:
+        gateway.close()
+    assert result.returncode == 0, result.stderr
+    assert "could not push the metrics" not in result.stderr and "s3cret" not in result.stderr
+    heads = [request.split(b"\r\n") for request in gateway.requests]
+    assert [head[0] for head in heads] == [b"GET /metrics HTTP/1.1", b"PUT /metrics/job/dispatcher HTTP/1.1"]
+    for head in heads:
+        assert b"Authorization: Basic b3BzOnMzY3JldA==" in head
+        assert f"Host: 127.0.0.1:{gateway.port}".encode() in head
+
+
+def test_a_pushgateway_that_does_not_speak_http_is_one_warning(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    gateway = _Recorder(b"garbage\r\n\r\n")
+    try:
+        url = f"http://127.0.0.1:{gateway.port}"
+        result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    finally:
+        gateway.close()
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "could not push the metrics" in line]
+    assert len(warnings) == 1 and url in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://ops:s3cret@127.0.0.1:notaport", "http://ops:[redacted]@127.0.0.1:notaport"),
+        ("http://[::1", "http://[::1"),
+        ("http://ops:s3cret@[::1", "http://ops:[redacted]@[::1"),
+        ("http://127.0.0.1:70000", "http://127.0.0.1:70000"),
+    ],
+)
+def test_a_pushgateway_url_that_is_no_url_is_one_line_and_exit_2(tmp_path: Path, url: str, shown: str) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"dispatcher: error: --pushgateway {shown}: give an http:// or https:// URL"]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_metrics_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    """A FIFO blocked the run forever (the previous metrics are read first); /dev/null would be replaced."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    target = tmp_path / "m.prom"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/null")
+    out = str(tmp_path / "out.jsonl")
+    result = run_cli("send", str(jobs), "--sandbox", "--out", out, "--metrics-file", str(target))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: --metrics-file {target}: not a regular file (it is replaced by a new file at the end)"
+    ]
+    assert Path("/dev/null").is_char_device()
+
+
+def test_the_metrics_file_may_not_be_the_journal_the_run_will_create(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    out = tmp_path / "out.jsonl"
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(out), "--metrics-file", f"{tmp_path}/./out.jsonl")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dispatcher: error: --metrics-file {tmp_path}/./out.jsonl: is {out}, which the run reads; choose another file"
+    ]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("secret", ["s3/cret", "s3?cret", "s3#cret", "123/cret"])
+def test_a_pushgateway_password_not_percent_encoded_is_refused_and_never_shown(tmp_path: Path, secret: str) -> None:
+    """A raw / ? or # ends a URL's host part: `ops:123/cret@host` would push to host `ops`, port 123."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    url = f"http://ops:{secret}@127.0.0.1:9091"
+    result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "dispatcher: error: --pushgateway http://[redacted]@127.0.0.1:9091: "
+        "percent-encode a / ? or # in the user name or password"
+    ]
+
+
+def test_a_server_inventing_error_codes_cannot_grow_the_series_without_end(tmp_path: Path) -> None:
+    """200 distinct ErrorCodes: the first 50 are labels of their own, the other 150 replies count as `other`."""
+    from dispatcher.events import ReplyRecorded
+
+    prom = tmp_path / "m.prom"
+    exporter = Exporter(MetricsOptions(file=str(prom)), started=1000.0)
+    for n in range(200):
+        exporter.metrics(ReplyRecorded(API, "job", n, False, str(90000 + n), "no", "failed", "failed", 1, 0.01))
+    exporter.finish(1)
+    text = prom.read_text()
+    found = samples(text)
+    codes = {dict(labels).get("code") for name, labels in found if name == "dispatcher_requests_total"}
+    assert len(codes) == 51
+    assert value(found, "dispatcher_requests_total", api=API, code="90049") == 1
+    assert value(found, "dispatcher_requests_total", api=API, code="90050") is None
+    assert value(found, "dispatcher_requests_total", api=API, code="other") == 150
+    assert value(found, "dispatcher_batches_total", status="failed") == 200
+    # What node_exporter's textfile collector needs: every family has HELP and TYPE, no series twice.
+    series = [line.split(" ")[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series))
+    helps = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    types = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert helps == types and "dispatcher_requests_total" in types
+
+
+def test_a_pushgateway_that_never_answers_holds_the_end_for_one_timeout_not_two(tmp_path: Path) -> None:
+    """It accepts and never answers: the reading of the last success uses up the time, and the push
+    is not tried after it (it was: twice the timeout at the end of every run)."""
+    import socket
+
+    accepted: list[socket.socket] = []
+    with socket.socket() as gateway:
+        gateway.bind(("127.0.0.1", 0))
+        gateway.listen(8)
+        gateway.settimeout(0.05)
+        url = f"http://127.0.0.1:{gateway.getsockname()[1]}"
+        exporter = Exporter(MetricsOptions(pushgateway=url, push_timeout=0.3), started=1000.0)
+        finisher = threading.Thread(target=exporter.finish, args=(0,))
+        finisher.start()
+        while finisher.is_alive():
+            try:
+                accepted.append(gateway.accept()[0])
+            except TimeoutError:
+                pass
+        finisher.join()
+    for conn in accepted:
+        conn.close()
+    assert len(accepted) == 1  # the GET of the last success; no PUT
+
+
+def test_a_failed_run_whose_reading_of_the_gateway_fails_keeps_the_last_success(
+    tmp_path: Path, pushgateway: Pushgateway
+) -> None:
+    """The Pushgateway answers the reading of the group with HTTP 500 once (a proxy in front of it
+    that lets pushes through): the failed run cannot carry the last success forward, and its push
+    must not erase the one the gateway holds (then the 26-hour alert would never fire again)."""
+    import http.server
+
+    class FailingReads(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            request = urllib.request.Request(
+                f"{pushgateway.url}{self.path}", data=body, method=self.command, headers={"Content-Type": "text/plain"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status = response.status
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PUT = do_POST = forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    flags = ("--pushgateway-job", "nightly")
+    ok = run_cli(
+        "send", str(jobs), "--sandbox", "--out", str(tmp_path / "first.jsonl"), "--pushgateway", pushgateway.url, *flags
+    )
+    assert ok.returncode == 0, ok.stderr
+    success = value(samples(pushgateway.metrics(), job="nightly"), "dispatcher_last_success_timestamp_seconds")
+    assert success is not None
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailingReads)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        failed = run_cli("send", str(jobs), "--out", str(tmp_path / "second.jsonl"), "--pushgateway", url, *flags)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert failed.returncode == 2  # no credentials
+    pushed = samples(pushgateway.metrics(), job="nightly")
+    assert value(pushed, "dispatcher_exit_code") == 2
+    assert value(pushed, "dispatcher_last_success_timestamp_seconds") == success
+
+
+def test_a_run_refused_because_its_journal_is_in_use_leaves_the_live_runs_metrics_alone(
+    tmp_path: Path, pushgateway: Pushgateway
+) -> None:
+    """Cron starts the next night's run while this one goes on: the refused run writes no textfile
+    over the live run's and pushes nothing over its group."""
+    import fcntl
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    journal = tmp_path / "out.jsonl"
+    textfile = tmp_path / "m.prom"
+    with open(journal, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as the live run holds it
+        result = run_cli(
+            "send", str(jobs), "--sandbox", "--out", str(journal), "--resume",
+            "--metrics-file", str(textfile), "--pushgateway", pushgateway.url, "--pushgateway-job", "nightly",
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert f"{journal} is in use by another run (pid {os.getpid()})" in result.stderr
+    assert not textfile.exists()
+    assert samples(pushgateway.metrics(), job="nightly") == {}
+
+
+def test_the_pushgateway_may_come_from_the_environment(tmp_path: Path, pushgateway: Pushgateway) -> None:
+    """DISPATCHER_PUSHGATEWAY keeps a password in the URL out of `ps`, as DISPATCHER_RATE_STORE does."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
+    env = {**cli_env(), "DISPATCHER_PUSHGATEWAY": pushgateway.url}
+    result = run_cli(
+        "send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway-job", "from-env", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert value(samples(pushgateway.metrics(), job="from-env"), "dispatcher_exit_code") == 0

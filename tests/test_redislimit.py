@@ -168,6 +168,56 @@ async def test_a_pause_holds_every_process(limiters: list[RedisLimiter], clock: 
     assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
 
 
+async def test_a_worker_cancelled_while_its_pause_lands_does_not_cancel_the_pause(
+    limiters: list[RedisLimiter], clock: FakeClock
+) -> None:
+    """A graceful stop cancels a worker waiting for this process's 70050 pause to reach Redis: the
+    pause must still reach it, or the other processes never hold their starts."""
+    first, second, _ = limiters
+    await second.acquire()
+    paused_at = clock.now
+    first.pause(60)
+    waiter = asyncio.create_task(first.acquire())  # waits for the pause to land, before its slot
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await first.aclose()  # lets the pause land, if it is still on its way
+    await second.acquire()
+    assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
+
+
+async def test_a_redis_that_stalls_past_the_read_timeout_leaves_no_reply_behind(
+    redis_server: RedisServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stalls (a fork, a slow script: here CLIENT PAUSE) longer than a slot's read may wait:
+    the reply comes later, on the limiter's own connection. Left there, every later slot read the
+    reply of the one before, and a 70050 pause of 60 s was read as a slot granted at once."""
+    import redis
+
+    from dispatcher import redislimit
+
+    monkeypatch.setattr(redislimit, "TIMEOUT_S", 0.1)  # real seconds: the stall is a real one
+    limiter = await connect(
+        parse_store(redis_server.url),
+        rate=200,
+        key=KEY,
+        sleep=clock.sleep,
+        clock=clock.time,
+        clock_us=lambda: round(clock.now * 1e6),
+    )
+    await limiter.acquire()
+    with redis.Redis(port=redis_server.port) as other:
+        other.execute_command("CLIENT", "PAUSE", "300", "ALL")
+    await limiter.acquire()  # its read times out; the client's way takes the slot after the stall
+    await limiter.acquire()
+    paused_at = clock.now
+    limiter.pause(60)
+    await limiter.acquire()
+    assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
+    await limiter.aclose()
+
+
 class RedisTimeline(Timeline):
     async def settle(self) -> None:
         # Redis answers over a real socket: a round trip needs real time to come back, not only
@@ -304,6 +354,26 @@ def test_bad_store_uris(uri: str, message: str) -> None:
     with pytest.raises(UsageError) as bad:
         parse_store(uri)
     assert str(bad.value) == message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis://:p@ss:w/rd#1@127.0.0.1:6380/0",  # / and # end the host part early, inside the password
+        "redis://:sec/ret@127.0.0.1:6380/0",
+        "redis://:sec?ret@127.0.0.1:6380/0",
+        "redis://us/er:secret@127.0.0.1:6380/0",
+    ],
+)
+def test_a_password_not_percent_encoded_is_refused_and_never_shown_in_part(uri: str) -> None:
+    from dispatcher.errors import UsageError
+
+    with pytest.raises(UsageError) as bad:
+        parse_store(uri)
+    assert str(bad.value) == (
+        "--rate-store redis://127.0.0.1:6380/0: a user name or password with / ? or # in it must be "
+        "percent-encoded (%2F %3F %23)"
+    )
 
 
 async def test_a_flushed_script_or_a_dropped_connection_is_not_a_lost_store(redis_server: RedisServer) -> None:

@@ -185,6 +185,16 @@ def string(doc: Mapping[str, Any], key: str, *, required: bool = False) -> str |
     return value
 
 
+def group_id(doc: Mapping[str, Any]) -> str:
+    """The job's GroupId: required, and one the server takes."""
+    gid = string(doc, "GroupId", required=True)
+    assert gid is not None
+    problem = api.group_id_problem(gid)
+    if problem:
+        raise Reject("GroupId", problem)
+    return gid
+
+
 def integer(doc: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
     if key not in doc:
         return None

@@ -31,6 +31,7 @@ from dispatcher.endpoints.base import (
     Reject,
     Spec,
     common_message_fields,
+    group_id,
     integer,
     message_body,
     sandbox_msg_body,
@@ -96,11 +97,7 @@ class GroupMsg(Endpoint):
     group_rate = GROUP_RATE
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:
-        gid = string(doc, "GroupId", required=True)
-        assert gid is not None
-        problem = api.group_id_problem(gid)
-        if problem:
-            raise Reject("GroupId", problem)
+        gid = group_id(doc)
         fields: dict[str, object] = {"GroupId": gid, "MsgBody": message_body(doc)}
         topic_id = string(doc, "TopicId")
         group_type = string(doc, "group_type")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from dispatcher import api
-from dispatcher.endpoints.base import Delivery, Endpoint, Refusal, Reject, Spec, string
+from dispatcher.endpoints.base import Delivery, Endpoint, Refusal, Reject, Spec, group_id, string
 
 if TYPE_CHECKING:
     from dispatcher.sandbox import Sandbox
@@ -29,11 +29,7 @@ class Notification(Endpoint):
     json_error_code = api.INVALID_PARAMETER
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:
-        gid = string(doc, "GroupId", required=True)
-        assert gid is not None
-        problem = api.group_id_problem(gid)
-        if problem:
-            raise Reject("GroupId", problem)
+        gid = group_id(doc)
         content = string(doc, "Content", required=True)
         assert content is not None
         problem = api.content_problem(content)
