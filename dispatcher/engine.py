@@ -131,10 +131,12 @@ def check_options(
     message_quota: int = DEFAULT_QUOTA,
 ) -> None:
     """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
-    if message_quota < api.MAX_MEMBERS:
-        raise UsageError(f"--message-quota must be at least {api.MAX_MEMBERS} (one full batch of batchsendmsg)")
     if not 1 <= batch_size <= api.MAX_MEMBERS:
         raise UsageError(f"--batch-size must be between 1 and {api.MAX_MEMBERS}")
+    if message_quota < batch_size:  # a quota of 200 a minute (a trial edition, say) works with --batch-size 200
+        raise UsageError(
+            f"--message-quota must be at least --batch-size ({batch_size}): one full batch of batchsendmsg"
+        )
     if not (math.isfinite(rate) and rate > 0):
         raise UsageError("--rate must be a positive number")
     if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:

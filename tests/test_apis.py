@@ -561,8 +561,17 @@ def test_cli_dry_run_and_report_of_one_to_one_messages(tmp_path: Path) -> None:
     )
     assert (bad.returncode, bad.stderr.strip()) == (
         2,
-        "dispatcher: error: --message-quota must be at least 500 (one full batch of batchsendmsg)",
+        "dispatcher: error: --message-quota must be at least --batch-size (500): one full batch of batchsendmsg",
     )
+    small = subprocess.run(
+        DISPATCHER("send", str(jobs), "--dry-run", "--message-quota", "200", "--batch-size", "200"),
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert small.returncode == 0, small.stderr
 
 
 def test_each_api_has_its_own_shared_budget_in_redis(tmp_path: Path, redis_server: RedisServer) -> None:
