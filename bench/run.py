@@ -292,7 +292,7 @@ def shared_budget(per_process: int, repeats: int) -> None:
     its own process): sharing one Redis budget, and each pacing alone (what the store prevents)."""
     print(
         f"shared budget: 3 processes x {per_process} one-recipient batches at --rate 200, one sandbox at "
-        f"--rate 200 (latency 50-150 ms); {repeats} runs each, min/median/max (preliminary)"
+        f"--rate 200 (latency 50-150 ms); {repeats} runs each, min/median/max"
     )
     with RedisServer() as redis_server:
         for variant in ("redis", "private"):

@@ -31,7 +31,8 @@ class Batch:
         retry of those a partial reply left undelivered) when given."""
         job = self.job
         fields = job.fields or {"GroupId": job.group_id, "Content": job.content}
-        return job.endpoint.body(fields, self.recipients if recipients is None else recipients, self.random)
+        random = self.random if job.endpoint.takes_random else 0
+        return job.endpoint.body(fields, self.recipients if recipients is None else recipients, random)
 
 
 def split(job: Job) -> Iterator[Batch]:

@@ -95,6 +95,8 @@ class Endpoint(abc.ABC):
     recipients_required: ClassVar[bool] = False  # False: a job without recipients reaches all members
     # Recipients count against a per-minute message quota (one call to 500 accounts is 500 messages).
     counts_recipients: ClassVar[bool] = False
+    # The request carries a message number (Random, MsgRandom): see `batch_random`.
+    takes_random: ClassVar[bool] = True
     # Messages a second into one group (the job's GroupId) before the server drops them; None: no such limit.
     group_rate: ClassVar[float | None] = None
     transient_codes: ClassVar[frozenset[int]] = frozenset()  # codes to retry besides api.classify's

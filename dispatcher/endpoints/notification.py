@@ -26,6 +26,7 @@ class Notification(Endpoint):
     path = api.SEND_PATH
     keys = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type", "api")
     recipients_key = "ToMembers_Account"
+    takes_random = False  # the API has no Random: no hash a request for one
     json_error_code = api.INVALID_PARAMETER
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:
