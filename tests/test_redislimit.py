@@ -8,6 +8,7 @@ import hashlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -20,20 +21,32 @@ from tests.test_ratelimit import Timeline, max_in_any_window, units_in_any_windo
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
 
 
+class VirtualClock(Protocol):
+    now: float
+
+    def time(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+async def in_virtual_time(
+    redis_server: RedisServer, clock: VirtualClock, *, rate: float = 200, key: str = KEY, quota: Quota | None = None
+) -> RedisLimiter:
+    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock."""
+    return await connect(
+        parse_store(redis_server.url),
+        rate=rate,
+        quota=quota,
+        key=key,
+        sleep=clock.sleep,
+        clock=clock.time,
+        clock_us=lambda: round(clock.now * 1e6),
+    )
+
+
 @pytest.fixture
 async def limiters(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[list[RedisLimiter]]:
     """Three limiters on one budget, as three processes would hold them, in virtual time."""
-    made = [
-        await connect(
-            parse_store(redis_server.url),
-            rate=200,
-            key=KEY,
-            sleep=clock.sleep,
-            clock=clock.time,
-            clock_us=lambda: round(clock.now * 1e6),
-        )
-        for _ in range(3)
-    ]
+    made = [await in_virtual_time(redis_server, clock, rate=200) for _ in range(3)]
     yield made
     for limiter in made:
         await limiter.aclose()
@@ -43,14 +56,7 @@ async def limiters(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator
 async def test_paced_at_98_percent_and_never_over_the_rate(
     redis_server: RedisServer, clock: FakeClock, rate: int, most: int, achieved: float
 ) -> None:
-    limiter = await connect(
-        parse_store(redis_server.url),
-        rate=rate,
-        key=KEY,
-        sleep=clock.sleep,
-        clock=clock.time,
-        clock_us=lambda: round(clock.now * 1e6),
-    )
+    limiter = await in_virtual_time(redis_server, clock, rate=rate)
     starts = []
     for _ in range(rate * 5 + 7):
         await limiter.acquire()
@@ -94,18 +100,7 @@ QUOTA_KEY = "dispatcher:budget:1400000000:/v4/openim/batchsendmsg"
 async def quota_limiters(
     redis_server: RedisServer, clock: FakeClock, quota: Quota, rate: float = 200
 ) -> list[RedisLimiter]:
-    return [
-        await connect(
-            parse_store(redis_server.url),
-            rate=rate,
-            quota=quota,
-            key=QUOTA_KEY,
-            sleep=clock.sleep,
-            clock=clock.time,
-            clock_us=lambda: round(clock.now * 1e6),
-        )
-        for _ in range(3)
-    ]
+    return [await in_virtual_time(redis_server, clock, rate=rate, key=QUOTA_KEY, quota=quota) for _ in range(3)]
 
 
 async def test_three_processes_share_one_quota(redis_server: RedisServer, clock: FakeClock) -> None:
@@ -198,14 +193,7 @@ async def test_a_redis_that_stalls_past_the_read_timeout_leaves_no_reply_behind(
     from dispatcher import redislimit
 
     monkeypatch.setattr(redislimit, "TIMEOUT_S", 0.1)  # real seconds: the stall is a real one
-    limiter = await connect(
-        parse_store(redis_server.url),
-        rate=200,
-        key=KEY,
-        sleep=clock.sleep,
-        clock=clock.time,
-        clock_us=lambda: round(clock.now * 1e6),
-    )
+    limiter = await in_virtual_time(redis_server, clock, rate=200)
     await limiter.acquire()
     with redis.Redis(port=redis_server.port) as other:
         other.execute_command("CLIENT", "PAUSE", "300", "ALL")
@@ -232,14 +220,7 @@ async def test_a_cancelled_waiter_leaks_no_slot(redis_server: RedisServer, cance
     one queued behind it. The other gets the slot the pair was next to have (2.1 ms: 5.1 ms less the
     3 ms tolerance), and the pace goes on unchanged (7.2 ms)."""
     time = RedisTimeline()
-    limiter = await connect(
-        parse_store(redis_server.url),
-        rate=200,
-        key=KEY,
-        sleep=time.sleep,
-        clock=time.time,
-        clock_us=lambda: round(time.now * 1e6),
-    )
+    limiter = await in_virtual_time(redis_server, time, rate=200)
     await limiter.acquire()  # the slot at 0
     waiters = {"sleeping": asyncio.create_task(limiter.acquire()), "queued": asyncio.create_task(limiter.acquire())}
     await time.settle()
