@@ -4,7 +4,6 @@ the three promises (never twice, never skipped, never over the rate)."""
 from __future__ import annotations
 
 import collections
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from dispatcher.plan import make_plan
 from dispatcher.report import render_text, summarise
 from dispatcher.sandbox import ALL_MEMBERS, Sandbox
 from tests.conftest import FakeClock, journal, run_engine, write_jobs
+from tests.test_apis import two_messages_into_a_group_at_one_a_second
 
 GROUP = "@TGS#2C5SZEAEF"
 HELLO_KEY = '[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hello"}}]'  # as the sandbox's ledger keys it
@@ -165,17 +165,7 @@ async def test_a_failed_reply_naming_each_account_is_judged_per_recipient_also_w
 
 
 async def test_report_counts_a_message_dropped_by_frequency_control_as_the_summary_does(tmp_path: Path) -> None:
-    ticks = itertools.count()
-    async with Sandbox(group_rate=1, clock=lambda: next(ticks) * 0.3) as box:
-        jobs = write_jobs(
-            tmp_path / "jobs.jsonl",
-            [
-                {"job_id": "first", "api": "send_group_msg", "GroupId": GROUP, "Text": "one"},
-                {"job_id": "second", "api": "send_group_msg", "GroupId": GROUP, "Text": "two"},
-            ],
-        )
-        out = tmp_path / "out.jsonl"
-        summary = await run_engine(box, jobs, out, concurrency=1)
+    summary, out, _ = await two_messages_into_a_group_at_one_a_second(tmp_path)
     assert dict(summary.error_codes) == {"0": 2, "0-dropped": 1}
     assert summarise(out)["error_codes"] == {"0": 2, "0-dropped": 1}
 

@@ -27,6 +27,7 @@ from dispatcher.ratelimit import RateLimiter
 from dispatcher.report import summarise
 from dispatcher.retry import RetryPolicy
 from dispatcher.sandbox import ALL_MEMBERS, Group, Sandbox
+from dispatcher.summary import Summary
 from tests.conftest import (
     DEMO_ENV,
     DISPATCHER,
@@ -208,10 +209,11 @@ async def test_group_message_delivered_once_and_resume_sends_nothing(sandbox: Sa
     assert (summary.skipped, summary.requests) == (2, 0)
 
 
-async def test_dropped_by_frequency_control_is_retried_not_recorded_ok(tmp_path: Path) -> None:
+async def two_messages_into_a_group_at_one_a_second(tmp_path: Path) -> tuple[Summary, Path, dict[str, int]]:
+    """Two group messages into one group that takes one a second: the second is dropped once.
+    Each request reads the sandbox's clock twice (rate, then delivery), 0.3 s a read, so the second
+    message comes 0.6 s after the first (dropped at 1 a second) and its retry 1.2 s after."""
     ticks = itertools.count()
-    # Each request reads the clock twice (rate, then delivery): 0.3 s a read, so the second
-    # message into the group comes 0.6 s after the first (dropped at 1 a second) and its retry 1.2 s.
     async with Sandbox(group_rate=1, clock=lambda: next(ticks) * 0.3) as box:
         jobs = write_jobs(
             tmp_path / "jobs.jsonl",
@@ -222,6 +224,11 @@ async def test_dropped_by_frequency_control_is_retried_not_recorded_ok(tmp_path:
         )
         out = tmp_path / "out.jsonl"
         summary = await run_engine(box, jobs, out, concurrency=1)
+        return summary, out, dict(box.stats)
+
+
+async def test_dropped_by_frequency_control_is_retried_not_recorded_ok(tmp_path: Path) -> None:
+    summary, out, stats = await two_messages_into_a_group_at_one_a_second(tmp_path)
     assert summary.exit_code == 0
     assert dict(summary.error_codes) == {"0": 2, "0-dropped": 1}
     second = [d for d in journal(out) if d["job_id"] == "second"]
@@ -229,7 +236,7 @@ async def test_dropped_by_frequency_control_is_retried_not_recorded_ok(tmp_path:
         ("retry", False, "MsgFreqCtrl"),
         ("ok", True, None),
     ]
-    assert box.stats["freq_dropped"] == 1
+    assert stats["freq_dropped"] == 1
 
 
 async def query(**extra: str) -> dict[str, str]:
