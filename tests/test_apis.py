@@ -544,40 +544,30 @@ def test_cli_dry_run_and_report_of_one_to_one_messages(tmp_path: Path) -> None:
     jobs = write_jobs(
         tmp_path / "dm.jsonl", [{"job_id": "dm", "api": "batchsendmsg", "Text": "hi", "recipients_file": "all.txt"}]
     )
-    dry = subprocess.run(
-        DISPATCHER("send", str(jobs), "--dry-run", "--message-quota", "600"),
-        env=cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+
+    def dry_run(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            DISPATCHER("send", str(jobs), "--dry-run", *flags),
+            env=cli_env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    dry = dry_run("--message-quota", "600")
     assert dry.returncode == 0, dry.stderr
     # 700 of 1,200 messages wait at 600 a minute: 700 x 60.5 / 600 = 70.6 s.
     assert (
         "least time  70.6 s at 200 requests/s and 600 batchsendmsg messages a minute (1,200 to send; the quota sets it)"
         in dry.stdout
     )
-    bad = subprocess.run(
-        DISPATCHER("send", str(jobs), "--dry-run", "--message-quota", "499"),
-        env=cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    bad = dry_run("--message-quota", "499")
     assert (bad.returncode, bad.stderr.strip()) == (
         2,
         "dispatcher: error: --message-quota must be at least --batch-size (500): one full batch of batchsendmsg",
     )
-    small = subprocess.run(
-        DISPATCHER("send", str(jobs), "--dry-run", "--message-quota", "200", "--batch-size", "200"),
-        env=cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    small = dry_run("--message-quota", "200", "--batch-size", "200")
     assert small.returncode == 0, small.stderr
 
 
