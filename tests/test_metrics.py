@@ -366,15 +366,24 @@ class _Recorder:
         self._sock.close()
 
 
-def test_a_pushgateway_password_is_sent_as_basic_auth_never_as_a_host_name(tmp_path: Path) -> None:
-    """urllib alone reads `ops:s3cret@127.0.0.1` as a host name and asks the DNS resolver for it."""
+def push_to_recorder(
+    tmp_path: Path, reply: bytes, user: str = ""
+) -> tuple[subprocess.CompletedProcess[str], _Recorder, str]:
+    """A run whose Pushgateway is a recorder answering `reply`: the run, the recorder, its URL."""
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
-    gateway = _Recorder(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    gateway = _Recorder(reply)
+    url = f"http://{user}127.0.0.1:{gateway.port}"
     try:
-        url = f"http://ops:s3cret@127.0.0.1:{gateway.port}"
         result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
     finally:
         gateway.close()
+    return result, gateway, url
+
+
+def test_a_pushgateway_password_is_sent_as_basic_auth_never_as_a_host_name(tmp_path: Path) -> None:
+    """urllib alone reads `ops:s3cret@127.0.0.1` as a host name and asks the DNS resolver for it."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    result, gateway, _ = push_to_recorder(tmp_path, ok, user="ops:s3cret@")
     assert result.returncode == 0, result.stderr
     assert "could not push the metrics" not in result.stderr and "s3cret" not in result.stderr
     heads = [request.split(b"\r\n") for request in gateway.requests]
@@ -385,13 +394,7 @@ def test_a_pushgateway_password_is_sent_as_basic_auth_never_as_a_host_name(tmp_p
 
 
 def test_a_pushgateway_that_does_not_speak_http_is_one_warning(tmp_path: Path) -> None:
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
-    gateway = _Recorder(b"garbage\r\n\r\n")
-    try:
-        url = f"http://127.0.0.1:{gateway.port}"
-        result = run_cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--pushgateway", url)
-    finally:
-        gateway.close()
+    result, _, url = push_to_recorder(tmp_path, b"garbage\r\n\r\n")
     assert result.returncode == 0
     assert "Traceback" not in result.stderr
     warnings = [line for line in result.stderr.splitlines() if "could not push the metrics" in line]
