@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from aiolimiter import AsyncLimiter
 
-from dispatcher import usersig
+from dispatcher.tim import usersig
 
 PATH = "/v4/group_open_http_svc/send_group_system_notification"
 

@@ -344,9 +344,9 @@ def slot_cost(url: str, repeats: int) -> None:
     """What a slot costs with Redis against memory:// on loopback: in-process latency and CPU of
     acquire() with no waiting, and CPU per request of a whole `send` at the cap."""
     sys.path.insert(0, str(ROOT))
-    from dispatcher.limiter import parse_store
-    from dispatcher.ratelimit import RateLimiter
-    from dispatcher.redislimit import connect
+    from dispatcher.pacing.memory import RateLimiter
+    from dispatcher.pacing.redis import connect
+    from dispatcher.pacing.store import parse_store
 
     async def per_acquire(store: str, n: int) -> tuple[float, float]:
         if store == "memory":

@@ -4,40 +4,36 @@ The library API: build a `RunConfig`, run an `Engine`, read its `Summary`; `Sand
 emulator of the endpoint. The CLI (`dispatcher.cli`) is a thin layer over these.
 """
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
 
-# What pip knows it as (`dispatcher` on PyPI is an unrelated library); the import package and the
-# command stay `dispatcher`. pyproject.toml's [project] name says the same, and a test builds the
-# wheel and checks the two agree.
-DISTRIBUTION = "tim-dispatcher"
+from dispatcher.version import DISTRIBUTION, __version__
 
 if TYPE_CHECKING:
-    from dispatcher.config import Credentials
-    from dispatcher.engine import Engine, RunConfig
     from dispatcher.errors import ConfigError, DispatcherError, InputError, JournalError, UsageError
-    from dispatcher.retry import RetryPolicy
-    from dispatcher.sandbox import Faults, Group, Sandbox
-    from dispatcher.summary import Summary
+    from dispatcher.observe.summary import Summary
+    from dispatcher.run.engine import Engine, RunConfig
+    from dispatcher.run.retry import RetryPolicy
+    from dispatcher.sandbox.server import Faults, Group, Sandbox
+    from dispatcher.tim.config import Credentials
 
 # Imported on first use, so that `dispatcher --help` does not pay for aiohttp.
 _EXPORTS = {
-    "Credentials": "dispatcher.config",
-    "Engine": "dispatcher.engine",
-    "RunConfig": "dispatcher.engine",
+    "Credentials": "dispatcher.tim.config",
+    "Engine": "dispatcher.run.engine",
+    "RunConfig": "dispatcher.run.engine",
     "ConfigError": "dispatcher.errors",
     "DispatcherError": "dispatcher.errors",
     "InputError": "dispatcher.errors",
     "JournalError": "dispatcher.errors",
     "UsageError": "dispatcher.errors",
-    "RetryPolicy": "dispatcher.retry",
-    "Faults": "dispatcher.sandbox",
-    "Group": "dispatcher.sandbox",
-    "Sandbox": "dispatcher.sandbox",
-    "Summary": "dispatcher.summary",
+    "RetryPolicy": "dispatcher.run.retry",
+    "Faults": "dispatcher.sandbox.server",
+    "Group": "dispatcher.sandbox.server",
+    "Sandbox": "dispatcher.sandbox.server",
+    "Summary": "dispatcher.observe.summary",
 }
 __all__ = [
+    "DISTRIBUTION",
     "ConfigError",
     "Credentials",
     "DispatcherError",

@@ -13,23 +13,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatcher import DISTRIBUTION, __version__, api, config
-from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
 from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
-from dispatcher.retry import RetryPolicy
-from dispatcher.usersig import DEFAULT_EXPIRE
+from dispatcher.run.retry import RetryPolicy
+from dispatcher.tim import config, rules
+from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA
+from dispatcher.tim.usersig import DEFAULT_EXPIRE
+from dispatcher.version import DISTRIBUTION, __version__
 
 PUSHGATEWAY_ENV = "DISPATCHER_PUSHGATEWAY"
 
 if TYPE_CHECKING:
     import asyncio
 
-    from dispatcher.engine import Engine, RunConfig
-    from dispatcher.events import Subscriber
-    from dispatcher.limiter import StoreURI
-    from dispatcher.metrics import Exporter, MetricsOptions
-    from dispatcher.plan import Plan
-    from dispatcher.summary import Summary
+    from dispatcher.observe.events import Subscriber
+    from dispatcher.observe.metrics import Exporter, MetricsOptions
+    from dispatcher.observe.plan import Plan
+    from dispatcher.observe.summary import Summary
+    from dispatcher.pacing.store import StoreURI
+    from dispatcher.run.engine import Engine, RunConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -139,7 +140,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     send.add_argument(
         "--rate",
         type=float,
-        default=api.DEFAULT_RATE,
+        default=rules.DEFAULT_RATE,
         help="requests started in any one second, retries included (default %(default)s)",
     )
     send.add_argument(
@@ -152,8 +153,8 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     send.add_argument(
         "--batch-size",
         type=int,
-        default=api.MAX_MEMBERS,
-        help=f"recipients per request, 1-{api.MAX_MEMBERS} (default %(default)s)",
+        default=rules.MAX_MEMBERS,
+        help=f"recipients per request, 1-{rules.MAX_MEMBERS} (default %(default)s)",
     )
     send.add_argument(
         "--max-attempts", type=int, default=RetryPolicy.max_attempts, help="attempts of one batch (default %(default)s)"
@@ -216,7 +217,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--rate",
         type=int,
-        default=api.DEFAULT_RATE,
+        default=rules.DEFAULT_RATE,
         help="per-app requests per second of each API before 60007 (default %(default)s)",
     )
     sandbox.add_argument(
@@ -279,7 +280,7 @@ def _check_send_args(args: argparse.Namespace) -> None:
         raise UsageError("standard input (-) can be given once")
     if "-" in args.jobs and args.out is None:
         raise UsageError("jobs from standard input need --out (there is no file name to derive it from)")
-    from dispatcher.engine import check_options
+    from dispatcher.run.engine import check_options
 
     check_options(
         batch_size=args.batch_size,
@@ -296,7 +297,7 @@ def _check_send_args(args: argparse.Namespace) -> None:
     if args.summary_json:
         out = Path(args.out or default_out(args.jobs[0]))
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
-    from dispatcher import limiter
+    from dispatcher.pacing import store as limiter
 
     args.store = limiter.parse_store(args.rate_store or os.environ.get(limiter.ENV_VAR) or limiter.MEMORY)
     limiter.check_available(args.store)
@@ -306,7 +307,7 @@ def check_writable(path: str, option: str, keep: list[str], jobs: Sequence[str] 
     """Refuse, before anything is sent, an output file that could not be written at the end, or whose
     writing would replace a file the run needs (`keep`: its journal and jobs; the recipients files
     that `jobs` name) or another run's journal."""
-    from dispatcher.outcomes import held_by
+    from dispatcher.journal.outcomes import held_by
 
     target = Path(path)
     if target.is_dir():
@@ -373,12 +374,12 @@ def _metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
     args.pushgateway = args.pushgateway or os.environ.get(PUSHGATEWAY_ENV) or None
     if args.metrics_file is None and args.metrics_port is None and args.pushgateway is None:
         return None
-    from dispatcher.metrics import MetricsOptions
+    from dispatcher.observe.metrics import MetricsOptions
 
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise UsageError("--metrics-port must be between 0 and 65535")
     if args.pushgateway is not None:
-        from dispatcher.metrics import parse_gateway, shown_url
+        from dispatcher.observe.metrics import parse_gateway, shown_url
 
         try:
             parse_gateway(args.pushgateway)
@@ -407,7 +408,7 @@ def _send(args: argparse.Namespace) -> int:
         return _send_checked(args, None)
     import time
 
-    from dispatcher.metrics import Exporter
+    from dispatcher.observe.metrics import Exporter
 
     exporter = Exporter(options, started=time.time())
     try:
@@ -429,9 +430,10 @@ def _send(args: argparse.Namespace) -> int:
 
 def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     _check_send_args(args)
-    from dispatcher import config, logs
-    from dispatcher.engine import check_readable
-    from dispatcher.outcomes import is_nonempty, load_state
+    from dispatcher.journal.outcomes import is_nonempty, load_state
+    from dispatcher.observe import logs
+    from dispatcher.run.engine import check_readable
+    from dispatcher.tim import config
 
     out = Path(args.out or default_out(args.jobs[0]))
     for path in args.jobs:
@@ -442,8 +444,8 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     if args.dry_run:
         logs.configure(args.log_format)
         state = load_state(out, repair=False) if args.resume and is_nonempty(out) else None
-        from dispatcher.jobs import shown
-        from dispatcher.plan import make_plan
+        from dispatcher.jobs.reader import shown
+        from dispatcher.observe.plan import make_plan
 
         plan = make_plan(
             args.jobs, args.batch_size, args.rate, state, args.retry_failed, message_quota=args.message_quota
@@ -468,8 +470,8 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     if exporter is not None:
         exporter.serve()
     endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
-    from dispatcher.engine import RunConfig
-    from dispatcher.retry import RetryPolicy
+    from dispatcher.run.engine import RunConfig
+    from dispatcher.run.retry import RetryPolicy
 
     run = RunConfig(
         jobs=tuple(args.jobs),
@@ -531,8 +533,8 @@ class _Stopper:
 def _interrupted_before_sending(out: Path) -> Summary:
     import structlog
 
-    from dispatcher.jobs import shown
-    from dispatcher.summary import Summary
+    from dispatcher.jobs.reader import shown
+    from dispatcher.observe.summary import Summary
 
     structlog.get_logger("dispatcher").warning("interrupted before sending: nothing was sent")
     summary = Summary(out=shown(out), interrupted=True)
@@ -550,9 +552,11 @@ async def _run(
 
     import structlog
 
-    from dispatcher.endpoints import DEFAULT, REGISTRY, Endpoint
-    from dispatcher.endpoints.batchsendmsg import QUOTA_SECONDS
-    from dispatcher.engine import (
+    from dispatcher.jobs.reader import StreamedExport
+    from dispatcher.journal.outcomes import open_journal
+    from dispatcher.observe.plan import make_plan
+    from dispatcher.pacing.store import Limiter, Quota, open_limiter
+    from dispatcher.run.engine import (
         RESERVED_FILES,
         Engine,
         check_not_journal,
@@ -560,12 +564,10 @@ async def _run(
         is_stream,
         reserve_open_files,
     )
-    from dispatcher.jobs import StreamedExport
-    from dispatcher.limiter import Limiter, Quota, open_limiter
-    from dispatcher.outcomes import open_journal
-    from dispatcher.plan import make_plan
-    from dispatcher.sandbox import Group, Sandbox
+    from dispatcher.sandbox.server import Group, Sandbox
     from dispatcher.threads import in_daemon_thread
+    from dispatcher.tim.apis import DEFAULT, REGISTRY, Endpoint
+    from dispatcher.tim.apis.batchsendmsg import QUOTA_SECONDS
 
     log = structlog.get_logger("dispatcher")
     loop = asyncio.get_running_loop()
@@ -642,7 +644,7 @@ async def _run(
                 log.info("sandbox started", url=url)
             subscribers: list[Subscriber] = []
             if show_progress and plan is not None:
-                from dispatcher.progress import RichProgress
+                from dispatcher.observe.progress import RichProgress
 
                 subscribers.append(stack.enter_context(RichProgress(plan.batches)))
             if exporter is not None:
@@ -674,7 +676,7 @@ async def _run(
 
 
 def _print_plan(plan: Plan) -> None:
-    from dispatcher.plan import GROUP_PACE, least_time_text
+    from dispatcher.observe.plan import GROUP_PACE, least_time_text
 
     lines = [
         f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)",
@@ -707,7 +709,7 @@ def _print_summary(summary: Summary) -> None:
     if sys.stdout.isatty():
         from rich.table import Table
 
-        from dispatcher.colour import rich_console
+        from dispatcher.observe.colour import rich_console
 
         table = Table(title="dispatcher summary", show_header=False)
         for key, value in rows:
@@ -751,7 +753,7 @@ def _report(args: argparse.Namespace) -> int:
     import stat
 
     from dispatcher.errors import InputError
-    from dispatcher.report import render_text, summarise
+    from dispatcher.journal.report import render_text, summarise
 
     for path in args.journals:
         try:
@@ -774,8 +776,8 @@ def _sandbox(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from dispatcher import config
-    from dispatcher.sandbox import Faults, Sandbox, load_accounts, load_groups
+    from dispatcher.sandbox.server import Faults, Sandbox, load_accounts, load_groups
+    from dispatcher.tim import config
 
     for name in ("fail_rate", "drop_rate", "http502_rate"):
         if not 0.0 <= getattr(args, name) <= 1.0:
@@ -819,8 +821,8 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _usersig(args: argparse.Namespace) -> int:
-    from dispatcher import config, usersig
     from dispatcher.errors import ConfigError
+    from dispatcher.tim import config, usersig
 
     creds = config.credentials_from_env(need_secret=False)
     if creds.secret_key is None:

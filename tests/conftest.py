@@ -20,13 +20,13 @@ import orjson
 import pytest
 import structlog
 
-from dispatcher.config import DEMO_CREDENTIALS
-from dispatcher.engine import Engine, RunConfig
-from dispatcher.outcomes import iter_records
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.retry import RetryPolicy
-from dispatcher.sandbox import Sandbox
-from dispatcher.summary import Summary
+from dispatcher.journal.outcomes import iter_records
+from dispatcher.observe.summary import Summary
+from dispatcher.pacing.memory import RateLimiter
+from dispatcher.run.engine import Engine, RunConfig
+from dispatcher.run.retry import RetryPolicy
+from dispatcher.sandbox.server import Sandbox
+from dispatcher.tim.config import DEMO_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ENV = {

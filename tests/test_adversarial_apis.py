@@ -10,16 +10,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dispatcher.batching import split
-from dispatcher.config import DEMO_CREDENTIALS as DEMO
-from dispatcher.endpoints import REGISTRY
-from dispatcher.endpoints.batchsendmsg import C2C
-from dispatcher.grouppace import GroupPacer
-from dispatcher.jobs import Job, Rejection, read_jobs
-from dispatcher.outcomes import load_state
-from dispatcher.plan import make_plan
-from dispatcher.report import render_text, summarise
-from dispatcher.sandbox import ALL_MEMBERS, Sandbox
+from dispatcher.jobs.reader import Job, Rejection, read_jobs
+from dispatcher.journal.outcomes import load_state
+from dispatcher.journal.report import render_text, summarise
+from dispatcher.observe.plan import make_plan
+from dispatcher.pacing.group import GroupPacer
+from dispatcher.run.batching import split
+from dispatcher.sandbox.server import ALL_MEMBERS, Sandbox
+from dispatcher.tim.apis import REGISTRY
+from dispatcher.tim.apis.batchsendmsg import C2C
+from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import FakeClock, journal, run_engine, write_jobs
 from tests.test_apis import two_messages_into_a_group_at_one_a_second
 

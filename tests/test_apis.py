@@ -14,20 +14,20 @@ import aiohttp
 import orjson
 import pytest
 
-from dispatcher import usersig
-from dispatcher.batching import split
-from dispatcher.config import DEMO_CREDENTIALS as DEMO
-from dispatcher.endpoints import REGISTRY, Endpoint
-from dispatcher.endpoints.batchsendmsg import C2C
-from dispatcher.engine import Engine
-from dispatcher.jobs import Job, Rejection, read_jobs
-from dispatcher.limiter import Quota
-from dispatcher.plan import make_plan
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.report import summarise
-from dispatcher.retry import RetryPolicy
-from dispatcher.sandbox import ALL_MEMBERS, Group, Sandbox
-from dispatcher.summary import Summary
+from dispatcher.jobs.reader import Job, Rejection, read_jobs
+from dispatcher.journal.report import summarise
+from dispatcher.observe.plan import make_plan
+from dispatcher.observe.summary import Summary
+from dispatcher.pacing.memory import RateLimiter
+from dispatcher.pacing.store import Quota
+from dispatcher.run.batching import split
+from dispatcher.run.engine import Engine
+from dispatcher.run.retry import RetryPolicy
+from dispatcher.sandbox.server import ALL_MEMBERS, Group, Sandbox
+from dispatcher.tim import usersig
+from dispatcher.tim.apis import REGISTRY, Endpoint
+from dispatcher.tim.apis.batchsendmsg import C2C
+from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import (
     DEMO_ENV,
     DISPATCHER,
@@ -606,7 +606,7 @@ def test_each_api_has_its_own_shared_budget_in_redis(tmp_path: Path, redis_serve
 
 
 def test_sandbox_accounts_file(tmp_path: Path) -> None:
-    from dispatcher.sandbox import load_accounts
+    from dispatcher.sandbox.server import load_accounts
 
     path = tmp_path / "accounts.txt"
     path.write_bytes(b"\xef\xbb\xbfpeter\r\n\r\n  amara \njun\n")
@@ -614,7 +614,7 @@ def test_sandbox_accounts_file(tmp_path: Path) -> None:
 
 
 async def test_partial_replies_as_events_count_each_recipient_once(tmp_path: Path) -> None:
-    from dispatcher.events import Event, ReplyRecorded
+    from dispatcher.observe.events import Event, ReplyRecorded
 
     events: list[Event] = []
     async with Sandbox(accounts={"amara", "jun", "peter"}) as box:

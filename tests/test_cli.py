@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from dispatcher.cli import build_parser
-from dispatcher.config import DEMO_CREDENTIALS
-from dispatcher.engine import RunConfig
-from dispatcher.sandbox import Sandbox
+from dispatcher.run.engine import RunConfig
+from dispatcher.sandbox.server import Sandbox
+from dispatcher.tim.config import DEMO_CREDENTIALS
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, users, write_jobs
 
 SUMMARY_KEYS = {
@@ -525,7 +525,7 @@ def test_summary_json_may_not_replace_the_journal_or_a_jobs_file(jobs: Path, tmp
 
 
 def test_summary_json_may_not_replace_another_runs_journal(jobs: Path, tmp_path: Path) -> None:
-    from dispatcher.outcomes import Journal
+    from dispatcher.journal.outcomes import Journal
 
     other = Journal(tmp_path / "other.jsonl")  # a run in progress holds it
     try:
@@ -643,8 +643,8 @@ def test_argument_errors_are_json_with_json_logs(jobs: Path) -> None:
 
 
 def test_credentials_that_are_not_utf8_are_one_line_without_the_value() -> None:
-    from dispatcher.config import credentials_from_env
     from dispatcher.errors import ConfigError
+    from dispatcher.tim.config import credentials_from_env
 
     env = {"TIM_SDKAPPID": "1400000000", "TIM_IDENTIFIER": "admin", "TIM_SECRET_KEY": os.fsdecode(b"k\xffey")}
     with pytest.raises(ConfigError, match=r"^TIM_SECRET_KEY is not valid UTF-8$"):
@@ -655,7 +655,7 @@ async def test_a_signal_before_the_engine_exists_keeps_the_run_from_starting(tmp
     """A signal while the rate store connects or the sandbox starts (after the pre-scan, before the
     engine) is remembered and answered as soon as the engine exists: the run does not start."""
     from dispatcher.cli import _Stopper
-    from dispatcher.engine import Engine
+    from dispatcher.run.engine import Engine
     from tests.conftest import make_config
 
     async with Sandbox() as box:

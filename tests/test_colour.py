@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from dispatcher import colour, logs
+from dispatcher.observe import colour, logs
 from tests.conftest import DISPATCHER, ROOT, cli_env, write_jobs
 from tests.test_cli import run_in_pty
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import orjson
 
-from dispatcher.engine import Engine
-from dispatcher.outcomes import open_journal
-from dispatcher.sandbox import Faults, Sandbox
+from dispatcher.journal.outcomes import open_journal
+from dispatcher.run.engine import Engine
+from dispatcher.sandbox.server import Faults, Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, users, write_jobs
 
 GROUP = "@TGS#diskfull"

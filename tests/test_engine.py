@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.config import Credentials
-from dispatcher.engine import Engine
 from dispatcher.errors import JournalError
-from dispatcher.logs import configure
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.retry import RetryPolicy
-from dispatcher.sandbox import ALL_MEMBERS, Group, Sandbox
-from dispatcher.usersig import Signer
+from dispatcher.observe.logs import configure
+from dispatcher.pacing.memory import RateLimiter
+from dispatcher.run.engine import Engine
+from dispatcher.run.retry import RetryPolicy
+from dispatcher.sandbox.server import ALL_MEMBERS, Group, Sandbox
+from dispatcher.tim.config import Credentials
+from dispatcher.tim.usersig import Signer
 from tests.conftest import FakeClock, journal, make_config, run_engine, users, write_jobs
 
 GROUP = "@TGS#2C5SZEAEF"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher.engine import Engine
-from dispatcher.events import (
+from dispatcher.journal.outcomes import load_state
+from dispatcher.journal.report import summarise
+from dispatcher.observe.events import (
     BatchSkipped,
     Event,
     Halted,
@@ -15,10 +16,9 @@ from dispatcher.events import (
     ReplyRecorded,
     StopRequested,
 )
-from dispatcher.outcomes import load_state
-from dispatcher.plan import make_plan
-from dispatcher.report import summarise
-from dispatcher.sandbox import Sandbox
+from dispatcher.observe.plan import make_plan
+from dispatcher.run.engine import Engine
+from dispatcher.sandbox.server import Sandbox
 from tests.conftest import make_config, users, write_jobs
 
 GROUP = "@TGS#events"
@@ -120,8 +120,8 @@ def test_a_server_inventing_error_codes_cannot_flood_the_log() -> None:
     """The first reply with each code is a warning, for the first 50 codes; then one line says so."""
     from structlog.testing import capture_logs
 
-    from dispatcher.events import ReplyRecorded
-    from dispatcher.runlog import RunLog
+    from dispatcher.observe.events import ReplyRecorded
+    from dispatcher.observe.runlog import RunLog
 
     runlog = RunLog()
     with capture_logs() as logged:

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from dispatcher.batching import split
-from dispatcher.jobs import Job, Rejection, read_jobs
+from dispatcher.jobs.reader import Job, Rejection, read_jobs
+from dispatcher.run.batching import split
 from tests.conftest import DISPATCHER, ROOT, cli_env, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}

@@ -17,10 +17,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher.engine import Engine
-from dispatcher.events import BatchSkipped, JobAccepted
-from dispatcher.metrics import Exporter, MetricsOptions
-from dispatcher.sandbox import Sandbox
+from dispatcher.observe.events import BatchSkipped, JobAccepted
+from dispatcher.observe.metrics import Exporter, MetricsOptions
+from dispatcher.run.engine import Engine
+from dispatcher.sandbox.server import Sandbox
 from tests.conftest import DISPATCHER, ROOT, Pushgateway, cli_env, free_port, make_config, users, write_jobs
 
 API = "send_group_system_notification"
@@ -462,7 +462,7 @@ def test_a_pushgateway_password_not_percent_encoded_is_refused_and_never_shown(t
 
 def test_a_server_inventing_error_codes_cannot_grow_the_series_without_end(tmp_path: Path) -> None:
     """200 distinct ErrorCodes: the first 50 are labels of their own, the other 150 replies count as `other`."""
-    from dispatcher.events import ReplyRecorded
+    from dispatcher.observe.events import ReplyRecorded
 
     prom = tmp_path / "m.prom"
     exporter = Exporter(MetricsOptions(file=str(prom)), started=1000.0)

@@ -10,8 +10,8 @@ import math
 
 import pytest
 
-from dispatcher.limiter import Quota
-from dispatcher.ratelimit import RateLimiter, collect_before_slot, frozen_heap
+from dispatcher.pacing.memory import RateLimiter, collect_before_slot, frozen_heap
+from dispatcher.pacing.store import Quota
 from tests.conftest import FakeClock
 
 

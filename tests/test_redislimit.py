@@ -13,8 +13,8 @@ from typing import Protocol
 import pytest
 
 from dispatcher.errors import RateStoreError
-from dispatcher.limiter import Quota, parse_store
-from dispatcher.redislimit import TAKE, RedisLimiter, connect
+from dispatcher.pacing.redis import TAKE, RedisLimiter, connect
+from dispatcher.pacing.store import Quota, parse_store
 from tests.conftest import FakeClock, RedisServer, free_port
 from tests.test_ratelimit import Timeline, max_in_any_window, units_in_any_window
 
@@ -190,7 +190,7 @@ async def test_a_redis_that_stalls_past_the_read_timeout_leaves_no_reply_behind(
     reply of the one before, and a 70050 pause of 60 s was read as a slot granted at once."""
     import redis
 
-    from dispatcher import redislimit
+    from dispatcher.pacing import redis as redislimit
 
     monkeypatch.setattr(redislimit, "TIMEOUT_S", 0.1)  # real seconds: the stall is a real one
     limiter = await in_virtual_time(redis_server, clock, rate=200)

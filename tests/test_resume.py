@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from dispatcher.engine import Engine
 from dispatcher.errors import JournalError
-from dispatcher.outcomes import iter_records, load_state
-from dispatcher.sandbox import Faults, Group, Sandbox
+from dispatcher.journal.outcomes import iter_records, load_state
+from dispatcher.run.engine import Engine
+from dispatcher.sandbox.server import Faults, Group, Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, run_engine, users, write_jobs
 
 GROUP = "@TGS#resume"

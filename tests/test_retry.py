@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from dispatcher.retry import RetryPolicy
+from dispatcher.run.retry import RetryPolicy
 
 
 class Edge(random.Random):

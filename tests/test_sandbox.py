@@ -14,9 +14,9 @@ import aiohttp
 import orjson
 import pytest
 
-from dispatcher import api, usersig
-from dispatcher.config import DEMO_CREDENTIALS as DEMO
-from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
+from dispatcher.sandbox.server import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
+from dispatcher.tim import rules, usersig
+from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, FakeClock, cli_env
 
 GROUPS = {
@@ -45,7 +45,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def post(
-    http: aiohttp.ClientSession, box: Sandbox, body: Any, path: str = api.SEND_PATH, **q: str
+    http: aiohttp.ClientSession, box: Sandbox, body: Any, path: str = rules.SEND_PATH, **q: str
 ) -> tuple[int, dict[str, Any]]:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     async with http.post(box.url + path, params=query(**q), data=data) as resp:
@@ -87,17 +87,17 @@ async def test_non_members_are_skipped(http: aiohttp.ClientSession, box: Sandbox
 @pytest.mark.parametrize(
     ("q", "code"),
     [
-        ({"sdkappid": "1400009999"}, api.SDKAPPID_NOT_FOUND),
-        ({"identifier": "not-admin"}, api.NOT_ADMIN),
-        ({"usersig": usersig.generate(DEMO.sdkappid, DEMO.identifier, "forged-key")}, api.SIG_INVALID),
+        ({"sdkappid": "1400009999"}, rules.SDKAPPID_NOT_FOUND),
+        ({"identifier": "not-admin"}, rules.NOT_ADMIN),
+        ({"usersig": usersig.generate(DEMO.sdkappid, DEMO.identifier, "forged-key")}, rules.SIG_INVALID),
         (
             {"usersig": usersig.generate(DEMO.sdkappid, DEMO.identifier, DEMO.secret_key or "", 60, now=1e9)},
-            api.SIG_EXPIRED,
+            rules.SIG_EXPIRED,
         ),
-        ({"usersig": "garbage"}, api.SIG_INVALID),
-        ({"random": "4294967296"}, api.INVALID_PARAMETER),
-        ({"random": "-1"}, api.INVALID_PARAMETER),
-        ({"contenttype": "xml"}, api.INVALID_PARAMETER),
+        ({"usersig": "garbage"}, rules.SIG_INVALID),
+        ({"random": "4294967296"}, rules.INVALID_PARAMETER),
+        ({"random": "-1"}, rules.INVALID_PARAMETER),
+        ({"contenttype": "xml"}, rules.INVALID_PARAMETER),
     ],
 )
 async def test_query_rules(http: aiohttp.ClientSession, box: Sandbox, q: dict[str, str], code: int) -> None:
@@ -111,22 +111,22 @@ async def test_query_rules(http: aiohttp.ClientSession, box: Sandbox, q: dict[st
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ({"GroupId": "@TGS#" + "x" * 44, "Content": "hi"}, api.INVALID_GROUP_ID),  # 49 bytes
-        ({"GroupId": "grüppe", "Content": "hi"}, api.INVALID_GROUP_ID),
-        ({"GroupId": "", "Content": "hi"}, api.INVALID_GROUP_ID),
-        ({"GroupId": "@TGS#nosuchgroup", "Content": "hi"}, api.GROUP_NOT_FOUND),
-        ({"GroupId": "@TGS#public", "Content": ""}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#public"}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["u"] * 501}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": [""]}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["x" * 33]}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": [7]}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#live", "Content": "hi", "ToMembers_Account": ["peter"]}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#public", "Content": "hi", "TopicId": "@TGS#public@TOPIC#x"}, api.INVALID_PARAMETER),
-        ({"GroupId": "@TGS#community", "Content": "hi", "TopicId": "@TGS#community@TOPIC#nope"}, api.GROUP_NOT_FOUND),
-        ({"GroupId": "@TGS#public", "Content": "hi", "ToMember_Account": ["peter"]}, api.INVALID_PARAMETER),
-        (b"{not json", api.INVALID_PARAMETER),
-        ([1, 2], api.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#" + "x" * 44, "Content": "hi"}, rules.INVALID_GROUP_ID),  # 49 bytes
+        ({"GroupId": "grüppe", "Content": "hi"}, rules.INVALID_GROUP_ID),
+        ({"GroupId": "", "Content": "hi"}, rules.INVALID_GROUP_ID),
+        ({"GroupId": "@TGS#nosuchgroup", "Content": "hi"}, rules.GROUP_NOT_FOUND),
+        ({"GroupId": "@TGS#public", "Content": ""}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public"}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["u"] * 501}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": [""]}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["x" * 33]}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": [7]}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#live", "Content": "hi", "ToMembers_Account": ["peter"]}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#public", "Content": "hi", "TopicId": "@TGS#public@TOPIC#x"}, rules.INVALID_PARAMETER),
+        ({"GroupId": "@TGS#community", "Content": "hi", "TopicId": "@TGS#community@TOPIC#nope"}, rules.GROUP_NOT_FOUND),
+        ({"GroupId": "@TGS#public", "Content": "hi", "ToMember_Account": ["peter"]}, rules.INVALID_PARAMETER),
+        (b"{not json", rules.INVALID_PARAMETER),
+        ([1, 2], rules.INVALID_PARAMETER),
     ],
 )
 async def test_body_rules(http: aiohttp.ClientSession, box: Sandbox, body: Any, code: int) -> None:
@@ -153,7 +153,7 @@ async def test_content_over_12_kib_is_refused_as_too_long(http: aiohttp.ClientSe
 
 async def test_body_over_1_mib_is_refused_with_an_html_413(http: aiohttp.ClientSession, box: Sandbox) -> None:
     body = orjson.dumps({"GroupId": "@TGS#public", "Content": "x" * (2 * 1024 * 1024)})
-    async with http.post(box.url + api.SEND_PATH, params=query(), data=body) as resp:
+    async with http.post(box.url + rules.SEND_PATH, params=query(), data=body) as resp:
         assert (resp.status, resp.content_type) == (413, "text/html")
         assert "<html>" in await resp.text()
     assert box.ledger.total() == 0
@@ -187,11 +187,11 @@ async def test_rate_window_with_a_controlled_clock(http: aiohttp.ClientSession, 
     try:
         body = {"GroupId": "@TGS#any", "Content": "hi"}
         codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)]
-        assert codes == [0, 0, 0, api.OVER_RATE]
+        assert codes == [0, 0, 0, rules.OVER_RATE]
         clock.now += 0.999  # still within the same one-second window
-        assert (await post(http, box, body))[1]["ErrorCode"] == api.OVER_RATE
+        assert (await post(http, box, body))[1]["ErrorCode"] == rules.OVER_RATE
         clock.now += 0.002  # the first three have left the window
-        assert [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)] == [0, 0, 0, api.OVER_RATE]
+        assert [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)] == [0, 0, 0, rules.OVER_RATE]
         assert box.stats["60007"] == 3
     finally:
         await box.stop()
@@ -215,10 +215,10 @@ async def test_max_arrivals_in_one_second_counts_refused_requests_too(
     try:
         body = {"GroupId": "@TGS#any", "Content": "hi"}
         codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(4)]
-        assert codes == [0, 0, 0, api.OVER_RATE]
+        assert codes == [0, 0, 0, rules.OVER_RATE]
         clock.now += 0.5
         codes = [(await post(http, box, body))[1]["ErrorCode"] for _ in range(2)]
-        assert codes == [api.OVER_RATE, api.OVER_RATE]
+        assert codes == [rules.OVER_RATE, rules.OVER_RATE]
         clock.now += 0.6  # the first four have left the window; two refused ones remain in it
         assert (await post(http, box, body))[1]["ErrorCode"] == 0
         async with http.get(box.url + "/sandbox/stats") as resp:
@@ -241,7 +241,7 @@ async def test_fault_10002_omits_action_status(http: aiohttp.ClientSession) -> N
 async def test_fault_502_has_an_html_body(http: aiohttp.ClientSession) -> None:
     box = await started(Sandbox(faults=Faults(http502_rate=1.0)))
     try:
-        async with http.post(box.url + api.SEND_PATH, params=query(), data=b"{}") as resp:
+        async with http.post(box.url + rules.SEND_PATH, params=query(), data=b"{}") as resp:
             assert resp.status == 502
             assert "<html>" in await resp.text()
     finally:
@@ -306,10 +306,10 @@ async def test_ledger_and_stats_over_http(http: aiohttp.ClientSession, box: Sand
 
 
 async def test_get_group_info_gives_the_type(http: aiohttp.ClientSession, box: Sandbox) -> None:
-    _status, doc = await post(http, box, {"GroupIdList": ["@TGS#live", "@TGS#gone"]}, path=api.GROUP_INFO_PATH)
+    _status, doc = await post(http, box, {"GroupIdList": ["@TGS#live", "@TGS#gone"]}, path=rules.GROUP_INFO_PATH)
     info = {g["GroupId"]: g for g in doc["GroupInfo"]}
     assert info["@TGS#live"]["Type"] == "AVChatRoom"
-    assert info["@TGS#gone"]["ErrorCode"] == api.GROUP_NOT_FOUND
+    assert info["@TGS#gone"]["ErrorCode"] == rules.GROUP_NOT_FOUND
 
 
 def test_cli_sandbox_serves_on_port_0_with_groups_and_usersig(tmp_path: Path) -> None:
@@ -335,7 +335,7 @@ def test_cli_sandbox_serves_on_port_0_with_groups_and_usersig(tmp_path: Path) ->
             async with (
                 aiohttp.ClientSession() as http,
                 http.post(
-                    url + api.SEND_PATH, params=query(usersig=sig), data=b'{"GroupId": "@TGS#team", "Content": "hi"}'
+                    url + rules.SEND_PATH, params=query(usersig=sig), data=b'{"GroupId": "@TGS#team", "Content": "hi"}'
                 ) as resp,
             ):
                 return dict(await resp.json())

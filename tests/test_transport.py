@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import api
-from dispatcher.client import parse_retry_after
-from dispatcher.engine import Engine
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.retry import RetryPolicy
-from dispatcher.sandbox import Faults, Sandbox
+from dispatcher.pacing.memory import RateLimiter
+from dispatcher.run.client import parse_retry_after
+from dispatcher.run.engine import Engine
+from dispatcher.run.retry import RetryPolicy
+from dispatcher.sandbox.server import Faults, Sandbox
+from dispatcher.tim import rules
 from tests.conftest import FakeClock, journal, make_config, run_engine, users, write_jobs
 
 GROUP = "@TGS#transport"
@@ -150,9 +150,9 @@ def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
 
 
 def test_http_413_is_permanent_and_other_4xx_stop_the_run() -> None:
-    assert api.classify(None, 413) is api.Verdict.PERMANENT
-    assert api.classify(None, 404) is api.Verdict.CONFIG
-    assert api.classify(None, 429) is api.Verdict.RETRY
+    assert rules.classify(None, 413) is rules.Verdict.PERMANENT
+    assert rules.classify(None, 404) is rules.Verdict.CONFIG
+    assert rules.classify(None, 429) is rules.Verdict.RETRY
 
 
 async def test_http_413_fails_that_batch_with_its_own_message_and_the_run_goes_on(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import TLSSigAPIv2
 
-from dispatcher import api, usersig
 from dispatcher.errors import SignatureError
+from dispatcher.tim import rules, usersig
 from tests.conftest import FakeClock
 
 APPID = 1400000000
@@ -36,10 +36,10 @@ def test_our_signature_is_url_safe() -> None:
 @pytest.mark.parametrize(
     ("sig_args", "expected"),
     [
-        ({"key": "not-the-key"}, api.SIG_INVALID),  # forged
-        ({"now": 1000.0, "expire": 60}, api.SIG_EXPIRED),  # issued long ago
-        ({"identifier": "someone-else"}, api.SIG_IDENTIFIER_MISMATCH),
-        ({"sdkappid": 1400000001}, api.SIG_SDKAPPID_MISMATCH),
+        ({"key": "not-the-key"}, rules.SIG_INVALID),  # forged
+        ({"now": 1000.0, "expire": 60}, rules.SIG_EXPIRED),  # issued long ago
+        ({"identifier": "someone-else"}, rules.SIG_IDENTIFIER_MISMATCH),
+        ({"sdkappid": 1400000001}, rules.SIG_SDKAPPID_MISMATCH),
     ],
 )
 def test_verification_failures_carry_the_api_code(sig_args: dict[str, object], expected: int) -> None:
@@ -55,7 +55,7 @@ def test_verification_failures_carry_the_api_code(sig_args: dict[str, object], e
 def test_garbage_is_invalid(garbage: str) -> None:
     with pytest.raises(SignatureError) as info:
         usersig.verify(garbage, APPID, "administrator", KEY)
-    assert info.value.code == api.SIG_INVALID
+    assert info.value.code == rules.SIG_INVALID
 
 
 def test_signer_caches_then_renews_at_half_life(clock: FakeClock) -> None:

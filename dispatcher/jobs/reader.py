@@ -1,0 +1,479 @@
+"""Reading and validating jobs (of every API: dispatcher.tim.apis) from JSONL, one job at a time.
+
+A job is validated whole before any of it is sent; a bad job becomes a `Rejection` naming the file,
+the line and the field, and the other jobs go on. Above all, no mistake may widen who is notified:
+an unknown key, a `null`, an empty list or an empty export file is a rejection, never "all members".
+
+Every input is read in chunks, never a whole line at a time: a line longer than any valid line is
+rejected as soon as that is known, so a jobs file without newlines or an export that is really
+`/dev/zero` costs a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import difflib
+import hashlib
+import io
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from stat import S_ISREG
+from typing import IO, Protocol, cast
+
+import orjson
+
+from dispatcher.errors import InputError
+from dispatcher.tim import rules
+from dispatcher.tim.apis import DEFAULT, NOTIFICATION, REGISTRY, Endpoint
+from dispatcher.tim.apis.base import Reject, string, type_name
+
+STDIN = "-"
+SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
+KNOWN_KEYS = NOTIFICATION.keys  # of a job without "api"; every API's own are its endpoint's `keys`
+
+# The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
+# far shorter (Content is at most 12 KiB; long recipient lists belong in a recipients_file), but a
+# million UserIDs given inline take tens of MB, and the bound leaves room for that.
+MAX_JOB_LINE_BYTES = 64 * 1024 * 1024
+_CHUNK_BYTES = 64 * 1024
+
+
+class _Stopped(Exception):
+    """`stop` was set: reading ends where it is, and the job being read is not yielded."""
+
+
+class StreamedExport(Exception):
+    """A recipients_file that can be read only once (a FIFO, `<(cmd)`) met a reader told to leave
+    streams alone: a pre-scan must not use up the one reading that the run needs."""
+
+
+def _chunks(read: Callable[[int], bytes], stop: threading.Event | None = None) -> Iterator[bytes]:
+    """A stream in chunks of at most 64 KiB, without a leading UTF-8 byte-order mark.
+
+    `read` returns what is there (read1), so a pipe's jobs are handed on as they arrive rather than
+    when 64 KiB have gathered. Spreadsheet exports often start with a BOM; kept, it would become part
+    of the first UserID, which then is never notified while its batch is recorded `ok`.
+
+    Once `stop` is set it raises _Stopped rather than ending, so a stopped read is never taken for the
+    end of an export (which would accept a job with half its recipients).
+    """
+    head: bytes | None = b""  # the first bytes, until there are enough to tell whether they are a BOM
+    while True:
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        chunk = read(_CHUNK_BYTES)
+        if not chunk:
+            break
+        if head is not None:
+            head += chunk
+            if len(head) < len(codecs.BOM_UTF8):  # a pipe may hand them over a byte at a time
+                continue
+            chunk, head = head.removeprefix(codecs.BOM_UTF8), None
+        yield chunk
+    if head:  # the whole input is shorter than a BOM
+        yield head
+
+
+def _lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """Numbered lines without their line ending (`\n` or `\r\n`), holding at most one line of `limit` bytes.
+
+    A longer line is yielded as None as soon as it is known to be too long, before the rest of it is read;
+    if the caller goes on, the rest of it is skipped up to the next newline without being kept.
+    """
+    done = 0  # lines ended so far
+    parts: list[bytes] = []  # the start of a line not ended yet, from earlier chunks
+    size = 0
+    skipping = False  # inside a line already yielded as too long
+    for chunk in chunks:
+        *ended, rest = chunk.split(b"\n")
+        for line in ended:
+            done += 1
+            if skipping:
+                skipping = False
+                continue
+            if parts:
+                parts.append(line)
+                line = b"".join(parts)
+                parts, size = [], 0
+            line = line.removesuffix(b"\r")  # inline, not in a helper: this runs for each of a million lines
+            yield done, (line if len(line) <= limit else None)
+        if rest and not skipping:
+            parts.append(rest)
+            size += len(rest)
+            if size > limit + 1:  # too long even if its last byte is the \r of a \r\n
+                yield done + 1, None
+                parts, size, skipping = [], 0, True
+    if parts:  # a last line without a newline
+        line = b"".join(parts).removesuffix(b"\r")
+        yield done + 1, (line if len(line) <= limit else None)
+
+
+class Recipients(Protocol):
+    """The de-duplicated recipients of a job, in file order; iterable more than once."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class InlineRecipients:
+    ids: tuple[str, ...]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpooledRecipients:
+    """The recipients of an export: its validated, de-duplicated IDs, one per line, in an anonymous
+    temporary file (gone when closed), written while the export was validated.
+
+    Sending reads this copy, never the export again: an export rewritten during a run (in place, with
+    its size unchanged) would otherwise send IDs that were never validated instead of ones that were,
+    and one that can be read only once (a FIFO, `<(cmd)`) could not be sent at all. Iterate it once
+    at a time: each iteration starts again from the top of the one file."""
+
+    spool: IO[bytes]
+    label: str
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            self.spool.seek(0)
+            for raw in self.spool:  # lines it wrote itself: at most 33 bytes each
+                yield raw[:-1].decode("utf-8")
+        except OSError as exc:
+            raise InputError(f"{self.label}: cannot read its temporary copy: {exc.strerror}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    job_id: str
+    file: str
+    line: int
+    group_id: str | None  # None: one-to-one messages (batchsendmsg)
+    content: str  # a notification's Content; "" for the other APIs, whose message is in `fields`
+    topic_id: str | None
+    group_type: str | None
+    recipients: Recipients | None  # None: all members of the group
+    recipient_count: int  # named recipients after de-duplication; 0 for all members
+    batch_size: int
+    job_hash: str
+    derived_id: bool = False  # job_id made from the content: the job gave none
+    endpoint: Endpoint = NOTIFICATION  # the API it is sent with
+    fields: Mapping[str, object] = dataclasses.field(default_factory=dict)  # request fields of every batch
+
+    @property
+    def batches(self) -> int:
+        if self.recipients is None:
+            return 1
+        return -(-self.recipient_count // self.batch_size)
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    job_id: str
+    file: str
+    line: int
+    field: str | None
+    reason: str
+    group_id: str | None = None
+    api: str | None = None  # the API the job named, when known and not send_group_system_notification
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def message(self) -> str:
+        where = f"{self.source}: field {self.field}" if self.field else self.source
+        return f"{where}: {self.reason}"
+
+
+_Reject = Reject
+
+
+def _type_name(value: object) -> str:
+    return type_name(value)
+
+
+def _string(doc: dict[str, object], key: str, *, required: bool = False) -> str | None:
+    return string(doc, key, required=required)
+
+
+def _endpoint(doc: dict[str, object]) -> Endpoint:
+    """The API a job names in "api"; a job without it means send_group_system_notification."""
+    if "api" not in doc:
+        return REGISTRY[DEFAULT]
+    name = doc["api"]
+    if not isinstance(name, str):
+        raise _Reject("api", f"must be a string, not {_type_name(name)}")
+    endpoint = REGISTRY.get(name)
+    if endpoint is None:
+        # Case and the path's prefix (v4/openim/...) aside, as an operator copying the docs writes it.
+        plain = name.strip().lower().rsplit("/", 1)[-1]
+        close = [plain] if plain in REGISTRY else difflib.get_close_matches(plain, list(REGISTRY), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise _Reject("api", f"unknown API {name!r}{hint}; known: {', '.join(REGISTRY)}")
+    return endpoint
+
+
+def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Reject(field, f"must be an array of UserIDs, not {_type_name(value)}")
+    if not value:
+        raise _Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
+    for i, uid in enumerate(value):
+        problem = rules.user_id_problem(uid)
+        if problem:
+            raise _Reject(field, f"item {i} ({uid!r}): UserID {problem}")
+    return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
+
+
+def _from_file(
+    path: Path, label: str, digest: hashlib.blake2b, stop: threading.Event | None, streams: bool
+) -> tuple[Recipients, int]:
+    """Read an export once: validate every line, drop duplicates, feed the job hash, and copy the IDs
+    to a temporary file that sending reads (see SpooledRecipients).
+
+    With `streams` False an export that is not a regular file (a FIFO, `<(cmd)`, a device) raises
+    StreamedExport before it is opened: a pre-scan must not use up the one reading the run needs
+    (and opening a FIFO and closing it would hand its writer a SIGPIPE).
+    """
+    field = "recipients_file"
+    try:
+        if not streams and not S_ISREG(path.stat().st_mode):
+            raise StreamedExport(str(path))
+        handle = path.open("rb")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
+        raise _Reject(field, f"{label}: cannot read: {reason}") from None
+    # A dict, not a set: a dict of strings is not tracked by the garbage collector, while a young
+    # set of a million UserIDs made every collection in the sending thread visit them all (96 ms).
+    seen: dict[str, None] = {}
+    with handle:
+        try:
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
+        except OSError as exc:
+            raise _Reject(field, f"{label}: cannot make its temporary copy: {exc.strerror}") from None
+        try:
+            # A line is judged by its bytes before the line ending, surrounding whitespace included: a
+            # longer line cannot be a UserID, and is rejected before the rest of it is read.
+            for lineno, raw in _lines(_chunks(handle.read1, stop), rules.MAX_USER_ID_BYTES):
+                if not lineno % 1000:
+                    # This runs in the reader thread while the event loop sends. A read lets go of
+                    # the GIL and takes it straight back, which keeps the loop from ever forcing a
+                    # switch: it waited 100-250 ms at a time for a million-line export. Sleeping
+                    # hands the GIL over for real, every ~0.5 ms of this loop.
+                    time.sleep(0)
+                if raw is None:
+                    raise _Reject(
+                        field, f"{label} line {lineno}: UserID must be at most {rules.MAX_USER_ID_BYTES} bytes"
+                    )
+                text = raw.strip()
+                if not text:
+                    continue
+                try:
+                    uid = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
+                if uid in seen:
+                    continue
+                if not uid.isprintable():
+                    raise _Reject(field, f"{label} line {lineno}: UserID {rules.UNPRINTABLE}")
+                seen[uid] = None
+                digest.update(text + b"\n")
+                spool.write(text + b"\n")
+            if not seen:
+                raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
+            spool.flush()
+        except BaseException as exc:
+            spool.close()
+            if isinstance(exc, OSError):
+                raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
+            raise
+    return SpooledRecipients(spool, label), len(seen)
+
+
+def parse_job(
+    raw: bytes,
+    file: str,
+    line: int,
+    base_dir: Path,
+    batch_size: int,
+    rejection_id: str,
+    *,
+    stop: threading.Event | None = None,
+    streams: bool = True,
+) -> Job | Rejection:
+    """Validate one JSONL line. A job without a job_id gets one made from its content; if it is
+    rejected, `rejection_id` (its file name and line) names it instead, for the record only.
+
+    Raises _Stopped if `stop` is set while its recipients_file is read.
+    """
+    given_id: str | None = None
+    group_id: str | None = None
+    api_name: str | None = None  # for the record of a rejection (lines of notifications name no api)
+    try:
+        try:
+            doc = orjson.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _Reject(None, "line is not valid UTF-8") from None
+        except orjson.JSONDecodeError as exc:
+            raise _Reject(None, f"line is not valid JSON ({exc.msg})") from None
+        if not isinstance(doc, dict):
+            raise _Reject(None, f"line must be a JSON object, not {_type_name(doc)}")
+        if isinstance(doc.get("job_id"), str) and doc["job_id"]:
+            given_id = doc["job_id"]
+        if isinstance(doc.get("GroupId"), str):
+            group_id = doc["GroupId"]
+        endpoint = _endpoint(doc)
+        api_name = None if endpoint is NOTIFICATION else endpoint.name
+        known = endpoint.keys
+        unknown = [key for key in doc if key not in known]
+        if unknown and unknown[0] in endpoint.reserved:
+            raise _Reject(unknown[0], endpoint.reserved[unknown[0]])
+        if unknown:  # the first, in the line's order
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            if close == [SENDER] and "from" not in unknown[0].lower():
+                # ToAccount, To_Accounts, Member_Account are spelt like From_Account, but the sender is
+                # nobody's recipient: the hint would send from the account meant to receive.
+                close = []
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            shown_keys = [k for k in known if k != "api"] if endpoint is NOTIFICATION else list(known)
+            raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
+        _string(doc, "job_id")
+        spec = endpoint.validate(doc)
+        inline_key = endpoint.recipients_key
+        if inline_key is None and "recipients_file" in doc:
+            raise _Reject("recipients_file", f"{endpoint.name} takes no recipients")
+        if inline_key is not None and inline_key in doc and "recipients_file" in doc:
+            raise _Reject("recipients_file", f"cannot be given together with {inline_key}")
+        named = inline_key is not None and (inline_key in doc or "recipients_file" in doc)
+        if endpoint.recipients_required and not named:
+            raise _Reject(inline_key, "is required (or recipients_file), with the accounts to send to")
+        digest = endpoint.hasher(spec, batch_size, not named)
+        recipients: Recipients | None = None
+        count = 0
+        sent_to: object = "all members"  # the recipients as the derived job_id sees them
+        if inline_key is not None and inline_key in doc:
+            inline = _inline(doc[inline_key], inline_key, not endpoint.recipients_required)
+            for uid in inline:
+                digest.update(uid.encode("utf-8") + b"\n")
+            recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
+        elif "recipients_file" in doc:
+            name = _string(doc, "recipients_file")
+            assert name is not None
+            recipients, count = _from_file(base_dir / name, name, digest, stop, streams)
+            sent_to = {"recipients_file": name}
+        endpoint.check_recipients(spec, doc, recipients is not None)
+    except _Reject as rej:
+        return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id, api_name)
+    job_id = given_id or endpoint.derived_id(spec, sent_to)
+    return Job(
+        job_id,
+        file,
+        line,
+        spec.group_id,
+        spec.content,
+        spec.topic_id,
+        spec.group_type,
+        recipients,
+        count,
+        batch_size,
+        digest.hexdigest(),
+        derived_id=given_id is None,
+        endpoint=endpoint,
+        fields=spec.fields,
+    )
+
+
+def api_of(job: Job) -> str | None:
+    """The API a job's records name: None for send_group_system_notification, whose lines name none."""
+    return None if job.endpoint is NOTIFICATION else job.endpoint.name
+
+
+def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, bytes | None]]:
+    """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES."""
+    if path == STDIN:
+        stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typed BinaryIO, which does not declare read1
+        yield from _lines(_chunks(stdin.read1, stop), MAX_JOB_LINE_BYTES)
+        return
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed below, also on early exit
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    with stream:
+        yield from _lines(_chunks(stream.read1, stop), MAX_JOB_LINE_BYTES)
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as it is shown and recorded. A name that is not UTF-8 reaches Python with its bytes kept
+    as surrogates, which cannot be written as JSON; they are shown as U+FFFD instead."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def label_of(path: str) -> str:
+    """How a jobs file is named in the job_ids of rejected lines: its file name, or `stdin`."""
+    return "stdin" if path == STDIN else shown(os.path.basename(path))
+
+
+def read_jobs(
+    paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None, streams: bool = True
+) -> Iterator[Job | Rejection]:
+    """Stream every job of every file in order; never holds more than one job's line in memory.
+
+    Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
+    in the middle of an endless recipients stream; the job being read then is not yielded. With
+    `streams` False, a recipients_file that can be read only once raises StreamedExport.
+    """
+    seen_ids: dict[str, str] = {}
+    try:
+        for path in paths:
+            base_dir = Path.cwd() if path == STDIN else Path(path).parent
+            label = label_of(path)
+            name = shown(path)  # what job sources and rejections name it by; `path` is what is opened
+            for line, raw in _job_lines(path, stop):
+                if stop is not None and stop.is_set():
+                    return
+                item: Job | Rejection
+                if raw is None:
+                    reason = f"line is longer than {MAX_JOB_LINE_BYTES:,} bytes, the most a job line may have"
+                    item = Rejection(f"{label}:{line}", name, line, None, reason)
+                elif not raw or raw.isspace():
+                    continue
+                else:
+                    item = parse_job(
+                        raw, name, line, base_dir, batch_size, f"{label}:{line}", stop=stop, streams=streams
+                    )
+                first = seen_ids.get(item.job_id)
+                api_name = None if first is None else item.api if isinstance(item, Rejection) else api_of(item)
+                if first is not None and isinstance(item, Job) and item.derived_id:
+                    reason = (
+                        f"repeats the job_id of {first} ({item.job_id}): identical jobs without a job_id "
+                        "get the same id; give each a job_id if it is meant to be sent twice"
+                    )
+                    item = Rejection(f"{label}:{line}", name, line, "job_id", reason, item.group_id, api_name)
+                elif first is not None:
+                    item = Rejection(
+                        item.job_id,
+                        name,
+                        line,
+                        "job_id",
+                        f"repeats the job_id of {first}",
+                        item.group_id,
+                        api_name,
+                    )
+                else:
+                    seen_ids[item.job_id] = f"{name}:{line}"
+                yield item
+    except _Stopped:
+        return

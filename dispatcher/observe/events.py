@@ -1,0 +1,124 @@
+"""What happens during a run, one typed event per thing, and the one place outputs subscribe to it.
+
+The engine says what happened (a job accepted or rejected, a batch skipped, a reply recorded, a wait
+for a rate slot, a stop) and does not know who listens: the summary counts, the progress display
+draws, the run log warns, the metrics export. So they count the same things, and a new output is a
+new subscriber, not another hook in the engine.
+
+Subscribers are plain functions called at once, in order, on the event loop: they must not await
+or block, which keeps the engine's rule that nothing awaits between a reply and its journal line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+
+from dispatcher.journal.outcomes import FAILED, OK
+
+TRANSPORT = "transport"  # the error code of a reply with no ErrorCode (HTTP error, timeout, no connection)
+
+
+def code_key(error_code: object) -> str:
+    """How a reply's ErrorCode is counted, everywhere (summary, report, metrics): `transport` for none."""
+    return TRANSPORT if error_code is None else str(error_code)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobAccepted:
+    """A job passed validation; its batches are now the run's (some may be skipped)."""
+
+    job_id: str
+    batches: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobRejected:
+    """A job was refused (invalid, or changed since the journal was written); nothing of it is sent.
+    `recorded`: its `rejected` line is in the journal (False when the journal could not be written)."""
+
+    job_id: str
+    reason: str
+    recorded: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchSkipped:
+    """A batch already final in the journal, not sent again (resume); `failed` if that fate is failed."""
+
+    job_id: str
+    batch: int
+    failed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateWaited:
+    """A worker waited this long for a start slot from the rate limiter."""
+
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyRecorded:
+    """One request came back (or failed in transport) and its journal line was written.
+
+    `status` is the line's: ok, retry or failed (ok and failed are a batch's final fate). `retry`:
+    the request was not the batch's first attempt in this run. `recorded` is False when the journal
+    line could not be written: the request happened, the batch is not done."""
+
+    api: str
+    job_id: str
+    batch: int
+    retry: bool
+    code: str
+    error_info: str
+    verdict: str
+    status: str
+    recipients: int  # named recipients of the batch; 0 for an all-members batch
+    latency_s: float | None
+    recorded: bool = True
+    # Named recipients this request delivered to (a batch that ended ok: all of them; a batchsendmsg
+    # reply: all but those its ErrorList names), and, on a line that ends the batch failed, those of
+    # the batch left undelivered for good.
+    delivered: int = 0
+    undelivered: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.recorded and self.status in (OK, FAILED)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Halted:
+    """The run stops early for a cause that would fail every request alike; `first` for the first cause."""
+
+    reason: str
+    first: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StopRequested:
+    """A signal asked the run to stop: gracefully the first time (`at_once` False), at once the second."""
+
+    at_once: bool
+    grace_s: float
+
+
+Event = JobAccepted | JobRejected | BatchSkipped | RateWaited | ReplyRecorded | Halted | StopRequested
+Subscriber = Callable[[Event], None]
+
+
+class Bus:
+    """Hands each event to every subscriber, in the order they subscribed."""
+
+    __slots__ = ("_subscribers",)
+
+    def __init__(self, subscribers: Iterable[Subscriber] = ()) -> None:
+        self._subscribers = list(subscribers)
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            subscriber(event)

@@ -1,0 +1,170 @@
+"""The plan of a run, without sending: what `--dry-run` prints and what the progress display counts.
+
+It validates every job exactly as a send does (the same reader), so a dry run that passes means the
+send will reject nothing; with a journal it also counts what a resume would skip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs
+from dispatcher.journal.outcomes import FAILED, JournalState
+from dispatcher.observe.events import BatchSkipped, JobAccepted, JobRejected
+from dispatcher.observe.summary import Summary
+from dispatcher.pacing.group import SHARE
+from dispatcher.pacing.memory import HEADROOM
+from dispatcher.pacing.store import Quota
+from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
+from dispatcher.tim.apis.groupmsg import GROUP_RATE
+
+MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections in full and counts the rest
+GROUP_PACE = GROUP_RATE * SHARE  # send_group_msg's messages a second into one group, as the engine paces them
+
+
+@dataclasses.dataclass
+class Plan:
+    jobs: int = 0
+    rejected: int = 0
+    batches: int = 0  # batches of the accepted jobs
+    skipped: int = 0  # of those, batches a resume would not send again
+    recipients: int = 0  # named recipients of the accepted jobs
+    rate: float = 0.0
+    message_quota: int = DEFAULT_QUOTA  # batchsendmsg's messages a minute
+    batch_size: int = 500
+    quota_messages: int = 0  # batchsendmsg's recipients still to send, which count against its quota
+    api_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API name -> requests to make
+    # GroupId -> messages to send into it by an API with a pace per group (send_group_msg)
+    group_messages: dict[str, int] = dataclasses.field(default_factory=dict)
+    rejections: list[Rejection] = dataclasses.field(default_factory=list)
+    groups: dict[str, str] = dataclasses.field(default_factory=dict)  # GroupId -> group_type, when collected
+
+    @property
+    def requests(self) -> int:
+        """Requests the run makes if no request has to be retried."""
+        return self.batches - self.skipped
+
+    def _least(self) -> tuple[float, float, float]:
+        """The least seconds at the call rate, under the message quota and at the busiest group's pace."""
+        # Each API has a budget of its own (per app and API path): the busiest one's calls set the pace.
+        calls = max(self.api_requests.values(), default=0)
+        at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + HEADROOM) / self.rate
+        # The quota is paced evenly from the first message (limiter.Quota): each call waits for the
+        # units of the one before it, so only the last call's own units are not waited for.
+        quota = Quota(self.message_quota, QUOTA_SECONDS)
+        waited = max(0, self.quota_messages - min(self.quota_messages, self.batch_size))
+        # Messages into one group are paced as the engine paces them (grouppace).
+        busiest = max(self.group_messages.values(), default=0)
+        at_group = 0.0 if busiest <= 1 else (busiest - 1) * (1 + HEADROOM) / GROUP_PACE
+        return at_rate, waited * quota.unit_interval, at_group
+
+    @property
+    def least_seconds(self) -> float:
+        """The least time the requests can take under every limit: the call rate (starts are paced,
+        never bursted), batchsendmsg's per-minute message quota and send_group_msg's pace per group."""
+        return round(max(self._least()), 3)
+
+    @property
+    def least_reason(self) -> str:
+        """Which limit sets the least time: "rate", "quota" or "group"."""
+        at_rate, at_quota, at_group = self._least()
+        if at_group > max(at_rate, at_quota):
+            return "group"
+        return "quota" if at_quota > at_rate else "rate"
+
+    @property
+    def busiest_group(self) -> tuple[str, int] | None:
+        """The group that most group messages go into, and how many, if any does."""
+        return max(self.group_messages.items(), key=lambda item: item[1], default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "rejected": self.rejected,
+            "batches": self.batches,
+            "ok": 0,
+            "failed": 0,
+            "skipped": self.skipped,
+            "pending": self.requests,
+            "requests": self.requests,
+            "retries": 0,
+            "recipients": self.recipients,
+            "error_codes": {},
+            "least_seconds": self.least_seconds,
+            "quota_messages": self.quota_messages,
+            "rejections": [
+                {"job_id": r.job_id, "source": r.source, "field": r.field, "reason": r.reason} for r in self.rejections
+            ],
+        }
+
+
+def make_plan(
+    paths: Iterable[str],
+    batch_size: int,
+    rate: float,
+    state: JournalState | None = None,
+    retry_failed: bool = False,
+    collect_groups: bool = False,
+    *,
+    stop: threading.Event | None = None,
+    streams: bool = True,
+    message_quota: int = DEFAULT_QUOTA,
+) -> Plan:
+    """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
+    (a pre-scan must leave it to the run)."""
+    plan = Plan(rate=rate, message_quota=message_quota, batch_size=batch_size)
+    state = state or JournalState()
+    # Counted by the summary's own code from the events a send would emit, so a plan and the
+    # summary of the run it plans cannot count jobs, rejections, batches or skips differently.
+    tally = Summary()
+    for item in read_jobs(paths, batch_size, stop=stop, streams=streams):
+        conflict = state.conflict(item.job_id, item.job_hash, item.derived_id) if isinstance(item, Job) else None
+        if isinstance(item, Job) and conflict is not None:
+            item = Rejection(item.job_id, item.file, item.line, None, conflict, item.group_id, api_of(item))
+        if isinstance(item, Rejection):
+            tally.on_event(JobRejected(item.job_id, item.message))
+            if len(plan.rejections) < MAX_LISTED_REJECTIONS:
+                plan.rejections.append(item)
+            continue
+        tally.on_event(JobAccepted(item.job_id, item.batches))
+        plan.recipients += item.recipient_count
+        skipped = 0
+        quota = item.endpoint.counts_recipients
+        to_send = item.recipient_count if quota else 0  # recipients that count against the quota
+        if state.jobs:
+            for i in range(item.batches):
+                if state.should_skip(item.job_id, i, retry_failed):
+                    skipped += 1
+                    tally.on_event(BatchSkipped(item.job_id, i, state.fate(item.job_id, i) == FAILED))
+                    to_send -= _batch_size(item, i) if quota else 0
+                elif quota:
+                    # A batch a partial reply cut up sends only what it left (as the engine does).
+                    left = state.undelivered(item.job_id, i, retry_failed)
+                    to_send -= 0 if left is None else _batch_size(item, i) - len(left[0])
+        name = item.endpoint.name
+        plan.api_requests[name] = plan.api_requests.get(name, 0) + item.batches - skipped
+        plan.quota_messages += to_send
+        if item.endpoint.group_rate is not None and item.group_id is not None and item.batches > skipped:
+            plan.group_messages[item.group_id] = plan.group_messages.get(item.group_id, 0) + item.batches - skipped
+        if collect_groups and item.group_id is not None:
+            plan.groups.setdefault(item.group_id, item.group_type or "Public")
+    plan.jobs, plan.rejected, plan.batches, plan.skipped = tally.jobs, tally.rejected, tally.batches, tally.skipped
+    return plan
+
+
+def _batch_size(job: Job, index: int) -> int:
+    """The recipients of batch `index` of a job with named recipients (the last may be short)."""
+    return min(job.batch_size, job.recipient_count - index * job.batch_size)
+
+
+def least_time_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes = seconds / 60
+    if minutes < 120:
+        return f"{minutes:.1f} min"
+    return f"{math.floor(minutes / 60)} h {round(minutes % 60)} min"

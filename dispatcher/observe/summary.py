@@ -1,0 +1,104 @@
+"""The end-of-run summary: counters kept from the run's events, and the JSON that cron jobs read."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+from dispatcher.journal.outcomes import FAILED, OK
+from dispatcher.observe.events import (
+    BatchSkipped,
+    Event,
+    Halted,
+    JobAccepted,
+    JobRejected,
+    ReplyRecorded,
+    StopRequested,
+)
+
+
+@dataclasses.dataclass
+class Summary:
+    out: str = ""
+    jobs: int = 0
+    rejected: int = 0
+    batches: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    skipped_failed: int = 0  # of the skipped, those whose fate is failed (resumed without --retry-failed)
+    requests: int = 0
+    retries: int = 0
+    recipients: int = 0
+    error_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    elapsed_s: float = 0.0
+    sending_s: float = 0.0  # from the first request's start to the last one's
+    exit_code: int = 0
+    interrupted: bool = False
+    stopped: str | None = None  # why the run stopped early on a configuration error
+
+    def on_event(self, event: Event) -> None:
+        """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
+        if isinstance(event, ReplyRecorded):
+            self.requests += 1  # made, whether or not its line could be written
+            self.retries += event.retry
+            self.error_codes[event.code] += 1
+            if event.recorded:
+                self.recipients += event.delivered
+            if event.recorded and event.status == OK:
+                self.ok += 1
+            elif event.recorded and event.status == FAILED:
+                self.failed += 1
+        elif isinstance(event, JobAccepted):
+            self.jobs += 1
+            self.batches += event.batches
+        elif isinstance(event, JobRejected):
+            self.jobs += 1
+            self.rejected += event.recorded
+        elif isinstance(event, BatchSkipped):
+            self.skipped += 1
+            self.skipped_failed += event.failed
+        elif isinstance(event, StopRequested):
+            self.interrupted = True
+        elif isinstance(event, Halted) and event.first:
+            self.stopped = event.reason
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.batches - self.ok - self.failed - self.skipped)
+
+    @property
+    def rate(self) -> float:
+        # N starts span N-1 intervals: this is the pace the limiter held, comparable with --rate.
+        return (self.requests - 1) / self.sending_s if self.sending_s > 0 and self.requests > 1 else 0.0
+
+    def decide_exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.stopped:
+            return 2
+        if self.failed or self.skipped_failed or self.rejected or self.pending:
+            return 1
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "rejected": self.rejected,
+            "batches": self.batches,
+            "ok": self.ok,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "pending": self.pending,
+            "requests": self.requests,
+            "retries": self.retries,
+            "recipients": self.recipients,
+            "error_codes": dict(sorted(self.error_codes.items())),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate": round(self.rate, 2),
+            "out": self.out,
+            "exit_code": self.exit_code,
+            "interrupted": self.interrupted,
+            "stopped": self.stopped,
+        }

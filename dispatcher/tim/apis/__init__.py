@@ -1,0 +1,24 @@
+"""The APIs the dispatcher drives, by the name a job gives in "api". One line each."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from dispatcher.tim.apis.base import Endpoint
+from dispatcher.tim.apis.batchsendmsg import BatchSendMsg
+from dispatcher.tim.apis.groupmsg import GroupMsg
+from dispatcher.tim.apis.notification import Notification
+
+NOTIFICATION: Final[Endpoint] = Notification()
+
+REGISTRY: Final[dict[str, Endpoint]] = {
+    endpoint.name: endpoint
+    for endpoint in (
+        NOTIFICATION,
+        BatchSendMsg(),
+        GroupMsg(),
+    )
+}
+DEFAULT: Final = NOTIFICATION.name  # what a job without "api" means
+
+__all__ = ["DEFAULT", "NOTIFICATION", "REGISTRY", "Endpoint"]

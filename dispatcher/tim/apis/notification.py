@@ -1,0 +1,109 @@
+"""`v4/group_open_http_svc/send_group_system_notification`: a system notification to a group's
+members (all of them, or up to 500 named per call). What a job without "api" means, exactly as
+before there were other APIs: same fields, job hash, default job_id and request body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from dispatcher.tim import rules
+from dispatcher.tim.apis.base import Delivery, Endpoint, Refusal, Reject, Spec, group_id, string
+
+if TYPE_CHECKING:
+    from dispatcher.sandbox.server import Sandbox
+
+NAME: Final = "send_group_system_notification"
+BODY_KEYS: Final = frozenset({"GroupId", "Content", "ToMembers_Account", "TopicId"})
+
+
+class Notification(Endpoint):
+    name = NAME
+    path = rules.SEND_PATH
+    keys = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type", "api")
+    recipients_key = "ToMembers_Account"
+    takes_random = False  # the API has no Random: no hash a request for one
+    json_error_code = rules.INVALID_PARAMETER
+
+    def validate(self, doc: Mapping[str, Any]) -> Spec:
+        gid = group_id(doc)
+        content = string(doc, "Content", required=True)
+        assert content is not None
+        problem = rules.content_problem(content)
+        if problem:
+            raise Reject("Content", problem)
+        topic_id = string(doc, "TopicId")
+        group_type = string(doc, "group_type")
+        if group_type is not None and group_type not in rules.GROUP_TYPES:
+            raise Reject("group_type", f"must be one of {', '.join(sorted(rules.GROUP_TYPES))}")
+        fields: dict[str, object] = {"GroupId": gid, "Content": content}
+        if topic_id is not None:
+            fields["TopicId"] = topic_id
+        return Spec(gid, fields, content=content, topic_id=topic_id, group_type=group_type)
+
+    def check_recipients(self, spec: Spec, doc: Mapping[str, Any], named: bool) -> None:
+        group_type = spec.group_type
+        if group_type is None:
+            return
+        if named and not rules.accepts_named_members(group_type):
+            field = "ToMembers_Account" if "ToMembers_Account" in doc else "recipients_file"
+            raise Reject(field, f"a {group_type} group takes notifications to all members only")
+        if spec.topic_id is not None and not rules.accepts_topics(group_type):
+            raise Reject("TopicId", f"applies to Community groups only, not {group_type}")
+
+    def hasher(self, spec: Spec, batch_size: int, all_members: bool) -> hashlib.blake2b:
+        # As before the seam, so that journals written then resume.
+        head = [spec.group_id, spec.content, spec.topic_id, all_members, batch_size]
+        return hashlib.blake2b(orjson.dumps(head), digest_size=16)
+
+    def derived_id(self, spec: Spec, recipients: object) -> str:
+        doc = orjson.dumps([spec.group_id, spec.topic_id, spec.content, recipients])
+        return "auto-" + hashlib.blake2b(doc, digest_size=8).hexdigest()
+
+    def body(self, fields: Mapping[str, object], recipients: Sequence[str] | None, random: int) -> bytes:
+        # The API takes no message random: a notification is not deduplicated by the server.
+        doc: dict[str, object] = {"GroupId": fields["GroupId"], "Content": fields["Content"]}
+        if recipients is not None:
+            doc["ToMembers_Account"] = recipients
+        if "TopicId" in fields:
+            doc["TopicId"] = fields["TopicId"]
+        return orjson.dumps(doc)
+
+    # -- the sandbox -----------------------------------------------------------------------------
+
+    def emulate(self, box: Sandbox, body: Mapping[str, Any]) -> Delivery:
+        unknown = set(body) - BODY_KEYS
+        if unknown:
+            raise Refusal(rules.INVALID_PARAMETER, f"unknown field {sorted(unknown)[0]}")
+        gid, group = box.group(body.get("GroupId"))
+        content = body.get("Content")
+        if not isinstance(content, str) or not content:
+            raise Refusal(rules.INVALID_PARAMETER, "Content must be a non-empty string")
+        problem = rules.content_problem(content)
+        if problem:
+            raise Refusal(rules.MESSAGE_TOO_LONG, f"message too long: Content {problem}")
+        members = body.get("ToMembers_Account")
+        if members is not None:
+            if not isinstance(members, list) or len(members) > rules.MAX_MEMBERS:
+                raise Refusal(
+                    rules.INVALID_PARAMETER, f"ToMembers_Account must list at most {rules.MAX_MEMBERS} UserIDs"
+                )
+            for uid in members:
+                if rules.user_id_problem(uid):
+                    raise Refusal(rules.INVALID_PARAMETER, f"UserID {uid!r} {rules.user_id_problem(uid)}")
+            if not members:
+                members = None  # the API reads an empty list as all members
+            elif not rules.accepts_named_members(group.type):
+                raise Refusal(rules.INVALID_PARAMETER, f"{group.type} groups take notifications to all members only")
+        topic = box.topic(group, body.get("TopicId"))
+
+        def deliver(now: float) -> dict[str, Any]:
+            users: Iterable[str] = box.members(group, members)
+            box.ledger.add(gid, topic, content, users)
+            return {}
+
+        return deliver
