@@ -753,7 +753,7 @@ def _report(args: argparse.Namespace) -> int:
     import stat
 
     from dispatcher.errors import InputError
-    from dispatcher.journal.report import render_text, summarise
+    from dispatcher.observe.report import render_text, summarise
 
     for path in args.journals:
         try:

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from dispatcher.jobs.reader import Job, Rejection, read_jobs
 from dispatcher.journal.outcomes import load_state
-from dispatcher.journal.report import render_text, summarise
 from dispatcher.observe.plan import make_plan
+from dispatcher.observe.report import render_text, summarise
 from dispatcher.pacing.group import GroupPacer
 from dispatcher.run.batching import split
 from dispatcher.sandbox.server import ALL_MEMBERS, Sandbox

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from dispatcher.jobs.reader import Job, Rejection, read_jobs
-from dispatcher.journal.report import summarise
 from dispatcher.observe.plan import make_plan
+from dispatcher.observe.report import summarise
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.pacing.store import Quota

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dispatcher.journal.outcomes import load_state
-from dispatcher.journal.report import summarise
 from dispatcher.observe.events import (
     BatchSkipped,
     Event,
@@ -17,6 +16,7 @@ from dispatcher.observe.events import (
     StopRequested,
 )
 from dispatcher.observe.plan import make_plan
+from dispatcher.observe.report import summarise
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox.server import Sandbox
 from tests.conftest import make_config, users, write_jobs
