@@ -336,7 +336,7 @@ def parse_job(
         if isinstance(doc.get("GroupId"), str):
             group_id = doc["GroupId"]
         endpoint = _endpoint(doc)
-        api_name = None if endpoint is NOTIFICATION else endpoint.name
+        api_name = endpoint.name if endpoint.names_api else None
         known = endpoint.keys
         unknown = [key for key in doc if key not in known]
         if unknown and unknown[0] in endpoint.reserved:
@@ -348,7 +348,7 @@ def parse_job(
                 # nobody's recipient: the hint would send from the account meant to receive.
                 close = []
             hint = f" (did you mean {close[0]}?)" if close else ""
-            shown_keys = [k for k in known if k != "api"] if endpoint is NOTIFICATION else list(known)
+            shown_keys = [k for k in known if k != "api"] if endpoint.name == DEFAULT else list(known)
             raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
         _string(doc, "job_id")
         spec = endpoint.validate(doc)
@@ -398,7 +398,7 @@ def parse_job(
 
 def api_of(job: Job) -> str | None:
     """The API a job's records name: None for send_group_system_notification, whose lines name none."""
-    return None if job.endpoint is NOTIFICATION else job.endpoint.name
+    return job.endpoint.name if job.endpoint.names_api else None
 
 
 def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, bytes | None]]:

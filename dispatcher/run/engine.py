@@ -11,12 +11,8 @@ cancels everything at once.
 Invariants:
 - Nothing awaits between a reply and its journal line, so a reply is on record before anything
   else can happen (a stop, a crash of another task).
-- A transport fault (no reply with an ErrorCode) makes a batch `failed` only if the endpoint
-  answered some request that started after the batch's first attempt: proof that it was up while
-  this batch kept failing. An endpoint that cannot be reached, or stops answering, halts the run
-  with every unfinished batch left resumable: outages never use up the batches' attempts. (With
-  one worker there is no such proof, so a batch that only ever meets transport faults halts the
-  run instead of failing.)
+  What a reply means is decided by `decide` (pure); `Engine._handle` acts on it in one step.
+- Outages never use up the batches' attempts (`health`).
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
@@ -37,7 +33,7 @@ import structlog
 
 from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.jobs.reader import STDIN, Job, Rejection, api_of, read_jobs, shown
-from dispatcher.journal.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
+from dispatcher.journal.outcomes import FAILED, OK, REJECTED, Journal, JournalState, open_journal, record
 from dispatcher.observe.events import (
     BatchSkipped,
     Bus,
@@ -48,7 +44,6 @@ from dispatcher.observe.events import (
     ReplyRecorded,
     StopRequested,
     Subscriber,
-    code_key,
 )
 from dispatcher.observe.runlog import RunLog
 from dispatcher.observe.summary import Summary
@@ -57,10 +52,12 @@ from dispatcher.pacing.memory import Clock, RateLimiter, frozen_heap
 from dispatcher.pacing.store import Limiter, Quota
 from dispatcher.run.batching import Batch, split
 from dispatcher.run.client import Client, Reply, new_session
+from dispatcher.run.decide import Decision, Sent, decide
+from dispatcher.run.health import Health
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim import rules
-from dispatcher.tim.apis import NOTIFICATION, Endpoint
+from dispatcher.tim.apis import Endpoint
 from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
 from dispatcher.tim.usersig import Signer
@@ -79,14 +76,6 @@ _CHUNK_RECIPIENTS = 20_000
 # 0.2 ms slices 3 ms; yielding after every batch cost a fifth of the unthrottled throughput.
 _PRODUCER_SLICE = 0.0002
 
-# Connection failures (refused, DNS, TLS, connect timeout) before the endpoint has answered anything
-# at all: the endpoint or the network is misconfigured, and every request would fail alike.
-UNREACHABLE_AFTER = 3
-# Transport faults in a row, across all workers, with no reply carrying an ErrorCode in between: an
-# outage. The run halts as resumable instead of spending every batch's attempts on it.
-OUTAGE_STREAK = 50
-# A Retry-After longer than this is cut to it, so that one odd header cannot park a run for a day.
-MAX_RETRY_AFTER = 300.0
 MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
 
 
@@ -292,12 +281,7 @@ class Engine:
         self._interrupted = False
         self._first_start = 0.0
         self._last_start = 0.0
-        # What the endpoint has done so far, for telling an outage from one unlucky batch.
-        self._reached = False  # any HTTP response at all
-        self._started = 0  # requests started; each request's number is its place in this count
-        self._answered_upto = 0  # the highest number of a request answered with an ErrorCode (or 429)
-        self._unreachable = 0  # connection failures while nothing was reached yet
-        self._fault_streak = 0  # transport faults since the last reply with an ErrorCode
+        self._health = Health(config.endpoint)  # what the endpoint has done so far
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -517,7 +501,10 @@ class Engine:
         first_attempt = self.state.last_attempt(job_id, batch.index) + 1
         # What a partial reply left of the batch: the recipients to send, and those failed for good.
         left = self.state.undelivered(job_id, batch.index, self.config.retry_failed)
-        pending, lost = (batch.recipients, {}) if left is None else left
+        pending: tuple[str, ...] | None = batch.recipients
+        lost: Mapping[str, int | None] = {}
+        if left is not None:
+            pending, lost = left
         first_number = 0  # the number of this batch's first request, once it starts
         for n in range(1, policy.max_attempts + 1):
             body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
@@ -539,197 +526,94 @@ class Engine:
                 self._last_start = time.monotonic()
                 if not self._first_start:
                     self._first_start = self._last_start
-                self._started += 1
-                number = self._started
+                number = self._health.start()
                 first_number = first_number or number
                 reply = await client.send(body, endpoint)
             finally:
                 worker.sending = False
-            sent = _Sent(pending, lost)
-            outcome = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
-            if outcome is None or self._stopping:
+            sent = Sent(pending, lost)
+            decision = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
+            if decision is None or self._stopping:
                 return
-            verdict, pending, lost = outcome
-            if verdict is rules.Verdict.RETRY:
+            pending, lost = decision.pending, decision.lost
+            if decision.backoff:
                 await self._sleep(policy.backoff(n, self._rng))
-            # RENEW retries at once; PAUSE (70050, Retry-After) waits in the limiter, with every other worker.
-
-    def _transport_fault(self, reply: Reply, last: bool, first_number: int) -> str | None:
-        """Count a reply with no ErrorCode; the reason to halt the run, if it shows an outage."""
-        self._fault_streak += 1
-        if reply.connect_failed and not self._reached:
-            self._unreachable += 1
-            if self._unreachable >= UNREACHABLE_AFTER or last:
-                return (
-                    f"cannot reach {self.config.endpoint}: {reply.error_info}; "
-                    "check --endpoint or --region, DNS and the network"
-                )
-        if self._fault_streak >= OUTAGE_STREAK or (last and self._answered_upto <= first_number):
-            return (
-                f"the endpoint is not answering ({self._fault_streak} transport faults in a row, "
-                f"last: {reply.error_info}); nothing was marked failed, resume when it is back"
-            )
-        return None
+            # A renewal retries at once; a pause (70050, Retry-After) waits in the limiter, with every other worker.
 
     def _handle(
-        self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int, sent: _Sent
-    ) -> tuple[rules.Verdict, tuple[str, ...] | None, dict[str, int | None]] | None:
-        """Record one reply and act on it. If the batch should be tried again: the verdict, the
-        recipients to send next, and those failed for good so far; else None.
+        self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int, sent: Sent
+    ) -> Decision | None:
+        """Record one reply and act on it; the decision if the batch is to be sent again, else None.
 
         `number` is this request's place among the run's requests, `first_number` that of the
-        batch's first attempt in this run; `sent` what this request sent."""
+        batch's first attempt in this run; `sent` what this request sent.
+
+        Invariant: nothing here awaits. The reply's journal line is written, and its event
+        emitted, in the same step of the event loop that received the reply, so a reply is on
+        record before anything else can happen (a stop, a crash of another task)."""
         endpoint = batch.job.endpoint
-        details = reply.details
-        verdict = endpoint.classify(reply.error_code, reply.http_status, details)
-        first_verdict = verdict
-        code = code_key(reply.error_code)
-        if reply.error_code == rules.OK and details.dropped:
-            code = "0-dropped"  # not a delivery: frequency control dropped the message
+        verdict = endpoint.classify(reply.error_code, reply.http_status, reply.details)
         last = n >= self.config.policy.max_attempts
-        halt: str | None = None
-        if reply.http_status is not None:
-            self._reached = True
-        if reply.error_code is not None or reply.http_status == 429:  # "slow down" is an answer too
-            self._answered_upto = max(self._answered_upto, number)
-            self._fault_streak = 0
-        elif verdict is rules.Verdict.RETRY:
-            halt = self._transport_fault(reply, last, first_number)
-        # Recipients a partial reply names as not delivered: those that may clear on a retry, the rest
-        # failed for good. Only recipients of this request count (a server could name others).
-        sent_count = len(sent.recipients or ())
-        failures: dict[str, int] = {}
-        if details.failures:  # most replies name none: no set of 500 names is built for them
-            asked = set(sent.recipients or ())
-            failures = {uid: code for uid, code in details.failures if uid in asked}
-        # A reply that says, recipient by recipient, why each was not delivered is judged per recipient,
-        # also when none was (an ErrorCode of its own, 90012 or a transient one, with an ErrorList
-        # naming them all): retried whole, it would send again to accounts that failed for good.
-        per_recipient = bool(failures) and (
-            verdict is rules.Verdict.OK
-            or (verdict in (rules.Verdict.PERMANENT, rules.Verdict.RETRY) and len(failures) == sent_count)
+        outage = self._health.observe(reply, verdict is rules.Verdict.RETRY, number, first_number, last)
+        decision = decide(
+            reply,
+            verdict,
+            endpoint,
+            sent,
+            batch_recipients=len(batch.recipients or ()),
+            last=last,
+            can_renew=self.signer.can_renew,
+            policy=self.config.policy,
+            target=self.config.endpoint,
+            outage=outage,
         )
-        retry_some: tuple[str, ...] = ()
-        if per_recipient:
-            verdict = rules.Verdict.OK
-            retry_some = tuple(uid for uid, c in failures.items() if endpoint.recipient_transient(c))
-        again = False
-        if halt is not None:
-            status = RETRY  # not final: a plain --resume finishes the run once the endpoint answers
-        elif verdict is rules.Verdict.OK:
-            status = OK if not failures and not sent.lost else FAILED
-            if retry_some and not last:
-                status, again = RETRY, True
-                verdict = rules.Verdict.RETRY  # back off: these failures are the server's, like 10002
-        elif verdict is rules.Verdict.PERMANENT:
-            status = FAILED
-        elif verdict is rules.Verdict.CONFIG:
-            status = RETRY  # not final: a plain --resume finishes the run once the configuration is fixed
-            if reply.error_code is None:
-                halt = f"{reply.error_info} from {self.config.endpoint}; check --endpoint or --region"
-            else:
-                halt = f"the server answered {code} ({reply.error_info}); check credentials and region"
-        elif verdict is rules.Verdict.RENEW and not self.signer.can_renew:
-            status = RETRY
-            halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
-        else:
-            if verdict is rules.Verdict.RENEW:
-                self.signer.renew()
-            elif verdict is rules.Verdict.PAUSE:
-                self._pause(self.config.policy.signature_pause)
-                log.warning(
-                    "signature checks rate-limited (70050): pausing all sending",
-                    seconds=self.config.policy.signature_pause,
-                )
-            elif reply.retry_after is not None:
-                # The server said when to come back: every worker waits that long, not just this one.
-                self._pause(min(reply.retry_after, MAX_RETRY_AFTER))
-                verdict = rules.Verdict.PAUSE
-            again = not last
-            status = RETRY if again else FAILED
-        extra: dict[str, object] = {}
-        if endpoint is not NOTIFICATION:  # lines of notifications keep the keys they always had
-            extra["api"] = endpoint.name
-        if details.dropped:
-            extra["msg_drop_reason"] = details.dropped
-        # What is left of the batch after this request, for the journal (and so for a resume and
-        # the report): every recipient not delivered to, with its last code, and what to send next.
-        lost = dict(sent.lost)
-        delivered = 0
-        next_pending = sent.recipients
-        if endpoint.counts_recipients and sent.recipients is not None:
-            if per_recipient or (reply.error_code == rules.OK and not details.dropped):
-                delivered = sent_count - len(failures)
-                if again:
-                    next_pending = retry_some
-                    lost.update({uid: c for uid, c in failures.items() if uid not in retry_some})
-                else:
-                    lost.update(failures)
-            elif status == FAILED:
-                lost.update({uid: failures.get(uid, reply.error_code) for uid in sent.recipients})
-            if status != OK:
-                errors = dict(lost)
-                if status == RETRY:
-                    errors.update({uid: failures.get(uid, reply.error_code) for uid in next_pending or ()})
-                extra["recipient_errors"] = errors
-                if status == RETRY:
-                    extra["resend"] = next_pending
-        elif status == OK:
-            delivered = len(batch.recipients or ())
+        if decision.renew:
+            self.signer.renew()
+        if decision.pause:
+            self._pause(decision.pause)
+            if decision.signature_pause:
+                log.warning("signature checks rate-limited (70050): pausing all sending", seconds=decision.pause)
+        job = batch.job
         written = self._write(
             record(
-                job_id=batch.job.job_id,
+                job_id=job.job_id,
                 batch=batch.index,
-                batches=batch.job.batches,
+                batches=job.batches,
                 attempt=attempt,
-                status=status,
-                final=status in (OK, FAILED),
-                group_id=batch.job.group_id,
+                status=decision.status,
+                final=decision.status in (OK, FAILED),
+                group_id=job.group_id,
                 recipients=sent.recipients,
                 error_code=reply.error_code,
                 error_info=reply.error_info,
                 http_status=reply.http_status,
                 latency_ms=reply.latency_ms,
-                job_hash=batch.job.job_hash,
-                **extra,
+                job_hash=job.job_hash,
+                **decision.extra,
             )
         )
-        if status == FAILED:
-            # Recipients of the batch that this line leaves undelivered for good.
-            undelivered = len(lost) if endpoint.counts_recipients else len(batch.recipients or ())
-        else:
-            undelivered = 0
         self._emit(
             ReplyRecorded(
                 api=endpoint.name,
-                job_id=batch.job.job_id,
+                job_id=job.job_id,
                 batch=batch.index,
                 retry=n > 1,
-                code=code,
-                error_info=reply.error_info or details.dropped,
-                verdict=first_verdict.value,
-                status=status,
+                code=decision.code,
+                error_info=reply.error_info or reply.details.dropped,
+                verdict=verdict.value,
+                status=decision.status,
                 recipients=len(batch.recipients or ()),
                 latency_s=None if reply.latency_ms is None else reply.latency_ms / 1000,
                 recorded=written,
-                delivered=delivered,
-                undelivered=undelivered,
+                delivered=decision.delivered,
+                undelivered=decision.undelivered,
             )
         )
-        if halt is not None:
-            self._halt(halt)
+        if decision.halt is not None:
+            self._halt(decision.halt)
         if not written:
             return None  # not on record, so not done: a resume sends it again
-        return (verdict, next_pending, lost) if again else None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Sent:
-    """What one request sent: its recipients (None: all members, or a group message), and the
-    batch's recipients that failed for good before it (by a partial reply), with their codes."""
-
-    recipients: tuple[str, ...] | None
-    lost: dict[str, int | None]
+        return decision if decision.again else None
 
 
 def default_limiter(config: RunConfig, endpoint: Endpoint) -> Limiter:

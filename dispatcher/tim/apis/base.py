@@ -101,6 +101,9 @@ class Endpoint(abc.ABC):
     group_rate: ClassVar[float | None] = None
     transient_codes: ClassVar[frozenset[int]] = frozenset()  # codes to retry besides rules.classify's
     over_rate_codes: ClassVar[frozenset[int]] = frozenset()  # "too frequent" codes besides api's
+    # Its journal lines and rejections carry "api" (a notification's keep the keys they had before
+    # the other APIs existed, so that journals of then and now read alike).
+    names_api: ClassVar[bool] = True
 
     @abc.abstractmethod
     def validate(self, doc: Mapping[str, Any]) -> Spec:

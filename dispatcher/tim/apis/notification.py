@@ -27,6 +27,7 @@ class Notification(Endpoint):
     keys = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type", "api")
     recipients_key = "ToMembers_Account"
     takes_random = False  # the API has no Random: no hash a request for one
+    names_api = False
     json_error_code = rules.INVALID_PARAMETER
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:

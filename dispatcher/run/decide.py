@@ -1,0 +1,177 @@
+"""One reply, one decision: what a request's reply means for its batch, with no side effects.
+
+`decide` is a pure function of the reply, what the request sent and the run's policy. It returns
+the batch's status for the journal, the recipients delivered and those left, what the next attempt
+sends, and what the engine must do besides (renew the UserSig, pause every start, stop the run).
+The engine then writes the journal line and emits the event in one synchronous step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from dispatcher.journal.outcomes import FAILED, OK, RETRY
+from dispatcher.observe.events import code_key
+from dispatcher.run.client import Reply
+from dispatcher.run.retry import RetryPolicy
+from dispatcher.tim import rules
+from dispatcher.tim.apis import Endpoint
+
+Verdict = rules.Verdict
+# A Retry-After longer than this is cut to it, so that one odd header cannot park a run for a day.
+MAX_RETRY_AFTER = 300.0
+_NOTHING_LOST: Mapping[str, int | None] = {}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sent:
+    """What one request sent: its recipients (None: all members, or a group message), and the
+    batch's recipients that failed for good before it (by a partial reply), with their codes."""
+
+    recipients: tuple[str, ...] | None
+    lost: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """What a reply means. `status` is the journal line's; `again` says whether the batch is sent
+    again, `pending` what that attempt sends and `backoff` whether the policy's backoff comes first
+    (a renewal retries at once; a pause waits in the limiter with every other worker)."""
+
+    status: str
+    again: bool
+    backoff: bool
+    code: str  # the reply's key in `error_codes`
+    pending: tuple[str, ...] | None
+    lost: Mapping[str, int | None]  # the batch's recipients failed for good, with their last codes
+    delivered: int  # named recipients this reply delivered to
+    undelivered: int  # recipients this line leaves undelivered for good (a `failed` line)
+    extra: Mapping[str, object]  # journal keys beyond the common ones
+    renew: bool = False  # make a new UserSig before the next request
+    pause: float = 0.0  # hold every start this many seconds
+    signature_pause: bool = False  # the pause is 70050's (signature checks rate-limited)
+    halt: str | None = None  # stop the run: unfinished work stays resumable
+
+
+def decide(
+    reply: Reply,
+    verdict: Verdict,
+    endpoint: Endpoint,
+    sent: Sent,
+    *,
+    batch_recipients: int,
+    last: bool,
+    can_renew: bool,
+    policy: RetryPolicy,
+    target: str,
+    outage: str | None = None,
+) -> Decision:
+    """The decision for `reply`, whose endpoint classified it as `verdict`.
+
+    `batch_recipients` is how many recipients the batch names (0: all members, or a group
+    message); `last` is true on the batch's last allowed attempt; `can_renew` whether the signer
+    can make a new UserSig; `target` the endpoint's URL, for messages; `outage` the reason to stop
+    the run that the transport faults so far give, if any (see `health`)."""
+    details = reply.details
+    code = code_key(reply.error_code)
+    if reply.error_code == rules.OK and details.dropped:
+        code = "0-dropped"  # not a delivery: frequency control dropped the message
+    recipients = sent.recipients
+    sent_count = len(recipients) if recipients is not None else 0
+    # Recipients a partial reply names as not delivered: those that may clear on a retry, the rest
+    # failed for good. Only recipients of this request count (a server could name others).
+    failures: dict[str, int] = {}
+    if details.failures and recipients:  # most replies name none: no set of 500 names is built for them
+        asked = set(recipients)
+        failures = {uid: c for uid, c in details.failures if uid in asked}
+    # A reply that says, recipient by recipient, why each was not delivered is judged per recipient,
+    # also when none was (an ErrorCode of its own, 90012 or a transient one, with an ErrorList
+    # naming them all): retried whole, it would send again to accounts that failed for good.
+    per_recipient = bool(failures) and (
+        verdict is Verdict.OK or (verdict in (Verdict.PERMANENT, Verdict.RETRY) and len(failures) == sent_count)
+    )
+    retry_some: tuple[str, ...] = ()
+    if per_recipient:
+        verdict = Verdict.OK
+        retry_some = tuple(uid for uid, c in failures.items() if endpoint.recipient_transient(c))
+    again = backoff = renew = signature_pause = False
+    pause = 0.0
+    halt = outage
+    if halt is not None:
+        status = RETRY  # not final: a plain --resume finishes the run once the endpoint answers
+    elif verdict is Verdict.OK:
+        status = OK if not failures and not sent.lost else FAILED
+        if retry_some and not last:
+            status, again, backoff = RETRY, True, True  # back off: these failures are the server's, like 10002
+    elif verdict is Verdict.PERMANENT:
+        status = FAILED
+    elif verdict is Verdict.CONFIG:
+        status = RETRY  # not final: a plain --resume finishes the run once the configuration is fixed
+        if reply.error_code is None:
+            halt = f"{reply.error_info} from {target}; check --endpoint or --region"
+        else:
+            halt = f"the server answered {code} ({reply.error_info}); check credentials and region"
+    elif verdict is Verdict.RENEW and not can_renew:
+        status = RETRY
+        halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
+    else:
+        if verdict is Verdict.RENEW:
+            renew = True  # and retry at once
+        elif verdict is Verdict.PAUSE:
+            pause, signature_pause = policy.signature_pause, True
+        elif reply.retry_after is not None:
+            # The server said when to come back: every worker waits that long, not just this one.
+            pause = min(reply.retry_after, MAX_RETRY_AFTER)
+        else:
+            backoff = True
+        again = not last
+        status = RETRY if again else FAILED
+    extra: dict[str, object] = {}
+    if endpoint.names_api:  # lines of notifications keep the keys they always had
+        extra["api"] = endpoint.name
+    if details.dropped:
+        extra["msg_drop_reason"] = details.dropped
+    # What is left of the batch after this request, for the journal (and so for a resume and the
+    # report): every recipient not delivered to, with its last code, and what to send next.
+    lost = sent.lost
+    delivered = 0
+    pending = recipients
+    if endpoint.counts_recipients and recipients is not None:
+        lost = dict(sent.lost)
+        if per_recipient or (reply.error_code == rules.OK and not details.dropped):
+            delivered = sent_count - len(failures)
+            if again:
+                pending = retry_some
+                lost.update({uid: c for uid, c in failures.items() if uid not in retry_some})
+            else:
+                lost.update(failures)
+        elif status == FAILED:
+            lost.update({uid: failures.get(uid, reply.error_code) for uid in recipients})
+        if status != OK:
+            errors = dict(lost)
+            if status == RETRY:
+                errors.update({uid: failures.get(uid, reply.error_code) for uid in pending or ()})
+            extra["recipient_errors"] = errors
+            if status == RETRY:
+                extra["resend"] = pending
+    elif status == OK:
+        delivered = batch_recipients
+    undelivered = 0
+    if status == FAILED:  # recipients of the batch that this line leaves undelivered for good
+        undelivered = len(lost) if endpoint.counts_recipients else batch_recipients
+    return Decision(
+        status=status,
+        again=again,
+        backoff=backoff,
+        code=code,
+        pending=pending,
+        lost=lost if lost else _NOTHING_LOST,
+        delivered=delivered,
+        undelivered=undelivered,
+        extra=extra,
+        renew=renew,
+        pause=pause,
+        signature_pause=signature_pause,
+        halt=halt,
+    )
