@@ -28,10 +28,13 @@ run: install
 	@echo "Prometheus metrics of the run (node_exporter textfile format): build/demo.prom"
 	@grep -E '^dispatcher_(batches_total|exit_code|last_success_timestamp_seconds)' build/demo.prom
 
+# The docs build is strict (mkdocs.yml): a broken link or anchor, or a page missing from the nav, fails
+# the lint. Not --quiet nor --verbose: in mkdocs 1.6 either one lets the warnings through (mkdocs#4126, #3991).
 lint: install
 	$(BIN)/ruff check dispatcher tests bench
 	$(BIN)/ruff format --check dispatcher tests bench
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 # The shared-budget tests run a real redis-server of their own (a free port on 127.0.0.1, no
 # persistence); Debian's package is installed when it is missing (CI runs as root).

@@ -151,7 +151,7 @@ def test_rejection_keeps_the_job_id_and_group(tmp_path: Path) -> None:
 def test_default_job_id_is_made_from_what_is_sent(
     tmp_path: Path, extra: dict[str, Any], hashed: list[Any], expected: str
 ) -> None:
-    # The literals were computed once with hashlib, as the README states the rule:
+    # The literals were computed once with hashlib, as docs/guide/choices.md states the rule:
     assert "auto-" + hashlib.blake2b(orjson.dumps(hashed), digest_size=8).hexdigest() == expected
     (tmp_path / "r.txt").write_text("peter\n")
     job = one(tmp_path, {**BASE, **extra})

@@ -21,7 +21,7 @@ from tests.conftest import ROOT, cli_env
 
 RUNTIME = ("aiohttp", "orjson", "structlog", "rich")
 # What the build reads; the rest of the checkout (venvs, caches, journals) is not the release.
-SOURCES = ("pyproject.toml", "README.md", "dispatcher")
+SOURCES = ("pyproject.toml", "MANIFEST.in", "README.md", "mkdocs.yml", "docs", "dispatcher")
 
 
 def _copy_sources(dest: Path) -> None:
@@ -86,6 +86,20 @@ def test_the_wheel_and_the_sdist_ship_py_typed(dist: Path) -> None:
         assert "dispatcher/py.typed" in archive.namelist()
     with tarfile.open(_only(dist, "tim_dispatcher-*.tar.gz")) as archive:
         assert any(name.endswith("/dispatcher/py.typed") for name in archive.getnames())
+
+
+def test_the_sdist_holds_every_page_the_readme_links(dist: Path) -> None:
+    with tarfile.open(_only(dist, "tim_dispatcher-*.tar.gz")) as archive:
+        names = archive.getnames()
+        (readme,) = (name for name in names if name.count("/") == 1 and name.endswith("/README.md"))
+        top = readme.split("/")[0]
+        extracted = archive.extractfile(readme)
+        assert extracted is not None
+        text = extracted.read().decode()
+    links = {link.partition("#")[0] for link in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in link}
+    assert {"docs/reference.md", "docs/guide/promises.md", "docs/guide/choices.md"} <= links
+    assert sorted(link for link in links if f"{top}/{link}" not in names) == []
+    assert f"{top}/mkdocs.yml" in names  # the guide builds from the sdist too
 
 
 def test_the_wheel_installed_in_a_fresh_venv_runs(dist: Path, tmp_path: Path) -> None:
