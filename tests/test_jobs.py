@@ -168,7 +168,7 @@ def test_default_ids_survive_inserting_and_reordering_jobs(tmp_path: Path) -> No
     def ids(name: str, jobs: list[dict[str, Any]], batch_size: int = 500) -> dict[str, str]:
         items = list(read_jobs([str(write_jobs(tmp_path / name, jobs))], batch_size))
         assert all(isinstance(item, Job) for item in items)
-        return {item.content: item.job_id for item in items if isinstance(item, Job)}
+        return {str(item.fields["Content"]): item.job_id for item in items if isinstance(item, Job)}
 
     before = ids("jobs.jsonl", [a, b])
     after = ids("jobs.jsonl", [c, b, a])  # one job inserted at the top, the others swapped
@@ -308,7 +308,7 @@ def test_jobs_line_over_64_mib_is_rejected_and_the_next_job_read(tmp_path: Path)
     assert (first.line, first.field) == (1, None)
     assert first.reason == "line is longer than 67,108,864 bytes, the most a job line may have"
     assert isinstance(second, Job)
-    assert (second.line, second.content) == (2, "short")
+    assert (second.line, second.fields["Content"]) == (2, "short")
 
 
 def test_byte_order_marks_and_crlf_are_not_part_of_a_job_or_a_userid(tmp_path: Path) -> None:
@@ -373,7 +373,7 @@ def test_jobs_from_a_fifo_are_handed_on_as_they_arrive(tmp_path: Path) -> None:
         contents = []
         for item in read_jobs([str(path)], 500):
             assert isinstance(item, Job), item
-            contents.append(item.content)
+            contents.append(str(item.fields["Content"]))
             first_read.set()
         return contents
 
@@ -415,7 +415,7 @@ def test_stop_ends_an_endless_jobs_stream(tmp_path: Path) -> None:
 def test_content_of_12_kib_in_utf8_is_sent_and_a_byte_more_is_not(tmp_path: Path, most: str, over: str) -> None:
     job = one(tmp_path, {**BASE, "Content": most})
     assert isinstance(job, Job)
-    assert job.content == most
+    assert job.fields["Content"] == most
     assert rejected(tmp_path, {**BASE, "Content": over}).reason == (
         "is 12,289 bytes; at most 12,288 bytes (UTF-8) can be sent"
     )

@@ -156,8 +156,6 @@ class Job:
     file: str
     line: int
     group_id: str | None  # None: one-to-one messages (batchsendmsg)
-    content: str  # a notification's Content; "" for the other APIs, whose message is in `fields`
-    topic_id: str | None
     group_type: str | None
     recipients: Recipients | None  # None: all members of the group
     recipient_count: int  # named recipients after de-duplication; 0 for all members
@@ -383,8 +381,6 @@ def parse_job(
         file,
         line,
         spec.group_id,
-        spec.content,
-        spec.topic_id,
         spec.group_type,
         recipients,
         count,

@@ -78,10 +78,12 @@ class Client:
     ) -> None:
         self._session = session
         self._query = f"sdkappid={sdkappid}&identifier={quote(identifier, safe='')}"
-        self._base = endpoint.rstrip("/")
+        base = URL(endpoint.rstrip("/"))
+        self._scheme, self._authority = base.scheme, base.raw_authority
+        self._prefix = base.raw_path.rstrip("/")  # an endpoint URL may carry a path of its own
         self._signer = signer
         self._sig = ""
-        self._signed: dict[str, str] = {}  # API path -> the URL up to `random=`, for the current UserSig
+        self._signed: dict[str, str] = {}  # API path -> the query up to `random=`, for the current UserSig
         # `random` only has to be fresh and uniform, not secret: a seeded PRNG spares a syscall a request.
         self._rng = rng or random.Random()
         self.timeout = session.timeout.total or 0.0
@@ -96,9 +98,16 @@ class Client:
             self._signed = {}
         signed = self._signed.get(path)
         if signed is None:
-            signed = f"{self._base}{path}?{self._query}&usersig={quote(sig, safe='*-_')}&contenttype=json&random="
+            signed = f"{self._query}&usersig={quote(sig, safe='*-_')}&contenttype=json&random="
             self._signed[path] = signed
-        return URL(f"{signed}{self._rng.getrandbits(32)}", encoded=True)
+        # Built from its parts, already encoded: a URL string would be parsed again for every request.
+        return URL.build(
+            scheme=self._scheme,
+            authority=self._authority,
+            path=self._prefix + path,
+            query_string=f"{signed}{self._rng.getrandbits(32)}",
+            encoded=True,
+        )
 
     async def send(self, body: bytes, endpoint: Endpoint = NOTIFICATION) -> Reply:
         start = time.perf_counter()
