@@ -19,7 +19,7 @@ from dispatcher.observe.plan import make_plan
 from dispatcher.observe.report import summarise
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox.server import Sandbox
-from tests.conftest import make_config, users, write_jobs
+from tests.conftest import journal, make_config, users, write_jobs
 
 GROUP = "@TGS#events"
 
@@ -132,3 +132,34 @@ def test_a_server_inventing_error_codes_cannot_flood_the_log() -> None:
         "more than 50 error codes: the rest are not logged; the summary counts them"
     ]
     assert logged[49]["error_code"] == "90049"
+
+
+async def test_a_subscriber_that_raises_stops_the_run_with_every_reply_in_flight_recorded(tmp_path: Path) -> None:
+    from dispatcher.sandbox.server import Faults
+    from dispatcher.tim.config import DEMO_CREDENTIALS
+
+    box = Sandbox(DEMO_CREDENTIALS, faults=Faults(latency=0.05))
+    await box.start()
+    try:
+        jobs = write_jobs(
+            tmp_path / "jobs.jsonl",
+            [{"job_id": "big", "GroupId": GROUP, "Content": "x", "ToMembers_Account": users(20)}],
+        )
+        replies = 0
+
+        def broken(event: Event) -> None:
+            nonlocal replies
+            if isinstance(event, ReplyRecorded):
+                replies += 1
+                if replies == 2:
+                    raise RuntimeError("display broke")
+
+        config = make_config(box, jobs, tmp_path / "out.jsonl", batch_size=1, concurrency=4)
+        summary = await Engine(config, subscribers=[broken]).run()
+    finally:
+        await box.stop()
+    lines = [line for line in journal(tmp_path / "out.jsonl") if line["status"] == "ok"]
+    assert summary.exit_code == 2
+    assert summary.stopped is not None and "internal error in an output of the run" in summary.stopped
+    assert box.stats["0"] >= 4  # the other workers' requests were in flight when it broke
+    assert len(lines) == box.stats["0"]  # and every one the server answered is on record

@@ -109,16 +109,31 @@ Subscriber = Callable[[Event], None]
 
 
 class Bus:
-    """Hands each event to every subscriber, in the order they subscribed."""
+    """Hands each event to every subscriber, in the order they subscribed.
 
-    __slots__ = ("_subscribers",)
+    A subscriber that raises is a bug in an output, not in the run: with `on_error`, it is dropped
+    (it hears no more events) and `on_error` is told, so that the run can stop gracefully with
+    every request in flight still recorded. Without it, the exception propagates."""
 
-    def __init__(self, subscribers: Iterable[Subscriber] = ()) -> None:
-        self._subscribers = list(subscribers)
+    __slots__ = ("_on_error", "_subscribers")
+
+    def __init__(
+        self,
+        subscribers: Iterable[Subscriber] = (),
+        on_error: Callable[[Subscriber, Exception], None] | None = None,
+    ) -> None:
+        self._subscribers = tuple(subscribers)
+        self._on_error = on_error
 
     def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+        self._subscribers = (*self._subscribers, subscriber)
 
     def emit(self, event: Event) -> None:
         for subscriber in self._subscribers:
-            subscriber(event)
+            try:
+                subscriber(event)
+            except Exception as exc:
+                if self._on_error is None:
+                    raise
+                self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+                self._on_error(subscriber, exc)

@@ -256,7 +256,7 @@ class Engine:
         self.config = config
         self.summary = Summary(out=shown(config.out))
         # One stream of events feeds every output; the summary and the run log are always there.
-        self._bus = Bus([self.summary.on_event, RunLog(), *subscribers])
+        self._bus = Bus([self.summary.on_event, RunLog(), *subscribers], on_error=self._output_failed)
         self._emit = self._bus.emit
         self.limiter: Limiter | None = limiter
         self._limiter_factory = limiters
@@ -312,6 +312,13 @@ class Engine:
         for worker in self._workers:
             if worker.task is not None:
                 worker.task.cancel()
+
+    def _output_failed(self, subscriber: Subscriber, exc: Exception) -> None:
+        """A subscriber raised (a bug in an output): stop as for any internal error, so that the
+        workers are not cancelled with replies in flight, and those replies are still recorded."""
+        name = getattr(subscriber, "__qualname__", type(subscriber).__qualname__)
+        log.error("internal error in an output of the run", subscriber=name, error=f"{type(exc).__name__}: {exc}")
+        self._halt(f"internal error in an output of the run ({name}): {type(exc).__name__}: {exc}")
 
     def halt(self, reason: str) -> None:
         """Stop early for a cause outside the engine (an output of the run that cannot be written)."""
