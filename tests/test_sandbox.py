@@ -305,13 +305,6 @@ async def test_ledger_and_stats_over_http(http: aiohttp.ClientSession, box: Sand
         assert (await resp.json())["0"] == 1
 
 
-async def test_get_group_info_gives_the_type(http: aiohttp.ClientSession, box: Sandbox) -> None:
-    _status, doc = await post(http, box, {"GroupIdList": ["@TGS#live", "@TGS#gone"]}, path=rules.GROUP_INFO_PATH)
-    info = {g["GroupId"]: g for g in doc["GroupInfo"]}
-    assert info["@TGS#live"]["Type"] == "AVChatRoom"
-    assert info["@TGS#gone"]["ErrorCode"] == rules.GROUP_NOT_FOUND
-
-
 def test_cli_sandbox_serves_on_port_0_with_groups_and_usersig(tmp_path: Path) -> None:
     groups = tmp_path / "groups.json"
     groups.write_text('{"@TGS#team": {"type": "Public", "members": ["peter", "leckie"]}}')

@@ -387,36 +387,6 @@ class Sandbox:
             return self._answer(refusal.code, refusal.info, refusal.extra)
         return self._answer(0, "", extra)
 
-    async def _group_info(self, request: web.Request) -> web.Response:
-        try:
-            self._authenticate(request.query)
-            body = orjson.loads(await request.read())
-            ids = body.get("GroupIdList") if isinstance(body, dict) else None
-            if not isinstance(ids, list):
-                raise _Refusal(rules.INVALID_PARAMETER, "GroupIdList must be an array")
-        except orjson.JSONDecodeError:
-            return _reply(rules.INVALID_PARAMETER, "body is not valid JSON")
-        except _Refusal as refusal:
-            return _reply(refusal.code, refusal.info)
-        infos = []
-        for gid in ids:
-            try:
-                gid, group = self._group(gid)
-            except _Refusal as refusal:
-                infos.append({"GroupId": gid, "ErrorCode": refusal.code, "ErrorInfo": refusal.info})
-                continue
-            infos.append(
-                {
-                    "GroupId": gid,
-                    "ErrorCode": 0,
-                    "ErrorInfo": "",
-                    "Type": group.type,
-                    "MemberNum": len(group.members or ()),
-                }
-            )
-        doc = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "GroupInfo": infos}
-        return web.Response(body=orjson.dumps(doc), content_type="application/json")
-
     async def _ledger(self, _request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({"deliveries": self.ledger.entries()}), content_type="application/json")
 
@@ -435,7 +405,6 @@ class Sandbox:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         for endpoint in REGISTRY.values():
             app.router.add_post(endpoint.path, functools.partial(self._send, endpoint))
-        app.router.add_post(rules.GROUP_INFO_PATH, self._group_info)
         app.router.add_get("/sandbox/ledger", self._ledger)
         app.router.add_get("/sandbox/stats", self._stats)
         return app
