@@ -150,9 +150,6 @@ def load_groups(path: str | Path) -> dict[str, Group]:
     return groups
 
 
-_Refusal = Refusal
-
-
 def load_accounts(path: str | Path) -> frozenset[str]:
     """Read `--accounts FILE`: the app's accounts, one UserID a line (blank lines skipped)."""
     try:
@@ -255,50 +252,48 @@ class Sandbox:
     def _authenticate(self, query: Mapping[str, str]) -> None:
         creds = self.credentials
         if query.get("sdkappid") != str(creds.sdkappid):
-            raise _Refusal(rules.SDKAPPID_NOT_FOUND, f"SDKAppID {query.get('sdkappid')!r} not found")
+            raise Refusal(rules.SDKAPPID_NOT_FOUND, f"SDKAppID {query.get('sdkappid')!r} not found")
         if query.get("identifier") != creds.identifier:
-            raise _Refusal(rules.NOT_ADMIN, "identifier is not an App admin")
+            raise Refusal(rules.NOT_ADMIN, "identifier is not an App admin")
         sig = query.get("usersig", "")
         expires = self._verified.get(sig)
         if expires is None or time.time() >= expires:
             try:
                 doc = usersig.verify(sig, creds.sdkappid, creds.identifier, creds.secret_key or "")
             except SignatureError as exc:
-                raise _Refusal(exc.code, str(exc)) from None
+                raise Refusal(exc.code, str(exc)) from None
             if len(self._verified) > 1000:
                 self._verified.clear()
             self._verified[sig] = int(doc["TLS.time"]) + int(doc["TLS.expire"])
         rnd = query.get("random", "")
         if not (rnd.isdigit() and int(rnd) <= rules.UINT32_MAX):
-            raise _Refusal(rules.INVALID_PARAMETER, "random must be an unsigned 32-bit integer")
+            raise Refusal(rules.INVALID_PARAMETER, "random must be an unsigned 32-bit integer")
         if query.get("contenttype") != "json":
-            raise _Refusal(rules.INVALID_PARAMETER, "contenttype must be json")
+            raise Refusal(rules.INVALID_PARAMETER, "contenttype must be json")
 
     def group(self, gid: object) -> tuple[str, Group]:
         """A valid, existing GroupId and its group; else the refusal the server gives."""
         problem = rules.group_id_problem(gid)
         if problem:
-            raise _Refusal(rules.INVALID_GROUP_ID, f"GroupId {problem}")
+            raise Refusal(rules.INVALID_GROUP_ID, f"GroupId {problem}")
         assert isinstance(gid, str)
         if self.groups is None:
             return gid, Group()
         group = self.groups.get(gid)
         if group is None:
-            raise _Refusal(rules.GROUP_NOT_FOUND, f"group {gid} does not exist")
+            raise Refusal(rules.GROUP_NOT_FOUND, f"group {gid} does not exist")
         return gid, group
-
-    _group = group
 
     def topic(self, group: Group, topic: object) -> str | None:
         """A valid TopicId of `group`, or None if none is given."""
         if topic is None:
             return None
         if not isinstance(topic, str) or not topic:
-            raise _Refusal(rules.INVALID_PARAMETER, "TopicId must be a non-empty string")
+            raise Refusal(rules.INVALID_PARAMETER, "TopicId must be a non-empty string")
         if not rules.accepts_topics(group.type):
-            raise _Refusal(rules.INVALID_PARAMETER, "TopicId applies to Community groups only")
+            raise Refusal(rules.INVALID_PARAMETER, "TopicId applies to Community groups only")
         if group.topics is not None and topic not in group.topics:
-            raise _Refusal(rules.GROUP_NOT_FOUND, f"topic {topic} does not exist")
+            raise Refusal(rules.GROUP_NOT_FOUND, f"topic {topic} does not exist")
         return topic
 
     def members(self, group: Group, named: list[str] | None) -> Iterable[str]:
@@ -369,21 +364,21 @@ class Sandbox:
             return self._too_large()
         try:
             if not self._admit(endpoint.path, self._clock()):
-                raise _Refusal(rules.OVER_RATE, "over the frequency limit")
+                raise Refusal(rules.OVER_RATE, "over the frequency limit")
             self._authenticate(request.query)
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                raise _Refusal(endpoint.json_error_code, "body is not valid JSON") from None
+                raise Refusal(endpoint.json_error_code, "body is not valid JSON") from None
             if not isinstance(body, dict):
-                raise _Refusal(endpoint.json_error_code, "body must be a JSON object")
+                raise Refusal(endpoint.json_error_code, "body must be a JSON object")
             deliver = endpoint.emulate(self, body)
             if faults.latency or faults.jitter:
                 await self._sleep(max(0.0, faults.latency + self._rng.uniform(-faults.jitter, faults.jitter)))
             if faults.error_rate and self._rng.random() < faults.error_rate:
-                raise _Refusal(rules.INTERNAL_ERROR, "internal error, try again")
+                raise Refusal(rules.INTERNAL_ERROR, "internal error, try again")
             extra = deliver(self._clock())
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return self._answer(refusal.code, refusal.info, refusal.extra)
         return self._answer(0, "", extra)
 
