@@ -16,7 +16,7 @@ from dispatcher.journal.report import render_text, summarise
 from dispatcher.observe.plan import make_plan
 from dispatcher.pacing.group import GroupPacer
 from dispatcher.run.batching import split
-from dispatcher.sandbox.server import ALL_MEMBERS, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, Sandbox
 from dispatcher.tim.apis import REGISTRY
 from dispatcher.tim.apis.batchsendmsg import C2C
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO

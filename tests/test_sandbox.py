@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from dispatcher.sandbox.server import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
 from dispatcher.tim import rules, usersig
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, FakeClock, cli_env

@@ -22,13 +22,14 @@ import functools
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from dispatcher.errors import InputError, SignatureError
+from dispatcher.errors import SignatureError
+from dispatcher.sandbox.groups import Group
+from dispatcher.sandbox.ledger import ALL_MEMBERS, Ledger
 from dispatcher.tim import rules, usersig
 from dispatcher.tim.apis import REGISTRY, Endpoint
 from dispatcher.tim.apis.base import Refusal
@@ -36,7 +37,6 @@ from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA
 from dispatcher.tim.apis.groupmsg import GROUP_RATE
 from dispatcher.tim.config import DEMO_CREDENTIALS, Credentials
 
-ALL_MEMBERS = "*"  # ledger entry of an all-members notification to a group whose members are unknown
 # A larger request body is refused with HTTP 413 before more of it is read, as the real server's front
 # end does; a valid body (500 UserIDs and 12 KiB of Content, even all escaped) is far smaller.
 MAX_BODY_BYTES = 1024 * 1024
@@ -50,115 +50,6 @@ class Faults:
     drop_rate: float = 0.0  # share of connections closed without a reply
     http502_rate: float = 0.0  # share answered HTTP 502 with an HTML body
     seed: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Group:
-    type: str = "Public"
-    members: frozenset[str] | None = None  # None: whoever is named counts as a member
-    topics: frozenset[str] | None = None  # None: any TopicId is a topic (Community groups only)
-
-
-class Ledger:
-    """Who received which notification, and how many times.
-
-    Stored as notification -> {user: count}: dicts of only strings and ints are not tracked by the
-    garbage collector, so a ledger of millions of deliveries does not make the sandbox pause (a
-    pause would bunch the arrival times it counts for the rate window).
-
-    A request only appends its recipients, as one JSON array in bytes, to `_pending`; they are
-    counted when the ledger is read. Counting them as they came made the sandbox stall: a dict that
-    outgrows its table copies every entry into a new one, 70-120 ms at 700,000 users on the 2-core
-    machine, and the requests that arrived meanwhile were then time-stamped together, up to 22 of
-    them refused with 60007 in a 1,000,000-recipient export sent at an even 199/s. Appending is
-    O(1), and bytes are not tracked by the garbage collector (a tuple of 500 names is, until a
-    collection untracks it: that pass over the young ones took 3-6 ms, itself too long a stall).
-    """
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str | None, str], dict[str, int]] = {}
-        self._pending: list[tuple[tuple[str, str | None, str], bytes]] = []
-
-    def add(self, group_id: str, topic_id: str | None, content: str, users: Iterable[str]) -> None:
-        self._pending.append(((group_id, topic_id, content), orjson.dumps(list(users))))
-
-    def _fold(self) -> dict[tuple[str, str | None, str], dict[str, int]]:
-        """The counts, with the pending deliveries added."""
-        pending, self._pending = self._pending, []
-        for key, users in pending:
-            counts = self._counts.setdefault(key, {})
-            for user in orjson.loads(users):
-                counts[user] = counts.get(user, 0) + 1
-        return self._counts
-
-    def _select(self, group_id: str, content: str | None, topic_id: str | None = None) -> Iterable[dict[str, int]]:
-        for (g, t, c), counts in self._fold().items():
-            if g == group_id and (content is None or c == content) and (topic_id is None or t == topic_id):
-                yield counts
-
-    def times(self, user: str, group_id: str, content: str | None = None, topic_id: str | None = None) -> int:
-        """How many times `user` got a notification in `group_id` (with that content, if given)."""
-        return sum(counts.get(user, 0) for counts in self._select(group_id, content, topic_id))
-
-    def recipients(self, group_id: str, content: str | None = None) -> collections.Counter[str]:
-        """User -> deliveries, for one group (and content)."""
-        out: collections.Counter[str] = collections.Counter()
-        for counts in self._select(group_id, content):
-            out.update(counts)
-        return out
-
-    def total(self) -> int:
-        return sum(sum(counts.values()) for counts in self._fold().values())
-
-    def entries(self) -> list[dict[str, Any]]:
-        return [
-            {"group_id": g, "topic_id": t, "content": c, "user": u, "count": n}
-            for (g, t, c), counts in self._fold().items()
-            for u, n in counts.items()
-        ]
-
-
-def load_groups(path: str | Path) -> dict[str, Group]:
-    """Read `--groups FILE`: {"GroupId": {"type": "Public", "members": ["u1", ...], "topics": [...]}}."""
-    try:
-        doc = orjson.loads(Path(path).read_bytes())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: must be a JSON object mapping GroupId to a group")
-    groups = {}
-    for gid, spec in doc.items():
-        where = f"{path}: group {gid!r}"
-        if rules.group_id_problem(gid):
-            raise InputError(f"{where}: GroupId {rules.group_id_problem(gid)}")
-        if not isinstance(spec, dict):
-            raise InputError(f"{where}: must be an object")
-        gtype = spec.get("type", "Public")
-        if gtype not in rules.GROUP_TYPES:
-            raise InputError(f"{where}: type must be one of {', '.join(sorted(rules.GROUP_TYPES))}")
-        members, topics = spec.get("members"), spec.get("topics")
-        for name, value in (("members", members), ("topics", topics)):
-            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise InputError(f"{where}: {name} must be an array of strings")
-        groups[gid] = Group(
-            gtype,
-            None if members is None else frozenset(members),
-            None if topics is None else frozenset(topics),
-        )
-    return groups
-
-
-def load_accounts(path: str | Path) -> frozenset[str]:
-    """Read `--accounts FILE`: the app's accounts, one UserID a line (blank lines skipped)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not valid UTF-8") from None
-    return frozenset(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _reply(code: int = 0, info: str = "", extra: Mapping[str, Any] | None = None) -> web.Response:

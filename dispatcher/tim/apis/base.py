@@ -19,7 +19,7 @@ import orjson
 from dispatcher.tim import rules
 
 if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
+    from dispatcher.sandbox import Sandbox
 
 # Message element types the REST APIs take in a MsgBody (Tencent's "Message Formats" page).
 MSG_TYPES: Final = frozenset(

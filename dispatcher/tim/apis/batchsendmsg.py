@@ -35,7 +35,7 @@ from dispatcher.tim.apis.base import (
 )
 
 if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
+    from dispatcher.sandbox import Sandbox
 
 NAME: Final = "batchsendmsg"
 PATH: Final = "/v4/openim/batchsendmsg"

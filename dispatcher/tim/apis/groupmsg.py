@@ -40,7 +40,7 @@ from dispatcher.tim.apis.base import (
 )
 
 if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
+    from dispatcher.sandbox import Sandbox
 
 NAME: Final = "send_group_msg"
 PATH: Final = "/v4/group_open_http_svc/send_group_msg"

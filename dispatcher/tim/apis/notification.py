@@ -15,7 +15,7 @@ from dispatcher.tim import rules
 from dispatcher.tim.apis.base import Delivery, Endpoint, Refusal, Reject, Spec, group_id, string
 
 if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
+    from dispatcher.sandbox import Sandbox
 
 NAME: Final = "send_group_system_notification"
 BODY_KEYS: Final = frozenset({"GroupId", "Content", "ToMembers_Account", "TopicId"})
