@@ -23,10 +23,9 @@ from dispatcher.pacing.store import Quota
 from dispatcher.run.batching import split
 from dispatcher.run.engine import Engine
 from dispatcher.run.retry import RetryPolicy
-from dispatcher.sandbox import ALL_MEMBERS, Group, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, C2C, Group, Sandbox
 from dispatcher.tim import usersig
 from dispatcher.tim.apis import REGISTRY, Endpoint
-from dispatcher.tim.apis.batchsendmsg import C2C
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import (
     DEMO_ENV,

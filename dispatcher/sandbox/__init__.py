@@ -5,8 +5,9 @@ It may import `dispatcher.tim` (the rules, and each API's client half for its pa
 nothing in `dispatcher.tim` imports it.
 """
 
+from dispatcher.sandbox.apis.batchsendmsg import C2C
 from dispatcher.sandbox.groups import Group, load_accounts, load_groups
 from dispatcher.sandbox.ledger import ALL_MEMBERS, Ledger
 from dispatcher.sandbox.server import Faults, Sandbox
 
-__all__ = ["ALL_MEMBERS", "Faults", "Group", "Ledger", "Sandbox", "load_accounts", "load_groups"]
+__all__ = ["ALL_MEMBERS", "C2C", "Faults", "Group", "Ledger", "Sandbox", "load_accounts", "load_groups"]

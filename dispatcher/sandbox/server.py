@@ -7,7 +7,7 @@ What each API checks and does (send_group_system_notification: GroupId and UserI
 500 named members, AVChatRoom all-members only, TopicId for Community groups only, Content of at
 most 12 KiB (80002); send_group_msg: Random deduplication for five minutes, 40 messages a second per
 group; batchsendmsg: partial replies, unknown accounts, the per-minute message quota) is in its
-module of dispatcher.tim.apis, `emulate`.
+module of dispatcher.sandbox.apis.
 Optional faults (10002 replies, latency, dropped connections, HTTP 502) rehearse bad days; a seed
 makes them repeatable. A ledger records who received which notification how many times, readable
 in-process (`Sandbox.ledger`) and over HTTP (`GET /sandbox/ledger`, `GET /sandbox/stats`).
@@ -28,11 +28,10 @@ import orjson
 from aiohttp import web
 
 from dispatcher.errors import SignatureError
+from dispatcher.sandbox.apis import EMULATORS, Emulator, Refusal
 from dispatcher.sandbox.groups import Group
 from dispatcher.sandbox.ledger import ALL_MEMBERS, Ledger
 from dispatcher.tim import rules, usersig
-from dispatcher.tim.apis import REGISTRY, Endpoint
-from dispatcher.tim.apis.base import Refusal
 from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA
 from dispatcher.tim.apis.groupmsg import GROUP_RATE
 from dispatcher.tim.config import DEMO_CREDENTIALS, Credentials
@@ -94,7 +93,8 @@ class Sandbox:
         self.accounts = None if accounts is None else frozenset(accounts)
         self.message_quota = message_quota
         self.group_rate = group_rate
-        self.memory: dict[str, object] = {}  # each API's own state (deduplication, quotas), by its name
+        # Each API's emulation, holding that API's state (deduplication, quotas) for this sandbox alone.
+        self.emulators: tuple[Emulator, ...] = tuple(emulator() for emulator in EMULATORS)
         self._recipient_script: dict[str, collections.deque[int]] = {}
         # The budget is per app and API: each path has its own window.
         self._windows: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
@@ -240,7 +240,7 @@ class Sandbox:
             return web.Response(status=int(status), text=f"<html>HTTP {status}</html>", headers=headers)
         return self._answer(reply, "scripted reply")
 
-    async def _send(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
+    async def _send(self, emulator: Emulator, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
         if self._script:
             return await self._scripted(request, self._script.popleft())
@@ -254,16 +254,16 @@ class Sandbox:
         except web.HTTPRequestEntityTooLarge:
             return self._too_large()
         try:
-            if not self._admit(endpoint.path, self._clock()):
+            if not self._admit(emulator.api.path, self._clock()):
                 raise Refusal(rules.OVER_RATE, "over the frequency limit")
             self._authenticate(request.query)
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                raise Refusal(endpoint.json_error_code, "body is not valid JSON") from None
+                raise Refusal(emulator.json_error_code, "body is not valid JSON") from None
             if not isinstance(body, dict):
-                raise Refusal(endpoint.json_error_code, "body must be a JSON object")
-            deliver = endpoint.emulate(self, body)
+                raise Refusal(emulator.json_error_code, "body must be a JSON object")
+            deliver = emulator.emulate(self, body)
             if faults.latency or faults.jitter:
                 await self._sleep(max(0.0, faults.latency + self._rng.uniform(-faults.jitter, faults.jitter)))
             if faults.error_rate and self._rng.random() < faults.error_rate:
@@ -283,14 +283,14 @@ class Sandbox:
     def api_stats(self) -> dict[str, int]:
         """Each API's own figures (batchsendmsg: the most messages admitted in any minute)."""
         out: dict[str, int] = {}
-        for endpoint in REGISTRY.values():
-            out.update(endpoint.sandbox_stats(self))
+        for emulator in self.emulators:
+            out.update(emulator.stats())
         return out
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        for endpoint in REGISTRY.values():
-            app.router.add_post(endpoint.path, functools.partial(self._send, endpoint))
+        for emulator in self.emulators:
+            app.router.add_post(emulator.api.path, functools.partial(self._send, emulator))
         app.router.add_get("/sandbox/ledger", self._ledger)
         app.router.add_get("/sandbox/stats", self._stats)
         return app
