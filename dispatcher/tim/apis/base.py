@@ -1,9 +1,10 @@
 """The seam between the engine and one REST API: what a job of it may say, the request a batch
-becomes, and what its reply means. The sandbox's emulation of each API is dispatcher.sandbox.apis.
+becomes, and what its reply means: the client's half only.
 
 The engine, the reader, the journal and the report know only this interface; each API is one
 module (`notification`, `batchsendmsg`, `groupmsg`) and one line of the registry (`__init__`).
-Adding an API is one new module and one registry line.
+Adding an API is one new module and one registry line here, and its emulation one module and one
+line of `EMULATORS` in dispatcher.sandbox.apis (which imports this; this never imports it).
 """
 
 from __future__ import annotations
