@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from dispatcher.observe.summary import Summary
     from dispatcher.run.engine import Engine, RunConfig
     from dispatcher.run.retry import RetryPolicy
-    from dispatcher.sandbox.server import Faults, Group, Sandbox
+    from dispatcher.sandbox import Faults, Group, Sandbox
     from dispatcher.tim.config import Credentials
 
 # Imported on first use, so that `dispatcher --help` does not pay for aiohttp.
@@ -27,9 +27,9 @@ _EXPORTS = {
     "JournalError": "dispatcher.errors",
     "UsageError": "dispatcher.errors",
     "RetryPolicy": "dispatcher.run.retry",
-    "Faults": "dispatcher.sandbox.server",
-    "Group": "dispatcher.sandbox.server",
-    "Sandbox": "dispatcher.sandbox.server",
+    "Faults": "dispatcher.sandbox",
+    "Group": "dispatcher.sandbox",
+    "Sandbox": "dispatcher.sandbox",
     "Summary": "dispatcher.observe.summary",
 }
 __all__ = [

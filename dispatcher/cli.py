@@ -564,7 +564,6 @@ async def _run(
         is_stream,
         reserve_open_files,
     )
-    from dispatcher.sandbox.server import Group, Sandbox
     from dispatcher.threads import in_daemon_thread
     from dispatcher.tim.apis import DEFAULT, REGISTRY, Endpoint
     from dispatcher.tim.apis.batchsendmsg import QUOTA_SECONDS
@@ -628,6 +627,8 @@ async def _run(
                 endpoint = REGISTRY[name]
                 limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))
             if sandbox:
+                from dispatcher.sandbox import Group, Sandbox
+
                 # The emulator shares the process: each connection is an open file at both ends.
                 reserve_open_files(2 * (run.concurrency or default_concurrency(run.rate)) + RESERVED_FILES)
                 groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
@@ -776,7 +777,7 @@ def _sandbox(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from dispatcher.sandbox.server import Faults, Sandbox, load_accounts, load_groups
+    from dispatcher.sandbox import Faults, Sandbox, load_accounts, load_groups
     from dispatcher.tim import config
 
     for name in ("fail_rate", "drop_rate", "http502_rate"):

@@ -25,7 +25,7 @@ from dispatcher.observe.summary import Summary
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.run.engine import Engine, RunConfig
 from dispatcher.run.retry import RetryPolicy
-from dispatcher.sandbox.server import Sandbox
+from dispatcher.sandbox import Sandbox
 from dispatcher.tim.config import DEMO_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,9 +16,8 @@ from dispatcher.observe.plan import make_plan
 from dispatcher.observe.report import render_text, summarise
 from dispatcher.pacing.group import GroupPacer
 from dispatcher.run.batching import split
-from dispatcher.sandbox.server import ALL_MEMBERS, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, C2C, Sandbox
 from dispatcher.tim.apis import REGISTRY
-from dispatcher.tim.apis.batchsendmsg import C2C
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import FakeClock, journal, run_engine, write_jobs
 from tests.test_apis import two_messages_into_a_group_at_one_a_second

@@ -23,10 +23,9 @@ from dispatcher.pacing.store import Quota
 from dispatcher.run.batching import split
 from dispatcher.run.engine import Engine
 from dispatcher.run.retry import RetryPolicy
-from dispatcher.sandbox.server import ALL_MEMBERS, Group, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, C2C, Group, Sandbox
 from dispatcher.tim import usersig
 from dispatcher.tim.apis import REGISTRY, Endpoint
-from dispatcher.tim.apis.batchsendmsg import C2C
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import (
     DEMO_ENV,
@@ -606,7 +605,7 @@ def test_each_api_has_its_own_shared_budget_in_redis(tmp_path: Path, redis_serve
 
 
 def test_sandbox_accounts_file(tmp_path: Path) -> None:
-    from dispatcher.sandbox.server import load_accounts
+    from dispatcher.sandbox import load_accounts
 
     path = tmp_path / "accounts.txt"
     path.write_bytes(b"\xef\xbb\xbfpeter\r\n\r\n  amara \njun\n")

@@ -18,7 +18,7 @@ import pytest
 
 from dispatcher.cli import build_parser
 from dispatcher.run.engine import RunConfig
-from dispatcher.sandbox.server import Sandbox
+from dispatcher.sandbox import Sandbox
 from dispatcher.tim.config import DEMO_CREDENTIALS
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, users, write_jobs
 

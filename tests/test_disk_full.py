@@ -11,7 +11,7 @@ import orjson
 
 from dispatcher.journal.outcomes import open_journal
 from dispatcher.run.engine import Engine
-from dispatcher.sandbox.server import Faults, Sandbox
+from dispatcher.sandbox import Faults, Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, users, write_jobs
 
 GROUP = "@TGS#diskfull"

@@ -15,7 +15,7 @@ from dispatcher.observe.logs import configure
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.run.engine import Engine
 from dispatcher.run.retry import RetryPolicy
-from dispatcher.sandbox.server import ALL_MEMBERS, Group, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, Group, Sandbox
 from dispatcher.tim.config import Credentials
 from dispatcher.tim.usersig import Signer
 from tests.conftest import FakeClock, journal, make_config, run_engine, users, write_jobs

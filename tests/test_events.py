@@ -18,7 +18,7 @@ from dispatcher.observe.events import (
 from dispatcher.observe.plan import make_plan
 from dispatcher.observe.report import summarise
 from dispatcher.run.engine import Engine
-from dispatcher.sandbox.server import Sandbox
+from dispatcher.sandbox import Sandbox
 from tests.conftest import journal, make_config, users, write_jobs
 
 GROUP = "@TGS#events"

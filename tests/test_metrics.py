@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dispatcher.observe.events import BatchSkipped, JobAccepted
 from dispatcher.observe.metrics import Exporter, MetricsOptions
 from dispatcher.run.engine import Engine
-from dispatcher.sandbox.server import Sandbox
+from dispatcher.sandbox import Sandbox
 from tests.conftest import DISPATCHER, ROOT, Pushgateway, cli_env, free_port, make_config, users, write_jobs
 
 API = "send_group_system_notification"

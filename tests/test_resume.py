@@ -17,7 +17,7 @@ import pytest
 from dispatcher.errors import JournalError
 from dispatcher.journal.outcomes import iter_records, load_state
 from dispatcher.run.engine import Engine
-from dispatcher.sandbox.server import Faults, Group, Sandbox
+from dispatcher.sandbox import Faults, Group, Sandbox
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, run_engine, users, write_jobs
 
 GROUP = "@TGS#resume"

@@ -14,8 +14,9 @@ import aiohttp
 import orjson
 import pytest
 
-from dispatcher.sandbox.server import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
+from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
 from dispatcher.tim import rules, usersig
+from dispatcher.tim.apis import REGISTRY
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, FakeClock, cli_env
 
@@ -305,11 +306,19 @@ async def test_ledger_and_stats_over_http(http: aiohttp.ClientSession, box: Sand
         assert (await resp.json())["0"] == 1
 
 
-async def test_get_group_info_gives_the_type(http: aiohttp.ClientSession, box: Sandbox) -> None:
-    _status, doc = await post(http, box, {"GroupIdList": ["@TGS#live", "@TGS#gone"]}, path=rules.GROUP_INFO_PATH)
-    info = {g["GroupId"]: g for g in doc["GroupInfo"]}
-    assert info["@TGS#live"]["Type"] == "AVChatRoom"
-    assert info["@TGS#gone"]["ErrorCode"] == rules.GROUP_NOT_FOUND
+async def test_every_api_is_served_with_its_own_codes(http: aiohttp.ClientSession, box: Sandbox) -> None:
+    """Each API the dispatcher sends is answered by its own emulation: a body that is not JSON, and
+    an empty object (no GroupId, no To_Account), get that API's codes."""
+    answers = {}
+    for name, endpoint in REGISTRY.items():
+        not_json = (await post(http, box, b"{", path=endpoint.path))[1]["ErrorCode"]
+        empty = (await post(http, box, {}, path=endpoint.path))[1]["ErrorCode"]
+        answers[name] = (not_json, empty)
+    assert answers == {
+        "send_group_system_notification": (10004, 10015),
+        "batchsendmsg": (90001, 90003),
+        "send_group_msg": (10004, 10015),
+    }
 
 
 def test_cli_sandbox_serves_on_port_0_with_groups_and_usersig(tmp_path: Path) -> None:

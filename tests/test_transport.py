@@ -13,7 +13,7 @@ from dispatcher.pacing.memory import RateLimiter
 from dispatcher.run.client import parse_retry_after
 from dispatcher.run.engine import Engine
 from dispatcher.run.retry import RetryPolicy
-from dispatcher.sandbox.server import Faults, Sandbox
+from dispatcher.sandbox import Faults, Sandbox
 from dispatcher.tim import rules
 from tests.conftest import FakeClock, journal, make_config, run_engine, users, write_jobs
 

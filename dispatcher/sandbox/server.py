@@ -7,7 +7,7 @@ What each API checks and does (send_group_system_notification: GroupId and UserI
 500 named members, AVChatRoom all-members only, TopicId for Community groups only, Content of at
 most 12 KiB (80002); send_group_msg: Random deduplication for five minutes, 40 messages a second per
 group; batchsendmsg: partial replies, unknown accounts, the per-minute message quota) is in its
-module of dispatcher.tim.apis, `emulate`.
+module of dispatcher.sandbox.apis.
 Optional faults (10002 replies, latency, dropped connections, HTTP 502) rehearse bad days; a seed
 makes them repeatable. A ledger records who received which notification how many times, readable
 in-process (`Sandbox.ledger`) and over HTTP (`GET /sandbox/ledger`, `GET /sandbox/stats`).
@@ -22,21 +22,20 @@ import functools
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from dispatcher.errors import InputError, SignatureError
+from dispatcher.errors import SignatureError
+from dispatcher.sandbox.apis import EMULATORS, Emulator, Refusal
+from dispatcher.sandbox.groups import Group
+from dispatcher.sandbox.ledger import ALL_MEMBERS, Ledger
 from dispatcher.tim import rules, usersig
-from dispatcher.tim.apis import REGISTRY, Endpoint
-from dispatcher.tim.apis.base import Refusal
 from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA
 from dispatcher.tim.apis.groupmsg import GROUP_RATE
 from dispatcher.tim.config import DEMO_CREDENTIALS, Credentials
 
-ALL_MEMBERS = "*"  # ledger entry of an all-members notification to a group whose members are unknown
 # A larger request body is refused with HTTP 413 before more of it is read, as the real server's front
 # end does; a valid body (500 UserIDs and 12 KiB of Content, even all escaped) is far smaller.
 MAX_BODY_BYTES = 1024 * 1024
@@ -50,118 +49,6 @@ class Faults:
     drop_rate: float = 0.0  # share of connections closed without a reply
     http502_rate: float = 0.0  # share answered HTTP 502 with an HTML body
     seed: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Group:
-    type: str = "Public"
-    members: frozenset[str] | None = None  # None: whoever is named counts as a member
-    topics: frozenset[str] | None = None  # None: any TopicId is a topic (Community groups only)
-
-
-class Ledger:
-    """Who received which notification, and how many times.
-
-    Stored as notification -> {user: count}: dicts of only strings and ints are not tracked by the
-    garbage collector, so a ledger of millions of deliveries does not make the sandbox pause (a
-    pause would bunch the arrival times it counts for the rate window).
-
-    A request only appends its recipients, as one JSON array in bytes, to `_pending`; they are
-    counted when the ledger is read. Counting them as they came made the sandbox stall: a dict that
-    outgrows its table copies every entry into a new one, 70-120 ms at 700,000 users on the 2-core
-    machine, and the requests that arrived meanwhile were then time-stamped together, up to 22 of
-    them refused with 60007 in a 1,000,000-recipient export sent at an even 199/s. Appending is
-    O(1), and bytes are not tracked by the garbage collector (a tuple of 500 names is, until a
-    collection untracks it: that pass over the young ones took 3-6 ms, itself too long a stall).
-    """
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str | None, str], dict[str, int]] = {}
-        self._pending: list[tuple[tuple[str, str | None, str], bytes]] = []
-
-    def add(self, group_id: str, topic_id: str | None, content: str, users: Iterable[str]) -> None:
-        self._pending.append(((group_id, topic_id, content), orjson.dumps(list(users))))
-
-    def _fold(self) -> dict[tuple[str, str | None, str], dict[str, int]]:
-        """The counts, with the pending deliveries added."""
-        pending, self._pending = self._pending, []
-        for key, users in pending:
-            counts = self._counts.setdefault(key, {})
-            for user in orjson.loads(users):
-                counts[user] = counts.get(user, 0) + 1
-        return self._counts
-
-    def _select(self, group_id: str, content: str | None, topic_id: str | None = None) -> Iterable[dict[str, int]]:
-        for (g, t, c), counts in self._fold().items():
-            if g == group_id and (content is None or c == content) and (topic_id is None or t == topic_id):
-                yield counts
-
-    def times(self, user: str, group_id: str, content: str | None = None, topic_id: str | None = None) -> int:
-        """How many times `user` got a notification in `group_id` (with that content, if given)."""
-        return sum(counts.get(user, 0) for counts in self._select(group_id, content, topic_id))
-
-    def recipients(self, group_id: str, content: str | None = None) -> collections.Counter[str]:
-        """User -> deliveries, for one group (and content)."""
-        out: collections.Counter[str] = collections.Counter()
-        for counts in self._select(group_id, content):
-            out.update(counts)
-        return out
-
-    def total(self) -> int:
-        return sum(sum(counts.values()) for counts in self._fold().values())
-
-    def entries(self) -> list[dict[str, Any]]:
-        return [
-            {"group_id": g, "topic_id": t, "content": c, "user": u, "count": n}
-            for (g, t, c), counts in self._fold().items()
-            for u, n in counts.items()
-        ]
-
-
-def load_groups(path: str | Path) -> dict[str, Group]:
-    """Read `--groups FILE`: {"GroupId": {"type": "Public", "members": ["u1", ...], "topics": [...]}}."""
-    try:
-        doc = orjson.loads(Path(path).read_bytes())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: must be a JSON object mapping GroupId to a group")
-    groups = {}
-    for gid, spec in doc.items():
-        where = f"{path}: group {gid!r}"
-        if rules.group_id_problem(gid):
-            raise InputError(f"{where}: GroupId {rules.group_id_problem(gid)}")
-        if not isinstance(spec, dict):
-            raise InputError(f"{where}: must be an object")
-        gtype = spec.get("type", "Public")
-        if gtype not in rules.GROUP_TYPES:
-            raise InputError(f"{where}: type must be one of {', '.join(sorted(rules.GROUP_TYPES))}")
-        members, topics = spec.get("members"), spec.get("topics")
-        for name, value in (("members", members), ("topics", topics)):
-            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise InputError(f"{where}: {name} must be an array of strings")
-        groups[gid] = Group(
-            gtype,
-            None if members is None else frozenset(members),
-            None if topics is None else frozenset(topics),
-        )
-    return groups
-
-
-_Refusal = Refusal
-
-
-def load_accounts(path: str | Path) -> frozenset[str]:
-    """Read `--accounts FILE`: the app's accounts, one UserID a line (blank lines skipped)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not valid UTF-8") from None
-    return frozenset(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _reply(code: int = 0, info: str = "", extra: Mapping[str, Any] | None = None) -> web.Response:
@@ -206,7 +93,8 @@ class Sandbox:
         self.accounts = None if accounts is None else frozenset(accounts)
         self.message_quota = message_quota
         self.group_rate = group_rate
-        self.memory: dict[str, object] = {}  # each API's own state (deduplication, quotas), by its name
+        # Each API's emulation, holding that API's state (deduplication, quotas) for this sandbox alone.
+        self.emulators: tuple[Emulator, ...] = tuple(emulator() for emulator in EMULATORS)
         self._recipient_script: dict[str, collections.deque[int]] = {}
         # The budget is per app and API: each path has its own window.
         self._windows: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
@@ -255,50 +143,48 @@ class Sandbox:
     def _authenticate(self, query: Mapping[str, str]) -> None:
         creds = self.credentials
         if query.get("sdkappid") != str(creds.sdkappid):
-            raise _Refusal(rules.SDKAPPID_NOT_FOUND, f"SDKAppID {query.get('sdkappid')!r} not found")
+            raise Refusal(rules.SDKAPPID_NOT_FOUND, f"SDKAppID {query.get('sdkappid')!r} not found")
         if query.get("identifier") != creds.identifier:
-            raise _Refusal(rules.NOT_ADMIN, "identifier is not an App admin")
+            raise Refusal(rules.NOT_ADMIN, "identifier is not an App admin")
         sig = query.get("usersig", "")
         expires = self._verified.get(sig)
         if expires is None or time.time() >= expires:
             try:
                 doc = usersig.verify(sig, creds.sdkappid, creds.identifier, creds.secret_key or "")
             except SignatureError as exc:
-                raise _Refusal(exc.code, str(exc)) from None
+                raise Refusal(exc.code, str(exc)) from None
             if len(self._verified) > 1000:
                 self._verified.clear()
             self._verified[sig] = int(doc["TLS.time"]) + int(doc["TLS.expire"])
         rnd = query.get("random", "")
         if not (rnd.isdigit() and int(rnd) <= rules.UINT32_MAX):
-            raise _Refusal(rules.INVALID_PARAMETER, "random must be an unsigned 32-bit integer")
+            raise Refusal(rules.INVALID_PARAMETER, "random must be an unsigned 32-bit integer")
         if query.get("contenttype") != "json":
-            raise _Refusal(rules.INVALID_PARAMETER, "contenttype must be json")
+            raise Refusal(rules.INVALID_PARAMETER, "contenttype must be json")
 
     def group(self, gid: object) -> tuple[str, Group]:
         """A valid, existing GroupId and its group; else the refusal the server gives."""
         problem = rules.group_id_problem(gid)
         if problem:
-            raise _Refusal(rules.INVALID_GROUP_ID, f"GroupId {problem}")
+            raise Refusal(rules.INVALID_GROUP_ID, f"GroupId {problem}")
         assert isinstance(gid, str)
         if self.groups is None:
             return gid, Group()
         group = self.groups.get(gid)
         if group is None:
-            raise _Refusal(rules.GROUP_NOT_FOUND, f"group {gid} does not exist")
+            raise Refusal(rules.GROUP_NOT_FOUND, f"group {gid} does not exist")
         return gid, group
-
-    _group = group
 
     def topic(self, group: Group, topic: object) -> str | None:
         """A valid TopicId of `group`, or None if none is given."""
         if topic is None:
             return None
         if not isinstance(topic, str) or not topic:
-            raise _Refusal(rules.INVALID_PARAMETER, "TopicId must be a non-empty string")
+            raise Refusal(rules.INVALID_PARAMETER, "TopicId must be a non-empty string")
         if not rules.accepts_topics(group.type):
-            raise _Refusal(rules.INVALID_PARAMETER, "TopicId applies to Community groups only")
+            raise Refusal(rules.INVALID_PARAMETER, "TopicId applies to Community groups only")
         if group.topics is not None and topic not in group.topics:
-            raise _Refusal(rules.GROUP_NOT_FOUND, f"topic {topic} does not exist")
+            raise Refusal(rules.GROUP_NOT_FOUND, f"topic {topic} does not exist")
         return topic
 
     def members(self, group: Group, named: list[str] | None) -> Iterable[str]:
@@ -354,7 +240,7 @@ class Sandbox:
             return web.Response(status=int(status), text=f"<html>HTTP {status}</html>", headers=headers)
         return self._answer(reply, "scripted reply")
 
-    async def _send(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
+    async def _send(self, emulator: Emulator, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
         if self._script:
             return await self._scripted(request, self._script.popleft())
@@ -368,54 +254,24 @@ class Sandbox:
         except web.HTTPRequestEntityTooLarge:
             return self._too_large()
         try:
-            if not self._admit(endpoint.path, self._clock()):
-                raise _Refusal(rules.OVER_RATE, "over the frequency limit")
+            if not self._admit(emulator.api.path, self._clock()):
+                raise Refusal(rules.OVER_RATE, "over the frequency limit")
             self._authenticate(request.query)
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                raise _Refusal(endpoint.json_error_code, "body is not valid JSON") from None
+                raise Refusal(emulator.json_error_code, "body is not valid JSON") from None
             if not isinstance(body, dict):
-                raise _Refusal(endpoint.json_error_code, "body must be a JSON object")
-            deliver = endpoint.emulate(self, body)
+                raise Refusal(emulator.json_error_code, "body must be a JSON object")
+            deliver = emulator.emulate(self, body)
             if faults.latency or faults.jitter:
                 await self._sleep(max(0.0, faults.latency + self._rng.uniform(-faults.jitter, faults.jitter)))
             if faults.error_rate and self._rng.random() < faults.error_rate:
-                raise _Refusal(rules.INTERNAL_ERROR, "internal error, try again")
+                raise Refusal(rules.INTERNAL_ERROR, "internal error, try again")
             extra = deliver(self._clock())
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return self._answer(refusal.code, refusal.info, refusal.extra)
         return self._answer(0, "", extra)
-
-    async def _group_info(self, request: web.Request) -> web.Response:
-        try:
-            self._authenticate(request.query)
-            body = orjson.loads(await request.read())
-            ids = body.get("GroupIdList") if isinstance(body, dict) else None
-            if not isinstance(ids, list):
-                raise _Refusal(rules.INVALID_PARAMETER, "GroupIdList must be an array")
-        except orjson.JSONDecodeError:
-            return _reply(rules.INVALID_PARAMETER, "body is not valid JSON")
-        except _Refusal as refusal:
-            return _reply(refusal.code, refusal.info)
-        infos = []
-        for gid in ids:
-            try:
-                gid, group = self._group(gid)
-            except _Refusal as refusal:
-                infos.append({"GroupId": gid, "ErrorCode": refusal.code, "ErrorInfo": refusal.info})
-                continue
-            infos.append(
-                {
-                    "GroupId": gid,
-                    "ErrorCode": 0,
-                    "ErrorInfo": "",
-                    "Type": group.type,
-                    "MemberNum": len(group.members or ()),
-                }
-            )
-        doc = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "GroupInfo": infos}
-        return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
     async def _ledger(self, _request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({"deliveries": self.ledger.entries()}), content_type="application/json")
@@ -427,15 +283,14 @@ class Sandbox:
     def api_stats(self) -> dict[str, int]:
         """Each API's own figures (batchsendmsg: the most messages admitted in any minute)."""
         out: dict[str, int] = {}
-        for endpoint in REGISTRY.values():
-            out.update(endpoint.sandbox_stats(self))
+        for emulator in self.emulators:
+            out.update(emulator.stats())
         return out
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        for endpoint in REGISTRY.values():
-            app.router.add_post(endpoint.path, functools.partial(self._send, endpoint))
-        app.router.add_post(rules.GROUP_INFO_PATH, self._group_info)
+        for emulator in self.emulators:
+            app.router.add_post(emulator.api.path, functools.partial(self._send, emulator))
         app.router.add_get("/sandbox/ledger", self._ledger)
         app.router.add_get("/sandbox/stats", self._stats)
         return app

@@ -12,7 +12,6 @@ import enum
 from typing import Final
 
 SEND_PATH: Final = "/v4/group_open_http_svc/send_group_system_notification"
-GROUP_INFO_PATH: Final = "/v4/group_open_http_svc/get_group_info"
 
 MAX_MEMBERS: Final = 500  # UserIDs in one ToMembers_Account
 MAX_GROUP_ID_BYTES: Final = 48

@@ -1,9 +1,10 @@
 """The seam between the engine and one REST API: what a job of it may say, the request a batch
-becomes, what its reply means, and how the sandbox emulates it.
+becomes, and what its reply means: the client's half only.
 
 The engine, the reader, the journal and the report know only this interface; each API is one
 module (`notification`, `batchsendmsg`, `groupmsg`) and one line of the registry (`__init__`).
-Adding an API is one new module and one registry line.
+Adding an API is one new module and one registry line here, and its emulation one module and one
+line of `EMULATORS` in dispatcher.sandbox.apis (which imports this; this never imports it).
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final
 
 import orjson
 
 from dispatcher.tim import rules
-
-if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
 
 # Message element types the REST APIs take in a MsgBody (Tencent's "Message Formats" page).
 MSG_TYPES: Final = frozenset(
@@ -43,16 +41,6 @@ class Reject(Exception):
         super().__init__(reason)
         self.field = field
         self.reason = reason
-
-
-class Refusal(Exception):
-    """The sandbox's answer to a request it refuses: an ErrorCode, its text, and more reply fields."""
-
-    def __init__(self, code: int, info: str, extra: Mapping[str, Any] | None = None) -> None:
-        super().__init__(info)
-        self.code = code
-        self.info = info
-        self.extra = dict(extra or {})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,7 +67,6 @@ class Details:
 
 
 NO_DETAILS: Final = Details()
-Delivery = Callable[[float], dict[str, Any]]
 
 
 class Endpoint(abc.ABC):
@@ -147,18 +134,6 @@ class Endpoint(abc.ABC):
             or code in rules.TRANSIENT_CODES
             or code in rules.OVER_RATE_CODES
         )
-
-    json_error_code: ClassVar[int] = rules.INVALID_PARAMETER  # the sandbox's answer to a body that is not JSON
-
-    @abc.abstractmethod
-    def emulate(self, box: Sandbox, body: Mapping[str, Any]) -> Delivery:
-        """The sandbox's check of an authenticated, admitted request (raise Refusal), returning what
-        delivers it: the sandbox calls that after its latency and faults, with the time, and it
-        returns the reply's fields besides ErrorCode/ErrorInfo (or raises Refusal)."""
-
-    def sandbox_stats(self, box: Sandbox) -> dict[str, int]:
-        """Figures of this API's emulation for `GET /sandbox/stats`, besides the counts of replies."""
-        return {}
 
 
 def batch_random(job_id: str, job_hash: str, index: int) -> int:
@@ -285,22 +260,3 @@ def common_message_fields(doc: Mapping[str, Any], fields: dict[str, object]) -> 
         if not isinstance(push, dict):
             raise Reject("OfflinePushInfo", f"must be an object, not {type_name(push)}")
         fields["OfflinePushInfo"] = push
-
-
-def sandbox_msg_body(body: Mapping[str, Any], bad_code: int, too_large: int) -> str:
-    """The sandbox's check of a MsgBody; the body as the ledger keys it (compact JSON)."""
-    value = body.get("MsgBody")
-    problem = msg_body_problem(value)
-    if problem is not None:
-        code = too_large if "bytes" in problem else bad_code
-        raise Refusal(code, f"MsgBody {problem}")
-    return orjson.dumps(value).decode()
-
-
-def sandbox_uint32(body: Mapping[str, Any], key: str, code: int, *, required: bool) -> int | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    if type(value) is not int or not 0 <= value <= rules.UINT32_MAX:
-        raise Refusal(code, f"{key} must be an unsigned 32-bit integer")
-    return value

@@ -13,58 +13,32 @@ like an over-rate reply, never recorded `ok`.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import hashlib
-import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import orjson
 
 from dispatcher.tim import rules
 from dispatcher.tim.apis.base import (
-    Delivery,
     Details,
     Endpoint,
-    Refusal,
     Reject,
     Spec,
     common_message_fields,
     group_id,
     integer,
     message_body,
-    sandbox_msg_body,
-    sandbox_uint32,
     string,
 )
-
-if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
 
 NAME: Final = "send_group_msg"
 PATH: Final = "/v4/group_open_http_svc/send_group_msg"
 PRIORITIES: Final = ("High", "Normal", "Low", "Lowest")
-DEDUP_SECONDS: Final = 300.0  # a repeated Random within this long is the same message
 GROUP_RATE: Final = 40  # messages a second into one group before frequency control drops them
-DROP_REASON: Final = "MsgFreqCtrl"
 NO_RECIPIENTS: Final = (
     f"{NAME} sends one message to every member of the group and takes no recipients; "
     'to send to named accounts, use "api": "batchsendmsg"'
-)
-BODY_KEYS: Final = frozenset(
-    {
-        "GroupId",
-        "Random",
-        "MsgBody",
-        "From_Account",
-        "MsgPriority",
-        "OnlineOnlyFlag",
-        "SendMsgControl",
-        "CloudCustomData",
-        "TopicId",
-        "OfflinePushInfo",
-    }
 )
 
 
@@ -130,60 +104,3 @@ class GroupMsg(Endpoint):
     def details(self, doc: Mapping[str, Any]) -> Details:
         reason = doc.get("MsgDropReason")
         return Details(dropped=reason) if isinstance(reason, str) and reason else Details()
-
-    # -- the sandbox -----------------------------------------------------------------------------
-
-    def emulate(self, box: Sandbox, body: Mapping[str, Any]) -> Delivery:
-        unknown = set(body) - BODY_KEYS
-        if unknown:
-            raise Refusal(rules.INVALID_PARAMETER, f"unknown field {sorted(unknown)[0]}")
-        gid, group = box.group(body.get("GroupId"))
-        topic = box.topic(group, body.get("TopicId"))
-        message = sandbox_msg_body(body, rules.INVALID_PARAMETER, rules.MESSAGE_TOO_LONG)
-        random = sandbox_uint32(body, "Random", rules.INVALID_PARAMETER, required=True) or 0
-        sender = body.get("From_Account")
-        if sender is not None and rules.user_id_problem(sender):
-            raise Refusal(rules.INVALID_PARAMETER, f"From_Account {rules.user_id_problem(sender)}")
-        state = box.memory.setdefault(NAME, _State())
-        assert isinstance(state, _State)
-
-        def deliver(now: float) -> dict[str, Any]:
-            key = (gid, topic, random)
-            state.forget(now)
-            seen = state.sent.get(key)
-            if seen is not None:
-                box.stats["duplicates_dropped"] += 1  # the same message: not delivered again
-                return {"MsgTime": seen[1], "MsgSeq": seen[2]}
-            window = state.windows[(gid, topic)]
-            while window and window[0] <= now - 1.0:
-                window.popleft()
-            if len(window) >= box.group_rate:
-                box.stats["freq_dropped"] += 1
-                return {"MsgTime": int(time.time()), "MsgSeq": 0, "MsgDropReason": DROP_REASON}
-            window.append(now)
-            state.seq[gid] += 1
-            stamp = int(time.time())
-            state.sent[key] = (now, stamp, state.seq[gid])
-            box.ledger.add(gid, topic, message, box.members(group, None))
-            return {"MsgTime": stamp, "MsgSeq": state.seq[gid]}
-
-        return deliver
-
-
-@dataclasses.dataclass
-class _State:
-    """The sandbox's memory of this API: Randoms sent in the last five minutes, per group."""
-
-    sent: dict[tuple[str, str | None, int], tuple[float, int, int]] = dataclasses.field(default_factory=dict)
-    windows: collections.defaultdict[tuple[str, str | None], collections.deque[float]] = dataclasses.field(
-        default_factory=lambda: collections.defaultdict(collections.deque)
-    )
-    seq: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    checked: float = 0.0
-
-    def forget(self, now: float) -> None:
-        """Drop Randoms older than the window (once a second at most: it walks them all)."""
-        if now - self.checked < 1.0:
-            return
-        self.checked = now
-        self.sent = {k: v for k, v in self.sent.items() if v[0] > now - DEDUP_SECONDS}

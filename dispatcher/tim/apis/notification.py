@@ -6,19 +6,15 @@ before there were other APIs: same fields, job hash, default job_id and request 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import orjson
 
 from dispatcher.tim import rules
-from dispatcher.tim.apis.base import Delivery, Endpoint, Refusal, Reject, Spec, group_id, string
-
-if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
+from dispatcher.tim.apis.base import Endpoint, Reject, Spec, group_id, string
 
 NAME: Final = "send_group_system_notification"
-BODY_KEYS: Final = frozenset({"GroupId", "Content", "ToMembers_Account", "TopicId"})
 
 
 class Notification(Endpoint):
@@ -28,7 +24,6 @@ class Notification(Endpoint):
     recipients_key = "ToMembers_Account"
     takes_random = False  # the API has no Random: no hash a request for one
     names_api = False
-    json_error_code = rules.INVALID_PARAMETER
 
     def validate(self, doc: Mapping[str, Any]) -> Spec:
         gid = group_id(doc)
@@ -73,38 +68,3 @@ class Notification(Endpoint):
         if "TopicId" in fields:
             doc["TopicId"] = fields["TopicId"]
         return orjson.dumps(doc)
-
-    # -- the sandbox -----------------------------------------------------------------------------
-
-    def emulate(self, box: Sandbox, body: Mapping[str, Any]) -> Delivery:
-        unknown = set(body) - BODY_KEYS
-        if unknown:
-            raise Refusal(rules.INVALID_PARAMETER, f"unknown field {sorted(unknown)[0]}")
-        gid, group = box.group(body.get("GroupId"))
-        content = body.get("Content")
-        if not isinstance(content, str) or not content:
-            raise Refusal(rules.INVALID_PARAMETER, "Content must be a non-empty string")
-        problem = rules.content_problem(content)
-        if problem:
-            raise Refusal(rules.MESSAGE_TOO_LONG, f"message too long: Content {problem}")
-        members = body.get("ToMembers_Account")
-        if members is not None:
-            if not isinstance(members, list) or len(members) > rules.MAX_MEMBERS:
-                raise Refusal(
-                    rules.INVALID_PARAMETER, f"ToMembers_Account must list at most {rules.MAX_MEMBERS} UserIDs"
-                )
-            for uid in members:
-                if rules.user_id_problem(uid):
-                    raise Refusal(rules.INVALID_PARAMETER, f"UserID {uid!r} {rules.user_id_problem(uid)}")
-            if not members:
-                members = None  # the API reads an empty list as all members
-            elif not rules.accepts_named_members(group.type):
-                raise Refusal(rules.INVALID_PARAMETER, f"{group.type} groups take notifications to all members only")
-        topic = box.topic(group, body.get("TopicId"))
-
-        def deliver(now: float) -> dict[str, Any]:
-            users: Iterable[str] = box.members(group, members)
-            box.ledger.add(gid, topic, content, users)
-            return {}
-
-        return deliver

@@ -1,0 +1,14 @@
+"""The APIs the sandbox serves: one emulation per API of `dispatcher.tim.apis.REGISTRY`, in its order."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from dispatcher.sandbox.apis.base import Box, Delivery, Emulator, Refusal
+from dispatcher.sandbox.apis.batchsendmsg import BatchSendMsgEmulator
+from dispatcher.sandbox.apis.groupmsg import GroupMsgEmulator
+from dispatcher.sandbox.apis.notification import NotificationEmulator
+
+EMULATORS: Final[tuple[type[Emulator], ...]] = (NotificationEmulator, BatchSendMsgEmulator, GroupMsgEmulator)
+
+__all__ = ["EMULATORS", "Box", "Delivery", "Emulator", "Refusal"]
