@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import config, rules
-from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA
 from dispatcher.tim.usersig import DEFAULT_EXPIRE
 from dispatcher.version import DISTRIBUTION, __version__
 
@@ -146,7 +145,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     send.add_argument(
         "--message-quota",
         type=int,
-        default=DEFAULT_QUOTA,
+        default=rules.DEFAULT_MESSAGE_QUOTA,
         help="batchsendmsg: messages a minute, counted per recipient (default %(default)s; paid editions raise it)",
     )
     send.add_argument("--concurrency", type=int, help="requests in flight (default: half the rate, from 8 to 512)")
@@ -223,7 +222,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--message-quota",
         type=int,
-        default=DEFAULT_QUOTA,
+        default=rules.DEFAULT_MESSAGE_QUOTA,
         help="batchsendmsg: messages a minute, counted per recipient, before 60018 (default %(default)s)",
     )
     sandbox.add_argument(
@@ -555,7 +554,7 @@ async def _run(
     from dispatcher.jobs.reader import StreamedExport
     from dispatcher.journal.outcomes import open_journal
     from dispatcher.observe.plan import make_plan
-    from dispatcher.pacing.store import Limiter, Quota, open_limiter
+    from dispatcher.pacing.store import Limiter, open_limiter, quota_of
     from dispatcher.run.engine import (
         RESERVED_FILES,
         Engine,
@@ -566,7 +565,6 @@ async def _run(
     )
     from dispatcher.threads import in_daemon_thread
     from dispatcher.tim.apis import DEFAULT, REGISTRY, Endpoint
-    from dispatcher.tim.apis.batchsendmsg import QUOTA_SECONDS
 
     log = structlog.get_logger("dispatcher")
     loop = asyncio.get_running_loop()
@@ -616,7 +614,7 @@ async def _run(
                 opened = limiters.get(endpoint.path)
                 if opened is not None:
                     return contextlib.nullcontext(opened)
-                quota = Quota(run.message_quota, QUOTA_SECONDS) if endpoint.counts_recipients else None
+                quota = quota_of(endpoint, run.message_quota)
                 return open_limiter(
                     store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=endpoint.path, quota=quota
                 )

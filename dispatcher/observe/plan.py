@@ -19,11 +19,10 @@ from dispatcher.observe.summary import Summary
 from dispatcher.pacing.group import SHARE
 from dispatcher.pacing.memory import HEADROOM
 from dispatcher.pacing.store import Quota
-from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
-from dispatcher.tim.apis.groupmsg import GROUP_RATE
+from dispatcher.tim import rules
 
 MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections in full and counts the rest
-GROUP_PACE = GROUP_RATE * SHARE  # send_group_msg's messages a second into one group, as the engine paces them
+GROUP_PACE = rules.GROUP_RATE * SHARE  # send_group_msg's messages a second into one group, as the engine paces them
 
 
 @dataclasses.dataclass
@@ -34,7 +33,7 @@ class Plan:
     skipped: int = 0  # of those, batches a resume would not send again
     recipients: int = 0  # named recipients of the accepted jobs
     rate: float = 0.0
-    message_quota: int = DEFAULT_QUOTA  # batchsendmsg's messages a minute
+    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg's messages a minute
     batch_size: int = 500
     quota_messages: int = 0  # batchsendmsg's recipients still to send, which count against its quota
     api_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API name -> requests to make
@@ -55,7 +54,7 @@ class Plan:
         at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + HEADROOM) / self.rate
         # The quota is paced evenly from the first message (limiter.Quota): each call waits for the
         # units of the one before it, so only the last call's own units are not waited for.
-        quota = Quota(self.message_quota, QUOTA_SECONDS)
+        quota = Quota(self.message_quota, rules.QUOTA_SECONDS)
         waited = max(0, self.quota_messages - min(self.quota_messages, self.batch_size))
         # Messages into one group are paced as the engine paces them (grouppace).
         busiest = max(self.group_messages.values(), default=0)
@@ -112,7 +111,7 @@ def make_plan(
     *,
     stop: threading.Event | None = None,
     streams: bool = True,
-    message_quota: int = DEFAULT_QUOTA,
+    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
 ) -> Plan:
     """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
     (a pre-scan must leave it to the run)."""
@@ -133,7 +132,7 @@ def make_plan(
         tally.on_event(JobAccepted(item.job_id, item.batches))
         plan.recipients += item.recipient_count
         skipped = 0
-        quota = item.endpoint.counts_recipients
+        quota = item.endpoint.quota_seconds is not None
         to_send = item.recipient_count if quota else 0  # recipients that count against the quota
         if state.jobs:
             for i in range(item.batches):

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from dispatcher.errors import ConfigError, UsageError
+from dispatcher.tim.apis import Endpoint
 from dispatcher.version import DISTRIBUTION
 
 MEMORY = "memory://"
@@ -165,6 +166,13 @@ def _shown(parts: urllib.parse.SplitResult) -> str:
     host = parts.netloc.rpartition("@")[2]
     query = "&".join(q for q in parts.query.split("&") if q.startswith("prefix=")) if parts.query else ""
     return f"{parts.scheme}://{host}{parts.path}" + (f"?{query}" if query else "")
+
+
+def quota_of(endpoint: Endpoint, message_quota: int) -> Quota | None:
+    """The second window of an API's budget: its per-minute message quota, if it has one."""
+    if endpoint.quota_seconds is None:
+        return None
+    return Quota(message_quota, endpoint.quota_seconds)
 
 
 def budget_key(prefix: str, sdkappid: int, api_path: str) -> str:

@@ -49,7 +49,7 @@ from dispatcher.observe.runlog import RunLog
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.group import GroupPacer
 from dispatcher.pacing.memory import Clock, RateLimiter, frozen_heap
-from dispatcher.pacing.store import Limiter, Quota
+from dispatcher.pacing.store import Limiter, quota_of
 from dispatcher.run.batching import Batch, split
 from dispatcher.run.client import Client, Reply, new_session
 from dispatcher.run.decide import Decision, Sent, decide
@@ -58,7 +58,6 @@ from dispatcher.run.retry import RetryPolicy
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim import rules
 from dispatcher.tim.apis import Endpoint
-from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA, QUOTA_SECONDS
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
 from dispatcher.tim.usersig import Signer
 
@@ -117,7 +116,7 @@ def check_options(
     timeout: float,
     resume: bool,
     retry_failed: bool,
-    message_quota: int = DEFAULT_QUOTA,
+    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
 ) -> None:
     """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
     if not 1 <= batch_size <= rules.MAX_MEMBERS:
@@ -152,7 +151,7 @@ class RunConfig:
     policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     timeout: float = DEFAULT_TIMEOUT  # seconds for one request
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
-    message_quota: int = DEFAULT_QUOTA  # batchsendmsg: messages a minute, counted per recipient
+    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg: messages a minute, counted per recipient
 
     def __post_init__(self) -> None:
         check_options(
@@ -354,7 +353,7 @@ class Engine:
 
     def _counts_quota(self, endpoint: Endpoint) -> bool:
         """Whether a request's recipients are a cost to its limiter (not with one shared `limiter`)."""
-        return endpoint.counts_recipients and self.limiter is None
+        return endpoint.quota_seconds is not None and self.limiter is None
 
     def _pause(self, seconds: float) -> None:
         """Hold every API's starts (70050 is about our signatures; Retry-After about the server)."""
@@ -625,6 +624,4 @@ class Engine:
 
 def default_limiter(config: RunConfig, endpoint: Endpoint) -> Limiter:
     """An in-process limiter for one API: the call rate, and batchsendmsg's per-minute message quota."""
-    if endpoint.counts_recipients:
-        return RateLimiter(config.rate, quota=Quota(config.message_quota, QUOTA_SECONDS))
-    return RateLimiter(config.rate)
+    return RateLimiter(config.rate, quota=quota_of(endpoint, config.message_quota))

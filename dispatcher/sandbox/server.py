@@ -32,8 +32,6 @@ from dispatcher.sandbox.apis import EMULATORS, Emulator, Refusal
 from dispatcher.sandbox.groups import Group
 from dispatcher.sandbox.ledger import ALL_MEMBERS, Ledger
 from dispatcher.tim import rules, usersig
-from dispatcher.tim.apis.batchsendmsg import DEFAULT_QUOTA
-from dispatcher.tim.apis.groupmsg import GROUP_RATE
 from dispatcher.tim.config import DEMO_CREDENTIALS, Credentials
 
 # A larger request body is refused with HTTP 413 before more of it is read, as the real server's front
@@ -73,8 +71,8 @@ class Sandbox:
         sleep: Callable[[float], Any] = asyncio.sleep,
         *,
         accounts: Iterable[str] | None = None,
-        message_quota: int = DEFAULT_QUOTA,
-        group_rate: int = GROUP_RATE,
+        message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
+        group_rate: int = rules.GROUP_RATE,
     ) -> None:
         """`accounts`: the app's accounts, for one-to-one messages (None: every valid UserID exists);
         `message_quota`: batchsendmsg's messages a minute, counted per recipient; `group_rate`:

@@ -22,6 +22,10 @@ MAX_USER_ID_BYTES: Final = 32
 # let the server refuse it (a 50 MB Content got HTTP 413, which stops the run).
 MAX_CONTENT_BYTES: Final = 12 * 1024
 DEFAULT_RATE: Final = 200  # calls per second an app may make without add-ons
+# batchsendmsg: messages a minute, counted per recipient (since 2023-08-01; paid editions raise it).
+DEFAULT_MESSAGE_QUOTA: Final = 12_000
+QUOTA_SECONDS: Final = 60.0
+GROUP_RATE: Final = 40  # send_group_msg: messages a second into one group before frequency control drops them
 UINT32_MAX: Final = 2**32 - 1
 
 GROUP_TYPES: Final = frozenset({"Private", "Public", "ChatRoom", "AVChatRoom", "Community", "Work", "Meeting"})

@@ -82,6 +82,10 @@ class Endpoint(abc.ABC):
     recipients_required: ClassVar[bool] = False  # False: a job without recipients reaches all members
     # Recipients count against a per-minute message quota (one call to 500 accounts is 500 messages).
     counts_recipients: ClassVar[bool] = False
+    # The window of that quota, seconds (None: the API has no message quota).
+    quota_seconds: ClassVar[float | None] = None
+    # Its requests name no group: the report says "one-to-one" where others name the GroupId.
+    one_to_one: ClassVar[bool] = False
     # The request carries a message number (Random, MsgRandom): see `batch_random`.
     takes_random: ClassVar[bool] = True
     # Messages a second into one group (the job's GroupId) before the server drops them; None: no such limit.

@@ -23,8 +23,8 @@ from dispatcher.tim.apis.base import Details, Endpoint, Spec, common_message_fie
 
 NAME: Final = "batchsendmsg"
 PATH: Final = "/v4/openim/batchsendmsg"
-DEFAULT_QUOTA: Final = 12_000  # messages a minute, counted per recipient
-QUOTA_SECONDS: Final = 60.0
+DEFAULT_QUOTA: Final = rules.DEFAULT_MESSAGE_QUOTA
+QUOTA_SECONDS: Final = rules.QUOTA_SECONDS
 MAX_LIFETIME: Final = 7 * 24 * 3600  # MsgLifeTime, seconds: offline storage of at most 7 days
 
 JSON_ERROR: Final = 90001
@@ -74,6 +74,8 @@ class BatchSendMsg(Endpoint):
     recipients_key = "To_Account"
     recipients_required = True
     counts_recipients = True
+    quota_seconds = QUOTA_SECONDS
+    one_to_one = True
     transient_codes: ClassVar[frozenset[int]] = INTERNAL
     over_rate_codes: ClassVar[frozenset[int]] = frozenset({60018, 60019})
 

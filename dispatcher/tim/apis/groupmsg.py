@@ -35,7 +35,7 @@ from dispatcher.tim.apis.base import (
 NAME: Final = "send_group_msg"
 PATH: Final = "/v4/group_open_http_svc/send_group_msg"
 PRIORITIES: Final = ("High", "Normal", "Low", "Lowest")
-GROUP_RATE: Final = 40  # messages a second into one group before frequency control drops them
+GROUP_RATE: Final = rules.GROUP_RATE
 NO_RECIPIENTS: Final = (
     f"{NAME} sends one message to every member of the group and takes no recipients; "
     'to send to named accounts, use "api": "batchsendmsg"'
