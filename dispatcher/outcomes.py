@@ -371,6 +371,9 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
         offset = 0
         for lineno, raw in enumerate(handle, 1):
             torn = not raw.endswith(b"\n")
+            if raw.isspace():  # a blank line, as an editor leaves one: skipped, as in jobs files
+                offset += len(raw)
+                continue
             try:
                 doc = orjson.loads(raw)
                 if not _is_record(doc):
