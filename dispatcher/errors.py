@@ -54,3 +54,19 @@ class SignatureError(DispatcherError):
 class RateStoreError(DispatcherError):
     """The shared rate store cannot be reached, was lost mid-run, or holds the budget at another
     rate (exit 2). A run never falls back to a private budget: that would overrun the app's cap."""
+
+
+QUOTED_CHARS = 64  # of a value quoted back in a message; a longer one is cut, and its size said
+
+
+def quoted(value: object, *, bare: bool = False) -> str:
+    """A value from the user's input as a message quotes it back: its repr (or the text itself, `bare`),
+    whole when short. A longer string is cut to its first 64 characters, with "…" and its size in
+    bytes: a 1 MB UserID would otherwise be echoed whole into the journal and the log."""
+    if isinstance(value, str):
+        if len(value) <= QUOTED_CHARS:
+            return value if bare else repr(value)
+        head = value[:QUOTED_CHARS] if bare else repr(value[:QUOTED_CHARS])
+        return f"{head}… ({len(value.encode('utf-8', 'surrogatepass')):,} bytes)"
+    text = repr(value)
+    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "…"

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError
+from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError, quoted
 from dispatcher.threads import in_daemon_thread
 
 OK, RETRY, FAILED, REJECTED = "ok", "retry", "failed", "rejected"
@@ -356,9 +356,11 @@ class JournalState:
 
 
 def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Iterator[dict[str, Any]]:
-    """Every whole line of a journal, in order. A torn last line is skipped (and cut off if `repair`).
+    """Every whole line of a journal, in order; blank lines are skipped. A torn last line (JSON cut
+    short) is skipped, and cut off if `repair`.
 
-    A bad line anywhere else is not a crash artefact but damage, and raises JournalError.
+    A bad line anywhere else, and whole JSON that is not an outcome line anywhere, is not a crash
+    artefact but damage, and raises JournalError.
     """
     path = Path(path)
     try:
@@ -376,14 +378,18 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
                 continue
             try:
                 doc = orjson.loads(raw)
-                if not _is_record(doc):
-                    raise ValueError("not an outcome record")
-            except ValueError:
+            except orjson.JSONDecodeError:
                 if torn:  # a write cut short by power loss: drop it
                     if repair:
                         _repair(handle, path, functools.partial(handle.truncate, offset))
                     return
-                raise JournalError(f"{path}:{lineno}: not an outcome line; the journal is damaged") from None
+                doc = None
+            # Whole JSON that is not an outcome line is damage wherever it is, the last line too: a
+            # newer version's line or a hand edit, never a torn write, so it is neither taken nor cut off.
+            problem = "not JSON" if doc is None else _record_problem(doc)
+            if problem is not None:
+                detail = "" if doc is None else f" ({problem})"
+                raise JournalError(f"{path}:{lineno}: not an outcome line; the journal is damaged{detail}") from None
             if torn and repair:  # whole, but its newline was lost: restore it before appending
                 handle.seek(0, os.SEEK_END)
                 _repair(handle, path, lambda: handle.write(b"\n"))
@@ -391,15 +397,30 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
             yield doc
 
 
-def _is_record(doc: object) -> bool:
-    """The shape of an outcome line, as far as reading a journal relies on it."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("job_id"), str):
-        return False
+STATUSES = frozenset({OK, RETRY, FAILED, REJECTED})
+
+
+def _record_problem(doc: object) -> str | None:
+    """Why `doc` is not an outcome line, as far as reading a journal relies on its shape, or None.
+
+    A status this version does not know (a newer version's, a hand edit) or a batch outside its job's
+    batches cannot be given a fate: taken, the report would drop the batch and a resume send it again.
+    """
+    if not isinstance(doc, dict):
+        return "not an object"
+    if not isinstance(doc.get("job_id"), str):
+        return "no job_id"
     for key in ("batch", "batches", "attempt"):
         value = doc.get(key)
         if value is not None and (type(value) is not int or value < 0):
-            return False
-    return isinstance(doc.get("status", ""), str)
+            return f"{key} {quoted(value)}"
+    status = doc.get("status")
+    if not isinstance(status, str) or status not in STATUSES:
+        return f"unknown status {quoted(status)}; known: {', '.join(sorted(STATUSES))}"
+    batch, batches = doc.get("batch"), doc.get("batches")
+    if batch is not None and batches is not None and batch >= batches:
+        return f"batch {batch} of {batches}, which are numbered from 0"
+    return None
 
 
 def _repair(handle: Any, path: Path, fix: Callable[[], object]) -> None:
