@@ -31,7 +31,7 @@ import orjson
 from dispatcher import api
 from dispatcher.endpoints import DEFAULT, NOTIFICATION, REGISTRY, Endpoint
 from dispatcher.endpoints.base import Reject, string, type_name
-from dispatcher.errors import InputError
+from dispatcher.errors import PATH_CHARS, InputError, quoted
 
 STDIN = "-"
 SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
@@ -222,7 +222,7 @@ def _endpoint(doc: dict[str, object]) -> Endpoint:
         plain = name.strip().lower().rsplit("/", 1)[-1]
         close = [plain] if plain in REGISTRY else difflib.get_close_matches(plain, list(REGISTRY), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise _Reject("api", f"unknown API {name!r}{hint}; known: {', '.join(REGISTRY)}")
+        raise _Reject("api", f"unknown API {quoted(name)}{hint}; known: {', '.join(REGISTRY)}")
     return endpoint
 
 
@@ -234,7 +234,7 @@ def _inline(value: object, field: str = "ToMembers_Account", all_members: bool =
     for i, uid in enumerate(value):
         problem = api.user_id_problem(uid)
         if problem:
-            raise _Reject(field, f"item {i} ({uid!r}): UserID {problem}")
+            raise _Reject(field, f"item {i} ({quoted(uid)}): UserID {problem}")
     return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
 
 
@@ -332,13 +332,14 @@ def parse_job(
         if isinstance(doc.get("job_id"), str) and doc["job_id"]:
             given_id = doc["job_id"]
         if isinstance(doc.get("GroupId"), str):
-            group_id = doc["GroupId"]
+            group_id = quoted(doc["GroupId"], bare=True)  # a valid one is never cut: at most 48 bytes
         endpoint = _endpoint(doc)
         api_name = None if endpoint is NOTIFICATION else endpoint.name
         known = endpoint.keys
         unknown = [key for key in doc if key not in known]
         if unknown and unknown[0] in endpoint.reserved:
             raise _Reject(unknown[0], endpoint.reserved[unknown[0]])
+        bad_key = quoted(unknown[0], bare=True) if unknown else ""
         if unknown:  # the first, in the line's order
             close = difflib.get_close_matches(unknown[0], known, n=1)
             if close == [SENDER] and "from" not in unknown[0].lower():
@@ -347,7 +348,7 @@ def parse_job(
                 close = []
             hint = f" (did you mean {close[0]}?)" if close else ""
             shown_keys = [k for k in known if k != "api"] if endpoint is NOTIFICATION else list(known)
-            raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
+            raise _Reject(bad_key, f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
         _string(doc, "job_id")
         spec = endpoint.validate(doc)
         inline_key = endpoint.recipients_key
@@ -370,7 +371,8 @@ def parse_job(
         elif "recipients_file" in doc:
             name = _string(doc, "recipients_file")
             assert name is not None
-            recipients, count = _from_file(base_dir / name, name, digest, stop, streams)
+            label = quoted(name, bare=True, limit=PATH_CHARS)
+            recipients, count = _from_file(base_dir / name, label, digest, stop, streams)
             sent_to = {"recipients_file": name}
         endpoint.check_recipients(spec, doc, recipients is not None)
     except _Reject as rej:

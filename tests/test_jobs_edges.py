@@ -1,0 +1,80 @@
+"""Jobs at their edges: huge values quoted back, white space around UserIDs, a jobs file cut short
+while a run reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.jobs import Rejection, read_jobs
+from dispatcher.sandbox import Sandbox
+from tests.conftest import run_engine, write_jobs
+
+GROUP = "@TGS#edges"
+BASE = {"GroupId": GROUP, "Content": "hello"}
+HUGE = "a" * 1_048_576  # a 1 MB value, as a broken export script or a template gone wrong makes one
+HUGE_SHOWN = "'" + "a" * 64 + "'… (1,048,576 bytes)"
+
+
+def rejection(tmp_path: Path, job: dict[str, Any]) -> Rejection:
+    (item,) = read_jobs([str(write_jobs(tmp_path / "jobs.jsonl", [job]))], 500)
+    assert isinstance(item, Rejection), item
+    return item
+
+
+@pytest.mark.parametrize(
+    ("job", "field", "reason"),
+    [
+        (
+            {**BASE, "ToMembers_Account": ["peter", HUGE]},
+            "ToMembers_Account",
+            f"item 1 ({HUGE_SHOWN}): UserID must be at most 32 bytes",
+        ),
+        (
+            {"api": "batchsendmsg", "Text": "hi", "To_Account": [HUGE]},
+            "To_Account",
+            f"item 0 ({HUGE_SHOWN}): UserID must be at most 32 bytes",
+        ),
+        ({**BASE, "api": HUGE}, "api", f"unknown API {HUGE_SHOWN}; known: "),
+    ],
+)
+def test_a_huge_value_is_quoted_back_cut_short_with_its_size(
+    tmp_path: Path, job: dict[str, Any], field: str, reason: str
+) -> None:
+    rej = rejection(tmp_path, job)
+    assert rej.field == field
+    assert rej.reason.startswith(reason)
+    assert len(rej.message) < 500
+
+
+def test_a_huge_unknown_key_is_named_cut_short(tmp_path: Path) -> None:
+    rej = rejection(tmp_path, {**BASE, "k" * 1_048_576: 1})
+    assert rej.field == "k" * 64 + "… (1,048,576 bytes)"
+    assert rej.message.startswith(f"{tmp_path / 'jobs.jsonl'}:1: field {'k' * 64}… (1,048,576 bytes): unknown key")
+
+
+def test_a_huge_group_id_is_recorded_cut_short(tmp_path: Path) -> None:
+    rej = rejection(tmp_path, {**BASE, "GroupId": "g" * 1_048_576})
+    assert rej.group_id == "g" * 64 + "… (1,048,576 bytes)"
+    assert rej.reason == "must be at most 48 bytes"
+
+
+async def test_the_rejected_line_and_the_log_hold_no_huge_value(
+    sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{**BASE, "job_id": "big", "ToMembers_Account": [HUGE]}])
+    out = tmp_path / "out.jsonl"
+    summary = await run_engine(sandbox, jobs, out)
+    assert (summary.rejected, summary.requests) == (1, 0)
+    assert out.stat().st_size < 1000
+    assert HUGE_SHOWN in out.read_text()
+    logged = capsys.readouterr()
+    assert "(1,048,576 bytes)" in logged.out + logged.err
+    assert len(logged.out) + len(logged.err) < 2000
+
+
+def test_a_huge_recipients_file_name_is_quoted_cut_short(tmp_path: Path) -> None:
+    rej = rejection(tmp_path, {**BASE, "recipients_file": "r" * 1_048_576})
+    assert rej.reason == "r" * 4096 + "… (1,048,576 bytes): cannot read: File name too long"
