@@ -226,16 +226,31 @@ def _endpoint(doc: dict[str, object]) -> Endpoint:
     return endpoint
 
 
+_WHITE_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() takes off an export's line
+
+
+def _fits(uid: str) -> bool:
+    """At most 32 bytes of UTF-8 (the first test spares encoding a value far too long)."""
+    return len(uid) <= api.MAX_USER_ID_BYTES and len(uid.encode("utf-8", "surrogatepass")) <= api.MAX_USER_ID_BYTES
+
+
 def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise _Reject(field, f"must be an array of UserIDs, not {_type_name(value)}")
     if not value:
         raise _Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
-    for i, uid in enumerate(value):
+    ids: dict[str, None] = {}  # drops duplicates, keeps the first of each in order
+    for i, given in enumerate(value):
+        uid = given
+        # One rule with exports (_from_file): white space around an ID is not part of it, and an ID is
+        # judged at most 32 bytes with it. An unpadded ID is kept as it is, so is its job's hash.
+        if isinstance(uid, str) and uid and (uid[0] in _WHITE_SPACE or uid[-1] in _WHITE_SPACE) and _fits(uid):
+            uid = uid.strip(_WHITE_SPACE)
         problem = api.user_id_problem(uid)
         if problem:
-            raise _Reject(field, f"item {i} ({quoted(uid)}): UserID {problem}")
-    return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
+            raise _Reject(field, f"item {i} ({quoted(given)}): UserID {problem}")
+        ids[uid] = None
+    return tuple(ids)
 
 
 def _from_file(

@@ -3,6 +3,7 @@ while a run reads it."""
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from dispatcher.jobs import Rejection, read_jobs
 from dispatcher.sandbox import Sandbox
-from tests.conftest import run_engine, write_jobs
+from tests.conftest import journal, run_engine, write_jobs
 
 GROUP = "@TGS#edges"
 BASE = {"GroupId": GROUP, "Content": "hello"}
@@ -78,3 +79,42 @@ async def test_the_rejected_line_and_the_log_hold_no_huge_value(
 def test_a_huge_recipients_file_name_is_quoted_cut_short(tmp_path: Path) -> None:
     rej = rejection(tmp_path, {**BASE, "recipients_file": "r" * 1_048_576})
     assert rej.reason == "r" * 4096 + "… (1,048,576 bytes): cannot read: File name too long"
+
+
+# The hashes of these jobs written without white space, as every version so far made them: padding
+# that is trimmed away leaves a job's hash, and so its resume, as it was.
+NOTIFICATION_HASH = "b490ea63a814a1c9cd9a04ab1fa6a267"
+DM_HASH = "9c0aa8402a627091de1785c2d5528a1d"
+PADDED = [" alice", "bob\t", "  carol  ", "alice"]
+
+
+@pytest.mark.parametrize("where", ["inline", "export"])
+async def test_white_space_around_a_userid_is_trimmed_inline_and_in_an_export_alike(
+    sandbox: Sandbox, tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "padded.txt").write_text("".join(f"{uid}\n" for uid in PADDED))
+    notification: dict[str, Any] = {**BASE, "Content": "trimmed"}
+    dm: dict[str, Any] = {"api": "batchsendmsg", "Text": "trimmed"}
+    if where == "inline":
+        notification["ToMembers_Account"], dm["To_Account"] = PADDED, PADDED
+    else:
+        notification["recipients_file"] = dm["recipients_file"] = "padded.txt"
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [notification, dm])
+    assert [item.job_hash for item in read_jobs([str(jobs)], 500)] == [NOTIFICATION_HASH, DM_HASH]  # type: ignore[union-attr]
+    out = tmp_path / "out.jsonl"
+    summary = await run_engine(sandbox, jobs, out)
+    assert (summary.ok, summary.rejected, summary.exit_code) == (2, 0, 0)
+    assert [d["recipients"] for d in journal(out)] == [["alice", "bob", "carol"]] * 2
+    assert sandbox.ledger.recipients(GROUP, "trimmed") == collections.Counter({"alice": 1, "bob": 1, "carol": 1})
+
+
+@pytest.mark.parametrize(
+    ("uid", "reason"),
+    [
+        ("   ", "item 0 ('   '): UserID must not be empty"),
+        (" " + "x" * 32, f"item 0 (' {'x' * 32}'): UserID must be at most 32 bytes"),  # as an export's padded line
+        ("  " + "é" * 16, f"item 0 ('  {'é' * 16}'): UserID must be at most 32 bytes"),
+    ],
+)
+def test_white_space_is_judged_inline_as_in_an_export(tmp_path: Path, uid: str, reason: str) -> None:
+    assert rejection(tmp_path, {**BASE, "ToMembers_Account": [uid]}).reason == reason
