@@ -48,6 +48,7 @@ from dispatcher.events import (
     Halted,
     JobAccepted,
     JobRejected,
+    JobsCutShort,
     RateWaited,
     ReplyRecorded,
     StopRequested,
@@ -432,7 +433,13 @@ class Engine:
         return self.summary
 
     async def _produce(self, queue: asyncio.Queue[Batch | None]) -> None:
-        items = iter(read_jobs(self.config.jobs, self.config.batch_size, stop=self._reading_stopped))
+        loop = asyncio.get_running_loop()
+
+        def cut_short(path: str, read: int, size: int) -> None:  # in the reader thread
+            loop.call_soon_threadsafe(self._emit, JobsCutShort(path, read, size))
+
+        jobs = read_jobs(self.config.jobs, self.config.batch_size, stop=self._reading_stopped, on_cut=cut_short)
+        items = iter(jobs)
         try:
             while chunk := await in_daemon_thread(lambda: _take(items)):
                 for item in chunk:

@@ -416,8 +416,17 @@ def api_of(job: Job) -> str | None:
     return None if job.endpoint is NOTIFICATION else job.endpoint.name
 
 
-def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, bytes | None]]:
-    """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES."""
+# Told of a jobs file that became shorter while it was read: its name, the bytes read, its size at open.
+CutShort = Callable[[str, int, int], None]
+
+
+def _job_lines(path: str, stop: threading.Event | None, on_cut: CutShort | None) -> Iterator[tuple[int, bytes | None]]:
+    """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES.
+
+    A regular file that ends before the size it had when opened was cut short in place meanwhile (a
+    job that rewrites it): the jobs after the cut are never read, so nothing of them is on record,
+    and `on_cut` is told once the end is reached.
+    """
     if path == STDIN:
         stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typed BinaryIO, which does not declare read1
         yield from _lines(_chunks(stdin.read1, stop), MAX_JOB_LINE_BYTES)
@@ -427,7 +436,18 @@ def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, b
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     with stream:
-        yield from _lines(_chunks(stream.read1, stop), MAX_JOB_LINE_BYTES)
+        st = os.fstat(stream.fileno())
+        read = 0
+
+        def counted(size: int) -> bytes:
+            nonlocal read
+            data = stream.read1(size)
+            read += len(data)
+            return data
+
+        yield from _lines(_chunks(counted, stop), MAX_JOB_LINE_BYTES)
+        if S_ISREG(st.st_mode) and read < st.st_size and on_cut is not None:
+            on_cut(shown(path), read, st.st_size)
 
 
 def shown(path: str | os.PathLike[str]) -> str:
@@ -442,13 +462,19 @@ def label_of(path: str) -> str:
 
 
 def read_jobs(
-    paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None, streams: bool = True
+    paths: Iterable[str],
+    batch_size: int,
+    *,
+    stop: threading.Event | None = None,
+    streams: bool = True,
+    on_cut: CutShort | None = None,
 ) -> Iterator[Job | Rejection]:
     """Stream every job of every file in order; never holds more than one job's line in memory.
 
     Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
     in the middle of an endless recipients stream; the job being read then is not yielded. With
-    `streams` False, a recipients_file that can be read only once raises StreamedExport.
+    `streams` False, a recipients_file that can be read only once raises StreamedExport. `on_cut`
+    hears of a jobs file that became shorter while it was read (see _job_lines).
     """
     seen_ids: dict[str, str] = {}
     try:
@@ -456,7 +482,7 @@ def read_jobs(
             base_dir = Path.cwd() if path == STDIN else Path(path).parent
             label = label_of(path)
             name = shown(path)  # what job sources and rejections name it by; `path` is what is opened
-            for line, raw in _job_lines(path, stop):
+            for line, raw in _job_lines(path, stop, on_cut):
                 if stop is not None and stop.is_set():
                     return
                 item: Job | Rejection

@@ -4,14 +4,18 @@ while a run reads it."""
 from __future__ import annotations
 
 import collections
+import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from dispatcher.engine import Engine
+from dispatcher.events import Event, JobAccepted
 from dispatcher.jobs import Rejection, read_jobs
 from dispatcher.sandbox import Sandbox
-from tests.conftest import journal, run_engine, write_jobs
+from tests.conftest import journal, make_config, run_engine, write_jobs
 
 GROUP = "@TGS#edges"
 BASE = {"GroupId": GROUP, "Content": "hello"}
@@ -118,3 +122,38 @@ async def test_white_space_around_a_userid_is_trimmed_inline_and_in_an_export_al
 )
 def test_white_space_is_judged_inline_as_in_an_export(tmp_path: Path, uid: str, reason: str) -> None:
     assert rejection(tmp_path, {**BASE, "ToMembers_Account": [uid]}).reason == reason
+
+
+async def test_a_jobs_file_cut_short_while_it_is_read_is_one_warning_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [orjson.dumps({"job_id": f"j{i}", **BASE, "Content": f"{i:04d} " + "x" * 1000}) + b"\n" for i in range(600)]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(b"".join(lines))
+    cut = len(b"".join(lines[:400]))  # on a line boundary: no job is torn, so none is rejected
+
+    def clean_up(event: Event) -> None:
+        # The reader has read a chunk of jobs (at most 256 and 64 KiB past them) and waits for the
+        # next turn: the file is cut in place, 400 jobs in, as a job that rewrites it would.
+        if isinstance(event, JobAccepted) and event.job_id == "j0":
+            os.truncate(jobs, cut)
+
+    async with Sandbox(rate=100_000) as box:  # 400 requests at once: the run's pace is not what is tested
+        summary = await Engine(make_config(box, jobs, tmp_path / "out.jsonl"), subscribers=[clean_up]).run()
+    assert (summary.jobs, summary.ok, summary.rejected, summary.pending) == (400, 400, 0, 0)
+    assert summary.exit_code == 1  # 200 jobs were never read, and nothing of them is on record
+    assert summary.to_dict()["jobs_cut_short"] == [str(jobs)]
+    logged = capsys.readouterr().out
+    (warning,) = [line for line in logged.splitlines() if "shorter" in line]
+    assert "a jobs file became shorter while it was read" in warning
+    assert (
+        f"file={jobs}" in warning
+        and f"read_bytes={cut}" in warning
+        and f"bytes_at_open={len(b''.join(lines))}" in warning
+    )
+
+
+async def test_a_jobs_file_read_whole_is_not_warned_about(sandbox: Sandbox, tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"job_id": f"j{i}", **BASE} for i in range(3)])
+    summary = await run_engine(sandbox, jobs, tmp_path / "out.jsonl")
+    assert (summary.ok, summary.exit_code, summary.to_dict()["jobs_cut_short"]) == (3, 0, [])
