@@ -58,7 +58,7 @@ from dispatcher.events import (
 from dispatcher.grouppace import GroupPacer
 from dispatcher.jobs import STDIN, Job, Rejection, api_of, read_jobs, shown
 from dispatcher.limiter import Limiter, Quota
-from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, open_journal, record
+from dispatcher.outcomes import FAILED, OK, REJECTED, RETRY, Journal, JournalState, Moved, open_journal, record
 from dispatcher.ratelimit import Clock, RateLimiter, frozen_heap
 from dispatcher.retry import RetryPolicy
 from dispatcher.runlog import RunLog
@@ -397,7 +397,7 @@ class Engine:
             if self._journal is not None:
                 self._journal.close()
             raise
-        syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc))))
+        syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc)), self._moved))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
             async with frozen_heap(), new_session(self.concurrency, self.config.timeout) as session:
@@ -424,6 +424,10 @@ class Engine:
             except Exception as exc:  # closing a store's connection is not worth a traceback
                 log.warning("closing a rate limiter failed", error=str(exc))
             try:
+                self._keep_journal_path()  # a deletion since the last round is restored before the end
+            except JournalWriteError as exc:
+                self._halt(str(exc))
+            try:
                 self._journal.close()
             except JournalWriteError as exc:
                 self._halt(str(exc))
@@ -431,6 +435,19 @@ class Engine:
         self.summary.sending_s = max(0.0, self._last_start - self._first_start)
         self.summary.exit_code = self.summary.decide_exit_code()
         return self.summary
+
+    def _keep_journal_path(self) -> None:
+        assert self._journal is not None
+        moved = self._journal.keep_path()
+        if moved is not None:
+            self._moved(moved)
+
+    def _moved(self, moved: Moved) -> None:
+        """The journal's path was found not to name it any more (Journal.keep_path did what it could)."""
+        if moved.stop:
+            self._halt(moved.message)
+        else:
+            log.warning(moved.message)
 
     async def _produce(self, queue: asyncio.Queue[Batch | None]) -> None:
         loop = asyncio.get_running_loop()

@@ -7,19 +7,23 @@ journal would both send the batches neither has finished. The kernel drops the l
 process, so a `kill -9` leaves nothing to clean up.
 A write or fsync that fails (disk full, I/O error) is not retried and nothing more is written:
 whatever part of a line reached the disk is then the journal's torn last line, which a resume cuts
-off. The caller learns of it from `JournalWriteError` and stops the run.
+off. The caller learns of it from `JournalWriteError` and stops the run. A journal deleted while
+the run writes it (a clean-up job's `rm`) is put back at its path from the file the run still has
+open (`Journal.keep_path`, every round of the periodic fsync and at the end).
 Reading: `load_state` gives each batch's fate for a resume, cutting off a torn last line first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import fcntl
 import functools
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,6 +95,14 @@ def record(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Moved:
+    """The journal's path no longer named the file the run writes, and what was done (Journal.keep_path)."""
+
+    message: str
+    stop: bool  # its lines are in another file than the path: the run must stop, to be put back by hand
+
+
 class Journal:
     """Append-only writer that owns the journal file. Not thread-safe; one event loop writes.
 
@@ -155,8 +167,11 @@ class Journal:
             except OSError as exc:
                 raise self._fail(exc) from None
 
-    async def sync_periodically(self, on_error: Callable[[JournalWriteError], None]) -> None:
-        """Run as a task: fsync in a thread every `fsync_interval` while lines arrive.
+    async def sync_periodically(
+        self, on_error: Callable[[JournalWriteError], None], on_moved: Callable[[Moved], None]
+    ) -> None:
+        """Run as a task: fsync in a thread every `fsync_interval` while lines arrive, and check every
+        round that the path still names the journal (`keep_path`).
 
         Only fsync's own error fails the journal. A thread that could not be started (say, every
         file descriptor is taken by connections) is not a write error: the lines are written, and
@@ -173,6 +188,88 @@ class Journal:
                     continue
                 if failure is not None:
                     on_error(self._fail(failure))
+            # After the fsync, never during it: keep_path may replace the descriptor that it syncs.
+            try:
+                moved = self.keep_path()
+            except JournalWriteError as exc:
+                on_error(exc)
+                continue
+            if moved is not None:
+                on_moved(moved)
+
+    def keep_path(self) -> Moved | None:
+        """Make sure the journal's path still names the file this run writes; None if it does.
+
+        A journal deleted during the run (a clean-up job's `rm`) or moved away would leave its lines
+        in a file without a name, lost at exit, and a resume would send everything again. Its lines
+        are copied into a new file at the path, locked before it gets the name, and writing goes on
+        there. A path that names another file now (the next run's journal, once the name was free)
+        is never overwritten: the lines go to a file beside it, writing goes on there, and the run
+        must stop. Runs on the event loop, which alone writes, so no line is written meanwhile.
+        Raises JournalWriteError if the lines cannot be put anywhere.
+        """
+        if self._fd < 0:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError:
+            return None  # the directory cannot be searched just now: nothing to tell
+        if st is not None and (st.st_dev, st.st_ino) == self.identity:
+            return None
+        if st is None:
+            self._move_to(self.path, "deleted during the run (or moved away)")
+            return Moved(
+                f"{self.path} was deleted during the run (or moved away); restored it from the file the run "
+                "still has open, with every line written so far, and the run goes on",
+                stop=False,
+            )
+        saved = self.path.with_name(f"{self.path.name}.{os.getpid()}.saved")
+        taken = self.path
+        self._move_to(saved, "replaced by another file")
+        return Moved(
+            f"{taken} is another file since the run began (the journal was deleted or moved and the name taken "
+            f"again); it was left alone, and this run's lines are saved in {saved}: put them back before a --resume",
+            stop=True,
+        )
+
+    def _move_to(self, target: Path, what: str) -> None:
+        """Copy every line into a new, locked file named `target`, and write there from now on."""
+        new = -1
+        temporary = ""
+        try:
+            # Read back through /proc (Linux): the descriptor we write is write-only, and a file that
+            # has lost its last name cannot be linked to a new one, only copied.
+            old = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY)
+            try:
+                new, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restoring", dir=target.parent)
+                fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
+                os.fchmod(new, stat.S_IMODE(os.fstat(self._fd).st_mode))
+                while chunk := os.read(old, 1 << 20):
+                    while chunk:
+                        chunk = chunk[os.write(new, chunk) :]
+            finally:
+                os.close(old)
+            fcntl.fcntl(new, fcntl.F_SETFL, fcntl.fcntl(new, fcntl.F_GETFL) | os.O_APPEND)
+            os.fsync(new)
+            os.link(temporary, target)  # unlike a rename, never replaces a file that took the name meanwhile
+            os.unlink(temporary)
+        except OSError as exc:
+            if new >= 0:
+                os.close(new)
+            if temporary:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+            raise JournalWriteError(
+                f"{self.path} was {what} and its lines cannot be saved ({target}: {exc.strerror}); they are only "
+                "in the file this run has open, until it exits"
+            ) from None
+        os.close(self._fd)
+        self._fd = new
+        st = os.fstat(new)
+        self.identity = (st.st_dev, st.st_ino)
+        self.path = target
 
     def _fsync_once(self) -> OSError | None:
         try:

@@ -3,16 +3,24 @@ journal deleted while its run writes it."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import os
 import re
 from pathlib import Path
 
 import orjson
 import pytest
 
-from dispatcher.errors import JournalError
+from dispatcher.engine import Engine
+from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError
+from dispatcher.events import Event, ReplyRecorded
+from dispatcher.outcomes import Journal
 from dispatcher.report import summarise
-from dispatcher.sandbox import Sandbox
-from tests.conftest import journal, run_engine, write_jobs
+from dispatcher.sandbox import Faults, Sandbox
+from tests.conftest import journal, make_config, run_engine, write_jobs
+from tests.test_resume import GROUP as GROUP_OF_BIG_JOBS
+from tests.test_resume import big_jobs, finish, start_send, wait_for_lines
 
 GROUP = "@TGS#edges"
 
@@ -100,3 +108,147 @@ async def test_a_whole_last_line_with_an_unknown_status_is_damage_not_a_torn_lin
         await run_engine(sandbox, jobs, out, resume=True)
     assert out.read_bytes() == written  # not cut off as if a write had been torn
     assert sandbox.stats["requests"] == 0
+
+
+# -- a journal deleted while its run writes it ----------------------------------------------------
+
+
+def lines_of(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines()
+
+
+def test_a_deleted_journal_is_restored_whole_locked_and_written_on(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out)
+    try:
+        for i in range(3):
+            writer.write({"job_id": f"j{i}", "batch": 0, "batches": 1, "status": "ok", "final": True})
+        out.unlink()  # a clean-up job's rm
+        moved = writer.keep_path()
+        assert moved is not None and not moved.stop
+        assert moved.message.startswith(f"{out} was deleted during the run (or moved away); restored it")
+        assert [orjson.loads(raw)["job_id"] for raw in lines_of(out)] == ["j0", "j1", "j2"]
+        writer.write({"job_id": "j3", "batch": 0, "batches": 1, "status": "ok", "final": True})
+        assert [orjson.loads(raw)["job_id"] for raw in lines_of(out)] == ["j0", "j1", "j2", "j3"]
+        # The restored file is locked like the one it replaces: a second run cannot start on it.
+        with pytest.raises(JournalLockedError, match=rf"is in use by another run \(pid {os.getpid()}\)"):
+            Journal(out)
+        assert writer.keep_path() is None  # the path names the file it writes again
+        assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temporary file left behind
+    finally:
+        writer.close()
+    Journal(out).close()
+
+
+def test_a_journal_moved_away_is_restored_and_the_moved_file_kept(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out)
+    writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    out.rename(tmp_path / "old.jsonl")
+    moved = writer.keep_path()
+    writer.write({"job_id": "j1", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    writer.close()
+    assert moved is not None and not moved.stop
+    assert len(lines_of(out)) == 2 and len(lines_of(tmp_path / "old.jsonl")) == 1
+
+
+def test_a_journal_replaced_by_another_file_is_not_overwritten_and_the_run_stops(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out)
+    writer.write({"job_id": "mine", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    out.unlink()
+    out.write_bytes(b'{"job_id": "theirs"}\n')  # say, the next run's journal, started once the path was free
+    moved = writer.keep_path()
+    saved = tmp_path / f"out.jsonl.{os.getpid()}.saved"
+    assert moved is not None and moved.stop
+    assert moved.message == (
+        f"{out} is another file since the run began (the journal was deleted or moved and the name taken "
+        f"again); it was left alone, and this run's lines are saved in {saved}: put them back before a --resume"
+    )
+    writer.write({"job_id": "in flight", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    writer.close()
+    assert out.read_bytes() == b'{"job_id": "theirs"}\n'
+    assert [orjson.loads(raw)["job_id"] for raw in lines_of(saved)] == ["mine", "in flight"]
+
+
+async def test_the_periodic_sync_notices_a_deleted_journal(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out, fsync_interval=0)
+    writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    writer.sync()  # nothing left to sync: each round of the task is one turn of the loop, no thread
+    told: list[str] = []
+    task = asyncio.create_task(
+        writer.sync_periodically(lambda exc: told.append(str(exc)), lambda m: told.append(m.message))
+    )
+    try:
+        await asyncio.sleep(0)
+        out.unlink()
+        for _ in range(10):  # turns of the loop, not time
+            await asyncio.sleep(0)
+    finally:
+        task.cancel()
+        writer.close()
+    assert [m.split(";")[0] for m in told] == [f"{out} was deleted during the run (or moved away)"]
+    assert len(lines_of(out)) == 1
+
+
+async def test_a_journal_deleted_mid_run_holds_every_line_and_a_resume_sends_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    recipients = [f"u{i:03d}" for i in range(40)]
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl", [{"job_id": "j", "GroupId": GROUP, "Content": "x", "ToMembers_Account": recipients}]
+    )
+    replies = 0
+
+    def clean_up(event: Event) -> None:
+        nonlocal replies
+        if isinstance(event, ReplyRecorded):
+            replies += 1
+            if replies == 10:
+                out.unlink()
+
+    async with Sandbox(rate=100_000) as box:
+        config = make_config(box, jobs, out, batch_size=1, concurrency=1)
+        summary = await Engine(config, subscribers=[clean_up]).run()
+        assert (summary.ok, summary.exit_code) == (40, 0)
+        assert [(d["batch"], d["status"]) for d in journal(out)] == [(i, "ok") for i in range(40)]
+        logged = [line for line in capsys.readouterr().out.splitlines() if "was deleted during the run" in line]
+        assert len(logged) == 1 and str(out) in logged[0]
+        summary = await Engine(make_config(box, jobs, out, batch_size=1, resume=True)).run()
+        assert (summary.requests, summary.skipped, summary.exit_code) == (0, 40, 0)
+        assert box.ledger.recipients(GROUP, "x") == collections.Counter(dict.fromkeys(recipients, 1))
+
+
+def test_a_journal_whose_directory_is_gone_cannot_be_restored_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run" / "out.jsonl"
+    out.parent.mkdir()
+    writer = Journal(out)
+    writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    out.unlink()
+    out.parent.rmdir()
+    with pytest.raises(JournalWriteError, match=re.escape(f"{out} was deleted during the run (or moved away) and")):
+        writer.keep_path()
+    writer.close()
+
+
+async def test_rm_of_the_journal_during_a_send_is_one_warning_and_loses_nothing(tmp_path: Path) -> None:
+    jobs, ids = big_jobs(tmp_path)
+    out = tmp_path / "out.jsonl"
+    async with Sandbox(faults=Faults(latency=0.02)) as box:
+        proc = await start_send(jobs, out, box.url)
+        await wait_for_lines(out, 20, proc)
+        assert proc.returncode is None, "the run finished before its journal could be removed"
+        out.unlink()
+        code, stderr = await finish(proc)
+        assert code == 0, stderr
+        (warning,) = [orjson.loads(line) for line in stderr.splitlines() if "was deleted during the run" in line]
+        assert warning["level"] == "warning" and warning["event"].startswith(f"{out} was deleted during the run")
+        # Every request is on record at the path: the journal's ok lines are exactly what was delivered.
+        ok = [u for d in journal(out) if d["status"] == "ok" for u in d["recipients"]]
+        assert sorted(ok) == sorted(ids) == sorted(box.ledger.recipients(GROUP_OF_BIG_JOBS, "hello"))
+        requests = box.stats["requests"]
+        code, stderr = await finish(await start_send(jobs, out, box.url, "--resume"))
+        assert code == 0, stderr
+        assert box.stats["requests"] == requests  # nothing sent twice
