@@ -54,3 +54,20 @@ class SignatureError(DispatcherError):
 class RateStoreError(DispatcherError):
     """The shared rate store cannot be reached, was lost mid-run, or holds the budget at another
     rate (exit 2). A run never falls back to a private budget: that would overrun the app's cap."""
+
+
+QUOTED_CHARS = 64  # of a value quoted back in a message; a longer one is cut, and its size said
+PATH_CHARS = 4096  # PATH_MAX: a file name any longer cannot be opened, so it is never needed whole
+
+
+def quoted(value: object, *, bare: bool = False, limit: int = QUOTED_CHARS) -> str:
+    """A value from the user's input as a message quotes it back: its repr (or the text itself, `bare`),
+    whole when short. A longer string is cut to its first `limit` characters, with "…" and its size
+    in bytes: a 1 MB UserID would otherwise be echoed whole into the journal and the log."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value if bare else repr(value)
+        head = value[:limit] if bare else repr(value[:limit])
+        return f"{head}… ({len(value.encode('utf-8', 'surrogatepass')):,} bytes)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

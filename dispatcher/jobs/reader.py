@@ -28,7 +28,7 @@ from typing import IO, Protocol, cast
 
 import orjson
 
-from dispatcher.errors import InputError
+from dispatcher.errors import PATH_CHARS, InputError, quoted
 from dispatcher.tim import rules
 from dispatcher.tim.apis import DEFAULT, NOTIFICATION, REGISTRY, Endpoint
 from dispatcher.tim.apis.base import Reject, string, type_name
@@ -220,8 +220,16 @@ def _endpoint(doc: dict[str, object]) -> Endpoint:
         plain = name.strip().lower().rsplit("/", 1)[-1]
         close = [plain] if plain in REGISTRY else difflib.get_close_matches(plain, list(REGISTRY), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise _Reject("api", f"unknown API {name!r}{hint}; known: {', '.join(REGISTRY)}")
+        raise _Reject("api", f"unknown API {quoted(name)}{hint}; known: {', '.join(REGISTRY)}")
     return endpoint
+
+
+_WHITE_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() takes off an export's line
+
+
+def _fits(uid: str) -> bool:
+    """At most 32 bytes of UTF-8 (the first test spares encoding a value far too long)."""
+    return len(uid) <= rules.MAX_USER_ID_BYTES and len(uid.encode("utf-8", "surrogatepass")) <= rules.MAX_USER_ID_BYTES
 
 
 def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
@@ -229,11 +237,18 @@ def _inline(value: object, field: str = "ToMembers_Account", all_members: bool =
         raise _Reject(field, f"must be an array of UserIDs, not {_type_name(value)}")
     if not value:
         raise _Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
-    for i, uid in enumerate(value):
+    ids: dict[str, None] = {}  # drops duplicates, keeps the first of each in order
+    for i, given in enumerate(value):
+        uid = given
+        # One rule with exports (_from_file): white space around an ID is not part of it, and an ID is
+        # judged at most 32 bytes with it. An unpadded ID is kept as it is, so is its job's hash.
+        if isinstance(uid, str) and uid and (uid[0] in _WHITE_SPACE or uid[-1] in _WHITE_SPACE) and _fits(uid):
+            uid = uid.strip(_WHITE_SPACE)
         problem = rules.user_id_problem(uid)
         if problem:
-            raise _Reject(field, f"item {i} ({uid!r}): UserID {problem}")
-    return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
+            raise _Reject(field, f"item {i} ({quoted(given)}): UserID {problem}")
+        ids[uid] = None
+    return tuple(ids)
 
 
 def _from_file(
@@ -332,13 +347,14 @@ def parse_job(
         if isinstance(doc.get("job_id"), str) and doc["job_id"]:
             given_id = doc["job_id"]
         if isinstance(doc.get("GroupId"), str):
-            group_id = doc["GroupId"]
+            group_id = quoted(doc["GroupId"], bare=True)  # a valid one is never cut: at most 48 bytes
         endpoint = _endpoint(doc)
         api_name = endpoint.name if endpoint.names_api else None
         known = endpoint.keys
         unknown = [key for key in doc if key not in known]
         if unknown and unknown[0] in endpoint.reserved:
             raise _Reject(unknown[0], endpoint.reserved[unknown[0]])
+        bad_key = quoted(unknown[0], bare=True) if unknown else ""
         if unknown:  # the first, in the line's order
             close = difflib.get_close_matches(unknown[0], known, n=1)
             if close == [SENDER] and "from" not in unknown[0].lower():
@@ -347,7 +363,7 @@ def parse_job(
                 close = []
             hint = f" (did you mean {close[0]}?)" if close else ""
             shown_keys = [k for k in known if k != "api"] if endpoint.name == DEFAULT else list(known)
-            raise _Reject(unknown[0], f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
+            raise _Reject(bad_key, f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
         _string(doc, "job_id")
         spec = endpoint.validate(doc)
         inline_key = endpoint.recipients_key
@@ -370,7 +386,8 @@ def parse_job(
         elif "recipients_file" in doc:
             name = _string(doc, "recipients_file")
             assert name is not None
-            recipients, count = _from_file(base_dir / name, name, digest, stop, streams)
+            label = quoted(name, bare=True, limit=PATH_CHARS)
+            recipients, count = _from_file(base_dir / name, label, digest, stop, streams)
             sent_to = {"recipients_file": name}
         endpoint.check_recipients(spec, doc, recipients is not None)
     except _Reject as rej:
@@ -397,8 +414,17 @@ def api_of(job: Job) -> str | None:
     return job.endpoint.name if job.endpoint.names_api else None
 
 
-def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, bytes | None]]:
-    """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES."""
+# Told of a jobs file that became shorter while it was read: its name, the bytes read, its size at open.
+CutShort = Callable[[str, int, int], None]
+
+
+def _job_lines(path: str, stop: threading.Event | None, on_cut: CutShort | None) -> Iterator[tuple[int, bytes | None]]:
+    """The numbered lines of a jobs file, None for a line over MAX_JOB_LINE_BYTES.
+
+    A regular file that ends before the size it had when opened was cut short in place meanwhile (a
+    job that rewrites it): the jobs after the cut are never read, so nothing of them is on record,
+    and `on_cut` is told once the end is reached.
+    """
     if path == STDIN:
         stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typed BinaryIO, which does not declare read1
         yield from _lines(_chunks(stdin.read1, stop), MAX_JOB_LINE_BYTES)
@@ -408,7 +434,18 @@ def _job_lines(path: str, stop: threading.Event | None) -> Iterator[tuple[int, b
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     with stream:
-        yield from _lines(_chunks(stream.read1, stop), MAX_JOB_LINE_BYTES)
+        st = os.fstat(stream.fileno())
+        read = 0
+
+        def counted(size: int) -> bytes:
+            nonlocal read
+            data = stream.read1(size)
+            read += len(data)
+            return data
+
+        yield from _lines(_chunks(counted, stop), MAX_JOB_LINE_BYTES)
+        if S_ISREG(st.st_mode) and read < st.st_size and on_cut is not None:
+            on_cut(shown(path), read, st.st_size)
 
 
 def shown(path: str | os.PathLike[str]) -> str:
@@ -423,13 +460,19 @@ def label_of(path: str) -> str:
 
 
 def read_jobs(
-    paths: Iterable[str], batch_size: int, *, stop: threading.Event | None = None, streams: bool = True
+    paths: Iterable[str],
+    batch_size: int,
+    *,
+    stop: threading.Event | None = None,
+    streams: bool = True,
+    on_cut: CutShort | None = None,
 ) -> Iterator[Job | Rejection]:
     """Stream every job of every file in order; never holds more than one job's line in memory.
 
     Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
     in the middle of an endless recipients stream; the job being read then is not yielded. With
-    `streams` False, a recipients_file that can be read only once raises StreamedExport.
+    `streams` False, a recipients_file that can be read only once raises StreamedExport. `on_cut`
+    hears of a jobs file that became shorter while it was read (see _job_lines).
     """
     seen_ids: dict[str, str] = {}
     try:
@@ -437,7 +480,7 @@ def read_jobs(
             base_dir = Path.cwd() if path == STDIN else Path(path).parent
             label = label_of(path)
             name = shown(path)  # what job sources and rejections name it by; `path` is what is opened
-            for line, raw in _job_lines(path, stop):
+            for line, raw in _job_lines(path, stop, on_cut):
                 if stop is not None and stop.is_set():
                     return
                 item: Job | Rejection

@@ -7,19 +7,23 @@ journal would both send the batches neither has finished. The kernel drops the l
 process, so a `kill -9` leaves nothing to clean up.
 A write or fsync that fails (disk full, I/O error) is not retried and nothing more is written:
 whatever part of a line reached the disk is then the journal's torn last line, which a resume cuts
-off. The caller learns of it from `JournalWriteError` and stops the run.
+off. The caller learns of it from `JournalWriteError` and stops the run. A journal deleted while
+the run writes it (a clean-up job's `rm`) is put back at its path from the file the run still has
+open (`Journal.keep_path`, every round of the periodic fsync and at the end).
 Reading: `load_state` gives each batch's fate for a resume, cutting off a torn last line first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import fcntl
 import functools
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError
+from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError, quoted
 from dispatcher.threads import in_daemon_thread
 
 OK, RETRY, FAILED, REJECTED = "ok", "retry", "failed", "rejected"
@@ -89,6 +93,14 @@ def record(
         "job_hash": job_hash,
         **extra,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Moved:
+    """The journal's path no longer named the file the run writes, and what was done (Journal.keep_path)."""
+
+    message: str
+    stop: bool  # its lines are in another file than the path: the run must stop, to be put back by hand
 
 
 class Journal:
@@ -155,8 +167,11 @@ class Journal:
             except OSError as exc:
                 raise self._fail(exc) from None
 
-    async def sync_periodically(self, on_error: Callable[[JournalWriteError], None]) -> None:
-        """Run as a task: fsync in a thread every `fsync_interval` while lines arrive.
+    async def sync_periodically(
+        self, on_error: Callable[[JournalWriteError], None], on_moved: Callable[[Moved], None]
+    ) -> None:
+        """Run as a task: fsync in a thread every `fsync_interval` while lines arrive, and check every
+        round that the path still names the journal (`keep_path`).
 
         Only fsync's own error fails the journal. A thread that could not be started (say, every
         file descriptor is taken by connections) is not a write error: the lines are written, and
@@ -173,6 +188,88 @@ class Journal:
                     continue
                 if failure is not None:
                     on_error(self._fail(failure))
+            # After the fsync, never during it: keep_path may replace the descriptor that it syncs.
+            try:
+                moved = self.keep_path()
+            except JournalWriteError as exc:
+                on_error(exc)
+                continue
+            if moved is not None:
+                on_moved(moved)
+
+    def keep_path(self) -> Moved | None:
+        """Make sure the journal's path still names the file this run writes; None if it does.
+
+        A journal deleted during the run (a clean-up job's `rm`) or moved away would leave its lines
+        in a file without a name, lost at exit, and a resume would send everything again. Its lines
+        are copied into a new file at the path, locked before it gets the name, and writing goes on
+        there. A path that names another file now (the next run's journal, once the name was free)
+        is never overwritten: the lines go to a file beside it, writing goes on there, and the run
+        must stop. Runs on the event loop, which alone writes, so no line is written meanwhile.
+        Raises JournalWriteError if the lines cannot be put anywhere.
+        """
+        if self._fd < 0:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError:
+            return None  # the directory cannot be searched just now: nothing to tell
+        if st is not None and (st.st_dev, st.st_ino) == self.identity:
+            return None
+        if st is None:
+            self._move_to(self.path, "deleted during the run (or moved away)")
+            return Moved(
+                f"{self.path} was deleted during the run (or moved away); restored it from the file the run "
+                "still has open, with every line written so far, and the run goes on",
+                stop=False,
+            )
+        saved = self.path.with_name(f"{self.path.name}.{os.getpid()}.saved")
+        taken = self.path
+        self._move_to(saved, "replaced by another file")
+        return Moved(
+            f"{taken} is another file since the run began (the journal was deleted or moved and the name taken "
+            f"again); it was left alone, and this run's lines are saved in {saved}: put them back before a --resume",
+            stop=True,
+        )
+
+    def _move_to(self, target: Path, what: str) -> None:
+        """Copy every line into a new, locked file named `target`, and write there from now on."""
+        new = -1
+        temporary = ""
+        try:
+            # Read back through /proc (Linux): the descriptor we write is write-only, and a file that
+            # has lost its last name cannot be linked to a new one, only copied.
+            old = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY)
+            try:
+                new, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restoring", dir=target.parent)
+                fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
+                os.fchmod(new, stat.S_IMODE(os.fstat(self._fd).st_mode))
+                while chunk := os.read(old, 1 << 20):
+                    while chunk:
+                        chunk = chunk[os.write(new, chunk) :]
+            finally:
+                os.close(old)
+            fcntl.fcntl(new, fcntl.F_SETFL, fcntl.fcntl(new, fcntl.F_GETFL) | os.O_APPEND)
+            os.fsync(new)
+            os.link(temporary, target)  # unlike a rename, never replaces a file that took the name meanwhile
+            os.unlink(temporary)
+        except OSError as exc:
+            if new >= 0:
+                os.close(new)
+            if temporary:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+            raise JournalWriteError(
+                f"{self.path} was {what} and its lines cannot be saved ({target}: {exc.strerror}); they are only "
+                "in the file this run has open, until it exits"
+            ) from None
+        os.close(self._fd)
+        self._fd = new
+        st = os.fstat(new)
+        self.identity = (st.st_dev, st.st_ino)
+        self.path = target
 
     def _fsync_once(self) -> OSError | None:
         try:
@@ -356,9 +453,11 @@ class JournalState:
 
 
 def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Iterator[dict[str, Any]]:
-    """Every whole line of a journal, in order. A torn last line is skipped (and cut off if `repair`).
+    """Every whole line of a journal, in order; blank lines are skipped. A torn last line (JSON cut
+    short) is skipped, and cut off if `repair`.
 
-    A bad line anywhere else is not a crash artefact but damage, and raises JournalError.
+    A bad line anywhere else, and whole JSON that is not an outcome line anywhere, is not a crash
+    artefact but damage, and raises JournalError.
     """
     path = Path(path)
     try:
@@ -371,16 +470,23 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
         offset = 0
         for lineno, raw in enumerate(handle, 1):
             torn = not raw.endswith(b"\n")
+            if raw.isspace():  # a blank line, as an editor leaves one: skipped, as in jobs files
+                offset += len(raw)
+                continue
             try:
                 doc = orjson.loads(raw)
-                if not _is_record(doc):
-                    raise ValueError("not an outcome record")
-            except ValueError:
+            except orjson.JSONDecodeError:
                 if torn:  # a write cut short by power loss: drop it
                     if repair:
                         _repair(handle, path, functools.partial(handle.truncate, offset))
                     return
-                raise JournalError(f"{path}:{lineno}: not an outcome line; the journal is damaged") from None
+                doc = None
+            # Whole JSON that is not an outcome line is damage wherever it is, the last line too: a
+            # newer version's line or a hand edit, never a torn write, so it is neither taken nor cut off.
+            problem = "not JSON" if doc is None else _record_problem(doc)
+            if problem is not None:
+                detail = "" if doc is None else f" ({problem})"
+                raise JournalError(f"{path}:{lineno}: not an outcome line; the journal is damaged{detail}") from None
             if torn and repair:  # whole, but its newline was lost: restore it before appending
                 handle.seek(0, os.SEEK_END)
                 _repair(handle, path, lambda: handle.write(b"\n"))
@@ -388,15 +494,30 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
             yield doc
 
 
-def _is_record(doc: object) -> bool:
-    """The shape of an outcome line, as far as reading a journal relies on it."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("job_id"), str):
-        return False
+STATUSES = frozenset({OK, RETRY, FAILED, REJECTED})
+
+
+def _record_problem(doc: object) -> str | None:
+    """Why `doc` is not an outcome line, as far as reading a journal relies on its shape, or None.
+
+    A status this version does not know (a newer version's, a hand edit) or a batch outside its job's
+    batches cannot be given a fate: taken, the report would drop the batch and a resume send it again.
+    """
+    if not isinstance(doc, dict):
+        return "not an object"
+    if not isinstance(doc.get("job_id"), str):
+        return "no job_id"
     for key in ("batch", "batches", "attempt"):
         value = doc.get(key)
         if value is not None and (type(value) is not int or value < 0):
-            return False
-    return isinstance(doc.get("status", ""), str)
+            return f"{key} {quoted(value)}"
+    status = doc.get("status")
+    if not isinstance(status, str) or status not in STATUSES:
+        return f"unknown status {quoted(status)}; known: {', '.join(sorted(STATUSES))}"
+    batch, batches = doc.get("batch"), doc.get("batches")
+    if batch is not None and batches is not None and batch >= batches:
+        return f"batch {batch} of {batches}, which are numbered from 0"
+    return None
 
 
 def _repair(handle: Any, path: Path, fix: Callable[[], object]) -> None:

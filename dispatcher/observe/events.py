@@ -104,7 +104,17 @@ class StopRequested:
     grace_s: float
 
 
-Event = JobAccepted | JobRejected | BatchSkipped | RateWaited | ReplyRecorded | Halted | StopRequested
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsCutShort:
+    """A jobs file became shorter while the run read it (cut in place): the jobs after the cut were
+    never read, and nothing of them is on record."""
+
+    path: str
+    read_bytes: int
+    bytes_at_open: int
+
+
+Event = JobAccepted | JobRejected | BatchSkipped | RateWaited | ReplyRecorded | Halted | StopRequested | JobsCutShort
 Subscriber = Callable[[Event], None]
 
 

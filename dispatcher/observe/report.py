@@ -6,7 +6,9 @@ not delivered (failed, or tried but not finished).
 
 Several journals are read as one run, in the order given, as if they were one file: a job set
 split over processes or machines (each its own jobs and journal) is reported as a whole, with the
-same keys, summed. A batch in more than one of them takes its fate from the last one given.
+same keys, summed. A job is its job_id and job_hash: a batch of one job in more than one journal
+takes its fate from the last one given, while jobs that share a job_id but not the hash (a cron
+job's "daily", another day's content) are kept apart, each with its own fates (see _Jobs).
 """
 
 from __future__ import annotations
@@ -19,31 +21,110 @@ from typing import Any
 
 from dispatcher.journal.outcomes import FAILED, OK, PENDING, REJECTED, iter_records
 from dispatcher.observe.events import code_key
+from dispatcher.tim.apis import REGISTRY
+
+Place = tuple[int, int]  # (which journal, which line)
+Fates = dict[tuple[int, int], tuple[str | None, Place]]  # (job, batch) -> (final status, the place of its latest line)
 
 
 @dataclasses.dataclass
 class _JobInfo:
+    """One job of the report: a job_id with one job_hash. Journals can hold one job_id for several jobs
+    (a cron job that sends "daily" with new content every day): those never stand for each other."""
+
+    job_id: str
+    job_hash: str | None  # None: its lines carry none (rejections), see _Jobs
+    journal: int  # the journal of its latest line
     group_id: str | None = None
     api: str | None = None  # None: send_group_system_notification (its lines name no api)
     batches: int = 0
     rejected: str | None = None  # the reason, while the latest line about the job is a rejection
+    # While the job has no job_hash yet: the batches of its lines, to be folded with it into the job of
+    # the hash that a later line of its journal gives (see _Jobs.of).
+    unhashed: list[int] = dataclasses.field(default_factory=list)
+    merged: bool = False  # folded into another: not listed
 
 
-def _records(paths: tuple[str | os.PathLike[str], ...]) -> Iterator[tuple[tuple[int, int], dict[str, Any]]]:
+class _Jobs:
+    """Which job each line is about: its job_id and job_hash, so that lines of one job merge across
+    journals (a run split over machines, a resumed run) and lines of different jobs never do.
+
+    A line without a job_hash (a rejection: nothing of the job was sent) is about the job of that
+    job_id in its own journal: the one whose lines there carry a hash, also when they come after it
+    (a job rejected, fixed and sent on a resume). A journal whose lines of the job_id all lack one
+    holds a job of its own, told apart by the journal.
+    """
+
+    def __init__(self) -> None:
+        self.all: list[_JobInfo] = []
+        self._index: dict[tuple[str, str | int], int] = {}  # (job_id, job_hash, or the journal without one)
+        self._hashes: dict[str, str] = {}  # job_id -> its latest job_hash in the journal being read
+        self._journal = -1
+
+    def of(self, job_id: str, job_hash: str | None, journal: int, fates: Fates) -> int:
+        """The job a line of `journal` is about, made if new. `fates` are moved along when two fold."""
+        if journal != self._journal:
+            self._journal, self._hashes = journal, {}
+        unhashed = (job_id, journal)
+        if job_hash is None:
+            known = self._hashes.get(job_id)
+            return self._get((job_id, known) if known is not None else unhashed, job_id, None, journal)
+        key = (job_id, job_hash)
+        if self._hashes.get(job_id) != job_hash:
+            self._hashes[job_id] = job_hash
+            waiting = self._index.pop(unhashed, None)
+            if waiting is not None:  # lines of this journal without a hash came first: they are this job's
+                self._fold(waiting, key, job_hash, fates)
+        return self._get(key, job_id, job_hash, journal)
+
+    def _get(self, key: tuple[str, str | int], job_id: str, job_hash: str | None, journal: int) -> int:
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = len(self.all)
+            self.all.append(_JobInfo(job_id, job_hash, journal))
+        self.all[found].journal = journal
+        return found
+
+    def _fold(self, waiting: int, key: tuple[str, str], job_hash: str, fates: Fates) -> None:
+        early = self.all[waiting]
+        into = self._index.get(key)
+        if into is None:  # the job of this hash starts here: it keeps the place of its first line
+            self._index[key] = waiting
+            early.job_hash, early.unhashed = job_hash, []
+            return
+        # The job of this hash has lines in an earlier journal; those of `early` come after them all.
+        job = self.all[into]
+        job.group_id = early.group_id or job.group_id
+        job.api = early.api or job.api
+        job.batches = early.batches or job.batches
+        job.rejected = early.rejected
+        for batch in early.unhashed:
+            fate, place = fates.pop((waiting, batch))
+            before, _ = fates.get((into, batch), (None, place))
+            fates[(into, batch)] = (fate or before, place)
+        early.merged = True
+
+
+def _records(paths: tuple[str | os.PathLike[str], ...]) -> Iterator[tuple[Place, dict[str, Any]]]:
     """Every line of every journal, each with its place: (which journal, which line)."""
     for index, path in enumerate(paths):
         for lineno, doc in enumerate(iter_records(path)):
             yield (index, lineno), doc
 
 
+def _shown(path: str | os.PathLike[str]) -> str:
+    """A journal's path as the report names it (a name that is not UTF-8 shown with U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
-    # (job, batch) -> (final status, the place of a line about it)
-    fates: dict[tuple[str, int], tuple[str | None, tuple[int, int]]] = {}
-    jobs: dict[str, _JobInfo] = {}
+    fates: Fates = {}
+    jobs = _Jobs()
     codes: collections.Counter[str] = collections.Counter()
-    for lineno, doc in _records(paths):
-        job_id = str(doc["job_id"])
-        info = jobs.setdefault(job_id, _JobInfo())
+    for place, doc in _records(paths):
+        job_hash = doc.get("job_hash")
+        uid = jobs.of(str(doc["job_id"]), job_hash if isinstance(job_hash, str) and job_hash else None, place[0], fates)
+        info = jobs.all[uid]
         info.group_id = doc.get("group_id") or info.group_id
         info.api = doc.get("api") or info.api
         if doc.get("status") == REJECTED or doc.get("batch") is None:
@@ -55,28 +136,39 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
         if code == "0" and doc.get("msg_drop_reason"):
             code = "0-dropped"  # not a delivery: frequency control dropped the message
         codes[code] += 1  # as the summary counts them
-        key = (job_id, int(doc["batch"]))
-        fate, _ = fates.get(key, (None, lineno))
-        fates[key] = (str(doc["status"]) if doc.get("final") else fate, lineno)
+        key = (uid, int(doc["batch"]))
+        if info.job_hash is None and key not in fates:
+            info.unhashed.append(key[1])
+        fate, _ = fates.get(key, (None, place))
+        fates[key] = (str(doc["status"]) if doc.get("final") else fate, place)
+
+    # A job_id that stands for more than one job: each of its entries says which, by hash and journal.
+    listed = collections.Counter(info.job_id for info in jobs.all if not info.merged)
+
+    def told_apart(entry: dict[str, Any], info: _JobInfo) -> dict[str, Any]:
+        if listed[info.job_id] > 1:
+            entry["job_hash"] = info.job_hash
+            entry["journal"] = _shown(paths[info.journal])
+        return entry
 
     by_fate: collections.Counter[str] = collections.Counter()
-    job_fates: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    wanted: dict[tuple[int, int], tuple[str, int, str]] = {}
-    for (job_id, batch), (fate, lineno) in fates.items():
+    job_fates: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    wanted: dict[Place, tuple[int, int, str]] = {}
+    for (uid, batch), (fate, place) in fates.items():
         fate = fate or PENDING
         by_fate[fate] += 1
-        job_fates[job_id][fate] += 1
+        job_fates[uid][fate] += 1
         if fate != OK:
-            wanted[lineno] = (job_id, batch, fate)
+            wanted[place] = (uid, batch, fate)
 
     not_notified: list[dict[str, Any]] = []
     if wanted:
-        for lineno, doc in _records(paths):
-            hit = wanted.get(lineno)
+        for place, doc in _records(paths):
+            hit = wanted.get(place)
             if hit is not None:
-                job_id, batch, fate = hit
+                uid, batch, fate = hit
                 miss = {
-                    "job_id": job_id,
+                    "job_id": jobs.all[uid].job_id,
                     "group_id": doc.get("group_id"),
                     "batch": batch,
                     "status": fate,
@@ -88,11 +180,13 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
                     # whatever the last request sent, and each one's last error code.
                     miss["recipients"] = list(errors)
                     miss["recipient_errors"] = errors
-                not_notified.append(miss)
+                not_notified.append(told_apart(miss, jobs.all[uid]))
 
     job_list = []
-    for job_id, info in jobs.items():
-        counts = job_fates.get(job_id, collections.Counter())
+    for uid, info in enumerate(jobs.all):
+        if info.merged:
+            continue
+        counts = job_fates.get(uid, collections.Counter())
         unsent = max(0, info.batches - sum(counts.values()))
         by_fate[PENDING] += unsent if info.rejected is None else 0
         if info.rejected is not None:
@@ -104,7 +198,7 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             fate = PENDING
         entry: dict[str, Any] = {
-            "job_id": job_id,
+            "job_id": info.job_id,
             "group_id": info.group_id,
             "fate": fate,
             "batches": info.batches,
@@ -116,7 +210,7 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
             entry["api"] = info.api
         if info.rejected is not None:
             entry["reason"] = info.rejected
-        job_list.append(entry)
+        job_list.append(told_apart(entry, info))
 
     return {
         "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING],
@@ -131,10 +225,19 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _where(group_id: str | None, api: str | None) -> str:
-    """Where a job sends: its group; one-to-one for batchsendmsg; else none (a job rejected without one)."""
+    """Where a job sends: its group; one-to-one for an API that names no group; else none (a job
+    rejected without one)."""
     if group_id is not None:
         return f"group {group_id}"
-    return "one-to-one" if api == "batchsendmsg" else "no group"
+    endpoint = REGISTRY.get(api or "")
+    return "one-to-one" if endpoint is not None and endpoint.one_to_one else "no group"
+
+
+def _which(entry: dict[str, Any]) -> str:
+    """Which job an entry is, where its job_id stands for more than one."""
+    if "journal" not in entry:
+        return ""
+    return f"  [{entry['journal']}, job_hash {entry['job_hash'] or 'none: never sent'}]"
 
 
 def render_text(report: dict[str, Any], *paths: str) -> str:
@@ -155,7 +258,7 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         )
         if "reason" in job:
             text += f"  reason: {job['reason']}"
-        lines.append(text)
+        lines.append(text + _which(job))
     if report["not_notified"]:
         lines.append("not notified:")
         for miss in report["not_notified"]:
@@ -166,10 +269,10 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
                 + ", ".join(miss["recipients"][:10])
                 + (" ..." if len(miss["recipients"]) > 10 else "")
             )
-            where = _where(miss["group_id"], "batchsendmsg")
+            where = _where(miss["group_id"], miss.get("api"))
             if "recipient_errors" in miss:
                 codes = miss["recipient_errors"]
                 who = f"{len(codes)} recipients: " + ", ".join(f"{u} ({c})" for u, c in list(codes.items())[:10])
                 who += " ..." if len(codes) > 10 else ""
-            lines.append(f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who}")
+            lines.append(f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who}{_which(miss)}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import structlog
 
-from dispatcher.observe.events import Event, Halted, JobRejected, ReplyRecorded, StopRequested
+from dispatcher.observe.events import Event, Halted, JobRejected, JobsCutShort, ReplyRecorded, StopRequested
 
 log = structlog.get_logger("dispatcher")
 
@@ -49,6 +49,14 @@ class RunLog:
                 log.error("stopping the run early: fix the cause, then --resume", reason=event.reason)
             else:
                 log.error("also", reason=event.reason)
+        elif isinstance(event, JobsCutShort):
+            log.warning(
+                "a jobs file became shorter while it was read: the jobs after the cut were not read, and nothing "
+                "of them is on record; restore the file and --resume",
+                file=event.path,
+                read_bytes=event.read_bytes,
+                bytes_at_open=event.bytes_at_open,
+            )
         elif isinstance(event, StopRequested):
             if event.at_once:
                 log.warning("second signal: stopping at once; requests in flight are not recorded")

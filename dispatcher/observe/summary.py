@@ -13,6 +13,7 @@ from dispatcher.observe.events import (
     Halted,
     JobAccepted,
     JobRejected,
+    JobsCutShort,
     ReplyRecorded,
     StopRequested,
 )
@@ -37,6 +38,8 @@ class Summary:
     exit_code: int = 0
     interrupted: bool = False
     stopped: str | None = None  # why the run stopped early on a configuration error
+    # Jobs files that became shorter while they were read: jobs were lost without a record.
+    jobs_cut_short: list[str] = dataclasses.field(default_factory=list)
 
     def on_event(self, event: Event) -> None:
         """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
@@ -63,6 +66,8 @@ class Summary:
             self.interrupted = True
         elif isinstance(event, Halted) and event.first:
             self.stopped = event.reason
+        elif isinstance(event, JobsCutShort):
+            self.jobs_cut_short.append(event.path)
 
     @property
     def pending(self) -> int:
@@ -78,7 +83,7 @@ class Summary:
             return 130
         if self.stopped:
             return 2
-        if self.failed or self.skipped_failed or self.rejected or self.pending:
+        if self.failed or self.skipped_failed or self.rejected or self.pending or self.jobs_cut_short:
             return 1
         return 0
 
@@ -101,4 +106,5 @@ class Summary:
             "exit_code": self.exit_code,
             "interrupted": self.interrupted,
             "stopped": self.stopped,
+            "jobs_cut_short": self.jobs_cut_short,
         }

@@ -33,13 +33,14 @@ import structlog
 
 from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.jobs.reader import STDIN, Job, Rejection, api_of, read_jobs, shown
-from dispatcher.journal.outcomes import FAILED, OK, REJECTED, Journal, JournalState, open_journal, record
+from dispatcher.journal.outcomes import FAILED, OK, REJECTED, Journal, JournalState, Moved, open_journal, record
 from dispatcher.observe.events import (
     BatchSkipped,
     Bus,
     Halted,
     JobAccepted,
     JobRejected,
+    JobsCutShort,
     RateWaited,
     ReplyRecorded,
     StopRequested,
@@ -386,7 +387,7 @@ class Engine:
             if self._journal is not None:
                 self._journal.close()
             raise
-        syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc))))
+        syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc)), self._moved))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
             async with frozen_heap(), new_session(self.concurrency, self.config.timeout) as session:
@@ -413,6 +414,10 @@ class Engine:
             except Exception as exc:  # closing a store's connection is not worth a traceback
                 log.warning("closing a rate limiter failed", error=str(exc))
             try:
+                self._keep_journal_path()  # a deletion since the last round is restored before the end
+            except JournalWriteError as exc:
+                self._halt(str(exc))
+            try:
                 self._journal.close()
             except JournalWriteError as exc:
                 self._halt(str(exc))
@@ -421,8 +426,27 @@ class Engine:
         self.summary.exit_code = self.summary.decide_exit_code()
         return self.summary
 
+    def _keep_journal_path(self) -> None:
+        assert self._journal is not None
+        moved = self._journal.keep_path()
+        if moved is not None:
+            self._moved(moved)
+
+    def _moved(self, moved: Moved) -> None:
+        """The journal's path was found not to name it any more (Journal.keep_path did what it could)."""
+        if moved.stop:
+            self._halt(moved.message)
+        else:
+            log.warning(moved.message)
+
     async def _produce(self, queue: asyncio.Queue[Batch | None]) -> None:
-        items = iter(read_jobs(self.config.jobs, self.config.batch_size, stop=self._reading_stopped))
+        loop = asyncio.get_running_loop()
+
+        def cut_short(path: str, read: int, size: int) -> None:  # in the reader thread
+            loop.call_soon_threadsafe(self._emit, JobsCutShort(path, read, size))
+
+        jobs = read_jobs(self.config.jobs, self.config.batch_size, stop=self._reading_stopped, on_cut=cut_short)
+        items = iter(jobs)
         try:
             while chunk := await in_daemon_thread(lambda: _take(items)):
                 for item in chunk:
