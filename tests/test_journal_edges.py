@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -252,3 +253,36 @@ async def test_rm_of_the_journal_during_a_send_is_one_warning_and_loses_nothing(
         code, stderr = await finish(await start_send(jobs, out, box.url, "--resume"))
         assert code == 0, stderr
         assert box.stats["requests"] == requests  # nothing sent twice
+
+
+async def test_a_sync_cancelled_while_its_fsync_runs_is_done_again_by_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import threading
+
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out, fsync_interval=0)
+    writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    real_fsync = os.fsync
+    entered, release = threading.Event(), threading.Event()
+    calls: list[tuple[str, int]] = []  # (thread, descriptor) of every fsync
+
+    def slow_fsync(fd: int) -> None:
+        calls.append((threading.current_thread().name, fd))
+        if threading.current_thread().name == "dispatcher-fsync":
+            entered.set()
+            release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    task = asyncio.create_task(writer.sync_periodically(lambda exc: None, lambda moved: None))
+    assert await asyncio.to_thread(entered.wait, 10)  # the periodic fsync is under way
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    journal_fd = writer._fd
+    writer.close()  # the run ends: its last sync must not be skipped
+    release.set()
+    assert [name for name, _ in calls] == ["dispatcher-fsync", "MainThread"]
+    assert calls[0][1] != journal_fd  # the thread synced a descriptor of its own, not one close() frees

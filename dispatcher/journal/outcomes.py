@@ -182,10 +182,22 @@ class Journal:
             if self._dirty:
                 self._dirty = False
                 try:
-                    failure = await in_daemon_thread(self._fsync_once, name="dispatcher-fsync")
-                except Exception:
+                    # The thread syncs a descriptor of its own: should this task be cancelled while it
+                    # runs, the journal's may be closed, and its number reused, before the thread gets to it.
+                    fd = os.dup(self._fd)
+                except OSError:
+                    self._dirty = True  # no descriptor to spare: the next round, or close(), syncs
+                    continue
+                try:
+                    failure = await in_daemon_thread(functools.partial(_fsync_closing, fd), name="dispatcher-fsync")
+                except Exception:  # the thread could not be started: it never had the descriptor
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                     self._dirty = True
                     continue
+                except BaseException:  # cancelled mid-sync: what it was syncing is close()'s to sync
+                    self._dirty = True
+                    raise
                 if failure is not None:
                     on_error(self._fail(failure))
             # After the fsync, never during it: keep_path may replace the descriptor that it syncs.
@@ -271,13 +283,6 @@ class Journal:
         self.identity = (st.st_dev, st.st_ino)
         self.path = target
 
-    def _fsync_once(self) -> OSError | None:
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            return exc
-        return None
-
     def close(self) -> None:
         """Sync and close (which releases the lock); raise JournalWriteError if the last sync failed."""
         if self._fd < 0:
@@ -287,6 +292,17 @@ class Journal:
         finally:
             os.close(self._fd)
             self._fd = -1
+
+
+def _fsync_closing(fd: int) -> OSError | None:
+    """fsync `fd` and close it (a duplicate of the journal's); the error, if the sync failed."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    return None
 
 
 def _check_regular(path: Path) -> None:
