@@ -286,3 +286,25 @@ async def test_a_sync_cancelled_while_its_fsync_runs_is_done_again_by_close(
     release.set()
     assert [name for name, _ in calls] == ["dispatcher-fsync", "MainThread"]
     assert calls[0][1] != journal_fd  # the thread synced a descriptor of its own, not one close() frees
+
+
+def test_a_resume_splits_a_partly_delivered_batch_in_linear_time() -> None:
+    from dispatcher.journal.outcomes import JobRecord, JournalState
+
+    hashed = 0
+
+    class Uid(str):
+        __slots__ = ()
+
+        def __hash__(self) -> int:
+            nonlocal hashed
+            hashed += 1
+            return str.__hash__(self)
+
+    uids = [Uid(f"u{i:03d}") for i in range(500)]
+    errors: dict[str, int | None] = {uid: 90992 for uid in uids}
+    state = JournalState({"j": JobRecord("h", {0: ("retry", 1)}, {0: (errors, tuple(uids[:250]))})})
+    hashed = 0
+    resend, lost = state.undelivered("j", 0, retry_failed=False)  # type: ignore[misc]
+    assert (len(resend), len(lost)) == (250, 250)
+    assert hashed <= 1_000  # each UserID hashed a few times, not once per other UserID (was 125,000)
