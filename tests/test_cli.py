@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import threading
@@ -20,7 +18,7 @@ from dispatcher.cli import build_parser
 from dispatcher.run.engine import RunConfig
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.tim.config import DEMO_CREDENTIALS
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, users, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, run_in_pty, users, write_jobs
 
 SUMMARY_KEYS = {
     "jobs",
@@ -284,37 +282,6 @@ def test_report_of_a_missing_journal() -> None:
 def test_no_progress_when_not_a_terminal(jobs: Path) -> None:
     result = run("send", str(jobs), "--sandbox")
     assert "req/s" not in result.stderr and "ETA" not in result.stderr
-
-
-def run_in_pty(args: list[str], cwd: Path, **env: str) -> str:
-    """Run with stdout and stderr on a pseudo-terminal, as a person at a terminal would."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        cwd=cwd,
-        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm", **env},
-    )
-    os.close(follower)
-    chunks = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.1)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=10)
-    os.close(leader)
-    return b"".join(chunks).decode(errors="replace")
 
 
 def test_progress_on_a_terminal_and_not_with_no_progress(jobs: Path, tmp_path: Path) -> None:

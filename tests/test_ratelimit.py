@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import gc
 import itertools
 import math
@@ -12,13 +11,7 @@ import pytest
 
 from dispatcher.pacing.memory import RateLimiter, collect_before_slot, frozen_heap
 from dispatcher.pacing.store import Quota
-from tests.conftest import FakeClock
-
-
-def max_in_any_window(starts: list[float], width: float = 1.0) -> int:
-    """The most starts in any closed window [t, t + width]; the worst window begins at a start."""
-    starts = sorted(starts)
-    return max(bisect.bisect_right(starts, t + width + 1e-12) - i for i, t in enumerate(starts))
+from tests.conftest import FakeClock, Timeline, max_in_any_window, units_in_any_window
 
 
 @pytest.mark.parametrize("rate", [1, 3, 200, 1000])
@@ -90,14 +83,6 @@ async def test_pause_holds_every_start(clock: FakeClock) -> None:
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError):
         RateLimiter(0)
-
-
-def units_in_any_window(calls: list[tuple[float, int]], width: float) -> int:
-    """The most units in any closed window [t, t + width] of (time, units) calls."""
-    times = [t for t, _ in calls]
-    return max(
-        sum(units for _, units in calls[i : bisect.bisect_right(times, t + width + 1e-12)]) for i, t in enumerate(times)
-    )
 
 
 async def test_without_a_quota_cost_is_one_call(clock: FakeClock) -> None:
@@ -221,47 +206,6 @@ async def test_frozen_heap_freezes_for_the_run_only() -> None:
     async with frozen_heap():
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
-
-
-class Timeline:
-    """Virtual time for tasks that wait side by side: a sleeper stays asleep until `run_until` moves
-    the clock to its wake-up time (FakeClock's sleep moves the clock at once, for everyone), so a
-    test can cancel a task while it waits."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        entry = (self.now + max(0.0, seconds), asyncio.get_running_loop().create_future())
-        self.sleepers.append(entry)
-        try:
-            await entry[1]
-        finally:
-            self.sleepers.remove(entry)
-
-    async def settle(self) -> None:
-        """Let every runnable task run until it blocks (on a sleep, a lock, or real I/O: a few turns)."""
-        for _ in range(50):
-            await asyncio.sleep(0)
-
-    async def run_until(self, task: asyncio.Task[None]) -> float:
-        """Move the clock from wake-up to wake-up until `task` is done; the time it finished at."""
-        for _ in range(1000):  # a limiter that keeps its waiter asleep fails here, not by hanging
-            await self.settle()
-            if task.done():
-                await task
-                return self.now
-            pending = [entry for entry in self.sleepers if not entry[1].done()]
-            assert pending, "the task waits for something other than time"
-            self.now = min(when for when, _ in pending)
-            for when, fut in pending:
-                if when <= self.now:
-                    fut.set_result(None)
-        raise AssertionError(f"still waiting at {self.now}")
 
 
 def no_collection() -> None:

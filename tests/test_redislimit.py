@@ -8,39 +8,23 @@ import hashlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from dispatcher.errors import RateStoreError
 from dispatcher.pacing.redis import TAKE, RedisLimiter, connect
 from dispatcher.pacing.store import Quota, parse_store
-from tests.conftest import FakeClock, RedisServer, free_port
-from tests.test_ratelimit import Timeline, max_in_any_window, units_in_any_window
+from tests.conftest import (
+    FakeClock,
+    RedisServer,
+    Timeline,
+    free_port,
+    in_virtual_time,
+    max_in_any_window,
+    units_in_any_window,
+)
 
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
-
-
-class VirtualClock(Protocol):
-    now: float
-
-    def time(self) -> float: ...
-    async def sleep(self, seconds: float) -> None: ...
-
-
-async def in_virtual_time(
-    redis_server: RedisServer, clock: VirtualClock, *, rate: float = 200, key: str = KEY, quota: Quota | None = None
-) -> RedisLimiter:
-    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock."""
-    return await connect(
-        parse_store(redis_server.url),
-        rate=rate,
-        quota=quota,
-        key=key,
-        sleep=clock.sleep,
-        clock=clock.time,
-        clock_us=lambda: round(clock.now * 1e6),
-    )
 
 
 @pytest.fixture
