@@ -31,8 +31,10 @@ from dispatcher.pacing.memory import RateLimiter
 from dispatcher.pacing.redis import RedisLimiter, connect
 from dispatcher.pacing.store import Quota, parse_store
 from dispatcher.run.engine import Engine, RunConfig
-from dispatcher.run.retry import RetryPolicy
 from dispatcher.sandbox.server import Sandbox
+from dispatcher.testing import FakeClock as FakeClock  # the library's, which test modules import from here
+from dispatcher.testing import run_config
+from dispatcher.testing import sandbox as serving
 from dispatcher.tim.config import DEMO_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,22 +43,6 @@ DEMO_ENV = {
     "TIM_IDENTIFIER": DEMO_CREDENTIALS.identifier,
     "TIM_SECRET_KEY": DEMO_CREDENTIALS.secret_key or "",
 }
-
-
-class FakeClock:
-    """Virtual time: `sleep` advances the clock instead of waiting, so tests never depend on speed."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -78,10 +64,8 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    emulator = Sandbox()
-    await emulator.start()
-    yield emulator
-    await emulator.stop()
+    async with serving() as box:
+        yield box
 
 
 def write_jobs(path: Path, jobs: Iterable[dict[str, Any] | str]) -> Path:
@@ -101,14 +85,9 @@ def journal(path: Path) -> list[dict[str, Any]]:
 
 
 def make_config(sandbox: Sandbox, jobs: Path | str, out: Path, **kwargs: Any) -> RunConfig:
-    options: dict[str, Any] = {
-        "endpoint": sandbox.url,
-        "credentials": sandbox.credentials,
-        "policy": RetryPolicy(base=0.001, cap=0.01),
-        "rate": 10_000,
-        **kwargs,
-    }
-    return RunConfig(jobs=(str(jobs),), out=out, **options)
+    """dispatcher.testing's config at 10,000 a second: the limiter hardly waits, and the sandbox's
+    60007 refusals are retried at once."""
+    return run_config(sandbox, jobs, out, **{"rate": 10_000, **kwargs})
 
 
 async def run_engine(
