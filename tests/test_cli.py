@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -440,6 +441,21 @@ def test_jobs_from_a_fifo_are_read_once_and_the_writer_is_not_killed(tmp_path: P
     assert load(tmp_path / "s.json")["ok"] == 3
 
 
+def wait_until_it_opens_a_fifo(proc: subprocess.Popen[bytes]) -> None:
+    """Return once a thread of `proc` sleeps in open(2) on a FIFO that has no writer: in the
+    kernel's wait_for_partner, as Linux names it in /proc/PID/task/TID/wchan."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it opened the FIFO"
+        for wchan in Path(f"/proc/{proc.pid}/task").glob("*/wchan"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                if wchan.read_text() == "wait_for_partner":
+                    return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("the run did not get to open the FIFO in 60 s")
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_stops_a_run_waiting_for_a_fifo_writer(tmp_path: Path, signame: str) -> None:
     fifo = tmp_path / "jobs.fifo"
@@ -451,7 +467,7 @@ def test_a_signal_stops_a_run_waiting_for_a_fifo_writer(tmp_path: Path, signame:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.0)  # let it get to the open; the test passes as well if the signal comes earlier
+    wait_until_it_opens_a_fifo(proc)  # the run is past its start, its reader stuck in open(2)
     proc.send_signal(getattr(signal, signame))
     assert proc.wait(timeout=10) == 130
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
