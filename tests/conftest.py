@@ -85,8 +85,8 @@ def journal(path: Path) -> list[dict[str, Any]]:
 
 
 def make_config(sandbox: Sandbox, jobs: Path | str, out: Path, **kwargs: Any) -> RunConfig:
-    """dispatcher.testing's config at 10,000 a second: the limiter hardly waits, and the sandbox's
-    60007 refusals are retried at once."""
+    """dispatcher.testing's config, at 10,000 a second unless the test says otherwise: a test of a
+    few requests does not wait for the pace."""
     return run_config(sandbox, jobs, out, **{"rate": 10_000, **kwargs})
 
 
