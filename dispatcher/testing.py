@@ -101,11 +101,7 @@ def run_config(box: Sandbox, jobs: PathArg | Iterable[PathArg], out: PathArg, **
     if not box.url:
         raise ValueError("the sandbox is not serving: start it first (async with dispatcher.testing.sandbox() as box)")
     paths = (jobs,) if isinstance(jobs, (str, os.PathLike)) else tuple(jobs)
-    fields: dict[str, Any] = {
-        "endpoint": box.url,
-        "credentials": box.credentials,
-        "rate": box.rate,
-        "policy": QUICK_RETRIES,
-        **options,
-    }
+    fields: dict[str, Any] = {"endpoint": box.url, "credentials": box.credentials, "policy": QUICK_RETRIES, **options}
+    if "rate" not in fields:  # read only when it is needed: a stand-in server may have none
+        fields["rate"] = box.rate
     return RunConfig(jobs=tuple(os.fspath(path) for path in paths), out=Path(out), **fields)
