@@ -1,11 +1,16 @@
-"""Shared fixtures: an in-process sandbox on 127.0.0.1, a real redis-server and Pushgateway, job-file writers,
-a virtual clock."""
+"""Shared fixtures and helpers, the one place test modules import from (never from each other): an
+in-process sandbox on 127.0.0.1, a real redis-server and Pushgateway, job-file writers, virtual clocks,
+`dispatcher send` and `dispatcher sandbox` in processes of their own, and what measures a pace."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
+import pty
 import random
+import select
 import shutil
 import socket
 import subprocess
@@ -14,7 +19,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import pytest
@@ -23,9 +28,13 @@ import structlog
 from dispatcher.journal.outcomes import iter_records
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.memory import RateLimiter
+from dispatcher.pacing.redis import RedisLimiter, connect
+from dispatcher.pacing.store import Quota, parse_store
 from dispatcher.run.engine import Engine, RunConfig
-from dispatcher.run.retry import RetryPolicy
 from dispatcher.sandbox import Sandbox
+from dispatcher.testing import FakeClock as FakeClock  # the library's, which test modules import from here
+from dispatcher.testing import run_config
+from dispatcher.testing import sandbox as serving
 from dispatcher.tim.config import DEMO_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,22 +43,6 @@ DEMO_ENV = {
     "TIM_IDENTIFIER": DEMO_CREDENTIALS.identifier,
     "TIM_SECRET_KEY": DEMO_CREDENTIALS.secret_key or "",
 }
-
-
-class FakeClock:
-    """Virtual time: `sleep` advances the clock instead of waiting, so tests never depend on speed."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -71,10 +64,8 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    emulator = Sandbox()
-    await emulator.start()
-    yield emulator
-    await emulator.stop()
+    async with serving() as box:
+        yield box
 
 
 def write_jobs(path: Path, jobs: Iterable[dict[str, Any] | str]) -> Path:
@@ -94,14 +85,9 @@ def journal(path: Path) -> list[dict[str, Any]]:
 
 
 def make_config(sandbox: Sandbox, jobs: Path | str, out: Path, **kwargs: Any) -> RunConfig:
-    options: dict[str, Any] = {
-        "endpoint": sandbox.url,
-        "credentials": sandbox.credentials,
-        "policy": RetryPolicy(base=0.001, cap=0.01),
-        "rate": 10_000,
-        **kwargs,
-    }
-    return RunConfig(jobs=(str(jobs),), out=out, **options)
+    """dispatcher.testing's config, at 10,000 a second unless the test says otherwise: a test of a
+    few requests does not wait for the pace."""
+    return run_config(sandbox, jobs, out, **{"rate": 10_000, **kwargs})
 
 
 async def run_engine(
@@ -242,3 +228,219 @@ class Pushgateway(LocalServer):
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
     yield from running(Pushgateway(workdir(tmp_path, "pushgateway")))
+
+
+# -- pace, measured in virtual time --------------------------------------------------------------------
+
+
+def max_in_any_window(starts: list[float], width: float = 1.0) -> int:
+    """The most starts in any closed window [t, t + width]; the worst window begins at a start."""
+    starts = sorted(starts)
+    return max(bisect.bisect_right(starts, t + width + 1e-12) - i for i, t in enumerate(starts))
+
+
+def units_in_any_window(calls: list[tuple[float, int]], width: float) -> int:
+    """The most units in any closed window [t, t + width] of (time, units) calls."""
+    times = [t for t, _ in calls]
+    return max(
+        sum(units for _, units in calls[i : bisect.bisect_right(times, t + width + 1e-12)]) for i, t in enumerate(times)
+    )
+
+
+class Timeline:
+    """Virtual time for tasks that wait side by side: a sleeper stays asleep until `run_until` moves
+    the clock to its wake-up time (FakeClock's sleep moves the clock at once, for everyone), so a
+    test can cancel a task while it waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        entry = (self.now + max(0.0, seconds), asyncio.get_running_loop().create_future())
+        self.sleepers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            self.sleepers.remove(entry)
+
+    async def settle(self) -> None:
+        """Let every runnable task run until it blocks (on a sleep, a lock, or real I/O: a few turns)."""
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def run_until(self, task: asyncio.Task[None]) -> float:
+        """Move the clock from wake-up to wake-up until `task` is done; the time it finished at."""
+        for _ in range(1000):  # a limiter that keeps its waiter asleep fails here, not by hanging
+            await self.settle()
+            if task.done():
+                await task
+                return self.now
+            pending = [entry for entry in self.sleepers if not entry[1].done()]
+            assert pending, "the task waits for something other than time"
+            self.now = min(when for when, _ in pending)
+            for when, fut in pending:
+                if when <= self.now:
+                    fut.set_result(None)
+        raise AssertionError(f"still waiting at {self.now}")
+
+
+class VirtualClock(Protocol):
+    now: float
+
+    def time(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+async def in_virtual_time(
+    redis_server: RedisServer,
+    clock: VirtualClock,
+    *,
+    rate: float = 200,
+    key: str = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",
+    quota: Quota | None = None,
+) -> RedisLimiter:
+    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock."""
+    return await connect(
+        parse_store(redis_server.url),
+        rate=rate,
+        quota=quota,
+        key=key,
+        sleep=clock.sleep,
+        clock=clock.time,
+        clock_us=lambda: round(clock.now * 1e6),
+    )
+
+
+# -- `dispatcher send` and `dispatcher sandbox` in processes of their own ------------------------------
+
+SEND_CONCURRENCY = 8  # start_send's --concurrency: at most this many requests in flight at a kill
+
+
+async def start_send(jobs: Path, out: Path, url: str, *extra: str) -> asyncio.subprocess.Process:
+    args = DISPATCHER(
+        "send",
+        str(jobs),
+        "--endpoint",
+        url,
+        "--out",
+        str(out),
+        "--batch-size",
+        "5",
+        "--rate",
+        "150",
+        "--concurrency",
+        str(SEND_CONCURRENCY),
+        "--no-progress",
+        "--log-format",
+        "json",
+        *extra,
+    )
+    return await asyncio.create_subprocess_exec(
+        *args, env=cli_env(**DEMO_ENV), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def wait_for_lines(out: Path, count: int, proc: asyncio.subprocess.Process) -> None:
+    while proc.returncode is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= count:
+            return
+        await asyncio.sleep(0.005)
+
+
+async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    _stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, stderr.decode()
+
+
+class SandboxProcess:
+    """`dispatcher sandbox` in another process, as the server is for a fleet."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            DISPATCHER("sandbox", "--port", "0", *args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as reply:
+            return orjson.loads(reply.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def run_in_pty(args: list[str], cwd: Path, **env: str) -> str:
+    """Run with stdout and stderr on a pseudo-terminal, as a person at a terminal would."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        cwd=cwd,
+        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm", **env},
+    )
+    os.close(follower)
+    chunks = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+# -- scenarios more than one module runs ---------------------------------------------------------------
+
+
+async def two_messages_into_a_group_at_one_a_second(tmp_path: Path) -> tuple[Summary, Path, dict[str, int]]:
+    """Two group messages into one group that takes one a second: the second is dropped once.
+    Each request reads the sandbox's clock twice (rate, then delivery), 0.3 s a read, so the second
+    message comes 0.6 s after the first (dropped at 1 a second) and its retry 1.2 s after."""
+    group = "@TGS#2C5SZEAEF"
+    ticks = itertools.count()
+    async with Sandbox(group_rate=1, clock=lambda: next(ticks) * 0.3) as box:
+        jobs = write_jobs(
+            tmp_path / "jobs.jsonl",
+            [
+                {"job_id": "first", "api": "send_group_msg", "GroupId": group, "Text": "one"},
+                {"job_id": "second", "api": "send_group_msg", "GroupId": group, "Text": "two"},
+            ],
+        )
+        out = tmp_path / "out.jsonl"
+        summary = await run_engine(box, jobs, out, concurrency=1)
+        return summary, out, dict(box.stats)
+
+
+BIG_JOBS_GROUP = "@TGS#resume"
+
+
+def big_jobs(tmp_path: Path) -> tuple[Path, list[str]]:
+    """Two jobs into BIG_JOBS_GROUP: 300 recipients inline, 300 from an export."""
+    ids = users(600)
+    (tmp_path / "export.txt").write_text("\n".join(ids[300:]) + "\n")
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"job_id": "inline", "GroupId": BIG_JOBS_GROUP, "Content": "hello", "ToMembers_Account": ids[:300]},
+            {"job_id": "export", "GroupId": BIG_JOBS_GROUP, "Content": "hello", "recipients_file": "export.txt"},
+        ],
+    )
+    return jobs, ids

@@ -19,8 +19,7 @@ from dispatcher.run.batching import split
 from dispatcher.sandbox import ALL_MEMBERS, C2C, Sandbox
 from dispatcher.tim.apis import REGISTRY
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
-from tests.conftest import FakeClock, journal, run_engine, write_jobs
-from tests.test_apis import two_messages_into_a_group_at_one_a_second
+from tests.conftest import FakeClock, journal, run_engine, two_messages_into_a_group_at_one_a_second, write_jobs
 
 GROUP = "@TGS#2C5SZEAEF"
 HELLO_KEY = '[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hello"}}]'  # as the sandbox's ledger keys it

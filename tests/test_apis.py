@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 from dispatcher.jobs.reader import Job, Rejection, read_jobs
 from dispatcher.observe.plan import make_plan
 from dispatcher.observe.report import summarise
-from dispatcher.observe.summary import Summary
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.pacing.store import Quota
 from dispatcher.run.batching import split
@@ -33,14 +31,16 @@ from tests.conftest import (
     ROOT,
     FakeClock,
     RedisServer,
+    SandboxProcess,
     cli_env,
     journal,
     make_config,
     run_engine,
+    two_messages_into_a_group_at_one_a_second,
     users,
+    wait_for_lines,
     write_jobs,
 )
-from tests.test_resume import wait_for_lines
 
 GROUP = "@TGS#2C5SZEAEF"
 HELLO = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hello"}}]
@@ -206,24 +206,6 @@ async def test_group_message_delivered_once_and_resume_sends_nothing(sandbox: Sa
     assert {d["group_id"] for d in journal(out)} == {GROUP, "@TGS#other"}
     summary = await run_engine(sandbox, jobs, out, resume=True)
     assert (summary.skipped, summary.requests) == (2, 0)
-
-
-async def two_messages_into_a_group_at_one_a_second(tmp_path: Path) -> tuple[Summary, Path, dict[str, int]]:
-    """Two group messages into one group that takes one a second: the second is dropped once.
-    Each request reads the sandbox's clock twice (rate, then delivery), 0.3 s a read, so the second
-    message comes 0.6 s after the first (dropped at 1 a second) and its retry 1.2 s after."""
-    ticks = itertools.count()
-    async with Sandbox(group_rate=1, clock=lambda: next(ticks) * 0.3) as box:
-        jobs = write_jobs(
-            tmp_path / "jobs.jsonl",
-            [
-                {"job_id": "first", "api": "send_group_msg", "GroupId": GROUP, "Text": "one"},
-                {"job_id": "second", "api": "send_group_msg", "GroupId": GROUP, "Text": "two"},
-            ],
-        )
-        out = tmp_path / "out.jsonl"
-        summary = await run_engine(box, jobs, out, concurrency=1)
-        return summary, out, dict(box.stats)
 
 
 async def test_dropped_by_frequency_control_is_retried_not_recorded_ok(tmp_path: Path) -> None:
@@ -575,8 +557,6 @@ def test_each_api_has_its_own_shared_budget_in_redis(tmp_path: Path, redis_serve
 
     import redis
 
-    from tests.test_shared_budget import SandboxProcess
-
     box = SandboxProcess("--rate", "50")
     try:
         jobs = write_jobs(
@@ -646,8 +626,6 @@ def test_an_api_budget_at_another_rate_stops_the_run_resumably(tmp_path: Path, r
     import subprocess
 
     import redis
-
-    from tests.test_shared_budget import SandboxProcess
 
     box = SandboxProcess("--rate", "100")
     try:

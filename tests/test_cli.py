@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import threading
@@ -20,7 +19,7 @@ from dispatcher.cli import build_parser
 from dispatcher.run.engine import RunConfig
 from dispatcher.sandbox import Sandbox
 from dispatcher.tim.config import DEMO_CREDENTIALS
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, users, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, run_in_pty, users, write_jobs
 
 SUMMARY_KEYS = {
     "jobs",
@@ -286,37 +285,6 @@ def test_no_progress_when_not_a_terminal(jobs: Path) -> None:
     assert "req/s" not in result.stderr and "ETA" not in result.stderr
 
 
-def run_in_pty(args: list[str], cwd: Path, **env: str) -> str:
-    """Run with stdout and stderr on a pseudo-terminal, as a person at a terminal would."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        cwd=cwd,
-        env={**cli_env(), "COLUMNS": "160", "TERM": "xterm", **env},
-    )
-    os.close(follower)
-    chunks = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.1)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=10)
-    os.close(leader)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def test_progress_on_a_terminal_and_not_with_no_progress(jobs: Path, tmp_path: Path) -> None:
     shown = run_in_pty(DISPATCHER("send", str(jobs), "--sandbox", "--out", str(tmp_path / "a.jsonl")), tmp_path)
     assert "batches" in shown and "req/s" in shown and "5/5" in shown
@@ -473,6 +441,21 @@ def test_jobs_from_a_fifo_are_read_once_and_the_writer_is_not_killed(tmp_path: P
     assert load(tmp_path / "s.json")["ok"] == 3
 
 
+def wait_until_it_opens_a_fifo(proc: subprocess.Popen[bytes]) -> None:
+    """Return once a thread of `proc` sleeps in open(2) on a FIFO that has no writer: in the
+    kernel's wait_for_partner, as Linux names it in /proc/PID/task/TID/wchan."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it opened the FIFO"
+        for wchan in Path(f"/proc/{proc.pid}/task").glob("*/wchan"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                if wchan.read_text() == "wait_for_partner":
+                    return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("the run did not get to open the FIFO in 60 s")
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_stops_a_run_waiting_for_a_fifo_writer(tmp_path: Path, signame: str) -> None:
     fifo = tmp_path / "jobs.fifo"
@@ -484,7 +467,7 @@ def test_a_signal_stops_a_run_waiting_for_a_fifo_writer(tmp_path: Path, signame:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.0)  # let it get to the open; the test passes as well if the signal comes earlier
+    wait_until_it_opens_a_fifo(proc)  # the run is past its start, its reader stuck in open(2)
     proc.send_signal(getattr(signal, signame))
     assert proc.wait(timeout=10) == 130
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()

@@ -11,8 +11,7 @@ import pytest
 import structlog
 
 from dispatcher.observe import colour, logs
-from tests.conftest import DISPATCHER, ROOT, cli_env, write_jobs
-from tests.test_cli import run_in_pty
+from tests.conftest import DISPATCHER, ROOT, cli_env, run_in_pty, write_jobs
 
 _SGR = re.compile(r"\x1b\[([0-9;]*)m")
 

@@ -19,9 +19,17 @@ from dispatcher.observe.events import Event, ReplyRecorded
 from dispatcher.observe.report import summarise
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Faults, Sandbox
-from tests.conftest import journal, make_config, run_engine, write_jobs
-from tests.test_resume import GROUP as GROUP_OF_BIG_JOBS
-from tests.test_resume import big_jobs, finish, start_send, wait_for_lines
+from tests.conftest import (
+    BIG_JOBS_GROUP,
+    big_jobs,
+    finish,
+    journal,
+    make_config,
+    run_engine,
+    start_send,
+    wait_for_lines,
+    write_jobs,
+)
 
 GROUP = "@TGS#edges"
 
@@ -248,7 +256,7 @@ async def test_rm_of_the_journal_during_a_send_is_one_warning_and_loses_nothing(
         assert warning["level"] == "warning" and warning["event"].startswith(f"{out} was deleted during the run")
         # Every request is on record at the path: the journal's ok lines are exactly what was delivered.
         ok = [u for d in journal(out) if d["status"] == "ok" for u in d["recipients"]]
-        assert sorted(ok) == sorted(ids) == sorted(box.ledger.recipients(GROUP_OF_BIG_JOBS, "hello"))
+        assert sorted(ok) == sorted(ids) == sorted(box.ledger.recipients(BIG_JOBS_GROUP, "hello"))
         requests = box.stats["requests"]
         code, stderr = await finish(await start_send(jobs, out, box.url, "--resume"))
         assert code == 0, stderr

@@ -13,8 +13,18 @@ import pytest
 from dispatcher.errors import JournalLockedError
 from dispatcher.journal.outcomes import Journal
 from dispatcher.sandbox import Faults, Sandbox
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, users, write_jobs
-from tests.test_resume import finish, start_send, wait_for_lines
+from tests.conftest import (
+    DEMO_ENV,
+    DISPATCHER,
+    ROOT,
+    cli_env,
+    finish,
+    journal,
+    start_send,
+    users,
+    wait_for_lines,
+    write_jobs,
+)
 
 GROUP = "@TGS#lock"
 

@@ -1,46 +1,28 @@
 """The shared budget in a real Redis: the Lua script's pacing (in virtual time), one budget for
-several processes, the shared pause, another rate refused, and the store's faults."""
+several processes, the shared pause, another rate refused, and the store's faults. What both
+limiters promise is in test_limiter_contract."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from dispatcher.errors import RateStoreError
 from dispatcher.pacing.redis import TAKE, RedisLimiter, connect
 from dispatcher.pacing.store import Quota, parse_store
-from tests.conftest import FakeClock, RedisServer, free_port
-from tests.test_ratelimit import Timeline, max_in_any_window, units_in_any_window
+from tests.conftest import (
+    FakeClock,
+    RedisServer,
+    free_port,
+    in_virtual_time,
+    max_in_any_window,
+)
 
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
-
-
-class VirtualClock(Protocol):
-    now: float
-
-    def time(self) -> float: ...
-    async def sleep(self, seconds: float) -> None: ...
-
-
-async def in_virtual_time(
-    redis_server: RedisServer, clock: VirtualClock, *, rate: float = 200, key: str = KEY, quota: Quota | None = None
-) -> RedisLimiter:
-    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock."""
-    return await connect(
-        parse_store(redis_server.url),
-        rate=rate,
-        quota=quota,
-        key=key,
-        sleep=clock.sleep,
-        clock=clock.time,
-        clock_us=lambda: round(clock.now * 1e6),
-    )
 
 
 @pytest.fixture
@@ -75,65 +57,7 @@ async def test_three_processes_share_one_budget(limiters: list[RedisLimiter], cl
     assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(196.27, abs=0.01)
 
 
-async def test_no_burst_after_idle(limiters: list[RedisLimiter], clock: FakeClock) -> None:
-    await limiters[0].acquire()
-    clock.now += 10
-    starts = []
-    for i in range(400):
-        await limiters[i % 3].acquire()
-        starts.append(clock.now)
-    # A leaky bucket would let 200 through at once here: this one paces (the second start may come
-    # 3 ms early, the tolerance, hence 21 and not 20 in the first 100 ms).
-    assert max_in_any_window(starts, width=0.1) == 21
-
-
-async def test_without_a_quota_cost_is_one_call(limiters: list[RedisLimiter], clock: FakeClock) -> None:
-    await limiters[0].acquire()
-    start = clock.now
-    await limiters[1].acquire(cost=500)
-    assert clock.now - start == pytest.approx(0.0051 - 0.003, abs=1e-6)
-
-
 QUOTA_KEY = "dispatcher:budget:1400000000:/v4/openim/batchsendmsg"
-
-
-async def quota_limiters(
-    redis_server: RedisServer, clock: FakeClock, quota: Quota, rate: float = 200
-) -> list[RedisLimiter]:
-    return [await in_virtual_time(redis_server, clock, rate=rate, key=QUOTA_KEY, quota=quota) for _ in range(3)]
-
-
-async def test_three_processes_share_one_quota(redis_server: RedisServer, clock: FakeClock) -> None:
-    """batchsendmsg's 12,000 messages a minute, shared: calls of 500 are 500 x 60.5 / 12,000 s apart
-    whichever process makes them, and no 60.5 s hold more than 12,000."""
-    made = await quota_limiters(redis_server, clock, Quota(12_000, 60))
-    calls = []
-    for i in range(120):  # 60,000 messages, five minutes
-        await made[i % 3].acquire(cost=500)
-        calls.append((clock.now, 500))
-    for limiter in made:
-        await limiter.aclose()
-    assert units_in_any_window(calls, 60.5) == 12_000
-    gaps = {round(b[0] - a[0], 6) for a, b in itertools.pairwise(calls)}
-    # The even pace (500 units of 5,042 us: a whole number of us, rounded up), or 3 ms early (the tolerance).
-    assert gaps == {2.518, 2.521}
-    per_minute = (len(calls) - 1) * 500 / (calls[-1][0] - calls[0][0]) * 60
-    assert per_minute == pytest.approx(11_900.8, abs=1)
-
-
-async def test_the_shared_quota_guard_holds_a_big_call_then_many_small_ones(
-    redis_server: RedisServer, clock: FakeClock
-) -> None:
-    made = await quota_limiters(redis_server, clock, Quota(1000, 10), rate=1000)
-    calls = []
-    await made[0].acquire(cost=500)
-    calls.append((clock.now, 500))
-    for i in range(2000):
-        await made[i % 3].acquire(cost=1)
-        calls.append((clock.now, 1))
-    for limiter in made:
-        await limiter.aclose()
-    assert units_in_any_window(calls, 10.5) == 1000
 
 
 async def test_a_different_quota_is_refused(redis_server: RedisServer, clock: FakeClock) -> None:
@@ -203,36 +127,6 @@ async def test_a_redis_that_stalls_past_the_read_timeout_leaves_no_reply_behind(
     limiter.pause(60)
     await limiter.acquire()
     assert clock.now - paused_at == pytest.approx(60.0, abs=1e-6)
-    await limiter.aclose()
-
-
-class RedisTimeline(Timeline):
-    async def settle(self) -> None:
-        # Redis answers over a real socket: a round trip needs real time to come back, not only
-        # turns of the loop. (Only I/O waits in real time; the limiter's sleeps are virtual.)
-        for _ in range(4):
-            await asyncio.sleep(0.005)
-
-
-@pytest.mark.parametrize("cancelled", ["sleeping", "queued"])
-async def test_a_cancelled_waiter_leaks_no_slot(redis_server: RedisServer, cancelled: str) -> None:
-    """A graceful stop cancels the workers waiting for a slot: the one asleep toward its slot, or
-    one queued behind it. The other gets the slot the pair was next to have (2.1 ms: 5.1 ms less the
-    3 ms tolerance), and the pace goes on unchanged (7.2 ms)."""
-    time = RedisTimeline()
-    limiter = await in_virtual_time(redis_server, time, rate=200)
-    await limiter.acquire()  # the slot at 0
-    waiters = {"sleeping": asyncio.create_task(limiter.acquire()), "queued": asyncio.create_task(limiter.acquire())}
-    await time.settle()
-    assert len(time.sleepers) == 1 and limiter._turn.locked()
-    waiters[cancelled].cancel()
-    await time.settle()
-    assert waiters[cancelled].cancelled()
-    (other,) = (task for name, task in waiters.items() if name != cancelled)
-    assert await time.run_until(other) == pytest.approx(0.0021, abs=1e-6)
-    assert not limiter._turn.locked()
-    assert await time.run_until(asyncio.create_task(limiter.acquire())) == pytest.approx(0.0072, abs=1e-6)
-    assert (limiter._turn.locked(), time.sleepers) == (False, [])
     await limiter.aclose()
 
 

@@ -18,60 +18,25 @@ from dispatcher.errors import JournalError
 from dispatcher.journal.outcomes import iter_records, load_state
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Faults, Group, Sandbox
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, make_config, run_engine, users, write_jobs
+from tests.conftest import (
+    BIG_JOBS_GROUP,
+    DEMO_ENV,
+    DISPATCHER,
+    ROOT,
+    SEND_CONCURRENCY,
+    big_jobs,
+    cli_env,
+    finish,
+    journal,
+    make_config,
+    run_engine,
+    start_send,
+    users,
+    wait_for_lines,
+    write_jobs,
+)
 
-GROUP = "@TGS#resume"
-CONCURRENCY = 8
-
-
-def big_jobs(tmp_path: Path) -> tuple[Path, list[str]]:
-    ids = users(600)
-    (tmp_path / "export.txt").write_text("\n".join(ids[300:]) + "\n")
-    jobs = write_jobs(
-        tmp_path / "jobs.jsonl",
-        [
-            {"job_id": "inline", "GroupId": GROUP, "Content": "hello", "ToMembers_Account": ids[:300]},
-            {"job_id": "export", "GroupId": GROUP, "Content": "hello", "recipients_file": "export.txt"},
-        ],
-    )
-    return jobs, ids
-
-
-async def start_send(jobs: Path, out: Path, url: str, *extra: str) -> asyncio.subprocess.Process:
-    args = DISPATCHER(
-        "send",
-        str(jobs),
-        "--endpoint",
-        url,
-        "--out",
-        str(out),
-        "--batch-size",
-        "5",
-        "--rate",
-        "150",
-        "--concurrency",
-        str(CONCURRENCY),
-        "--no-progress",
-        "--log-format",
-        "json",
-        *extra,
-    )
-    return await asyncio.create_subprocess_exec(
-        *args, env=cli_env(**DEMO_ENV), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-
-
-async def wait_for_lines(out: Path, count: int, proc: asyncio.subprocess.Process) -> None:
-    while proc.returncode is None:
-        if out.exists() and out.read_bytes().count(b"\n") >= count:
-            return
-        await asyncio.sleep(0.005)
-
-
-async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
-    _stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, stderr.decode()
+GROUP = BIG_JOBS_GROUP
 
 
 def final_batches(lines: list[dict[str, Any]]) -> set[tuple[str, int]]:
@@ -104,7 +69,7 @@ async def test_sigkill_then_resume_duplicates_only_in_flight(tmp_path: Path, kil
         dup_batches = {batch_of[u] for u in twice if u in batch_of}
         assert not dup_batches & done_before
         # ... and there can be no more of them than requests in flight at the kill.
-        assert len(dup_batches) <= CONCURRENCY
+        assert len(dup_batches) <= SEND_CONCURRENCY
         # Every batch has exactly one final ok line, and resuming again sends nothing.
         finals = collections.Counter((d["job_id"], d["batch"]) for d in journal(out) if d["final"])
         assert len(finals) == 120 and set(finals.values()) == {1}

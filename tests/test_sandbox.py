@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
+from dispatcher.errors import SignatureError
 from dispatcher.sandbox import ALL_MEMBERS, Faults, Group, Ledger, Sandbox
 from dispatcher.tim import rules, usersig
 from dispatcher.tim.apis import REGISTRY
@@ -368,6 +368,19 @@ def test_cli_usersig_needs_the_key() -> None:
     assert "TIM_SECRET_KEY" in result.stderr
 
 
-def test_usersig_is_fresh_each_time() -> None:
-    first = usersig.generate(DEMO.sdkappid, DEMO.identifier, "k", now=time.time())
-    assert usersig.verify(first, DEMO.sdkappid, DEMO.identifier, "k")["TLS.expire"] == usersig.DEFAULT_EXPIRE
+def test_usersig_is_fresh_each_time(clock: FakeClock) -> None:
+    """A run signs with a UserSig made at its own time, renewed once half its day is gone: one made
+    later carries its later time, and is still accepted when the first has expired."""
+    key = DEMO.secret_key or ""
+    clock.now = 1_700_000_000.0
+    signer = usersig.Signer(DEMO.sdkappid, DEMO.identifier, key, clock=clock.time)
+    first = signer.current()
+    clock.now += 43_200  # half a day later
+    second = signer.current()
+    made = [(usersig.decode(sig)["TLS.time"], usersig.decode(sig)["TLS.expire"]) for sig in (first, second)]
+    assert made == [(1_700_000_000, 86_400), (1_700_043_200, 86_400)]
+    # A day after the first was made, the server refuses it as expired, and takes the renewed one.
+    with pytest.raises(SignatureError) as refused:
+        usersig.verify(first, DEMO.sdkappid, DEMO.identifier, key, now=1_700_086_400)
+    assert refused.value.code == 70001
+    assert usersig.verify(second, DEMO.sdkappid, DEMO.identifier, key, now=1_700_086_400)["TLS.time"] == 1_700_043_200

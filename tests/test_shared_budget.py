@@ -7,35 +7,24 @@ import datetime
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, RedisServer, cli_env, free_port, journal, write_jobs
-from tests.test_ratelimit import max_in_any_window
-
-
-class SandboxProcess:
-    """`dispatcher sandbox` in another process, as the server is for a fleet."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            DISPATCHER("sandbox", "--port", "0", *args), env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as reply:
-            return orjson.loads(reply.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+from tests.conftest import (
+    DEMO_ENV,
+    DISPATCHER,
+    ROOT,
+    RedisServer,
+    SandboxProcess,
+    cli_env,
+    free_port,
+    journal,
+    max_in_any_window,
+    write_jobs,
+)
 
 
 @pytest.fixture

@@ -167,10 +167,3 @@ async def test_http_413_fails_that_batch_with_its_own_message_and_the_run_goes_o
     assert failed["http_status"] == 413
     assert failed["error_info"].startswith("HTTP 413: the server refused a request of ")
     assert "credentials" not in failed["error_info"]
-
-
-def test_backoff_of_a_very_late_attempt_is_capped_not_an_overflow() -> None:
-    import random
-
-    policy = RetryPolicy(base=0.5, cap=30.0)
-    assert 0.0 <= policy.backoff(2000, random.Random(1)) <= 30.0
