@@ -1,0 +1,135 @@
+"""The edges of a run: a rate store that stalls, budgets checked before the first request, the
+journal of a run refused before sending, and the summary's rate of a tiny run."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from dispatcher.errors import RateStoreError
+from dispatcher.limiter import parse_store
+from dispatcher.redislimit import connect
+from tests.conftest import RedisServer
+
+KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
+
+
+class SilentStore:
+    """A rate store that accepts connections and never answers (a Redis wedged in a fork, a
+    half-open firewall): it takes what comes and writes nothing. It counts the connections."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.accepted = threading.Semaphore(0)  # released once a connection
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self._held.append(conn)
+            self.connections += 1
+            self.accepted.release()
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_store() -> Iterator[SilentStore]:
+    store = SilentStore()
+    yield store
+    store.close()
+
+
+class StallingProxy:
+    """A Redis stand-in in front of a real one: it passes everything through until `stall()`, then
+    takes what comes and answers nothing. It counts the connections and TAKEs it got while stalled."""
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self.stalled = False
+        self.connections_while_stalled = 0
+        self.asks_while_stalled = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stall(self) -> None:
+        self.stalled = True
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stalled:
+            self.connections_while_stalled += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, counted: bool) -> None:
+            while data := await source.read(65536):
+                if self.stalled:
+                    if counted:  # a TAKE goes as EVALSHA (the limiter's way) or EVAL (after NOSCRIPT)
+                        self.asks_while_stalled += data.count(b"EVALSHA\r\n") + data.count(b"\r\nEVAL\r\n")
+                    continue
+                sink.write(data)
+                await sink.drain()
+
+        for task in (pipe(reader, up_writer, True), pipe(up_reader, writer, False)):
+            running = asyncio.create_task(task)
+            self._tasks.add(running)
+            running.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_a_redis_that_stalls_mid_run_is_lost_after_one_unanswered_slot(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer within 2 s (the README) is one slot's ask: not retried, on a new connection or the
+    client's way (four more timeouts made a stalled Redis lost only after 8-10 s)."""
+    from dispatcher import redislimit
+
+    monkeypatch.setattr(redislimit, "TIMEOUT_S", 0.2)  # real seconds: the stall is a real socket's
+    proxy = StallingProxy(redis_server.port)
+    await proxy.start()
+    limiter = await connect(parse_store(f"redis://127.0.0.1:{proxy.port}/0"), rate=1000, key=KEY)
+    await limiter.acquire()
+    proxy.stall()
+    with pytest.raises(RateStoreError) as lost:
+        await limiter.acquire()
+    assert str(lost.value) == (
+        f"lost the rate store redis://127.0.0.1:{proxy.port}/0: no answer within 0.2 s; no new requests start, "
+        "those in flight are recorded; resume with --resume when it is back"
+    )
+    assert (proxy.asks_while_stalled, proxy.connections_while_stalled) == (1, 0)
+    await limiter.aclose()
+    await proxy.close()
+
+
+async def test_a_redis_that_never_answers_at_start_is_one_unanswered_connection(
+    silent_store: SilentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher import redislimit
+
+    monkeypatch.setattr(redislimit, "TIMEOUT_S", 0.2)
+    with pytest.raises(RateStoreError, match=rf"^cannot reach the rate store {silent_store.url}: Timeout reading"):
+        await connect(parse_store(silent_store.url), rate=200, key=KEY)
+    assert silent_store.connections == 1  # not retried: three more made it 8-10 s
