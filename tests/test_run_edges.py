@@ -7,13 +7,16 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dispatcher.errors import RateStoreError
 from dispatcher.limiter import parse_store
 from dispatcher.redislimit import connect
-from tests.conftest import RedisServer
+from dispatcher.sandbox import Sandbox
+from dispatcher.summary import Summary
+from tests.conftest import FakeClock, RedisServer, run_engine, write_jobs
 
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
 
@@ -133,3 +136,21 @@ async def test_a_redis_that_never_answers_at_start_is_one_unanswered_connection(
     with pytest.raises(RateStoreError, match=rf"^cannot reach the rate store {silent_store.url}: Timeout reading"):
         await connect(parse_store(silent_store.url), rate=200, key=KEY)
     assert silent_store.connections == 1  # not retried: three more made it 8-10 s
+
+
+async def test_the_rate_of_a_run_shorter_than_a_second_is_what_its_one_second_held(
+    sandbox: Sandbox, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Three requests at --rate 200 read 218/s: two intervals over a span a millisecond short of
+    two slots (a start may come that early). All of them lie in one second: that second held 3."""
+    jobs = write_jobs(
+        tmp_path / "j.jsonl", [{"job_id": f"j{i}", "GroupId": "@TGS#a", "Content": "x"} for i in range(3)]
+    )
+    summary = await run_engine(sandbox, jobs, tmp_path / "o.jsonl", clock=clock, rate=200)
+    assert (summary.requests, summary.to_dict()["rate"]) == (3, 3.0)
+
+
+def test_the_rate_over_a_second_or_more_is_the_pace_of_the_starts() -> None:
+    assert Summary(requests=400, sending_s=2.0).to_dict()["rate"] == 199.5  # 399 intervals in 2 s
+    assert Summary(requests=201, sending_s=1.004).to_dict()["rate"] == 199.2  # 200 paced slots, 1 ms early
+    assert Summary().to_dict()["rate"] == 0.0
