@@ -508,7 +508,7 @@ class _Stopper:
         import threading
 
         self.engine: Engine | None = None
-        self.prescan: asyncio.Task[Plan] | None = None
+        self.prescan: asyncio.Task[Any] | None = None  # the pre-scan under way: a plan, or the APIs named
         self.reading = threading.Event()  # tells the pre-scan's reader thread to give up
         self.signalled = False
 
@@ -560,7 +560,7 @@ async def _run(
         is_stream,
         reserve_open_files,
     )
-    from dispatcher.jobs import StreamedExport
+    from dispatcher.jobs import StreamedExport, api_names
     from dispatcher.limiter import Limiter, Quota, open_limiter
     from dispatcher.outcomes import open_journal
     from dispatcher.plan import make_plan
@@ -605,12 +605,21 @@ async def _run(
                     plan = await stopper.prescan
                 except StreamedExport as exc:  # the run reads it; the display goes without totals
                     log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
+        apis: set[str] = set()
+        if plan is not None:
+            apis = set(plan.api_requests)
+        elif not stopper.signalled:
+            # No plan: a cheap scan of the jobs files for the APIs they name. A stream is left to
+            # the run, which opens the budget of an API it meets there when it first sends with it.
+            stopper.prescan = asyncio.create_task(in_daemon_thread(lambda: api_names(run.jobs, stop=stopper.reading)))
+            with contextlib.suppress(asyncio.CancelledError):
+                apis = await stopper.prescan
         if stopper.signalled:
             return _interrupted_before_sending(run.out)
         async with contextlib.AsyncExitStack() as stack:
             # Before anything is sent: a store that cannot be reached, or holds another rate, is exit 2.
-            # Each API has its budget (per app and API path): those the pre-scan saw are opened now,
-            # others (no pre-scan) when the run first sends with them.
+            # Each API has its budget (per app and API path): those the jobs files name are opened
+            # now, those first met in a stream when the run first sends with them.
             def limiter_of(endpoint: Endpoint) -> contextlib.AbstractAsyncContextManager[Limiter]:
                 opened = limiters.get(endpoint.path)
                 if opened is not None:
@@ -621,7 +630,7 @@ async def _run(
                 )
 
             limiters: dict[str, Limiter] = {}
-            names = [DEFAULT] if plan is None else sorted(plan.api_requests) or [DEFAULT]
+            names = sorted(apis) or [DEFAULT]
             for name in names:
                 endpoint = REGISTRY[name]
                 limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))

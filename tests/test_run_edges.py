@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,27 @@ from dispatcher.limiter import parse_store
 from dispatcher.redislimit import connect
 from dispatcher.sandbox import Sandbox
 from dispatcher.summary import Summary
-from tests.conftest import FakeClock, RedisServer, run_engine, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, FakeClock, RedisServer, cli_env, run_engine, write_jobs
 
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
+BATCHSENDMSG_KEY = "dispatcher:budget:1400000000:/v4/openim/batchsendmsg"
+
+
+async def dispatcher(*args: str) -> tuple[int, str]:
+    """`dispatcher ARGS` in a process of its own, while this test's event loop serves its sandbox:
+    the exit status and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+def mixed_jobs(path: Path) -> Path:
+    """Twenty notifications, then one batchsendmsg job: the order in which the issue met them."""
+    notifications = [{"job_id": f"n{i}", "GroupId": "@TGS#a", "Content": "x"} for i in range(20)]
+    return write_jobs(path, [*notifications, {"api": "batchsendmsg", "To_Account": ["u1", "u2"], "Text": "hi"}])
 
 
 class SilentStore:
@@ -154,3 +173,42 @@ def test_the_rate_over_a_second_or_more_is_the_pace_of_the_starts() -> None:
     assert Summary(requests=400, sending_s=2.0).to_dict()["rate"] == 199.5  # 399 intervals in 2 s
     assert Summary(requests=201, sending_s=1.004).to_dict()["rate"] == 199.2  # 200 paced slots, 1 ms early
     assert Summary().to_dict()["rate"] == 0.0
+
+
+async def test_every_api_the_jobs_name_has_its_budget_checked_before_the_first_request(
+    sandbox: Sandbox, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A budget at --rate 100 for batchsendmsg and none for notifications: a mixed run at --rate 200
+    sent its notifications, then stopped at the first batchsendmsg job. Now nothing is sent."""
+    one = write_jobs(tmp_path / "one.jsonl", [{"api": "batchsendmsg", "To_Account": ["u0"], "Text": "hi"}])
+    code, err = await dispatcher("send", str(one), "--sandbox", "--rate", "100", "--rate-store", redis_server.url)
+    assert code == 0, err
+    jobs = mixed_jobs(tmp_path / "mixed.jsonl")
+    out = tmp_path / "mixed.outcomes.jsonl"
+    args = ["send", str(jobs), "--endpoint", sandbox.url, "--rate", "200", "--rate-store", redis_server.url]
+    code, err = await dispatcher(*args)
+    assert code == 2
+    assert err == (
+        f"dispatcher: error: the shared budget {BATCHSENDMSG_KEY} in {redis_server.url} holds --rate 100, and this "
+        f"run asks for --rate 200: run with --rate 100, or change the budget by deleting the key (redis-cli DEL "
+        f"'{BATCHSENDMSG_KEY}') once no run uses it, or wait for it to expire (600 s after its last use)\n"
+    )
+    assert sandbox.stats["requests"] == 0
+    assert not out.exists() or out.read_bytes() == b""
+
+
+def test_the_scan_for_apis_reads_what_a_run_would_send_with(tmp_path: Path) -> None:
+    from dispatcher.jobs import api_names
+
+    jobs = write_jobs(
+        tmp_path / "j.jsonl",
+        [
+            '{"\\u0061pi": "send_group_msg", "GroupId": "@TGS#a", "Text": "x"}',  # the key written with an escape
+            '{"api": "BatchSendMsg", "To_Account": ["u"], "Text": "x"}',  # rejected by the run: sent with nothing
+            "not a job",
+            "",
+        ],
+    )
+    assert api_names([str(jobs)]) == {"send_group_msg", "send_group_system_notification"}
+    only = write_jobs(tmp_path / "k.jsonl", [{"api": "batchsendmsg", "To_Account": ["u"], "Text": "x"}])
+    assert api_names([str(only), str(tmp_path / "missing.jsonl")]) == {"batchsendmsg"}
