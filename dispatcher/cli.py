@@ -675,7 +675,10 @@ async def _run(
             )
             summary = await engine.run()
     finally:
-        journal.close()  # the engine closed it already, unless the run never got to it
+        # The engine closed it already, unless the run never got to it: then it was refused or
+        # interrupted before sending, and a journal it made and wrote nothing into is removed.
+        journal.remove_if_unused()
+        journal.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
     log.info("finished", **summary.to_dict())

@@ -422,6 +422,8 @@ class Engine:
                 await self._limiter_stack.aclose()
             except Exception as exc:  # closing a store's connection is not worth a traceback
                 log.warning("closing a rate limiter failed", error=str(exc))
+            if self._halt_reasons or self._interrupted:  # stopped before a line: no empty journal stays
+                self._journal.remove_if_unused()
             try:
                 self._journal.close()
             except JournalWriteError as exc:

@@ -194,7 +194,7 @@ async def test_every_api_the_jobs_name_has_its_budget_checked_before_the_first_r
         f"'{BATCHSENDMSG_KEY}') once no run uses it, or wait for it to expire (600 s after its last use)\n"
     )
     assert sandbox.stats["requests"] == 0
-    assert not out.exists() or out.read_bytes() == b""
+    assert not out.exists()  # nor an empty journal left behind
 
 
 def test_the_scan_for_apis_reads_what_a_run_would_send_with(tmp_path: Path) -> None:
@@ -212,3 +212,50 @@ def test_the_scan_for_apis_reads_what_a_run_would_send_with(tmp_path: Path) -> N
     assert api_names([str(jobs)]) == {"send_group_msg", "send_group_system_notification"}
     only = write_jobs(tmp_path / "k.jsonl", [{"api": "batchsendmsg", "To_Account": ["u"], "Text": "x"}])
     assert api_names([str(only), str(tmp_path / "missing.jsonl")]) == {"batchsendmsg"}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_run_refused_before_sending_leaves_no_journal_it_made_and_keeps_any_other(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    jobs = write_jobs(tmp_path / "j.jsonl", [{"GroupId": "@TGS#a", "Content": "x"}])
+    store = ["--sandbox", "--rate-store", redis_server.url]
+    assert run_cli("send", str(jobs), *store, "--rate", "200", "--out", str(tmp_path / "first.jsonl")).returncode == 0
+    made = tmp_path / "made.jsonl"
+    refused = run_cli("send", str(jobs), *store, "--rate", "300", "--out", str(made))
+    assert refused.returncode == 2
+    assert "holds --rate 200" in refused.stderr
+    assert not made.exists()
+    there = tmp_path / "there.jsonl"
+    there.write_bytes(b"")  # the operator's own, empty: the run did not make it
+    assert run_cli("send", str(jobs), *store, "--rate", "300", "--out", str(there)).returncode == 2
+    assert there.read_bytes() == b""
+    resumed = tmp_path / "resumed.jsonl"  # named to be continued: kept even when the run made it
+    assert run_cli("send", str(jobs), *store, "--rate", "300", "--out", str(resumed), "--resume").returncode == 2
+    assert resumed.read_bytes() == b""
+
+
+def test_a_streamed_job_refused_for_its_budget_leaves_no_journal(tmp_path: Path, redis_server: RedisServer) -> None:
+    """An API first met in a stream has its budget opened when first used: another rate there stops
+    the run (exit 2, resumable) before its request, and the journal it made holds nothing."""
+    store = ["--sandbox", "--rate-store", redis_server.url]
+    one = write_jobs(tmp_path / "one.jsonl", [{"api": "batchsendmsg", "To_Account": ["u0"], "Text": "hi"}])
+    assert run_cli("send", str(one), *store, "--rate", "100").returncode == 0
+    out = tmp_path / "streamed.jsonl"
+    done = subprocess.run(
+        DISPATCHER("send", "-", *store, "--rate", "200", "--out", str(out)),
+        input='{"api": "batchsendmsg", "To_Account": ["u1"], "Text": "hi"}\n',
+        env=cli_env(**DEMO_ENV),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"the shared budget {BATCHSENDMSG_KEY} in {redis_server.url} holds --rate 100" in done.stderr
+    assert not out.exists()
