@@ -9,9 +9,9 @@ import itertools
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dispatcher import DISTRIBUTION, __version__, api, config
 from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from dispatcher.summary import Summary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+T = TypeVar("T")
 
 
 # Signals that stop a run gracefully. SIGHUP is a closed terminal or a lost SSH session: the run
@@ -501,14 +502,15 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
 
 class _Stopper:
     """The signal handler of a send, installed before anything is read. Until the engine exists a
-    signal cancels the pre-scan and is remembered; `attach` hands it the engine, and from then on a
-    signal is the engine's graceful stop (a second stops at once)."""
+    signal cancels the step of the set-up under way (`step`: the pre-scan, the opening of the rate
+    budgets) and is remembered; `attach` hands it the engine, and from then on a signal is the
+    engine's graceful stop (a second stops at once)."""
 
     def __init__(self) -> None:
         import threading
 
         self.engine: Engine | None = None
-        self.prescan: asyncio.Task[Any] | None = None  # the pre-scan under way: a plan, or the APIs named
+        self._step: asyncio.Future[Any] | None = None
         self.reading = threading.Event()  # tells the pre-scan's reader thread to give up
         self.signalled = False
 
@@ -518,8 +520,27 @@ class _Stopper:
             return
         self.signalled = True
         self.reading.set()
-        if self.prescan is not None:
-            self.prescan.cancel()
+        if self._step is not None:
+            self._step.cancel()
+
+    async def step(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """Await one step of the set-up so that a signal cancels it at once (a rate store that
+        accepts and never answers, an endless input): its result, or None if a signal came."""
+        import asyncio
+
+        if self.signalled:
+            work.close()  # never started
+            return None
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        self._step = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self.signalled:
+                return None
+            raise  # the run itself is cancelled
+        finally:
+            self._step = None
 
     def attach(self, engine: Engine) -> bool:
         """From now on signals stop `engine`. False if one came already (while the sandbox or the
@@ -585,36 +606,29 @@ async def _run(
         # The pre-scan gives the progress display its totals and the sandbox its groups. A stream
         # (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's.
         if (sandbox or show_progress) and not any(is_stream(path) for path in run.jobs):
-            stopper.prescan = asyncio.create_task(
-                in_daemon_thread(
-                    lambda: make_plan(
-                        run.jobs,
-                        run.batch_size,
-                        run.rate,
-                        journal.state,
-                        run.retry_failed,
-                        sandbox,
-                        stop=stopper.reading,
-                        streams=False,
-                        message_quota=run.message_quota,
-                    )
+            planning = in_daemon_thread(
+                lambda: make_plan(
+                    run.jobs,
+                    run.batch_size,
+                    run.rate,
+                    journal.state,
+                    run.retry_failed,
+                    sandbox,
+                    stop=stopper.reading,
+                    streams=False,
+                    message_quota=run.message_quota,
                 )
             )
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    plan = await stopper.prescan
-                except StreamedExport as exc:  # the run reads it; the display goes without totals
-                    log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
-        apis: set[str] = set()
-        if plan is not None:
-            apis = set(plan.api_requests)
-        elif not stopper.signalled:
+            try:
+                plan = await stopper.step(planning)
+            except StreamedExport as exc:  # the run reads it; the display goes without totals
+                log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
+        apis: set[str] | None = set(plan.api_requests) if plan is not None else None
+        if apis is None:
             # No plan: a cheap scan of the jobs files for the APIs they name. A stream is left to
             # the run, which opens the budget of an API it meets there when it first sends with it.
-            stopper.prescan = asyncio.create_task(in_daemon_thread(lambda: api_names(run.jobs, stop=stopper.reading)))
-            with contextlib.suppress(asyncio.CancelledError):
-                apis = await stopper.prescan
-        if stopper.signalled:
+            apis = await stopper.step(in_daemon_thread(lambda: api_names(run.jobs, stop=stopper.reading)))
+        if stopper.signalled or apis is None:
             return _interrupted_before_sending(run.out)
         async with contextlib.AsyncExitStack() as stack:
             # Before anything is sent: a store that cannot be reached, or holds another rate, is exit 2.
@@ -629,11 +643,16 @@ async def _run(
                     store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=endpoint.path, quota=quota
                 )
 
+            async def open_budgets(names: list[str]) -> None:
+                for name in names:
+                    endpoint = REGISTRY[name]
+                    limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))
+
             limiters: dict[str, Limiter] = {}
-            names = sorted(apis) or [DEFAULT]
-            for name in names:
-                endpoint = REGISTRY[name]
-                limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))
+            # A step that a signal cancels: a store that accepts and never answers would hold it 2 s.
+            await stopper.step(open_budgets(sorted(apis) or [DEFAULT]))
+            if stopper.signalled:
+                return _interrupted_before_sending(run.out)
             if sandbox:
                 # The emulator shares the process: each connection is an open file at both ends.
                 reserve_open_files(2 * (run.concurrency or default_concurrency(run.rate)) + RESERVED_FILES)
