@@ -8,16 +8,16 @@ import contextlib
 import itertools
 import math
 import os
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dispatcher import DISTRIBUTION, __version__, api, config
-from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
+# Nothing heavy at the top: the console script imports this module before `main` can install the
+# signal handling (the defaults `build_parser` shows are imported there).
+from dispatcher import DISTRIBUTION, __version__
 from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
-from dispatcher.retry import RetryPolicy
-from dispatcher.usersig import DEFAULT_EXPIRE
 
 PUSHGATEWAY_ENV = "DISPATCHER_PUSHGATEWAY"
 
@@ -38,6 +38,50 @@ T = TypeVar("T")
 # Signals that stop a run gracefully. SIGHUP is a closed terminal or a lost SSH session: the run
 # must drain and record what is in flight exactly as for Ctrl-C, not die with requests unrecorded.
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class _ProcessSignals:
+    """The process's handling of STOP_SIGNALS outside the event loop, from the first line of `main`
+    to the exit (while a send runs, its loop's handler, `_Stopper`, has them).
+
+    Until the exit status is decided a signal stops what is under way (KeyboardInterrupt: exit 130;
+    nothing has been sent, since sending happens only under the loop's handler). Once it is decided
+    (the summary, or the error that ends the run), a signal changes nothing: the status that the
+    summary and the metrics report is the one the process exits with, after the few steps left
+    (the summary's file, the metrics, a push of at most 10 s). So the handlers stay until the exit:
+    the default action of SIGTERM would make it 143 (killed)."""
+
+    def __init__(self) -> None:
+        self.decided = False
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        if not self.decided:
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), self)
+
+    def decide(self) -> None:
+        """The exit status is decided: from now on a signal changes nothing (an error of the program
+        itself still may, such as a summary that cannot be written: exit 2, and its metrics say so)."""
+        self.decided = True
+
+
+_signals = _ProcessSignals()
+
+
+def _hand_back(loop: asyncio.AbstractEventLoop, signals: list[signal.Signals]) -> None:
+    """Take the signals back from the loop's handlers. Removing one restores the default action,
+    so this thread blocks them until the process's handler is installed again (one that comes
+    meanwhile waits for it, and reaches it)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        _signals.install()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +154,11 @@ def _silence_stdout() -> None:
 
 
 def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    from dispatcher import api, config
+    from dispatcher.endpoints.batchsendmsg import DEFAULT_QUOTA
+    from dispatcher.retry import RetryPolicy
+    from dispatcher.usersig import DEFAULT_EXPIRE
+
     parser = _Parser(
         prog="dispatcher",
         description="Send Tencent Cloud IM group system notifications from JSONL jobs, "
@@ -245,6 +294,20 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The program. It owns the process's SIGINT, SIGTERM and SIGHUP from its first line to the
+    exit (`_ProcessSignals`): a signal at any moment is exit 130 with nothing sent, or, once the
+    exit status is decided, changes nothing."""
+    global _signals
+    _signals = _ProcessSignals()
+    _signals.install()  # first, before anything heavy is imported
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # only ever raised before the exit status was decided
+        _signals.decide()
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _open_standard_files()
     words = list(sys.argv[1:] if argv is None else argv)
     json_errors = "--log-format=json" in words or ("--log-format", "json") in itertools.pairwise(words)
@@ -258,13 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sandbox(args)
         return _usersig(args)
     except DispatcherError as exc:
+        _signals.decide()
         if getattr(args, "log_format", "console") == "json":  # then every stderr line is one JSON object
             _report_error(str(exc), exc.exit_code, as_json=True)
         else:
             _report_error(f"dispatcher: error: {exc}", exc.exit_code, as_json=False)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
 
 
 # -- send --------------------------------------------------------------------------------------
@@ -423,6 +485,7 @@ def _send(args: argparse.Namespace) -> int:
         # A run that could not start (a configuration error, say) is a failed run too: a dashboard
         # must see it. The error that stopped it is the one reported, not a second one from here.
         code = exc.exit_code if isinstance(exc, DispatcherError) else EXIT_INTERRUPTED
+        _signals.decide()  # what the metrics say now is the exit status
         with contextlib.suppress(DispatcherError):
             exporter.finish(code)
         raise
@@ -513,8 +576,11 @@ class _Stopper:
         self._step: asyncio.Future[Any] | None = None
         self.reading = threading.Event()  # tells the pre-scan's reader thread to give up
         self.signalled = False
+        self.finished = False
 
     def __call__(self) -> None:
+        if self.finished:  # the run's result stands
+            return
         if self.engine is not None:
             self.engine.stop()
             return
@@ -541,6 +607,12 @@ class _Stopper:
             raise  # the run itself is cancelled
         finally:
             self._step = None
+
+    def finish(self) -> None:
+        """The run is over (its summary, or the error that ended it, is its exit status): from now
+        on a signal changes nothing, here or in the process's handler."""
+        self.finished = True
+        _signals.decide()
 
     def attach(self, engine: Engine) -> bool:
         """From now on signals stop `engine`. False if one came already (while the sandbox or the
@@ -583,25 +655,22 @@ async def _run(
     )
     from dispatcher.jobs import StreamedExport, api_names
     from dispatcher.limiter import Limiter, Quota, open_limiter
-    from dispatcher.outcomes import open_journal
+    from dispatcher.outcomes import Journal, open_journal
     from dispatcher.plan import make_plan
     from dispatcher.sandbox import Group, Sandbox
     from dispatcher.threads import in_daemon_thread
 
     log = structlog.get_logger("dispatcher")
     loop = asyncio.get_running_loop()
-    # The journal first: a second run on a journal in use is refused before it reads anything.
-    journal = open_journal(run.out, resume=run.resume)
-    try:
-        check_not_journal(run.jobs, journal)
-    except BaseException:
-        journal.close()
-        raise
     stopper = _Stopper()
     signals = [getattr(signal, name) for name in STOP_SIGNALS]
-    for sig in signals:  # from the start: a signal during the pre-scan is answered at once too
+    for sig in signals:  # first: from here to the engine a signal stops the run before it sends
         loop.add_signal_handler(sig, stopper)
+    journal: Journal | None = None
     try:
+        # The journal first: a second run on a journal in use is refused before it reads anything.
+        journal = open_journal(run.out, resume=run.resume)
+        check_not_journal(run.jobs, journal)
         plan: Plan | None = None
         # The pre-scan gives the progress display its totals and the sandbox its groups. A stream
         # (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's.
@@ -693,13 +762,15 @@ async def _run(
                 resume=run.resume,
             )
             summary = await engine.run()
+            stopper.finish()  # before the limiters and the sandbox close
     finally:
-        # The engine closed it already, unless the run never got to it: then it was refused or
-        # interrupted before sending, and a journal it made and wrote nothing into is removed.
-        journal.remove_if_unused()
-        journal.close()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        if journal is not None:
+            # The engine closed it already, unless the run never got to it: then it was refused or
+            # interrupted before sending, and a journal it made and wrote nothing into is removed.
+            journal.remove_if_unused()
+            journal.close()
+        stopper.finish()
+        _hand_back(loop, signals)
     log.info("finished", **summary.to_dict())
     return summary
 
