@@ -88,6 +88,18 @@ OUTAGE_STREAK = 50
 # A Retry-After longer than this is cut to it, so that one odd header cannot park a run for a day.
 MAX_RETRY_AFTER = 300.0
 MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
+# A server's Date has a precision of a second, and a reply takes some time to arrive: a clock off
+# by less than this is not named as the cause of a refused signature.
+CLOCK_SKEW_SHOWN = 5.0
+
+
+def duration_text(seconds: float) -> str:
+    """How far apart two clocks are, as a person reads it: "3 days (259,200 s)", "42 s"."""
+    whole = round(seconds)
+    for unit, size in (("days", 86_400), ("h", 3_600), ("min", 60)):
+        if whole >= size:
+            return f"{whole / size:.1f}".removesuffix(".0") + f" {unit} ({whole:,} s)"
+    return f"{whole} s"
 
 
 # Descriptors a run needs besides one a connection: the journal, exports, their copies, stdio, DNS.
@@ -298,6 +310,7 @@ class Engine:
         self._answered_upto = 0  # the highest number of a request answered with an ErrorCode (or 429)
         self._unreachable = 0  # connection failures while nothing was reached yet
         self._fault_streak = 0  # transport faults since the last reply with an ErrorCode
+        self._renewed_on_refusal = -1  # the signer's generation made because a UserSig was refused (70001)
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -544,10 +557,11 @@ class Engine:
                 self._started += 1
                 number = self._started
                 first_number = first_number or number
+                signed = self.signer.generation
                 reply = await client.send(body, endpoint)
             finally:
                 worker.sending = False
-            sent = _Sent(pending, lost)
+            sent = _Sent(pending, lost, signed)
             outcome = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
             if outcome is None or self._stopping:
                 return
@@ -572,6 +586,28 @@ class Engine:
                 f"last: {reply.error_info}); nothing was marked failed, resume when it is back"
             )
         return None
+
+    def _fresh_signature_refused(self, reply: Reply) -> str:
+        """Why the run stops when a UserSig made just now is refused as expired: this host's clock
+        against the server's Date header, when they differ by more than the header's precision."""
+        server = reply.server_time
+        offset = None if server is None else server - self.signer.now()
+        if offset is None or abs(offset) < CLOCK_SKEW_SHOWN:
+            clocks = (
+                "the server sent no Date to compare the clocks with"
+                if offset is None
+                else f"its Date agrees with this host's clock (within {CLOCK_SKEW_SHOWN:g} s)"
+            )
+            return (
+                f"the server refused a UserSig made just now ({reply.error_code}: {reply.error_info}), right after "
+                f"renewing one it had refused; {clocks}: check the credentials and the time where they are checked"
+            )
+        side = "behind" if offset > 0 else "ahead of"
+        return (
+            f"this host's clock is {duration_text(abs(offset))} {side} the server's (its Date: {reply.date}): "
+            f"every UserSig made here is refused as expired ({reply.error_code}), also right after renewing it; "
+            "set the clock right (NTP)"
+        )
 
     def _handle(
         self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int, sent: _Sent
@@ -634,9 +670,17 @@ class Engine:
         elif verdict is api.Verdict.RENEW and not self.signer.can_renew:
             status = RETRY
             halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
+        elif verdict is api.Verdict.RENEW and sent.signed == self._renewed_on_refusal:
+            # The signature made because the last one was refused is refused too: no renewal can
+            # help, every request would be refused alike (a clock that is off). Not final: a plain
+            # --resume finishes once the clock is right.
+            status = RETRY
+            halt = self._fresh_signature_refused(reply)
         else:
-            if verdict is api.Verdict.RENEW:
+            if verdict is api.Verdict.RENEW and sent.signed == self.signer.generation:
+                # Once for all the requests signed with the refused UserSig, not once for each.
                 self.signer.renew()
+                self._renewed_on_refusal = self.signer.generation
             elif verdict is api.Verdict.PAUSE:
                 self._pause(self.config.policy.signature_pause)
                 log.warning(
@@ -727,11 +771,13 @@ class Engine:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Sent:
-    """What one request sent: its recipients (None: all members, or a group message), and the
-    batch's recipients that failed for good before it (by a partial reply), with their codes."""
+    """What one request sent: its recipients (None: all members, or a group message), the batch's
+    recipients that failed for good before it (by a partial reply), with their codes, and the
+    signer's generation when it was sent (which UserSig it went out with)."""
 
     recipients: tuple[str, ...] | None
     lost: dict[str, int | None]
+    signed: int = 0
 
 
 def default_limiter(config: RunConfig, endpoint: Endpoint) -> Limiter:
