@@ -8,15 +8,16 @@ import contextlib
 import itertools
 import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
-from dispatcher.run.retry import RetryPolicy
-from dispatcher.tim import config, rules
-from dispatcher.tim.usersig import DEFAULT_EXPIRE
+
+# Nothing heavy at the top: the console script imports this module before `main` can install the
+# signal handling (the defaults `build_parser` shows are imported there).
 from dispatcher.version import DISTRIBUTION, __version__
 
 PUSHGATEWAY_ENV = "DISPATCHER_PUSHGATEWAY"
@@ -32,11 +33,56 @@ if TYPE_CHECKING:
     from dispatcher.run.engine import Engine, RunConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+T = TypeVar("T")
 
 
 # Signals that stop a run gracefully. SIGHUP is a closed terminal or a lost SSH session: the run
 # must drain and record what is in flight exactly as for Ctrl-C, not die with requests unrecorded.
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class _ProcessSignals:
+    """The process's handling of STOP_SIGNALS outside the event loop, from the first line of `main`
+    to the exit (while a send runs, its loop's handler, `_Stopper`, has them).
+
+    Until the exit status is decided a signal stops what is under way (KeyboardInterrupt: exit 130;
+    nothing has been sent, since sending happens only under the loop's handler). Once it is decided
+    (the summary, or the error that ends the run), a signal changes nothing: the status that the
+    summary and the metrics report is the one the process exits with, after the few steps left
+    (the summary's file, the metrics, a push of at most 10 s). So the handlers stay until the exit:
+    the default action of SIGTERM would make it 143 (killed)."""
+
+    def __init__(self) -> None:
+        self.decided = False
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        if not self.decided:
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), self)
+
+    def decide(self) -> None:
+        """The exit status is decided: from now on a signal changes nothing (an error of the program
+        itself still may, such as a summary that cannot be written: exit 2, and its metrics say so)."""
+        self.decided = True
+
+
+_signals = _ProcessSignals()
+
+
+def _hand_back(loop: asyncio.AbstractEventLoop, signals: list[signal.Signals]) -> None:
+    """Take the signals back from the loop's handlers. Removing one restores the default action,
+    so this thread blocks them until the process's handler is installed again (one that comes
+    meanwhile waits for it, and reaches it)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        _signals.install()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,6 +155,10 @@ def _silence_stdout() -> None:
 
 
 def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    from dispatcher.run.retry import RetryPolicy
+    from dispatcher.tim import config, rules
+    from dispatcher.tim.usersig import DEFAULT_EXPIRE
+
     parser = _Parser(
         prog="dispatcher",
         description="Send Tencent Cloud IM group system notifications from JSONL jobs, "
@@ -244,6 +294,20 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The program. It owns the process's SIGINT, SIGTERM and SIGHUP from its first line to the
+    exit (`_ProcessSignals`): a signal at any moment is exit 130 with nothing sent, or, once the
+    exit status is decided, changes nothing."""
+    global _signals
+    _signals = _ProcessSignals()
+    _signals.install()  # first, before anything heavy is imported
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # only ever raised before the exit status was decided
+        _signals.decide()
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _open_standard_files()
     words = list(sys.argv[1:] if argv is None else argv)
     json_errors = "--log-format=json" in words or ("--log-format", "json") in itertools.pairwise(words)
@@ -257,13 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sandbox(args)
         return _usersig(args)
     except DispatcherError as exc:
+        _signals.decide()
         if getattr(args, "log_format", "console") == "json":  # then every stderr line is one JSON object
             _report_error(str(exc), exc.exit_code, as_json=True)
         else:
             _report_error(f"dispatcher: error: {exc}", exc.exit_code, as_json=False)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
 
 
 # -- send --------------------------------------------------------------------------------------
@@ -422,6 +485,7 @@ def _send(args: argparse.Namespace) -> int:
         # A run that could not start (a configuration error, say) is a failed run too: a dashboard
         # must see it. The error that stopped it is the one reported, not a second one from here.
         code = exc.exit_code if isinstance(exc, DispatcherError) else EXIT_INTERRUPTED
+        _signals.decide()  # what the metrics say now is the exit status
         with contextlib.suppress(DispatcherError):
             exporter.finish(code)
         raise
@@ -502,25 +566,54 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
 
 class _Stopper:
     """The signal handler of a send, installed before anything is read. Until the engine exists a
-    signal cancels the pre-scan and is remembered; `attach` hands it the engine, and from then on a
-    signal is the engine's graceful stop (a second stops at once)."""
+    signal cancels the step of the set-up under way (`step`: the pre-scan, the opening of the rate
+    budgets) and is remembered; `attach` hands it the engine, and from then on a signal is the
+    engine's graceful stop (a second stops at once)."""
 
     def __init__(self) -> None:
         import threading
 
         self.engine: Engine | None = None
-        self.prescan: asyncio.Task[Plan] | None = None
+        self._step: asyncio.Future[Any] | None = None
         self.reading = threading.Event()  # tells the pre-scan's reader thread to give up
         self.signalled = False
+        self.finished = False
 
     def __call__(self) -> None:
+        if self.finished:  # the run's result stands
+            return
         if self.engine is not None:
             self.engine.stop()
             return
         self.signalled = True
         self.reading.set()
-        if self.prescan is not None:
-            self.prescan.cancel()
+        if self._step is not None:
+            self._step.cancel()
+
+    async def step(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """Await one step of the set-up so that a signal cancels it at once (a rate store that
+        accepts and never answers, an endless input): its result, or None if a signal came."""
+        import asyncio
+
+        if self.signalled:
+            work.close()  # never started
+            return None
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        self._step = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self.signalled:
+                return None
+            raise  # the run itself is cancelled
+        finally:
+            self._step = None
+
+    def finish(self) -> None:
+        """The run is over (its summary, or the error that ended it, is its exit status): from now
+        on a signal changes nothing, here or in the process's handler."""
+        self.finished = True
+        _signals.decide()
 
     def attach(self, engine: Engine) -> bool:
         """From now on signals stop `engine`. False if one came already (while the sandbox or the
@@ -551,8 +644,8 @@ async def _run(
 
     import structlog
 
-    from dispatcher.jobs.reader import StreamedExport
-    from dispatcher.journal.outcomes import open_journal
+    from dispatcher.jobs.reader import StreamedExport, api_names
+    from dispatcher.journal.outcomes import Journal, open_journal
     from dispatcher.observe.plan import make_plan
     from dispatcher.pacing.store import Limiter, open_limiter, quota_of
     from dispatcher.run.engine import (
@@ -568,48 +661,47 @@ async def _run(
 
     log = structlog.get_logger("dispatcher")
     loop = asyncio.get_running_loop()
-    # The journal first: a second run on a journal in use is refused before it reads anything.
-    journal = open_journal(run.out, resume=run.resume)
-    try:
-        check_not_journal(run.jobs, journal)
-    except BaseException:
-        journal.close()
-        raise
     stopper = _Stopper()
     signals = [getattr(signal, name) for name in STOP_SIGNALS]
-    for sig in signals:  # from the start: a signal during the pre-scan is answered at once too
+    for sig in signals:  # first: from here to the engine a signal stops the run before it sends
         loop.add_signal_handler(sig, stopper)
+    journal: Journal | None = None
     try:
+        # The journal first: a second run on a journal in use is refused before it reads anything.
+        journal = open_journal(run.out, resume=run.resume)
+        check_not_journal(run.jobs, journal)
         plan: Plan | None = None
         # The pre-scan gives the progress display its totals and the sandbox its groups. A stream
         # (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's.
         if (sandbox or show_progress) and not any(is_stream(path) for path in run.jobs):
-            stopper.prescan = asyncio.create_task(
-                in_daemon_thread(
-                    lambda: make_plan(
-                        run.jobs,
-                        run.batch_size,
-                        run.rate,
-                        journal.state,
-                        run.retry_failed,
-                        sandbox,
-                        stop=stopper.reading,
-                        streams=False,
-                        message_quota=run.message_quota,
-                    )
+            planning = in_daemon_thread(
+                lambda: make_plan(
+                    run.jobs,
+                    run.batch_size,
+                    run.rate,
+                    journal.state,
+                    run.retry_failed,
+                    sandbox,
+                    stop=stopper.reading,
+                    streams=False,
+                    message_quota=run.message_quota,
                 )
             )
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    plan = await stopper.prescan
-                except StreamedExport as exc:  # the run reads it; the display goes without totals
-                    log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
-        if stopper.signalled:
+            try:
+                plan = await stopper.step(planning)
+            except StreamedExport as exc:  # the run reads it; the display goes without totals
+                log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
+        apis: set[str] | None = set(plan.api_requests) if plan is not None else None
+        if apis is None:
+            # No plan: a cheap scan of the jobs files for the APIs they name. A stream is left to
+            # the run, which opens the budget of an API it meets there when it first sends with it.
+            apis = await stopper.step(in_daemon_thread(lambda: api_names(run.jobs, stop=stopper.reading)))
+        if stopper.signalled or apis is None:
             return _interrupted_before_sending(run.out)
         async with contextlib.AsyncExitStack() as stack:
             # Before anything is sent: a store that cannot be reached, or holds another rate, is exit 2.
-            # Each API has its budget (per app and API path): those the pre-scan saw are opened now,
-            # others (no pre-scan) when the run first sends with them.
+            # Each API has its budget (per app and API path): those the jobs files name are opened
+            # now, those first met in a stream when the run first sends with them.
             def limiter_of(endpoint: Endpoint) -> contextlib.AbstractAsyncContextManager[Limiter]:
                 opened = limiters.get(endpoint.path)
                 if opened is not None:
@@ -619,11 +711,16 @@ async def _run(
                     store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=endpoint.path, quota=quota
                 )
 
+            async def open_budgets(names: list[str]) -> None:
+                for name in names:
+                    endpoint = REGISTRY[name]
+                    limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))
+
             limiters: dict[str, Limiter] = {}
-            names = [DEFAULT] if plan is None else sorted(plan.api_requests) or [DEFAULT]
-            for name in names:
-                endpoint = REGISTRY[name]
-                limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))
+            # A step that a signal cancels: a store that accepts and never answers would hold it 2 s.
+            await stopper.step(open_budgets(sorted(apis) or [DEFAULT]))
+            if stopper.signalled:
+                return _interrupted_before_sending(run.out)
             if sandbox:
                 from dispatcher.sandbox import Group, Sandbox
 
@@ -666,10 +763,15 @@ async def _run(
                 resume=run.resume,
             )
             summary = await engine.run()
+            stopper.finish()  # before the limiters and the sandbox close
     finally:
-        journal.close()  # the engine closed it already, unless the run never got to it
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        if journal is not None:
+            # The engine closed it already, unless the run never got to it: then it was refused or
+            # interrupted before sending, and a journal it made and wrote nothing into is removed.
+            journal.remove_if_unused()
+            journal.close()
+        stopper.finish()
+        _hand_back(loop, signals)
     log.info("finished", **summary.to_dict())
     return summary
 

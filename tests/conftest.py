@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -444,3 +445,39 @@ def big_jobs(tmp_path: Path) -> tuple[Path, list[str]]:
         ],
     )
     return jobs, ids
+
+
+class SilentStore:
+    """A rate store that accepts connections and never answers (a Redis wedged in a fork, a
+    half-open firewall): it takes what comes and writes nothing. It counts the connections."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.accepted = threading.Semaphore(0)  # released once a connection
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self._held.append(conn)
+            self.connections += 1
+            self.accepted.release()
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_store() -> Iterator[SilentStore]:
+    store = SilentStore()
+    yield store
+    store.close()

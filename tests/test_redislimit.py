@@ -110,8 +110,9 @@ async def test_a_redis_that_stalls_past_the_read_timeout_leaves_no_reply_behind(
     redis_server: RedisServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis stalls (a fork, a slow script: here CLIENT PAUSE) longer than a slot's read may wait:
-    the reply comes later, on the limiter's own connection. Left there, every later slot read the
-    reply of the one before, and a 70050 pause of 60 s was read as a slot granted at once."""
+    the store is lost (the engine halts), and the reply that comes later on the limiter's own
+    connection is never read. Left there, every later slot read the reply of the one before, and a
+    70050 pause of 60 s was read as a slot granted at once."""
     import redis
 
     from dispatcher.pacing import redis as redislimit
@@ -121,7 +122,10 @@ async def test_a_redis_that_stalls_past_the_read_timeout_leaves_no_reply_behind(
     await limiter.acquire()
     with redis.Redis(port=redis_server.port) as other:
         other.execute_command("CLIENT", "PAUSE", "300", "ALL")
-    await limiter.acquire()  # its read times out; the client's way takes the slot after the stall
+        with pytest.raises(RateStoreError, match=r"^lost the rate store .*: no answer within 0\.1 s; "):
+            await limiter.acquire()
+        other.ping()  # answered once the stall is over; so is the stalled TAKE, to no one
+    await limiter.acquire()  # a caller that goes on anyway gets a fresh connection's answer
     await limiter.acquire()
     paused_at = clock.now
     limiter.pause(60)

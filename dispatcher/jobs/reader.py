@@ -448,6 +448,39 @@ def _job_lines(path: str, stop: threading.Event | None, on_cut: CutShort | None)
             on_cut(shown(path), read, st.st_size)
 
 
+def api_names(paths: Iterable[str], *, stop: threading.Event | None = None) -> set[str]:
+    """The APIs that the jobs of the regular files among `paths` name, for a run to check each API's
+    budget before its first request. Cheap: a line is parsed only if it may name an API; any other
+    line counts as send_group_system_notification, what a job without "api" means (a line the run
+    will reject may open a budget it then does not use). Streams are left alone, to be read once
+    by the run, and so are files that cannot be read (the run says so) and names that are not an
+    API (the run rejects their jobs). Setting `stop` ends it with what it found so far."""
+    names: set[str] = set()
+    for path in paths:
+        try:
+            if path == STDIN or not S_ISREG(os.stat(path).st_mode):
+                continue
+            for _, raw in _job_lines(path, stop, None):
+                if raw is None or not raw or raw.isspace():
+                    continue
+                # A key may be written with escapes ("\u0061pi"): such a line is parsed too.
+                if b'"api"' not in raw and b"\\u" not in raw:
+                    names.add(DEFAULT)
+                    continue
+                try:
+                    doc = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                name = doc.get("api", DEFAULT) if isinstance(doc, dict) else None
+                if isinstance(name, str) and name in REGISTRY:
+                    names.add(name)
+        except (OSError, InputError):
+            continue
+        except _Stopped:
+            break
+    return names
+
+
 def shown(path: str | os.PathLike[str]) -> str:
     """A path as it is shown and recorded. A name that is not UTF-8 reaches Python with its bytes kept
     as surrogates, which cannot be written as JSON; they are shown as U+FFFD instead."""

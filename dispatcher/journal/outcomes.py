@@ -113,10 +113,16 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str], fsync_interval: float = 0.5) -> None:
         self.path = Path(path)
         _check_regular(self.path)
+        # O_NONBLOCK: a FIFO with no reader fails at once (ENXIO) instead of hanging in open(2)
+        # where no signal can reach us; it is cleared again so that writes block as usual.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
         try:
-            # O_NONBLOCK: a FIFO with no reader fails at once (ENXIO) instead of hanging in open(2)
-            # where no signal can reach us; it is cleared again so that writes block as usual.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+            try:
+                fd = os.open(self.path, flags | os.O_EXCL, 0o644)
+                created = True
+            except FileExistsError:
+                fd = os.open(self.path, flags, 0o644)
+                created = False
             os.set_blocking(fd, True)
         except OSError as exc:
             raise JournalError(f"{self.path}: cannot open for writing: {exc.strerror}") from None
@@ -136,6 +142,11 @@ class Journal:
         st = os.fstat(fd)
         self.identity = (st.st_dev, st.st_ino)  # to tell the journal under any other name
         self.size_at_open = st.st_size
+        # This open made the file: a run that then writes no line into it may remove it again
+        # (`remove_if_unused`). open_journal clears it for --resume, which names a file to keep.
+        self.discardable = created
+        self.lines = 0  # lines written through this writer
+        self.removed = False  # removed by remove_if_unused
         self.state = JournalState()  # what the journal held, for a resume (see open_journal)
         self._fsync_interval = fsync_interval
         self._dirty = False
@@ -158,6 +169,20 @@ class Journal:
         except OSError as exc:
             raise self._fail(exc) from None
         self._dirty = True
+        self.lines += 1
+
+    def remove_if_unused(self) -> None:
+        """Remove the journal if this run made it and wrote nothing into it: a run refused or
+        interrupted before sending leaves no empty file behind (the next run would find an `--out`
+        it never asked for). Only while the lock is held, and only if the path still names this
+        file and it is empty: another run's journal, or one that existed before, is never removed."""
+        if self._fd < 0 or not self.discardable or self.lines:
+            return
+        with contextlib.suppress(OSError):
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self.identity and st.st_size == 0:
+                os.unlink(self.path)
+                self.removed = True  # on purpose: not a deletion for keep_path to undo
 
     def sync(self) -> None:
         if self._dirty and self.error is None:
@@ -220,7 +245,7 @@ class Journal:
         must stop. Runs on the event loop, which alone writes, so no line is written meanwhile.
         Raises JournalWriteError if the lines cannot be put anywhere.
         """
-        if self._fd < 0:
+        if self._fd < 0 or self.removed:
             return None
         try:
             st = os.stat(self.path)
@@ -338,6 +363,8 @@ def open_journal(path: str | os.PathLike[str], *, resume: bool) -> Journal:
     """Open a run's journal: take the lock first (a journal in use is refused before it is read),
     refuse one that holds lines unless resuming, and read its state for the resume."""
     journal = Journal(path)
+    if resume:  # a journal asked for by name to be continued is kept, even one this run made
+        journal.discardable = False
     if journal.size_at_open > 0:
         try:
             if not resume:

@@ -23,8 +23,10 @@ in memory: its units paced evenly (`utat`) and a guard over the log of the last 
 list beside the budget (`key:log`), in the same script.
 
 Faults: a store that cannot be reached at start is a RateStoreError (exit 2); one lost mid-run makes
-`acquire` raise RateStoreError, on which the engine starts nothing more and halts resumably. Never
-a private budget instead: that would overrun the app's cap.
+`acquire` raise RateStoreError, on which the engine starts nothing more and halts resumably. Lost is
+a connection refused or cut off after three quick retries (within half a second), or no answer
+within TIMEOUT_S, which is not asked again. Never a private budget instead: that would overrun the
+app's cap.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ HEADROOM = 0.02  # pace at 98% of the rate: 196/s at 200 (see above for why more
 # a single process held 191/s of 196, with 3 ms 196/s. It stays far below what HEADROOM leaves.
 TOLERANCE_US = 3_000
 TTL_S = 600  # an unused budget disappears 10 minutes after its last use (or after its pause ends)
-TIMEOUT_S = 2.0  # a Redis that does not answer in this long is lost: halt rather than wait for ever
+# A Redis that does not answer in this long is lost: halt rather than wait. A stall is not retried
+# (three more timeouts made a stalled Redis lost only after 8-10 s); a refused or dropped connection
+# is, three times within half a second (`connect`).
+TIMEOUT_S = 2.0
 
 
 # KEYS[1] the budget, a hash: rate and quota (as the first user gave them), tat (the theoretical
@@ -324,7 +329,8 @@ class RedisLimiter:
         the write only lands in the kernel's buffer (one command of 300 bytes at a time cannot fill
         it), and the read has the timeout of its own. None when the connection cannot be made, the
         script is not loaded (Redis restarted), or after a fault: the caller then goes the client's
-        way, which connects, loads and retries, and raises RateStoreError if the store is lost."""
+        way, which connects, loads and retries, and raises RateStoreError if the store is lost.
+        A store that does not answer within TIMEOUT_S raises redis's TimeoutError: it is lost."""
         import redis.exceptions
 
         conn = self._conn
@@ -333,7 +339,11 @@ class RedisLimiter:
             conn = self._conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         if not conn.is_connected:
             try:
-                await conn.connect()  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(TIMEOUT_S):  # its handshake has no socket timeout either
+                    await conn.connect()  # type: ignore[no-untyped-call]
+            except TimeoutError:
+                await conn.disconnect()
+                raise redis.exceptions.TimeoutError(f"no answer within {TIMEOUT_S:g} s") from None
             except (redis.exceptions.RedisError, OSError):
                 return None
         # In a real run only the cost varies (Redis reads its own clock): packing, 9 us, is done once a cost.
@@ -345,17 +355,22 @@ class RedisLimiter:
         try:
             await conn.send_packed_command(packed, check_health=False)
             reply = await conn.read_response(timeout=TIMEOUT_S)
-            if reply is None:
-                # A read given its own timeout returns None when it runs out, and redis-py keeps the
-                # connection: the reply still comes, and the next slot would read it as its own (a
-                # 70050 pause read as a slot granted). TAKE always answers a list, so None is that.
-                await conn.disconnect()
-            return reply
         except redis.exceptions.NoScriptError:
             return None
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        except redis.exceptions.TimeoutError:
+            await conn.disconnect()
+            raise
+        except (redis.exceptions.ConnectionError, OSError):
             await conn.disconnect()
             return None
+        if reply is None:
+            # A read given its own timeout returns None when it runs out, and redis-py keeps the
+            # connection: the reply still comes, and a next slot would read it as its own (a 70050
+            # pause read as a slot granted). TAKE always answers a list, so None is that. The store
+            # did not answer in TIMEOUT_S: it is lost, not asked again the client's way.
+            await conn.disconnect()
+            raise redis.exceptions.TimeoutError(f"no answer within {TIMEOUT_S:g} s")
+        return reply
 
     def _mismatch(self, status: int, held: str) -> RateStoreError:
         change = (
@@ -404,6 +419,7 @@ async def connect(
 ) -> RedisLimiter:
     """A RedisLimiter on `store`, its budget checked; RateStoreError if unreachable or at another rate."""
     import redis.asyncio
+    import redis.exceptions
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
 
@@ -412,8 +428,9 @@ async def connect(
         socket_timeout=TIMEOUT_S,
         socket_connect_timeout=TIMEOUT_S,
         # A blip (a failover, a dropped connection) is retried a few times within half a second;
-        # past that the store is lost and the run halts resumably.
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3),
+        # past that the store is lost and the run halts resumably. A timeout is not retried: no
+        # answer within TIMEOUT_S is a lost store, as the README says.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3, supported_errors=(redis.exceptions.ConnectionError,)),
     )
     limiter = RedisLimiter(
         client,

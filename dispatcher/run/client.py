@@ -35,8 +35,14 @@ class Reply:
     connect_failed: bool = False  # no connection was made: the request never reached the server
     retry_after: float | None = None  # seconds, from a Retry-After header on a non-200 reply
     details: Details = NO_DETAILS  # per-recipient failures, a dropped message (the endpoint reads them)
+    date: str | None = None  # the server's Date header, as sent: its clock, for a signature refused as expired
     # What to do about it is the endpoint's call (`Endpoint.classify`): the same code means different
     # things to different APIs.
+
+    @property
+    def server_time(self) -> float | None:
+        """The server's clock when it answered (seconds since the epoch, from `date`), if it said."""
+        return http_date(self.date)
 
 
 def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
@@ -50,6 +56,19 @@ def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=timeouts, headers=JSON_HEADERS)
 
 
+def http_date(value: str | None) -> float | None:
+    """An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) as seconds since the epoch; None if absent or bad."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        return None
+    return when.timestamp()
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date; None if absent or bad."""
     if not value:
@@ -57,13 +76,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    when = http_date(value)
+    if when is None:
         return None
-    if when.tzinfo is None:  # an HTTP date is always GMT
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 class Client:
@@ -118,6 +134,7 @@ class Client:
                 status = resp.status
                 if status != 200:
                     retry_after = resp.headers.get("Retry-After")
+                date = resp.headers.get("Date")
                 raw = await resp.read()
         except aiohttp.ConnectionTimeoutError:
             return Reply(
@@ -141,7 +158,7 @@ class Client:
             info = str(doc.get("ErrorInfo", ""))
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             return Reply(None, "unparsable response body", status, latency)
-        return Reply(code, info, status, latency, details=endpoint.details(doc))
+        return Reply(code, info, status, latency, details=endpoint.details(doc), date=date)
 
 
 def _ms(start: float) -> float:

@@ -23,6 +23,19 @@ Verdict = rules.Verdict
 MAX_RETRY_AFTER = 300.0
 _NOTHING_LOST: Mapping[str, int | None] = {}
 
+# A server's Date has a precision of a second, and a reply takes some time to arrive: a clock off
+# by less than this is not named as the cause of a refused signature.
+CLOCK_SKEW_SHOWN = 5.0
+
+
+def duration_text(seconds: float) -> str:
+    """How far apart two clocks are, as a person reads it: "3 days (259,200 s)", "42 s"."""
+    whole = round(seconds)
+    for unit, size in (("days", 86_400), ("h", 3_600), ("min", 60)):
+        if whole >= size:
+            return f"{whole / size:.1f}".removesuffix(".0") + f" {unit} ({whole:,} s)"
+    return f"{whole} s"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Sent:
@@ -31,6 +44,16 @@ class Sent:
 
     recipients: tuple[str, ...] | None
     lost: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
+    signed: int = 0  # the signer's generation when it was sent: which UserSig it went out with
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignatureUse:
+    """What the request's UserSig was, against the signer's now."""
+
+    current: bool = True  # it is still the signer's UserSig (no renewal since it was sent)
+    made_on_refusal: bool = False  # it was made because the one before it was refused (70001)
+    now: float = 0.0  # this host's wall clock, seconds since the epoch (for a clock that is off)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,13 +89,15 @@ def decide(
     policy: RetryPolicy,
     target: str,
     outage: str | None = None,
+    signature: SignatureUse = SignatureUse(),
 ) -> Decision:
     """The decision for `reply`, whose endpoint classified it as `verdict`.
 
     `batch_recipients` is how many recipients the batch names (0: all members, or a group
     message); `last` is true on the batch's last allowed attempt; `can_renew` whether the signer
     can make a new UserSig; `target` the endpoint's URL, for messages; `outage` the reason to stop
-    the run that the transport faults so far give, if any (see `health`)."""
+    the run that the transport faults so far give, if any (see `health`); `signature` what the
+    request's UserSig was."""
     details = reply.details
     code = code_key(reply.error_code)
     if reply.error_code == rules.OK and details.dropped:
@@ -115,9 +140,16 @@ def decide(
     elif verdict is Verdict.RENEW and not can_renew:
         status = RETRY
         halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
+    elif verdict is Verdict.RENEW and signature.made_on_refusal:
+        # The signature made because the last one was refused is refused too: no renewal can help,
+        # every request would be refused alike (a clock that is off). Not final: a plain --resume
+        # finishes once the clock is right.
+        status = RETRY
+        halt = fresh_signature_refused(reply, signature.now)
     else:
         if verdict is Verdict.RENEW:
-            renew = True  # and retry at once
+            # Renewed once for all the requests signed with the refused UserSig; then retried at once.
+            renew = signature.current
         elif verdict is Verdict.PAUSE:
             pause, signature_pause = policy.signature_pause, True
         elif reply.retry_after is not None:
@@ -174,4 +206,27 @@ def decide(
         pause=pause,
         signature_pause=signature_pause,
         halt=halt,
+    )
+
+
+def fresh_signature_refused(reply: Reply, now: float) -> str:
+    """Why the run stops when a UserSig made just now is refused as expired: this host's clock
+    against the server's Date header, when they differ by more than the header's precision."""
+    server = reply.server_time
+    offset = None if server is None else server - now
+    if offset is None or abs(offset) < CLOCK_SKEW_SHOWN:
+        clocks = (
+            "the server sent no Date to compare the clocks with"
+            if offset is None
+            else f"its Date agrees with this host's clock (within {CLOCK_SKEW_SHOWN:g} s)"
+        )
+        return (
+            f"the server refused a UserSig made just now ({reply.error_code}: {reply.error_info}), right after "
+            f"renewing one it had refused; {clocks}: check the credentials and the time where they are checked"
+        )
+    side = "behind" if offset > 0 else "ahead of"
+    return (
+        f"this host's clock is {duration_text(abs(offset))} {side} the server's (its Date: {reply.date}): "
+        f"every UserSig made here is refused as expired ({reply.error_code}), also right after renewing it; "
+        "set the clock right (NTP)"
     )

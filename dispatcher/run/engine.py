@@ -53,7 +53,7 @@ from dispatcher.pacing.memory import Clock, RateLimiter, frozen_heap
 from dispatcher.pacing.store import Limiter, quota_of
 from dispatcher.run.batching import Batch, split
 from dispatcher.run.client import Client, Reply, new_session
-from dispatcher.run.decide import Decision, Sent, decide
+from dispatcher.run.decide import Decision, Sent, SignatureUse, decide
 from dispatcher.run.health import Health
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.threads import in_daemon_thread
@@ -77,8 +77,6 @@ _CHUNK_RECIPIENTS = 20_000
 _PRODUCER_SLICE = 0.0002
 
 MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
-
-
 # Descriptors a run needs besides one a connection: the journal, exports, their copies, stdio, DNS.
 RESERVED_FILES = 64
 
@@ -282,6 +280,7 @@ class Engine:
         self._first_start = 0.0
         self._last_start = 0.0
         self._health = Health(config.endpoint)  # what the endpoint has done so far
+        self._renewed_on_refusal = -1  # the signer's generation made because a UserSig was refused (70001)
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -413,6 +412,8 @@ class Engine:
                 await self._limiter_stack.aclose()
             except Exception as exc:  # closing a store's connection is not worth a traceback
                 log.warning("closing a rate limiter failed", error=str(exc))
+            if self._halt_reasons or self._interrupted:  # stopped before a line: no empty journal stays
+                self._journal.remove_if_unused()
             try:
                 self._keep_journal_path()  # a deletion since the last round is restored before the end
             except JournalWriteError as exc:
@@ -558,10 +559,11 @@ class Engine:
                     self._first_start = self._last_start
                 number = self._health.start()
                 first_number = first_number or number
+                signed = self.signer.generation
                 reply = await client.send(body, endpoint)
             finally:
                 worker.sending = False
-            sent = Sent(pending, lost)
+            sent = Sent(pending, lost, signed)
             decision = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
             if decision is None or self._stopping:
                 return
@@ -596,9 +598,15 @@ class Engine:
             policy=self.config.policy,
             target=self.config.endpoint,
             outage=outage,
+            signature=SignatureUse(
+                current=sent.signed == self.signer.generation,
+                made_on_refusal=sent.signed == self._renewed_on_refusal,
+                now=self.signer.now(),
+            ),
         )
-        if decision.renew:
+        if decision.renew:  # once for all the requests signed with the refused UserSig, not once for each
             self.signer.renew()
+            self._renewed_on_refusal = self.signer.generation
         if decision.pause:
             self._pause(decision.pause)
             if decision.signature_pause:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import email.utils
 import functools
 import random
 import time
@@ -73,10 +74,13 @@ class Sandbox:
         accounts: Iterable[str] | None = None,
         message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
         group_rate: int = rules.GROUP_RATE,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """`accounts`: the app's accounts, for one-to-one messages (None: every valid UserID exists);
         `message_quota`: batchsendmsg's messages a minute, counted per recipient; `group_rate`:
-        send_group_msg's messages a second into one group before they are dropped."""
+        send_group_msg's messages a second into one group before they are dropped; `wall_clock`:
+        the server's time of day, by which a UserSig expires and which its `Date` header tells (a
+        test sets it apart from the sender's to emulate a clock that is off)."""
         if credentials.secret_key is None:
             raise ValueError("the sandbox needs the secret key to verify signatures")
         self.credentials = credentials
@@ -86,6 +90,7 @@ class Sandbox:
         self.ledger = Ledger()
         self.stats: collections.Counter[str] = collections.Counter()
         self._clock = clock
+        self._wall_clock = wall_clock
         self._sleep = sleep
         self._rng = random.Random(faults.seed)
         self.accounts = None if accounts is None else frozenset(accounts)
@@ -146,9 +151,10 @@ class Sandbox:
             raise Refusal(rules.NOT_ADMIN, "identifier is not an App admin")
         sig = query.get("usersig", "")
         expires = self._verified.get(sig)
-        if expires is None or time.time() >= expires:
+        now = self._wall_clock()
+        if expires is None or now >= expires:
             try:
-                doc = usersig.verify(sig, creds.sdkappid, creds.identifier, creds.secret_key or "")
+                doc = usersig.verify(sig, creds.sdkappid, creds.identifier, creds.secret_key or "", now=now)
             except SignatureError as exc:
                 raise Refusal(exc.code, str(exc)) from None
             if len(self._verified) > 1000:
@@ -285,8 +291,13 @@ class Sandbox:
             out.update(emulator.stats())
         return out
 
+    async def _date(self, _request: web.Request, response: web.StreamResponse) -> None:
+        """Every reply's Date is the sandbox's time of day, as a server's is its own."""
+        response.headers["Date"] = email.utils.formatdate(self._wall_clock(), usegmt=True)
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.on_response_prepare.append(self._date)
         for emulator in self.emulators:
             app.router.add_post(emulator.api.path, functools.partial(self._send, emulator))
         app.router.add_get("/sandbox/ledger", self._ledger)

@@ -109,6 +109,8 @@ class Signer:
         self._clock = clock
         self._sig = usersig or ""
         self._renew_at = float("inf")
+        # Counts the signatures made, so that a caller can tell which one a request went out with.
+        self.generation = 0
         if key is not None:
             self.renew()
 
@@ -127,6 +129,11 @@ class Signer:
         now = self._clock()
         self._sig = generate(self._sdkappid, self._identifier, self._key, self._expire, now)
         self._renew_at = int(now) + self._expire / 2
+        self.generation += 1
+
+    def now(self) -> float:
+        """The time by the clock that signs (`TLS.time`), to compare with the server's."""
+        return self._clock()
 
     def __repr__(self) -> str:  # never show the key or the signature
         return f"Signer(sdkappid={self._sdkappid}, identifier={self._identifier!r})"
