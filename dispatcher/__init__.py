@@ -11,7 +11,8 @@ from dispatcher.version import DISTRIBUTION, __version__
 if TYPE_CHECKING:
     from dispatcher.errors import ConfigError, DispatcherError, InputError, JournalError, UsageError
     from dispatcher.observe.summary import Summary
-    from dispatcher.run.engine import Engine, RunConfig
+    from dispatcher.run.config import RunConfig
+    from dispatcher.run.engine import Engine
     from dispatcher.run.retry import RetryPolicy
     from dispatcher.sandbox import Faults, Group, Sandbox
     from dispatcher.tim.config import Credentials
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "Credentials": "dispatcher.tim.config",
     "Engine": "dispatcher.run.engine",
-    "RunConfig": "dispatcher.run.engine",
+    "RunConfig": "dispatcher.run.config",
     "ConfigError": "dispatcher.errors",
     "DispatcherError": "dispatcher.errors",
     "InputError": "dispatcher.errors",

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from dispatcher.observe.plan import Plan
     from dispatcher.observe.summary import Summary
     from dispatcher.pacing.store import StoreURI
-    from dispatcher.run.engine import Engine, RunConfig
+    from dispatcher.run.config import RunConfig
+    from dispatcher.run.engine import Engine
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 T = TypeVar("T")
@@ -342,7 +343,7 @@ def _check_send_args(args: argparse.Namespace) -> None:
         raise UsageError("standard input (-) can be given once")
     if "-" in args.jobs and args.out is None:
         raise UsageError("jobs from standard input need --out (there is no file name to derive it from)")
-    from dispatcher.run.engine import check_options
+    from dispatcher.run.preflight import check_options
 
     check_options(
         batch_size=args.batch_size,
@@ -495,7 +496,7 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     _check_send_args(args)
     from dispatcher.journal.outcomes import is_nonempty, load_state
     from dispatcher.observe import logs
-    from dispatcher.run.engine import check_readable
+    from dispatcher.run.preflight import check_readable
     from dispatcher.tim import config
 
     out = Path(args.out or default_out(args.jobs[0]))
@@ -533,7 +534,7 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     if exporter is not None:
         exporter.serve()
     endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
-    from dispatcher.run.engine import RunConfig
+    from dispatcher.run.config import RunConfig
     from dispatcher.run.retry import RetryPolicy
 
     run = RunConfig(
@@ -648,9 +649,9 @@ async def _run(
     from dispatcher.journal.outcomes import Journal, open_journal
     from dispatcher.observe.plan import make_plan
     from dispatcher.pacing.store import Limiter, open_limiter, quota_of
-    from dispatcher.run.engine import (
+    from dispatcher.run.engine import Engine
+    from dispatcher.run.preflight import (
         RESERVED_FILES,
-        Engine,
         check_not_journal,
         default_concurrency,
         is_stream,

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
-from dispatcher.run.engine import RunConfig
+from dispatcher.run.config import RunConfig
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.sandbox.server import Sandbox
 

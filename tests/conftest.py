@@ -31,7 +31,8 @@ from dispatcher.observe.summary import Summary
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.pacing.redis import RedisLimiter, connect
 from dispatcher.pacing.store import Quota, parse_store
-from dispatcher.run.engine import Engine, RunConfig
+from dispatcher.run.config import RunConfig
+from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Sandbox
 from dispatcher.testing import FakeClock as FakeClock  # the library's, which test modules import from here
 from dispatcher.testing import run_config

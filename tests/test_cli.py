@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from dispatcher.cli import build_parser
-from dispatcher.run.engine import RunConfig
+from dispatcher.run.config import RunConfig
 from dispatcher.sandbox import Sandbox
 from dispatcher.tim.config import DEMO_CREDENTIALS
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, run_in_pty, users, write_jobs

@@ -18,21 +18,16 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import math
-import os
 import random
-import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from pathlib import Path
 
 import structlog
 
-from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
-from dispatcher.jobs.reader import STDIN, Job, Rejection, api_of, read_jobs, shown
+from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError
+from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs, shown
 from dispatcher.journal.outcomes import FAILED, OK, REJECTED, Journal, JournalState, Moved, open_journal, record
 from dispatcher.observe.events import (
     BatchSkipped,
@@ -53,13 +48,19 @@ from dispatcher.pacing.memory import Clock, RateLimiter, frozen_heap
 from dispatcher.pacing.store import Limiter, quota_of
 from dispatcher.run.batching import Batch, split
 from dispatcher.run.client import Client, Reply, new_session
+from dispatcher.run.config import RunConfig
 from dispatcher.run.decide import Decision, Sent, SignatureUse, decide
 from dispatcher.run.health import Health
-from dispatcher.run.retry import RetryPolicy
+from dispatcher.run.preflight import (
+    RESERVED_FILES,
+    check_not_journal,
+    check_readable,
+    default_concurrency,
+    reserve_open_files,
+)
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim import rules
 from dispatcher.tim.apis import Endpoint
-from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
 from dispatcher.tim.usersig import Signer
 
 log = structlog.get_logger("dispatcher")
@@ -76,94 +77,6 @@ _CHUNK_RECIPIENTS = 20_000
 # 0.2 ms slices 3 ms; yielding after every batch cost a fifth of the unthrottled throughput.
 _PRODUCER_SLICE = 0.0002
 
-MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
-# Descriptors a run needs besides one a connection: the journal, exports, their copies, stdio, DNS.
-RESERVED_FILES = 64
-
-
-def reserve_open_files(needed: int) -> None:
-    """Make sure the process may open `needed` files, raising its soft limit toward the hard one.
-
-    A run out of descriptors cannot start the thread that syncs its journal, nor open a connection,
-    and every request then looks like an unreachable endpoint. Better refuse at once, naming why.
-    """
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise UsageError(
-            f"--concurrency needs about {needed} open files and this process may open {hard} (ulimit -n); "
-            "lower --concurrency or raise the limit"
-        )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def default_concurrency(rate: float) -> int:
-    """Enough requests in flight to hold `rate` at 500 ms latency (the API answers in ~350 ms),
-    within [8, 512]: past that, more workers cost memory and buy nothing."""
-    return min(512, max(8, math.ceil(rate / 2)))
-
-
-def check_options(
-    *,
-    batch_size: int,
-    rate: float,
-    concurrency: int | None,
-    max_attempts: int,
-    timeout: float,
-    resume: bool,
-    retry_failed: bool,
-    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
-) -> None:
-    """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
-    if not 1 <= batch_size <= rules.MAX_MEMBERS:
-        raise UsageError(f"--batch-size must be between 1 and {rules.MAX_MEMBERS}")
-    if message_quota < batch_size:  # a quota of 200 a minute (a trial edition, say) works with --batch-size 200
-        raise UsageError(
-            f"--message-quota must be at least --batch-size ({batch_size}): one full batch of batchsendmsg"
-        )
-    if not (math.isfinite(rate) and rate > 0):
-        raise UsageError("--rate must be a positive number")
-    if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    if max_attempts < 1:
-        raise UsageError("--max-attempts must be at least 1")
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise UsageError("--timeout must be a positive number of seconds")
-    if retry_failed and not resume:
-        raise UsageError("--retry-failed needs --resume (it re-drives the failed batches of a journal)")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    jobs: tuple[str, ...]
-    out: Path
-    endpoint: str
-    credentials: Credentials
-    resume: bool = False
-    retry_failed: bool = False
-    rate: float = rules.DEFAULT_RATE
-    concurrency: int | None = None
-    batch_size: int = rules.MAX_MEMBERS
-    policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
-    timeout: float = DEFAULT_TIMEOUT  # seconds for one request
-    grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
-    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg: messages a minute, counted per recipient
-
-    def __post_init__(self) -> None:
-        check_options(
-            batch_size=self.batch_size,
-            rate=self.rate,
-            concurrency=self.concurrency,
-            max_attempts=self.policy.max_attempts,
-            timeout=self.timeout,
-            resume=self.resume,
-            retry_failed=self.retry_failed,
-            message_quota=self.message_quota,
-        )
-
 
 class _Worker:
     __slots__ = ("sending", "task")
@@ -171,47 +84,6 @@ class _Worker:
     def __init__(self) -> None:
         self.sending = False  # a request is on the wire: let it finish on a graceful stop
         self.task: asyncio.Task[None] | None = None
-
-
-def check_readable(paths: tuple[str, ...]) -> None:
-    """Refuse a run whose jobs files cannot be read, before anything is sent.
-
-    Nothing is opened here: opening a FIFO blocks until a writer comes, and opening and closing it
-    would hand the writer a SIGPIPE. The reader opens each input once, when it gets to it.
-    """
-    for path in paths:
-        if path == STDIN:
-            continue
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise InputError(f"{path}: cannot read: Is a directory")
-        if not os.access(path, os.R_OK):
-            raise InputError(f"{path}: cannot read: Permission denied")
-
-
-def check_not_journal(paths: tuple[str, ...], journal: Journal) -> None:
-    """Refuse jobs that are the journal itself under another name (a link, standard input fed from
-    it): the run would read its own outcome lines back as jobs, without end."""
-    for path in paths:
-        try:
-            st = os.fstat(0) if path == STDIN else os.stat(path)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == journal.identity:
-            raise UsageError(f"{path} is the outcome journal {journal.path}, not a jobs file; leave it out of the jobs")
-
-
-def is_stream(path: str) -> bool:
-    """True for input that can be read only once: standard input, a pipe, a FIFO, a device."""
-    if path == STDIN:
-        return True
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _take(items: Iterator[Job | Rejection]) -> list[Job | Rejection]:

@@ -1,0 +1,40 @@
+"""What one run is: its jobs, journal, endpoint, credentials and options, checked when made."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from dispatcher.run.preflight import check_options
+from dispatcher.run.retry import RetryPolicy
+from dispatcher.tim import rules
+from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    jobs: tuple[str, ...]
+    out: Path
+    endpoint: str
+    credentials: Credentials
+    resume: bool = False
+    retry_failed: bool = False
+    rate: float = rules.DEFAULT_RATE
+    concurrency: int | None = None
+    batch_size: int = rules.MAX_MEMBERS
+    policy: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    timeout: float = DEFAULT_TIMEOUT  # seconds for one request
+    grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
+    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg: messages a minute, counted per recipient
+
+    def __post_init__(self) -> None:
+        check_options(
+            batch_size=self.batch_size,
+            rate=self.rate,
+            concurrency=self.concurrency,
+            max_attempts=self.policy.max_attempts,
+            timeout=self.timeout,
+            resume=self.resume,
+            retry_failed=self.retry_failed,
+            message_quota=self.message_quota,
+        )

@@ -1,0 +1,113 @@
+"""The checks a run makes once, before it reads or sends anything: its options, its inputs, its
+journal against its inputs, the open files it needs."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+
+from dispatcher.errors import InputError, UsageError
+from dispatcher.jobs.reader import STDIN
+from dispatcher.journal.outcomes import Journal
+from dispatcher.tim import rules
+
+MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
+# Descriptors a run needs besides one a connection: the journal, exports, their copies, stdio, DNS.
+RESERVED_FILES = 64
+
+
+def reserve_open_files(needed: int) -> None:
+    """Make sure the process may open `needed` files, raising its soft limit toward the hard one.
+
+    A run out of descriptors cannot start the thread that syncs its journal, nor open a connection,
+    and every request then looks like an unreachable endpoint. Better refuse at once, naming why.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise UsageError(
+            f"--concurrency needs about {needed} open files and this process may open {hard} (ulimit -n); "
+            "lower --concurrency or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def default_concurrency(rate: float) -> int:
+    """Enough requests in flight to hold `rate` at 500 ms latency (the API answers in ~350 ms),
+    within [8, 512]: past that, more workers cost memory and buy nothing."""
+    return min(512, max(8, math.ceil(rate / 2)))
+
+
+def check_options(
+    *,
+    batch_size: int,
+    rate: float,
+    concurrency: int | None,
+    max_attempts: int,
+    timeout: float,
+    resume: bool,
+    retry_failed: bool,
+    message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
+) -> None:
+    """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
+    if not 1 <= batch_size <= rules.MAX_MEMBERS:
+        raise UsageError(f"--batch-size must be between 1 and {rules.MAX_MEMBERS}")
+    if message_quota < batch_size:  # a quota of 200 a minute (a trial edition, say) works with --batch-size 200
+        raise UsageError(
+            f"--message-quota must be at least --batch-size ({batch_size}): one full batch of batchsendmsg"
+        )
+    if not (math.isfinite(rate) and rate > 0):
+        raise UsageError("--rate must be a positive number")
+    if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+    if max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError("--timeout must be a positive number of seconds")
+    if retry_failed and not resume:
+        raise UsageError("--retry-failed needs --resume (it re-drives the failed batches of a journal)")
+
+
+def check_readable(paths: tuple[str, ...]) -> None:
+    """Refuse a run whose jobs files cannot be read, before anything is sent.
+
+    Nothing is opened here: opening a FIFO blocks until a writer comes, and opening and closing it
+    would hand the writer a SIGPIPE. The reader opens each input once, when it gets to it.
+    """
+    for path in paths:
+        if path == STDIN:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{path}: cannot read: Is a directory")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: cannot read: Permission denied")
+
+
+def check_not_journal(paths: tuple[str, ...], journal: Journal) -> None:
+    """Refuse jobs that are the journal itself under another name (a link, standard input fed from
+    it): the run would read its own outcome lines back as jobs, without end."""
+    for path in paths:
+        try:
+            st = os.fstat(0) if path == STDIN else os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == journal.identity:
+            raise UsageError(f"{path} is the outcome journal {journal.path}, not a jobs file; leave it out of the jobs")
+
+
+def is_stream(path: str) -> bool:
+    """True for input that can be read only once: standard input, a pipe, a FIFO, a device."""
+    if path == STDIN:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
