@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,33 +18,23 @@ from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
 
 # Nothing heavy at the top: the console script imports this module before `main` can install the
 # signal handling (the defaults `build_parser` shows are imported there).
+from dispatcher.run.signals import STOP_SIGNALS
 from dispatcher.version import DISTRIBUTION, __version__
 
 PUSHGATEWAY_ENV = "DISPATCHER_PUSHGATEWAY"
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from dispatcher.observe.events import Subscriber
     from dispatcher.observe.metrics import Exporter, MetricsOptions
     from dispatcher.observe.plan import Plan
     from dispatcher.observe.summary import Summary
-    from dispatcher.pacing.store import StoreURI
-    from dispatcher.run.config import RunConfig
-    from dispatcher.run.engine import Engine
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 T = TypeVar("T")
 
 
-# Signals that stop a run gracefully. SIGHUP is a closed terminal or a lost SSH session: the run
-# must drain and record what is in flight exactly as for Ctrl-C, not die with requests unrecorded.
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
 class _ProcessSignals:
     """The process's handling of STOP_SIGNALS outside the event loop, from the first line of `main`
-    to the exit (while a send runs, its loop's handler, `_Stopper`, has them).
+    to the exit (while a send runs, its runner's loop handler has them).
 
     Until the exit status is decided a signal stops what is under way (KeyboardInterrupt: exit 130;
     nothing has been sent, since sending happens only under the loop's handler). Once it is decided
@@ -71,19 +61,6 @@ class _ProcessSignals:
 
 
 _signals = _ProcessSignals()
-
-
-def _hand_back(loop: asyncio.AbstractEventLoop, signals: list[signal.Signals]) -> None:
-    """Take the signals back from the loop's handlers. Removing one restores the default action,
-    so this thread blocks them until the process's handler is installed again (one that comes
-    meanwhile waits for it, and reaches it)."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        _signals.install()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -504,8 +481,8 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
         # `send jobs/*.jsonl` a second time would otherwise read the first run's journal as jobs.
         if path != "-" and (path.endswith(".outcomes.jsonl") or Path(path).resolve() == out.resolve()):
             raise UsageError(f"{path} is an outcome journal, not a jobs file; leave it out of the jobs")
-    check_readable(tuple(args.jobs))
     if args.dry_run:
+        check_readable(tuple(args.jobs))  # a send's runner checks its inputs itself
         logs.configure(args.log_format)
         state = load_state(out, repair=False) if args.resume and is_nonempty(out) else None
         from dispatcher.jobs.reader import shown
@@ -554,227 +531,23 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     show_progress = sys.stderr.isatty() and not args.no_progress
     import asyncio
 
-    summary = asyncio.run(
-        _run(run, sandbox=args.sandbox, show_progress=show_progress, store=args.store, exporter=exporter)
+    from dispatcher.run.runner import Runner
+
+    runner = Runner(
+        run,
+        sandbox=args.sandbox,
+        store=args.store,
+        progress=show_progress,
+        exporter=exporter,
+        on_finished=_signals.decide,  # from then on a signal leaves the exit status the summary says
     )
+    summary = asyncio.run(runner.run())
     _print_summary(summary)
     if args.summary_json:
         _write_json(args.summary_json, summary.to_dict())
     if exporter is not None:
         exporter.finish(summary.exit_code, summary)
     return summary.exit_code
-
-
-class _Stopper:
-    """The signal handler of a send, installed before anything is read. Until the engine exists a
-    signal cancels the step of the set-up under way (`step`: the pre-scan, the opening of the rate
-    budgets) and is remembered; `attach` hands it the engine, and from then on a signal is the
-    engine's graceful stop (a second stops at once)."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.engine: Engine | None = None
-        self._step: asyncio.Future[Any] | None = None
-        self.reading = threading.Event()  # tells the pre-scan's reader thread to give up
-        self.signalled = False
-        self.finished = False
-
-    def __call__(self) -> None:
-        if self.finished:  # the run's result stands
-            return
-        if self.engine is not None:
-            self.engine.stop()
-            return
-        self.signalled = True
-        self.reading.set()
-        if self._step is not None:
-            self._step.cancel()
-
-    async def step(self, work: Coroutine[Any, Any, T]) -> T | None:
-        """Await one step of the set-up so that a signal cancels it at once (a rate store that
-        accepts and never answers, an endless input): its result, or None if a signal came."""
-        import asyncio
-
-        if self.signalled:
-            work.close()  # never started
-            return None
-        task: asyncio.Future[T] = asyncio.ensure_future(work)
-        self._step = task
-        try:
-            return await task
-        except asyncio.CancelledError:
-            if self.signalled:
-                return None
-            raise  # the run itself is cancelled
-        finally:
-            self._step = None
-
-    def finish(self) -> None:
-        """The run is over (its summary, or the error that ended it, is its exit status): from now
-        on a signal changes nothing, here or in the process's handler."""
-        self.finished = True
-        _signals.decide()
-
-    def attach(self, engine: Engine) -> bool:
-        """From now on signals stop `engine`. False if one came already (while the sandbox or the
-        rate store was being set up, say): then the run must not start at all."""
-        self.engine = engine
-        return not self.signalled
-
-
-def _interrupted_before_sending(out: Path) -> Summary:
-    import structlog
-
-    from dispatcher.jobs.reader import shown
-    from dispatcher.observe.summary import Summary
-
-    structlog.get_logger("dispatcher").warning("interrupted before sending: nothing was sent")
-    summary = Summary(out=shown(out), interrupted=True)
-    summary.exit_code = summary.decide_exit_code()
-    return summary
-
-
-async def _run(
-    run: RunConfig, *, sandbox: bool, show_progress: bool, store: StoreURI, exporter: Exporter | None = None
-) -> Summary:
-    import asyncio
-    import contextlib
-    import dataclasses
-    import signal
-
-    import structlog
-
-    from dispatcher.jobs.reader import StreamedExport, api_names
-    from dispatcher.journal.outcomes import Journal, open_journal
-    from dispatcher.observe.plan import make_plan
-    from dispatcher.pacing.store import Limiter, open_limiter, quota_of
-    from dispatcher.run.engine import Engine
-    from dispatcher.run.preflight import (
-        RESERVED_FILES,
-        check_not_journal,
-        default_concurrency,
-        is_stream,
-        reserve_open_files,
-    )
-    from dispatcher.threads import in_daemon_thread
-    from dispatcher.tim.apis import DEFAULT, REGISTRY, Endpoint
-
-    log = structlog.get_logger("dispatcher")
-    loop = asyncio.get_running_loop()
-    stopper = _Stopper()
-    signals = [getattr(signal, name) for name in STOP_SIGNALS]
-    for sig in signals:  # first: from here to the engine a signal stops the run before it sends
-        loop.add_signal_handler(sig, stopper)
-    journal: Journal | None = None
-    try:
-        # The journal first: a second run on a journal in use is refused before it reads anything.
-        journal = open_journal(run.out, resume=run.resume)
-        check_not_journal(run.jobs, journal)
-        plan: Plan | None = None
-        # The pre-scan gives the progress display its totals and the sandbox its groups. A stream
-        # (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's.
-        if (sandbox or show_progress) and not any(is_stream(path) for path in run.jobs):
-            planning = in_daemon_thread(
-                lambda: make_plan(
-                    run.jobs,
-                    run.batch_size,
-                    run.rate,
-                    journal.state,
-                    run.retry_failed,
-                    sandbox,
-                    stop=stopper.reading,
-                    streams=False,
-                    message_quota=run.message_quota,
-                )
-            )
-            try:
-                plan = await stopper.step(planning)
-            except StreamedExport as exc:  # the run reads it; the display goes without totals
-                log.info("a recipients_file is a stream: no pre-scan", path=str(exc))
-        apis: set[str] | None = set(plan.api_requests) if plan is not None else None
-        if apis is None:
-            # No plan: a cheap scan of the jobs files for the APIs they name. A stream is left to
-            # the run, which opens the budget of an API it meets there when it first sends with it.
-            apis = await stopper.step(in_daemon_thread(lambda: api_names(run.jobs, stop=stopper.reading)))
-        if stopper.signalled or apis is None:
-            return _interrupted_before_sending(run.out)
-        async with contextlib.AsyncExitStack() as stack:
-            # Before anything is sent: a store that cannot be reached, or holds another rate, is exit 2.
-            # Each API has its budget (per app and API path): those the jobs files name are opened
-            # now, those first met in a stream when the run first sends with them.
-            def limiter_of(endpoint: Endpoint) -> contextlib.AbstractAsyncContextManager[Limiter]:
-                opened = limiters.get(endpoint.path)
-                if opened is not None:
-                    return contextlib.nullcontext(opened)
-                quota = quota_of(endpoint, run.message_quota)
-                return open_limiter(
-                    store, rate=run.rate, sdkappid=run.credentials.sdkappid, api_path=endpoint.path, quota=quota
-                )
-
-            async def open_budgets(names: list[str]) -> None:
-                for name in names:
-                    endpoint = REGISTRY[name]
-                    limiters[endpoint.path] = await stack.enter_async_context(limiter_of(endpoint))
-
-            limiters: dict[str, Limiter] = {}
-            # A step that a signal cancels: a store that accepts and never answers would hold it 2 s.
-            await stopper.step(open_budgets(sorted(apis) or [DEFAULT]))
-            if stopper.signalled:
-                return _interrupted_before_sending(run.out)
-            if sandbox:
-                from dispatcher.sandbox import Group, Sandbox
-
-                # The emulator shares the process: each connection is an open file at both ends.
-                reserve_open_files(2 * (run.concurrency or default_concurrency(run.rate)) + RESERVED_FILES)
-                groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
-                # At least 1 a second: a window of "0 requests" would refuse every request of a slow run.
-                emulator = Sandbox(
-                    run.credentials,
-                    groups=groups,
-                    rate=max(1, math.ceil(run.rate)),
-                    message_quota=run.message_quota,
-                )
-                url = await emulator.start()
-                stack.push_async_callback(emulator.stop)
-                run = dataclasses.replace(run, endpoint=url)
-                log.info("sandbox started", url=url)
-            subscribers: list[Subscriber] = []
-            if show_progress and plan is not None:
-                from dispatcher.observe.progress import RichProgress
-
-                subscribers.append(stack.enter_context(RichProgress(plan.batches)))
-            if exporter is not None:
-                subscribers.append(exporter.metrics)
-            engine = Engine(run, subscribers=subscribers, journal=journal, limiters=limiter_of)
-            if not stopper.attach(engine):
-                return _interrupted_before_sending(run.out)
-            if exporter is not None:
-                # A metrics file that cannot be written stops the run like its journal would.
-                writer = asyncio.create_task(exporter.write_periodically(engine.halt))
-                stack.callback(writer.cancel)
-            log.info(
-                "sending",
-                jobs=list(run.jobs),
-                out=str(run.out),
-                endpoint=run.endpoint,
-                rate=run.rate,
-                rate_store=store.shown,
-                concurrency=engine.concurrency,
-                resume=run.resume,
-            )
-            summary = await engine.run()
-            stopper.finish()  # before the limiters and the sandbox close
-    finally:
-        if journal is not None:
-            # The engine closed it already, unless the run never got to it: then it was refused or
-            # interrupted before sending, and a journal it made and wrote nothing into is removed.
-            journal.remove_if_unused()
-            journal.close()
-        stopper.finish()
-        _hand_back(loop, signals)
-    log.info("finished", **summary.to_dict())
-    return summary
 
 
 def _print_plan(plan: Plan) -> None:

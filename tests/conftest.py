@@ -28,9 +28,10 @@ import structlog
 
 from dispatcher.journal.outcomes import iter_records
 from dispatcher.observe.summary import Summary
+from dispatcher.pacing.base import Quota
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.pacing.redis import RedisLimiter, connect
-from dispatcher.pacing.store import Quota, parse_store
+from dispatcher.pacing.store import parse_store
 from dispatcher.run.config import RunConfig
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Sandbox

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,13 @@ import pytest
 from dispatcher.jobs.reader import Job, Rejection, read_jobs
 from dispatcher.observe.plan import make_plan
 from dispatcher.observe.report import summarise
-from dispatcher.pacing.memory import RateLimiter
-from dispatcher.pacing.store import Quota
+from dispatcher.pacing.budgets import Budgets
 from dispatcher.run.batching import split
 from dispatcher.run.engine import Engine
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.sandbox import ALL_MEMBERS, C2C, Group, Sandbox
 from dispatcher.tim import usersig
-from dispatcher.tim.apis import REGISTRY, Endpoint
+from dispatcher.tim.apis import REGISTRY
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
 from tests.conftest import (
     DEMO_ENV,
@@ -502,17 +500,15 @@ async def test_batchsendmsg_paced_by_the_message_quota_with_no_quota_error(tmp_p
         jobs = c2c_jobs(tmp_path, users(3000))
         # One worker: a FakeClock adds up sleeps taken side by side, which only one sleeper makes true.
         config = make_config(box, jobs, tmp_path / "out.jsonl", rate=200, message_quota=1000, concurrency=1)
-        opened: list[str] = []
-
-        def limiter_of(endpoint: Endpoint) -> contextlib.nullcontext[RateLimiter]:
-            opened.append(endpoint.name)
-            quota = Quota(1000, 60.0) if endpoint.counts_recipients else None
-            return contextlib.nullcontext(RateLimiter(200, clock=clock.time, sleep=clock.sleep, quota=quota))
-
+        budgets = Budgets(
+            rate=200, sdkappid=box.credentials.sdkappid, message_quota=1000, clock=clock.time, sleep=clock.sleep
+        )
         started = clock.now
-        summary = await Engine(config, limiters=limiter_of, sleep=clock.sleep).run()
+        async with budgets:
+            summary = await Engine(config, budgets=budgets, sleep=clock.sleep, clock=clock.time).run()
+            opened = budgets.paths()
     assert (summary.exit_code, summary.ok, summary.requests, summary.recipients) == (0, 6, 6, 3000)
-    assert opened == ["batchsendmsg"]
+    assert opened == ["/v4/openim/batchsendmsg"]
     assert box.stats["60018"] == 0
     # One call of 500 every 500 x 60.5 / 1,000 = 30.25 s: the sixth starts 151.25 s after the first.
     assert clock.now - started == pytest.approx(151.25, abs=0.01)

@@ -637,8 +637,8 @@ def test_credentials_that_are_not_utf8_are_one_line_without_the_value() -> None:
 async def test_a_signal_before_the_engine_exists_keeps_the_run_from_starting(tmp_path: Path) -> None:
     """A signal while the rate store connects or the sandbox starts (after the pre-scan, before the
     engine) is remembered and answered as soon as the engine exists: the run does not start."""
-    from dispatcher.cli import _Stopper
     from dispatcher.run.engine import Engine
+    from dispatcher.run.runner import Runner, _Stopper
     from tests.conftest import make_config
 
     async with Sandbox() as box:
@@ -647,14 +647,20 @@ async def test_a_signal_before_the_engine_exists_keeps_the_run_from_starting(tmp
                 box, write_jobs(tmp_path / "j.jsonl", [{"GroupId": "@TGS#a", "Content": "x"}]), tmp_path / "o.jsonl"
             )
         )
-        stopper = _Stopper()
+        stopper = _Stopper(None)
         stopper()  # SIGTERM, with no engine yet
         assert stopper.attach(engine) is False
         assert box.stats["requests"] == 0
-        quiet = _Stopper()
+        quiet = _Stopper(None)
         assert quiet.attach(engine) is True
         quiet()  # from now on a signal is the engine's graceful stop
         assert engine.summary.interrupted is True
+        # The same through the library's runner: stopped before it starts, it sends nothing.
+        runner = Runner(make_config(box, tmp_path / "j.jsonl", tmp_path / "o2.jsonl"), handle_signals=False)
+        runner.stop()
+        summary = await runner.run()
+        assert (summary.interrupted, summary.requests, summary.exit_code) == (True, 0, 130)
+        assert box.stats["requests"] == 0
 
 
 def test_summary_json_may_not_replace_the_journal_the_run_will_create(jobs: Path, tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from dispatcher.pacing.base import Limiter, Quota
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.pacing.redis import RedisLimiter
-from dispatcher.pacing.store import Limiter, Quota
 from tests.conftest import (
     FakeClock,
     RedisServer,

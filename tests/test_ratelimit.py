@@ -10,8 +10,8 @@ import math
 
 import pytest
 
+from dispatcher.pacing.base import Quota
 from dispatcher.pacing.memory import RateLimiter, collect_before_slot, frozen_heap
-from dispatcher.pacing.store import Quota
 from tests.conftest import FakeClock, max_in_any_window
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from dispatcher.errors import RateStoreError
+from dispatcher.pacing.base import Quota
 from dispatcher.pacing.redis import TAKE, RedisLimiter, connect
-from dispatcher.pacing.store import Quota, parse_store
+from dispatcher.pacing.store import parse_store
 from tests.conftest import (
     FakeClock,
     RedisServer,

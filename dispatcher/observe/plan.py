@@ -16,9 +16,9 @@ from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs
 from dispatcher.journal.outcomes import FAILED, JournalState
 from dispatcher.observe.events import BatchSkipped, JobAccepted, JobRejected
 from dispatcher.observe.summary import Summary
+from dispatcher.pacing.base import Quota
 from dispatcher.pacing.group import SHARE
 from dispatcher.pacing.memory import HEADROOM
-from dispatcher.pacing.store import Quota
 from dispatcher.tim import rules
 
 MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections in full and counts the rest

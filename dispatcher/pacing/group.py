@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from dispatcher.pacing.memory import Clock, RateLimiter, Sleep
+from dispatcher.pacing.base import Clock, Sleep
+from dispatcher.pacing.memory import RateLimiter
 
 # The share of a group's limit that is used: arrivals at the server bunch a little on the way, and a
 # message over the limit is dropped (then retried), never counted against the app.

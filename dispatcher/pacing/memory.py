@@ -28,13 +28,10 @@ import collections
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from dispatcher.pacing.store import Quota
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
+from dispatcher.pacing.base import Clock, Quota, Sleep
 
 HEADROOM = 0.005  # pace at 99.5% of the rate: 199/s at 200
 # A start may come this much before its theoretical time, so that a sleep that overshoots by a

@@ -42,7 +42,7 @@ from dispatcher.errors import RateStoreError
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from dispatcher.pacing.store import Quota, StoreURI
+    from dispatcher.pacing.base import Quota, StoreURI
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -22,7 +22,6 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import structlog
 
@@ -43,9 +42,10 @@ from dispatcher.observe.events import (
 )
 from dispatcher.observe.runlog import RunLog
 from dispatcher.observe.summary import Summary
+from dispatcher.pacing.base import Clock, Limiter
+from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.group import GroupPacer
-from dispatcher.pacing.memory import Clock, RateLimiter, frozen_heap
-from dispatcher.pacing.store import Limiter, quota_of
+from dispatcher.pacing.memory import frozen_heap
 from dispatcher.run.batching import Batch, split
 from dispatcher.run.client import Client, Reply, new_session
 from dispatcher.run.config import RunConfig
@@ -60,13 +60,11 @@ from dispatcher.run.preflight import (
 )
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim import rules
-from dispatcher.tim.apis import Endpoint
 from dispatcher.tim.usersig import Signer
 
 log = structlog.get_logger("dispatcher")
 Sleep = Callable[[float], Awaitable[None]]
 # The limiter of one API, opened when the run first sends with it: budgets are per app and API path.
-LimiterFactory = Callable[[Endpoint], AbstractAsyncContextManager[Limiter]]
 
 # How many jobs, or named recipients, the reader thread hands over at once.
 _CHUNK_JOBS = 256
@@ -112,32 +110,37 @@ class Engine:
         rng: random.Random | None = None,
         signer: Signer | None = None,
         journal: Journal | None = None,
-        limiters: LimiterFactory | None = None,
+        budgets: Budgets | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         """`journal`: one the caller opened already (`outcomes.open_journal`), to hold its lock from
         before a pre-scan; the engine writes it and closes it at the end of `run()`. `subscribers`
         hear every event of the run (dispatcher.observe.events) after the summary and the run log do.
 
-        `limiters` opens each API's limiter the first time the run sends with it (a budget is per
-        app and API path); `limiter`, one limiter for every API, which then counts calls only. With
-        neither, each API gets an in-process limiter (batchsendmsg's with its per-minute quota).
-        `clock` and `sleep` pace the messages into one group (send_group_msg), in virtual time in tests."""
+        `budgets`: the run's limiters, one per API path, which the caller owns (opened before the
+        engine, closed after it); without them the engine makes its own, in-process, and closes them
+        at the end: each API gets a limiter (batchsendmsg's with its per-minute quota), or `limiter`
+        is shared by every API and counts calls only. `clock` and `sleep` time the run's pacing,
+        pauses and backoff (in virtual time in tests)."""
         self.config = config
         self.summary = Summary(out=shown(config.out))
         # One stream of events feeds every output; the summary and the run log are always there.
         self._bus = Bus([self.summary.on_event, RunLog(), *subscribers], on_error=self._output_failed)
         self._emit = self._bus.emit
-        self.limiter: Limiter | None = limiter
-        self._limiter_factory = limiters
-        self._limiters: dict[str, Limiter] = {}  # API path -> its limiter, once opened
-        self._limiter_stack = AsyncExitStack()
-        self._limiter_lock = asyncio.Lock()
-        self._paused_until = 0.0  # monotonic time until which every start is held
+        creds = config.credentials
+        self._own_budgets = budgets is None
+        self.budgets = budgets or Budgets(
+            rate=config.rate,
+            sdkappid=creds.sdkappid,
+            message_quota=config.message_quota,
+            shared=limiter,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._clock = clock
         self._sleep = sleep
         self._group_pacer = GroupPacer(clock, sleep)
         self._rng = rng or random.Random()
-        creds = config.credentials
         self.signer = signer or Signer(creds.sdkappid, creds.identifier, creds.secret_key, creds.usersig)
         self.concurrency = config.concurrency or default_concurrency(config.rate)
         self._journal = journal
@@ -202,37 +205,6 @@ class Engine:
             self._halt_reasons.add(reason)
         self._begin_stop()
 
-    # -- limiters ------------------------------------------------------------------------------
-
-    async def _limiter_for(self, endpoint: Endpoint) -> Limiter:
-        if self.limiter is not None:
-            return self.limiter
-        found = self._limiters.get(endpoint.path)
-        if found is not None:
-            return found
-        async with self._limiter_lock:  # one opening per API, however many workers ask at once
-            found = self._limiters.get(endpoint.path)
-            if found is None:
-                if self._limiter_factory is not None:
-                    found = await self._limiter_stack.enter_async_context(self._limiter_factory(endpoint))
-                else:
-                    found = default_limiter(self.config, endpoint)
-                held = self._paused_until - time.monotonic()
-                if held > 0:  # a pause (70050, Retry-After) from before this API's first request holds it too
-                    found.pause(held)
-                self._limiters[endpoint.path] = found
-            return found
-
-    def _counts_quota(self, endpoint: Endpoint) -> bool:
-        """Whether a request's recipients are a cost to its limiter (not with one shared `limiter`)."""
-        return endpoint.quota_seconds is not None and self.limiter is None
-
-    def _pause(self, seconds: float) -> None:
-        """Hold every API's starts (70050 is about our signatures; Retry-After about the server)."""
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-        for limiter in [self.limiter] if self.limiter is not None else self._limiters.values():
-            limiter.pause(seconds)
-
     # -- the run -------------------------------------------------------------------------------
 
     def _write(self, doc: dict[str, object]) -> bool:
@@ -246,18 +218,18 @@ class Engine:
         return True
 
     async def run(self) -> Summary:
-        started = time.monotonic()
-        try:
+        started = self._clock()
+        if self._journal is None:
+            # Run on its own (not by a Runner, which checked all this before it opened the journal).
             check_readable(self.config.jobs)
             reserve_open_files(self.concurrency + RESERVED_FILES)
-            if self._journal is None:
-                self._journal = open_journal(self.config.out, resume=self.config.resume)
-                self.state = self._journal.state
-            check_not_journal(self.config.jobs, self._journal)
-        except BaseException:
-            if self._journal is not None:
+            self._journal = open_journal(self.config.out, resume=self.config.resume)
+            self.state = self._journal.state
+            try:
+                check_not_journal(self.config.jobs, self._journal)
+            except BaseException:
                 self._journal.close()
-            raise
+                raise
         syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc)), self._moved))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
@@ -281,7 +253,8 @@ class Engine:
                 self._hard_stop.cancel()
             syncer.cancel()
             try:
-                await self._limiter_stack.aclose()
+                if self._own_budgets:
+                    await self.budgets.aclose()
             except Exception as exc:  # closing a store's connection is not worth a traceback
                 log.warning("closing a rate limiter failed", error=str(exc))
             if self._halt_reasons or self._interrupted:  # stopped before a line: no empty journal stays
@@ -294,7 +267,7 @@ class Engine:
                 self._journal.close()
             except JournalWriteError as exc:
                 self._halt(str(exc))
-        self.summary.elapsed_s = time.monotonic() - started
+        self.summary.elapsed_s = self._clock() - started
         self.summary.sending_s = max(0.0, self._last_start - self._first_start)
         self.summary.exit_code = self.summary.decide_exit_code()
         return self.summary
@@ -396,7 +369,7 @@ class Engine:
         policy = self.config.policy
         endpoint = batch.job.endpoint
         try:
-            limiter = await self._limiter_for(endpoint)
+            limiter = await self.budgets.get(endpoint)
         except DispatcherError as exc:  # a budget that cannot be had (unreachable, another rate): stay resumable
             self._halt(str(exc))
             return
@@ -411,8 +384,9 @@ class Engine:
         first_number = 0  # the number of this batch's first request, once it starts
         for n in range(1, policy.max_attempts + 1):
             body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
-            cost = len(pending) if pending and self._counts_quota(endpoint) else 1
-            asked = time.monotonic()
+            counts = endpoint.quota_seconds is not None and self.budgets.counts_quota
+            cost = len(pending) if pending and counts else 1
+            asked = self._clock()
             if endpoint.group_rate is not None and batch.job.group_id is not None:
                 # Before the API's slot, so that nothing waits between that slot and the request.
                 await self._group_pacer.acquire(batch.job.group_id, endpoint.group_rate)
@@ -421,12 +395,12 @@ class Engine:
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
                 self._halt(str(exc))
                 return
-            self._emit(RateWaited(time.monotonic() - asked))
+            self._emit(RateWaited(self._clock() - asked))
             if self._stopping:
                 return  # left pending: its last line, if any, is not final
             worker.sending = True
             try:
-                self._last_start = time.monotonic()
+                self._last_start = self._clock()
                 if not self._first_start:
                     self._first_start = self._last_start
                 number = self._health.start()
@@ -480,7 +454,7 @@ class Engine:
             self.signer.renew()
             self._renewed_on_refusal = self.signer.generation
         if decision.pause:
-            self._pause(decision.pause)
+            self.budgets.pause(decision.pause)
             if decision.signature_pause:
                 log.warning("signature checks rate-limited (70050): pausing all sending", seconds=decision.pause)
         job = batch.job
@@ -524,8 +498,3 @@ class Engine:
         if not written:
             return None  # not on record, so not done: a resume sends it again
         return decision if decision.again else None
-
-
-def default_limiter(config: RunConfig, endpoint: Endpoint) -> Limiter:
-    """An in-process limiter for one API: the call rate, and batchsendmsg's per-minute message quota."""
-    return RateLimiter(config.rate, quota=quota_of(endpoint, config.message_quota))
