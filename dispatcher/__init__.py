@@ -1,7 +1,14 @@
-"""dispatcher: send Tencent Cloud IM group system notifications from JSONL jobs, safely and resumably.
+"""dispatcher: send Tencent Cloud IM messages (group system notifications, one-to-one messages with
+batchsendmsg, group messages) from JSONL jobs, batched, rate-limited, retried and journaled, so that
+an interrupted run resumes without resending.
 
-The library API: build a `RunConfig`, run an `Engine`, read its `Summary`; `Sandbox` is the local
-emulator of the endpoint. The CLI (`dispatcher.cli`) is a thin layer over these.
+The library API: `Runner(RunConfig(...)).run()` does what `dispatcher send` does and returns the
+run's `Summary` (its `exit_code` is the command's exit status); `Engine` is the send loop alone.
+Every event of a run reaches its `Subscriber`s; `Limiter` and `Quota` are the pacing seam;
+`Sandbox` is the local emulator of the endpoints, and `dispatcher.testing` has what tests need.
+The CLI (`dispatcher.cli`) is a thin layer over these. Everything not named in `__all__` is private.
+
+The names are imported on first use, so that `dispatcher --help` does not pay for aiohttp.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -9,43 +16,134 @@ from typing import TYPE_CHECKING, Any
 from dispatcher.version import DISTRIBUTION, __version__
 
 if TYPE_CHECKING:
-    from dispatcher.errors import ConfigError, DispatcherError, InputError, JournalError, UsageError
+    from dispatcher.errors import (
+        ConfigError,
+        DispatcherError,
+        InputError,
+        JournalError,
+        JournalLockedError,
+        JournalWriteError,
+        OutputError,
+        RateStoreError,
+        SignatureError,
+        UsageError,
+    )
+    from dispatcher.journal.outcomes import Journal
+    from dispatcher.observe.events import (
+        BatchSkipped,
+        Event,
+        Halted,
+        JobAccepted,
+        JobRejected,
+        JobsCutShort,
+        RateWaited,
+        ReplyRecorded,
+        StopRequested,
+        Subscriber,
+    )
+    from dispatcher.observe.metrics import Exporter, MetricsOptions
     from dispatcher.observe.summary import Summary
+    from dispatcher.pacing.base import Limiter, Quota, StoreURI
+    from dispatcher.pacing.budgets import Budgets
+    from dispatcher.pacing.memory import RateLimiter
     from dispatcher.run.config import RunConfig
     from dispatcher.run.engine import Engine
     from dispatcher.run.retry import RetryPolicy
+    from dispatcher.run.runner import Runner
     from dispatcher.sandbox import Faults, Group, Sandbox
     from dispatcher.tim.config import Credentials
+    from dispatcher.tim.usersig import Signer
 
-# Imported on first use, so that `dispatcher --help` does not pay for aiohttp.
+# Where each public name lives; the modules themselves are private.
 _EXPORTS = {
-    "Credentials": "dispatcher.tim.config",
-    "Engine": "dispatcher.run.engine",
+    **dict.fromkeys(
+        (
+            "ConfigError",
+            "DispatcherError",
+            "InputError",
+            "JournalError",
+            "JournalLockedError",
+            "JournalWriteError",
+            "OutputError",
+            "RateStoreError",
+            "SignatureError",
+            "UsageError",
+        ),
+        "dispatcher.errors",
+    ),
+    **dict.fromkeys(
+        (
+            "BatchSkipped",
+            "Event",
+            "Halted",
+            "JobAccepted",
+            "JobRejected",
+            "JobsCutShort",
+            "RateWaited",
+            "ReplyRecorded",
+            "StopRequested",
+            "Subscriber",
+        ),
+        "dispatcher.observe.events",
+    ),
+    "Summary": "dispatcher.observe.summary",
+    "Exporter": "dispatcher.observe.metrics",
+    "MetricsOptions": "dispatcher.observe.metrics",
+    "Limiter": "dispatcher.pacing.base",
+    "Quota": "dispatcher.pacing.base",
+    "StoreURI": "dispatcher.pacing.base",
+    "Budgets": "dispatcher.pacing.budgets",
+    "RateLimiter": "dispatcher.pacing.memory",
     "RunConfig": "dispatcher.run.config",
-    "ConfigError": "dispatcher.errors",
-    "DispatcherError": "dispatcher.errors",
-    "InputError": "dispatcher.errors",
-    "JournalError": "dispatcher.errors",
-    "UsageError": "dispatcher.errors",
+    "Engine": "dispatcher.run.engine",
     "RetryPolicy": "dispatcher.run.retry",
+    "Runner": "dispatcher.run.runner",
     "Faults": "dispatcher.sandbox",
     "Group": "dispatcher.sandbox",
     "Sandbox": "dispatcher.sandbox",
-    "Summary": "dispatcher.observe.summary",
+    "Credentials": "dispatcher.tim.config",
+    "Signer": "dispatcher.tim.usersig",
+    "Journal": "dispatcher.journal.outcomes",
 }
+
 __all__ = [
     "DISTRIBUTION",
+    "BatchSkipped",
+    "Budgets",
     "ConfigError",
     "Credentials",
     "DispatcherError",
     "Engine",
+    "Event",
+    "Exporter",
     "Faults",
     "Group",
+    "Halted",
     "InputError",
+    "JobAccepted",
+    "JobRejected",
+    "JobsCutShort",
+    "Journal",
     "JournalError",
+    "JournalLockedError",
+    "JournalWriteError",
+    "Limiter",
+    "MetricsOptions",
+    "OutputError",
+    "Quota",
+    "RateLimiter",
+    "RateStoreError",
+    "RateWaited",
+    "ReplyRecorded",
     "RetryPolicy",
     "RunConfig",
+    "Runner",
     "Sandbox",
+    "SignatureError",
+    "Signer",
+    "StopRequested",
+    "StoreURI",
+    "Subscriber",
     "Summary",
     "UsageError",
     "__version__",
@@ -56,5 +154,11 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         import importlib
 
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # once: the next lookup is a plain attribute
+        return value
     raise AttributeError(f"module 'dispatcher' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

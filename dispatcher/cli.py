@@ -139,15 +139,16 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="dispatcher",
-        description="Send Tencent Cloud IM group system notifications from JSONL jobs, "
-        "rate-limited, retried and journaled so that an interrupted run resumes without resending.",
+        description="Send Tencent Cloud IM messages (group system notifications, batchsendmsg one-to-one "
+        "messages, send_group_msg group messages) from JSONL jobs, rate-limited, retried and journaled so "
+        "that an interrupted run resumes without resending.",
     )
     parser.add_argument("--version", action="version", version=f"dispatcher {__version__} ({DISTRIBUTION})")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     send = commands.add_parser(
         "send",
-        help="send the notifications of one or more jobs files",
+        help="send the messages of one or more jobs files",
         description="Credentials come from TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY "
         "(or TIM_USERSIG); TIM_REGION or TIM_ENDPOINT may give the endpoint.",
     )
