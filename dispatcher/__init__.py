@@ -1,5 +1,5 @@
 """dispatcher: send Tencent Cloud IM messages (group system notifications, one-to-one messages with
-batchsendmsg, group messages) from JSONL jobs, batched, rate-limited, retried and journaled, so that
+batchsendmsg, group messages with send_group_msg) from JSONL jobs, batched, rate-limited, retried and journaled, so that
 an interrupted run resumes without resending.
 
 The library API: `Runner(RunConfig(...)).run()` does what `dispatcher send` does and returns the
