@@ -1,0 +1,94 @@
+"""The adaptive pace: a limiter's pace steps down when the server says "too frequent", and creeps
+back up while it does not (additive increase, multiplicative decrease, as TCP's congestion window).
+
+Why: a fixed headroom cannot know the network. The server counts arrivals, in a strict one-second
+window, and a request that reaches it up to 50 ms late (a real path to Tencent's hosts, a busy
+sender) arrives among the ones sent after it: paced at 99.5% of the rate, 8 replies 60007 in 2,000
+(measured). Pacing at the rate R, a one-second window at the server holds on average R x (1 + J/6)
+arrivals under a uniform jitter of J seconds, and R x (1 + J/2) around a request that arrived
+early: a pace that holds on a quiet network is over the rate on a jittery one, and a pace that holds
+on the worst network wastes the quiet one. So the pace starts a little below the ceiling, learns
+from the server's answers, and goes back up while none say it is too fast.
+
+The pace is a share of the ceiling (the limiter's pace at 1.0: `--rate` less its headroom; never
+above it). Its state is three numbers: the share at a moment, that moment, and when it last
+stepped down; later shares follow from the time alone (a linear creep up to the ceiling), so no
+timer runs, and the same arithmetic runs in Redis's Lua on Redis's clock for a shared budget
+(`redislimit`, which takes its constants from here).
+
+The constants were chosen on a model of the sandbox (a simulation: a strict sliding one-second
+window, arrivals 0-50 ms late, uniform, replies 250-350 ms later; 150 runs of 2,000 requests each)
+and checked against the sandbox itself with `bench/run.py --only jittery-network` (the README's
+benchmarks give those figures):
+- START 97.5% of the rate. Held steadily under 0-50 ms of jitter, a pace costs replies 60007 in
+  2,000: 32 at 99.5% of the rate, 8 at 98%, 2.6 at 97.5%, 0.4 at 97%, none at 96.5%. Starting at
+  the ceiling, the replies of the 300 ms before the first one is answered, and of the second after
+  it whose window still holds the old pace, were 4 a run on average, above the 2 the goal allows;
+  starting at 97.5%, 1.2 (at most 2 in 98% of the runs), and a quiet network still sees 97.5-99.5%.
+- DECREASE to 97.5% of the pace: from the start, 95.1% of the rate, below the 96.5% that holds at
+  50 ms and above the 95% of the cap the goal keeps. A deeper cut (97%) cost throughput for no
+  fewer replies; a shallower one (98%) left more.
+- INCREASE 0.1% of the ceiling a second: back from a step in about 25 s (4,800 requests at 200/s),
+  so a network that stays jittery costs about one step, and a reply 60007 or two, in that long
+  (0.6 in 2,000 over runs of 20,000 in the model); twice as fast doubled that.
+- FLOOR half the ceiling: what codes that are not about our pace (another sender on the app's
+  budget, a server answering 60007 for something else) can cost at most; a step that would go
+  below it is not taken, and the replies are only retried, as before.
+- SETTLE one second: a reply to a request sent within a second of a step is about a window that
+  still held the faster pace's arrivals; it says nothing about the new pace, and steps no further.
+- IDLE one second: after a second with no slot taken the server's window is empty, and the pace
+  starts again from START (or where it is, if lower), as TCP restarts after an idle spell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+START = 0.975  # of the rate: where the pace begins (and begins again after IDLE), unless the ceiling is lower
+DECREASE = 0.975  # a step down multiplies the pace by this
+INCREASE = 0.001  # of the ceiling a second, while no step comes
+FLOOR = 0.5  # of the ceiling: the lowest the pace steps down to
+SETTLE = 1.0  # seconds after a step in which a request's "too frequent" steps no further
+IDLE = 1.0  # seconds without a slot after which the pace starts again from START
+
+
+def start_share(headroom: float) -> float:
+    """Where a limiter whose ceiling is the rate / (1 + headroom) begins: START of the rate, as a share
+    of that ceiling (at most 1: a ceiling below START begins at the ceiling)."""
+    return min(1.0, START * (1 + headroom))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pace:
+    """A pace, as a share of the ceiling: `level` at the moment `since`, creeping up from there.
+
+    Invariant: FLOOR <= share(t) <= 1 for every t >= since, for a pace made by `begin`,
+    `restarted` and `stepped_down`."""
+
+    level: float
+    since: float
+    stepped: float = -math.inf  # when it last stepped down
+
+    @classmethod
+    def begin(cls, now: float, start: float) -> Pace:
+        return cls(max(FLOOR, min(1.0, start)), now)
+
+    def share(self, now: float) -> float:
+        """The share of the ceiling at `now`."""
+        return min(1.0, self.level + INCREASE * max(0.0, now - self.since))
+
+    def restarted(self, now: float, start: float) -> Pace:
+        """After an idle spell: from `start`, or from where it is if that is lower."""
+        return Pace(min(self.share(now), start), now, self.stepped)
+
+    def stepped_down(self, now: float, sent: float) -> Pace | None:
+        """The pace after a "too frequent" at `now` to a request sent at `sent`; None when it does not
+        step: the request was sent within SETTLE of the last step, or a step would go below the
+        floor (every step is a whole one, so the steps a log line tells of are few)."""
+        if sent < self.stepped + SETTLE:
+            return None
+        level = self.share(now) * DECREASE
+        if level < FLOOR:
+            return None
+        return Pace(level, now, now)
