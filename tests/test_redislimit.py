@@ -29,9 +29,16 @@ class VirtualClock(Protocol):
 
 
 async def in_virtual_time(
-    redis_server: RedisServer, clock: VirtualClock, *, rate: float = 200, key: str = KEY, quota: Quota | None = None
+    redis_server: RedisServer,
+    clock: VirtualClock,
+    *,
+    rate: float = 200,
+    key: str = KEY,
+    quota: Quota | None = None,
+    start: float | None = None,
 ) -> RedisLimiter:
-    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock."""
+    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock.
+    `start` 1.0: a budget whose pace begins at the ceiling (98% of the rate)."""
     return await connect(
         parse_store(redis_server.url),
         rate=rate,
@@ -40,13 +47,15 @@ async def in_virtual_time(
         sleep=clock.sleep,
         clock=clock.time,
         clock_us=lambda: round(clock.now * 1e6),
+        start=start,
     )
 
 
 @pytest.fixture
 async def limiters(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[list[RedisLimiter]]:
-    """Three limiters on one budget, as three processes would hold them, in virtual time."""
-    made = [await in_virtual_time(redis_server, clock, rate=200) for _ in range(3)]
+    """Three limiters on one budget, as three processes would hold them, in virtual time; its pace
+    begins at the ceiling (the adaptive pace's own tests begin where a run does)."""
+    made = [await in_virtual_time(redis_server, clock, rate=200, start=1.0) for _ in range(3)]
     yield made
     for limiter in made:
         await limiter.aclose()
@@ -56,7 +65,7 @@ async def limiters(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator
 async def test_paced_at_98_percent_and_never_over_the_rate(
     redis_server: RedisServer, clock: FakeClock, rate: int, most: int, achieved: float
 ) -> None:
-    limiter = await in_virtual_time(redis_server, clock, rate=rate)
+    limiter = await in_virtual_time(redis_server, clock, rate=rate, start=1.0)  # at the ceiling
     starts = []
     for _ in range(rate * 5 + 7):
         await limiter.acquire()
@@ -92,6 +101,62 @@ async def test_without_a_quota_cost_is_one_call(limiters: list[RedisLimiter], cl
     start = clock.now
     await limiters[1].acquire(cost=500)
     assert clock.now - start == pytest.approx(0.0051 - 0.003, abs=1e-6)
+
+
+async def slots_of(limiter: RedisLimiter, clock: FakeClock, n: int) -> list[float]:
+    starts = []
+    for _ in range(n):
+        await limiter.acquire()
+        starts.append(clock.now)
+    return starts
+
+
+async def test_a_step_down_slows_every_process_of_the_budget(redis_server: RedisServer, clock: FakeClock) -> None:
+    """Two processes on one budget, which begins at 97.5% of the rate (195 a second). A reply 60007
+    to one steps the shared pace down to 97.5% of that, and the other's next slots are paced at it:
+    5.26 ms apart, not 5.13. The budget still holds --rate 200 and refuses another."""
+    one, two = [await in_virtual_time(redis_server, clock) for _ in range(2)]
+    for i in range(10):
+        await (one, two)[i % 2].acquire()
+    assert [one.pace, two.pace] == pytest.approx([195.0, 195.0], abs=0.02)
+    assert await one.over_rate(0.3) == pytest.approx(190.13, abs=0.02)
+    starts = await slots_of(two, clock, 5)
+    assert two.pace == pytest.approx(190.13, abs=0.02)
+    # The slot booked before the step keeps its place; the ones after it are at the new pace.
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)][1:] == [0.00526] * 3
+    # One window, one step: a reply to a request sent before the step, to either process, says nothing new.
+    clock.now += 0.5
+    assert await two.over_rate(0.6) is None
+    assert await one.over_rate(0.6) is None
+    # A process that joins the budget now paces at it too.
+    three = await in_virtual_time(redis_server, clock)
+    await three.acquire()
+    assert three.pace == pytest.approx(190.24, abs=0.02)  # crept up 0.1 a second in the half second since
+    with pytest.raises(RateStoreError, match="holds --rate 200, and this run asks for --rate 100"):
+        await in_virtual_time(redis_server, clock, rate=100)
+    for limiter in (one, two, three):
+        await limiter.aclose()
+
+
+async def test_the_shared_pace_creeps_up_to_the_ceiling_and_begins_again_after_idle(
+    redis_server: RedisServer, clock: FakeClock
+) -> None:
+    """Up by 0.1% of the ceiling (196.08 a second) a second, never above it; after a second in which
+    no process took a slot, the budget's pace begins again at 97.5% of the rate."""
+    one, two = [await in_virtual_time(redis_server, clock) for _ in range(2)]
+    await one.acquire()
+    await two.over_rate(0.0)  # 190.13 a second
+    starts = await slots_of(one, clock, 1000)  # about 5.2 s
+    assert one.pace == pytest.approx(190.13 + 0.196 * (starts[-1] - starts[0]), abs=0.03)
+    starts = await slots_of(two, clock, 8000)  # 41 s more: past the 30 s back to the ceiling
+    assert two.pace == pytest.approx(200 / 1.02, abs=1e-9)
+    assert {round(b - a, 6) for a, b in itertools.pairwise(starts[-100:])} == {0.0051}
+    assert max_in_any_window(starts) <= 197
+    clock.now += 2.0
+    await one.acquire()
+    assert one.pace == pytest.approx(195.0, abs=1e-9)
+    for limiter in (one, two):
+        await limiter.aclose()
 
 
 QUOTA_KEY = "dispatcher:budget:1400000000:/v4/openim/batchsendmsg"
@@ -220,7 +285,7 @@ async def test_a_cancelled_waiter_leaks_no_slot(redis_server: RedisServer, cance
     one queued behind it. The other gets the slot the pair was next to have (2.1 ms: 5.1 ms less the
     3 ms tolerance), and the pace goes on unchanged (7.2 ms)."""
     time = RedisTimeline()
-    limiter = await in_virtual_time(redis_server, time, rate=200)
+    limiter = await in_virtual_time(redis_server, time, rate=200, start=1.0)  # at the ceiling: 5.1 ms
     await limiter.acquire()  # the slot at 0
     waiters = {"sleeping": asyncio.create_task(limiter.acquire()), "queued": asyncio.create_task(limiter.acquire())}
     await time.settle()
