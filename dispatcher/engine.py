@@ -48,6 +48,7 @@ from dispatcher.events import (
     Halted,
     JobAccepted,
     JobRejected,
+    PaceStepped,
     RateWaited,
     ReplyRecorded,
     StopRequested,
@@ -531,14 +532,14 @@ class Engine:
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
                 self._halt(str(exc))
                 return
-            self._emit(RateWaited(time.monotonic() - asked))
+            self._emit(RateWaited(time.monotonic() - asked, endpoint.name, limiter.pace))
             if self._stopping:
                 return  # left pending: its last line, if any, is not final
             worker.sending = True
             try:
-                self._last_start = time.monotonic()
+                started = self._last_start = time.monotonic()
                 if not self._first_start:
-                    self._first_start = self._last_start
+                    self._first_start = started
                 self._started += 1
                 number = self._started
                 first_number = first_number or number
@@ -547,6 +548,10 @@ class Engine:
                 worker.sending = False
             sent = _Sent(pending, lost)
             outcome = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
+            if endpoint.too_frequent(reply.error_code):  # its line is written: the pace may step down now
+                pace = await limiter.over_rate(time.monotonic() - started)
+                if pace is not None:
+                    self._emit(PaceStepped(endpoint.name, pace, code_key(reply.error_code)))
             if outcome is None or self._stopping:
                 return
             verdict, pending, lost = outcome

@@ -12,6 +12,8 @@ from dispatcher.events import (
     Halted,
     JobAccepted,
     JobRejected,
+    PaceStepped,
+    RateWaited,
     ReplyRecorded,
     StopRequested,
 )
@@ -37,6 +39,8 @@ class Summary:
     exit_code: int = 0
     interrupted: bool = False
     stopped: str | None = None  # why the run stopped early on a configuration error
+    pace_min: float | None = None  # the slowest pace a request was started at, requests a second
+    rate_steps_down: int = 0  # times a "too frequent" reply stepped the pace down
 
     def on_event(self, event: Event) -> None:
         """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
@@ -50,6 +54,11 @@ class Summary:
                 self.ok += 1
             elif event.recorded and event.status == FAILED:
                 self.failed += 1
+        elif isinstance(event, RateWaited):
+            if event.pace is not None and (self.pace_min is None or event.pace < self.pace_min):
+                self.pace_min = event.pace
+        elif isinstance(event, PaceStepped):
+            self.rate_steps_down += 1
         elif isinstance(event, JobAccepted):
             self.jobs += 1
             self.batches += event.batches
@@ -101,4 +110,6 @@ class Summary:
             "exit_code": self.exit_code,
             "interrupted": self.interrupted,
             "stopped": self.stopped,
+            "pace_min": None if self.pace_min is None else round(self.pace_min, 2),
+            "rate_steps_down": self.rate_steps_down,
         }

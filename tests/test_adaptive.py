@@ -1,15 +1,23 @@
 """The adaptive pace through the in-process limiter, in virtual time: it begins at 97.5% of the rate,
 steps down on "too frequent", creeps back up to the ceiling (99.5%) and never above it, stops at its
-floor (half the ceiling), steps once per window, and begins again after an idle spell."""
+floor (half the ceiling), steps once per window, and begins again after an idle spell; and through
+the engine: which replies step it down, and the log line, summary keys and metrics that tell of it."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from dispatcher.engine import Engine
+from dispatcher.events import Event, PaceStepped
+from dispatcher.metrics import RunMetrics
 from dispatcher.ratelimit import RateLimiter
-from tests.conftest import FakeClock
+from dispatcher.sandbox import Sandbox
+from dispatcher.summary import Summary
+from tests.conftest import FakeClock, make_config, write_jobs
 from tests.test_ratelimit import max_in_any_window
 
 CEILING = 200 / 1.005  # requests a second at --rate 200: 199.005
@@ -124,3 +132,76 @@ async def test_a_fixed_pace_starts_at_the_ceiling(clock: FakeClock) -> None:
     starts = await slots(limiter, clock, 5)
     assert limiter.pace == pytest.approx(CEILING, abs=1e-9)
     assert gaps(starts)[1:] == pytest.approx([1.005 / 200] * 3, abs=1e-9)
+
+
+# -- through the engine ----------------------------------------------------------------------------
+
+NOTIFY = "send_group_system_notification"
+
+
+async def run_scripted(
+    sandbox: Sandbox, tmp_path: Path, clock: FakeClock, job: dict[str, object], *replies: int
+) -> tuple[Summary, list[Event], RunMetrics]:
+    """One job of one request, whose first replies are scripted, at --rate 200 in virtual time."""
+    sandbox.script(*replies)
+    events: list[Event] = []
+    metrics = RunMetrics(0.0)
+    config = make_config(sandbox, write_jobs(tmp_path / "jobs.jsonl", [job]), tmp_path / "out.jsonl", rate=200)
+    limiter = RateLimiter(200, clock=clock.time, sleep=clock.sleep)
+    engine = Engine(config, subscribers=[events.append, metrics], limiter=limiter, sleep=clock.sleep, clock=clock.time)
+    return await engine.run(), events, metrics
+
+
+async def test_replies_60007_step_the_pace_down_once_a_window(
+    sandbox: Sandbox, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Two replies 60007 in a row: the first steps the pace down (one line, one step in the summary
+    and the metrics); the retry went out within a second of it, so the second says nothing new."""
+    job: dict[str, object] = {"GroupId": "@TGS#a", "Content": "hi", "ToMembers_Account": ["peter"]}
+    with capture_logs() as logged:
+        summary, events, metrics = await run_scripted(sandbox, tmp_path, clock, job, 60007, 60007)
+    assert (summary.ok, summary.error_codes["60007"]) == (1, 2)
+    (stepped,) = [e for e in events if isinstance(e, PaceStepped)]
+    assert (stepped.api, stepped.code, round(stepped.pace, 1)) == (NOTIFY, "60007", 190.1)
+    lines = [entry for entry in logged if "pace" in entry["event"]]
+    assert [(entry["event"], entry["pace"], entry["api"]) for entry in lines] == [
+        ("the server said too frequent: the pace steps down", 190.1, NOTIFY)
+    ]
+    doc = summary.to_dict()
+    assert doc["rate_steps_down"] == 1
+    assert doc["pace_min"] == pytest.approx(190.13, abs=0.02)  # the retry's slot, at the stepped-down pace
+    sample = metrics.registry.get_sample_value
+    assert sample("dispatcher_rate_steps_down_total", {"api": NOTIFY}) == 1
+    assert sample("dispatcher_pace_requests_per_second", {"api": NOTIFY}) == pytest.approx(190.13, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("job", "code", "steps"),
+    [
+        ({"GroupId": "@TGS#a", "Content": "hi"}, 60011, 1),
+        ({"GroupId": "@TGS#a", "Content": "hi"}, 10002, 0),  # transient, not "too frequent"
+        ({"api": "send_group_msg", "GroupId": "@TGS#a", "Text": "hi"}, 10023, 1),
+        ({"api": "send_group_msg", "GroupId": "@TGS#a", "Text": "hi"}, 10006, 1),
+        ({"api": "batchsendmsg", "To_Account": ["peter"], "Text": "hi"}, 60018, 1),
+        ({"api": "batchsendmsg", "To_Account": ["peter"], "Text": "hi"}, 60019, 1),
+        ({"api": "batchsendmsg", "To_Account": ["peter"], "Text": "hi"}, 91000, 0),
+    ],
+)
+async def test_every_too_frequent_code_steps_the_pace_down(
+    sandbox: Sandbox, tmp_path: Path, clock: FakeClock, job: dict[str, object], code: int, steps: int
+) -> None:
+    summary, _events, _metrics = await run_scripted(sandbox, tmp_path, clock, job, code)
+    assert (summary.ok, summary.error_codes[str(code)], summary.rate_steps_down) == (1, 1, steps)
+    assert summary.pace_min == pytest.approx(190.13 if steps else 195.0, abs=0.02)
+
+
+async def test_a_run_that_is_never_told_too_frequent_keeps_its_pace(
+    sandbox: Sandbox, tmp_path: Path, clock: FakeClock
+) -> None:
+    job = {"GroupId": "@TGS#a", "Content": "hi", "ToMembers_Account": [f"u{i}" for i in range(5000)]}
+    config = make_config(sandbox, write_jobs(tmp_path / "jobs.jsonl", [job]), tmp_path / "out.jsonl", rate=200)
+    limiter = RateLimiter(200, clock=clock.time, sleep=clock.sleep)
+    summary = await Engine(config, limiter=limiter, sleep=clock.sleep, clock=clock.time).run()
+    doc = summary.to_dict()
+    assert (doc["ok"], doc["rate_steps_down"]) == (10, 0)
+    assert doc["pace_min"] == pytest.approx(195.0, abs=0.02)
