@@ -89,7 +89,7 @@ def main() -> None:
         dataclasses.replace(chosen, start=0.98),
         dataclasses.replace(chosen, decrease=0.97),
         dataclasses.replace(chosen, decrease=0.98),
-        dataclasses.replace(chosen, increase=0.002),
+        dataclasses.replace(chosen, increase=adaptive.INCREASE * 2),
     ]
     print(f"{args.runs} runs of {args.requests} requests at --rate {RATE}, arrivals 0-50 ms late")
     for setting in settings:
