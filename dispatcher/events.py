@@ -1,9 +1,9 @@
 """What happens during a run, one typed event per thing, and the one place outputs subscribe to it.
 
 The engine says what happened (a job accepted or rejected, a batch skipped, a reply recorded, a wait
-for a rate slot, the pace stepped down, a stop) and does not know who listens: the summary counts, the progress display
-draws, the run log warns, the metrics export. So they count the same things, and a new output is a
-new subscriber, not another hook in the engine.
+for a rate slot, the pace stepped down, a stop) and does not know who listens: the summary counts,
+the progress display draws, the run log warns, the metrics export. So they count the same things,
+and a new output is a new subscriber, not another hook in the engine.
 
 Subscribers are plain functions called at once, in order, on the event loop: they must not await
 or block, which keeps the engine's rule that nothing awaits between a reply and its journal line.

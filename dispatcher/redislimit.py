@@ -62,7 +62,7 @@ TIMEOUT_S = 2.0  # a Redis that does not answer in this long is lost: halt rathe
 
 # KEYS[1] the budget, a hash: rate and quota (as the first user gave them), tat (the theoretical
 #         time of the next call, us), utat (of the next unit of the quota), logged (the units in
-#         the quota's log), paused_until (us); and the adaptive pace (see PACE_NOW below): pace,
+#         the quota's log), paused_until (us); and the adaptive pace (see `_pace_now` below): pace,
 #         pace_at, stepped.
 # KEYS[2] the quota's log: a list of "time:units", one per call of the last window, oldest first.
 # ARGV[1] the rate as text, ARGV[2] the quota as text or '': the budget keeps the first it is given
@@ -91,7 +91,7 @@ end
 # -- The adaptive pace, in Lua: the twin of adaptive.Pace, on Redis's clock ------------------------
 # The budget's pace is a share of the ceiling in parts per million: `pace` at the moment `pace_at`
 # (us), creeping up by INCREASE a second to 1,000,000 (the ceiling, where a budget without these
-# fields is); `stepped` is when it last stepped down. TAKE reads it with PACE_NOW; STEP_DOWN lowers
+# fields is); `stepped` is when it last stepped down. TAKE reads it with `_pace_now`; STEP_DOWN lowers
 # it. Neither touches `rate`: the rate a budget was claimed at stays what TAKE compares.
 
 
