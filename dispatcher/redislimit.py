@@ -10,7 +10,7 @@ with two differences that the guarantee needs:
   slot ahead: it answers "taken" or "ask again in N us". A process told to wait sleeps and asks
   again, so a process that stalls never holds slots that would later fire in a bunch with other
   processes' (measured: booking ahead bunched arrivals across processes into 60007).
-- The pace is 98% of the rate (HEADROOM), wider than the in-process 99.5%: a slot is granted at
+- The pace is 98% of the rate at most (HEADROOM), wider than the in-process 99.5%: a slot is granted at
   Redis's clock, and the request reaches the server after a round trip to Redis and a trip through
   the caller's event loop, on another machine perhaps. Measured with three processes on two shared
   cores, 99.5% let a few ms of that jitter squeeze 201-205 arrivals into one second (60007); 98%
