@@ -131,6 +131,38 @@ def at_cap(requests: int) -> None:
     )
 
 
+def jittery_network(requests: int, repeats: int) -> None:
+    """At the cap through a network whose way to the server jitters: each request arrives 0-50 ms
+    after it was sent (uniform, its own delay), so arrivals can swap across a second's boundary.
+    The sandbox counts arrivals in a strict sliding one-second window. Without jitter as a control."""
+    jobs = write_jobs(OUT / "jittery.jsonl", requests, 20)
+    runs = f"min/median/max of {repeats} runs" if repeats > 1 else "1 run"
+    print(f"jittery network (--rate 200, {requests} requests, latency 250-350 ms, {runs}):")
+    for jitter in (0.0, 0.05):
+        over: list[float] = []
+        rate: list[float] = []
+        accepted: list[float] = []
+        pace_min: list[float] = []
+        steps: list[float] = []
+        for repeat in range(repeats):
+            faults = ["--latency", "0.3", "--jitter", "0.05", "--arrival-jitter", str(jitter), "--seed", str(repeat)]
+            with Sandbox("--rate", "200", *faults) as box:
+                _run, summary = send(jobs, box.url, "--rate", "200")
+            over.append(summary["error_codes"].get("60007", 0))
+            rate.append(summary["rate"])
+            # Requests that were not refused, over the same span: what the server took of the cap.
+            sent = summary["requests"]
+            accepted.append(summary["rate"] * (sent - 1 - over[-1]) / (sent - 1) if sent > 1 else 0.0)
+            pace_min.append(summary.get("pace_min") or 0.0)
+            steps.append(summary.get("rate_steps_down", 0))
+        label = "no arrival jitter" if not jitter else f"arrival jitter 0-{jitter * 1000:.0f} ms"
+        print(
+            f"  {label:<26} replies 60007: {spread(over, '.0f')}; achieved {spread(rate)} req/s = "
+            f"{spread([r / 2 for r in rate])}% of the cap ({spread([a / 2 for a in accepted])}% accepted); "
+            f"pace_min {spread(pace_min)}; steps down {spread(steps, '.0f')}"
+        )
+
+
 def unthrottled(requests: int, repeats: int) -> None:
     jobs = write_jobs(OUT / "unthrottled.jsonl", requests, 1)
     ours: list[float] = []
@@ -430,6 +462,7 @@ def batchsendmsg_quota(messages: int, quota: int) -> None:
 CASES = (
     "start-up",
     "at-cap",
+    "jittery-network",
     "unthrottled",
     "big-export",
     "big-export-at-cap",
@@ -449,6 +482,7 @@ def main() -> None:
     cases: dict[str, Callable[[], None]] = {
         "start-up": lambda: start_up(5),
         "at-cap": lambda: at_cap(2000 // scale),
+        "jittery-network": lambda: jittery_network(2000 // scale, 2 * repeats),
         "unthrottled": lambda: unthrottled(20_000 // scale, repeats),
         "big-export": lambda: big_export(1_000_000 // scale),
         "big-export-at-cap": lambda: big_export_at_cap(1_000_000 // scale, repeats),

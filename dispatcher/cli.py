@@ -260,6 +260,12 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     sandbox.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 10002")
     sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sandbox.add_argument("--jitter", type=float, default=0.0, help="+- seconds of uniform jitter on the latency")
+    sandbox.add_argument(
+        "--arrival-jitter",
+        type=float,
+        default=0.0,
+        help="up to this many seconds, uniform, before a request arrives and is counted (a jittery network)",
+    )
     sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped unanswered")
     sandbox.add_argument("--http502-rate", type=float, default=0.0, help="share of requests answered HTTP 502")
     sandbox.add_argument("--seed", type=int, help="seed for the faults, to repeat a rehearsal")
@@ -658,9 +664,9 @@ def _sandbox(args: argparse.Namespace) -> int:
     for name in ("fail_rate", "drop_rate", "http502_rate"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
-    for name in ("latency", "jitter"):
+    for name in ("latency", "jitter", "arrival_jitter"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
-            raise UsageError(f"--{name} must be a number of seconds, 0 or more")
+            raise UsageError(f"--{name.replace('_', '-')} must be a number of seconds, 0 or more")
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be between 0 and 65535")
     if args.rate < 1:
@@ -669,7 +675,15 @@ def _sandbox(args: argparse.Namespace) -> int:
         raise UsageError("--message-quota must be at least 1")
     groups = load_groups(args.groups) if args.groups else None
     accounts = load_accounts(args.accounts) if args.accounts else None
-    faults = Faults(args.fail_rate, args.latency, args.jitter, args.drop_rate, args.http502_rate, args.seed)
+    faults = Faults(
+        args.fail_rate,
+        args.latency,
+        args.jitter,
+        args.drop_rate,
+        args.http502_rate,
+        args.seed,
+        arrival_jitter=args.arrival_jitter,
+    )
     emulator = Sandbox(
         config.sandbox_credentials(),
         groups=groups,

@@ -305,8 +305,10 @@ async def in_virtual_time(
     rate: float = 200,
     key: str = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",
     quota: Quota | None = None,
+    start: float | None = None,
 ) -> RedisLimiter:
-    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock."""
+    """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock.
+    `start` 1.0: a budget whose pace begins at the ceiling (98% of the rate)."""
     return await connect(
         parse_store(redis_server.url),
         rate=rate,
@@ -315,6 +317,7 @@ async def in_virtual_time(
         sleep=clock.sleep,
         clock=clock.time,
         clock_us=lambda: round(clock.now * 1e6),
+        start=start,
     )
 
 

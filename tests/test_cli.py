@@ -389,6 +389,7 @@ def test_odd_send_arguments_are_one_line_and_exit_2(
         (["sandbox", "--port", "-1"], "--port"),
         (["sandbox", "--latency", "nan"], "--latency"),
         (["sandbox", "--jitter", "-1"], "--jitter"),
+        (["sandbox", "--arrival-jitter", "inf"], "--arrival-jitter"),
         (["sandbox", "--fail-rate", "2"], "--fail-rate"),
         (["sandbox", "--rate", "0"], "--rate"),
         (["usersig", "--expire", "100000000000000000000000000"], "--expire"),

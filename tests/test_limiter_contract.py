@@ -57,9 +57,13 @@ class Budget:
         self, clock: VirtualClock, rate: float, *, quota: Quota | None = None, handles: int = 1
     ) -> list[Limiter]:
         if self._redis_server is None:
-            limiter = RateLimiter(rate, clock=clock.time, sleep=clock.sleep, before_slot=no_collection, quota=quota)
+            limiter = RateLimiter(
+                rate, clock=clock.time, sleep=clock.sleep, before_slot=no_collection, quota=quota, start=1.0
+            )
             return [limiter] * handles
-        made = [await in_virtual_time(self._redis_server, clock, rate=rate, quota=quota) for _ in range(handles)]
+        made = [
+            await in_virtual_time(self._redis_server, clock, rate=rate, quota=quota, start=1.0) for _ in range(handles)
+        ]
         self._opened += made
         return list(made)
 

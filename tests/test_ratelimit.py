@@ -114,7 +114,7 @@ async def test_a_pause_before_a_slot_delays_the_slot_not_the_request(clock: Fake
         if pauses and clock.now >= pauses[0][0] - 1e-6:
             clock.now += pauses.pop(0)[1]
 
-    limiter = RateLimiter(10, clock=clock.time, sleep=clock.sleep, before_slot=collect)
+    limiter = RateLimiter(10, clock=clock.time, sleep=clock.sleep, before_slot=collect, start=1.0)
     await limiter.acquire()
     clock.now = 1010.0  # idle: the next slot is due at once
     starts = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_no
 @pytest.fixture
 async def limiters(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[list[RedisLimiter]]:
     """Three limiters on one budget, as three processes would hold them, in virtual time."""
-    made = [await in_virtual_time(redis_server, clock, rate=200) for _ in range(3)]
+    made = [await in_virtual_time(redis_server, clock, rate=200, start=1.0) for _ in range(3)]
     yield made
     for limiter in made:
         await limiter.aclose()
@@ -39,7 +40,7 @@ async def limiters(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator
 async def test_paced_at_98_percent_and_never_over_the_rate(
     redis_server: RedisServer, clock: FakeClock, rate: int, most: int, achieved: float
 ) -> None:
-    limiter = await in_virtual_time(redis_server, clock, rate=rate)
+    limiter = await in_virtual_time(redis_server, clock, rate=rate, start=1.0)  # at the ceiling
     starts = []
     for _ in range(rate * 5 + 7):
         await limiter.acquire()
@@ -56,6 +57,62 @@ async def test_three_processes_share_one_budget(limiters: list[RedisLimiter], cl
         starts.append(clock.now)
     assert max_in_any_window(starts) == 197  # together, not 3 x 197
     assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(196.27, abs=0.01)
+
+
+async def slots_of(limiter: RedisLimiter, clock: FakeClock, n: int) -> list[float]:
+    starts = []
+    for _ in range(n):
+        await limiter.acquire()
+        starts.append(clock.now)
+    return starts
+
+
+async def test_a_step_down_slows_every_process_of_the_budget(redis_server: RedisServer, clock: FakeClock) -> None:
+    """Two processes on one budget, which begins at 97.5% of the rate (195 a second). A reply 60007
+    to one steps the shared pace down to 97.5% of that, and the other's next slots are paced at it:
+    5.26 ms apart, not 5.13. The budget still holds --rate 200 and refuses another."""
+    one, two = [await in_virtual_time(redis_server, clock) for _ in range(2)]
+    for i in range(10):
+        await (one, two)[i % 2].acquire()
+    assert [one.pace, two.pace] == pytest.approx([195.0, 195.0], abs=0.02)
+    assert await one.over_rate(0.3) == pytest.approx(190.13, abs=0.02)
+    starts = await slots_of(two, clock, 5)
+    assert two.pace == pytest.approx(190.13, abs=0.02)
+    # The slot booked before the step keeps its place; the ones after it are at the new pace.
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)][1:] == [0.00526] * 3
+    # One window, one step: a reply to a request sent before the step, to either process, says nothing new.
+    clock.now += 0.5
+    assert await two.over_rate(0.6) is None
+    assert await one.over_rate(0.6) is None
+    # A process that joins the budget now paces at it too.
+    three = await in_virtual_time(redis_server, clock)
+    await three.acquire()
+    assert three.pace == pytest.approx(190.18, abs=0.02)  # crept up 0.1 a second for half a second
+    with pytest.raises(RateStoreError, match="holds --rate 200, and this run asks for --rate 100"):
+        await in_virtual_time(redis_server, clock, rate=100)
+    for limiter in (one, two, three):
+        await limiter.aclose()
+
+
+async def test_the_shared_pace_creeps_up_to_the_ceiling_and_begins_again_after_idle(
+    redis_server: RedisServer, clock: FakeClock
+) -> None:
+    """Up by 0.05% of the ceiling (196.08 a second) a second, never above it; after a second in
+    which no process took a slot, the budget's pace begins again at 97.5% of the rate."""
+    one, two = [await in_virtual_time(redis_server, clock) for _ in range(2)]
+    await one.acquire()
+    await two.over_rate(0.0)  # 190.13 a second
+    starts = await slots_of(one, clock, 1000)  # about 5.2 s
+    assert one.pace == pytest.approx(190.13 + 0.098 * (starts[-1] - starts[0]), abs=0.03)
+    starts = await slots_of(two, clock, 13_000)  # 67 s more: past the 60 s back to the ceiling
+    assert two.pace == pytest.approx(200 / 1.02, abs=1e-9)
+    assert {round(b - a, 6) for a, b in itertools.pairwise(starts[-100:])} == {0.0051}
+    assert max_in_any_window(starts) <= 197
+    clock.now += 2.0
+    await one.acquire()
+    assert one.pace == pytest.approx(195.0, abs=1e-9)
+    for limiter in (one, two):
+        await limiter.aclose()
 
 
 QUOTA_KEY = "dispatcher:budget:1400000000:/v4/openim/batchsendmsg"

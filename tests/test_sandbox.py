@@ -198,6 +198,29 @@ async def test_rate_window_with_a_controlled_clock(http: aiohttp.ClientSession, 
         await box.stop()
 
 
+@pytest.mark.parametrize(("arrival_jitter", "second"), [(0.0, rules.OVER_RATE), (0.05, 0)])
+async def test_a_request_is_counted_when_it_arrives(
+    http: aiohttp.ClientSession, clock: FakeClock, arrival_jitter: float, second: int
+) -> None:
+    """Arrival jitter: each request reaches the server 0-50 ms after it was sent, a delay of its own,
+    and the rate's window counts it then. At one a second, a request sent a hair less than a second
+    after the first arrived is over the rate, unless its way there took longer than that hair."""
+    faults = Faults(arrival_jitter=arrival_jitter, seed=1)
+    box = await started(Sandbox(rate=1, clock=clock.time, sleep=clock.sleep, faults=faults))
+    try:
+        body = {"GroupId": "@TGS#any", "Content": "hi"}
+        assert (await post(http, box, body))[1]["ErrorCode"] == 0
+        clock.now += 0.999_999  # the fake sleep moved the clock to the first one's arrival
+        assert (await post(http, box, body))[1]["ErrorCode"] == second
+        if arrival_jitter:
+            assert len(clock.sleeps) == 2 and all(0 < s <= 0.05 for s in clock.sleeps)
+            assert clock.sleeps[0] != clock.sleeps[1]
+        else:
+            assert clock.sleeps == []
+    finally:
+        await box.stop()
+
+
 def test_ledger_counts_deliveries_added_between_reads() -> None:
     ledger = Ledger()
     ledger.add("@TGS#a", None, "hi", ["u1", "u2"])

@@ -1,9 +1,9 @@
 """What happens during a run, one typed event per thing, and the one place outputs subscribe to it.
 
 The engine says what happened (a job accepted or rejected, a batch skipped, a reply recorded, a wait
-for a rate slot, a stop) and does not know who listens: the summary counts, the progress display
-draws, the run log warns, the metrics export. So they count the same things, and a new output is a
-new subscriber, not another hook in the engine.
+for a rate slot, the pace stepped down, a stop) and does not know who listens: the summary counts,
+the progress display draws, the run log warns, the metrics export. So they count the same things,
+and a new output is a new subscriber, not another hook in the engine.
 
 Subscribers are plain functions called at once, in order, on the event loop: they must not await
 or block, which keeps the engine's rule that nothing awaits between a reply and its journal line.
@@ -53,9 +53,21 @@ class BatchSkipped:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RateWaited:
-    """A worker waited this long for a start slot from the rate limiter."""
+    """A worker waited this long for a start slot from the rate limiter of `api`, whose pace for
+    that slot was `pace` requests a second (None: not known)."""
 
     seconds: float
+    api: str = ""
+    pace: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PaceStepped:
+    """A reply said "too frequent" and the pace of `api` stepped down to `pace` requests a second."""
+
+    api: str
+    pace: float
+    code: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,7 +126,17 @@ class JobsCutShort:
     bytes_at_open: int
 
 
-Event = JobAccepted | JobRejected | BatchSkipped | RateWaited | ReplyRecorded | Halted | StopRequested | JobsCutShort
+Event = (
+    JobAccepted
+    | JobRejected
+    | BatchSkipped
+    | RateWaited
+    | PaceStepped
+    | ReplyRecorded
+    | Halted
+    | StopRequested
+    | JobsCutShort
+)
 Subscriber = Callable[[Event], None]
 
 

@@ -52,6 +52,7 @@ from dispatcher.observe.events import (
     Event,
     JobAccepted,
     JobRejected,
+    PaceStepped,
     RateWaited,
     ReplyRecorded,
     StopRequested,
@@ -120,6 +121,18 @@ class RunMetrics:
         self.rate_wait = Counter(
             "dispatcher_rate_limit_wait_seconds", "Time workers spent waiting for a rate-limit slot", registry=r
         )
+        self.pace = Gauge(
+            "dispatcher_pace_requests_per_second",
+            "The pace of the latest rate-limit slot, by API: at most --rate, lower after replies 60007",
+            ["api"],
+            registry=r,
+        )
+        self.steps_down = Counter(
+            "dispatcher_rate_steps_down",
+            'Times a "too frequent" reply (60007, ...) stepped the pace down, by API',
+            ["api"],
+            registry=r,
+        )
         self.journal_lines = Counter("dispatcher_journal_lines", "Outcome lines written to the journal", registry=r)
         self.start = Gauge("dispatcher_run_start_timestamp_seconds", "When the run started (Unix time)", registry=r)
         self.interrupted = Gauge("dispatcher_interrupted", "1 if a signal stopped the run", registry=r)
@@ -131,6 +144,7 @@ class RunMetrics:
         self.start.set(started)
         self.running.set(1)
         self._codes: set[str] = set()
+        self._pace_of: dict[str, Gauge] = {}
         self.previous_success: float | None = None  # carried forward by a run that does not succeed
         self._finished = False
 
@@ -155,6 +169,14 @@ class RunMetrics:
                     self.not_notified.inc(event.undelivered)
         elif isinstance(event, RateWaited):
             self.rate_wait.inc(max(0.0, event.seconds))
+            if event.pace is not None:
+                pace = self._pace_of.get(event.api)
+                if pace is None:  # labels() takes a lock and builds a key: once an API, not once a slot
+                    pace = self._pace_of[event.api] = self.pace.labels(event.api)
+                pace.set(event.pace)
+        elif isinstance(event, PaceStepped):
+            self.steps_down.labels(event.api).inc()
+            self.pace.labels(event.api).set(event.pace)
         elif isinstance(event, JobAccepted):
             self.jobs.labels("accepted").inc()
         elif isinstance(event, JobRejected):

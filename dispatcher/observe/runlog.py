@@ -1,15 +1,24 @@
 """The run's log lines about what happens (not how it is configured: that is logs.py), from its events.
 
 Quiet by design: nothing per request at the default level. The first reply with each error code is
-a warning once, with the job and batch it came with; a rejected job, a stop and its cause are one
-line each.
+a warning once, with the job and batch it came with; a rejected job, a step down of the pace (at
+most one a second, however many replies said "too frequent"), a stop and its cause are one line
+each.
 """
 
 from __future__ import annotations
 
 import structlog
 
-from dispatcher.observe.events import Event, Halted, JobRejected, JobsCutShort, ReplyRecorded, StopRequested
+from dispatcher.observe.events import (
+    Event,
+    Halted,
+    JobRejected,
+    JobsCutShort,
+    PaceStepped,
+    ReplyRecorded,
+    StopRequested,
+)
 
 log = structlog.get_logger("dispatcher")
 
@@ -41,6 +50,13 @@ class RunLog:
                     batch=event.batch,
                     verdict=event.verdict,
                 )
+        elif isinstance(event, PaceStepped):
+            log.warning(
+                "the server said too frequent: the pace steps down",
+                api=event.api,
+                pace=round(event.pace, 1),
+                error_code=event.code,
+            )
         elif isinstance(event, JobRejected):
             if event.recorded:
                 log.warning("job rejected", job_id=event.job_id, reason=event.reason)

@@ -14,6 +14,8 @@ from dispatcher.observe.events import (
     JobAccepted,
     JobRejected,
     JobsCutShort,
+    PaceStepped,
+    RateWaited,
     ReplyRecorded,
     StopRequested,
 )
@@ -40,6 +42,8 @@ class Summary:
     stopped: str | None = None  # why the run stopped early on a configuration error
     # Jobs files that became shorter while they were read: jobs were lost without a record.
     jobs_cut_short: list[str] = dataclasses.field(default_factory=list)
+    pace_min: float | None = None  # the slowest pace a request was started at, requests a second
+    rate_steps_down: int = 0  # times a "too frequent" reply stepped the pace down
 
     def on_event(self, event: Event) -> None:
         """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
@@ -53,6 +57,11 @@ class Summary:
                 self.ok += 1
             elif event.recorded and event.status == FAILED:
                 self.failed += 1
+        elif isinstance(event, RateWaited):
+            if event.pace is not None and (self.pace_min is None or event.pace < self.pace_min):
+                self.pace_min = event.pace
+        elif isinstance(event, PaceStepped):
+            self.rate_steps_down += 1
         elif isinstance(event, JobAccepted):
             self.jobs += 1
             self.batches += event.batches
@@ -115,4 +124,6 @@ class Summary:
             "interrupted": self.interrupted,
             "stopped": self.stopped,
             "jobs_cut_short": self.jobs_cut_short,
+            "pace_min": None if self.pace_min is None else round(self.pace_min, 2),
+            "rate_steps_down": self.rate_steps_down,
         }

@@ -75,6 +75,18 @@ class Limiter(Protocol):
         """Hold every start for `seconds` (70050, Retry-After); returns at once, takes effect at once."""
         ...
 
+    async def over_rate(self, sent_ago: float) -> float | None:
+        """The server answered "too frequent" to a request that started `sent_ago` seconds ago: step
+        the pace down (`dispatcher.pacing.adaptive`; for every process of a shared budget). The new
+        pace in requests a second, or None when it did not step (the request went out within a
+        second of the last step, or the pace is at its floor)."""
+        ...
+
+    @property
+    def pace(self) -> float:
+        """Requests a second the latest slot was paced at: never above the rate."""
+        ...
+
 
 DEFAULT_PREFIX = "dispatcher:"  # of a shared budget's keys in Redis
 

@@ -36,8 +36,10 @@ class GroupPacer:
         if held is None:
             if len(self._groups) >= KEEP:
                 self._forget_idle()
-            # No collection before the slot: the app's limiter, taken right after, does that.
-            held = self._groups[group] = (RateLimiter(rate * SHARE, self._clock, self._sleep, lambda: None), [0, 0.0])
+            # No collection before the slot: the app's limiter, taken right after, does that. A fixed
+            # pace (start at the ceiling, never stepped down): a drop is not the app's rate.
+            limiter = RateLimiter(rate * SHARE, self._clock, self._sleep, lambda: None, start=1.0)
+            held = self._groups[group] = (limiter, [0, 0.0])
         limiter, use = held
         use[0] += 1
         try:

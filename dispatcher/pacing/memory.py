@@ -10,6 +10,11 @@ injected so tests can drive it in virtual time.
 The guarantee: no window of one second holds more than `rate` starts by the clock, whatever the
 callers' concurrency, and after an idle spell there is no burst.
 
+The pace adapts below that ceiling (`dispatcher.pacing.adaptive`): it begins at 97.5% of the rate, steps
+down when the server answers "too frequent" (`over_rate`), and creeps back up to 99.5% while it
+does not. The slot interval is the ceiling's divided by the pace's share of it, so a slower pace
+only widens the gaps: the guarantee holds at every share.
+
 What the server counts is arrivals, not slots: a request that leaves late arrives closer to the
 ones after it. A pause before a slot is harmless (the slot is taken when its caller is awake, so
 the pace just slips); a pause between a slot and the socket write bunches arrivals. At 99.5% of
@@ -31,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
+from dispatcher.pacing.adaptive import IDLE, Pace, start_share
 from dispatcher.pacing.base import Clock, Quota, Sleep
 
 HEADROOM = 0.005  # pace at 99.5% of the rate: 199/s at 200
@@ -110,11 +116,14 @@ class RateLimiter:
         sleep: Sleep = asyncio.sleep,
         before_slot: Callable[[], None] = collect_before_slot,
         quota: Quota | None = None,
+        start: float | None = None,
     ) -> None:
+        """`start`: the share of the ceiling the pace begins at (default: the adaptive pace's
+        start, 97.5% of the rate); 1.0 with no `over_rate` calls is a fixed pace at the ceiling."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
-        self.interval = (1 + HEADROOM) / rate
+        self.interval = (1 + HEADROOM) / rate  # at the ceiling; the pace's share of it widens it
         self.quota = quota
         # The quota's even pace (theoretical time of the next unit), and its guard: the calls of the
         # last window, (time, units), and their units in all (see `limiter.Quota`).
@@ -126,6 +135,9 @@ class RateLimiter:
         self._before_slot = before_slot
         self._tat = float("-inf")  # theoretical time of the next start (GCRA)
         self._paused_until = float("-inf")
+        self._start = start_share(HEADROOM) if start is None else start
+        self._pace = Pace.begin(clock(), self._start)
+        self._share = self._pace.level  # the pace's share of the ceiling at the latest slot
         # Waiters line up one at a time (asyncio.Lock is FIFO) and a slot is only taken when its
         # caller is awake to use it. Slots booked ahead would all fire together after an
         # event-loop stall: a burst the server counts against us.
@@ -157,12 +169,15 @@ class RateLimiter:
 
     def _take(self, now: float, cost: int = 1) -> float:
         """Take the slot if it is due (return <= 0), else return how long until it is."""
+        if now - self._tat > IDLE:  # no slot for a while: what the pace was learnt against is gone
+            self._pace = self._pace.restarted(now, self._start)
         wait = max(self._tat - TOLERANCE, self._paused_until) - now
         quota = self.quota
         if quota is not None:
             wait = max(wait, self._units_tat - TOLERANCE - now, self._guard(now, cost, quota))
         if wait <= 0:
-            self._tat = max(now, self._tat) + self.interval
+            self._share = self._pace.share(now)
+            self._tat = max(now, self._tat) + self.interval / self._share
             if quota is not None:
                 self._units_tat = max(now, self._units_tat) + cost * quota.unit_interval
                 self._log.append((now, cost))
@@ -188,3 +203,19 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """Hold every start for `seconds` (the server rate-limited our signatures: 70050)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def over_rate(self, sent_ago: float) -> float | None:
+        """The server answered "too frequent" to a request started `sent_ago` seconds ago: step the
+        pace down. The new pace, requests a second, or None if it did not step (see `Pace.stepped_down`).
+        The next slot is already booked at the old pace; the one after it is at the new."""
+        now = self._clock()
+        stepped = self._pace.stepped_down(now, now - sent_ago)
+        if stepped is None:
+            return None
+        self._pace = stepped
+        return self.rate / (1 + HEADROOM) * stepped.level
+
+    @property
+    def pace(self) -> float:
+        """Requests a second the latest slot was paced at (before any: where the pace begins)."""
+        return self.rate / (1 + HEADROOM) * self._share

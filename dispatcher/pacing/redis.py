@@ -10,13 +10,18 @@ with two differences that the guarantee needs:
   slot ahead: it answers "taken" or "ask again in N us". A process told to wait sleeps and asks
   again, so a process that stalls never holds slots that would later fire in a bunch with other
   processes' (measured: booking ahead bunched arrivals across processes into 60007).
-- The pace is 98% of the rate (HEADROOM), wider than the in-process 99.5%: a slot is granted at
+- The pace is 98% of the rate at most (HEADROOM), wider than the in-process 99.5%: a slot is granted at
   Redis's clock, and the request reaches the server after a round trip to Redis and a trip through
   the caller's event loop, on another machine perhaps. Measured with three processes on two shared
   cores, 99.5% let a few ms of that jitter squeeze 201-205 arrivals into one second (60007); 98%
   gave none. At 200/s a slot is every 5.1 ms, so any 201 grants span at least 200 x 5.1 ms minus
   the tolerance, 1.017 s: arrivals must bunch by more than 17 ms before the server counts 201 in a
   second, and any one second holds at most 197 grants.
+
+The pace adapts below that ceiling as in memory (`dispatcher.pacing.adaptive`), and the budget holds it:
+a reply "too frequent" to any process steps the pace down for all of them (STEP_DOWN, below), and
+every TAKE paces by the shared share, creeping back up. The rate the budget was claimed at stays
+what is compared (another rate is still refused); the pace is separate state beside it.
 
 A budget may also hold a quota (`limiter.Quota`: batchsendmsg's 12,000 messages a minute), kept as
 in memory: its units paced evenly (`utat`) and a guard over the log of the last window's calls, a
@@ -38,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import RateStoreError
+from dispatcher.pacing import adaptive
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -61,7 +67,8 @@ TIMEOUT_S = 2.0
 
 # KEYS[1] the budget, a hash: rate and quota (as the first user gave them), tat (the theoretical
 #         time of the next call, us), utat (of the next unit of the quota), logged (the units in
-#         the quota's log), paused_until (us).
+#         the quota's log), paused_until (us); and the adaptive pace (see `_pace_now` below): pace,
+#         pace_at, stepped.
 # KEYS[2] the quota's log: a list of "time:units", one per call of the last window, oldest first.
 # ARGV[1] the rate as text, ARGV[2] the quota as text or '': the budget keeps the first it is given
 #         and refuses any other (never two budgets mixed)
@@ -70,9 +77,10 @@ TIMEOUT_S = 2.0
 # ARGV[6] now, us, or '' for Redis's own clock (tests pass a virtual one)
 # ARGV[7] the calls' emission interval, us
 # ARGV[8] the units' emission interval, us; ARGV[9] the quota's limit; ARGV[10] its window, us
-# (whole numbers: Lua keeps them exactly). Returns {1, us} taken (and nobody's next call can win
-# within that long), {0, us} not yet (ask again in that long), {-1, rate} or {-2, quota} the budget
-# holds another.
+# ARGV[11..13] the adaptive pace's start (ppm of the ceiling), increase (ppm a second), idle (us)
+# (whole numbers: Lua keeps them exactly). Returns {1, us, pace} taken (and nobody's next call can
+# win within that long; the slot was paced at `pace`, ppm of the ceiling), {0, us} not yet (ask
+# again in that long), {-1, rate} or {-2, quota} the budget holds another.
 def _now_from(argv: int) -> str:
     """Lua that sets `now`, in microseconds: Redis's own clock, or the virtual one a test passes in ARGV."""
     return f"""local now
@@ -85,12 +93,58 @@ end
 """
 
 
+# -- The adaptive pace, in Lua: the twin of adaptive.Pace, on Redis's clock ------------------------
+# The budget's pace is a share of the ceiling in parts per million: `pace` at the moment `pace_at`
+# (us), creeping up by INCREASE a second to 1,000,000 (the ceiling, where a budget without these
+# fields is); `stepped` is when it last stepped down. TAKE reads it with `_pace_now`; STEP_DOWN lowers
+# it. Neither touches `rate`: the rate a budget was claimed at stays what TAKE compares.
+
+
+def _pace_now(level: str, since: str, increase: str) -> str:
+    """Lua that sets `share`: the pace's share of the ceiling now, ppm (from the hash's values)."""
+    return f"""local share = math.min(1000000,
+  tonumber({level} or '1000000') + tonumber({increase}) * math.max(0, now - tonumber({since} or '0')) / 1000000)
+"""
+
+
+# KEYS[1] the budget. ARGV[1] how long ago the request that was told "too frequent" was sent, us;
+# ARGV[2] DECREASE, ARGV[3] FLOOR (ppm); ARGV[4] SETTLE (us); ARGV[5] INCREASE (ppm a second);
+# ARGV[6] now, us, or ''. Returns {1, pace} stepped down to `pace` (ppm), or {0, pace} did not: the
+# request was sent within SETTLE of the last step (by any process), or the step would go below the
+# floor, or there is no budget (expired or deleted: the next TAKE makes a new one, at the start).
+STEP_DOWN = (
+    """
+local key = KEYS[1]
+"""
+    + _now_from(6)
+    + """local held = redis.call('HMGET', key, 'rate', 'pace', 'pace_at', 'stepped')
+if not held[1] then
+  return {0, 0}
+end
+"""
+    + _pace_now("held[2]", "held[3]", "ARGV[5]")
+    + """if held[4] and now - tonumber(ARGV[1]) < tonumber(held[4]) + tonumber(ARGV[4]) then
+  return {0, math.floor(share)}
+end
+local lower = math.floor(share * tonumber(ARGV[2]) / 1000000)
+if lower < tonumber(ARGV[3]) then
+  return {0, math.floor(share)}
+end
+local at = string.format('%d', now)
+redis.call('HSET', key, 'pace', string.format('%d', lower), 'pace_at', at, 'stepped', at)
+return {1, lower}
+"""
+)
+
+# -- TAKE ----------------------------------------------------------------------------------------
+
 TAKE = (
     """
 local key, log = KEYS[1], KEYS[2]
 """
     + _now_from(6)
-    + """local held = redis.call('HMGET', key, 'rate', 'quota', 'tat', 'utat', 'logged', 'paused_until')
+    + """local held = redis.call('HMGET', key, 'rate', 'quota', 'tat', 'utat', 'logged', 'paused_until', 'pace',
+  'pace_at')
 if held[1] and held[1] ~= ARGV[1] then
   return {-1, held[1]}
 end
@@ -105,8 +159,14 @@ local ttl = tonumber(ARGV[5])
 local quota = ARGV[2] ~= ''
 if cost > 0 then
   local tolerance = tonumber(ARGV[4])
-  local interval = tonumber(ARGV[7])
   local tat = tonumber(held[3] or '0')
+"""
+    + _pace_now("held[7]", "held[8]", "ARGV[12]")
+    + """  if not held[3] or now - tat > tonumber(ARGV[13]) then  -- new, or idle: from the start (or lower)
+    share = math.floor(math.min(share, tonumber(ARGV[11])))
+    redis.call('HSET', key, 'pace', string.format('%d', share), 'pace_at', string.format('%d', now))
+  end
+  local interval = math.ceil(tonumber(ARGV[7]) * 1000000 / share)
   local wait = math.max(tonumber(held[6] or '0'), tat - tolerance) - now
   local utat, logged, unit, limit, window
   if quota then
@@ -158,7 +218,7 @@ if cost > 0 then
   if redis.call('PTTL', key) < ttl then  -- never shorten what a pause set
     redis.call('PEXPIRE', key, ttl)
   end
-  return {1, math.max(0, math.ceil(after))}
+  return {1, math.max(0, math.ceil(after)), math.floor(share)}
 end
 redis.call('HSET', key, 'rate', ARGV[1], 'quota', ARGV[2])
 if redis.call('PTTL', key) < ttl then
@@ -186,6 +246,15 @@ end
 return 1
 """
 )
+
+
+# What STEP_DOWN (ARGV[2..5]) is given of the adaptive pace, in ppm and us (TAKE's: `_shape`).
+_STEP_ARGS: list[str | int] = [
+    round(adaptive.DECREASE * 1e6),
+    round(adaptive.FLOOR * 1e6),
+    round(adaptive.SETTLE * 1e6),
+    round(adaptive.INCREASE * 1e6),
+]
 
 
 def _quota_shown(text: object) -> str:
@@ -216,10 +285,12 @@ class RedisLimiter:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         clock_us: Callable[[], int] | None = None,
+        start: float | None = None,
     ) -> None:
         """`shown`: the store as messages name it (no password). `clock`: this process's clock, used
         only to wait out a known gap before asking Redis again. `clock_us`: tests only, a virtual
-        clock in place of Redis's TIME."""
+        clock in place of Redis's TIME. `start`: the share of the ceiling a budget's pace begins at
+        (default: the adaptive pace's start, 97.5% of the rate)."""
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be positive")
         self.rate = rate
@@ -237,13 +308,17 @@ class RedisLimiter:
         self._ttl_ms = ttl_ms
         self._head: list[str | int] = [rate_text(rate), "" if quota is None else quota.text()]
         self._tail: list[str | int] = [TOLERANCE_US, ttl_ms]
-        self._shape: list[str | int] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args]
+        start = adaptive.start_share(HEADROOM) if start is None else start
+        pace_args = [round(start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
+        self._shape: list[str | int] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args, *pace_args]
+        self._share = start  # the pace's share of the ceiling at the latest slot
         # Each slot's TAKE goes over a connection of the limiter's own, used only under `_turn`
         # (see _fast_take); the client, with its pool, connects, loads the scripts, retries, and
         # sends PAUSE from a task of its own.
         self._client = client
         self._take = client.register_script(TAKE)
         self._pause = client.register_script(PAUSE)
+        self._step_down = client.register_script(STEP_DOWN)
         self._conn: redis.asyncio.connection.AbstractConnection | None = None
         self._packed: dict[int, list[bytes]] = {}  # TAKE as sent, by cost (see _fast_take)
         self._secrets = tuple(s for s in secrets if s)
@@ -279,9 +354,10 @@ class RedisLimiter:
             if (gap := self._next_ask - self._clock()) > 0:
                 await self._sleep(gap)
             while True:
-                taken, wait_us = await self._call(cost)
+                taken, wait_us, share = await self._call(cost)
                 if taken:
                     self._next_ask = self._clock() + wait_us / 1e6
+                    self._share = share / 1e6
                     return
                 # The script's wait already allows for the tolerance: a sleep that wakes up to a
                 # millisecond late still lands on time, and the next ask takes the slot.
@@ -294,6 +370,26 @@ class RedisLimiter:
         self._pauses.add(task)
         task.add_done_callback(self._pauses.discard)
 
+    async def over_rate(self, sent_ago: float) -> float | None:
+        """Step the budget's pace down for every process (STEP_DOWN); the new pace, or None if it
+        did not step (another process's step within SETTLE counts too: one window, one step)."""
+        import redis.exceptions
+
+        args: list[str | int] = [max(0, round(sent_ago * 1e6)), *_STEP_ARGS, self._now()]
+        try:
+            stepped, share = await self._step_down(keys=[self.key], args=args)
+        except (redis.exceptions.RedisError, OSError):
+            return None  # the next acquire meets the same fault and halts the run
+        if not stepped:
+            return None
+        self._share = int(share) / 1e6
+        return self.pace
+
+    @property
+    def pace(self) -> float:
+        """Requests a second the latest slot was paced at, whichever process set the shared pace."""
+        return self.rate / (1 + HEADROOM) * self._share
+
     async def _share_pause(self, seconds: float) -> None:
         import redis.exceptions
 
@@ -303,8 +399,9 @@ class RedisLimiter:
         except (redis.exceptions.RedisError, OSError):
             pass  # the next acquire meets the same fault and halts the run
 
-    async def _call(self, cost: int, *, starting: bool = False) -> tuple[bool, int]:
-        """One TAKE: whether the slot was taken, and the microseconds until the next may be."""
+    async def _call(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
+        """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
+        share of the ceiling (ppm) the slot was paced at (when taken)."""
         import redis.exceptions
 
         now = self._now()
@@ -313,12 +410,12 @@ class RedisLimiter:
             reply = None if starting else await self._fast_take(args, cost, now)
             if reply is None:
                 reply = await self._take(keys=self._keys, args=args)
-            status, value = reply
+            status, value, *pace = reply
         except (redis.exceptions.RedisError, OSError) as exc:
             raise self._fault(exc, starting) from None
         if status < 0:
             raise self._mismatch(status, value.decode() if isinstance(value, bytes) else str(value))
-        return status == 1, int(value)
+        return status == 1, int(value), int(pace[0]) if pace else 1_000_000
 
     async def _fast_take(self, args: list[str | int], cost: int, now: str) -> Any:
         """EVALSHA on the limiter's own connection, past redis-py's client layer.
@@ -416,6 +513,7 @@ async def connect(
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     clock_us: Callable[[], int] | None = None,
+    start: float | None = None,
 ) -> RedisLimiter:
     """A RedisLimiter on `store`, its budget checked; RateStoreError if unreachable or at another rate."""
     import redis.asyncio
@@ -442,6 +540,7 @@ async def connect(
         sleep=sleep,
         clock=clock,
         clock_us=clock_us,
+        start=start,
     )
     try:
         await limiter.check()

@@ -35,10 +35,12 @@ from dispatcher.observe.events import (
     JobAccepted,
     JobRejected,
     JobsCutShort,
+    PaceStepped,
     RateWaited,
     ReplyRecorded,
     StopRequested,
     Subscriber,
+    code_key,
 )
 from dispatcher.observe.runlog import RunLog
 from dispatcher.observe.summary import Summary
@@ -395,14 +397,14 @@ class Engine:
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
                 self._halt(str(exc))
                 return
-            self._emit(RateWaited(self._clock() - asked))
+            self._emit(RateWaited(self._clock() - asked, endpoint.name, limiter.pace))
             if self._stopping:
                 return  # left pending: its last line, if any, is not final
             worker.sending = True
             try:
-                self._last_start = self._clock()
+                started = self._last_start = self._clock()
                 if not self._first_start:
-                    self._first_start = self._last_start
+                    self._first_start = started
                 number = self._health.start()
                 first_number = first_number or number
                 signed = self.signer.generation
@@ -411,6 +413,10 @@ class Engine:
                 worker.sending = False
             sent = Sent(pending, lost, signed)
             decision = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
+            if endpoint.too_frequent(reply.error_code):  # its line is written: the pace may step down now
+                pace = await limiter.over_rate(self._clock() - started)
+                if pace is not None:
+                    self._emit(PaceStepped(endpoint.name, pace, code_key(reply.error_code)))
             if decision is None or self._stopping:
                 return
             pending, lost = decision.pending, decision.lost

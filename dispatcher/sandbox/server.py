@@ -8,7 +8,7 @@ What each API checks and does (send_group_system_notification: GroupId and UserI
 most 12 KiB (80002); send_group_msg: Random deduplication for five minutes, 40 messages a second per
 group; batchsendmsg: partial replies, unknown accounts, the per-minute message quota) is in its
 module of dispatcher.sandbox.apis.
-Optional faults (10002 replies, latency, dropped connections, HTTP 502) rehearse bad days; a seed
+Optional faults (10002 replies, latency, arrival jitter, dropped connections, HTTP 502) rehearse bad days; a seed
 makes them repeatable. A ledger records who received which notification how many times, readable
 in-process (`Sandbox.ledger`) and over HTTP (`GET /sandbox/ledger`, `GET /sandbox/stats`).
 """
@@ -48,6 +48,10 @@ class Faults:
     drop_rate: float = 0.0  # share of connections closed without a reply
     http502_rate: float = 0.0  # share answered HTTP 502 with an HTML body
     seed: int | None = None
+    # Up to this many seconds, uniform, between a request's sending and its arrival, each request
+    # its own: a network path that jitters. A request is counted against the rate when it arrives,
+    # so two sent 5 ms apart may arrive the other way round, and arrivals bunch.
+    arrival_jitter: float = 0.0
 
 
 def _reply(code: int = 0, info: str = "", extra: Mapping[str, Any] | None = None) -> web.Response:
@@ -245,10 +249,12 @@ class Sandbox:
         return self._answer(reply, "scripted reply")
 
     async def _send(self, emulator: Emulator, request: web.Request) -> web.StreamResponse:
+        faults = self.faults
+        if faults.arrival_jitter:  # the way there: before anything else, the rate's window included
+            await self._sleep(self._rng.uniform(0.0, faults.arrival_jitter))
         self.stats["requests"] += 1
         if self._script:
             return await self._scripted(request, self._script.popleft())
-        faults = self.faults
         if faults.drop_rate and self._rng.random() < faults.drop_rate:
             return self._drop(request)
         if faults.http502_rate and self._rng.random() < faults.http502_rate:

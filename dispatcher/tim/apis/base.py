@@ -129,6 +129,12 @@ class Endpoint(abc.ABC):
             return rules.Verdict.RETRY
         return rules.classify(error_code, http_status)
 
+    def too_frequent(self, error_code: int | None) -> bool:
+        """True when a reply's ErrorCode says this API was called too often (60007, 60011, 10006,
+        10023, and the API's own): the pace steps down. A per-recipient code of an ErrorList does
+        not: it is about that account, and a group's MsgDropReason is about that group's pace."""
+        return error_code is not None and (error_code in rules.OVER_RATE_CODES or error_code in self.over_rate_codes)
+
     def recipient_transient(self, code: int) -> bool:
         """True when a recipient's failure in an ErrorList may clear on a retry: a code retried for a
         whole request (transient or "too frequent") is no more final for one account."""
