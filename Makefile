@@ -34,6 +34,7 @@ lint: install
 	$(BIN)/ruff check dispatcher tests bench
 	$(BIN)/ruff format --check dispatcher tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mkdocs build --strict --site-dir build/site
 
 # The shared-budget tests run a real redis-server of their own (a free port on 127.0.0.1, no
