@@ -496,7 +496,13 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
         from dispatcher.observe.plan import make_plan
 
         plan = make_plan(
-            args.jobs, args.batch_size, args.rate, state, args.retry_failed, message_quota=args.message_quota
+            args.jobs,
+            args.batch_size,
+            args.rate,
+            state,
+            args.retry_failed,
+            message_quota=args.message_quota,
+            headroom=args.store.headroom,  # a Redis budget paces at 98% of the rate, this process at 99.5%
         )
         _print_plan(plan)
         if args.summary_json:

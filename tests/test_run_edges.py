@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 
 from dispatcher.errors import RateStoreError
@@ -230,3 +231,26 @@ def test_a_streamed_job_refused_for_its_budget_leaves_no_journal(tmp_path: Path,
     assert done.returncode == 2
     assert f"the shared budget {BATCHSENDMSG_KEY} in {redis_server.url} holds --rate 100" in done.stderr
     assert not out.exists()
+
+
+def test_a_dry_run_with_a_redis_store_counts_the_shared_budget_s_pace(tmp_path: Path) -> None:
+    """201 requests at --rate 200: 200 intervals of 1.005/200 s in-process, of 1.02/200 s through
+    a Redis budget (98%). The dry run connects to nothing; it only knows which store paces the run."""
+    jobs = write_jobs(tmp_path / "j.jsonl", [{"GroupId": f"@TGS#d{i}", "Content": "x"} for i in range(201)])
+    least = {}
+    for store in ("memory://", "redis://127.0.0.1:9/0"):
+        summary = tmp_path / "s.json"
+        done = run_cli(
+            "send",
+            str(jobs),
+            "--dry-run",
+            "--rate-store",
+            store,
+            "--summary-json",
+            str(summary),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        )
+        assert done.returncode == 0, done.stderr
+        least[store] = orjson.loads(summary.read_bytes())["least_seconds"]
+    assert least == {"memory://": 1.005, "redis://127.0.0.1:9/0": 1.02}

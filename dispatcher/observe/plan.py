@@ -16,9 +16,8 @@ from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs
 from dispatcher.journal.outcomes import FAILED, JournalState
 from dispatcher.observe.events import BatchSkipped, JobAccepted, JobRejected
 from dispatcher.observe.summary import Summary
-from dispatcher.pacing.base import Quota
+from dispatcher.pacing.base import MEMORY_HEADROOM, Quota
 from dispatcher.pacing.group import SHARE
-from dispatcher.pacing.memory import HEADROOM
 from dispatcher.tim import rules
 
 MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections in full and counts the rest
@@ -35,6 +34,7 @@ class Plan:
     rate: float = 0.0
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg's messages a minute
     batch_size: int = 500
+    headroom: float = MEMORY_HEADROOM  # how far below `rate` the run's limiter paces at most
     quota_messages: int = 0  # batchsendmsg's recipients still to send, which count against its quota
     api_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API name -> requests to make
     # GroupId -> messages to send into it by an API with a pace per group (send_group_msg)
@@ -51,14 +51,14 @@ class Plan:
         """The least seconds at the call rate, under the message quota and at the busiest group's pace."""
         # Each API has a budget of its own (per app and API path): the busiest one's calls set the pace.
         calls = max(self.api_requests.values(), default=0)
-        at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + HEADROOM) / self.rate
+        at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + self.headroom) / self.rate
         # The quota is paced evenly from the first message (limiter.Quota): each call waits for the
         # units of the one before it, so only the last call's own units are not waited for.
         quota = Quota(self.message_quota, rules.QUOTA_SECONDS)
         waited = max(0, self.quota_messages - min(self.quota_messages, self.batch_size))
         # Messages into one group are paced as the engine paces them (grouppace).
         busiest = max(self.group_messages.values(), default=0)
-        at_group = 0.0 if busiest <= 1 else (busiest - 1) * (1 + HEADROOM) / GROUP_PACE
+        at_group = 0.0 if busiest <= 1 else (busiest - 1) * (1 + MEMORY_HEADROOM) / GROUP_PACE  # in-process
         return at_rate, waited * quota.unit_interval, at_group
 
     @property
@@ -112,10 +112,11 @@ def make_plan(
     stop: threading.Event | None = None,
     streams: bool = True,
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
+    headroom: float = MEMORY_HEADROOM,
 ) -> Plan:
     """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
     (a pre-scan must leave it to the run)."""
-    plan = Plan(rate=rate, message_quota=message_quota, batch_size=batch_size)
+    plan = Plan(rate=rate, message_quota=message_quota, batch_size=batch_size, headroom=headroom)
     state = state or JournalState()
     # Counted by the summary's own code from the events a send would emit, so a plan and the
     # summary of the run it plans cannot count jobs, rejections, batches or skips differently.

@@ -37,9 +37,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from dispatcher.pacing.adaptive import IDLE, Pace, start_share
-from dispatcher.pacing.base import Clock, Quota, Sleep
+from dispatcher.pacing.base import MEMORY_HEADROOM, Clock, Quota, Sleep
 
-HEADROOM = 0.005  # pace at 99.5% of the rate: 199/s at 200
+HEADROOM = MEMORY_HEADROOM  # pace at 99.5% of the rate: 199/s at 200
 # A start may come this much before its theoretical time, so that a sleep that overshoots by a
 # millisecond does not lose that millisecond for good. Any window of one second then holds at most
 # floor((1 + TOLERANCE) / interval) + 1 starts, which stays <= rate while TOLERANCE < HEADROOM

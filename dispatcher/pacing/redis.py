@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import RateStoreError
 from dispatcher.pacing import adaptive
+from dispatcher.pacing.base import SHARED_HEADROOM
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 Sleep = Callable[[float], Awaitable[None]]
 
-HEADROOM = 0.02  # pace at 98% of the rate: 196/s at 200 (see above for why more than in-process)
+HEADROOM = SHARED_HEADROOM  # pace at 98% of the rate: 196/s at 200 (see above for why more than in-process)
 # A slot may be taken this much before its theoretical time, so that a sleep that wakes late does
 # not lose that time for good. Measured on loopback, a sleep overshoots by 0.6 ms at the median,
 # 1 ms at p90 (the selector rounds up to the next ms) and up to 4 ms on two busy cores; with 1 ms
