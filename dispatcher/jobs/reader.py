@@ -196,31 +196,20 @@ class Rejection:
         return f"{where}: {self.reason}"
 
 
-_Reject = Reject
-
-
-def _type_name(value: object) -> str:
-    return type_name(value)
-
-
-def _string(doc: dict[str, object], key: str, *, required: bool = False) -> str | None:
-    return string(doc, key, required=required)
-
-
 def _endpoint(doc: dict[str, object]) -> Endpoint:
     """The API a job names in "api"; a job without it means send_group_system_notification."""
     if "api" not in doc:
         return REGISTRY[DEFAULT]
     name = doc["api"]
     if not isinstance(name, str):
-        raise _Reject("api", f"must be a string, not {_type_name(name)}")
+        raise Reject("api", f"must be a string, not {type_name(name)}")
     endpoint = REGISTRY.get(name)
     if endpoint is None:
         # Case and the path's prefix (v4/openim/...) aside, as an operator copying the docs writes it.
         plain = name.strip().lower().rsplit("/", 1)[-1]
         close = [plain] if plain in REGISTRY else difflib.get_close_matches(plain, list(REGISTRY), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise _Reject("api", f"unknown API {quoted(name)}{hint}; known: {', '.join(REGISTRY)}")
+        raise Reject("api", f"unknown API {quoted(name)}{hint}; known: {', '.join(REGISTRY)}")
     return endpoint
 
 
@@ -234,9 +223,9 @@ def _fits(uid: str) -> bool:
 
 def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise _Reject(field, f"must be an array of UserIDs, not {_type_name(value)}")
+        raise Reject(field, f"must be an array of UserIDs, not {type_name(value)}")
     if not value:
-        raise _Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
+        raise Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
     ids: dict[str, None] = {}  # drops duplicates, keeps the first of each in order
     for i, given in enumerate(value):
         uid = given
@@ -246,7 +235,7 @@ def _inline(value: object, field: str = "ToMembers_Account", all_members: bool =
             uid = uid.strip(_WHITE_SPACE)
         problem = rules.user_id_problem(uid)
         if problem:
-            raise _Reject(field, f"item {i} ({quoted(given)}): UserID {problem}")
+            raise Reject(field, f"item {i} ({quoted(given)}): UserID {problem}")
         ids[uid] = None
     return tuple(ids)
 
@@ -268,7 +257,7 @@ def _from_file(
         handle = path.open("rb")
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
         reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
-        raise _Reject(field, f"{label}: cannot read: {reason}") from None
+        raise Reject(field, f"{label}: cannot read: {reason}") from None
     # A dict, not a set: a dict of strings is not tracked by the garbage collector, while a young
     # set of a million UserIDs made every collection in the sending thread visit them all (96 ms).
     seen: dict[str, None] = {}
@@ -276,7 +265,7 @@ def _from_file(
         try:
             spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
         except OSError as exc:
-            raise _Reject(field, f"{label}: cannot make its temporary copy: {exc.strerror}") from None
+            raise Reject(field, f"{label}: cannot make its temporary copy: {exc.strerror}") from None
         try:
             # A line is judged by its bytes before the line ending, surrounding whitespace included: a
             # longer line cannot be a UserID, and is rejected before the rest of it is read.
@@ -288,7 +277,7 @@ def _from_file(
                     # hands the GIL over for real, every ~0.5 ms of this loop.
                     time.sleep(0)
                 if raw is None:
-                    raise _Reject(
+                    raise Reject(
                         field, f"{label} line {lineno}: UserID must be at most {rules.MAX_USER_ID_BYTES} bytes"
                     )
                 text = raw.strip()
@@ -297,21 +286,21 @@ def _from_file(
                 try:
                     uid = text.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise _Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
+                    raise Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
                 if uid in seen:
                     continue
                 if not uid.isprintable():
-                    raise _Reject(field, f"{label} line {lineno}: UserID {rules.UNPRINTABLE}")
+                    raise Reject(field, f"{label} line {lineno}: UserID {rules.UNPRINTABLE}")
                 seen[uid] = None
                 digest.update(text + b"\n")
                 spool.write(text + b"\n")
             if not seen:
-                raise _Reject(field, f"{label} has no UserIDs; an empty export never means all members")
+                raise Reject(field, f"{label} has no UserIDs; an empty export never means all members")
             spool.flush()
         except BaseException as exc:
             spool.close()
             if isinstance(exc, OSError):
-                raise _Reject(field, f"{label}: cannot read: {exc.strerror}") from None
+                raise Reject(field, f"{label}: cannot read: {exc.strerror}") from None
             raise
     return SpooledRecipients(spool, label), len(seen)
 
@@ -339,11 +328,11 @@ def parse_job(
         try:
             doc = orjson.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            raise _Reject(None, "line is not valid UTF-8") from None
+            raise Reject(None, "line is not valid UTF-8") from None
         except orjson.JSONDecodeError as exc:
-            raise _Reject(None, f"line is not valid JSON ({exc.msg})") from None
+            raise Reject(None, f"line is not valid JSON ({exc.msg})") from None
         if not isinstance(doc, dict):
-            raise _Reject(None, f"line must be a JSON object, not {_type_name(doc)}")
+            raise Reject(None, f"line must be a JSON object, not {type_name(doc)}")
         if isinstance(doc.get("job_id"), str) and doc["job_id"]:
             given_id = doc["job_id"]
         if isinstance(doc.get("GroupId"), str):
@@ -353,7 +342,7 @@ def parse_job(
         known = endpoint.keys
         unknown = [key for key in doc if key not in known]
         if unknown and unknown[0] in endpoint.reserved:
-            raise _Reject(unknown[0], endpoint.reserved[unknown[0]])
+            raise Reject(unknown[0], endpoint.reserved[unknown[0]])
         bad_key = quoted(unknown[0], bare=True) if unknown else ""
         if unknown:  # the first, in the line's order
             close = difflib.get_close_matches(unknown[0], known, n=1)
@@ -363,17 +352,17 @@ def parse_job(
                 close = []
             hint = f" (did you mean {close[0]}?)" if close else ""
             shown_keys = [k for k in known if k != "api"] if endpoint.name == DEFAULT else list(known)
-            raise _Reject(bad_key, f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
-        _string(doc, "job_id")
+            raise Reject(bad_key, f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
+        string(doc, "job_id")
         spec = endpoint.validate(doc)
         inline_key = endpoint.recipients_key
         if inline_key is None and "recipients_file" in doc:
-            raise _Reject("recipients_file", f"{endpoint.name} takes no recipients")
+            raise Reject("recipients_file", f"{endpoint.name} takes no recipients")
         if inline_key is not None and inline_key in doc and "recipients_file" in doc:
-            raise _Reject("recipients_file", f"cannot be given together with {inline_key}")
+            raise Reject("recipients_file", f"cannot be given together with {inline_key}")
         named = inline_key is not None and (inline_key in doc or "recipients_file" in doc)
         if endpoint.recipients_required and not named:
-            raise _Reject(inline_key, "is required (or recipients_file), with the accounts to send to")
+            raise Reject(inline_key, "is required (or recipients_file), with the accounts to send to")
         digest = endpoint.hasher(spec, batch_size, not named)
         recipients: Recipients | None = None
         count = 0
@@ -384,13 +373,13 @@ def parse_job(
                 digest.update(uid.encode("utf-8") + b"\n")
             recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
         elif "recipients_file" in doc:
-            name = _string(doc, "recipients_file")
+            name = string(doc, "recipients_file")
             assert name is not None
             label = quoted(name, bare=True, limit=PATH_CHARS)
             recipients, count = _from_file(base_dir / name, label, digest, stop, streams)
             sent_to = {"recipients_file": name}
         endpoint.check_recipients(spec, doc, recipients is not None)
-    except _Reject as rej:
+    except Reject as rej:
         return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id, api_name)
     job_id = given_id or endpoint.derived_id(spec, sent_to)
     return Job(
