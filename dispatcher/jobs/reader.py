@@ -30,12 +30,12 @@ import orjson
 
 from dispatcher.errors import PATH_CHARS, InputError, quoted
 from dispatcher.tim import rules
-from dispatcher.tim.apis import DEFAULT, NOTIFICATION, REGISTRY, Endpoint
+from dispatcher.tim.apis import DEFAULT, DEFAULT_ENDPOINT, REGISTRY, Endpoint
 from dispatcher.tim.apis.base import Reject, string, type_name
 
 STDIN = "-"
 SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
-KNOWN_KEYS = NOTIFICATION.keys  # of a job without "api"; every API's own are its endpoint's `keys`
+KNOWN_KEYS = DEFAULT_ENDPOINT.keys  # of a job without "api"; every API's own are its endpoint's `keys`
 
 # The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
 # far shorter (Content is at most 12 KiB; long recipient lists belong in a recipients_file), but a
@@ -162,7 +162,7 @@ class Job:
     batch_size: int
     job_hash: str
     derived_id: bool = False  # job_id made from the content: the job gave none
-    endpoint: Endpoint = NOTIFICATION  # the API it is sent with
+    endpoint: Endpoint = DEFAULT_ENDPOINT  # the API it is sent with
     fields: Mapping[str, object] = dataclasses.field(default_factory=dict)  # request fields of every batch
 
     @property

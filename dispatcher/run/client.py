@@ -19,7 +19,7 @@ import orjson
 from yarl import URL
 
 from dispatcher.observe.logs import redact
-from dispatcher.tim.apis import NOTIFICATION, Endpoint
+from dispatcher.tim.apis import DEFAULT_ENDPOINT, Endpoint
 from dispatcher.tim.apis.base import NO_DETAILS, Details
 from dispatcher.tim.usersig import Signer
 
@@ -125,7 +125,7 @@ class Client:
             encoded=True,
         )
 
-    async def send(self, body: bytes, endpoint: Endpoint = NOTIFICATION) -> Reply:
+    async def send(self, body: bytes, endpoint: Endpoint = DEFAULT_ENDPOINT) -> Reply:
         start = time.perf_counter()
         status: int | None = None
         retry_after: str | None = None

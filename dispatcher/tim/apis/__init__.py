@@ -20,5 +20,6 @@ REGISTRY: Final[dict[str, Endpoint]] = {
     )
 }
 DEFAULT: Final = NOTIFICATION.name  # what a job without "api" means
+DEFAULT_ENDPOINT: Final[Endpoint] = NOTIFICATION  # its endpoint
 
-__all__ = ["DEFAULT", "NOTIFICATION", "REGISTRY", "Endpoint"]
+__all__ = ["DEFAULT", "DEFAULT_ENDPOINT", "NOTIFICATION", "REGISTRY", "Endpoint"]
