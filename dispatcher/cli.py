@@ -59,6 +59,13 @@ class _ProcessSignals:
         itself still may, such as a summary that cannot be written: exit 2, and its metrics say so)."""
         self.decided = True
 
+    def ignore(self) -> None:
+        """`main` returns its final status. Ignored, not handled: when the interpreter exits it puts
+        back the default action of every signal a Python function handles, then tears its modules
+        down, and a SIGTERM in that teardown killed the process (143) after a summary that said 0."""
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
 
 _signals = _ProcessSignals()
 
@@ -290,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # only ever raised before the exit status was decided
         _signals.decide()
         return EXIT_INTERRUPTED
+    finally:
+        _signals.ignore()  # also after argparse's SystemExit: the status is final either way
 
 
 def _main(argv: Sequence[str] | None) -> int:

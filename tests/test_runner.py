@@ -63,3 +63,31 @@ async def test_a_runner_refused_for_a_journal_in_use_raises_the_same_error(tmp_p
             await Runner(config, sandbox=True, handle_signals=False).run()
     finally:
         held.close()
+
+
+async def test_a_runner_run_a_second_time_still_answers_stop(tmp_path: Path) -> None:
+    from dispatcher.observe.events import Event, ReplyRecorded
+
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [{"job_id": f"j{i}", "GroupId": "@TGS#again", "Content": "hi", "ToMembers_Account": ["u1"]} for i in range(60)],
+    )
+    config = RunConfig(
+        jobs=(str(jobs),), out=tmp_path / "first.jsonl", endpoint="", credentials=DEMO_CREDENTIALS, concurrency=1
+    )
+    second = False
+    runner: Runner
+
+    def stop_on_first_reply(event: Event) -> None:
+        if second and isinstance(event, ReplyRecorded):
+            runner.stop()
+
+    runner = Runner(config, sandbox=True, handle_signals=False, subscribers=[stop_on_first_reply])
+    assert (await runner.run()).exit_code == 0
+    second = True
+    runner.config = RunConfig(
+        jobs=(str(jobs),), out=tmp_path / "second.jsonl", endpoint="", credentials=DEMO_CREDENTIALS, concurrency=1
+    )
+    summary = await runner.run()
+    assert (summary.exit_code, summary.interrupted) == (130, True)
+    assert summary.ok < 60

@@ -127,3 +127,27 @@ async def test_a_sigterm_just_after_the_summary_was_written_leaves_the_exit_stat
     assert orjson.loads(summary.read_bytes())["exit_code"] == 0
     assert "\ndispatcher_exit_code 0.0\n" in metrics.read_text()
     assert sandbox.stats["requests"] == 5
+
+
+def test_a_signal_while_the_interpreter_exits_leaves_the_exit_status_the_summary_gave(tmp_path: Path) -> None:
+    """After `main` returns the interpreter puts back the default action of every signal it
+    handled, then tears its modules down: a SIGTERM then killed the process (-15, 143 in a shell)
+    after a summary that said 0. Here it lands in that teardown, from an object freed in it."""
+    jobs = some_jobs(tmp_path / "j.jsonl", count=1)
+    code = (
+        "import os, signal, sys, time\n"
+        "from dispatcher.cli import main\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.2)\n"
+        "late = Late()\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
+    args = ["send", str(jobs), "--sandbox", "--out", str(out), "--no-progress", "--summary-json", str(summary)]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert orjson.loads(summary.read_bytes())["exit_code"] == 0
+    assert proc.returncode == 0

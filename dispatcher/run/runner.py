@@ -80,13 +80,17 @@ class Runner:
         self._progress = progress
         self._exporter = exporter
         self._handle_signals = handle_signals
+        self._on_finished = on_finished
         self._stopper = _Stopper(on_finished)
 
     def stop(self) -> None:
-        """What a signal does: first call, stop gracefully; second, at once. Safe before `run()`."""
+        """What a signal does: first call, stop gracefully; second, at once. Safe before `run()`;
+        after a run ended it changes nothing, and a later `run()` answers stop() and signals afresh."""
         self._stopper()
 
     async def run(self) -> Summary:
+        if self._stopper.finished:  # run again: a finished stopper would ignore every stop and signal
+            self._stopper = _Stopper(self._on_finished)
         check_readable(self.config.jobs)
         run = self.config
         loop = asyncio.get_running_loop()
