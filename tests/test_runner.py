@@ -91,3 +91,19 @@ async def test_a_runner_run_a_second_time_still_answers_stop(tmp_path: Path) -> 
     summary = await runner.run()
     assert (summary.exit_code, summary.interrupted) == (130, True)
     assert summary.ok < 60
+
+
+async def test_a_budget_opened_after_the_budgets_closed_is_closed_at_once() -> None:
+    """An opening given up by a signal may still go through once the run has closed its budgets:
+    that budget is closed at once, never left open in a closed stack."""
+    import pytest
+
+    from dispatcher import Budgets
+    from dispatcher.tim.apis import REGISTRY
+
+    budgets = Budgets(rate=200, sdkappid=1400000000, message_quota=12_000)
+    await budgets.get(REGISTRY["send_group_system_notification"])
+    await budgets.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await budgets.get(REGISTRY["batchsendmsg"])
+    assert budgets.paths() == []

@@ -45,6 +45,7 @@ class Budgets:
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
         self._paused_until = 0.0  # by `clock`: every start is held until then
+        self._closed = False
 
     @property
     def counts_quota(self) -> bool:
@@ -73,6 +74,9 @@ class Budgets:
                         sleep=self._sleep,
                     )
                 )
+                if self._closed:  # an opening given up (a signal) that went through after the run closed
+                    await self._stack.aclose()
+                    raise asyncio.CancelledError
                 held = self._paused_until - self._clock()
                 if held > 0:  # a pause from before this API's first request holds it too
                     found.pause(held)
@@ -99,6 +103,8 @@ class Budgets:
         return list(self._opened)
 
     async def aclose(self) -> None:
+        """Close every budget; one whose opening is still under way is closed once it is opened."""
+        self._closed = True
         self._opened.clear()
         await self._stack.aclose()
 

@@ -59,7 +59,9 @@ class Runner:
     (the default) SIGINT, SIGTERM and SIGHUP stop the run gracefully from the moment `run()` starts
     (a second stops it at once); the handlers there before are put back at the end. `on_finished`
     is called once the run's result stands, before the budgets and the sandbox close: from then on
-    a signal changes nothing (the CLI's handler is told so, and exits with the summary's code)."""
+    a signal changes nothing (the CLI's handler is told so, and exits with the summary's code).
+    One event loop has one handler per signal: of runners run at once in one loop, at most one may
+    handle signals (the others `handle_signals=False`, stopped by `stop()`)."""
 
     def __init__(
         self,
