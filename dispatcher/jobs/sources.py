@@ -85,6 +85,10 @@ class Side:
         return quoted(self.name, bare=True, limit=PATH_CHARS)
 
 
+# The format of a file is the job's recipients_format (or exclude_format) when given, whatever its name
+# says: a name can be wrong, or say nothing (a stream); else the name's; else text.
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """One file of an export: a shard, or the export itself."""
@@ -224,8 +228,6 @@ def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
         if stream and not streams:
             raise StreamedExport(str(path))
         named, compression = format_of(name)
-        if side.format is not None and named is not None and named != side.format:
-            raise Reject(side.format_field, f"is {side.format}, but {label} is named as {named}")
         sources.append(Source(path, name, side.format or named or TEXT, compression, stream))
     kinds = {source.format for source in sources}
     if len(kinds) > 1:
