@@ -695,6 +695,7 @@ def _print_plan(plan: Plan) -> None:
             else ""
         ),
     ]
+    lines += plan.export_lines()
     lines += [f"rejected    {rej.job_id}: {rej.message}" for rej in plan.rejections]
     if plan.rejected > len(plan.rejections):
         lines.append(f"rejected    ... and {plan.rejected - len(plan.rejections)} more")

@@ -67,6 +67,29 @@ class Stats:
     def recipients(self) -> int:
         return self.distinct - self.excluded
 
+    def shown(self) -> dict[str, object]:
+        """For a dry run's --summary-json: the files by name."""
+        doc: dict[str, object] = {"files": list(self.files)}
+        if self.columns:
+            doc["columns"] = list(self.columns)
+        doc.update(rows=self.rows, distinct=self.distinct, duplicates=self.duplicates, excluded=self.excluded)
+        if self.exclude_files:
+            doc.update(exclude_files=list(self.exclude_files), exclude_rows=self.exclude_rows)
+        return doc
+
+    def text(self) -> str:
+        """One line for a dry run: the files, rows, distinct recipients, duplicates and excluded."""
+        parts = []
+        if self.files:
+            parts.append(_files(self.files))
+        if self.columns and len(set(self.columns)) == 1:
+            parts.append(f"column {self.columns[0]}")
+        parts.append(f"{self.rows:,} rows, {self.distinct:,} distinct, {self.duplicates:,} duplicates")
+        excluded = f"{self.excluded:,} excluded"
+        if self.exclude_files:
+            excluded += f" (exclude_file: {_files(self.exclude_files)}, {self.exclude_rows:,} rows)"
+        return ", ".join([*parts, excluded])
+
     def to_json(self) -> dict[str, int]:
         doc = {
             "files": len(self.files),
@@ -79,6 +102,14 @@ class Stats:
             doc["exclude_files"] = len(self.exclude_files)
             doc["exclude_rows"] = self.exclude_rows
         return doc
+
+
+def _files(names: tuple[str, ...]) -> str:
+    if len(names) == 1:
+        return f"1 file ({names[0]})"
+    if len(names) == 2:
+        return f"2 files ({names[0]}, {names[1]})"
+    return f"{len(names):,} files ({names[0]} ... {names[-1]})"
 
 
 @dataclasses.dataclass(frozen=True)
