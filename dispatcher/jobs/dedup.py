@@ -22,6 +22,7 @@ wins, whatever the order of the fingerprints).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -164,7 +165,8 @@ class Records:
 
     def close(self) -> None:
         if self._spill is not None:
-            self._spill.close()
+            with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+                self._spill.close()
             self._spill = None
         self._flushes = []
 

@@ -242,17 +242,22 @@ def read_export(
             raise ExportError(_spill_message(label, exc)) from None
         return Read(SpooledRecipients(spool, label, outcome.drops), outcome.recipients, stats, digest, derived)
     except SpillError as exc:
-        if spool is not None:
-            spool.close()
+        _discard(spool)
         raise ExportError(_spill_message(label, exc)) from None
     except BaseException:
-        if spool is not None:
-            spool.close()
+        _discard(spool)
         raise
     finally:
         export.close()
         if exclusions is not None:
             exclusions.close()
+
+
+def _discard(spool: IO[bytes] | None) -> None:
+    """Close a temporary file that is given up (closing flushes it, which fails again on a full disk)."""
+    if spool is not None:
+        with contextlib.suppress(OSError):
+            spool.close()
 
 
 def _check(outcome: Outcome, side: Side | None, spec: Spec, label: str) -> None:
