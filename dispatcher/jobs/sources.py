@@ -189,6 +189,23 @@ def compression_of(head: bytes) -> str | None:
     return None
 
 
+def named_files(doc: Mapping[str, object], base_dir: Path) -> list[tuple[str, Path]]:
+    """The files a job's recipients_file and exclude_file name (each glob's matches), with their field,
+    as far as they can be found: for a check that no output replaces one, never for reading."""
+    found = []
+    for field in (RECIPIENTS, EXCLUDE):
+        name = doc.get(field)
+        if not isinstance(name, str) or not name:
+            continue
+        try:
+            literal = (base_dir / name).exists()
+            names = [name] if literal or not glob.has_magic(name) else glob.glob(name, root_dir=base_dir)
+        except (OSError, ValueError):
+            continue
+        found += [(field, base_dir / match) for match in names]
+    return found
+
+
 def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
     """The files of one side of an export, in the order they are read; raises Reject.
 
