@@ -43,11 +43,13 @@ _WORDS = 4  # a record: 32 bytes, four little-endian words
 _FLUSH_ROWS = 1 << 17  # records sorted at once
 _KEPT_BYTES = 8 << 20  # records kept in memory before the rest goes to the temporary file
 _GROUP_ROWS = 1 << 18  # records compared at once in the second pass (one range more if a range is larger)
+_CROWDED = 8  # times the records a range holds on average, past which a flush drops its repeats
 _BITS = 10
 _BUCKETS = 1 << _BITS  # fingerprint ranges
 _SHIFT = np.uint64(64 - _BITS)
-# Word k of a record holds bytes 8k..8k+7 of the ID: of an ID with r of them left, the low r bytes.
-_MASKS = np.array([(1 << (8 * r)) - 1 for r in range(9)], dtype=np.uint64)
+# Word k of a record holds bytes 8k..8k+7 of the ID: of an ID of length n, the bytes below n (the low
+# ones of each little-endian word), the others cleared.
+_KEEP = np.array([[(1 << (8 * min(max(n - 8 * k, 0), 8))) - 1 for k in range(4)] for n in range(33)], dtype=np.uint64)
 # Odd multipliers of this process: a crafted export cannot pile its IDs into one range.
 _KEYS = [np.uint64(secrets.randbits(64) | 1) for _ in range(_WORDS)]
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
@@ -77,38 +79,28 @@ def clean_of(data: bytes) -> Clean:
     return Clean(data, np.flatnonzero(np.frombuffer(data, np.uint8) == 10))
 
 
-def joined(blocks: list[Clean]) -> Clean:
-    """Blocks as one."""
-    if len(blocks) == 1:
-        return blocks[0]
+_PAD = bytes(8 * _WORDS)
+
+
+def records(blocks: list[Clean]) -> U64:
+    """The records of blocks: one row of four words an ID (see the module docstring)."""
+    n = sum(block.rows for block in blocks)
+    if not n:
+        return np.zeros((0, _WORDS), np.uint64)
+    # One copy of the blocks, with room to read a record's width past the last ID.
+    data = b"".join([*(block.data for block in blocks), _PAD])
     shift = np.cumsum([0] + [len(block.data) for block in blocks[:-1]])
     ends = np.concatenate([block.ends + at for block, at in zip(blocks, shift, strict=True)])
-    return Clean(b"".join(block.data for block in blocks), ends)
-
-
-def records(block: Clean) -> U64:
-    """The records of a block: one row of four words an ID (see the module docstring)."""
-    n = block.rows
-    out = np.zeros((n, _WORDS), np.uint64)
-    if not n:
-        return out
-    size = len(block.data)
-    padded = np.zeros(size + 8 * _WORDS, np.uint8)
-    padded[:size] = np.frombuffer(block.data, np.uint8)
-    # Eight bytes from every offset, as one little-endian word each (an unaligned view, no copy).
-    words = np.ndarray((size + 8 * (_WORDS - 1),), dtype="<u8", buffer=padded.data, strides=(1,))
     starts = np.empty(n, np.int64)
     starts[0] = 0
-    starts[1:] = block.ends[:-1] + 1
-    lengths = block.ends - starts
-    shortest, longest = int(lengths.min()), int(lengths.max())
-    for k in range(_WORDS):
-        if longest <= 8 * k:
-            break
-        word = words[starts + 8 * k]
-        if shortest < 8 * (k + 1):  # some IDs end within this word: keep their bytes only
-            word &= _MASKS[np.clip(lengths - 8 * k, 0, 8)]
-        out[:, k] = word
+    starts[1:] = ends[:-1] + 1
+    # From every offset, the 32 bytes there as four little-endian words (unaligned views, no copy):
+    # an ID's record is the row at its start, cleared past its length.
+    size = len(data) - len(_PAD)
+    words = np.ndarray((size + 8 * (_WORDS - 1),), dtype="<u8", buffer=data, strides=(1,))
+    rows = np.lib.stride_tricks.as_strided(words, shape=(size, _WORDS), strides=(1, 8), writeable=False)
+    out: U64 = rows[starts]
+    out &= _KEEP[ends - starts]
     return out
 
 
@@ -173,23 +165,28 @@ class Records:
     def _flush(self) -> None:
         if not self._pending:
             return
-        recs = records(joined(self._pending))
+        recs = records(self._pending)
         first_row = self.rows
         self.rows += len(recs)
         self._pending, self._pending_rows = [], 0
         fp = fingerprint(recs)
         rel = np.arange(len(recs), dtype=np.int64)
-        later = _repeats(fp, recs, rel)
-        if later is not None:
-            if self._drops is not None:
-                self._drops.mark(first_row + rel[later])
-            self.duplicates += int(later.sum())
-            rel = np.flatnonzero(~later)
-            fp, recs = fp[rel], np.take(recs, rel, axis=0)
+        ranges = (fp >> _SHIFT).astype(np.uint16)
+        # The repeats of one ID all fall in one range: an ID repeated through the export would pile
+        # up there, a range too big for the second pass to hold. So a flush with a range far fuller
+        # than the others keeps only the first of each of its repeats (the second pass finds them
+        # all anyway; this only keeps the ranges even).
+        if int(np.bincount(ranges, minlength=_BUCKETS).max()) > _CROWDED * (len(recs) // _BUCKETS + 1):
+            later = _repeats(fp, recs, rel)
+            if later is not None:
+                if self._drops is not None:
+                    self._drops.mark(first_row + rel[later])
+                self.duplicates += int(later.sum())
+                rel = np.flatnonzero(~later)
+                fp, recs, ranges = fp[rel], np.take(recs, rel, axis=0), ranges[rel]
         words = _WORDS
         while words > 1 and not recs[:, words - 1].any():
             words -= 1
-        ranges = (fp >> _SHIFT).astype(np.uint16)
         order = np.argsort(ranges, kind="stable")  # a radix sort, rows in order within a range
         cuts = np.searchsorted(ranges[order], np.arange(_BUCKETS + 1)).astype(np.int64)
         kept = np.ascontiguousarray(np.take(recs[:, :words], order, axis=0))

@@ -16,7 +16,9 @@ files are read, and every file's name and IDs, rows in order, of both lists.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import functools
 import gzip
 import hashlib
 import os
@@ -166,6 +168,7 @@ def read_export(
     """Read the export a job names (or apply its exclude_file to its `inline` recipients). `digest` is
     the start of the job hash. Raises Reject (the job is refused), ExportError (exit 2), Stopped, and
     sources.StreamedExport with `streams` False."""
+    _big_arrays_on_the_heap()
     side = spec.recipients
     files = [] if side is None else sources.resolve(side, base_dir, streams=streams)
     excluded = [] if spec.exclude is None else sources.resolve(spec.exclude, base_dir, streams=streams)
@@ -251,6 +254,23 @@ def read_export(
         export.close()
         if exclusions is not None:
             exclusions.close()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+@functools.cache
+def _big_arrays_on_the_heap() -> None:
+    """Let glibc's heap keep the arrays of a few MB that reading an export makes and drops by the
+    thousand. Above 128 KiB they came from mmap, each one faulted in afresh: 235,000 page faults and
+    0.7 s of system time for 10M IDs, a fifth of the reading. With the threshold at 32 MiB (and the heap
+    trimmed only past 64 MiB free) they are reused; the peak memory is the same. Elsewhere, nothing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
 
 
 def _discard(spool: IO[bytes] | None) -> None:

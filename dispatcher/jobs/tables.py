@@ -180,13 +180,14 @@ def _judged(
     if len(too_long):
         problems.append((int(too_long[0]), 0, f"UserID must be at most {LIMIT} bytes"))
     if len(data):
-        edges = _WHITE[np.take(data, starts, mode="clip")] | _WHITE[np.take(data, ends - 1, mode="clip")]
+        last = len(data) - 1  # an empty value's start may be past the end: it is looked at, not used
+        edges = _WHITE[data[np.minimum(starts, last)]] | _WHITE[data[np.maximum(ends - 1, 0)]]
         if (edges & (starts < ends)).any():
             starts, ends, trimmed = starts.copy(), ends.copy(), True
             for _ in range(LIMIT):  # white space off both ends, a byte a round (an ID is at most 32 bytes)
-                lead = (starts < ends) & _WHITE[np.take(data, starts, mode="clip")]
+                lead = (starts < ends) & _WHITE[data[np.minimum(starts, last)]]
                 starts += lead
-                trail = (starts < ends) & _WHITE[np.take(data, ends - 1, mode="clip")]
+                trail = (starts < ends) & _WHITE[data[np.maximum(ends - 1, 0)]]
                 ends -= trail
                 if not (lead.any() or trail.any()):
                     break
