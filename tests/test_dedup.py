@@ -4,6 +4,7 @@ and a text export read by the fast path exactly as the rules read it line by lin
 from __future__ import annotations
 
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +116,8 @@ def test_a_full_disk_while_spilling_is_one_line_and_nothing_of_the_job(
     def full() -> object:
         return open("/dev/full", "w+b")  # every write fails with ENOSPC, as a full file system's would
 
-    monkeypatch.setattr(dedup.tempfile, "TemporaryFile", full)
-    monkeypatch.setattr(dedup.tempfile, "gettempdir", lambda: "/var/tmp")
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: "/var/tmp")
     (tmp_path / "r.txt").write_text("".join(f"u{i}\n" for i in range(100)))
     path = write_jobs(tmp_path / "jobs.jsonl", [{**BASE, "recipients_file": "r.txt"}])
     with pytest.raises(ExportError) as caught:
