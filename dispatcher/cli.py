@@ -384,9 +384,7 @@ def check_writable(path: str, option: str, keep: list[str], jobs: Sequence[str] 
             raise UsageError(f"{option} {path}: is the outcome journal of a run in progress (pid {holder or '?'})")
         export = _recipients_file_at(target, jobs)
         if export is not None:
-            raise UsageError(
-                f"{option} {path}: is the recipients_file of {export}, which the run reads; choose another file"
-            )
+            raise UsageError(f"{option} {path}: is the {export}, which the run reads; choose another file")
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: no such directory {str(parent)!r}")
@@ -395,11 +393,13 @@ def check_writable(path: str, option: str, keep: list[str], jobs: Sequence[str] 
 
 
 def _recipients_file_at(target: Path, jobs: Sequence[str]) -> str | None:
-    """The jobs line (`file:line`) whose recipients_file is `target`, if one is: an export is the
-    user's data, and an output written over it would destroy it. Only lines that name a
-    recipients_file are parsed; standard input cannot be read twice and is not looked at (nor are
-    jobs files that are not regular files)."""
+    """The field and jobs line (`recipients_file of file:line`) that names `target` (as a recipients_file
+    or an exclude_file, or a match of its glob), if one does: an export is the user's data, and an
+    output written over it would destroy it. Only lines that name one are parsed; standard input
+    cannot be read twice and is not looked at (nor are jobs files that are not regular files)."""
     import orjson
+
+    from dispatcher.jobs.sources import named_files
 
     for path in jobs:
         if path == "-" or not os.path.isfile(path):
@@ -407,17 +407,16 @@ def _recipients_file_at(target: Path, jobs: Sequence[str]) -> str | None:
         try:
             with open(path, "rb") as handle:
                 for number, raw in enumerate(handle, start=1):
-                    if b"recipients_file" not in raw:
+                    if b"recipients_file" not in raw and b"exclude_file" not in raw:
                         continue
                     try:
                         doc = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
                     except orjson.JSONDecodeError:  # the run rejects it; nothing of it is read
                         continue
-                    name = doc.get("recipients_file") if isinstance(doc, dict) else None
-                    if isinstance(name, str) and name:
+                    for field, named in named_files(doc, Path(path).parent) if isinstance(doc, dict) else []:
                         with contextlib.suppress(OSError, ValueError):
-                            if target.samefile(Path(path).parent / name):
-                                return f"{path}:{number}"
+                            if target.samefile(named):
+                                return f"{field} of {path}:{number}"
         except OSError:  # unreadable: the run says so, with its file and line
             continue
     return None
@@ -593,6 +592,7 @@ def _print_plan(plan: Plan) -> None:
             else ""
         ),
     ]
+    lines += plan.export_lines()
     lines += [f"rejected    {rej.job_id}: {rej.message}" for rej in plan.rejections]
     if plan.rejected > len(plan.rejections):
         lines.append(f"rejected    ... and {plan.rejected - len(plan.rejections)} more")

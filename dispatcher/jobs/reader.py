@@ -14,24 +14,30 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import difflib
-import hashlib
 import io
 import os
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from stat import S_ISREG
-from typing import IO, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
 
-from dispatcher.errors import PATH_CHARS, InputError, quoted
+from dispatcher.errors import InputError, quoted
+from dispatcher.jobs import sources
+from dispatcher.jobs.sources import Stopped, StreamedExport
 from dispatcher.tim import rules
 from dispatcher.tim.apis import DEFAULT, DEFAULT_ENDPOINT, REGISTRY, Endpoint
 from dispatcher.tim.apis.base import Reject, string, type_name
+
+if TYPE_CHECKING:
+    import hashlib
+
+    from dispatcher.jobs.exports import Read, Stats
+
+__all__ = ["Job", "Recipients", "Rejection", "StreamedExport", "read_jobs"]
 
 STDIN = "-"
 SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
@@ -44,13 +50,7 @@ MAX_JOB_LINE_BYTES = 64 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
 
 
-class _Stopped(Exception):
-    """`stop` was set: reading ends where it is, and the job being read is not yielded."""
-
-
-class StreamedExport(Exception):
-    """A recipients_file that can be read only once (a FIFO, `<(cmd)`) met a reader told to leave
-    streams alone: a pre-scan must not use up the one reading that the run needs."""
+_Stopped = Stopped  # set `stop`: reading ends where it is, and the job being read is not yielded
 
 
 def _chunks(read: Callable[[int], bytes], stop: threading.Event | None = None) -> Iterator[bytes]:
@@ -129,28 +129,6 @@ class InlineRecipients:
 
 
 @dataclasses.dataclass(frozen=True)
-class SpooledRecipients:
-    """The recipients of an export: its validated, de-duplicated IDs, one per line, in an anonymous
-    temporary file (gone when closed), written while the export was validated.
-
-    Sending reads this copy, never the export again: an export rewritten during a run (in place, with
-    its size unchanged) would otherwise send IDs that were never validated instead of ones that were,
-    and one that can be read only once (a FIFO, `<(cmd)`) could not be sent at all. Iterate it once
-    at a time: each iteration starts again from the top of the one file."""
-
-    spool: IO[bytes]
-    label: str
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            self.spool.seek(0)
-            for raw in self.spool:  # lines it wrote itself: at most 33 bytes each
-                yield raw[:-1].decode("utf-8")
-        except OSError as exc:
-            raise InputError(f"{self.label}: cannot read its temporary copy: {exc.strerror}") from None
-
-
-@dataclasses.dataclass(frozen=True)
 class Job:
     job_id: str
     file: str
@@ -164,6 +142,9 @@ class Job:
     derived_id: bool = False  # job_id made from the content: the job gave none
     endpoint: Endpoint = DEFAULT_ENDPOINT  # the API it is sent with
     fields: Mapping[str, object] = dataclasses.field(default_factory=dict)  # request fields of every batch
+    duplicates: int = 0  # named recipients left out as a repeat of an earlier one
+    excluded: int = 0  # named recipients left out as in the job's exclude_file
+    export: Stats | None = None  # what was read of its recipients_file and exclude_file
 
     @property
     def batches(self) -> int:
@@ -222,6 +203,7 @@ def _fits(uid: str) -> bool:
 
 
 def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
+    """The UserIDs of a list, each once, in order (the list's length tells the duplicates left out)."""
     if not isinstance(value, list):
         raise Reject(field, f"must be an array of UserIDs, not {type_name(value)}")
     if not value:
@@ -238,71 +220,6 @@ def _inline(value: object, field: str = "ToMembers_Account", all_members: bool =
             raise Reject(field, f"item {i} ({quoted(given)}): UserID {problem}")
         ids[uid] = None
     return tuple(ids)
-
-
-def _from_file(
-    path: Path, label: str, digest: hashlib.blake2b, stop: threading.Event | None, streams: bool
-) -> tuple[Recipients, int]:
-    """Read an export once: validate every line, drop duplicates, feed the job hash, and copy the IDs
-    to a temporary file that sending reads (see SpooledRecipients).
-
-    With `streams` False an export that is not a regular file (a FIFO, `<(cmd)`, a device) raises
-    StreamedExport before it is opened: a pre-scan must not use up the one reading the run needs
-    (and opening a FIFO and closing it would hand its writer a SIGPIPE).
-    """
-    field = "recipients_file"
-    try:
-        if not streams and not S_ISREG(path.stat().st_mode):
-            raise StreamedExport(str(path))
-        handle = path.open("rb")
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
-        reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
-        raise Reject(field, f"{label}: cannot read: {reason}") from None
-    # A dict, not a set: a dict of strings is not tracked by the garbage collector, while a young
-    # set of a million UserIDs made every collection in the sending thread visit them all (96 ms).
-    seen: dict[str, None] = {}
-    with handle:
-        try:
-            spool = tempfile.TemporaryFile()  # noqa: SIM115 - the job keeps it open for sending
-        except OSError as exc:
-            raise Reject(field, f"{label}: cannot make its temporary copy: {exc.strerror}") from None
-        try:
-            # A line is judged by its bytes before the line ending, surrounding whitespace included: a
-            # longer line cannot be a UserID, and is rejected before the rest of it is read.
-            for lineno, raw in _lines(_chunks(handle.read1, stop), rules.MAX_USER_ID_BYTES):
-                if not lineno % 1000:
-                    # This runs in the reader thread while the event loop sends. A read lets go of
-                    # the GIL and takes it straight back, which keeps the loop from ever forcing a
-                    # switch: it waited 100-250 ms at a time for a million-line export. Sleeping
-                    # hands the GIL over for real, every ~0.5 ms of this loop.
-                    time.sleep(0)
-                if raw is None:
-                    raise Reject(
-                        field, f"{label} line {lineno}: UserID must be at most {rules.MAX_USER_ID_BYTES} bytes"
-                    )
-                text = raw.strip()
-                if not text:
-                    continue
-                try:
-                    uid = text.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise Reject(field, f"{label} line {lineno}: not valid UTF-8") from None
-                if uid in seen:
-                    continue
-                if not uid.isprintable():
-                    raise Reject(field, f"{label} line {lineno}: UserID {rules.UNPRINTABLE}")
-                seen[uid] = None
-                digest.update(text + b"\n")
-                spool.write(text + b"\n")
-            if not seen:
-                raise Reject(field, f"{label} has no UserIDs; an empty export never means all members")
-            spool.flush()
-        except BaseException as exc:
-            spool.close()
-            if isinstance(exc, OSError):
-                raise Reject(field, f"{label}: cannot read: {exc.strerror}") from None
-            raise
-    return SpooledRecipients(spool, label), len(seen)
 
 
 def parse_job(
@@ -363,21 +280,34 @@ def parse_job(
         named = inline_key is not None and (inline_key in doc or "recipients_file" in doc)
         if endpoint.recipients_required and not named:
             raise Reject(inline_key, "is required (or recipients_file), with the accounts to send to")
+        export = sources.spec_of(doc, inline=inline_key is not None and inline_key in doc)
         digest = endpoint.hasher(spec, batch_size, not named)
         recipients: Recipients | None = None
-        count = 0
+        count = duplicates = excluded = 0
+        stats: Stats | None = None
         sent_to: object = "all members"  # the recipients as the derived job_id sees them
         if inline_key is not None and inline_key in doc:
             inline = _inline(doc[inline_key], inline_key, not endpoint.recipients_required)
-            for uid in inline:
-                digest.update(uid.encode("utf-8") + b"\n")
-            recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
-        elif "recipients_file" in doc:
-            name = string(doc, "recipients_file")
-            assert name is not None
-            label = quoted(name, bare=True, limit=PATH_CHARS)
-            recipients, count = _from_file(base_dir / name, label, digest, stop, streams)
-            sent_to = {"recipients_file": name}
+            duplicates = len(doc[inline_key]) - len(inline)
+            if export is None:
+                for uid in inline:
+                    digest.update(uid.encode("utf-8") + b"\n")
+                recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
+            else:  # an exclude_file applies to the list
+                read = _read_export(export, base_dir, digest, file, line, stop, streams, inline)
+                assert isinstance(read.recipients, tuple)
+                recipients, count, digest, stats = (
+                    InlineRecipients(read.recipients),
+                    read.count,
+                    read.digest,
+                    read.stats,
+                )
+                excluded, sent_to = read.stats.excluded, {inline_key: list(inline), **read.derived}
+        elif export is not None:
+            read = _read_export(export, base_dir, digest, file, line, stop, streams)
+            assert not isinstance(read.recipients, tuple)
+            recipients, count, digest, stats = read.recipients, read.count, read.digest, read.stats
+            duplicates, excluded, sent_to = read.stats.duplicates, read.stats.excluded, read.derived
         endpoint.check_recipients(spec, doc, recipients is not None)
     except Reject as rej:
         return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id, api_name)
@@ -395,7 +325,29 @@ def parse_job(
         derived_id=given_id is None,
         endpoint=endpoint,
         fields=spec.fields,
+        duplicates=duplicates,
+        excluded=excluded,
+        export=stats,
     )
+
+
+def _read_export(
+    export: sources.Spec,
+    base_dir: Path,
+    digest: hashlib.blake2b,
+    file: str,
+    line: int,
+    stop: threading.Event | None,
+    streams: bool,
+    inline: tuple[str, ...] | None = None,
+) -> Read:
+    """The job's export, read (`exports`, imported only when a job names one: it brings numpy)."""
+    from dispatcher.jobs.exports import ExportError, read_export
+
+    try:
+        return read_export(export, base_dir, digest, inline=inline, stop=stop, streams=streams)
+    except ExportError as exc:  # nothing of the job is sent, and the run cannot go on as it is
+        raise ExportError(f"{file}:{line}: {exc}") from None
 
 
 def api_of(job: Job) -> str | None:

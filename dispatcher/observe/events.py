@@ -26,10 +26,13 @@ def code_key(error_code: object) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobAccepted:
-    """A job passed validation; its batches are now the run's (some may be skipped)."""
+    """A job passed validation; its batches are now the run's (some may be skipped). `duplicates` and
+    `excluded`: named recipients left out as a repeat of an earlier one, or as in its exclude_file."""
 
     job_id: str
     batches: int
+    duplicates: int = 0
+    excluded: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -113,6 +113,14 @@ class RunMetrics:
         self.pending = Gauge("dispatcher_batches_pending", "Batches left unfinished (resume to finish)", registry=r)
         self.jobs = Counter("dispatcher_jobs", "Jobs read, by result", ["result"], registry=r)
         self.notified = Counter("dispatcher_recipients_notified", "Named recipients delivered to", registry=r)
+        self.duplicates = Counter(
+            "dispatcher_recipients_duplicate",
+            "Named recipients left out as a repeat of an earlier one in their job",
+            registry=r,
+        )
+        self.excluded = Counter(
+            "dispatcher_recipients_excluded", "Named recipients left out as in their job's exclude_file", registry=r
+        )
         self.not_notified = Counter(
             "dispatcher_recipients_not_notified",
             "Named recipients of batches that ended failed, left undelivered",
@@ -179,6 +187,8 @@ class RunMetrics:
             self.pace.labels(event.api).set(event.pace)
         elif isinstance(event, JobAccepted):
             self.jobs.labels("accepted").inc()
+            self.duplicates.inc(event.duplicates)
+            self.excluded.inc(event.excluded)
         elif isinstance(event, JobRejected):
             self.jobs.labels("rejected").inc()
             if event.recorded:

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs
 from dispatcher.journal.outcomes import FAILED, JournalState
@@ -20,7 +20,10 @@ from dispatcher.pacing.base import MEMORY_HEADROOM, Quota
 from dispatcher.pacing.group import SHARE
 from dispatcher.tim import rules
 
-MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections in full and counts the rest
+if TYPE_CHECKING:
+    from dispatcher.jobs.exports import Stats
+
+MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections (and exports) in full and counts the rest
 GROUP_PACE = rules.GROUP_RATE * SHARE  # send_group_msg's messages a second into one group, as the engine paces them
 
 
@@ -40,6 +43,10 @@ class Plan:
     # GroupId -> messages to send into it by an API with a pace per group (send_group_msg)
     group_messages: dict[str, int] = dataclasses.field(default_factory=dict)
     rejections: list[Rejection] = dataclasses.field(default_factory=list)
+    duplicates: int = 0  # named recipients left out as a repeat of an earlier one
+    excluded: int = 0  # named recipients left out as in their job's exclude_file
+    exports: list[tuple[str, Stats]] = dataclasses.field(default_factory=list)  # job_id, what was read
+    export_jobs: int = 0  # jobs read from an export (the first MAX_LISTED_REJECTIONS are in `exports`)
     groups: dict[str, str] = dataclasses.field(default_factory=dict)  # GroupId -> group_type, when collected
 
     @property
@@ -92,13 +99,23 @@ class Plan:
             "requests": self.requests,
             "retries": 0,
             "recipients": self.recipients,
+            "duplicates": self.duplicates,
+            "excluded": self.excluded,
             "error_codes": {},
             "least_seconds": self.least_seconds,
             "quota_messages": self.quota_messages,
             "rejections": [
                 {"job_id": r.job_id, "source": r.source, "field": r.field, "reason": r.reason} for r in self.rejections
             ],
+            "exports": [{"job_id": job_id, **stats.shown()} for job_id, stats in self.exports],
         }
+
+    def export_lines(self) -> list[str]:
+        """What the dry run prints of each job read from an export (after the totals)."""
+        lines = [f"export      {job_id}: {stats.text()}" for job_id, stats in self.exports]
+        if self.export_jobs > len(self.exports):
+            lines.append(f"export      ... and {self.export_jobs - len(self.exports)} more")
+        return lines
 
 
 def make_plan(
@@ -130,8 +147,12 @@ def make_plan(
             if len(plan.rejections) < MAX_LISTED_REJECTIONS:
                 plan.rejections.append(item)
             continue
-        tally.on_event(JobAccepted(item.job_id, item.batches))
+        tally.on_event(JobAccepted(item.job_id, item.batches, item.duplicates, item.excluded))
         plan.recipients += item.recipient_count
+        if item.export is not None:
+            plan.export_jobs += 1
+            if len(plan.exports) < MAX_LISTED_REJECTIONS:
+                plan.exports.append((item.job_id, item.export))
         skipped = 0
         quota = item.endpoint.quota_seconds is not None
         to_send = item.recipient_count if quota else 0  # recipients that count against the quota
@@ -153,6 +174,7 @@ def make_plan(
         if collect_groups and item.group_id is not None:
             plan.groups.setdefault(item.group_id, item.group_type or "Public")
     plan.jobs, plan.rejected, plan.batches, plan.skipped = tally.jobs, tally.rejected, tally.batches, tally.skipped
+    plan.duplicates, plan.excluded = tally.duplicates, tally.excluded
     return plan
 
 

@@ -43,6 +43,7 @@ class _JobInfo:
     # the hash that a later line of its journal gives (see _Jobs.of).
     unhashed: list[int] = dataclasses.field(default_factory=list)
     merged: bool = False  # folded into another: not listed
+    export: dict[str, Any] | None = None  # what its latest run read of its export (a line's "export")
 
 
 class _Jobs:
@@ -98,6 +99,7 @@ class _Jobs:
         job.api = early.api or job.api
         job.batches = early.batches or job.batches
         job.rejected = early.rejected
+        job.export = early.export or job.export
         for batch in early.unhashed:
             fate, place = fates.pop((waiting, batch))
             before, _ = fates.get((into, batch), (None, place))
@@ -127,6 +129,8 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
         info = jobs.all[uid]
         info.group_id = doc.get("group_id") or info.group_id
         info.api = doc.get("api") or info.api
+        if isinstance(doc.get("export"), dict):
+            info.export = doc["export"]
         if doc.get("status") == REJECTED or doc.get("batch") is None:
             info.rejected = str(doc.get("error_info") or "rejected")
             continue
@@ -210,6 +214,8 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
             entry["api"] = info.api
         if info.rejected is not None:
             entry["reason"] = info.rejected
+        if info.export is not None:
+            entry["export"] = info.export
         job_list.append(told_apart(entry, info))
 
     return {
@@ -218,10 +224,33 @@ def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
         "failed": by_fate[FAILED],
         "rejected": sum(1 for j in job_list if j["fate"] == REJECTED),
         "pending": by_fate[PENDING],
+        # Named recipients left out, as the summary counts them: of each job, as its latest run read it.
+        "duplicates": sum(_count(job, "duplicates") for job in job_list),
+        "excluded": sum(_count(job, "excluded") for job in job_list),
         "error_codes": dict(sorted(codes.items())),
         "jobs": job_list,
         "not_notified": not_notified,
     }
+
+
+def _count(job: dict[str, Any], key: str) -> int:
+    value = job.get("export", {}).get(key)
+    return value if isinstance(value, int) else 0
+
+
+def _export_text(export: dict[str, Any]) -> str:
+    """A job's "export", as the text report shows it."""
+
+    def number(key: str, noun: str = "") -> str:
+        value = export.get(key)
+        shown = f"{value:,}" if isinstance(value, int) else "?"
+        return f"{shown} {noun}{'' if value == 1 else 's'}" if noun else shown
+
+    text = f"    export: {number('files', 'file')}, {number('rows')} rows, {number('distinct')} distinct, "
+    text += f"{number('duplicates')} duplicates, {number('excluded')} excluded"
+    if "exclude_files" in export:
+        text += f" (exclude_file: {number('exclude_files', 'file')}, {number('exclude_rows')} rows)"
+    return text
 
 
 def _where(group_id: str | None, api: str | None) -> str:
@@ -246,6 +275,8 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         f"batches {report['batches']}: ok {report['ok']}, failed {report['failed']}, pending {report['pending']}; "
         f"jobs rejected {report['rejected']}",
     ]
+    if report["duplicates"] or report["excluded"]:
+        lines.append(f"recipients left out: {report['duplicates']:,} duplicates, {report['excluded']:,} excluded")
     if report["error_codes"]:
         lines.append("replies by error code: " + ", ".join(f"{k}: {v}" for k, v in report["error_codes"].items()))
     lines.append("jobs:")
@@ -259,6 +290,8 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         if "reason" in job:
             text += f"  reason: {job['reason']}"
         lines.append(text + _which(job))
+        if isinstance(job.get("export"), dict):
+            lines.append(_export_text(job["export"]))
     if report["not_notified"]:
         lines.append("not notified:")
         for miss in report["not_notified"]:

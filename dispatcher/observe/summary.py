@@ -34,6 +34,8 @@ class Summary:
     requests: int = 0
     retries: int = 0
     recipients: int = 0
+    duplicates: int = 0  # named recipients of the accepted jobs left out as a repeat of an earlier one
+    excluded: int = 0  # and those left out as in their job's exclude_file
     error_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     elapsed_s: float = 0.0
     sending_s: float = 0.0  # from the first request's start to the last one's
@@ -65,6 +67,8 @@ class Summary:
         elif isinstance(event, JobAccepted):
             self.jobs += 1
             self.batches += event.batches
+            self.duplicates += event.duplicates
+            self.excluded += event.excluded
         elif isinstance(event, JobRejected):
             self.jobs += 1
             self.rejected += event.recorded
@@ -116,6 +120,8 @@ class Summary:
             "requests": self.requests,
             "retries": self.retries,
             "recipients": self.recipients,
+            "duplicates": self.duplicates,
+            "excluded": self.excluded,
             "error_codes": dict(sorted(self.error_codes.items())),
             "elapsed_s": round(self.elapsed_s, 3),
             "rate": round(self.rate, 2),

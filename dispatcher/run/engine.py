@@ -158,6 +158,7 @@ class Engine:
         self._last_start = 0.0
         self._health = Health(config.endpoint)  # what the endpoint has done so far
         self._renewed_on_refusal = -1  # the signer's generation made because a UserSig was refused (70001)
+        self._told_export: set[str] = set()  # jobs whose export stats are on a line of this run
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -320,7 +321,7 @@ class Engine:
             message = f"{item.source}: {conflict}"
             self._reject(item.job_id, item.group_id, message, api_of(item), source=item.source, field=None)
             return
-        self._emit(JobAccepted(item.job_id, item.batches))
+        self._emit(JobAccepted(item.job_id, item.batches, item.duplicates, item.excluded))
         yield_at = time.monotonic() + _PRODUCER_SLICE
         try:
             for batch in split(item):
@@ -464,6 +465,11 @@ class Engine:
             if decision.signature_pause:
                 log.warning("signature checks rate-limited (70050): pausing all sending", seconds=decision.pause)
         job = batch.job
+        extra = decision.extra
+        if job.export is not None and job.job_id not in self._told_export:
+            # The first line of a job read from an export, in each run, says what was read (for the report).
+            self._told_export.add(job.job_id)
+            extra = {**extra, "export": job.export.to_json()}
         written = self._write(
             record(
                 job_id=job.job_id,
@@ -479,7 +485,7 @@ class Engine:
                 http_status=reply.http_status,
                 latency_ms=reply.latency_ms,
                 job_hash=job.job_hash,
-                **decision.extra,
+                **extra,
             )
         )
         self._emit(

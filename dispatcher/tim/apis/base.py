@@ -34,6 +34,11 @@ MSG_TYPES: Final = frozenset(
 )
 
 
+# A job's fields that say how its recipients_file is read and what it leaves out (dispatcher.jobs.sources);
+# every API that takes recipients knows them, right after recipients_file.
+EXPORT_KEYS: Final = ("recipients_column", "recipients_format", "exclude_file", "exclude_column", "exclude_format")
+
+
 class Reject(Exception):
     """A job that must not be sent: the field at fault and why."""
 

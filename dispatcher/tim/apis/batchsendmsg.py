@@ -19,7 +19,15 @@ from typing import Any, ClassVar, Final
 import orjson
 
 from dispatcher.tim import rules
-from dispatcher.tim.apis.base import Details, Endpoint, Spec, common_message_fields, integer, message_body
+from dispatcher.tim.apis.base import (
+    EXPORT_KEYS,
+    Details,
+    Endpoint,
+    Spec,
+    common_message_fields,
+    integer,
+    message_body,
+)
 
 NAME: Final = "batchsendmsg"
 PATH: Final = "/v4/openim/batchsendmsg"
@@ -56,6 +64,7 @@ class BatchSendMsg(Endpoint):
         "job_id",
         "To_Account",
         "recipients_file",
+        *EXPORT_KEYS,
         "MsgBody",
         "Text",
         "From_Account",

@@ -21,6 +21,7 @@ import orjson
 
 from dispatcher.tim import rules
 from dispatcher.tim.apis.base import (
+    EXPORT_KEYS,
     Details,
     Endpoint,
     Reject,
@@ -65,7 +66,7 @@ class GroupMsg(Endpoint):
         "leave it out",
         # Recipients of the other APIs: no "did you mean" (To_Account is close to From_Account, and
         # following that hint would send to the whole group from the account meant to receive it).
-        **dict.fromkeys(("To_Account", "ToMembers_Account", "recipients_file"), NO_RECIPIENTS),
+        **dict.fromkeys(("To_Account", "ToMembers_Account", "recipients_file", *EXPORT_KEYS), NO_RECIPIENTS),
     }
     recipients_key = None  # a group message reaches the whole group
     group_rate = GROUP_RATE

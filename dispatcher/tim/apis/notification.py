@@ -12,7 +12,7 @@ from typing import Any, Final
 import orjson
 
 from dispatcher.tim import rules
-from dispatcher.tim.apis.base import Endpoint, Reject, Spec, group_id, string
+from dispatcher.tim.apis.base import EXPORT_KEYS, Endpoint, Reject, Spec, group_id, string
 
 NAME: Final = "send_group_system_notification"
 
@@ -20,7 +20,17 @@ NAME: Final = "send_group_system_notification"
 class Notification(Endpoint):
     name = NAME
     path = rules.SEND_PATH
-    keys = ("GroupId", "Content", "ToMembers_Account", "recipients_file", "TopicId", "job_id", "group_type", "api")
+    keys = (
+        "GroupId",
+        "Content",
+        "ToMembers_Account",
+        "recipients_file",
+        *EXPORT_KEYS,
+        "TopicId",
+        "job_id",
+        "group_type",
+        "api",
+    )
     recipients_key = "ToMembers_Account"
     takes_random = False  # the API has no Random: no hash a request for one
     names_api = False

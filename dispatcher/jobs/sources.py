@@ -1,0 +1,258 @@
+"""Which files a job's export is: its fields, its shards (a glob, in sorted order), their format and
+compression. Nothing here reads a file's content; `exports` does.
+
+An export is named by `recipients_file` (and a suppression list by `exclude_file`): one file, or a glob
+(`*`, `?`, `[...]`) whose matches, sorted by name, are one export. A name that exists as it is written
+is that file, whatever characters it holds (as before globs were read), so a file called `list[1].txt`
+is still itself. A glob that matches nothing rejects the job: it must never become "all members".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from stat import S_ISDIR, S_ISREG
+
+from dispatcher.errors import PATH_CHARS, quoted
+from dispatcher.tim.apis.base import Reject, string
+
+TEXT, CSV, TSV, JSONL, PARQUET = "text", "csv", "tsv", "jsonl", "parquet"
+FORMATS = (TEXT, CSV, TSV, JSONL, PARQUET)
+GZIP, ZSTD = "gzip", "zstd"
+# A compression suffix stands after the format's: export-000000000000.csv.gz.
+_COMPRESSIONS = {".gz": GZIP, ".zst": ZSTD}
+_SUFFIXES = {".csv": CSV, ".tsv": TSV, ".jsonl": JSONL, ".ndjson": JSONL, ".parquet": PARQUET}
+# The first bytes of a compressed file, for an input whose name does not say (a stream, `<(cmd)`).
+_MAGIC = {b"\x1f\x8b": GZIP, b"\x28\xb5\x2f\xfd": ZSTD}
+
+
+class Stopped(Exception):
+    """`stop` was set: reading ends where it is, and the job being read is not yielded."""
+
+
+class StreamedExport(Exception):
+    """A recipients_file that can be read only once (a FIFO, `<(cmd)`) met a reader told to leave
+    streams alone: a pre-scan must not use up the one reading that the run needs."""
+
+
+_BREATH = 0.001  # seconds of reading between two hand-overs of the GIL
+_next_breath = 0.0
+
+
+def breathe() -> None:
+    """Hand the GIL to the event loop for real, at most once a millisecond of reading.
+
+    An export is read in a thread while the event loop sends. A read or a numpy call lets go of the GIL
+    and takes it straight back, which keeps the loop from ever forcing a switch: it waited 100-250 ms at
+    a time while a million-line export was read. Sleeping hands it over; doing so after every block
+    cost a fifth of the reading on a busy machine, so it is done once a millisecond."""
+    global _next_breath
+    now = time.monotonic()
+    if now >= _next_breath:
+        time.sleep(0)
+        _next_breath = now + _BREATH
+
+
+RECIPIENTS = "recipients_file"
+EXCLUDE = "exclude_file"
+# The fields an export adds to a job, besides recipients_file (each API with recipients knows them).
+FIELDS = ("recipients_column", "recipients_format", "exclude_file", "exclude_column", "exclude_format")
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One named list of a job: its recipients (recipients_file) or its suppression list (exclude_file)."""
+
+    field: str  # recipients_file or exclude_file
+    name: str  # as the job gives it
+    column: str | None
+    format: str | None  # as the job gives it; None: from each file's name
+
+    @property
+    def column_field(self) -> str:
+        return "recipients_column" if self.field == RECIPIENTS else "exclude_column"
+
+    @property
+    def format_field(self) -> str:
+        return "recipients_format" if self.field == RECIPIENTS else "exclude_format"
+
+    @property
+    def label(self) -> str:
+        return quoted(self.name, bare=True, limit=PATH_CHARS)
+
+
+# The format of a file is the job's recipients_format (or exclude_format) when given, whatever its name
+# says: a name can be wrong, or say nothing (a stream); else the name's; else text.
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One file of an export: a shard, or the export itself."""
+
+    path: Path
+    name: str  # as shown and hashed: the job's name, or the match of its glob (relative like it)
+    format: str
+    compression: str | None  # GZIP, ZSTD or None (a non-text stream's is found from its first bytes)
+    stream: bool  # a FIFO, `<(cmd)`, a device: it can be read once only
+
+    @property
+    def label(self) -> str:
+        return quoted(self.name, bare=True, limit=PATH_CHARS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """An export as a job names it: its recipients_file (None: the job lists its recipients itself)
+    and, if given, its suppression list."""
+
+    recipients: Side | None
+    exclude: Side | None
+
+    @property
+    def plain(self) -> bool:
+        """Only what a job could say before formats existed: one recipients_file and nothing else.
+        Such a job keeps the hash it had then, so that journals written by then resume."""
+        side = self.recipients
+        return self.exclude is None and side is not None and side.column is None and side.format is None
+
+    def derived(self) -> dict[str, str]:
+        """The export fields as the job gives them, for its default job_id (a plain job's: as before)."""
+        doc: dict[str, str] = {}
+        for side in (self.recipients, self.exclude):
+            if side is None:
+                continue
+            doc[side.field] = side.name
+            if side.column is not None:
+                doc[side.column_field] = side.column
+            if side.format is not None:
+                doc[side.format_field] = side.format
+        return doc
+
+
+def spec_of(doc: Mapping[str, object], inline: bool) -> Spec | None:
+    """The export fields of a job, checked; None when it names neither a recipients_file nor an
+    exclude_file. `inline`: the job lists its recipients itself (an exclude_file applies to them)."""
+    recipients = _side(doc, RECIPIENTS) if RECIPIENTS in doc else None
+    exclude = _side(doc, EXCLUDE) if EXCLUDE in doc else None
+    for key, needs, given in (
+        ("recipients_column", "a recipients_file", recipients),
+        ("recipients_format", "a recipients_file", recipients),
+        ("exclude_column", "an exclude_file", exclude),
+        ("exclude_format", "an exclude_file", exclude),
+    ):
+        if given is None and key in doc:
+            raise Reject(key, f"applies to {needs}; the job has none")
+    if exclude is not None and recipients is None and not inline:
+        raise Reject(EXCLUDE, "needs named recipients; a job sent to all members cannot leave anyone out")
+    if recipients is None and exclude is None:
+        return None
+    return Spec(recipients, exclude)
+
+
+def _side(doc: Mapping[str, object], field: str) -> Side:
+    name = string(doc, field)
+    assert name is not None
+    column_field = "recipients_column" if field == RECIPIENTS else "exclude_column"
+    format_field = "recipients_format" if field == RECIPIENTS else "exclude_format"
+    column = string(doc, column_field)
+    given = string(doc, format_field)
+    if given is not None and given not in FORMATS:
+        raise Reject(format_field, f"must be one of {', '.join(FORMATS)}, not {quoted(given)}")
+    if column is not None and given == TEXT:
+        raise Reject(column_field, "a text export (one UserID a line) has no columns")
+    return Side(field, name, column, given)
+
+
+def format_of(name: str) -> tuple[str | None, str | None]:
+    """The format and compression a file's name says: (None, None) for a name that says neither."""
+    lower = name.lower()
+    compression = None
+    for suffix, kind in _COMPRESSIONS.items():
+        if lower.endswith(suffix):
+            compression, lower = kind, lower[: -len(suffix)]
+            break
+    for suffix, kind in _SUFFIXES.items():
+        if lower.endswith(suffix):
+            return kind, compression
+    return None, compression
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression of an input whose name does not say, from its first bytes."""
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def named_files(doc: Mapping[str, object], base_dir: Path) -> list[tuple[str, Path]]:
+    """The files a job's recipients_file and exclude_file name (each glob's matches), with their field,
+    as far as they can be found: for a check that no output replaces one, never for reading."""
+    found = []
+    for field in (RECIPIENTS, EXCLUDE):
+        name = doc.get(field)
+        if not isinstance(name, str) or not name:
+            continue
+        try:
+            literal = (base_dir / name).exists()
+            names = [name] if literal or not glob.has_magic(name) else glob.glob(name, root_dir=base_dir)
+        except (OSError, ValueError):
+            continue
+        found += [(field, base_dir / match) for match in names]
+    return found
+
+
+def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
+    """The files of one side of an export, in the order they are read; raises Reject.
+
+    With `streams` False, an input that can be read only once raises StreamedExport (exports) before
+    it is opened: a pre-scan must not use up the one reading the run needs."""
+    literal = base_dir / side.name
+    try:
+        exists = literal.exists() or literal.is_symlink()
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        exists = False
+    if exists or not glob.has_magic(side.name):
+        names = [side.name]
+    else:
+        try:
+            names = sorted(glob.glob(side.name, root_dir=base_dir))
+        except (OSError, ValueError):
+            names = []
+        if not names:
+            raise Reject(
+                side.field,
+                f"{side.label} matches no file; a glob that matches nothing never means all members",
+            )
+    sources = []
+    for name in names:
+        path = base_dir / name
+        label = quoted(name, bare=True, limit=PATH_CHARS)
+        try:
+            mode = path.stat().st_mode
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
+            raise Reject(side.field, f"{label}: cannot read: {reason}") from None
+        if S_ISDIR(mode):
+            raise Reject(side.field, f"{label}: cannot read: Is a directory")
+        if not os.access(path, os.R_OK):
+            raise Reject(side.field, f"{label}: cannot read: Permission denied")
+        stream = not S_ISREG(mode)
+        if stream and not streams:
+            raise StreamedExport(str(path))
+        named, compression = format_of(name)
+        sources.append(Source(path, name, side.format or named or TEXT, compression, stream))
+    kinds = {source.format for source in sources}
+    if len(kinds) > 1:
+        first = sources[0]
+        other = next(source for source in sources if source.format != first.format)
+        raise Reject(
+            side.field,
+            f"{side.label} matches files of more than one format ({first.label} is {first.format}, "
+            f"{other.label} is {other.format}); the files of an export are of one format",
+        )
+    return sources
