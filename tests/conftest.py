@@ -486,3 +486,43 @@ def silent_store() -> Iterator[SilentStore]:
     store = SilentStore()
     yield store
     store.close()
+
+
+T = TypeVar("T")
+
+
+def within(seconds: float, work: Callable[[], T]) -> T:
+    """Run `work` in a daemon thread and fail if it has not finished in `seconds` (instead of hanging)."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # handed to the test's thread, where pytest reports it
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if failed:
+        raise failed[0]
+    assert done, f"did not finish within {seconds} s"
+    return done[0]
+
+
+def fifo(path: Path, pieces: Iterable[bytes]) -> Path:
+    """Make `path` a FIFO fed with `pieces` by a daemon thread, which opens it once, as a pipe's writer does."""
+    os.mkfifo(path)
+
+    def write() -> None:
+        try:
+            with path.open("wb") as handle:  # blocks until a reader opens it
+                for piece in pieces:
+                    handle.write(piece)
+                    handle.flush()
+        except BrokenPipeError:  # the reader stopped early
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+    return path

@@ -17,8 +17,7 @@ import pytest
 
 from dispatcher.jobs.reader import Job, Rejection, read_jobs
 from dispatcher.run.batching import split
-from tests.conftest import write_jobs
-from tests.test_jobs import fifo, within
+from tests.conftest import fifo, within, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}
 BOM = b"\xef\xbb\xbf"

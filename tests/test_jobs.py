@@ -7,57 +7,19 @@ import itertools
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
 
 from dispatcher.jobs.reader import Job, Rejection, read_jobs
 from dispatcher.run.batching import split
-from tests.conftest import DISPATCHER, ROOT, cli_env, write_jobs
+from tests.conftest import DISPATCHER, ROOT, cli_env, fifo, within, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}
 BOM = b"\xef\xbb\xbf"
-T = TypeVar("T")
-
-
-def within(seconds: float, work: Callable[[], T]) -> T:
-    """Run `work` in a daemon thread and fail if it has not finished in `seconds` (instead of hanging)."""
-    done: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            done.append(work())
-        except BaseException as exc:  # handed to the test's thread, where pytest reports it
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if failed:
-        raise failed[0]
-    assert done, f"did not finish within {seconds} s"
-    return done[0]
-
-
-def fifo(path: Path, pieces: Iterable[bytes]) -> Path:
-    """Make `path` a FIFO fed with `pieces` by a daemon thread, which opens it once, as a pipe's writer does."""
-    os.mkfifo(path)
-
-    def write() -> None:
-        try:
-            with path.open("wb") as handle:  # blocks until a reader opens it
-                for piece in pieces:
-                    handle.write(piece)
-                    handle.flush()
-        except BrokenPipeError:  # the reader stopped early
-            pass
-
-    threading.Thread(target=write, daemon=True).start()
-    return path
 
 
 def one(tmp_path: Path, line: dict[str, Any] | str, batch_size: int = 500) -> Job | Rejection:
