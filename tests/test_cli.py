@@ -33,6 +33,8 @@ SUMMARY_KEYS = {
     "requests",
     "retries",
     "recipients",
+    "duplicates",
+    "excluded",
     "error_codes",
     "elapsed_s",
     "rate",
