@@ -312,7 +312,9 @@ def _digest_kept(spool: IO[bytes], outcome: Outcome, digest: hashlib.blake2b, la
             cut = data.rfind(b"\n") + 1
             data, carry = data[:cut], data[cut:]
             block = clean_of(data)
-            keep = ~np.unpackbits(bits, count=row + block.rows, bitorder="little")[row:].astype(bool)
+            low = row >> 3  # the bitmap's bytes of this block's rows, and where its first row is in them
+            dropped = np.unpackbits(bits[low : (row + block.rows + 7) >> 3], bitorder="little")
+            keep = ~dropped[row - 8 * low : row - 8 * low + block.rows].astype(bool)
             if keep.all():
                 digest.update(data)
             else:
