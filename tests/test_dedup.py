@@ -202,3 +202,22 @@ def test_a_text_exports_hash_read_in_many_pieces_is_that_of_its_recipients_liste
     assert isinstance(one, Job) and isinstance(other, Job)
     assert one.job_hash == other.job_hash  # the hash of the same recipients, as journals were written
     assert (one.recipient_count, one.duplicates) == (37, 263)
+
+
+def first_word(recs: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    return recs[:, 0].copy()  # IDs that share their first 8 bytes collide
+
+
+@pytest.mark.parametrize("fingerprint", [dedup.fingerprint, first_word])
+def test_a_few_repeats_among_many_are_found_and_so_are_colliding_ones(
+    monkeypatch: pytest.MonkeyPatch, fingerprint: object
+) -> None:
+    monkeypatch.setattr(dedup, "fingerprint", fingerprint)
+    ids = [f"p{i:05d}" for i in range(2000)] + ["aaaaaaaaX", "aaaaaaaaY", "p00007", "aaaaaaaaX", "aaaaaaaaZ"]
+    expected = first_occurrences(ids)
+    assert kept(ids) == (expected, 2, 0)
+    assert kept(ids, excluded=["aaaaaaaaY", "p01999"]) == (
+        [u for u in expected if u not in ("aaaaaaaaY", "p01999")],
+        2,
+        2,
+    )
