@@ -32,6 +32,8 @@ SUMMARY_KEYS = {
     "requests",
     "retries",
     "recipients",
+    "duplicates",
+    "excluded",
     "error_codes",
     "elapsed_s",
     "rate",

@@ -186,3 +186,38 @@ def test_the_fast_path_reads_a_text_export_exactly_as_the_rules_do(monkeypatch: 
             except ValueError as exc:
                 got = str(exc)
             assert got == expected, (data, block)
+
+
+def test_a_text_exports_hash_read_in_many_pieces_is_that_of_its_recipients_listed(
+    tiny: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher.jobs import exports
+
+    monkeypatch.setattr(exports, "_COPY", 16)  # the spool read back for the hash a few lines at a time
+    ids = [f"u{i % 37}" for i in range(300)]
+    (tmp_path / "r.txt").write_text("".join(uid + "\n" for uid in ids))
+    export = {**BASE, "job_id": "j", "recipients_file": "r.txt"}
+    listed = {**BASE, "job_id": "j", "ToMembers_Account": first_occurrences(ids)}
+    one, other = read_jobs([str(write_jobs(tmp_path / "jobs.jsonl", [export, {**listed, "job_id": "k"}]))], 500)
+    assert isinstance(one, Job) and isinstance(other, Job)
+    assert one.job_hash == other.job_hash  # the hash of the same recipients, as journals were written
+    assert (one.recipient_count, one.duplicates) == (37, 263)
+
+
+def first_word(recs: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    return recs[:, 0].copy()  # IDs that share their first 8 bytes collide
+
+
+@pytest.mark.parametrize("fingerprint", [dedup.fingerprint, first_word])
+def test_a_few_repeats_among_many_are_found_and_so_are_colliding_ones(
+    monkeypatch: pytest.MonkeyPatch, fingerprint: object
+) -> None:
+    monkeypatch.setattr(dedup, "fingerprint", fingerprint)
+    ids = [f"p{i:05d}" for i in range(2000)] + ["aaaaaaaaX", "aaaaaaaaY", "p00007", "aaaaaaaaX", "aaaaaaaaZ"]
+    expected = first_occurrences(ids)
+    assert kept(ids) == (expected, 2, 0)
+    assert kept(ids, excluded=["aaaaaaaaY", "p01999"]) == (
+        [u for u in expected if u not in ("aaaaaaaaY", "p01999")],
+        2,
+        2,
+    )

@@ -262,22 +262,36 @@ def _member(values: U64, of: U64) -> npt.NDArray[np.bool_]:
 
 
 def _repeats(fp: U64, recs: U64, rows: I64) -> npt.NDArray[np.bool_] | None:
-    """True for each record equal to one of an earlier row (compared whole), or None if there is none."""
+    """True for each record equal to one of an earlier row (compared whole), or None if there is none.
+
+    Only a record whose fingerprint occurs more than once can be a repeat. Those few are put in order of
+    fingerprint, then row, and each compared with the one before it; where two of one fingerprint differ
+    (a collision), equal records need not be neighbours, and all of them are sorted by their bytes."""
     if len(fp) < 2:
         return None
     ordered = np.sort(fp)
     again = ordered[1:] == ordered[:-1]
     if not again.any():
         return None
-    candidates = np.flatnonzero(_member(np.unique(ordered[1:][again]), fp))
-    sub = np.take(recs, candidates, axis=0)
-    order = np.lexsort((rows[candidates], sub[:, 3], sub[:, 2], sub[:, 1], sub[:, 0]))
-    sub = np.take(sub, order, axis=0)
-    equal = (sub[1:] == sub[:-1]).all(axis=1)
+    repeated = ordered[1:][again]  # sorted, each value once a repeat
+    if 8 * len(repeated) > len(fp):  # repeats are many: sort all rather than pick them out
+        candidates = np.arange(len(fp))
+    else:
+        candidates = np.flatnonzero(_member(repeated[np.insert(repeated[1:] != repeated[:-1], 0, True)], fp))
+    order = candidates[np.lexsort((rows[candidates], fp[candidates]))]  # a repeat after the first of its ID
+    sub = np.take(recs, order, axis=0)
+    by_fp = fp[order]
+    same_fp = by_fp[1:] == by_fp[:-1]
+    equal = same_fp & (sub[1:] == sub[:-1]).all(axis=1)
+    if (same_fp & ~equal).any():  # a collision: equal records need not be neighbours
+        whole = np.take(recs, candidates, axis=0)
+        order = candidates[np.lexsort((rows[candidates], whole[:, 3], whole[:, 2], whole[:, 1], whole[:, 0]))]
+        sub = np.take(recs, order, axis=0)
+        equal = (sub[1:] == sub[:-1]).all(axis=1)
     if not equal.any():
         return None  # the fingerprints collided; the IDs differ
     later = np.zeros(len(fp), bool)
-    later[candidates[order[1:][equal]]] = True
+    later[order[1:][equal]] = True
     return later
 
 

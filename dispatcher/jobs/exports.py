@@ -220,7 +220,7 @@ def read_export(
             if outcome.drops is not None:  # the hash holds the recipients sent, each once
                 assert spool is not None
                 digest = head
-                _digest_kept(spool, outcome, digest, label)
+                _digest_kept(spool, outcome, digest, label, stop)
         else:
             digest.update(_HASH_MARK + orjson.dumps(spec.derived(), option=orjson.OPT_SORT_KEYS) + b"\n")
             for part in named:
@@ -299,7 +299,9 @@ def _kept(inline: Sequence[str], outcome: Outcome) -> tuple[str, ...]:
     return tuple(uid for row, uid in enumerate(inline) if not bits[row >> 3] >> (row & 7) & 1)
 
 
-def _digest_kept(spool: IO[bytes], outcome: Outcome, digest: hashlib.blake2b, label: str) -> None:
+def _digest_kept(
+    spool: IO[bytes], outcome: Outcome, digest: hashlib.blake2b, label: str, stop: threading.Event | None
+) -> None:
     """Feed the job hash the recipients sent, in order: the spool's rows without the dropped ones."""
     assert outcome.drops is not None
     bits = np.frombuffer(outcome.drops, np.uint8)
@@ -308,11 +310,15 @@ def _digest_kept(spool: IO[bytes], outcome: Outcome, digest: hashlib.blake2b, la
     try:
         spool.seek(0)
         while chunk := spool.read(_COPY):
+            if stop is not None and stop.is_set():
+                raise Stopped
             data = carry + chunk
             cut = data.rfind(b"\n") + 1
             data, carry = data[:cut], data[cut:]
             block = clean_of(data)
-            keep = ~np.unpackbits(bits, count=row + block.rows, bitorder="little")[row:].astype(bool)
+            low = row >> 3  # the bitmap's bytes of this block's rows, and where its first row is in them
+            dropped = np.unpackbits(bits[low : (row + block.rows + 7) >> 3], bitorder="little")
+            keep = ~dropped[row - 8 * low : row - 8 * low + block.rows].astype(bool)
             if keep.all():
                 digest.update(data)
             else:

@@ -28,9 +28,6 @@ _BLOCK = 1 << 18  # bytes pyarrow parses at a time (its memory grows with it: 1 
 _PARQUET_ROWS = 1 << 16
 _WHITE = np.zeros(256, bool)
 _WHITE[list(b" \t\n\r\x0b\x0c")] = True  # what str.strip and bytes.strip take off an ID in a list
-_CONTROL = np.zeros(256, bool)
-_CONTROL[:0x20] = True
-_CONTROL[0x7F] = True
 _NUMBERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -214,7 +211,6 @@ def _judged(
 
 
 _NONE = np.zeros(0, np.uint8)
-_NUL = np.zeros(1, np.uint8)
 
 
 def _lines(
