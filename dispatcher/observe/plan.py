@@ -63,7 +63,7 @@ class Plan:
         # units of the one before it, so only the last call's own units are not waited for.
         quota = Quota(self.message_quota, rules.QUOTA_SECONDS)
         waited = max(0, self.quota_messages - min(self.quota_messages, self.batch_size))
-        # Messages into one group are paced as the engine paces them (grouppace).
+        # Messages into one group are paced as the engine paces them (pacing.group).
         busiest = max(self.group_messages.values(), default=0)
         at_group = 0.0 if busiest <= 1 else (busiest - 1) * (1 + MEMORY_HEADROOM) / GROUP_PACE  # in-process
         return at_rate, waited * quota.unit_interval, at_group

@@ -93,7 +93,7 @@ class Summary:
         Over starts that span a second or more, N starts span N-1 intervals: the pace the limiter
         held. Starts that span less all lie in one window of a second, so the rate is N, what that
         second held: N-1 over the span would read 218/s for 3 requests at --rate 200, because a
-        limiter may start a request a millisecond early (ratelimit.TOLERANCE), which only a long run
+        limiter may start a request a millisecond early (pacing.memory.TOLERANCE), which only a long run
         averages out."""
         if self.sending_s < 1.0:
             return float(self.requests)

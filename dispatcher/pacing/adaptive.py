@@ -15,7 +15,7 @@ The pace is a share of the ceiling (the limiter's pace at 1.0: `--rate` less its
 above it). Its state is three numbers: the share at a moment, that moment, and when it last
 stepped down; later shares follow from the time alone (a linear creep up to the ceiling), so no
 timer runs, and the same arithmetic runs in Redis's Lua on Redis's clock for a shared budget
-(`redislimit`, which takes its constants from here).
+(`redis.py`, which takes its constants from here).
 
 The constants were chosen on a model of the sandbox (`bench/pace_model.py`: a strict sliding
 one-second window, arrivals 0-50 ms late, uniform, replies 250-350 ms later; 150 runs of 2,000

@@ -1,6 +1,6 @@
 """A rate budget in Redis, shared by every process of an app on any machine (`--rate-store redis://`).
 
-The same GCRA as `ratelimit.RateLimiter` (a bucket of one slot, refilled every `interval`, no burst
+The same GCRA as `memory.RateLimiter` (a bucket of one slot, refilled every `interval`, no burst
 after idle), with its state in one Redis hash per app and endpoint, updated atomically by one Lua
 script per slot, and timed by Redis's own clock (`TIME`), so machines whose clocks disagree still
 agree on the budget. It is the pattern of redis-cell and of the `limits` library's Redis storage,
