@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -231,6 +232,93 @@ class Pushgateway(LocalServer):
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
     yield from running(Pushgateway(workdir(tmp_path, "pushgateway")))
+
+
+def postgres_bindir() -> Path:
+    """Where Debian's PostgreSQL keeps initdb and postgres (the newest installed major version)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        pytest.fail("PostgreSQL is not installed: `make test` installs it (apt-get install postgresql)")
+    return found[-1].parent
+
+
+def _as_postgres() -> dict[str, Any]:
+    """PostgreSQL refuses to run as root: as root (CI), its processes run as the `postgres` user."""
+    return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[Path]:
+    """One initdb for the whole session (a second each); every server copies its data directory.
+    The superuser `postgres` has the password PG_PASSWORD over TCP (scram-sha-256), so that a URI
+    with a password is tried for real; the Unix socket (in the data directory) needs none."""
+    root = Path(tempfile.mkdtemp(prefix="dispatcher-pg-"))  # not under pytest's 0700 root: postgres reads it
+    (root / "pw").write_text(PG_PASSWORD + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        shutil.chown(root / "pw", "postgres", "postgres")
+    cmd = [str(postgres_bindir() / "initdb"), "-D", str(root / "data"), "-U", "postgres", "-E", "UTF8"]
+    cmd += ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={root / 'pw'}", "--no-sync"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **_as_postgres())
+    yield root / "data"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+PG_PASSWORD = "pg-secret-4f1c"
+
+
+class PostgresServer(LocalServer):
+    """A real PostgreSQL of our own on 127.0.0.1: a free port, a copy of the session's template in a
+    temporary directory, fsync off (the tests kill it, they never pull the power). It can be killed
+    and started again on the same port, as an outage would. `url` carries the password; `dsn` is the
+    same without it, for the tests' own connections (over the socket, trusted)."""
+
+    def __init__(self, template: Path) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="dispatcher-pg-run-"))
+        self.data = self.root / "data"
+        shutil.copytree(template, self.data, symlinks=True)
+        if os.geteuid() == 0:
+            for path in (self.root, *self.root.rglob("*")):
+                shutil.chown(path, "postgres", "postgres")
+        self.port = free_port()
+        self.url = f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        cmd = [str(postgres_bindir() / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1"]
+        cmd += ["-k", str(self.data), "-F", "-c", "max_connections=60", "-c", "log_min_messages=fatal"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_as_postgres())
+        deadline = time.monotonic() + 20
+        ready = [str(postgres_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        while time.monotonic() < deadline:
+            if subprocess.run(ready, check=False).returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode} on port {self.port}")
+            time.sleep(0.05)
+        raise RuntimeError(f"postgres did not start on port {self.port}")
+
+    def psql(self, sql: str) -> str:
+        """Run SQL as the superuser over the socket; what psql printed (unaligned, tuples only)."""
+        cmd = [str(postgres_bindir() / "psql"), "-h", str(self.data), "-p", str(self.port), "-U", "postgres"]
+        cmd += ["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, **_as_postgres())
+        return str(done.stdout)
+
+    def journal(self, name: str = "run") -> str:
+        """A journal URI on this server: the password in it, as a user would write it."""
+        return f"{self.url}?journal={name}"
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_server(postgres_template: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(postgres_template)
+    server.start()
+    yield server
+    server.remove()
 
 
 # -- pace, measured in virtual time --------------------------------------------------------------------
