@@ -96,7 +96,7 @@ async def sigterm_at(event: str, target: str, *args: str) -> tuple[int, str]:
     [
         ("import", "argparse"),  # the command line's module is being imported
         ("import", "orjson"),  # the first heavy import: the arguments are being parsed
-        ("import", "aiohttp"),  # the engine is being imported: the options are being checked
+        ("import", "httptools"),  # the engine is being imported: the options are being checked
         ("open", "JOURNAL"),  # the journal is being opened
     ],
 )

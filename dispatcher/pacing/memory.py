@@ -20,10 +20,10 @@ ones after it. A pause before a slot is harmless (the slot is taken when its cal
 the pace just slips); a pause between a slot and the socket write bunches arrivals. At 99.5% of
 the rate, a request and the one `rate` places after it are 5 ms more than a second apart, 1 ms of
 which the tolerance may use: a pause of 4 ms on the slot-to-socket path can already cost a 60007.
-That path crosses one turn of the event loop (aiohttp writes the body in a task of its own), so
-any long callback, and any thread holding the GIL, can stall it. `collect_before_slot` keeps the
-garbage collector off it; the producer yields every 0.2 ms (engine) and the reader thread
-hands the GIL over while it reads an export (jobs).
+The request is written in the same step of the event loop as its slot (dispatcher.run.transport
+writes it at once), so only a thread holding the GIL, or a collection, can stall that path.
+`collect_before_slot` keeps the garbage collector off it; the producer yields every 0.2 ms
+(engine) and the reader thread hands the GIL over while it reads an export (jobs).
 """
 
 from __future__ import annotations

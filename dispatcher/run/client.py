@@ -12,18 +12,18 @@ import dataclasses
 import email.utils
 import random
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from dispatcher.observe.logs import redact
+from dispatcher.run.transport import ConnectFailed, Transport, TransportError
 from dispatcher.tim.apis import DEFAULT_ENDPOINT, Endpoint
 from dispatcher.tim.apis.base import NO_DETAILS, Details
 from dispatcher.tim.usersig import Signer
+from dispatcher.version import DISTRIBUTION, __version__
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+USER_AGENT = f"{DISTRIBUTION}/{__version__}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,17 +43,6 @@ class Reply:
     def server_time(self) -> float | None:
         """The server's clock when it answered (seconds since the epoch, from `date`), if it said."""
         return http_date(self.date)
-
-
-def new_session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
-    """One session for the whole run: keep-alive connections, at most `concurrency` of them.
-
-    Connecting gets half the request's time, so that a host that never accepts is told apart (a
-    connect timeout: nothing was sent) from one that accepted and did not answer (maybe delivered).
-    """
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300)
-    timeouts = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout / 2)
-    return aiohttp.ClientSession(connector=connector, timeout=timeouts, headers=JSON_HEADERS)
 
 
 def http_date(value: str | None) -> float | None:
@@ -83,86 +72,85 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class Client:
+    """Sends the run's requests to one endpoint, over keep-alive connections of its own (at most
+    `concurrency`), and turns what happens into a `Reply`. Close it at the end (`await aclose()`).
+
+    A connection gets half the request's time to be made, so that a host that never accepts is
+    told apart (a connect timeout: nothing was sent) from one that accepted and did not answer
+    (maybe delivered)."""
+
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         endpoint: str,
         sdkappid: int,
         identifier: str,
         signer: Signer,
+        *,
+        concurrency: int,
+        timeout: float,
         rng: random.Random | None = None,
     ) -> None:
-        self._session = session
+        base = urlsplit(endpoint.rstrip("/"))
+        self._transport = Transport(
+            f"{base.scheme}://{base.netloc}", limit=concurrency, timeout=timeout, connect_timeout=timeout / 2
+        )
         self._query = f"sdkappid={sdkappid}&identifier={quote(identifier, safe='')}"
-        base = URL(endpoint.rstrip("/"))
-        self._scheme, self._authority = base.scheme, base.raw_authority
-        self._prefix = base.raw_path.rstrip("/")  # an endpoint URL may carry a path of its own
+        self._prefix = base.path.rstrip("/")  # an endpoint URL may carry a path of its own
+        self._tail = (
+            f" HTTP/1.1\r\nHost: {self._transport.host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        )
         self._signer = signer
         self._sig = ""
-        self._signed: dict[str, str] = {}  # API path -> the query up to `random=`, for the current UserSig
+        self._signed: dict[str, str] = {}  # API path -> the request line up to `random=`, for the current UserSig
         # `random` only has to be fresh and uniform, not secret: a seeded PRNG spares a syscall a request.
         self._rng = rng or random.Random()
-        self.timeout = session.timeout.total or 0.0
-        self.connect_timeout = session.timeout.sock_connect or 0.0
+        self.timeout = timeout
+        self.connect_timeout = timeout / 2
 
-    def _url(self, path: str) -> URL:
+    def _request(self, path: str, body: bytes) -> bytes:
         # A fresh uniform uint32 `random` for every request, as the API asks. The signed part of
-        # the URL is rebuilt only when the signer hands out a new UserSig.
+        # the request line is rebuilt only when the signer hands out a new UserSig.
         sig = self._signer.current()
         if sig is not self._sig:
             self._sig = sig
             self._signed = {}
-        signed = self._signed.get(path)
-        if signed is None:
-            signed = f"{self._query}&usersig={quote(sig, safe='*-_')}&contenttype=json&random="
-            self._signed[path] = signed
-        # Built from its parts, already encoded: a URL string would be parsed again for every request.
-        return URL.build(
-            scheme=self._scheme,
-            authority=self._authority,
-            path=self._prefix + path,
-            query_string=f"{signed}{self._rng.getrandbits(32)}",
-            encoded=True,
-        )
+        line = self._signed.get(path)
+        if line is None:
+            line = f"POST {self._prefix}{path}?{self._query}&usersig={quote(sig, safe='*-_')}&contenttype=json&random="
+            self._signed[path] = line
+        return f"{line}{self._rng.getrandbits(32)}{self._tail}{len(body)}\r\n\r\n".encode() + body
 
     async def send(self, body: bytes, endpoint: Endpoint = DEFAULT_ENDPOINT) -> Reply:
         start = time.perf_counter()
-        status: int | None = None
-        retry_after: str | None = None
         try:
-            async with self._session.post(self._url(endpoint.path), data=body) as resp:
-                status = resp.status
-                if status != 200:
-                    retry_after = resp.headers.get("Retry-After")
-                date = resp.headers.get("Date")
-                raw = await resp.read()
-        except aiohttp.ConnectionTimeoutError:
-            return Reply(
-                None, f"connect timeout after {self.connect_timeout:g}s", None, _ms(start), connect_failed=True
-            )
-        except TimeoutError:
-            return Reply(None, f"timeout after {self.timeout:g}s", None, _ms(start))
-        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: the request never left
-            return Reply(None, redact(f"{type(exc).__name__}: {exc}"), None, _ms(start), connect_failed=True)
-        except aiohttp.ClientError as exc:
-            return Reply(None, redact(f"{type(exc).__name__}: {exc}"), status, _ms(start))
+            resp = await self._transport.post(self._request(endpoint.path, body))
+        except ConnectFailed as exc:  # refused, DNS, TLS, connect timeout: the request never left
+            return Reply(None, redact(str(exc)), None, _ms(start), connect_failed=True)
+        except TransportError as exc:
+            return Reply(None, redact(str(exc)), None, _ms(start))
         latency = _ms(start)
+        status = resp.status
         if status == 413:
             info = f"HTTP 413: the server refused a request of {len(body):,} bytes as too large"
             return Reply(None, info, status, latency)
         if status != 200:
-            return Reply(None, f"HTTP {status}", status, latency, retry_after=parse_retry_after(retry_after))
+            return Reply(None, f"HTTP {status}", status, latency, retry_after=parse_retry_after(resp.retry_after))
         try:
-            doc = orjson.loads(raw)
+            doc = orjson.loads(resp.body)
             code = int(doc["ErrorCode"])
             info = str(doc.get("ErrorInfo", ""))
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             return Reply(None, "unparsable response body", status, latency)
-        return Reply(code, info, status, latency, details=endpoint.details(doc), date=date)
+        return Reply(code, info, status, latency, details=endpoint.details(doc), date=resp.date)
+
+    async def aclose(self) -> None:
+        """Close the idle connections; one still in use closes when its request ends."""
+        self._transport.close()
 
 
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 1)
 
 
-__all__ = ["Client", "Reply", "new_session"]
+__all__ = ["Client", "Reply"]

@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -49,7 +50,7 @@ from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.group import GroupPacer
 from dispatcher.pacing.memory import frozen_heap
 from dispatcher.run.batching import Batch, split
-from dispatcher.run.client import Client, Reply, new_session
+from dispatcher.run.client import Client, Reply
 from dispatcher.run.config import RunConfig
 from dispatcher.run.decide import Decision, Sent, SignatureUse, decide
 from dispatcher.run.health import Health
@@ -236,20 +237,20 @@ class Engine:
         syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc)), self._moved))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         try:
-            async with frozen_heap(), new_session(self.concurrency, self.config.timeout) as session:
-                client = Client(
-                    session,
-                    self.config.endpoint,
-                    self.config.credentials.sdkappid,
-                    self.config.credentials.identifier,
-                    self.signer,
-                )
-                async with asyncio.TaskGroup() as group:
-                    self._producer = group.create_task(self._produce(queue))
-                    for _ in range(self.concurrency):
-                        worker = _Worker()
-                        worker.task = group.create_task(self._work(worker, queue, client))
-                        self._workers.append(worker)
+            client = Client(
+                self.config.endpoint,
+                self.config.credentials.sdkappid,
+                self.config.credentials.identifier,
+                self.signer,
+                concurrency=self.concurrency,
+                timeout=self.config.timeout,
+            )
+            async with frozen_heap(), contextlib.aclosing(client), asyncio.TaskGroup() as group:
+                self._producer = group.create_task(self._produce(queue))
+                for _ in range(self.concurrency):
+                    worker = _Worker()
+                    worker.task = group.create_task(self._work(worker, queue, client))
+                    self._workers.append(worker)
         finally:
             self._reading_stopped.set()
             if self._hard_stop is not None:

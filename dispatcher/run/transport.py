@@ -1,0 +1,259 @@
+"""HTTP/1.1 for the REST APIs: keep-alive connections that carry one POST at a time, parsed by llhttp.
+
+The engine's requests are all alike: a small JSON POST to one host, whose small JSON reply comes
+back on the same connection. A general client pays for what they never use (cookies, redirects,
+proxies, tracing, multipart, a header multidict and a URL object per request): about 450,000
+instructions a request in aiohttp's `ClientSession`, more than the rest of a request's work
+(validation, the journal line, the events) together. Here a request is one `write` of bytes
+built from a prefix made once per API path, and its reply one pass of httptools' parser (the
+C parser of Node.js, llhttp, which also handles chunked bodies, folded lengths and keep-alive).
+
+What a reply or a fault is stays the client's business (`dispatcher.run.client`): this module
+answers `Response` or raises one of its errors, telling apart a connection that was never made
+(`ConnectFailed`: nothing was sent) from one that broke or went silent after the request left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+import httptools
+
+# A reply bigger than this is not an API's reply: the connection is dropped rather than buffered.
+MAX_BODY = 16 * 1024 * 1024
+
+
+class TransportError(Exception):
+    """The request got no reply. `str()` says why, in one line."""
+
+
+class ConnectFailed(TransportError):
+    """No connection was made (refused, DNS, TLS): the request never left."""
+
+
+class ConnectTimeout(ConnectFailed, TimeoutError):
+    """The connection was not made within the connect timeout: the request never left."""
+
+
+class ReplyTimeout(TransportError, TimeoutError):
+    """The request left and no whole reply came within the timeout."""
+
+
+class Disconnected(TransportError):
+    """The connection broke, or the server closed it, before the whole reply came."""
+
+
+class BadReply(TransportError):
+    """What came back is not HTTP/1.1 (or is over MAX_BODY)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    retry_after: str | None = None
+    date: str | None = None
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time (the pool hands it to one sender)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._reply: asyncio.Future[Response] | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+        self._retry_after: str | None = None
+        self._date: str | None = None
+        self._headers_done = False
+        self._framed = False  # the reply says where its body ends (Content-Length or chunked)
+        self.keep_alive = True
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._reply is None:  # nothing was asked: a server that talks out of turn is not reused
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadReply("the server asked to switch protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(BadReply(f"BadReply: not an HTTP/1.1 reply ({exc})"))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self._reply is not None and not self._reply.done():
+            if self._headers_done and not self._framed and exc is None:
+                self.on_message_complete()  # a body that runs until the server closes
+            else:
+                reason = f": {exc}" if exc is not None else ""
+                closed = "ServerDisconnected: the server closed the connection before it answered"
+                self._fail(Disconnected(closed + reason))
+
+    # -- httptools' callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"date":
+            self._date = value.decode("latin-1")
+        elif lowered == b"retry-after":
+            self._retry_after = value.decode("latin-1")
+        elif lowered in (b"content-length", b"transfer-encoding"):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_BODY:
+            self._fail(BadReply(f"BadReply: a reply of over {MAX_BODY:,} bytes"))
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        reply = self._reply
+        if reply is None or reply.done():
+            return
+        self.keep_alive = self._parser.should_keep_alive()
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        reply.set_result(Response(self._parser.get_status_code(), body, self._retry_after, self._date))
+
+    # -- the sender's side
+
+    def request(self, data: bytes) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self._reply = asyncio.get_running_loop().create_future()
+        self._body = []
+        self._size = 0
+        self._retry_after = self._date = None
+        self._headers_done = self._framed = False
+        self.transport.write(data)
+        return self._reply
+
+    def done(self) -> None:
+        """The reply was read: the next request may use this connection, if both sides keep it."""
+        self._reply = None
+        if not self.keep_alive:
+            self.close()
+
+    def _fail(self, exc: TransportError) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Transport:
+    """Connections to one origin (`http://host:port` or `https://...`), at most `limit` of them,
+    the idle ones kept for the next request. `timeout` bounds a request from start to whole
+    reply; `connect_timeout` the connecting part of it."""
+
+    def __init__(self, origin: str, *, limit: int, timeout: float, connect_timeout: float) -> None:
+        parts = urlsplit(origin)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.scheme == "https" else 80)
+        default = (self.scheme == "https" and self.port == 443) or (self.scheme == "http" and self.port == 80)
+        self.host_header = parts.netloc.rpartition("@")[2] if not default else (parts.hostname or "")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._limit = asyncio.Semaphore(limit)
+        self._idle: list[_Connection] = []
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.scheme != "https":
+            return None
+        if self._ssl is None:  # made on first use: loading the CA store costs tens of milliseconds
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl_context())
+        except TimeoutError:
+            raise ConnectTimeout(f"connect timeout after {self.connect_timeout:g}s") from None
+        except ssl.SSLError as exc:
+            raise ConnectFailed(f"TLS handshake with {self.host}:{self.port} failed: {exc}") from None
+        except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)
+            what = "cannot resolve" if isinstance(exc, socket.gaierror) else "cannot connect to"
+            raise ConnectFailed(f"ClientConnectorError: {what} {self.host}:{self.port}: {exc}") from None
+        sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    async def post(self, data: bytes) -> Response:
+        """Send one whole request (`data`, made by the client) and read its reply."""
+        if self._closed:
+            raise Disconnected("the transport is closed")
+        loop = asyncio.get_running_loop()
+        async with self._limit:
+            deadline = loop.time() + self.timeout
+            conn = None
+            while self._idle:
+                candidate = self._idle.pop()
+                if candidate.open:
+                    conn = candidate
+                    break
+            if conn is None:
+                conn = await self._connect()
+            reply = conn.request(data)
+            timer = loop.call_at(deadline, _expire, reply, self.timeout)
+            try:
+                response = await reply
+            except BaseException:
+                conn.close()  # a request cut off midway leaves the connection in no known state
+                raise
+            finally:
+                timer.cancel()
+            conn.done()
+            if conn.open:
+                self._idle.append(conn)
+            return response
+
+    def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+
+def _expire(reply: asyncio.Future[Response], timeout: float) -> None:
+    if not reply.done():
+        reply.set_exception(ReplyTimeout(f"timeout after {timeout:g}s"))
+
+
+__all__ = [
+    "BadReply",
+    "ConnectFailed",
+    "ConnectTimeout",
+    "Disconnected",
+    "ReplyTimeout",
+    "Response",
+    "Transport",
+    "TransportError",
+]
