@@ -196,5 +196,5 @@ def test_a_bad_store_uri_is_one_line(tmp_path: Path) -> None:
     done = run_cli("send", str(jobs), "--sandbox", "--rate-store", "http://:pw@127.0.0.1")
     assert (done.returncode, done.stderr) == (
         2,
-        "dispatcher: error: --rate-store http://127.0.0.1: use memory://, redis://, rediss:// or unix:///path\n",
+        "dispatcher: error: --rate-store http://127.0.0.1: use memory://, redis://, rediss://, unix:///path or postgresql://\n",
     )
