@@ -97,7 +97,9 @@ class PostgresLimiter:
         pace_args = [round(start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
         self._shape: list[int | None] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args, *pace_args]
         self._share = start  # the pace's share of the ceiling at the latest slot
+        self._take_sql = sql.take(rate_text(rate), self._quota_text, TOLERANCE_US, self._ttl_us, self._shape)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._cursor: psycopg.AsyncCursor[Any] | None = None
         self._secrets = tuple(s for s in secrets if s)
         self._sleep = sleep
         self._clock = clock
@@ -173,8 +175,8 @@ class PostgresLimiter:
     async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
         """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
         share of the ceiling (ppm) the slot was paced at (when taken)."""
-        args = [self.key, rate_text(self.rate), self._quota_text, cost, TOLERANCE_US, self._ttl_us, self._now()]
-        status, value, share, held = await self._query(sql.TAKE, [*args, *self._shape], starting=starting)
+        args = [self.key, cost, self._now()]
+        status, value, share, held = await self._query(self._take_sql, args, starting=starting)
         if status < 0:
             raise self._mismatch(status, str(held))
         return status == 1, int(value), int(share) if share is not None else 1_000_000
@@ -219,6 +221,7 @@ class PostgresLimiter:
         if self._conn is None or self._conn.closed:
             async with asyncio.timeout(TIMEOUT_S):  # libpq's connect_timeout is whole seconds, 2 at least
                 self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            self._cursor = self._conn.cursor()  # one for every call: a cursor made a call costs CPU
         return self._conn
 
     async def _query(self, statement: str, args: Sequence[object], *, starting: bool = False) -> tuple[Any, ...]:
@@ -230,9 +233,12 @@ class PostgresLimiter:
         try:
             for backoff in (*RETRY_BACKOFF_S, None):
                 try:
-                    conn = await self._connection()
+                    await self._connection()
+                    cursor = self._cursor
+                    assert cursor is not None
                     async with asyncio.timeout(TIMEOUT_S):
-                        row = await (await conn.execute(statement, args, prepare=True)).fetchone()
+                        await cursor.execute(statement, args, prepare=True)
+                        row = await cursor.fetchone()
                     assert row is not None  # each statement is a SELECT of one row
                     return tuple(row)
                 except TimeoutError:
