@@ -329,3 +329,20 @@ def test_without_the_extra_a_postgres_store_is_one_line_naming_it(monkeypatch: p
         "--rate-store postgresql://db.internal/jobs needs the postgres extra: pip install 'tim-dispatcher[postgres]'"
     )
     assert missing.value.exit_code == 2
+
+
+async def test_slots_steps_and_pauses_of_one_process_at_once_each_get_their_own_answer(
+    postgres_server: PostgresServer, clock: FakeClock
+) -> None:
+    """Workers take slots while others report "too frequent" and a 70050 pause is written, on the
+    limiter's one connection: the slots are granted, the pace steps once, the pause holds."""
+    limiter = await in_virtual_time_on_postgres(postgres_server, clock)
+    await limiter.acquire()
+    started = clock.now
+    results = await asyncio.gather(*(limiter.acquire() for _ in range(20)), *(limiter.over_rate(0.0) for _ in range(5)))
+    steps = [pace for pace in results[20:] if pace is not None]
+    assert steps == [pytest.approx(190.13, abs=0.02)]  # one step for the window, whoever asked first
+    limiter.pause(60)
+    await limiter.acquire()
+    assert clock.now - started >= 60
+    await limiter.aclose()

@@ -109,6 +109,10 @@ class PostgresLimiter:
         # One caller of this process at a time asks (asyncio.Lock is FIFO); the rest queue here.
         self._turn = asyncio.Lock()
         self._pauses: set[asyncio.Task[None]] = set()
+        # One call at a time on the connection and its one cursor, from start to fetched row: a
+        # pause or a step down (other tasks) never reads a slot's row, nor closes the connection
+        # under it.
+        self._calls = asyncio.Lock()
         self.asking = 0  # calls to the database under way (tests wait for them to come back)
 
     def _now(self) -> int | None:
@@ -231,29 +235,34 @@ class PostgresLimiter:
 
         self.asking += 1
         try:
-            for backoff in (*RETRY_BACKOFF_S, None):
-                try:
-                    await self._connection()
-                    cursor = self._cursor
-                    assert cursor is not None
-                    async with asyncio.timeout(TIMEOUT_S):
-                        await cursor.execute(statement, args, prepare=True)
-                        row = await cursor.fetchone()
-                    assert row is not None  # each statement is a SELECT of one row
-                    return tuple(row)
-                except TimeoutError:
-                    await self._drop()
-                    raise self._fault(f"no answer within {TIMEOUT_S:g} s", starting) from None
-                except psycopg.OperationalError as exc:
-                    await self._drop()
-                    if backoff is None:
+            async with self._calls:
+                for backoff in (*RETRY_BACKOFF_S, None):
+                    try:
+                        cursor = await self._cursor_now()
+                        async with asyncio.timeout(TIMEOUT_S):
+                            await cursor.execute(statement, args, prepare=True)
+                            row = await cursor.fetchone()
+                        assert row is not None  # each statement is a SELECT of one row
+                        return tuple(row)
+                    except TimeoutError:
+                        await self._drop()
+                        raise self._fault(f"no answer within {TIMEOUT_S:g} s", starting) from None
+                    except psycopg.OperationalError as exc:
+                        await self._drop()
+                        if backoff is None:
+                            raise self._fault(str(exc), starting) from None
+                        await asyncio.sleep(backoff)  # real time, as redis-py's retries
+                    except psycopg.Error as exc:  # not a connection's fault (a dropped function, rights): no retry
                         raise self._fault(str(exc), starting) from None
-                    await asyncio.sleep(backoff)  # real time, as redis-py's retries
-                except psycopg.Error as exc:  # not a connection's fault (a dropped function, rights): no retry
-                    raise self._fault(str(exc), starting) from None
-            raise AssertionError("unreachable: the last try returns or raises")
+                raise AssertionError("unreachable: the last try returns or raises")
         finally:
             self.asking -= 1
+
+    async def _cursor_now(self) -> psycopg.AsyncCursor[Any]:
+        """The connection's one cursor, on a connection made again if it was dropped."""
+        await self._connection()
+        assert self._cursor is not None
+        return self._cursor
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
