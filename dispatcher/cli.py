@@ -207,7 +207,8 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "--rate-store",
         metavar="URI",
         help="where the rate budget lives: memory:// (this process alone; the default) or "
-        "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path, shared by every process "
+        "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path, "
+        "postgresql://[user[:password]@]host[:port]/dbname, shared by every process "
         "of the app (env DISPATCHER_RATE_STORE; ?prefix=KEYPREFIX, default dispatcher:)",
     )
     send.add_argument(

@@ -31,6 +31,8 @@ from dispatcher.journal.outcomes import iter_records
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.base import Quota
 from dispatcher.pacing.memory import RateLimiter
+from dispatcher.pacing.postgres import PostgresLimiter
+from dispatcher.pacing.postgres import connect as connect_postgres
 from dispatcher.pacing.redis import RedisLimiter, connect
 from dispatcher.pacing.store import parse_store
 from dispatcher.run.config import RunConfig
@@ -407,6 +409,47 @@ async def in_virtual_time(
         clock_us=lambda: round(clock.now * 1e6),
         start=start,
     )
+
+
+async def in_virtual_time_on_postgres(
+    postgres_server: PostgresServer,
+    clock: VirtualClock,
+    *,
+    rate: float = 200,
+    key: str = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",
+    quota: Quota | None = None,
+    start: float | None = None,
+) -> PostgresLimiter:
+    """A limiter on the test's PostgreSQL whose sleeps, clock and database clock are all the test's
+    clock. `start` 1.0: a budget whose pace begins at the ceiling (98% of the rate)."""
+    return await connect_postgres(
+        parse_store(postgres_server.url),
+        rate=rate,
+        quota=quota,
+        key=key,
+        sleep=clock.sleep,
+        clock=clock.time,
+        clock_us=lambda: round(clock.now * 1e6),
+        start=start,
+    )
+
+
+class DatabaseTimeline(Timeline):
+    """A Timeline for limiters whose calls go to a real database: settling waits, in real time, for
+    every call under way to come back (the limiters count them), whatever the machine's speed."""
+
+    def __init__(self, limiters: list[PostgresLimiter]) -> None:
+        super().__init__()
+        self._limiters = limiters
+
+    async def settle(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            await super().settle()
+            if not any(limiter.asking for limiter in self._limiters):
+                return
+            assert time.monotonic() < deadline, "a call to the database never came back"
+            await asyncio.sleep(0.001)
 
 
 # -- `dispatcher send` and `dispatcher sandbox` in processes of their own ------------------------------

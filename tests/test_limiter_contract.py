@@ -1,12 +1,14 @@
-"""What the Limiter protocol promises, kept by both limiters: the in-process one
-(`dispatcher.pacing.memory.RateLimiter`) and the budget in a real Redis (`dispatcher.pacing.redis`),
-each in virtual time (Redis's clock too). Never more than `rate` starts in any one-second window, no
-burst after idle, a pause holds every start, a cancelled waiter leaks no slot, and a quota's window
-holds at most its limit. What only one of them does is tested beside it: the collector's hook in
-test_ratelimit, one budget for several processes and the store's faults in test_redislimit.
+"""What the Limiter protocol promises, kept by every limiter: the in-process one
+(`dispatcher.pacing.memory.RateLimiter`), the budget in a real Redis (`dispatcher.pacing.redis`) and
+the budget in a real PostgreSQL (`dispatcher.pacing.postgres`), each in virtual time (the store's
+clock too). Never more than `rate` starts in any one-second window, no burst after idle, a pause
+holds every start, a cancelled waiter leaks no slot, and a quota's window holds at most its limit.
+What only one of them does is tested beside it: the collector's hook in test_ratelimit, one budget
+for several processes and the store's faults in test_redislimit and test_postgreslimit.
 
 Where the figures differ, they are each one's pace and tolerance: the in-process limiter paces at
-99.5% of the rate and may start 1 ms early, the Redis one at 98% (in whole microseconds) and 3 ms.
+99.5% of the rate and may start 1 ms early, the shared ones (Redis, PostgreSQL) at 98% (in whole
+microseconds) and 3 ms.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ import pytest
 
 from dispatcher.pacing.base import Limiter, Quota
 from dispatcher.pacing.memory import RateLimiter
+from dispatcher.pacing.postgres import PostgresLimiter
 from dispatcher.pacing.redis import RedisLimiter
 from tests.conftest import (
+    DatabaseTimeline,
     FakeClock,
+    PostgresServer,
     RedisServer,
     Timeline,
     VirtualClock,
     in_virtual_time,
+    in_virtual_time_on_postgres,
     max_in_any_window,
     units_in_any_window,
 )
@@ -45,55 +51,68 @@ class RedisTimeline(Timeline):
 
 class Budget:
     """Limiters of one kind on one budget, in the test's virtual time. Several handles on a budget
-    are what several processes hold of one in Redis; of an in-process one, they are the one limiter
-    that the callers of a process share."""
+    are what several processes hold of one in Redis or PostgreSQL; of an in-process one, they are
+    the one limiter that the callers of a process share."""
 
-    def __init__(self, kind: str, redis_server: RedisServer | None) -> None:
+    def __init__(self, kind: str, server: RedisServer | PostgresServer | None) -> None:
         self.kind = kind
-        self._redis_server = redis_server
+        self._server = server
         self._opened: list[RedisLimiter] = []
+        self._on_postgres: list[PostgresLimiter] = []
 
     async def open(
         self, clock: VirtualClock, rate: float, *, quota: Quota | None = None, handles: int = 1
     ) -> list[Limiter]:
-        if self._redis_server is None:
+        if self._server is None:
             limiter = RateLimiter(
                 rate, clock=clock.time, sleep=clock.sleep, before_slot=no_collection, quota=quota, start=1.0
             )
             return [limiter] * handles
-        made = [
-            await in_virtual_time(self._redis_server, clock, rate=rate, quota=quota, start=1.0) for _ in range(handles)
-        ]
+        if isinstance(self._server, PostgresServer):
+            server = self._server
+            on_postgres = [
+                await in_virtual_time_on_postgres(server, clock, rate=rate, quota=quota, start=1.0)
+                for _ in range(handles)
+            ]
+            self._on_postgres += on_postgres
+            return list(on_postgres)
+        made = [await in_virtual_time(self._server, clock, rate=rate, quota=quota, start=1.0) for _ in range(handles)]
         self._opened += made
         return list(made)
 
     def timeline(self) -> Timeline:
-        return Timeline() if self._redis_server is None else RedisTimeline()
+        if self._server is None:
+            return Timeline()
+        if isinstance(self._server, PostgresServer):
+            return DatabaseTimeline(self._on_postgres)
+        return RedisTimeline()
 
     async def aclose(self) -> None:
         for limiter in self._opened:
             await limiter.aclose()
+        for on_postgres in self._on_postgres:
+            await on_postgres.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "postgres"])
 async def budget(request: pytest.FixtureRequest) -> AsyncIterator[Budget]:
-    redis_server = request.getfixturevalue("redis_server") if request.param == "redis" else None
-    opened = Budget(request.param, redis_server)
+    server = None if request.param == "memory" else request.getfixturevalue(f"{request.param}_server")
+    opened = Budget(request.param, server)
     yield opened
     await opened.aclose()
 
 
 def held(limiter: Limiter) -> bool:
-    """Whether a caller holds or waits for the limiter's line (an asyncio.Lock in both). The
+    """Whether a caller holds or waits for the limiter's line (an asyncio.Lock in each). The
     in-process one also counts its waiters, as its quick path skips the line when none wait."""
-    assert isinstance(limiter, (RateLimiter, RedisLimiter))
+    assert isinstance(limiter, (RateLimiter, RedisLimiter, PostgresLimiter))
     waiting = limiter._waiting if isinstance(limiter, RateLimiter) else 0
     return limiter._turn.locked() or waiting != 0
 
 
 # -- the rate ----------------------------------------------------------------------------------------
 
-HELD_AT_LEAST = {"memory": 0.99, "redis": 0.98}  # of the rate, over five seconds and more
+HELD_AT_LEAST = {"memory": 0.99, "redis": 0.98, "postgres": 0.98}  # of the rate, over five seconds and more
 
 
 @pytest.mark.parametrize("rate", [1, 3, 200, 1000])
@@ -136,8 +155,8 @@ async def test_pause_holds_every_start(budget: Budget, clock: FakeClock) -> None
 # -- cancelled waiters -------------------------------------------------------------------------------
 
 # At 200 a second: the slot after the one at 0, and the one after that, each taken up to the
-# tolerance early. In-process: 5.025 ms apart, 1 ms early; Redis: 5.1 ms, 3 ms.
-NEXT_SLOTS = {"memory": (0.004025, 0.00905), "redis": (0.0021, 0.0072)}
+# tolerance early. In-process: 5.025 ms apart, 1 ms early; Redis and PostgreSQL: 5.1 ms, 3 ms.
+NEXT_SLOTS = {"memory": (0.004025, 0.00905), "redis": (0.0021, 0.0072), "postgres": (0.0021, 0.0072)}
 
 
 @pytest.mark.parametrize("cancelled", ["sleeping", "queued"])
@@ -183,7 +202,11 @@ async def test_a_waiter_cancelled_during_a_pause_leaves_the_pause_as_it_was(budg
 
 # -- a quota -----------------------------------------------------------------------------------------
 
-FIRST_GAP = {"memory": 0.005025 - 0.001, "redis": 0.0051 - 0.003}  # at 200 a second, less the tolerance
+FIRST_GAP = {
+    "memory": 0.005025 - 0.001,
+    "redis": 0.0051 - 0.003,
+    "postgres": 0.0051 - 0.003,
+}  # at 200 a second, less the tolerance
 
 
 async def test_without_a_quota_cost_is_one_call(budget: Budget, clock: FakeClock) -> None:
@@ -196,10 +219,15 @@ async def test_without_a_quota_cost_is_one_call(budget: Budget, clock: FakeClock
 
 # Between calls of 500 units: the even pace; early by the tolerance; or, in-process, where that
 # early start would put a 25th call in 60.5 s, held by the guard until the first has left the
-# window. In-process in float seconds; in Redis, 500 units of 5,042 us (a whole number, rounded up).
-QUOTA_GAPS = {"memory": {2.519833, 2.520833, 2.521834}, "redis": {2.518, 2.521}}
+# window. In-process in float seconds; in Redis and PostgreSQL, 500 units of 5,042 us (a whole
+# number, rounded up).
+QUOTA_GAPS = {"memory": {2.519833, 2.520833, 2.521834}, "redis": {2.518, 2.521}, "postgres": {2.518, 2.521}}
 # 12,000 x 60 / 60.5 a minute: 99.2% of the quota (in Redis, less the microseconds rounded up).
-QUOTA_PER_MINUTE = {"memory": pytest.approx(11_900.8, abs=0.5), "redis": pytest.approx(11_900.8, abs=1)}
+QUOTA_PER_MINUTE = {
+    "memory": pytest.approx(11_900.8, abs=0.5),
+    "redis": pytest.approx(11_900.8, abs=1),
+    "postgres": pytest.approx(11_900.8, abs=1),
+}
 
 
 async def test_a_quota_paces_big_calls_evenly_and_holds_its_limit(budget: Budget, clock: FakeClock) -> None:

@@ -273,7 +273,10 @@ def test_store_uris(uri: str, shown: str, prefix: str) -> None:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("http://:pw@127.0.0.1", "--rate-store http://127.0.0.1: use memory://, redis://, rediss:// or unix:///path"),
+        (
+            "http://:pw@127.0.0.1",
+            "--rate-store http://127.0.0.1: use memory://, redis://, rediss://, unix:///path or postgresql://",
+        ),
         (
             "redis://:pw@127.0.0.1:99999",
             "--rate-store redis://127.0.0.1:99999: the port must be a number from 1 to 65535",

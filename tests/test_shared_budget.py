@@ -17,6 +17,7 @@ from tests.conftest import (
     DEMO_ENV,
     DISPATCHER,
     ROOT,
+    PostgresServer,
     RedisServer,
     SandboxProcess,
     cli_env,
@@ -137,6 +138,36 @@ def test_redis_killed_mid_run_halts_resumably_and_resume_finishes(
     assert {d["count"] for d in deliveries} == {1}  # every recipient exactly once
 
 
+def test_postgres_killed_mid_run_halts_resumably_and_resume_finishes(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    """The same with the budget in PostgreSQL: lost mid-run, the run stops (exit 2, nothing failed);
+    once the database is back, --resume finishes and every recipient got one message."""
+    jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 100)
+    out = tmp_path / "jobs.outcomes.jsonl"
+    proc = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "20")
+    deadline = time.monotonic() + 30
+    while (not out.exists() or len(out.read_bytes().splitlines()) < 10) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    postgres_server.kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"lost the rate store postgresql://127.0.0.1:{postgres_server.port}/postgres: " in err
+    assert "pg-secret" not in err
+    lines = journal(out)
+    assert {line["status"] for line in lines} == {"ok"}
+    assert 10 <= len(lines) < 100
+
+    postgres_server.start()
+    resumed = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "20", "--resume")
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert len(journal(out)) == 100
+    deliveries = sandbox_process.get("/sandbox/ledger")["deliveries"]
+    assert sorted(d["user"] for d in deliveries) == sorted(f"user{i}" for i in range(100))
+    assert {d["count"] for d in deliveries} == {1}
+
+
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         DISPATCHER(*args), env=cli_env(**DEMO_ENV, **env), cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -196,5 +227,64 @@ def test_a_bad_store_uri_is_one_line(tmp_path: Path) -> None:
     done = run_cli("send", str(jobs), "--sandbox", "--rate-store", "http://:pw@127.0.0.1")
     assert (done.returncode, done.stderr) == (
         2,
-        "dispatcher: error: --rate-store http://127.0.0.1: use memory://, redis://, rediss:// or unix:///path\n",
+        "dispatcher: error: --rate-store http://127.0.0.1: use memory://, redis://, rediss://, unix:///path or postgresql://\n",
+    )
+
+
+def test_an_unreachable_postgres_store_at_start_is_one_line_without_the_password(tmp_path: Path) -> None:
+    jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 3)
+    port = free_port()
+    store = f"postgresql://app:sekrit-pw@127.0.0.1:{port}/jobs?journal=nightly"
+    done = run_cli("send", str(jobs), "--sandbox", DISPATCHER_RATE_STORE=store)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"dispatcher: error: cannot reach the rate store postgresql://127.0.0.1:{port}/jobs: connection failed: "
+    )
+    assert done.stderr.count("\n") == 1
+    assert "sekrit-pw" not in done.stderr + done.stdout and "app" not in done.stderr
+    assert not (tmp_path / "jobs.outcomes.jsonl").exists()
+
+
+def test_a_run_at_another_rate_than_the_postgres_budget_is_refused(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 3)
+    first = run_cli("send", str(jobs), "--sandbox", "--rate", "200", "--rate-store", postgres_server.url)
+    assert first.returncode == 0, first.stderr
+    second = run_cli(
+        "send",
+        str(jobs),
+        "--sandbox",
+        "--rate",
+        "300",
+        "--out",
+        str(tmp_path / "b"),
+        DISPATCHER_RATE_STORE=postgres_server.url,
+    )
+    assert second.returncode == 2
+    key = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
+    assert second.stderr == (
+        f"dispatcher: error: the shared budget {key} in postgresql://127.0.0.1:{postgres_server.port}/postgres "
+        "holds --rate 200, and this run asks for --rate 300: run with --rate 200, or change the budget by deleting "
+        f"its row (DELETE FROM dispatcher.budget WHERE key = '{key}') once no run uses it, or wait for it to "
+        "expire (600 s after its last use)\n"
+    )
+
+
+def test_a_missing_postgres_extra_names_it(tmp_path: Path) -> None:
+    jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 3)
+    code = "import sys; sys.modules['psycopg'] = None; from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
+    store = "postgresql://app:pw@127.0.0.1:5432/jobs"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "send", str(jobs), "--sandbox", "--rate-store", store],
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "dispatcher: error: --rate-store postgresql://127.0.0.1:5432/jobs needs the postgres extra: "
+        "pip install 'tim-dispatcher[postgres]'\n",
     )

@@ -1,7 +1,8 @@
 """What the engine needs from whatever paces it: one small protocol, and the values it takes.
 
-`memory.py` (in-process) and `redis.py` (a budget shared through Redis) are its implementations,
-side by side; `store.py` parses `--rate-store` and opens the one it names.
+`memory.py` (in-process), `redis.py` (a budget shared through Redis) and `postgres.py` (the same
+budget in PostgreSQL) are its implementations, side by side; `store.py` parses `--rate-store` and
+opens the one it names.
 """
 
 from __future__ import annotations
@@ -88,11 +89,27 @@ class Limiter(Protocol):
         ...
 
 
-DEFAULT_PREFIX = "dispatcher:"  # of a shared budget's keys in Redis
+DEFAULT_PREFIX = "dispatcher:"  # of a shared budget's keys (in Redis, or its rows in PostgreSQL)
 # How far below the rate each limiter's ceiling is (memory.py and redis.py say why they differ):
-# 99.5% of the rate in-process, 98% for a budget shared through Redis.
+# 99.5% of the rate in-process, 98% for a budget shared through Redis or PostgreSQL.
 MEMORY_HEADROOM = 0.005
 SHARED_HEADROOM = 0.02
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def rate_text(rate: float) -> str:
+    """The rate as a shared budget keeps it: 200 -> "200", 0.5 -> "0.5" (exact, so equal rates match)."""
+    return format(rate, ".17g")
+
+
+def quota_shown(text: object) -> str:
+    """A shared budget's quota as messages say it: "12000/60" -> "a quota of 12000 units per 60 s"."""
+    if not text:
+        return "no quota"
+    limit, _, per = str(text).partition("/")
+    return f"a quota of {limit} units per {per} s"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +121,18 @@ class StoreURI:
     host: str = ""
     port: int = 0
     prefix: str = DEFAULT_PREFIX
-    # What redis-py connects with, and the password, kept out of repr() so a traceback cannot show them.
+    # What the client connects with (redis-py, or libpq's connection URI), and the password, kept out
+    # of repr() so a traceback cannot show them.
     url: str = dataclasses.field(default="", repr=False)
     password: str = dataclasses.field(default="", repr=False)
 
     @property
     def is_memory(self) -> bool:
         return self.scheme == "memory"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.scheme in POSTGRES_SCHEMES
 
     @property
     def headroom(self) -> float:

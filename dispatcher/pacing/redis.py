@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import RateStoreError
 from dispatcher.pacing import adaptive
-from dispatcher.pacing.base import SHARED_HEADROOM
+from dispatcher.pacing.base import SHARED_HEADROOM, quota_shown, rate_text
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -258,19 +258,6 @@ _STEP_ARGS: list[str | int] = [
 ]
 
 
-def _quota_shown(text: object) -> str:
-    """A budget's quota as messages say it: "12000/60" -> "a quota of 12000 units per 60 s"."""
-    if not text:
-        return "no quota"
-    limit, _, per = str(text).partition("/")
-    return f"a quota of {limit} units per {per} s"
-
-
-def rate_text(rate: float) -> str:
-    """The rate as the budget keeps it: 200 -> "200", 0.5 -> "0.5" (exact, so equal rates match)."""
-    return format(rate, ".17g")
-
-
 class RedisLimiter:
     """The Limiter protocol over a budget in Redis. Build it with `connect`; `aclose` at the end."""
 
@@ -481,8 +468,8 @@ class RedisLimiter:
                 f"--rate {rate_text(self.rate)}: run with --rate {held}, {change}"
             )
         return RateStoreError(
-            f"the shared budget {self.key} in {self.shown} holds {_quota_shown(held)}, and this run asks for "
-            f"{_quota_shown(self._head[1])}: run with the budget's quota, {change}"
+            f"the shared budget {self.key} in {self.shown} holds {quota_shown(held)}, and this run asks for "
+            f"{quota_shown(self._head[1])}: run with the budget's quota, {change}"
         )
 
     def _fault(self, exc: BaseException, starting: bool) -> RateStoreError:

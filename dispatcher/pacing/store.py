@@ -2,8 +2,9 @@
 
 `memory://` is the in-process `RateLimiter` (a budget of one process). `redis://`, `rediss://` and
 `unix://` hold the budget in Redis, shared by every process of the app on any machine
-(`dispatcher.pacing.redis`). The `redis` package is an optional extra and is imported only when such
-a store is asked for, so `memory://` costs no new dependency at run time.
+(`dispatcher.pacing.redis`); `postgresql://` and `postgres://` hold the same budget in PostgreSQL
+(`dispatcher.pacing.postgres`). The `redis` and `psycopg` packages are optional extras, each imported
+only when such a store is asked for, so `memory://` costs no new dependency at run time.
 """
 
 from __future__ import annotations
@@ -13,16 +14,25 @@ import contextlib
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from dispatcher.errors import ConfigError, UsageError
-from dispatcher.pacing.base import DEFAULT_PREFIX, Clock, Limiter, Quota, Sleep, StoreURI
+from dispatcher.pacing.base import DEFAULT_PREFIX, POSTGRES_SCHEMES, Clock, Limiter, Quota, Sleep, StoreURI
 from dispatcher.tim.apis import Endpoint
 from dispatcher.version import DISTRIBUTION
+
+if TYPE_CHECKING:
+    from dispatcher.pacing.postgres import PostgresLimiter
+    from dispatcher.pacing.redis import RedisLimiter
 
 MEMORY = "memory://"
 ENV_VAR = "DISPATCHER_RATE_STORE"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 MISSING_EXTRA = f"--rate-store {{uri}} needs the redis extra: pip install '{DISTRIBUTION}[redis]'"
+MISSING_POSTGRES_EXTRA = f"--rate-store {{uri}} needs the postgres extra: pip install '{DISTRIBUTION}[postgres]'"
+# Of a PostgreSQL store's query: what the budget reads itself (`journal=` names a journal in the same
+# database, whose URI may be given as the store: the budget has no use for it); the rest is libpq's.
+_OURS = ("prefix", "journal")
 
 
 def parse_store(uri: str) -> StoreURI:
@@ -30,6 +40,8 @@ def parse_store(uri: str) -> StoreURI:
     if uri in (MEMORY, "memory"):
         return StoreURI("memory", MEMORY)
     _refuse_unencoded_userinfo(uri)
+    if urllib.parse.urlsplit(uri).scheme in POSTGRES_SCHEMES:
+        return _parse_postgres(urllib.parse.urlsplit(uri))
     try:
         parts = urllib.parse.urlsplit(uri)
         port = parts.port
@@ -38,7 +50,7 @@ def parse_store(uri: str) -> StoreURI:
         raise UsageError(f"--rate-store {_shown(parts)}: the port must be a number from 1 to 65535") from None
     shown = _shown(parts)
     if parts.scheme not in _REDIS_SCHEMES:
-        raise UsageError(f"--rate-store {shown}: use memory://, redis://, rediss:// or unix:///path")
+        raise UsageError(f"--rate-store {shown}: use memory://, redis://, rediss://, unix:///path or postgresql://")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     prefix = DEFAULT_PREFIX
     for name, value in query:
@@ -63,6 +75,34 @@ def parse_store(uri: str) -> StoreURI:
         prefix=prefix,
         url=url,
         password=parts.password or "",
+    )
+
+
+def _parse_postgres(parts: urllib.parse.SplitResult) -> StoreURI:
+    """A libpq connection URI: `postgresql://[user[:password]@][host][:port][,...][/dbname][?param=value&...]`.
+    Only the ports are checked here (libpq checks the rest when it connects, without psycopg
+    imported now); `prefix=` and `journal=` are taken out of what libpq is given."""
+    shown = _shown(parts)
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        _, colon, port = host.rpartition("]")[2].rpartition(":")
+        if colon and port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise UsageError(f"--rate-store {shown}: the port must be a number from 1 to 65535")
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for name, value in reversed(query) if name == "prefix"), DEFAULT_PREFIX)
+    passwords = [value for name, value in query if name == "password"]
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in _OURS])
+    url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (
+        f"?{rest}" if rest else ""
+    )  # urlunsplit drops an empty host
+    first = parts.netloc.rpartition("@")[2].split(",")[0].rpartition("]")[2]
+    return StoreURI(
+        parts.scheme,
+        shown,
+        host=parts.hostname or "",
+        port=int(first.rpartition(":")[2] or 5432) if ":" in first else 5432,
+        prefix=prefix,
+        url=url,
+        password=parts.password or (passwords[-1] if passwords else ""),
     )
 
 
@@ -100,8 +140,15 @@ def budget_key(prefix: str, sdkappid: int, api_path: str) -> str:
 
 
 def check_available(store: StoreURI) -> None:
-    """Refuse at once, before anything is read or sent, a Redis store without the redis extra."""
+    """Refuse at once, before anything is read or sent, a Redis store without the redis extra, or a
+    PostgreSQL one without the postgres extra."""
     if store.is_memory:
+        return
+    if store.is_postgres:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(MISSING_POSTGRES_EXTRA.format(uri=store.shown)) from None
         return
     try:
         import redis.asyncio  # noqa: F401
@@ -121,17 +168,23 @@ async def open_limiter(
     sleep: Sleep = asyncio.sleep,
 ) -> AsyncIterator[Limiter]:
     """The run's limiter for `store`, connected and checked (a Redis budget at another rate or
-    quota is refused here), and closed at the end. `clock` and `sleep` pace an in-process one (in
-    virtual time in tests); a shared budget is timed by the Redis server's clock."""
+    quota is refused here; so is a PostgreSQL one), and closed at the end. `clock` and `sleep` pace
+    an in-process one (in virtual time in tests); a shared budget is timed by its server's clock."""
     if store.is_memory:
         from dispatcher.pacing.memory import RateLimiter
 
         yield RateLimiter(rate, quota=quota, clock=clock, sleep=sleep)
         return
     check_available(store)
-    from dispatcher.pacing.redis import connect
+    key = budget_key(store.prefix, sdkappid, api_path)
+    if store.is_postgres:
+        from dispatcher.pacing import postgres
 
-    limiter = await connect(store, rate=rate, quota=quota, key=budget_key(store.prefix, sdkappid, api_path))
+        limiter: PostgresLimiter | RedisLimiter = await postgres.connect(store, rate=rate, quota=quota, key=key)
+    else:
+        from dispatcher.pacing import redis
+
+        limiter = await redis.connect(store, rate=rate, quota=quota, key=key)
     try:
         yield limiter
     finally:

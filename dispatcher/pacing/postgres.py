@@ -1,0 +1,335 @@
+"""A rate budget in PostgreSQL, shared by every process of an app on any machine
+(`--rate-store postgresql://`): the twin of `redis.py`, for those whose shared state is a database.
+
+The same GCRA, quota, shared pause and shared adaptive pace as the Redis budget, with the same
+figures: its state is one row per app and endpoint (`dispatcher.budget`), updated by one PL/pgSQL
+function call per slot (`postgres_sql.py`, the twin of the Lua scripts), one short transaction in
+autocommit that locks the budget's row, and timed by the database's clock (`clock_timestamp()`,
+read once the row is locked), so machines whose clocks disagree still agree on the budget. As in
+Redis, a slot is only taken when it is due and its caller is awake to use it (never booked ahead),
+the pace is 98% of the rate at most (`SHARED_HEADROOM`; redis.py says why), a slot may be taken
+TOLERANCE_US early, and a budget keeps the rate and quota of the first user and refuses another.
+
+Faults, as the Redis store has them: a database that cannot be reached at start is a RateStoreError
+(exit 2) before anything is sent; one lost mid-run makes `acquire` raise RateStoreError, on which the
+engine starts nothing more and halts resumably. Lost is a connection refused or cut off after three
+quick retries (0.04, 0.08 and 0.16 s apart: redis-py's backoff in redis.py), or no answer within
+TIMEOUT_S, which is not asked again. Never a private budget instead: that would overrun the app's cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dispatcher.errors import RateStoreError
+from dispatcher.pacing import adaptive
+from dispatcher.pacing import postgres_sql as sql
+from dispatcher.pacing.base import SHARED_HEADROOM, quota_shown, rate_text
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from dispatcher.pacing.base import Quota, StoreURI
+
+Sleep = Callable[[float], Awaitable[None]]
+
+HEADROOM = SHARED_HEADROOM
+TOLERANCE_US = 3_000  # as redis.py's, for the same reason: a sleep that wakes late loses nothing
+TTL_S = 600  # an unused budget is gone 10 minutes after its last use (or after its pause ends)
+TIMEOUT_S = 2.0  # a database that does not answer in this long is lost: halt rather than wait
+RETRY_BACKOFF_S = (0.04, 0.08, 0.16)  # between the quick retries of a refused or dropped connection
+
+_STEP_ARGS = [
+    round(adaptive.DECREASE * 1e6),
+    round(adaptive.FLOOR * 1e6),
+    round(adaptive.SETTLE * 1e6),
+    round(adaptive.INCREASE * 1e6),
+]
+
+
+def _one_line(text: str) -> str:
+    """libpq's messages span lines ("...failed: Connection refused\\n\\tIs the server running..."):
+    one line, as every error the dispatcher prints."""
+    return " ".join(text.split())
+
+
+class PostgresLimiter:
+    """The Limiter protocol over a budget in PostgreSQL. Build it with `connect`; `aclose` at the end."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        key: str,
+        rate: float,
+        *,
+        shown: str,
+        quota: Quota | None = None,
+        secrets: tuple[str, ...] = (),
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        clock_us: Callable[[], int] | None = None,
+        start: float | None = None,
+    ) -> None:
+        """`conninfo`: what libpq connects with (it may hold the password; never shown). `shown`: the
+        store as messages name it. `clock`: this process's clock, used only to wait out a known gap
+        before asking again. `clock_us`: tests only, a virtual clock in place of the database's.
+        `start`: the share of the ceiling a budget's pace begins at (default: 97.5% of the rate)."""
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.quota = quota
+        self.key = key
+        self.shown = shown
+        self._conninfo = conninfo
+        ttl_s = float(TTL_S)
+        quota_args: list[int | None] = [None, None, None]
+        if quota is not None:
+            ttl_s = max(ttl_s, math.ceil(quota.window) + 60.0)
+            quota_args = [math.ceil(quota.unit_interval * 1e6), quota.limit, math.ceil(quota.window * 1e6)]
+        self._ttl_s = ttl_s
+        self._ttl_us = round(ttl_s * 1e6)
+        self._quota_text = "" if quota is None else quota.text()
+        start = adaptive.start_share(HEADROOM) if start is None else start
+        pace_args = [round(start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
+        self._shape: list[int | None] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args, *pace_args]
+        self._share = start  # the pace's share of the ceiling at the latest slot
+        self._take_sql = sql.take(rate_text(rate), self._quota_text, TOLERANCE_US, self._ttl_us, self._shape)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._cursor: psycopg.AsyncCursor[Any] | None = None
+        self._secrets = tuple(s for s in secrets if s)
+        self._sleep = sleep
+        self._clock = clock
+        self._clock_us = clock_us
+        # When the budget's next slot is due, as the last grant said: asking before it cannot win.
+        self._next_ask = float("-inf")
+        # One caller of this process at a time asks (asyncio.Lock is FIFO); the rest queue here.
+        self._turn = asyncio.Lock()
+        self._pauses: set[asyncio.Task[None]] = set()
+        # One call at a time on the connection and its one cursor, from start to fetched row: a
+        # pause or a step down (other tasks) never reads a slot's row, nor closes the connection
+        # under it.
+        self._calls = asyncio.Lock()
+        self.asking = 0  # calls to the database under way (tests wait for them to come back)
+
+    def _now(self) -> int | None:
+        return None if self._clock_us is None else self._clock_us()
+
+    async def check(self) -> None:
+        """Reach the database, make the budget's objects if missing, and claim the budget at this
+        rate and quota, or refuse: another rate or quota, or no database."""
+        await self._setup()
+        await self._take(0, starting=True)
+
+    async def acquire(self, cost: int = 1) -> None:
+        if cost < 1:
+            raise ValueError("cost must be at least 1")
+        if self.quota is None:
+            cost = 1  # counted against nothing but the rate: one call
+        else:
+            self.quota.check_cost(cost)
+        async with self._turn:
+            while self._pauses:  # a pause this process asked for lands before its next slot
+                # asyncio.wait, not gather: a caller cancelled here must not cancel the pause.
+                await asyncio.wait(set(self._pauses))
+            if (gap := self._next_ask - self._clock()) > 0:
+                await self._sleep(gap)
+            while True:
+                taken, wait_us, share = await self._take(cost)
+                if taken:
+                    self._next_ask = self._clock() + wait_us / 1e6
+                    self._share = share / 1e6
+                    return
+                await self._sleep(wait_us / 1e6)  # the wait already allows for the tolerance
+
+    def pause(self, seconds: float) -> None:
+        """Hold every process's starts for `seconds`: written to the budget, which every TAKE reads.
+        Returns at once; this process's next `acquire` waits for the write to land."""
+        task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
+        self._pauses.add(task)
+        task.add_done_callback(self._pauses.discard)
+
+    async def over_rate(self, sent_ago: float) -> float | None:
+        """Step the budget's pace down for every process; the new pace, or None if it did not step."""
+        args = [self.key, max(0, round(sent_ago * 1e6)), *_STEP_ARGS, self._now()]
+        try:
+            stepped, share = await self._query(sql.STEP_DOWN, args)
+        except RateStoreError:
+            return None  # the next acquire meets the same fault and halts the run
+        if not stepped:
+            return None
+        self._share = int(share) / 1e6
+        return self.pace
+
+    @property
+    def pace(self) -> float:
+        """Requests a second the latest slot was paced at, whichever process set the shared pace."""
+        return self.rate / (1 + HEADROOM) * self._share
+
+    async def _share_pause(self, seconds: float) -> None:
+        args = [self.key, math.ceil(max(0.0, seconds) * 1e6), self._ttl_us, self._now()]
+        try:
+            await self._query(sql.PAUSE, args)
+        except RateStoreError:
+            pass  # the next acquire meets the same fault and halts the run
+
+    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
+        """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
+        share of the ceiling (ppm) the slot was paced at (when taken)."""
+        args = [self.key, cost, self._now()]
+        status, value, share, held = await self._query(self._take_sql, args, starting=starting)
+        if status < 0:
+            raise self._mismatch(status, str(held))
+        return status == 1, int(value), int(share) if share is not None else 1_000_000
+
+    async def _setup(self) -> None:
+        """Make the schema and the budget's objects on first use, once for every process (the
+        advisory lock), and refuse objects of a later version than this one knows."""
+        import psycopg
+
+        try:
+            conn = await self._connection()
+            async with asyncio.timeout(TIMEOUT_S):
+                version = None
+                if (await (await conn.execute(sql.HAS_META)).fetchone() or [False])[0]:
+                    version = (await (await conn.execute(sql.VERSION_OF)).fetchone() or [None])[0]
+                if version is None:
+                    async with conn.transaction():
+                        await conn.execute(sql.SCHEMA_LOCK)
+                        for statement in sql.SCHEMA:
+                            await conn.execute(statement)
+                        version = (await (await conn.execute(sql.VERSION_OF)).fetchone() or [None])[0]
+                        if version is None:
+                            for statement in sql.OBJECTS:
+                                await conn.execute(statement)
+                            await conn.execute(sql.RECORD_VERSION, [sql.VERSION])
+                            version = sql.VERSION
+        except TimeoutError:
+            await self._drop()
+            raise self._fault(f"no answer within {TIMEOUT_S:g} s", starting=True) from None
+        except psycopg.Error as exc:
+            await self._drop()
+            raise self._fault(str(exc), starting=True) from None
+        if version > sql.VERSION:
+            raise RateStoreError(
+                f"the rate store {self.shown} holds the budget's tables at version {version}, newer than this "
+                f"dispatcher's ({sql.VERSION}): run a dispatcher as new as the one that made them"
+            )
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            async with asyncio.timeout(TIMEOUT_S):  # libpq's connect_timeout is whole seconds, 2 at least
+                self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            self._cursor = self._conn.cursor()  # one for every call: a cursor made a call costs CPU
+        return self._conn
+
+    async def _query(self, statement: str, args: Sequence[object], *, starting: bool = False) -> tuple[Any, ...]:
+        """One call, on the limiter's connection: a connection refused or dropped is tried again
+        three times (a new connection each time); a call unanswered in TIMEOUT_S is the store lost."""
+        import psycopg
+
+        self.asking += 1
+        try:
+            async with self._calls:
+                for backoff in (*RETRY_BACKOFF_S, None):
+                    try:
+                        cursor = await self._cursor_now()
+                        async with asyncio.timeout(TIMEOUT_S):
+                            await cursor.execute(statement, args, prepare=True)
+                            row = await cursor.fetchone()
+                        assert row is not None  # each statement is a SELECT of one row
+                        return tuple(row)
+                    except TimeoutError:
+                        await self._drop()
+                        raise self._fault(f"no answer within {TIMEOUT_S:g} s", starting) from None
+                    except psycopg.OperationalError as exc:
+                        await self._drop()
+                        if backoff is None:
+                            raise self._fault(str(exc), starting) from None
+                        await asyncio.sleep(backoff)  # real time, as redis-py's retries
+                    except psycopg.Error as exc:  # not a connection's fault (a dropped function, rights): no retry
+                        raise self._fault(str(exc), starting) from None
+                raise AssertionError("unreachable: the last try returns or raises")
+        finally:
+            self.asking -= 1
+
+    async def _cursor_now(self) -> psycopg.AsyncCursor[Any]:
+        """The connection's one cursor, on a connection made again if it was dropped."""
+        await self._connection()
+        assert self._cursor is not None
+        return self._cursor
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    def _mismatch(self, status: int, held: str) -> RateStoreError:
+        key = self.key.replace("'", "''")
+        change = (
+            f"or change the budget by deleting its row (DELETE FROM dispatcher.budget WHERE key = '{key}') "
+            f"once no run uses it, or wait for it to expire ({self._ttl_s:g} s after its last use)"
+        )
+        if status == -1:
+            return RateStoreError(
+                f"the shared budget {self.key} in {self.shown} holds --rate {held}, and this run asks for "
+                f"--rate {rate_text(self.rate)}: run with --rate {held}, {change}"
+            )
+        return RateStoreError(
+            f"the shared budget {self.key} in {self.shown} holds {quota_shown(held)}, and this run asks for "
+            f"{quota_shown(self._quota_text)}: run with the budget's quota, {change}"
+        )
+
+    def _fault(self, text: str, starting: bool) -> RateStoreError:
+        reason = _one_line(text) or "no reason given"
+        for secret in self._secrets:  # libpq does not print passwords; make sure of it
+            reason = reason.replace(secret, "***")
+        if starting:
+            return RateStoreError(f"cannot reach the rate store {self.shown}: {reason}")
+        return RateStoreError(
+            f"lost the rate store {self.shown}: {reason}; no new requests start, "
+            "those in flight are recorded; resume with --resume when it is back"
+        )
+
+    async def aclose(self) -> None:
+        """Let a pause being written land (briefly), then close the connection."""
+        if self._pauses:
+            await asyncio.wait(self._pauses, timeout=TIMEOUT_S)
+        await self._drop()
+
+
+async def connect(
+    store: StoreURI,
+    *,
+    rate: float,
+    key: str,
+    quota: Quota | None = None,
+    sleep: Sleep = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    clock_us: Callable[[], int] | None = None,
+    start: float | None = None,
+) -> PostgresLimiter:
+    """A PostgresLimiter on `store`, its budget checked; RateStoreError if unreachable or at another rate."""
+    limiter = PostgresLimiter(
+        store.url,
+        key,
+        rate,
+        shown=store.shown,
+        quota=quota,
+        secrets=(store.password,),
+        sleep=sleep,
+        clock=clock,
+        clock_us=clock_us,
+        start=start,
+    )
+    try:
+        await limiter.check()
+    except BaseException:
+        await limiter.aclose()
+        raise
+    return limiter

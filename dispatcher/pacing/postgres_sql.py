@@ -1,0 +1,254 @@
+"""The SQL of the budget in PostgreSQL (`postgres.py`): its tables and the three PL/pgSQL functions
+that are the twins of redis.py's Lua scripts, TAKE, STEP_DOWN and PAUSE, line for line.
+
+Everything lives in the schema `dispatcher`, which the journal in PostgreSQL shares: the schema is
+created under an advisory lock that both take (`SCHEMA_LOCK`), and each component records the version
+of its objects in `dispatcher.meta` (this one as 'budget'), so that a later version can migrate them.
+The budget's own objects start with `budget`.
+
+One row per budget (`dispatcher.budget`, keyed by `budget_key`), with the fields of redis.py's hash,
+and `expires` for its time to live: a budget unused past it is gone, as an expired key in Redis (a
+function that meets it starts from nothing). A field that is NULL is one the hash has not got. The
+quota's log is `dispatcher.budget_log`, one row a call of the last window. Times are microseconds of
+the database's clock (`clock_timestamp()`, read once the budget's row is locked), or the one a test
+passes in. Each function is one short transaction when called in autocommit, and commits without
+waiting for its WAL to reach the disk (`synchronous_commit` off for that transaction only): a crash
+loses at most the last fraction of a second of the budget's updates, and the crash has cut every
+process's connection, so they have halted already (a lost store); no journal line is at stake.
+"""
+
+from __future__ import annotations
+
+VERSION = 1  # of the budget's objects, in dispatcher.meta
+COMPONENT = "budget"
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('dispatcher schema'))"
+
+# Whether dispatcher.meta is there, and then (VERSION_OF) whether the budget's objects are: if they
+# are, nothing is created, and no CREATE right on the database is needed.
+HAS_META = "SELECT to_regclass('dispatcher.meta') IS NOT NULL"
+
+# Run in one transaction, under SCHEMA_LOCK; `VERSION_OF` then reads the version recorded.
+SCHEMA = [
+    "CREATE SCHEMA IF NOT EXISTS dispatcher",
+    "CREATE TABLE IF NOT EXISTS dispatcher.meta (component text PRIMARY KEY, version int NOT NULL)",
+]
+VERSION_OF = "SELECT version FROM dispatcher.meta WHERE component = 'budget'"
+RECORD_VERSION = "INSERT INTO dispatcher.meta (component, version) VALUES ('budget', %s)"
+
+_CLOCK = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+# The row of a budget, locked (made if missing), and `now` read after the lock: a call that waited
+# for another's lock reads the time it runs at. An expired row is emptied, its log deleted.
+_LOCKED_ROW = f"""
+  SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    INSERT INTO dispatcher.budget (key) VALUES (p_key) ON CONFLICT (key) DO NOTHING;
+    SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
+  END IF;
+  now := coalesce(p_now, {_CLOCK});
+  IF b.expires <= now THEN
+    b := NULL;
+    b.key := p_key;
+    DELETE FROM dispatcher.budget_log WHERE key = p_key;
+  END IF;
+"""
+
+_SAVE_ROW = """
+  UPDATE dispatcher.budget SET rate = b.rate, quota = b.quota, tat = b.tat, utat = b.utat, logged = b.logged,
+    paused_until = b.paused_until, pace = b.pace, pace_at = b.pace_at, stepped = b.stepped, expires = b.expires
+  WHERE key = p_key;
+"""
+
+# The pace's share of the ceiling now, ppm (adaptive.Pace.share), in doubles as Lua computes it.
+_SHARE = """least(1000000::float8, coalesce(b.pace, 1000000)::float8
+    + p_increase::float8 * greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000)"""
+
+OBJECTS = [
+    """
+CREATE TABLE dispatcher.budget (
+  key text PRIMARY KEY,
+  rate text,             -- as the first user gave them; another is refused
+  quota text,            -- '' for none
+  tat bigint,            -- the theoretical time of the next call, us
+  utat bigint,           -- of the next unit of the quota
+  logged bigint,         -- the units in the quota's log
+  paused_until bigint,
+  pace bigint,           -- the adaptive pace's share of the ceiling, ppm, at pace_at (us)
+  pace_at bigint,
+  stepped bigint,        -- when the pace last stepped down
+  expires bigint         -- past this the budget is gone (Redis's TTL)
+) WITH (fillfactor = 50)
+""",
+    # fillfactor: every slot updates the row; room on its page keeps the updates HOT (no index change).
+    """
+CREATE TABLE dispatcher.budget_log (
+  key text NOT NULL,
+  seq bigint GENERATED ALWAYS AS IDENTITY,
+  at bigint NOT NULL,
+  units bigint NOT NULL,
+  PRIMARY KEY (key, seq)
+)
+""",
+    "CREATE INDEX budget_log_at ON dispatcher.budget_log (key, at)",
+    # TAKE. p_cost 0 only checks the budget and claims it. Returns status 1 taken (value: the us in
+    # which nobody's next call can win; pace: the share of the ceiling, ppm, it was paced at), 0 not
+    # yet (ask again in value us), -1 or -2 the budget holds another rate or quota (held).
+    f"""
+CREATE FUNCTION dispatcher.budget_take(
+  p_key text, p_rate text, p_quota text, p_cost bigint, p_tolerance bigint, p_ttl bigint, p_now bigint,
+  p_interval bigint, p_unit bigint, p_limit bigint, p_window bigint, p_start bigint, p_increase bigint,
+  p_idle bigint, OUT status int, OUT value bigint, OUT pace bigint, OUT held text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  b dispatcher.budget%ROWTYPE;
+  now bigint;
+  share float8;
+  tat bigint;
+  step bigint;
+  wait bigint;
+  later bigint;
+  utat bigint;
+  logged bigint;
+  excess bigint;
+  entry record;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+{_LOCKED_ROW}
+  IF b.rate IS NOT NULL AND b.rate <> p_rate THEN
+    status := -1; value := 0; held := b.rate; RETURN;
+  END IF;
+  IF b.quota IS NOT NULL AND b.quota <> p_quota THEN
+    status := -2; value := 0; held := b.quota; RETURN;
+  END IF;
+  IF b.rate IS NULL THEN  -- a new budget (or one deleted by hand): no log of an old one counts
+    DELETE FROM dispatcher.budget_log WHERE key = p_key;
+  END IF;
+  IF p_cost > 0 THEN
+    tat := coalesce(b.tat, 0);
+    share := {_SHARE};
+    IF b.tat IS NULL OR now - tat > p_idle THEN  -- new, or idle: from the start (or lower)
+      share := floor(least(share, p_start::float8));
+      b.pace := share::bigint;
+      b.pace_at := now;
+    END IF;
+    step := ceil(p_interval::float8 * 1000000 / share)::bigint;
+    wait := greatest(coalesce(b.paused_until, 0), tat - p_tolerance) - now;
+    IF p_quota <> '' THEN
+      utat := coalesce(b.utat, 0);
+      logged := coalesce(b.logged, 0);
+      wait := greatest(wait, utat - p_tolerance - now);
+      -- The guard: a call counts while it lies in [now - window, now]; the oldest leave first.
+      WITH gone AS (DELETE FROM dispatcher.budget_log WHERE key = p_key AND at < now - p_window RETURNING units)
+      SELECT logged - coalesce(sum(units), 0) INTO logged FROM gone;
+      b.logged := logged;
+      excess := logged + p_cost - p_limit;
+      IF excess > 0 THEN
+        FOR entry IN SELECT l.at, l.units FROM dispatcher.budget_log l WHERE l.key = p_key ORDER BY l.seq LOOP
+          excess := excess - entry.units;
+          IF excess <= 0 THEN
+            wait := greatest(wait, entry.at + p_window + 1 - now);
+            EXIT;
+          END IF;
+        END LOOP;
+      END IF;
+    END IF;
+    IF wait > 0 THEN
+{_SAVE_ROW}
+      status := 0; value := wait; RETURN;
+    END IF;
+    tat := greatest(now, tat) + step;
+    later := tat - p_tolerance - now;
+    b.tat := tat;
+    IF p_quota <> '' THEN
+      utat := greatest(now, utat) + p_cost * p_unit;
+      later := greatest(later, utat - p_tolerance - now);
+      b.utat := utat;
+      b.logged := logged + p_cost;
+      INSERT INTO dispatcher.budget_log (key, at, units) VALUES (p_key, now, p_cost);
+    END IF;
+    status := 1; value := greatest(0, later); pace := floor(share)::bigint;
+  ELSE
+    status := 1; value := 0; pace := 1000000;
+  END IF;
+  b.rate := p_rate;
+  b.quota := p_quota;
+  b.expires := greatest(coalesce(b.expires, 0), now + p_ttl);  -- never shorten what a pause set
+{_SAVE_ROW}
+END
+$$
+""",
+    # STEP_DOWN. p_sent_ago: how long ago the request told "too frequent" was sent, us. Returns
+    # stepped 1 down to pace (ppm), or 0: the request was sent within SETTLE of the last step (by any
+    # process), the step would go below the floor, or there is no budget (the next TAKE makes one).
+    f"""
+CREATE FUNCTION dispatcher.budget_step_down(
+  p_key text, p_sent_ago bigint, p_decrease bigint, p_floor bigint, p_settle bigint, p_increase bigint,
+  p_now bigint, OUT stepped int, OUT pace bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  b dispatcher.budget%ROWTYPE;
+  now bigint;
+  share float8;
+  lower bigint;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
+  now := coalesce(p_now, {_CLOCK});
+  IF NOT FOUND OR b.rate IS NULL OR b.expires <= now THEN
+    stepped := 0; pace := 0; RETURN;
+  END IF;
+  share := {_SHARE};
+  stepped := 0;
+  pace := floor(share)::bigint;
+  IF b.stepped IS NOT NULL AND now - p_sent_ago < b.stepped + p_settle THEN
+    RETURN;
+  END IF;
+  lower := floor(share * p_decrease::float8 / 1000000)::bigint;
+  IF lower < p_floor THEN
+    RETURN;
+  END IF;
+  UPDATE dispatcher.budget SET pace = lower, pace_at = now, stepped = now WHERE key = p_key;
+  stepped := 1;
+  pace := lower;
+END
+$$
+""",
+    # PAUSE. p_pause, p_ttl: us. Every process's next TAKE honours paused_until; a shorter pause never
+    # cuts a longer one, and the budget lives at least p_ttl past the pause's end.
+    f"""
+CREATE FUNCTION dispatcher.budget_pause(p_key text, p_pause bigint, p_ttl bigint, p_now bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  b dispatcher.budget%ROWTYPE;
+  now bigint;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+{_LOCKED_ROW}
+  b.paused_until := greatest(coalesce(b.paused_until, 0), now + p_pause);
+  b.expires := greatest(coalesce(b.expires, 0), now + p_pause + p_ttl);
+{_SAVE_ROW}
+END
+$$
+""",
+]
+
+
+def take(rate: str, quota: str, tolerance: int, ttl: int, shape: list[int | None]) -> str:
+    """TAKE as one limiter sends it: what never changes for it written in (whole numbers, and the
+    rate and quota as budgets keep them, which hold only digits, '.', 'e', '+', '-' and '/'), so
+    that each slot sends three parameters, not fourteen: the key, the cost and now (NULL: the
+    database's clock). Measured: 40 us of the client's CPU less a slot."""
+    assert all(c in "0123456789.e+-/" for c in rate + quota), "a rate or quota that could not be a literal"
+    numbers = ", ".join("NULL" if n is None else str(int(n)) for n in shape)
+    return (
+        f"SELECT status, value, pace, held FROM dispatcher.budget_take(%s::text, '{rate}', '{quota}', %s::int8, "
+        f"{int(tolerance)}, {int(ttl)}, %s::int8, {numbers})"
+    )
+
+
+STEP_DOWN = (
+    "SELECT stepped, pace FROM dispatcher.budget_step_down(%s::text, %s::int8, %s::int8, %s::int8, %s::int8, "
+    "%s::int8, %s::int8)"
+)
+PAUSE = "SELECT dispatcher.budget_pause(%s::text, %s::int8, %s::int8, %s::int8)"
