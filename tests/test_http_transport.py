@@ -158,6 +158,13 @@ async def test_a_chunked_reply_is_read_whole(serve: Callable[..., Awaitable[Serv
     assert (second.error_code, server.connections) == (10002, 1)
 
 
+async def test_an_interim_100_continue_is_not_taken_for_the_reply(serve: Callable[..., Awaitable[Server]]) -> None:
+    server = await serve(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n" + reply())
+    first, second = await send_all(client(f"http://127.0.0.1:{server.port}"), 2)
+    assert [(a.error_code, a.http_status) for a in (first, second)] == [(0, 200), (0, 200)]
+    assert server.connections == 1
+
+
 async def test_a_body_that_ends_when_the_server_closes(serve: Callable[..., Awaitable[Server]]) -> None:
     server = await serve(lambda n: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + OK_BODY)
     (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)

@@ -131,6 +131,13 @@ class _Connection(asyncio.Protocol):
         reply = self._reply
         if reply is None or reply.done():
             return
+        if 100 <= self._parser.get_status_code() < 200:
+            # An interim reply (100 Continue, 103 Early Hints), which a server may send unasked: the
+            # reply to the request comes after it. Taken for the reply, the request would look
+            # unanswered and be sent again.
+            self._body, self._size, self._retry_after, self._date = [], 0, None, None
+            self._headers_done = self._framed = False
+            return
         self.keep_alive = self._parser.should_keep_alive()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         reply.set_result(Response(self._parser.get_status_code(), body, self._retry_after, self._date))
