@@ -3,6 +3,7 @@ PostgreSQL of the test's own, and a sandbox in its own process counting every ar
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ from tests.conftest import (
     PG_PASSWORD,
     ROOT,
     PostgresServer,
+    RedisServer,
     SandboxProcess,
     cli_env,
     free_port,
@@ -171,3 +173,188 @@ def test_an_unreachable_database_is_one_line_and_nothing_is_sent(
     assert worker.returncode == 2
     assert len(worker.stderr.strip().splitlines()) == 1
     assert PG_PASSWORD not in worker.stderr
+
+
+def summary_of(path: Path) -> dict[str, object]:
+    doc: dict[str, object] = orjson.loads(path.read_bytes())
+    return doc
+
+
+def test_send_and_two_workers_in_empty_directories_share_one_run(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 400)
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
+    common += ["--concurrency", "8"]
+    sender = start(
+        "send", str(jobs), "--out", uri, "--rate", "100", *common, "--summary-json", str(tmp_path / "s.json")
+    )
+    wait_until(lambda: outcomes(postgres_server) > 0)
+    workers = []
+    for name in ("a", "b"):
+        empty = tmp_path / name
+        empty.mkdir()
+        workers.append(start("work", uri, *common, "--summary-json", str(empty / "s.json"), cwd=empty))
+    for proc in (sender, *workers):
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert PG_PASSWORD not in err
+    stats = sandbox_process.get("/sandbox/stats")
+    assert stats.get("60007", 0) == 0
+    assert deliveries(sandbox_process) == {f"u{i}": 1 for i in range(400)}  # every recipient exactly once
+    requests = [summary_of(p)["requests"] for p in (tmp_path / "s.json", tmp_path / "a/s.json", tmp_path / "b/s.json")]
+    assert sum(requests) == 400  # type: ignore[arg-type]
+    assert all(n > 0 for n in requests)  # type: ignore[operator]
+    assert sorted(os.listdir(tmp_path / "a")) == ["s.json"]  # no local journal
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["failed"], doc["pending"]) == (400, 400, 0, 0)
+
+
+def test_a_worker_naming_another_rate_or_store_is_refused_before_it_sends(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 5)
+    store = ["--rate-store", redis_server.url]
+    done = cli(
+        "send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "50", *store
+    )
+    assert done.returncode == 0, done.stderr
+    shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
+    other_rate = cli("work", uri, "--endpoint", sandbox_process.url, "--rate", "80", *store)
+    assert other_rate.returncode == 2
+    assert other_rate.stderr.strip().splitlines() == [
+        f"dispatcher: error: {shown}: the run paces at --rate 50, not 80: leave --rate out or match it"
+    ]
+    no_store = cli("work", uri, "--endpoint", sandbox_process.url)
+    assert no_store.returncode == 2
+    assert no_store.stderr.strip().splitlines() == [
+        f"dispatcher: error: {shown}: the run paces in the rate store redis://127.0.0.1:{redis_server.port}/0, "
+        "not memory://: name it with --rate-store (or DISPATCHER_RATE_STORE)"
+    ]
+    same = cli("work", uri, "--endpoint", sandbox_process.url, *store)
+    assert same.returncode == 0, same.stderr  # nothing left: every batch of the complete plan is final
+    assert sandbox_process.get("/sandbox/stats")["0"] == 5
+
+
+def plan_complete(server: PostgresServer) -> bool:
+    try:
+        return server.psql("SELECT plan_complete FROM dispatcher.journal_runs") == "t\n"
+    except subprocess.CalledProcessError:
+        return False
+
+
+def test_a_send_killed_mid_run_leaves_its_batches_to_the_workers(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 300)
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url, "--lease", "2"]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "100", "--concurrency", "8", *common)
+    wait_until(lambda: outcomes(postgres_server) > 0)  # the run exists: a worker joins a run, never starts one
+    workers = []
+    for name in ("a", "b"):
+        empty = tmp_path / name
+        empty.mkdir()
+        workers.append(start("work", uri, *common, "--concurrency", "8", cwd=empty))
+    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 60)
+    sender.send_signal(signal.SIGKILL)
+    sender.communicate(timeout=10)
+    for proc in workers:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    got = deliveries(sandbox_process)
+    assert sorted(got) == sorted(f"u{i}" for i in range(300))  # nothing lost
+    assert sum(got.values()) - 300 <= 8  # duplicates: at most the send's requests in flight
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["failed"], doc["pending"]) == (300, 300, 0, 0)
+
+
+def test_a_send_killed_and_its_files_gone_is_finished_by_work_elsewhere(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    machine = tmp_path / "pod"
+    machine.mkdir()
+    jobs = jobs_of(machine / "jobs.jsonl", 100)
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url, "--lease", "2"]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "40", "--concurrency", "4", *common, cwd=machine)
+    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 20)
+    sender.send_signal(signal.SIGKILL)
+    sender.communicate(timeout=10)
+    for path in machine.iterdir():
+        path.unlink()
+    machine.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = cli("work", uri, *common, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    got = deliveries(sandbox_process)
+    assert sorted(got) == sorted(f"u{i}" for i in range(100))
+    assert sum(got.values()) - 100 <= 4
+    assert os.listdir(elsewhere) == []
+
+
+def test_work_on_a_plan_that_no_live_send_completes_finishes_it_and_exits_1(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 4)
+    store = ["--rate-store", redis_server.url, "--endpoint", sandbox_process.url]
+    assert cli("send", str(jobs), "--out", uri, "--no-progress", "--rate", "50", *store).returncode == 0
+    # As a send killed while it stored the plan leaves it: some batches planned, the plan not complete.
+    postgres_server.psql(
+        "UPDATE dispatcher.journal_runs SET plan_complete = false; "
+        "UPDATE dispatcher.journal_batches SET final = false WHERE batch = 0 AND job_id = 'u-3'"
+    )
+    done = cli("work", uri, *store)
+    assert done.returncode == 1
+    shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"dispatcher: the run's plan in {shown} is incomplete and its send is gone: every batch planned is final; "
+        "run `dispatcher send --resume` with the jobs files to plan and send the rest"
+    )
+    assert sandbox_process.get("/sandbox/stats")["0"] == 5  # the batch left open was sent
+
+
+def test_the_database_lost_mid_run_stops_it_resumably(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 120)
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
+    args += ["--lease", "2"]  # the claims of the run that lost its database run out before the resume
+    sender = start(*args, "--concurrency", "4", "--summary-json", str(tmp_path / "s.json"))
+    wait_until(lambda: outcomes(postgres_server) > 20)
+    postgres_server.kill()
+    _, err = sender.communicate(timeout=30)
+    assert sender.returncode == 2
+    assert "the database was lost" in err
+    assert PG_PASSWORD not in err
+    summary = summary_of(tmp_path / "s.json")
+    assert summary["failed"] == 0
+    postgres_server.start()
+    assert int(postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE status = 'failed'")) == 0
+    resumed = cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    got = deliveries(sandbox_process)
+    assert sorted(got) == sorted(f"u{i}" for i in range(120))
+    assert sum(got.values()) - 120 <= 4  # again at most the requests in flight when it was lost
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["pending"]) == (120, 120, 0)
+
+
+def test_a_password_from_pgpassword_keeps_it_out_of_the_command_line(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    uri = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 3)
+    env = cli_env(**DEMO_ENV, PGPASSWORD=PG_PASSWORD)
+    args = DISPATCHER("send", str(jobs), "--sandbox", "--out", uri, "--no-progress")
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert PG_PASSWORD not in done.stdout + done.stderr
+    wrong = subprocess.run(args, env={**env, "PGPASSWORD": "nope"}, cwd=ROOT, capture_output=True, text=True)
+    assert wrong.returncode == 2
+    assert "cannot reach the database" in wrong.stderr

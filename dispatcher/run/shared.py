@@ -19,6 +19,10 @@ from dispatcher.run.batching import Batch
 from dispatcher.tim.apis import REGISTRY
 
 POLL = 0.25  # seconds between looks when there is nothing to claim
+# Claims are taken a few at a time, and only when the queue runs low: a batch waiting in this
+# process's queue is one no other worker can take until this one sends it (or its lease runs out).
+CLAIM_AT_MOST = 16
+REFILL = 0.01  # seconds between looks at a queue that is full enough
 
 
 async def feed(
@@ -29,8 +33,12 @@ async def feed(
     on_claim: Callable[[Batch], None],
 ) -> None:
     jobs: dict[str, Job] = {}
+    low = max(1, queue.maxsize // 4)
     while not stopping():
-        claimed = await run.claim(max(1, queue.maxsize - queue.qsize()))
+        if queue.qsize() >= low:
+            await sleep(REFILL)
+            continue
+        claimed = await run.claim(min(CLAIM_AT_MOST, queue.maxsize - queue.qsize()))
         if claimed:
             for item in claimed:
                 batch = batch_of(item, jobs)
