@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -358,3 +359,36 @@ def test_a_password_from_pgpassword_keeps_it_out_of_the_command_line(
     wrong = subprocess.run(args, env={**env, "PGPASSWORD": "nope"}, cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode == 2
     assert "cannot reach the database" in wrong.stderr
+
+
+def test_a_missing_postgres_extra_names_it(tmp_path: Path) -> None:
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 1)
+    code = "import sys; sys.modules['psycopg'] = None; from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
+    uri = f"postgresql://me:{PG_PASSWORD}@127.0.0.1:5999/db?journal=run"
+    for args in (["send", str(jobs), "--sandbox", "--out", uri], ["work", uri], ["report", uri]):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 2
+        assert done.stderr == (
+            "dispatcher: error: postgresql://me@127.0.0.1:5999/db?journal=run: a PostgreSQL journal needs the "
+            "postgres extra: pip install 'tim-dispatcher[postgres]'\n"
+        )
+
+
+def test_journal_uris_are_shown_without_their_password() -> None:
+    from dispatcher.errors import UsageError
+    from dispatcher.journal.uri import parse_journal_uri
+
+    uri = parse_journal_uri("postgres://ops:s%40cret@db.internal/dispatch?journal=nightly&sslmode=require")
+    assert uri.shown == "postgresql://ops@db.internal:5432/dispatch?journal=nightly"
+    assert str(uri) == uri.shown
+    assert uri.password == "s@cret"
+    assert uri.conninfo == "postgresql://ops:s%40cret@db.internal/dispatch?sslmode=require"
+    assert "s%40cret" not in repr(uri)
+    with pytest.raises(UsageError) as refused:
+        parse_journal_uri("postgresql://ops:s3cret@db/dispatch")
+    assert str(refused.value) == (
+        "--out postgresql://ops@db/dispatch: name the run's journal once, as ?journal=NAME (letters, digits, _ . : -; "
+        "at most 100)"
+    )
