@@ -392,3 +392,14 @@ def test_journal_uris_are_shown_without_their_password() -> None:
         "--out postgresql://ops@db/dispatch: name the run's journal once, as ?journal=NAME (letters, digits, _ . : -; "
         "at most 100)"
     )
+
+
+def test_a_rejected_job_is_the_same_line_as_in_a_file(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"job_id": "bad", "GroupId": "@TGS#pg"}])
+    uri = postgres_server.journal()
+    assert cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress").returncode == 1
+    assert cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "o.jsonl"), "--no-progress").returncode == 1
+    in_db = orjson.loads(postgres_server.psql("SELECT doc FROM dispatcher.journal_outcomes"))
+    in_file = orjson.loads((tmp_path / "o.jsonl").read_bytes())
+    assert list(in_db) == list(in_file)
+    assert (in_db["status"], in_db["field"], in_db["source"]) == ("rejected", "Content", f"{jobs}:1")

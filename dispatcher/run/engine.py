@@ -353,7 +353,8 @@ class Engine:
                     if self._stopping:
                         return
                     if isinstance(item, Rejection):
-                        self._reject(item.job_id, item.group_id, item.message, item.api, source=item.source)
+                        reason = item.message
+                        self._reject(item.job_id, item.group_id, reason, item.api, source=item.source, field=item.field)
                         continue
                     planned = self._shared.planned_hash(item.job_id)
                     conflict = self.state.conflict(item.job_id, item.job_hash, item.derived_id)
@@ -363,7 +364,8 @@ class Engine:
                             "nothing of it was sent"
                         )
                     if conflict is not None:
-                        self._reject(item.job_id, item.group_id, f"{item.source}: {conflict}", api_of(item))
+                        message = f"{item.source}: {conflict}"
+                        self._reject(item.job_id, item.group_id, message, api_of(item), source=item.source, field=None)
                         continue
                     # Its batches count where they are claimed (BatchClaimed), by whichever worker.
                     self._emit(JobAccepted(item.job_id, 0, item.duplicates, item.excluded))
