@@ -72,9 +72,11 @@ def deliveries(box: SandboxProcess) -> dict[str, int]:
 def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_server: PostgresServer) -> None:
     uri = postgres_server.journal("nightly")
     jobs = jobs_of(tmp_path / "jobs.jsonl", 30)
+    metrics = tmp_path / "m.prom"
     done = cli(
-        "send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--summary-json", str(tmp_path / "s.json")
-    )
+        "send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--summary-json", str(tmp_path / "s.json"),
+        "--metrics-file", str(metrics),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=nightly"
     summary = orjson.loads((tmp_path / "s.json").read_bytes())
@@ -96,7 +98,8 @@ def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_
     assert list(doc) == list(file_doc)
     text = cli("report", uri)
     assert text.stdout.startswith(f"journal {shown}\n")
-    for output in (done.stdout, done.stderr, text.stdout, (tmp_path / "s.json").read_text()):
+    assert "dispatcher_batches_total" in metrics.read_text()
+    for output in (done.stdout, done.stderr, text.stdout, (tmp_path / "s.json").read_text(), metrics.read_text()):
         assert PG_PASSWORD not in output
 
 
@@ -403,3 +406,58 @@ def test_a_rejected_job_is_the_same_line_as_in_a_file(tmp_path: Path, postgres_s
     in_file = orjson.loads((tmp_path / "o.jsonl").read_bytes())
     assert list(in_db) == list(in_file)
     assert (in_db["status"], in_db["field"], in_db["source"]) == ("rejected", "Content", f"{jobs}:1")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+async def test_a_claim_holds_by_the_workers_own_clock_and_is_lost_to_another_worker(
+    postgres_server: PostgresServer,
+) -> None:
+    """A worker starts a request only while its claim holds by its own clock; a claim whose lease ran out
+    in the database is taken by another worker, and the first, renewing, learns it lost it."""
+    from types import SimpleNamespace
+
+    from dispatcher.journal import postgres
+    from dispatcher.journal.uri import parse_journal_uri
+
+    uri = parse_journal_uri(postgres_server.journal())
+    clock = _Clock()
+    send = await postgres.open_send(
+        uri, resume=False, rate=50, rate_store="redis://127.0.0.1:1/0", max_attempts=5, message_quota=12000,
+        lease=30, clock=clock.time,
+    )  # fmt: skip
+    try:
+        endpoint = SimpleNamespace(name="send_group_system_notification")
+        job = SimpleNamespace(
+            job_id="j", job_hash="h", endpoint=endpoint, group_id="@TGS#g", group_type=None, fields={"Content": "hi"},
+            recipients=("a", "b"), recipient_count=2, batch_size=1, source="jobs.jsonl:1",
+        )  # fmt: skip
+        batches = [SimpleNamespace(index=i, recipients=(uid,), random=0) for i, uid in enumerate(("a", "b"))]
+        await send.plan(job, batches)
+        await send.plan_complete()
+        claimed = await send.claim(10)
+        assert [(c.job.job_id, c.index, c.recipients) for c in claimed] == [("j", 0, ("a",)), ("j", 1, ("b",))]
+        assert await send.claim(10) == []  # claimed: no one else, nor this worker again, takes them
+        assert send.holds("j", 0)
+        clock.now += 29.9
+        assert send.holds("j", 0)
+        clock.now += 0.2  # 30.1 s since the claim: the lease may have run out, by this worker's own clock
+        assert not send.holds("j", 0)
+        clock.now = 1000.0
+        postgres_server.psql("UPDATE dispatcher.journal_batches SET lease_until = now() - interval '1 second'")
+        worker, _ = await postgres.open_work(uri, lease=30)
+        try:
+            assert [c.index for c in await worker.claim(10)] == [0, 1]
+            assert worker.holds("j", 1)
+        finally:
+            await worker.aclose()  # gives its claims back
+        await send._renew()
+        assert not send.holds("j", 0) and not send.holds("j", 1)  # taken by the other worker meanwhile
+    finally:
+        await send.aclose()

@@ -12,6 +12,9 @@ Invariants:
 - Nothing awaits between a reply and its journal line, so a reply is on record before anything
   else can happen (a stop, a crash of another task).
   What a reply means is decided by `decide` (pure); `Engine._handle` acts on it in one step.
+  With a journal in PostgreSQL the worker then awaits `settle()`, before anything more of that reply
+  happens (another attempt, a pace step, its next batch): the line is in the database first.
+- With a journal in PostgreSQL a request starts only on a batch whose claim this worker holds.
 - Outages never use up the batches' attempts (`health`).
 """
 
