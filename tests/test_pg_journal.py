@@ -461,3 +461,35 @@ async def test_a_claim_holds_by_the_workers_own_clock_and_is_lost_to_another_wor
         assert not send.holds("j", 0) and not send.holds("j", 1)  # taken by the other worker meanwhile
     finally:
         await send.aclose()
+
+
+def test_retry_failed_re_drives_the_runs_failures_from_another_machine(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    groups = tmp_path / "groups.json"
+    groups.write_bytes(orjson.dumps({"@TGS#other": {"type": "Public", "members": []}}))
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 3)  # into @TGS#pg, which this sandbox does not have: failed for good
+    uri = postgres_server.journal()
+    refusing = SandboxProcess("--groups", str(groups))
+    try:
+        first = cli("send", str(jobs), "--out", uri, "--endpoint", refusing.url, "--no-progress")
+    finally:
+        refusing.stop()
+    assert first.returncode == 1, first.stderr
+    assert (report(uri)["failed"], report(uri)["ok"]) == (3, 0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "jobs.jsonl").write_bytes(jobs.read_bytes())
+    accepting = SandboxProcess()
+    try:
+        args = ["send", "jobs.jsonl", "--out", uri, "--endpoint", accepting.url, "--no-progress", "--resume"]
+        plain = cli(*args, cwd=elsewhere)
+        assert plain.returncode in (0, 1), plain.stderr
+        assert accepting.get("/sandbox/stats").get("0", 0) == 0  # without --retry-failed the failures are final
+        again = cli(*args, "--retry-failed", cwd=elsewhere)
+        assert again.returncode == 0, again.stderr
+        assert deliveries(accepting) == {"u0": 1, "u1": 1, "u2": 1}
+    finally:
+        accepting.stop()
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["failed"]) == (3, 3, 0)
