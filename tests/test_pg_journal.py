@@ -493,3 +493,30 @@ def test_retry_failed_re_drives_the_runs_failures_from_another_machine(
         accepting.stop()
     doc = report(uri)
     assert (doc["batches"], doc["ok"], doc["failed"]) == (3, 3, 0)
+
+
+def test_a_worker_stopped_by_a_signal_gives_its_claims_back(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "10", "--concurrency", "4", *common)
+    try:
+        wait_until(lambda: outcomes(postgres_server) > 0)
+        worker = start("work", uri, *common, "--concurrency", "4", cwd=tmp_path)
+        wait_until(lambda: outcomes(postgres_server) > 15)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 130, err
+        sender.send_signal(signal.SIGTERM)
+        sender.communicate(timeout=30)
+        assert sender.returncode == 130
+    finally:
+        for proc in (sender, worker):
+            if proc.poll() is None:
+                proc.kill()
+    # Nothing is left claimed by the two: the next worker takes every open batch at once.
+    assert postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE claimed_by IS NOT NULL") == "0\n"
+    assert int(postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE NOT final")) > 100
+    assert postgres_server.psql("SELECT holder FROM dispatcher.journal_runs") == "\n"
