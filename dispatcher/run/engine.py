@@ -370,8 +370,12 @@ class Engine:
                         message = f"{item.source}: {conflict}"
                         self._reject(item.job_id, item.group_id, message, api_of(item), source=item.source, field=None)
                         continue
-                    # Its batches count where they are claimed (BatchClaimed), by whichever worker.
-                    self._emit(JobAccepted(item.job_id, 0, item.duplicates, item.excluded))
+                    # Its batches count where they are claimed (BatchClaimed), by whichever worker; on a
+                    # resume, those final already count as skipped, as with a file (a failed one: exit 1).
+                    done = [] if planned is None else self._final_batches(item.job_id)
+                    self._emit(JobAccepted(item.job_id, len(done), item.duplicates, item.excluded))
+                    for index, failed in done:
+                        self._emit(BatchSkipped(item.job_id, index, failed))
                     if planned is None:
                         await self._shared.plan(item, split(item))
                 await self._shared.plan_flush()
@@ -379,6 +383,18 @@ class Engine:
                 await self._shared.plan_complete()
         except InputError as exc:  # a jobs file became unreadable during the run
             self._halt(f"cannot read the jobs: {exc}")
+
+    def _final_batches(self, job_id: str) -> list[tuple[int, bool]]:
+        """The batches of a job that the journal holds as final and this run leaves so: (index, failed)."""
+        record = self.state.jobs.get(job_id)
+        if record is None:
+            return []
+        retry = self.config.retry_failed
+        return [
+            (i, fate == FAILED)
+            for i, (fate, _) in record.batches.items()
+            if fate == OK or (fate == FAILED and not retry)
+        ]
 
     async def _admit(self, item: Job | Rejection, queue: asyncio.Queue[Batch | None]) -> None:
         if isinstance(item, Rejection):
