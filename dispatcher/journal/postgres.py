@@ -329,6 +329,7 @@ class PgJournal:
         self.lines = 0
         self.error: JournalWriteError | None = None
         self.incomplete = False
+        self.planned = asyncio.Event()
         self.lease = lease
         self._main = main
         self._conn = conn
@@ -441,6 +442,8 @@ class PgJournal:
                         await copy.write_row(row)
         except self._psycopg.Error as exc:
             self._lost(exc)
+            return
+        self.planned.set()
 
     async def plan_complete(self) -> None:
         """Every job of the run is in the plan: from now on the run needs none of its input files."""

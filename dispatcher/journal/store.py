@@ -17,6 +17,8 @@ from dispatcher.journal.outcomes import JournalState, Moved, iter_records, open_
 from dispatcher.journal.uri import JournalURI
 
 if TYPE_CHECKING:
+    import asyncio
+
     from dispatcher.errors import JournalWriteError
     from dispatcher.journal.postgres import Claimed, RunStatus
 
@@ -42,6 +44,7 @@ class SharedRun(Protocol):
     The batches it hands out are `run.batching.Batch` (typed loosely here: journal/ sits below run/)."""
 
     uri: JournalURI
+    planned: asyncio.Event  # set when this process stored more of the plan: a feeder waiting may claim at once
     incomplete: bool  # set by `feed` when it stopped on a plan that no live `send` will complete
 
     def planned_hash(self, job_id: str) -> str | None: ...

@@ -38,6 +38,7 @@ async def feed(
         if queue.qsize() >= low:
             await sleep(REFILL)
             continue
+        run.planned.clear()  # before the claim: a part of the plan stored after it wakes the wait below
         claimed = await run.claim(min(CLAIM_AT_MOST, queue.maxsize - queue.qsize()))
         if claimed:
             for item in claimed:
@@ -55,7 +56,17 @@ async def feed(
         if not status.complete and not status.send_alive and status.open == 0:
             run.incomplete = True
             return
-        await sleep(POLL)
+        await _nap(run.planned, sleep(POLL))
+
+
+async def _nap(planned: asyncio.Event, nap: Awaitable[None]) -> None:
+    """Wait out `nap`, or less if this process stores more of the plan meanwhile."""
+    tasks = {asyncio.ensure_future(planned.wait()), asyncio.ensure_future(nap)}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def batch_of(claimed: Claimed, jobs: dict[str, Job]) -> Batch:
