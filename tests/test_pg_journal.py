@@ -525,3 +525,12 @@ def test_a_worker_stopped_by_a_signal_gives_its_claims_back(
     assert postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE claimed_by IS NOT NULL") == "0\n"
     assert int(postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE NOT final")) > 100
     assert postgres_server.psql("SELECT holder FROM dispatcher.journal_runs") == "\n"
+
+
+def test_a_lease_of_no_time_is_refused(tmp_path: Path) -> None:
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 1)
+    uri = "postgresql://me@127.0.0.1:5999/db?journal=run"
+    for args in (["send", str(jobs), "--sandbox", "--out", uri, "--lease", "0"], ["work", uri, "--lease", "-1"]):
+        done = cli(*args)
+        assert done.returncode == 2
+        assert done.stderr == "dispatcher: error: --lease must be more than 0 seconds\n"
