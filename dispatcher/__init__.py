@@ -8,7 +8,7 @@ Every event of a run reaches its `Subscriber`s; `Limiter` and `Quota` are the pa
 `Sandbox` is the local emulator of the endpoints, and `dispatcher.testing` has what tests need.
 The CLI (`dispatcher.cli`) is a thin layer over these. Everything not named in `__all__` is private.
 
-The names are imported on first use, so that `dispatcher --help` does not pay for aiohttp.
+The names are imported on first use, so that `dispatcher --help` does not pay for the engine's imports.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
         UsageError,
     )
     from dispatcher.journal.outcomes import Journal
+    from dispatcher.journal.store import JournalStore
+    from dispatcher.journal.uri import JournalURI
     from dispatcher.observe.events import (
+        BatchClaimed,
         BatchSkipped,
         Event,
         Halted,
@@ -73,6 +76,7 @@ _EXPORTS = {
     ),
     **dict.fromkeys(
         (
+            "BatchClaimed",
             "BatchSkipped",
             "Event",
             "Halted",
@@ -104,10 +108,13 @@ _EXPORTS = {
     "Credentials": "dispatcher.tim.config",
     "Signer": "dispatcher.tim.usersig",
     "Journal": "dispatcher.journal.outcomes",
+    "JournalStore": "dispatcher.journal.store",
+    "JournalURI": "dispatcher.journal.uri",
 }
 
 __all__ = [
     "DISTRIBUTION",
+    "BatchClaimed",
     "BatchSkipped",
     "Budgets",
     "ConfigError",
@@ -126,6 +133,8 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalLockedError",
+    "JournalStore",
+    "JournalURI",
     "JournalWriteError",
     "Limiter",
     "MetricsOptions",

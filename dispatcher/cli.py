@@ -160,7 +160,11 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "(or TIM_USERSIG); TIM_REGION or TIM_ENDPOINT may give the endpoint.",
     )
     send.add_argument("jobs", nargs="+", metavar="JOBS.jsonl", help="jobs files; - reads standard input")
-    send.add_argument("--out", help="outcome journal (default: {first jobs file without .jsonl}.outcomes.jsonl)")
+    send.add_argument(
+        "--out",
+        help="outcome journal (default: {first jobs file without .jsonl}.outcomes.jsonl), or a run in PostgreSQL: "
+        "postgresql://[user[:password]@]host[:port]/dbname?journal=NAME",
+    )
     send.add_argument("--resume", action="store_true", help="continue the journal: skip every batch already final")
     send.add_argument("--retry-failed", action="store_true", help="with --resume: send the failed batches again")
     send.add_argument("--dry-run", action="store_true", help="validate and print the plan; send nothing")
@@ -231,11 +235,39 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     send.add_argument(
         "--pushgateway-job", default="dispatcher", metavar="NAME", help="the job grouping key (default dispatcher)"
     )
+    _lease_option(send)
+
+    work = commands.add_parser(
+        "work",
+        help="join a run kept in PostgreSQL from any machine: send its batches that have no final outcome",
+        description="Credentials come from TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY (or TIM_USERSIG); "
+        "TIM_REGION or TIM_ENDPOINT may give the endpoint. Exit 0 when every batch of a complete plan is final; "
+        "1 when the plan is incomplete and its send is gone (run send --resume with the jobs).",
+    )
+    work.add_argument("journal", metavar="URI", help="postgresql://[user[:password]@]host[:port]/dbname?journal=NAME")
+    where = work.add_mutually_exclusive_group()
+    where.add_argument("--region", help="as for send")
+    where.add_argument("--endpoint", help="base URL, overriding the region")
+    work.add_argument("--rate", type=float, help="requests started in any one second: the run's (default: the run's)")
+    work.add_argument("--rate-store", metavar="URI", help="the run's rate store (env DISPATCHER_RATE_STORE)")
+    work.add_argument("--concurrency", type=int, help="requests in flight (default: half the rate, from 8 to 512)")
+    work.add_argument(
+        "--timeout", type=float, default=config.DEFAULT_TIMEOUT, help="seconds for one request (default %(default)s)"
+    )
+    _lease_option(work)
+    work.add_argument("--no-progress", action="store_true", help="accepted as for send (work shows no progress bar)")
+    work.add_argument("--log-format", choices=("console", "json"), default="console", help="stderr log format")
+    work.add_argument("--summary-json", help="write the summary as one JSON object to this file")
+    work.add_argument("--metrics-file", metavar="PATH", help="as for send")
+    work.add_argument("--metrics-port", type=int, metavar="PORT", help="as for send")
+    work.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="as for send")
+    work.add_argument("--pushgateway", metavar="URL", help="as for send (env DISPATCHER_PUSHGATEWAY)")
+    work.add_argument("--pushgateway-job", default="dispatcher", metavar="NAME", help="as for send")
 
     report = commands.add_parser(
         "report", help="summarise outcome journals (several: one run split over processes or machines)"
     )
-    report.add_argument("journals", nargs="+", metavar="OUTCOMES.jsonl")
+    report.add_argument("journals", nargs="+", metavar="OUTCOMES.jsonl", help="journal files, or a PostgreSQL URI")
     report.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     sandbox = commands.add_parser(
@@ -286,6 +318,16 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+def _lease_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with a PostgreSQL journal: how long a claim on a batch holds unless renewed (default %(default)s)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The program. It owns the process's SIGINT, SIGTERM and SIGHUP from its first line to the
     exit (`_ProcessSignals`): a signal at any moment is exit 130 with nothing sent, or, once the
@@ -312,6 +354,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _send(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "work":
+            return _work(args)
         if args.command == "sandbox":
             return _sandbox(args)
         return _usersig(args)
@@ -332,7 +376,34 @@ def default_out(first_jobs: str) -> str:
     return f"{name}.outcomes.jsonl"
 
 
+def _journal_of(args: argparse.Namespace) -> None:
+    """`args.journal_uri`: the run in PostgreSQL that --out names, or None for a file."""
+    from dispatcher.journal.uri import is_journal_uri, parse_journal_uri
+
+    args.journal_uri = parse_journal_uri(args.out) if is_journal_uri(args.out) else None
+    if args.journal_uri is not None:
+        from dispatcher.journal.postgres import check_available
+
+        check_available(args.journal_uri)
+    if not args.lease > 0:
+        raise UsageError("--lease must be more than 0 seconds")
+
+
+def _rate_store(args: argparse.Namespace) -> None:
+    """`args.store`: --rate-store, else DISPATCHER_RATE_STORE; a run in PostgreSQL without either paces
+    in the budget its own database keeps."""
+    from dispatcher.pacing import store as limiter
+
+    named = args.rate_store or os.environ.get(limiter.ENV_VAR)
+    if named is None and args.journal_uri is not None:
+        args.store = limiter.in_journal_database(args.journal_uri.conninfo)
+    else:
+        args.store = limiter.parse_store(named or limiter.MEMORY)
+    limiter.check_available(args.store)
+
+
 def _check_send_args(args: argparse.Namespace) -> None:
+    _journal_of(args)
     if args.jobs.count("-") > 1:
         raise UsageError("standard input (-) can be given once")
     if "-" in args.jobs and args.out is None:
@@ -354,10 +425,7 @@ def _check_send_args(args: argparse.Namespace) -> None:
     if args.summary_json:
         out = Path(args.out or default_out(args.jobs[0]))
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
-    from dispatcher.pacing import store as limiter
-
-    args.store = limiter.parse_store(args.rate_store or os.environ.get(limiter.ENV_VAR) or limiter.MEMORY)
-    limiter.check_available(args.store)
+    _rate_store(args)
 
 
 def check_writable(path: str, option: str, keep: list[str], jobs: Sequence[str] = ()) -> None:
@@ -492,15 +560,16 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
     from dispatcher.run.preflight import check_readable
     from dispatcher.tim import config
 
-    out = Path(args.out or default_out(args.jobs[0]))
+    out = args.journal_uri or Path(args.out or default_out(args.jobs[0]))
     for path in args.jobs:
         # `send jobs/*.jsonl` a second time would otherwise read the first run's journal as jobs.
-        if path != "-" and (path.endswith(".outcomes.jsonl") or Path(path).resolve() == out.resolve()):
+        if path != "-" and (path.endswith(".outcomes.jsonl") or Path(path).resolve() == Path(str(out)).resolve()):
             raise UsageError(f"{path} is an outcome journal, not a jobs file; leave it out of the jobs")
     if args.dry_run:
         check_readable(tuple(args.jobs))  # a send's runner checks its inputs itself
         logs.configure(args.log_format)
-        state = load_state(out, repair=False) if args.resume and is_nonempty(out) else None
+        # A run in PostgreSQL: the plan is made as for a new run (the database is not read by a dry run).
+        state = load_state(out, repair=False) if isinstance(out, Path) and args.resume and is_nonempty(out) else None
         from dispatcher.jobs.reader import shown
         from dispatcher.observe.plan import make_plan
 
@@ -519,7 +588,7 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
                 args.summary_json,
                 {
                     **plan.to_dict(),
-                    "out": shown(out),
+                    "out": shown(str(out)),
                     "exit_code": int(plan.rejected > 0),
                     "interrupted": False,
                     "elapsed_s": 0.0,
@@ -529,7 +598,8 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
         return EXIT_FAILED if plan.rejected else EXIT_OK
 
     creds = config.DEMO_CREDENTIALS if args.sandbox else config.credentials_from_env()
-    logs.configure(args.log_format, secrets=(*creds.secrets(), args.store.password))
+    journal_password = args.journal_uri.password if args.journal_uri is not None else ""
+    logs.configure(args.log_format, secrets=(*creds.secrets(), args.store.password, journal_password))
     if exporter is not None:
         exporter.serve()
     endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
@@ -549,6 +619,7 @@ def _send_checked(args: argparse.Namespace, exporter: Exporter | None) -> int:
         policy=RetryPolicy(max_attempts=args.max_attempts),
         timeout=args.timeout,
         message_quota=args.message_quota,
+        lease=args.lease,
     )
     show_progress = sys.stderr.isatty() and not args.no_progress
     import asyncio
@@ -651,23 +722,131 @@ def _report(args: argparse.Namespace) -> int:
     import stat
 
     from dispatcher.errors import InputError
+    from dispatcher.journal.uri import JournalURI, is_journal_uri, parse_journal_uri
     from dispatcher.observe.report import render_text, summarise
 
+    sources: list[str | JournalURI] = []
     for path in args.journals:
+        if is_journal_uri(path):
+            sources.append(parse_journal_uri(path, option="report"))
+            continue
+        sources.append(path)
         try:
             mode = os.stat(path).st_mode
         except OSError as exc:
             raise InputError(f"{path}: cannot read: {exc.strerror}") from None
         if not stat.S_ISREG(mode):  # it is read twice (fates, then recipients): a pipe would give nothing back
             raise InputError(f"{path}: not a regular file; report reads a journal twice, so give it the file")
-    result = summarise(*args.journals)
+    result = summarise(*sources)
     if args.json:
         import orjson
 
         write_stdout(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE).decode())
     else:
-        write_stdout(render_text(result, *args.journals) + "\n")
+        write_stdout(render_text(result, *map(str, sources)) + "\n")
     return EXIT_OK
+
+
+def _work(args: argparse.Namespace) -> int:
+    """`dispatcher work URI`: one more worker of a run kept in PostgreSQL."""
+    from dispatcher.journal.uri import parse_journal_uri
+
+    args.jobs = []
+    args.journal_uri = uri = parse_journal_uri(args.journal, option="work")
+    from dispatcher.journal.postgres import check_available
+
+    check_available(uri)
+    if not args.lease > 0:
+        raise UsageError("--lease must be more than 0 seconds")
+    from dispatcher.run.preflight import check_options
+
+    check_options(
+        batch_size=1,
+        rate=args.rate if args.rate is not None else 1.0,
+        concurrency=args.concurrency,
+        max_attempts=1,
+        timeout=args.timeout,
+        resume=False,
+        retry_failed=False,
+        message_quota=1,
+    )
+    args.out = uri.shown  # what the metrics and summary checks compare other files with
+    if args.summary_json:
+        check_writable(args.summary_json, "--summary-json", keep=[])
+    _rate_store(args)
+    options = _metrics_options(args)
+    exporter: Exporter | None = None
+    if options is not None:
+        import time
+
+        from dispatcher.observe.metrics import Exporter
+
+        exporter = Exporter(options, started=time.time())
+    try:
+        return _work_checked(args, uri, exporter)
+    except (DispatcherError, KeyboardInterrupt) as exc:
+        if exporter is not None:
+            code = exc.exit_code if isinstance(exc, DispatcherError) else EXIT_INTERRUPTED
+            _signals.decide()
+            with contextlib.suppress(DispatcherError):
+                exporter.finish(code)
+        raise
+
+
+def _work_checked(args: argparse.Namespace, uri: Any, exporter: Exporter | None) -> int:
+    import asyncio
+
+    from dispatcher.journal import postgres
+    from dispatcher.observe import logs
+    from dispatcher.run.config import RunConfig
+    from dispatcher.run.retry import RetryPolicy
+    from dispatcher.run.runner import Runner
+    from dispatcher.tim import config
+
+    creds = config.credentials_from_env()
+    logs.configure(args.log_format, secrets=(*creds.secrets(), args.store.password, uri.password))
+    endpoint = config.resolve_endpoint(args.region, args.endpoint)
+    if exporter is not None:
+        exporter.serve()
+
+    async def join() -> tuple[Summary, bool]:
+        journal, row = await postgres.open_work(uri, lease=args.lease)
+        try:
+            # Before anything is sent: a worker paces with the run, never on its own.
+            rate = postgres.check_same_pacing(uri, row, args.rate, args.store.shown)
+            run = RunConfig(
+                jobs=(),
+                out=uri,
+                endpoint=endpoint,
+                credentials=creds,
+                rate=rate,
+                concurrency=args.concurrency,
+                policy=RetryPolicy(max_attempts=row.max_attempts),
+                timeout=args.timeout,
+                message_quota=row.message_quota,
+                lease=args.lease,
+            )
+        except BaseException:
+            await journal.aclose()
+            raise
+        runner = Runner(run, store=args.store, exporter=exporter, on_finished=_signals.decide, journal=journal)
+        summary = await runner.run()
+        return summary, runner.incomplete
+
+    summary, incomplete = asyncio.run(join())
+    _print_summary(summary)
+    code = summary.exit_code
+    if incomplete and code == EXIT_OK:
+        summary.exit_code = code = EXIT_FAILED
+        _say_error(
+            f"dispatcher: the run's plan in {uri.shown} is incomplete and its send is gone: every batch planned "
+            "is final; run `dispatcher send --resume` with the jobs files to plan and send the rest"
+        )
+    if args.summary_json:
+        _write_json(args.summary_json, summary.to_dict())
+    if exporter is not None:
+        exporter.finish(code, summary)
+    return code
 
 
 def _sandbox(args: argparse.Namespace) -> int:

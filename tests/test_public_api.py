@@ -27,6 +27,7 @@ EVENTS = {
     "Subscriber",
     "JobAccepted",
     "JobRejected",
+    "BatchClaimed",
     "BatchSkipped",
     "RateWaited",
     "ReplyRecorded",
@@ -35,6 +36,7 @@ EVENTS = {
     "JobsCutShort",
 }
 RUN = {"Runner", "Engine", "RunConfig", "RetryPolicy", "Summary", "Credentials", "Signer", "Budgets", "Journal"}
+RUN |= {"JournalStore", "JournalURI"}
 PACING = {"Limiter", "Quota", "RateLimiter", "StoreURI"}
 SANDBOX = {"Sandbox", "Faults", "Group"}
 METRICS = {"Exporter", "MetricsOptions"}

@@ -57,7 +57,7 @@ async def test_a_runner_refused_for_a_journal_in_use_raises_the_same_error(tmp_p
 
     jobs = write_jobs(tmp_path / "jobs.jsonl", JOBS[:1])
     config = RunConfig(jobs=(str(jobs),), out=tmp_path / "out.jsonl", endpoint="", credentials=DEMO_CREDENTIALS)
-    held = open_journal(config.out, resume=False)
+    held = open_journal(tmp_path / "out.jsonl", resume=False)
     try:
         with pytest.raises(JournalLockedError):
             await Runner(config, sandbox=True, handle_signals=False).run()

@@ -46,6 +46,14 @@ class JobRejected:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class BatchClaimed:
+    """A batch of a run shared through PostgreSQL, claimed by this worker to be sent (its `batches`)."""
+
+    job_id: str
+    batch: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BatchSkipped:
     """A batch already final in the journal, not sent again (resume); `failed` if that fate is failed."""
 
@@ -133,6 +141,7 @@ Event = (
     JobAccepted
     | JobRejected
     | BatchSkipped
+    | BatchClaimed
     | RateWaited
     | PaceStepped
     | ReplyRecorded

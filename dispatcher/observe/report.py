@@ -19,7 +19,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from dispatcher.journal.outcomes import FAILED, OK, PENDING, REJECTED, iter_records
+from dispatcher.journal.outcomes import FAILED, OK, PENDING, REJECTED
+from dispatcher.journal.store import records_of
+from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.events import code_key
 from dispatcher.tim.apis import REGISTRY
 
@@ -107,19 +109,19 @@ class _Jobs:
         early.merged = True
 
 
-def _records(paths: tuple[str | os.PathLike[str], ...]) -> Iterator[tuple[Place, dict[str, Any]]]:
+def _records(paths: tuple[str | os.PathLike[str] | JournalURI, ...]) -> Iterator[tuple[Place, dict[str, Any]]]:
     """Every line of every journal, each with its place: (which journal, which line)."""
     for index, path in enumerate(paths):
-        for lineno, doc in enumerate(iter_records(path)):
+        for lineno, doc in enumerate(records_of(path)):
             yield (index, lineno), doc
 
 
-def _shown(path: str | os.PathLike[str]) -> str:
+def _shown(path: str | os.PathLike[str] | JournalURI) -> str:
     """A journal's path as the report names it (a name that is not UTF-8 shown with U+FFFD)."""
-    return os.fsencode(path).decode("utf-8", "replace")
+    return os.fsencode(str(path)).decode("utf-8", "replace")
 
 
-def summarise(*paths: str | os.PathLike[str]) -> dict[str, Any]:
+def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
     fates: Fates = {}
     jobs = _Jobs()
     codes: collections.Counter[str] = collections.Counter()

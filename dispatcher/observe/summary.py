@@ -8,6 +8,7 @@ from typing import Any
 
 from dispatcher.journal.outcomes import FAILED, OK
 from dispatcher.observe.events import (
+    BatchClaimed,
     BatchSkipped,
     Event,
     Halted,
@@ -72,6 +73,8 @@ class Summary:
         elif isinstance(event, JobRejected):
             self.jobs += 1
             self.rejected += event.recorded
+        elif isinstance(event, BatchClaimed):  # a shared run: this worker's batches are those it claims
+            self.batches += 1
         elif isinstance(event, BatchSkipped):
             self.skipped += 1
             self.skipped_failed += event.failed

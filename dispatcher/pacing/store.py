@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -76,6 +77,17 @@ def parse_store(uri: str) -> StoreURI:
         url=url,
         password=parts.password or "",
     )
+
+
+# How a run records, and messages name, the budget a PostgreSQL journal's own database keeps: not its
+# URI, since workers on other machines may reach the same database by other names.
+JOURNAL_DATABASE = "the journal's database"
+
+
+def in_journal_database(conninfo: str) -> StoreURI:
+    """The budget kept in the database of a journal (its libpq URI): a run in PostgreSQL paces there
+    unless a store is named."""
+    return dataclasses.replace(parse_store(conninfo), shown=JOURNAL_DATABASE)
 
 
 def _parse_postgres(parts: urllib.parse.SplitResult) -> StoreURI:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from dispatcher.journal.uri import JournalURI
 from dispatcher.run.preflight import check_options
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
@@ -14,7 +15,7 @@ from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     jobs: tuple[str, ...]
-    out: Path
+    out: Path | JournalURI  # a file, or a run in PostgreSQL
     endpoint: str
     credentials: Credentials
     resume: bool = False
@@ -26,6 +27,7 @@ class RunConfig:
     timeout: float = DEFAULT_TIMEOUT  # seconds for one request
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg: messages a minute, counted per recipient
+    lease: float = 30.0  # seconds a claim on a batch of a run in PostgreSQL holds unless renewed
 
     def __post_init__(self) -> None:
         check_options(

@@ -12,6 +12,9 @@ Invariants:
 - Nothing awaits between a reply and its journal line, so a reply is on record before anything
   else can happen (a stop, a crash of another task).
   What a reply means is decided by `decide` (pure); `Engine._handle` acts on it in one step.
+  With a journal in PostgreSQL the worker then awaits `settle()`, before anything more of that reply
+  happens (another attempt, a pace step, its next batch): the line is in the database first.
+- With a journal in PostgreSQL a request starts only on a batch whose claim this worker holds.
 - Outages never use up the batches' attempts (`health`).
 """
 
@@ -26,10 +29,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
 import structlog
 
-from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError
+from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
 from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs, shown
-from dispatcher.journal.outcomes import FAILED, OK, REJECTED, Journal, JournalState, Moved, open_journal, record
+from dispatcher.journal.outcomes import FAILED, OK, REJECTED, JournalState, Moved, open_journal, record
+from dispatcher.journal.store import JournalStore, shared_of
+from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.events import (
+    BatchClaimed,
     BatchSkipped,
     Bus,
     Halted,
@@ -49,6 +55,7 @@ from dispatcher.pacing.base import Clock, Limiter
 from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.group import GroupPacer
 from dispatcher.pacing.memory import frozen_heap
+from dispatcher.run import shared
 from dispatcher.run.batching import Batch, split
 from dispatcher.run.client import Client, Reply
 from dispatcher.run.config import RunConfig
@@ -112,7 +119,7 @@ class Engine:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         signer: Signer | None = None,
-        journal: Journal | None = None,
+        journal: JournalStore | None = None,
         budgets: Budgets | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -126,7 +133,7 @@ class Engine:
         is shared by every API and counts calls only. `clock` and `sleep` time the run's pacing,
         pauses and backoff (in virtual time in tests)."""
         self.config = config
-        self.summary = Summary(out=shown(config.out))
+        self.summary = Summary(out=shown(str(config.out)))
         # One stream of events feeds every output; the summary and the run log are always there.
         self._bus = Bus([self.summary.on_event, RunLog(), *subscribers], on_error=self._output_failed)
         self._emit = self._bus.emit
@@ -147,6 +154,8 @@ class Engine:
         self.signer = signer or Signer(creds.sdkappid, creds.identifier, creds.secret_key, creds.usersig)
         self.concurrency = config.concurrency or default_concurrency(config.rate)
         self._journal = journal
+        # A journal several workers share (PostgreSQL): the plan is stored there, and batches are claimed.
+        self._shared = shared_of(journal)
         self.state = JournalState() if journal is None else journal.state
         self._workers: list[_Worker] = []
         self._producer: asyncio.Task[None] | None = None
@@ -227,12 +236,15 @@ class Engine:
             # Run on its own (not by a Runner, which checked all this before it opened the journal).
             check_readable(self.config.jobs)
             reserve_open_files(self.concurrency + RESERVED_FILES)
-            self._journal = open_journal(self.config.out, resume=self.config.resume)
-            self.state = self._journal.state
+            if isinstance(self.config.out, JournalURI):  # it needs the opening and the signals of a Runner
+                raise UsageError("an Engine on its own takes a file journal: run a PostgreSQL one with a Runner")
+            journal = open_journal(self.config.out, resume=self.config.resume)
+            self._journal = journal
+            self.state = journal.state
             try:
-                check_not_journal(self.config.jobs, self._journal)
+                check_not_journal(self.config.jobs, journal)
             except BaseException:
-                self._journal.close()
+                journal.close()
                 raise
         syncer = asyncio.create_task(self._journal.sync_periodically(lambda exc: self._halt(str(exc)), self._moved))
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.concurrency * 2)
@@ -246,7 +258,8 @@ class Engine:
                 timeout=self.config.timeout,
             )
             async with frozen_heap(), contextlib.aclosing(client), asyncio.TaskGroup() as group:
-                self._producer = group.create_task(self._produce(queue))
+                producing = self._produce(queue) if self._shared is None else self._produce_shared(queue)
+                self._producer = group.create_task(producing)
                 for _ in range(self.concurrency):
                     worker = _Worker()
                     worker.task = group.create_task(self._work(worker, queue, client))
@@ -267,6 +280,8 @@ class Engine:
                 self._keep_journal_path()  # a deletion since the last round is restored before the end
             except JournalWriteError as exc:
                 self._halt(str(exc))
+            if self._shared is not None:
+                await self._shared.aclose()
             try:
                 self._journal.close()
             except JournalWriteError as exc:
@@ -312,6 +327,75 @@ class Engine:
             if not self._stopping:
                 for _ in range(self.concurrency):
                     await queue.put(None)
+
+    async def _produce_shared(self, queue: asyncio.Queue[Batch | None]) -> None:
+        """With a shared journal: store the plan (the send's jobs, if any) while claiming batches for
+        this process's workers, as every other worker of the run does (`run.shared`)."""
+        assert self._shared is not None
+        try:
+            async with asyncio.TaskGroup() as group:
+                if self.config.jobs:
+                    group.create_task(self._plan())
+                claimed = lambda batch: self._emit(BatchClaimed(batch.job.job_id, batch.index))  # noqa: E731
+                await shared.feed(self._shared, queue, lambda: self._stopping, self._sleep, claimed)
+        except Exception as exc:  # a bug: halt, so that the requests in flight are still recorded
+            log.exception("internal error while planning or claiming")
+            self._halt(f"internal error while planning or claiming: {type(exc).__name__}: {exc}")
+        finally:
+            if not self._stopping:
+                for _ in range(self.concurrency):
+                    await queue.put(None)
+
+    async def _plan(self) -> None:
+        """Store each job, once validated whole, with its batches, then mark the plan complete.
+        A job the plan holds already (a resume) is left as it is; one changed since is rejected."""
+        assert self._shared is not None
+        items = iter(read_jobs(self.config.jobs, self.config.batch_size, stop=self._reading_stopped))
+        try:
+            while chunk := await in_daemon_thread(lambda: _take(items)):
+                for item in chunk:
+                    if self._stopping:
+                        return
+                    if isinstance(item, Rejection):
+                        reason = item.message
+                        self._reject(item.job_id, item.group_id, reason, item.api, source=item.source, field=item.field)
+                        continue
+                    planned = self._shared.planned_hash(item.job_id)
+                    conflict = self.state.conflict(item.job_id, item.job_hash, item.derived_id)
+                    if conflict is None and planned not in (None, item.job_hash):
+                        conflict = (
+                            "job changed since the run's plan was stored (content, recipients or --batch-size); "
+                            "nothing of it was sent"
+                        )
+                    if conflict is not None:
+                        message = f"{item.source}: {conflict}"
+                        self._reject(item.job_id, item.group_id, message, api_of(item), source=item.source, field=None)
+                        continue
+                    # Its batches count where they are claimed (BatchClaimed), by whichever worker; on a
+                    # resume, those final already count as skipped, as with a file (a failed one: exit 1).
+                    done = [] if planned is None else self._final_batches(item.job_id)
+                    self._emit(JobAccepted(item.job_id, len(done), item.duplicates, item.excluded))
+                    for index, failed in done:
+                        self._emit(BatchSkipped(item.job_id, index, failed))
+                    if planned is None:
+                        await self._shared.plan(item, split(item))
+                await self._shared.plan_flush()
+            if not self._stopping:
+                await self._shared.plan_complete()
+        except InputError as exc:  # a jobs file became unreadable during the run
+            self._halt(f"cannot read the jobs: {exc}")
+
+    def _final_batches(self, job_id: str) -> list[tuple[int, bool]]:
+        """The batches of a job that the journal holds as final and this run leaves so: (index, failed)."""
+        record = self.state.jobs.get(job_id)
+        if record is None:
+            return []
+        retry = self.config.retry_failed
+        return [
+            (i, fate == FAILED)
+            for i, (fate, _) in record.batches.items()
+            if fate == OK or (fate == FAILED and not retry)
+        ]
 
     async def _admit(self, item: Job | Rejection, queue: asyncio.Queue[Batch | None]) -> None:
         if isinstance(item, Rejection):
@@ -402,6 +486,8 @@ class Engine:
             self._emit(RateWaited(self._clock() - asked, endpoint.name, limiter.pace))
             if self._stopping:
                 return  # left pending: its last line, if any, is not final
+            if self._shared is not None and not self._shared.holds(job_id, batch.index):
+                return  # its claim ran out: another worker of the run may have it, and sends it
             worker.sending = True
             try:
                 started = self._last_start = self._clock()
@@ -415,6 +501,8 @@ class Engine:
                 worker.sending = False
             sent = Sent(pending, lost, signed)
             decision = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
+            if self._shared is not None:
+                await self._shared.settle()  # the line is in the database before anything more of this reply
             if endpoint.too_frequent(reply.error_code):  # its line is written: the pace may step down now
                 pace = await limiter.over_rate(self._clock() - started)
                 if pace is not None:

@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
-from dispatcher.journal.outcomes import Journal, open_journal
+from dispatcher.journal.outcomes import Journal
+from dispatcher.journal.store import JournalStore, open_store, shared_of
+from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.events import Subscriber
 from dispatcher.observe.plan import Plan, make_plan
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.base import StoreURI
 from dispatcher.pacing.budgets import Budgets
-from dispatcher.pacing.store import MEMORY, parse_store
+from dispatcher.pacing.store import MEMORY, in_journal_database, parse_store
 from dispatcher.run.config import RunConfig
 from dispatcher.run.engine import Engine
 from dispatcher.run.preflight import (
@@ -53,7 +55,8 @@ class Runner:
     """One `dispatcher send`, from Python.
 
     `sandbox`: start the built-in emulator in-process and send to it (the config's endpoint is
-    replaced by its URL). `store`: where the rate budgets live (`memory://`, `redis://...`).
+    replaced by its URL). `store`: where the rate budgets live (`memory://`, `redis://...`,
+    `postgresql://...`); by default, for a journal in PostgreSQL its own database, else this process.
     `subscribers` hear every event of the run; `progress` adds the progress display (a terminal's);
     `exporter` the Prometheus metrics (`dispatcher.observe.metrics.Exporter`). With `handle_signals`
     (the default) SIGINT, SIGTERM and SIGHUP stop the run gracefully from the moment `run()` starts
@@ -68,15 +71,19 @@ class Runner:
         config: RunConfig,
         *,
         sandbox: bool = False,
-        store: StoreURI | str = MEMORY,
+        store: StoreURI | str | None = None,
         subscribers: Iterable[Subscriber] = (),
         progress: bool = False,
         exporter: Exporter | None = None,
         handle_signals: bool = True,
         on_finished: Callable[[], None] | None = None,
+        journal: JournalStore | None = None,
     ) -> None:
         self.config = config
         self.sandbox = sandbox
+        if store is None:  # a run in PostgreSQL paces in its database's budget, a file's in this process
+            uri = config.out if isinstance(config.out, JournalURI) else None
+            store = MEMORY if uri is None else in_journal_database(uri.conninfo)
         self.store = parse_store(store) if isinstance(store, str) else store
         self._subscribers = list(subscribers)
         self._progress = progress
@@ -84,6 +91,8 @@ class Runner:
         self._handle_signals = handle_signals
         self._on_finished = on_finished
         self._stopper = _Stopper(on_finished)
+        self._journal = journal  # opened by the caller (`dispatcher work`: a run joined, not started)
+        self.incomplete = False  # the run's plan is incomplete and no send will complete it (work)
 
     def stop(self) -> None:
         """What a signal does: first call, stop gracefully; second, at once. Safe before `run()`;
@@ -101,11 +110,22 @@ class Runner:
         for sig in handled:  # first: from here to the engine a signal stops the run before it sends
             loop.add_signal_handler(sig, self._stopper)
         stopper = self._stopper
-        journal: Journal | None = None
+        journal: JournalStore | None = self._journal
         try:
             # The journal first: a second run on a journal in use is refused before it reads anything.
-            journal = open_journal(run.out, resume=run.resume)
-            check_not_journal(run.jobs, journal)
+            if journal is None:
+                journal = await open_store(
+                    run.out,
+                    resume=run.resume,
+                    retry_failed=run.retry_failed,
+                    rate=run.rate,
+                    rate_store=self.store.shown,
+                    max_attempts=run.policy.max_attempts,
+                    message_quota=run.message_quota,
+                    lease=run.lease,
+                )
+            if isinstance(journal, Journal):
+                check_not_journal(run.jobs, journal)
             concurrency = run.concurrency or default_concurrency(run.rate)
             # The emulator shares the process: each connection is then an open file at both ends.
             reserve_open_files((2 if self.sandbox else 1) * concurrency + RESERVED_FILES)
@@ -162,13 +182,17 @@ class Runner:
                 # interrupted before sending, and a journal it made and wrote nothing into is removed.
                 journal.remove_if_unused()
                 journal.close()
+                shared = shared_of(journal)
+                if shared is not None:
+                    await shared.aclose()
+                    self.incomplete = shared.incomplete
             stopper.finish()
             if handled:
                 _hand_back(loop, previous)
         log.info("finished", **summary.to_dict())
         return summary
 
-    async def _prescan(self, journal: Journal) -> Plan | None:
+    async def _prescan(self, journal: JournalStore) -> Plan | None:
         """The pre-scan gives the progress display its totals and the sandbox its groups. A stream
         (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's."""
         run = self.config
@@ -298,6 +322,6 @@ def _hand_back(loop: asyncio.AbstractEventLoop, previous: dict[signal.Signals, A
 
 def _interrupted_before_sending(run: RunConfig) -> Summary:
     log.warning("interrupted before sending: nothing was sent")
-    summary = Summary(out=shown(run.out), interrupted=True)
+    summary = Summary(out=shown(str(run.out)), interrupted=True)
     summary.exit_code = summary.decide_exit_code()
     return summary
