@@ -889,17 +889,14 @@ def _sandbox(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> None:
-        try:
-            url = await emulator.start(port=args.port)
-        except OSError as exc:
-            raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1: {exc.strerror}") from None
-        write_stdout(url + "\n")
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for name in STOP_SIGNALS:
             loop.add_signal_handler(getattr(signal, name), done.set)
-        await done.wait()
-        await emulator.stop()
+        try:
+            await emulator.serve(args.port, done, lambda url: write_stdout(url + "\n"))
+        except OSError as exc:
+            raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1: {exc.strerror}") from None
 
     asyncio.run(serve())
     return EXIT_OK

@@ -331,3 +331,22 @@ async def test_no_secret_in_logs_or_outcomes(
     assert secret not in text
     assert sig not in text
     assert "usersig=" not in text.lower().replace("usersig=[redacted]", "")
+
+
+class _BrokenLimiter(RateLimiter):
+    """A limiter with a bug: its first slot raises."""
+
+    async def acquire(self, cost: int = 1) -> None:
+        raise RuntimeError("a bug in the limiter")
+
+
+async def test_a_worker_that_crashes_with_the_queue_full_ends_the_run(sandbox: Sandbox, tmp_path: Path) -> None:
+    # One worker, a queue of two, six batches: the producer waits on a full queue when the worker dies.
+    # The run used to hang for good (the cancelled producer then waited to queue the workers' ends).
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "x", "ToMembers_Account": users(6)}])
+    config = make_config(sandbox, jobs, tmp_path / "out.jsonl", concurrency=1, batch_size=1)
+    engine = Engine(config, limiter=_BrokenLimiter(config.rate))
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(engine.run(), timeout=30)  # a bound on the hang, not a wait: it ends at once
+    assert [str(exc) for exc in raised.value.exceptions] == ["a bug in the limiter"]
+    assert sandbox.stats["requests"] == 0

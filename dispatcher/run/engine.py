@@ -323,7 +323,9 @@ class Engine:
         except Exception as exc:  # a bug: halt, so that the requests in flight are still recorded
             log.exception("internal error while reading the jobs")
             self._halt(f"internal error while reading the jobs: {type(exc).__name__}: {exc}")
-        finally:
+        else:
+            # Not when cancelled (a worker's bug ends the run): the queue may be full, with no worker left
+            # to take from it, and the run would wait on it for good.
             if not self._stopping:
                 for _ in range(self.concurrency):
                     await queue.put(None)
