@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from dispatcher.errors import RateStoreError
 from dispatcher.pacing import adaptive
 from dispatcher.pacing import postgres_sql as sql
-from dispatcher.pacing.base import SHARED_HEADROOM, quota_shown, rate_text
+from dispatcher.pacing.base import SHARED_HEADROOM, rate_text
+from dispatcher.pacing.shared import STEP_ARGS, SharedBudget
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,13 +44,6 @@ TTL_S = 600  # an unused budget is gone 10 minutes after its last use (or after 
 TIMEOUT_S = 2.0  # a database that does not answer in this long is lost: halt rather than wait
 RETRY_BACKOFF_S = (0.04, 0.08, 0.16)  # between the quick retries of a refused or dropped connection
 
-_STEP_ARGS = [
-    round(adaptive.DECREASE * 1e6),
-    round(adaptive.FLOOR * 1e6),
-    round(adaptive.SETTLE * 1e6),
-    round(adaptive.INCREASE * 1e6),
-]
-
 
 def _one_line(text: str) -> str:
     """libpq's messages span lines ("...failed: Connection refused\\n\\tIs the server running..."):
@@ -57,7 +51,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-class PostgresLimiter:
+class PostgresLimiter(SharedBudget):
     """The Limiter protocol over a budget in PostgreSQL. Build it with `connect`; `aclose` at the end."""
 
     def __init__(
@@ -74,16 +68,9 @@ class PostgresLimiter:
         clock_us: Callable[[], int] | None = None,
         start: float | None = None,
     ) -> None:
-        """`conninfo`: what libpq connects with (it may hold the password; never shown). `shown`: the
-        store as messages name it. `clock`: this process's clock, used only to wait out a known gap
-        before asking again. `clock_us`: tests only, a virtual clock in place of the database's.
-        `start`: the share of the ceiling a budget's pace begins at (default: 97.5% of the rate)."""
-        if not (math.isfinite(rate) and rate > 0):
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self.quota = quota
-        self.key = key
-        self.shown = shown
+        """`conninfo`: what libpq connects with (it may hold the password; never shown). `clock_us`:
+        tests only, a virtual clock in place of the database's; the rest: SharedBudget's."""
+        super().__init__(key, rate, shown=shown, quota=quota, secrets=secrets, sleep=sleep, clock=clock, start=start)
         self._conninfo = conninfo
         ttl_s = float(TTL_S)
         quota_args: list[int | None] = [None, None, None]
@@ -93,22 +80,12 @@ class PostgresLimiter:
         self._ttl_s = ttl_s
         self._ttl_us = round(ttl_s * 1e6)
         self._quota_text = "" if quota is None else quota.text()
-        start = adaptive.start_share(HEADROOM) if start is None else start
-        pace_args = [round(start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
+        pace_args = [round(self._start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
         self._shape: list[int | None] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args, *pace_args]
-        self._share = start  # the pace's share of the ceiling at the latest slot
         self._take_sql = sql.take(rate_text(rate), self._quota_text, TOLERANCE_US, self._ttl_us, self._shape)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._cursor: psycopg.AsyncCursor[Any] | None = None
-        self._secrets = tuple(s for s in secrets if s)
-        self._sleep = sleep
-        self._clock = clock
         self._clock_us = clock_us
-        # When the budget's next slot is due, as the last grant said: asking before it cannot win.
-        self._next_ask = float("-inf")
-        # One caller of this process at a time asks (asyncio.Lock is FIFO); the rest queue here.
-        self._turn = asyncio.Lock()
-        self._pauses: set[asyncio.Task[None]] = set()
         # One call at a time on the connection and its one cursor, from start to fetched row: a
         # pause or a step down (other tasks) never reads a slot's row, nor closes the connection
         # under it.
@@ -124,50 +101,12 @@ class PostgresLimiter:
         await self._setup()
         await self._take(0, starting=True)
 
-    async def acquire(self, cost: int = 1) -> None:
-        if cost < 1:
-            raise ValueError("cost must be at least 1")
-        if self.quota is None:
-            cost = 1  # counted against nothing but the rate: one call
-        else:
-            self.quota.check_cost(cost)
-        async with self._turn:
-            while self._pauses:  # a pause this process asked for lands before its next slot
-                # asyncio.wait, not gather: a caller cancelled here must not cancel the pause.
-                await asyncio.wait(set(self._pauses))
-            if (gap := self._next_ask - self._clock()) > 0:
-                await self._sleep(gap)
-            while True:
-                taken, wait_us, share = await self._take(cost)
-                if taken:
-                    self._next_ask = self._clock() + wait_us / 1e6
-                    self._share = share / 1e6
-                    return
-                await self._sleep(wait_us / 1e6)  # the wait already allows for the tolerance
-
-    def pause(self, seconds: float) -> None:
-        """Hold every process's starts for `seconds`: written to the budget, which every TAKE reads.
-        Returns at once; this process's next `acquire` waits for the write to land."""
-        task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
-        self._pauses.add(task)
-        task.add_done_callback(self._pauses.discard)
-
-    async def over_rate(self, sent_ago: float) -> float | None:
-        """Step the budget's pace down for every process; the new pace, or None if it did not step."""
-        args = [self.key, max(0, round(sent_ago * 1e6)), *_STEP_ARGS, self._now()]
+    async def _step(self, sent_ago_us: int) -> tuple[int, int] | None:
         try:
-            stepped, share = await self._query(sql.STEP_DOWN, args)
+            stepped, share = await self._query(sql.STEP_DOWN, [self.key, sent_ago_us, *STEP_ARGS, self._now()])
         except RateStoreError:
             return None  # the next acquire meets the same fault and halts the run
-        if not stepped:
-            return None
-        self._share = int(share) / 1e6
-        return self.pace
-
-    @property
-    def pace(self) -> float:
-        """Requests a second the latest slot was paced at, whichever process set the shared pace."""
-        return self.rate / (1 + HEADROOM) * self._share
+        return int(stepped), int(share)
 
     async def _share_pause(self, seconds: float) -> None:
         args = [self.key, math.ceil(max(0.0, seconds) * 1e6), self._ttl_us, self._now()]
@@ -182,7 +121,7 @@ class PostgresLimiter:
         args = [self.key, cost, self._now()]
         status, value, share, held = await self._query(self._take_sql, args, starting=starting)
         if status < 0:
-            raise self._mismatch(status, str(held))
+            raise self._mismatch(status, str(held), self._quota_text)
         return status == 1, int(value), int(share) if share is not None else 1_000_000
 
     async def _setup(self) -> None:
@@ -269,37 +208,19 @@ class PostgresLimiter:
         if conn is not None:
             await conn.close()
 
-    def _mismatch(self, status: int, held: str) -> RateStoreError:
+    def _change(self) -> str:
         key = self.key.replace("'", "''")
-        change = (
+        return (
             f"or change the budget by deleting its row (DELETE FROM dispatcher.budget WHERE key = '{key}') "
             f"once no run uses it, or wait for it to expire ({self._ttl_s:g} s after its last use)"
         )
-        if status == -1:
-            return RateStoreError(
-                f"the shared budget {self.key} in {self.shown} holds --rate {held}, and this run asks for "
-                f"--rate {rate_text(self.rate)}: run with --rate {held}, {change}"
-            )
-        return RateStoreError(
-            f"the shared budget {self.key} in {self.shown} holds {quota_shown(held)}, and this run asks for "
-            f"{quota_shown(self._quota_text)}: run with the budget's quota, {change}"
-        )
 
-    def _fault(self, text: str, starting: bool) -> RateStoreError:
-        reason = _one_line(text) or "no reason given"
-        for secret in self._secrets:  # libpq does not print passwords; make sure of it
-            reason = reason.replace(secret, "***")
-        if starting:
-            return RateStoreError(f"cannot reach the rate store {self.shown}: {reason}")
-        return RateStoreError(
-            f"lost the rate store {self.shown}: {reason}; no new requests start, "
-            "those in flight are recorded; resume with --resume when it is back"
-        )
+    def _fault(self, reason: str, starting: bool) -> RateStoreError:
+        return super()._fault(_one_line(reason) or "no reason given", starting)
 
     async def aclose(self) -> None:
         """Let a pause being written land (briefly), then close the connection."""
-        if self._pauses:
-            await asyncio.wait(self._pauses, timeout=TIMEOUT_S)
+        await self._land_pauses(TIMEOUT_S)
         await self._drop()
 
 

@@ -42,9 +42,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.errors import RateStoreError
 from dispatcher.pacing import adaptive
-from dispatcher.pacing.base import SHARED_HEADROOM, quota_shown, rate_text
+from dispatcher.pacing.base import SHARED_HEADROOM, rate_text
+from dispatcher.pacing.shared import STEP_ARGS, SharedBudget
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -249,16 +249,7 @@ return 1
 )
 
 
-# What STEP_DOWN (ARGV[2..5]) is given of the adaptive pace, in ppm and us (TAKE's: `_shape`).
-_STEP_ARGS: list[str | int] = [
-    round(adaptive.DECREASE * 1e6),
-    round(adaptive.FLOOR * 1e6),
-    round(adaptive.SETTLE * 1e6),
-    round(adaptive.INCREASE * 1e6),
-]
-
-
-class RedisLimiter:
+class RedisLimiter(SharedBudget):
     """The Limiter protocol over a budget in Redis. Build it with `connect`; `aclose` at the end."""
 
     def __init__(
@@ -275,16 +266,8 @@ class RedisLimiter:
         clock_us: Callable[[], int] | None = None,
         start: float | None = None,
     ) -> None:
-        """`shown`: the store as messages name it (no password). `clock`: this process's clock, used
-        only to wait out a known gap before asking Redis again. `clock_us`: tests only, a virtual
-        clock in place of Redis's TIME. `start`: the share of the ceiling a budget's pace begins at
-        (default: the adaptive pace's start, 97.5% of the rate)."""
-        if not (math.isfinite(rate) and rate > 0):
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self.quota = quota
-        self.key = key
-        self.shown = shown
+        """`clock_us`: tests only, a virtual clock in place of Redis's TIME; the rest: SharedBudget's."""
+        super().__init__(key, rate, shown=shown, quota=quota, secrets=secrets, sleep=sleep, clock=clock, start=start)
         # What every TAKE sends but cost and now: the budget's identity and shape. The quota's log
         # lives beside the budget (`key:log`) and both outlive the quota's window.
         ttl_ms = TTL_S * 1000
@@ -296,98 +279,42 @@ class RedisLimiter:
         self._ttl_ms = ttl_ms
         self._head: list[str | int] = [rate_text(rate), "" if quota is None else quota.text()]
         self._tail: list[str | int] = [TOLERANCE_US, ttl_ms]
-        start = adaptive.start_share(HEADROOM) if start is None else start
-        pace_args = [round(start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
+        pace_args = [round(self._start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
         self._shape: list[str | int] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args, *pace_args]
-        self._share = start  # the pace's share of the ceiling at the latest slot
         # Each slot's TAKE goes over a connection of the limiter's own, used only under `_turn`
         # (see _fast_take); the client, with its pool, connects, loads the scripts, retries, and
         # sends PAUSE from a task of its own.
         self._client = client
-        self._take = client.register_script(TAKE)
-        self._pause = client.register_script(PAUSE)
-        self._step_down = client.register_script(STEP_DOWN)
+        self._take_script = client.register_script(TAKE)
+        self._pause_script = client.register_script(PAUSE)
+        self._step_down_script = client.register_script(STEP_DOWN)
         self._conn: redis.asyncio.connection.AbstractConnection | None = None
         self._packed: dict[int, list[bytes]] = {}  # TAKE as sent, by cost (see _fast_take)
-        self._secrets = tuple(s for s in secrets if s)
-        self._sleep = sleep
-        self._clock = clock
         self._clock_us = clock_us
-        # When the budget's next slot is due, as the last grant said: asking before it cannot win,
-        # so a lone process makes one call per slot instead of two (CPU: ~75 us a call).
-        self._next_ask = float("-inf")
-        # One caller of this process at a time asks Redis (asyncio.Lock is FIFO); the rest queue here.
-        self._turn = asyncio.Lock()
-        self._pauses: set[asyncio.Task[None]] = set()
 
     def _now(self) -> str:
         return "" if self._clock_us is None else str(self._clock_us())
 
-    async def check(self) -> None:
-        """Reach the store and claim the budget at this rate, or refuse: another rate, or no store."""
-        await self._call(0, starting=True)
-
-    async def acquire(self, cost: int = 1) -> None:
-        if cost < 1:
-            raise ValueError("cost must be at least 1")
-        if self.quota is None:
-            cost = 1  # counted against nothing but the rate: one call
-        else:
-            self.quota.check_cost(cost)
-        async with self._turn:
-            while self._pauses:  # a pause this process asked for lands before its next slot
-                # asyncio.wait, not gather: a caller cancelled here (a graceful stop) must not
-                # cancel the pause on its way to Redis, which every other process needs to see.
-                await asyncio.wait(set(self._pauses))
-            if (gap := self._next_ask - self._clock()) > 0:
-                await self._sleep(gap)
-            while True:
-                taken, wait_us, share = await self._call(cost)
-                if taken:
-                    self._next_ask = self._clock() + wait_us / 1e6
-                    self._share = share / 1e6
-                    return
-                # The script's wait already allows for the tolerance: a sleep that wakes up to a
-                # millisecond late still lands on time, and the next ask takes the slot.
-                await self._sleep(wait_us / 1e6)
-
-    def pause(self, seconds: float) -> None:
-        """Hold every process's starts for `seconds`: written to the budget, which every TAKE reads.
-        Returns at once; this process's next `acquire` waits for the write to land."""
-        task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
-        self._pauses.add(task)
-        task.add_done_callback(self._pauses.discard)
-
-    async def over_rate(self, sent_ago: float) -> float | None:
-        """Step the budget's pace down for every process (STEP_DOWN); the new pace, or None if it
-        did not step (another process's step within SETTLE counts too: one window, one step)."""
+    async def _step(self, sent_ago_us: int) -> tuple[int, int] | None:
         import redis.exceptions
 
-        args: list[str | int] = [max(0, round(sent_ago * 1e6)), *_STEP_ARGS, self._now()]
+        args: list[str | int] = [sent_ago_us, *STEP_ARGS, self._now()]
         try:
-            stepped, share = await self._step_down(keys=[self.key], args=args)
+            stepped, share = await self._step_down_script(keys=[self.key], args=args)
         except (redis.exceptions.RedisError, OSError):
             return None  # the next acquire meets the same fault and halts the run
-        if not stepped:
-            return None
-        self._share = int(share) / 1e6
-        return self.pace
-
-    @property
-    def pace(self) -> float:
-        """Requests a second the latest slot was paced at, whichever process set the shared pace."""
-        return self.rate / (1 + HEADROOM) * self._share
+        return int(stepped), int(share)
 
     async def _share_pause(self, seconds: float) -> None:
         import redis.exceptions
 
         args: list[str | int] = [math.ceil(max(0.0, seconds) * 1e6), self._ttl_ms, self._now()]
         try:
-            await self._pause(keys=[self.key], args=args)
+            await self._pause_script(keys=[self.key], args=args)
         except (redis.exceptions.RedisError, OSError):
             pass  # the next acquire meets the same fault and halts the run
 
-    async def _call(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
+    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
         """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
         share of the ceiling (ppm) the slot was paced at (when taken)."""
         import redis.exceptions
@@ -397,12 +324,12 @@ class RedisLimiter:
         try:
             reply = None if starting else await self._fast_take(args, cost, now)
             if reply is None:
-                reply = await self._take(keys=self._keys, args=args)
+                reply = await self._take_script(keys=self._keys, args=args)
             status, value, *pace = reply
         except (redis.exceptions.RedisError, OSError) as exc:
-            raise self._fault(exc, starting) from None
+            raise self._fault(str(exc) or type(exc).__name__, starting) from None
         if status < 0:
-            raise self._mismatch(status, value.decode() if isinstance(value, bytes) else str(value))
+            raise self._mismatch(status, value.decode() if isinstance(value, bytes) else str(value), str(self._head[1]))
         return status == 1, int(value), int(pace[0]) if pace else 1_000_000
 
     async def _fast_take(self, args: list[str | int], cost: int, now: str) -> Any:
@@ -434,7 +361,7 @@ class RedisLimiter:
         # In a real run only the cost varies (Redis reads its own clock): packing, 9 us, is done once a cost.
         packed = self._packed.get(cost) if now == "" else None
         if packed is None:
-            packed = conn.pack_command("EVALSHA", self._take.sha, len(self._keys), *self._keys, *args)
+            packed = conn.pack_command("EVALSHA", self._take_script.sha, len(self._keys), *self._keys, *args)
             if now == "" and len(self._packed) < 1024:
                 self._packed[cost] = packed
         try:
@@ -457,36 +384,15 @@ class RedisLimiter:
             raise redis.exceptions.TimeoutError(f"no answer within {TIMEOUT_S:g} s")
         return reply
 
-    def _mismatch(self, status: int, held: str) -> RateStoreError:
-        change = (
+    def _change(self) -> str:
+        return (
             f"or change the budget by deleting the key (redis-cli DEL '{self.key}') once no run "
             f"uses it, or wait for it to expire ({self._ttl_ms // 1000} s after its last use)"
-        )
-        if status == -1:
-            return RateStoreError(
-                f"the shared budget {self.key} in {self.shown} holds --rate {held}, and this run asks for "
-                f"--rate {rate_text(self.rate)}: run with --rate {held}, {change}"
-            )
-        return RateStoreError(
-            f"the shared budget {self.key} in {self.shown} holds {quota_shown(held)}, and this run asks for "
-            f"{quota_shown(self._head[1])}: run with the budget's quota, {change}"
-        )
-
-    def _fault(self, exc: BaseException, starting: bool) -> RateStoreError:
-        reason = str(exc) or type(exc).__name__
-        for secret in self._secrets:  # redis-py does not print passwords; make sure of it
-            reason = reason.replace(secret, "***")
-        if starting:
-            return RateStoreError(f"cannot reach the rate store {self.shown}: {reason}")
-        return RateStoreError(
-            f"lost the rate store {self.shown}: {reason}; no new requests start, "
-            "those in flight are recorded; resume with --resume when it is back"
         )
 
     async def aclose(self) -> None:
         """Let a pause being written land (briefly), then close the connections."""
-        if self._pauses:
-            await asyncio.wait(self._pauses, timeout=TIMEOUT_S)
+        await self._land_pauses(TIMEOUT_S)
         if self._conn is not None:
             await self._conn.disconnect()
         await self._client.aclose()

@@ -1,0 +1,170 @@
+"""What a budget shared through a store does in this process, whatever the store holds it.
+
+`redis.py` and `postgres.py` keep the same budget (GCRA, quota, shared pause, shared adaptive
+pace) in Redis and in PostgreSQL; the store's side is theirs (a Lua script, a PL/pgSQL function,
+their connections and faults). This process's side is the same for both and lives here: one caller
+at a time asks the store for a slot (asyncio.Lock is FIFO), after waiting out the gap the last
+grant announced (asking before it cannot win, so a lone process makes one call a slot, not two);
+a pause this process asked for lands before its next slot; the pace is the one the store last
+said, whichever process set it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+
+from dispatcher.errors import RateStoreError
+from dispatcher.pacing import adaptive
+from dispatcher.pacing.base import SHARED_HEADROOM, Quota, quota_shown, rate_text
+
+Sleep = Callable[[float], Awaitable[None]]
+
+HEADROOM = SHARED_HEADROOM
+
+# What a step down is given of the adaptive pace, in ppm and us (the same for every store).
+STEP_ARGS = [
+    round(adaptive.DECREASE * 1e6),
+    round(adaptive.FLOOR * 1e6),
+    round(adaptive.SETTLE * 1e6),
+    round(adaptive.INCREASE * 1e6),
+]
+
+
+class SharedBudget:
+    """The Limiter protocol over a budget in a store; a store's module supplies the three calls
+    (`_take`, `_share_pause`, `_step`), how to change a budget held at another rate (`_change`),
+    and `aclose`."""
+
+    def __init__(
+        self,
+        key: str,
+        rate: float,
+        *,
+        shown: str,
+        quota: Quota | None,
+        secrets: tuple[str, ...],
+        sleep: Sleep,
+        clock: Callable[[], float],
+        start: float | None,
+    ) -> None:
+        """`shown`: the store as messages name it (no password). `clock`: this process's clock,
+        used only to wait out a known gap before asking again. `start`: the share of the ceiling a
+        budget's pace begins at (default: the adaptive pace's start, 97.5% of the rate)."""
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.quota = quota
+        self.key = key
+        self.shown = shown
+        self._start = adaptive.start_share(HEADROOM) if start is None else start
+        self._share = self._start  # the pace's share of the ceiling at the latest slot
+        self._secrets = tuple(s for s in secrets if s)
+        self._sleep = sleep
+        self._clock = clock
+        # When the budget's next slot is due, as the last grant said.
+        self._next_ask = float("-inf")
+        self._turn = asyncio.Lock()  # one caller of this process at a time asks; the rest queue here
+        self._pauses: set[asyncio.Task[None]] = set()
+
+    # -- what each store does
+
+    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
+        """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
+        share of the ceiling (ppm) the slot was paced at (when taken). Raises RateStoreError."""
+        raise NotImplementedError
+
+    async def _share_pause(self, seconds: float) -> None:
+        """Write a pause to the budget; a fault is left for the next TAKE to meet."""
+        raise NotImplementedError
+
+    async def _step(self, sent_ago_us: int) -> tuple[int, int] | None:
+        """STEP_DOWN: (stepped, share in ppm), or None on a fault (the next TAKE meets it)."""
+        raise NotImplementedError
+
+    def _change(self) -> str:
+        """How to change a budget held at another rate or quota, in this store."""
+        raise NotImplementedError
+
+    # -- the Limiter protocol
+
+    async def check(self) -> None:
+        """Reach the store and claim the budget at this rate, or refuse: another rate, or no store."""
+        await self._take(0, starting=True)
+
+    async def acquire(self, cost: int = 1) -> None:
+        if cost < 1:
+            raise ValueError("cost must be at least 1")
+        if self.quota is None:
+            cost = 1  # counted against nothing but the rate: one call
+        else:
+            self.quota.check_cost(cost)
+        async with self._turn:
+            while self._pauses:  # a pause this process asked for lands before its next slot
+                # asyncio.wait, not gather: a caller cancelled here (a graceful stop) must not
+                # cancel the pause on its way to the store, which every other process needs to see.
+                await asyncio.wait(set(self._pauses))
+            if (gap := self._next_ask - self._clock()) > 0:
+                await self._sleep(gap)
+            while True:
+                taken, wait_us, share = await self._take(cost)
+                if taken:
+                    self._next_ask = self._clock() + wait_us / 1e6
+                    self._share = share / 1e6
+                    return
+                # The store's wait already allows for the tolerance: a sleep that wakes up to a
+                # millisecond late still lands on time, and the next ask takes the slot.
+                await self._sleep(wait_us / 1e6)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every process's starts for `seconds`: written to the budget, which every TAKE reads.
+        Returns at once; this process's next `acquire` waits for the write to land."""
+        task = asyncio.get_running_loop().create_task(self._share_pause(seconds))
+        self._pauses.add(task)
+        task.add_done_callback(self._pauses.discard)
+
+    async def over_rate(self, sent_ago: float) -> float | None:
+        """Step the budget's pace down for every process; the new pace, or None if it did not step
+        (another process's step within SETTLE counts too: one window, one step)."""
+        stepped = await self._step(max(0, round(sent_ago * 1e6)))
+        if stepped is None or not stepped[0]:
+            return None
+        self._share = int(stepped[1]) / 1e6
+        return self.pace
+
+    @property
+    def pace(self) -> float:
+        """Requests a second the latest slot was paced at, whichever process set the shared pace."""
+        return self.rate / (1 + HEADROOM) * self._share
+
+    # -- what both say
+
+    def _mismatch(self, status: int, held: str, asked_quota: str) -> RateStoreError:
+        if status == -1:
+            return RateStoreError(
+                f"the shared budget {self.key} in {self.shown} holds --rate {held}, and this run asks for "
+                f"--rate {rate_text(self.rate)}: run with --rate {held}, {self._change()}"
+            )
+        return RateStoreError(
+            f"the shared budget {self.key} in {self.shown} holds {quota_shown(held)}, and this run asks for "
+            f"{quota_shown(asked_quota)}: run with the budget's quota, {self._change()}"
+        )
+
+    def _fault(self, reason: str, starting: bool) -> RateStoreError:
+        for secret in self._secrets:  # the clients do not print passwords; make sure of it
+            reason = reason.replace(secret, "***")
+        if starting:
+            return RateStoreError(f"cannot reach the rate store {self.shown}: {reason}")
+        return RateStoreError(
+            f"lost the rate store {self.shown}: {reason}; no new requests start, "
+            "those in flight are recorded; resume with --resume when it is back"
+        )
+
+    async def _land_pauses(self, within: float) -> None:
+        """Let a pause being written land (briefly), before the store's connections close."""
+        if self._pauses:
+            await asyncio.wait(self._pauses, timeout=within)
+
+
+__all__ = ["HEADROOM", "STEP_ARGS", "SharedBudget"]
