@@ -2,7 +2,8 @@
 batchsendmsg, group messages with send_group_msg) from JSONL jobs, batched, rate-limited, retried and journaled, so that
 an interrupted run resumes without resending.
 
-The library API: `Runner(RunConfig(...)).run()` does what `dispatcher send` does and returns the
+The library API: `Runner(RunConfig(...)).run()` does what `dispatcher send` does (`work(URI, ...)`
+what `dispatcher work` does) and returns the
 run's `Summary` (its `exit_code` is the command's exit status); `Engine` is the send loop alone.
 Every event of a run reaches its `Subscriber`s; `Limiter` and `Quota` are the pacing seam;
 `Sandbox` is the local emulator of the endpoints, and `dispatcher.testing` has what tests need.
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from dispatcher.run.config import RunConfig
     from dispatcher.run.engine import Engine
     from dispatcher.run.retry import RetryPolicy
-    from dispatcher.run.runner import Runner
+    from dispatcher.run.runner import Runner, Worked, work
     from dispatcher.sandbox import Faults, Group, Sandbox
     from dispatcher.tim.config import Credentials
     from dispatcher.tim.usersig import Signer
@@ -102,6 +103,8 @@ _EXPORTS = {
     "Engine": "dispatcher.run.engine",
     "RetryPolicy": "dispatcher.run.retry",
     "Runner": "dispatcher.run.runner",
+    "Worked": "dispatcher.run.runner",
+    "work": "dispatcher.run.runner",
     "Faults": "dispatcher.sandbox",
     "Group": "dispatcher.sandbox",
     "Sandbox": "dispatcher.sandbox",
@@ -155,7 +158,9 @@ __all__ = [
     "Subscriber",
     "Summary",
     "UsageError",
+    "Worked",
     "__version__",
+    "work",
 ]
 
 

@@ -796,11 +796,8 @@ def _work(args: argparse.Namespace) -> int:
 def _work_checked(args: argparse.Namespace, uri: Any, exporter: Exporter | None) -> int:
     import asyncio
 
-    from dispatcher.journal import postgres
     from dispatcher.observe import logs
-    from dispatcher.run.config import RunConfig
-    from dispatcher.run.retry import RetryPolicy
-    from dispatcher.run.runner import Runner
+    from dispatcher.run.runner import work
     from dispatcher.tim import config
 
     creds = config.credentials_from_env()
@@ -809,31 +806,21 @@ def _work_checked(args: argparse.Namespace, uri: Any, exporter: Exporter | None)
     if exporter is not None:
         exporter.serve()
 
-    async def join() -> tuple[Summary, bool]:
-        journal, row = await postgres.open_work(uri, lease=args.lease)
-        try:
-            # Before anything is sent: a worker paces with the run, never on its own.
-            rate = postgres.check_same_pacing(uri, row, args.rate, args.store.shown)
-            run = RunConfig(
-                jobs=(),
-                out=uri,
-                endpoint=endpoint,
-                credentials=creds,
-                rate=rate,
-                concurrency=args.concurrency,
-                policy=RetryPolicy(max_attempts=row.max_attempts),
-                timeout=args.timeout,
-                message_quota=row.message_quota,
-                lease=args.lease,
-            )
-        except BaseException:
-            await journal.aclose()
-            raise
-        runner = Runner(run, store=args.store, exporter=exporter, on_finished=_signals.decide, journal=journal)
-        summary = await runner.run()
-        return summary, runner.incomplete
-
-    summary, incomplete = asyncio.run(join())
+    worked = asyncio.run(
+        work(
+            uri,
+            endpoint=endpoint,
+            credentials=creds,
+            rate=args.rate,
+            store=args.store,
+            concurrency=args.concurrency,
+            request_timeout=args.timeout,
+            lease=args.lease,
+            exporter=exporter,
+            on_finished=_signals.decide,
+        )
+    )
+    summary, incomplete = worked.summary, worked.incomplete
     _print_summary(summary)
     code = summary.exit_code
     if incomplete and code == EXIT_OK:

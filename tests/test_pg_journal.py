@@ -14,6 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+import dispatcher
+from dispatcher.tim.config import DEMO_CREDENTIALS
 from tests.conftest import (
     DEMO_ENV,
     DISPATCHER,
@@ -552,3 +554,23 @@ def test_a_lease_of_no_time_is_refused(tmp_path: Path) -> None:
         done = cli(*args)
         assert done.returncode == 2
         assert done.stderr == "dispatcher: error: --lease must be more than 0 seconds\n"
+
+
+async def test_work_from_python_joins_the_run_as_the_command_does(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal("library")
+    with pytest.raises(dispatcher.JournalError, match="no run in this journal"):
+        await dispatcher.work(uri, endpoint=sandbox_process.url, credentials=DEMO_CREDENTIALS, handle_signals=False)
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 3)
+    done = cli("send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(dispatcher.UsageError, match="the run paces at --rate 50, not 80"):
+        await dispatcher.work(
+            uri, endpoint=sandbox_process.url, credentials=DEMO_CREDENTIALS, rate=80, handle_signals=False
+        )
+    worked = await dispatcher.work(
+        uri, endpoint=sandbox_process.url, credentials=DEMO_CREDENTIALS, handle_signals=False
+    )
+    assert (worked.summary.exit_code, worked.summary.requests, worked.incomplete) == (0, 0, False)
+    assert sandbox_process.get("/sandbox/stats")["0"] == 3  # the send's own: nothing sent twice

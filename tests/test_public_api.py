@@ -36,7 +36,7 @@ EVENTS = {
     "JobsCutShort",
 }
 RUN = {"Runner", "Engine", "RunConfig", "RetryPolicy", "Summary", "Credentials", "Signer", "Budgets", "Journal"}
-RUN |= {"JournalStore", "JournalURI"}
+RUN |= {"JournalStore", "JournalURI", "work", "Worked"}
 PACING = {"Limiter", "Quota", "RateLimiter", "StoreURI"}
 SANDBOX = {"Sandbox", "Faults", "Group"}
 METRICS = {"Exporter", "MetricsOptions"}

@@ -11,6 +11,8 @@ from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
 
+DEFAULT_LEASE = 30.0  # seconds a claim on a batch holds unless renewed (journal.postgres has the same)
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -27,7 +29,7 @@ class RunConfig:
     timeout: float = DEFAULT_TIMEOUT  # seconds for one request
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg: messages a minute, counted per recipient
-    lease: float = 30.0  # seconds a claim on a batch of a run in PostgreSQL holds unless renewed
+    lease: float = DEFAULT_LEASE  # seconds a claim on a batch of a run in PostgreSQL holds unless renewed
 
     def __post_init__(self) -> None:
         check_options(

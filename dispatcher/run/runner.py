@@ -23,14 +23,14 @@ import structlog
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
 from dispatcher.journal.outcomes import Journal
 from dispatcher.journal.store import JournalStore, open_store, shared_of
-from dispatcher.journal.uri import JournalURI
+from dispatcher.journal.uri import JournalURI, parse_journal_uri
 from dispatcher.observe.events import Subscriber
 from dispatcher.observe.plan import Plan, make_plan
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.base import StoreURI
 from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.store import MEMORY, in_journal_database, parse_store
-from dispatcher.run.config import RunConfig
+from dispatcher.run.config import DEFAULT_LEASE, RunConfig
 from dispatcher.run.engine import Engine
 from dispatcher.run.preflight import (
     RESERVED_FILES,
@@ -40,9 +40,11 @@ from dispatcher.run.preflight import (
     is_stream,
     reserve_open_files,
 )
+from dispatcher.run.retry import RetryPolicy
 from dispatcher.run.signals import STOP_SIGNALS
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim.apis import DEFAULT, REGISTRY
+from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
 
 if TYPE_CHECKING:
     from dispatcher.observe.metrics import Exporter
@@ -325,3 +327,71 @@ def _interrupted_before_sending(run: RunConfig) -> Summary:
     summary = Summary(out=shown(str(run.out)), interrupted=True)
     summary.exit_code = summary.decide_exit_code()
     return summary
+
+
+@dataclasses.dataclass
+class Worked:
+    """What `work` did: the worker's summary, and whether the run's plan is incomplete with its
+    send gone (every batch planned is final, the rest needs `send --resume` with the jobs)."""
+
+    summary: Summary
+    incomplete: bool
+
+
+async def work(
+    uri: JournalURI | str,
+    *,
+    endpoint: str,
+    credentials: Credentials,
+    rate: float | None = None,
+    store: StoreURI | str | None = None,
+    concurrency: int | None = None,
+    request_timeout: float = DEFAULT_TIMEOUT,
+    lease: float = DEFAULT_LEASE,
+    subscribers: Iterable[Subscriber] = (),
+    exporter: Exporter | None = None,
+    handle_signals: bool = True,
+    on_finished: Callable[[], None] | None = None,
+) -> Worked:
+    """Everything `dispatcher work URI` does, from Python: join the run in PostgreSQL that `uri`
+    names and send its batches that have no final outcome, until every batch of a complete plan is
+    final (or the plan is incomplete and its send is gone). The worker paces with the run, never
+    on its own: another store or rate than the run's is a UsageError before anything is sent;
+    `rate` None takes the run's. `store` None: the journal's database, as for the run's send.
+    `request_timeout`: seconds for one request (`--timeout`)."""
+    from dispatcher.journal import postgres
+
+    if isinstance(uri, str):
+        uri = parse_journal_uri(uri, "work")
+    postgres.check_available(uri)
+    journal, row = await postgres.open_work(uri, lease=lease)
+    try:
+        budget = in_journal_database(uri.conninfo) if store is None else store
+        budget = parse_store(budget) if isinstance(budget, str) else budget
+        # Before anything is sent: a worker paces with the run, never on its own.
+        config = RunConfig(
+            jobs=(),
+            out=uri,
+            endpoint=endpoint,
+            credentials=credentials,
+            rate=postgres.check_same_pacing(uri, row, rate, budget.shown),
+            concurrency=concurrency,
+            policy=RetryPolicy(max_attempts=row.max_attempts),
+            timeout=request_timeout,
+            message_quota=row.message_quota,
+            lease=lease,
+        )
+    except BaseException:
+        await journal.aclose()
+        raise
+    runner = Runner(
+        config,
+        store=budget,
+        subscribers=subscribers,
+        exporter=exporter,
+        handle_signals=handle_signals,
+        on_finished=on_finished,
+        journal=journal,
+    )
+    summary = await runner.run()
+    return Worked(summary, runner.incomplete)
