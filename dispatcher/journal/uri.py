@@ -42,7 +42,9 @@ def is_journal_uri(text: str | os.PathLike[str] | None) -> bool:
 def refuse_other_scheme(text: str | os.PathLike[str] | None, option: str) -> None:
     """A URI of any other scheme (`postgresl://`, `pg://`, `redis://`) is a mistake, never a file path:
     refused in one line that keeps its user name and drops its password."""
-    found = _SCHEME.match(text) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        return
+    found = _SCHEME.match(text)
     if found is None or found.group(1).lower() in SCHEMES:
         return
     netloc, _, rest = text[found.end() :].partition("/")
