@@ -378,8 +378,9 @@ def default_out(first_jobs: str) -> str:
 
 def _journal_of(args: argparse.Namespace) -> None:
     """`args.journal_uri`: the run in PostgreSQL that --out names, or None for a file."""
-    from dispatcher.journal.uri import is_journal_uri, parse_journal_uri
+    from dispatcher.journal.uri import is_journal_uri, parse_journal_uri, refuse_other_scheme
 
+    refuse_other_scheme(args.out, "--out")
     args.journal_uri = parse_journal_uri(args.out) if is_journal_uri(args.out) else None
     if args.journal_uri is not None:
         from dispatcher.journal.postgres import check_available
@@ -722,11 +723,12 @@ def _report(args: argparse.Namespace) -> int:
     import stat
 
     from dispatcher.errors import InputError
-    from dispatcher.journal.uri import JournalURI, is_journal_uri, parse_journal_uri
+    from dispatcher.journal.uri import JournalURI, is_journal_uri, parse_journal_uri, refuse_other_scheme
     from dispatcher.observe.report import render_text, summarise
 
     sources: list[str | JournalURI] = []
     for path in args.journals:
+        refuse_other_scheme(path, "report")
         if is_journal_uri(path):
             sources.append(parse_journal_uri(path, option="report"))
             continue

@@ -574,3 +574,27 @@ async def test_work_from_python_joins_the_run_as_the_command_does(
     )
     assert (worked.summary.exit_code, worked.summary.requests, worked.incomplete) == (0, 0, False)
     assert sandbox_process.get("/sandbox/stats")["0"] == 3  # the send's own: nothing sent twice
+
+
+def test_a_journal_over_the_unix_socket_is_reached(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """`postgresql:///db?host=/run/postgresql&journal=x`: an empty host, the socket's directory in ?host=."""
+    socket_uri = f"postgresql:///postgres?host={postgres_server.data}&port={postgres_server.port}&user=postgres"
+    done = cli("send", str(jobs_of(tmp_path / "jobs.jsonl", 3)), "--sandbox", "--out", socket_uri + "&journal=sock")
+    assert done.returncode == 0, done.stderr
+    doc = report(socket_uri + "&journal=sock")
+    assert (doc["batches"], doc["ok"]) == (3, 3)
+
+
+def test_a_misspelled_scheme_is_refused_without_its_password(tmp_path: Path) -> None:
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 1)
+    for args in (
+        ("send", str(jobs), "--sandbox", "--out", "postgresl://ops:hunter2@db.internal/dispatch?journal=run"),
+        ("report", "pg://ops:hunter2@db.internal/dispatch?journal=run"),
+    ):
+        done = cli(*args, cwd=tmp_path)
+        assert done.returncode == 2
+        assert "hunter2" not in done.stderr
+        assert done.stderr.endswith(
+            "ops@db.internal/dispatch: a journal is a file path or postgresql://host/dbname?journal=NAME\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]

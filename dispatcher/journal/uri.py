@@ -17,6 +17,7 @@ from dispatcher.errors import UsageError
 
 SCHEMES = ("postgresql", "postgres")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,20 @@ class JournalURI:
 def is_journal_uri(text: str | os.PathLike[str] | None) -> bool:
     """True for a string that names a PostgreSQL journal (a path is never a scheme and //)."""
     return isinstance(text, str) and "://" in text and text.partition("://")[0].lower() in SCHEMES
+
+
+def refuse_other_scheme(text: str | os.PathLike[str] | None, option: str) -> None:
+    """A URI of any other scheme (`postgresl://`, `pg://`, `redis://`) is a mistake, never a file path:
+    refused in one line that keeps its user name and drops its password."""
+    if not isinstance(text, str):
+        return
+    found = _SCHEME.match(text)
+    if found is None or found.group(1).lower() in SCHEMES:
+        return
+    netloc, _, rest = text[found.end() :].partition("/")
+    user, at, host = netloc.rpartition("@")
+    shown = f"{found.group(1)}://{user.partition(':')[0] + at}{host}/{rest.split('?')[0]}"
+    raise UsageError(f"{option} {shown}: a journal is a file path or postgresql://host/dbname?journal=NAME")
 
 
 def parse_journal_uri(text: str, option: str = "--out") -> JournalURI:
@@ -62,7 +77,8 @@ def parse_journal_uri(text: str, option: str = "--out") -> JournalURI:
         )
     name = names[0]
     rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "journal"])
-    conninfo = urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, rest, ""))
+    # written out: urlunsplit drops the // of an empty host, which libpq then refuses (a socket in ?host=)
+    conninfo = f"postgresql://{parts.netloc}{parts.path}{'?' + rest if rest else ''}"
     where = parts.hostname or "localhost"
     if ":" in where:  # an IPv6 address keeps its brackets
         where = f"[{where}]"
