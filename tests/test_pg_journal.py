@@ -598,3 +598,31 @@ def test_a_misspelled_scheme_is_refused_without_its_password(tmp_path: Path) -> 
             "ops@db.internal/dispatch: a journal is a file path or postgresql://host/dbname?journal=NAME\n"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]
+
+
+def test_a_job_changed_before_a_resume_sends_nothing_more_from_any_worker(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal("changed")
+    job = {"job_id": "news", "GroupId": "@TGS#pg", "Content": "old", "ToMembers_Account": [f"c{i}" for i in range(40)]}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job])
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--batch-size", "1"]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "10", "--concurrency", "2", *common)
+    try:
+        wait_until(lambda: outcomes(postgres_server, "changed") >= 3)
+        sender.send_signal(signal.SIGTERM)
+        sender.communicate(timeout=30)
+        assert sender.returncode == 130
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+    sent = sandbox_process.get("/sandbox/stats")["0"]
+    assert 3 <= sent < 40
+    write_jobs(jobs, [{**job, "Content": "new"}])
+    resumed = cli("send", str(jobs), "--out", uri, "--resume", "--rate", "10", *common)
+    assert resumed.returncode == 1, resumed.stderr
+    assert "job changed since the outcome journal was written" in resumed.stderr
+    assert postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE NOT final") == "0\n"
+    joined = cli("work", uri, "--endpoint", sandbox_process.url)
+    assert joined.returncode == 0, joined.stderr
+    assert sandbox_process.get("/sandbox/stats")["0"] == sent  # neither the old version nor the new went out

@@ -445,6 +445,21 @@ class PgJournal:
             return
         self.planned.set()
 
+    async def withdraw(self, job_id: str) -> None:
+        """Take a job's batches that have no final outcome out of the run (the job was rejected on a
+        resume: changed since its plan was stored): no worker claims them any more."""
+        if self.error is not None:
+            return
+        assert self._main is not None
+        try:
+            await self._main.execute(
+                "UPDATE dispatcher.journal_batches SET final = true, status = 'withdrawn', claimed_by = NULL, "
+                "lease_until = NULL WHERE journal = %s AND job_id = %s AND NOT final",
+                (self.uri.name, job_id),
+            )
+        except self._psycopg.Error as exc:
+            self._lost(exc)
+
     async def plan_complete(self) -> None:
         """Every job of the run is in the plan: from now on the run needs none of its input files."""
         await self.plan_flush()

@@ -336,7 +336,11 @@ class Engine:
         assert self._shared is not None
         try:
             async with asyncio.TaskGroup() as group:
-                if self.config.jobs:
+                if self.config.jobs and self.config.resume:
+                    # A resume checks every job against the stored plan before this process claims a
+                    # batch: a job changed since is withdrawn, and none of its old batches go out here.
+                    await self._plan()
+                elif self.config.jobs:
                     group.create_task(self._plan())
                 claimed = lambda batch: self._emit(BatchClaimed(batch.job.job_id, batch.index))  # noqa: E731
                 await shared.feed(self._shared, queue, lambda: self._stopping, self._sleep, claimed)
@@ -366,10 +370,12 @@ class Engine:
                     conflict = self.state.conflict(item.job_id, item.job_hash, item.derived_id)
                     if conflict is None and planned not in (None, item.job_hash):
                         conflict = (
-                            "job changed since the run's plan was stored (content, recipients or --batch-size); "
-                            "nothing of it was sent"
+                            "job changed since the run's plan was stored (content, recipients or --batch-size): "
+                            "nothing more of it is sent; its batches not sent yet are withdrawn from the run"
                         )
                     if conflict is not None:
+                        if planned is not None:  # no worker may send the old version's batches either
+                            await self._shared.withdraw(item.job_id)
                         message = f"{item.source}: {conflict}"
                         self._reject(item.job_id, item.group_id, message, api_of(item), source=item.source, field=None)
                         continue
