@@ -252,3 +252,11 @@ async def test_https_with_a_trusted_certificate_and_a_refused_one(
     answers = await send_all(client(url), 2)
     assert [(a.error_code, a.http_status) for a in answers] == [(0, 200), (0, 200)]
     assert f"Host: 127.0.0.1:{server.port}" in server.heads[-1].decode()
+
+
+def test_the_host_header_is_the_authority_as_written() -> None:
+    hosts = [
+        transport.Transport(url, limit=1, timeout=1, connect_timeout=1).host_header
+        for url in ("https://[::1]", "http://user@127.0.0.1:8080", "https://console.tim.qq.com")
+    ]
+    assert hosts == ["[::1]", "127.0.0.1:8080", "console.tim.qq.com"]

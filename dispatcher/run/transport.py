@@ -181,8 +181,7 @@ class Transport:
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if self.scheme == "https" else 80)
-        default = (self.scheme == "https" and self.port == 443) or (self.scheme == "http" and self.port == 80)
-        self.host_header = parts.netloc.rpartition("@")[2] if not default else (parts.hostname or "")
+        self.host_header = parts.netloc.rpartition("@")[2]  # the authority as written: an IPv6 host keeps its []
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._limit = asyncio.Semaphore(limit)
