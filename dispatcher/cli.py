@@ -324,7 +324,8 @@ def _lease_option(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="with a PostgreSQL journal: how long a claim on a batch holds unless renewed (default %(default)s)",
+        help="with a PostgreSQL journal: how long a claim on a batch holds unless renewed; at least twice "
+        "--timeout (default %(default)s)",
     )
 
 
@@ -386,8 +387,6 @@ def _journal_of(args: argparse.Namespace) -> None:
         from dispatcher.journal.postgres import check_available
 
         check_available(args.journal_uri)
-    if not args.lease > 0:
-        raise UsageError("--lease must be more than 0 seconds")
 
 
 def _rate_store(args: argparse.Namespace) -> None:
@@ -420,6 +419,8 @@ def _check_send_args(args: argparse.Namespace) -> None:
         resume=args.resume,
         retry_failed=args.retry_failed,
         message_quota=args.message_quota,
+        lease=args.lease,
+        shared_run=args.journal_uri is not None,
     )
     if args.sandbox and (args.region or args.endpoint):
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
@@ -758,8 +759,6 @@ def _work(args: argparse.Namespace) -> int:
     from dispatcher.journal.postgres import check_available
 
     check_available(uri)
-    if not args.lease > 0:
-        raise UsageError("--lease must be more than 0 seconds")
     from dispatcher.run.preflight import check_options
 
     check_options(
@@ -771,6 +770,8 @@ def _work(args: argparse.Namespace) -> int:
         resume=False,
         retry_failed=False,
         message_quota=1,
+        lease=args.lease,
+        shared_run=True,
     )
     args.out = uri.shown  # what the metrics and summary checks compare other files with
     if args.summary_json:

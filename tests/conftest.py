@@ -657,3 +657,69 @@ def fifo(path: Path, pieces: Iterable[bytes]) -> Path:
 
     threading.Thread(target=write, daemon=True).start()
     return path
+
+
+# -- a run in PostgreSQL, driven through the command line --------------------------------------------------
+
+
+def jobs_of(path: Path, count: int, name: str = "u") -> Path:
+    """`count` jobs of one recipient each: one batch a job."""
+    return write_jobs(
+        path,
+        [
+            {"job_id": f"{name}-{i}", "GroupId": "@TGS#pg", "Content": "hi", "ToMembers_Account": [f"{name}{i}"]}
+            for i in range(count)
+        ],
+    )
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def report(uri: str) -> dict[str, object]:
+    done = cli("report", uri, "--json")
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, object] = orjson.loads(done.stdout)
+    return doc
+
+
+def deliveries(box: SandboxProcess) -> dict[str, int]:
+    return {entry["user"]: entry["count"] for entry in box.get("/sandbox/ledger")["deliveries"]}
+
+
+def wait_until(check: object, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def outcomes(server: PostgresServer, journal: str = "run") -> int:
+    """The run's outcome lines so far (0 before its tables exist)."""
+    try:
+        return int(server.psql(f"SELECT count(*) FROM dispatcher.journal_outcomes WHERE journal = '{journal}'"))
+    except subprocess.CalledProcessError:
+        return 0
+
+
+def summary_of(path: Path) -> dict[str, object]:
+    doc: dict[str, object] = orjson.loads(path.read_bytes())
+    return doc
+
+
+def plan_complete(server: PostgresServer) -> bool:
+    try:
+        return server.psql("SELECT plan_complete FROM dispatcher.journal_runs") == "t\n"
+    except subprocess.CalledProcessError:
+        return False

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +23,17 @@ from tests.conftest import (
     PostgresServer,
     RedisServer,
     SandboxProcess,
+    cli,
     cli_env,
+    deliveries,
     free_port,
+    jobs_of,
+    outcomes,
+    plan_complete,
+    report,
+    start,
+    summary_of,
+    wait_until,
     write_jobs,
 )
 
@@ -35,40 +43,6 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     box = SandboxProcess("--rate", "100")
     yield box
     box.stop()
-
-
-def jobs_of(path: Path, count: int, name: str = "u") -> Path:
-    """`count` jobs of one recipient each: one batch a job."""
-    return write_jobs(
-        path,
-        [
-            {"job_id": f"{name}-{i}", "GroupId": "@TGS#pg", "Content": "hi", "ToMembers_Account": [f"{name}{i}"]}
-            for i in range(count)
-        ],
-    )
-
-
-def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-
-
-def start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def report(uri: str) -> dict[str, object]:
-    done = cli("report", uri, "--json")
-    assert done.returncode == 0, done.stderr
-    doc: dict[str, object] = orjson.loads(done.stdout)
-    return doc
-
-
-def deliveries(box: SandboxProcess) -> dict[str, int]:
-    return {entry["user"]: entry["count"] for entry in box.get("/sandbox/ledger")["deliveries"]}
 
 
 def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_server: PostgresServer) -> None:
@@ -84,7 +58,7 @@ def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_
     summary = orjson.loads((tmp_path / "s.json").read_bytes())
     assert (summary["out"], summary["batches"], summary["ok"]) == (shown, 30, 30)
     meta = postgres_server.psql("SELECT component, version FROM dispatcher.meta ORDER BY component")
-    assert meta == "budget|1\njournal|1\n"  # the budget too: the run paces in its database
+    assert meta == "budget|1\njournal|2\n"  # the budget too: the run paces in its database
     assert (
         postgres_server.psql(
             "SELECT count(*), count(*) FILTER (WHERE final AND status = 'ok') FROM dispatcher.journal_batches"
@@ -104,23 +78,6 @@ def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_
     assert "dispatcher_batches_total" in metrics.read_text()
     for output in (done.stdout, done.stderr, text.stdout, (tmp_path / "s.json").read_text(), metrics.read_text()):
         assert PG_PASSWORD not in output
-
-
-def wait_until(check: object, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
-def outcomes(server: PostgresServer, journal: str = "run") -> int:
-    """The run's outcome lines so far (0 before its tables exist)."""
-    try:
-        return int(server.psql(f"SELECT count(*) FROM dispatcher.journal_outcomes WHERE journal = '{journal}'"))
-    except subprocess.CalledProcessError:
-        return 0
 
 
 def test_a_resume_sends_nothing_again_and_a_new_send_on_a_used_journal_is_refused(
@@ -185,11 +142,6 @@ def test_an_unreachable_database_is_one_line_and_nothing_is_sent(
     assert worker.returncode == 2
     assert len(worker.stderr.strip().splitlines()) == 1
     assert PG_PASSWORD not in worker.stderr
-
-
-def summary_of(path: Path) -> dict[str, object]:
-    doc: dict[str, object] = orjson.loads(path.read_bytes())
-    return doc
 
 
 def test_send_and_two_workers_in_empty_directories_share_one_run(
@@ -267,19 +219,22 @@ def test_without_a_store_the_run_paces_in_the_journals_database_and_workers_join
     assert joined.returncode == 0, joined.stderr
 
 
-def plan_complete(server: PostgresServer) -> bool:
-    try:
-        return server.psql("SELECT plan_complete FROM dispatcher.journal_runs") == "t\n"
-    except subprocess.CalledProcessError:
-        return False
-
-
 def test_a_send_killed_mid_run_leaves_its_batches_to_the_workers(
     tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
 ) -> None:
     uri = postgres_server.journal()
     jobs = jobs_of(tmp_path / "jobs.jsonl", 300)
-    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url, "--lease", "2"]
+    common = [
+        "--endpoint",
+        sandbox_process.url,
+        "--no-progress",
+        "--rate-store",
+        redis_server.url,
+        "--lease",
+        "2",
+        "--timeout",
+        "1",
+    ]
     sender = start("send", str(jobs), "--out", uri, "--rate", "100", "--concurrency", "8", *common)
     wait_until(lambda: outcomes(postgres_server) > 0)  # the run exists: a worker joins a run, never starts one
     workers = []
@@ -307,7 +262,17 @@ def test_a_send_killed_and_its_files_gone_is_finished_by_work_elsewhere(
     machine = tmp_path / "pod"
     machine.mkdir()
     jobs = jobs_of(machine / "jobs.jsonl", 100)
-    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url, "--lease", "2"]
+    common = [
+        "--endpoint",
+        sandbox_process.url,
+        "--no-progress",
+        "--rate-store",
+        redis_server.url,
+        "--lease",
+        "2",
+        "--timeout",
+        "1",
+    ]
     sender = start("send", str(jobs), "--out", uri, "--rate", "40", "--concurrency", "4", *common, cwd=machine)
     wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 20)
     sender.send_signal(signal.SIGKILL)
@@ -353,7 +318,7 @@ def test_the_database_lost_mid_run_stops_it_resumably(
     uri = postgres_server.journal()
     jobs = jobs_of(tmp_path / "jobs.jsonl", 120)
     args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
-    args += ["--lease", "2"]  # the claims of the run that lost its database run out before the resume
+    args += ["--lease", "2", "--timeout", "1"]  # the claims of the run that lost its database run out before the resume
     sender = start(*args, "--concurrency", "4", "--summary-json", str(tmp_path / "s.json"))
     wait_until(lambda: outcomes(postgres_server) > 20)
     postgres_server.kill()
@@ -446,10 +411,10 @@ async def test_a_claim_holds_by_the_workers_own_clock_and_is_lost_to_another_wor
 ) -> None:
     """A worker starts a request only while its claim holds by its own clock; a claim whose lease ran out
     in the database is taken by another worker, and the first, renewing, learns it lost it."""
-    from types import SimpleNamespace
-
+    from dispatcher.jobs.reader import InlineRecipients, Job
     from dispatcher.journal import postgres
     from dispatcher.journal.uri import parse_journal_uri
+    from dispatcher.run.batching import split
 
     uri = parse_journal_uri(postgres_server.journal())
     clock = _Clock()
@@ -458,12 +423,12 @@ async def test_a_claim_holds_by_the_workers_own_clock_and_is_lost_to_another_wor
         lease=30, clock=clock.time,
     )  # fmt: skip
     try:
-        endpoint = SimpleNamespace(name="send_group_system_notification")
-        job = SimpleNamespace(
-            job_id="j", job_hash="h", endpoint=endpoint, group_id="@TGS#g", group_type=None, fields={"Content": "hi"},
-            recipients=("a", "b"), recipient_count=2, batch_size=1, source="jobs.jsonl:1",
+        job = Job(
+            job_id="j", file="jobs.jsonl", line=1, group_id="@TGS#g", group_type=None,
+            recipients=InlineRecipients(("a", "b")), recipient_count=2, batch_size=1, job_hash="h",
+            fields={"Content": "hi"},
         )  # fmt: skip
-        batches = [SimpleNamespace(index=i, recipients=(uid,), random=0) for i, uid in enumerate(("a", "b"))]
+        batches = list(split(job))
         await send.plan(job, batches)
         await send.plan_complete()
         claimed = await send.claim(10)

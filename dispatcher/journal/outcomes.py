@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from dispatcher.errors import JournalError, JournalLockedError, JournalWriteError, quoted
 from dispatcher.threads import in_daemon_thread
+
+log = structlog.get_logger("dispatcher")
 
 OK, RETRY, FAILED, REJECTED = "ok", "retry", "failed", "rejected"
 DERIVED_ID_PREFIX = "auto-"  # of the job_ids made from a job's content (jobs.py)
@@ -365,6 +368,8 @@ def open_journal(path: str | os.PathLike[str], *, resume: bool) -> Journal:
     journal = Journal(path)
     if resume:  # a journal asked for by name to be continued is kept, even one this run made
         journal.discardable = False
+        if journal.size_at_open == 0:  # a cron job's first run, or a run kept elsewhere: say which it is
+            log.warning(f"--resume: {journal.path} holds no run to resume; this send starts a new one")
     if journal.size_at_open > 0:
         try:
             if not resume:

@@ -1,22 +1,30 @@
 """The journal in PostgreSQL: a run's plan, outcomes and claims, shared by its workers on any machine.
 
-Tables, in the schema `dispatcher` (created on first use, under an advisory lock; the version of
-ours is the row 'journal' of `dispatcher.meta`, so that a later change can migrate them):
-`journal_runs` (one row a journal: its holder, whether the plan is complete, the rate and rate store
-every worker must use), `journal_jobs` and `journal_batches` (the plan: each job once validated whole,
-each batch with its recipients, its fate and its claim), `journal_outcomes` (one row per outcome line,
-the same line the file journal holds, in the order the workers committed them).
+Tables, in the schema `dispatcher` (made on first use and migrated in place, under an advisory lock;
+the version is the row 'journal' of `dispatcher.meta`): `journal_runs` (one row a journal: its
+holder and the holder's heartbeat, whether the plan is complete, the rate and rate store every
+worker must use), `journal_jobs` and `journal_batches` (the plan: each job once validated whole,
+each batch with its recipients, its fate and its claim), `journal_outcomes` (one row per outcome
+line, the same line the file journal holds, in the order the workers committed them).
 
 Invariants:
-- A batch is claimed (`claimed_by`, `lease_until`, taken with `FOR UPDATE SKIP LOCKED`) before its
-  request starts, and a worker starts a request only while its own clock says its lease holds
+- A batch is claimed before its request starts. Each claim carries a number (`claim`, one more at
+  every claim of the batch): the fencing token. A worker's line about a batch is committed only
+  while the batch is still claimed by it under that number and has no final line; otherwise the
+  database refuses it (`refused`), and the worker gives the batch up. So a worker that wakes after
+  its lease ran out never records over, nor after, the worker that took the batch over.
+- A worker starts a request only while its own clock says its claim holds for the whole request
   (`holds`): the lease in the database was set after the local clock was read, so it ends later.
+  The clock counts time the machine spent suspended (CLOCK_BOOTTIME).
 - A worker's outcome line is in the database before anything else of that reply happens: the
-  engine awaits `settle()` after recording a reply and before its next step (another attempt,
-  another batch, the next pace), and a line that cannot be committed stops the run. Lines from
-  all the workers of a process are committed together (one transaction per round, not per line).
-- One `send` per journal: its connection holds the session advisory lock of the journal's name,
-  which goes with the connection (kill -9, a lost pod): `work` asks for it to know if `send` lives.
+  engine awaits `settle()` after recording a reply and before its next step.
+- One connection per concern: claims and renewals, outcome commits, the plan, the journal's lock.
+  No claim ever rides in the transaction of a commit.
+- Every statement has a bound (`dispatcher.pg.connect`): a database that does not answer within it
+  is lost, and the run stops resumably.
+- One `send` per journal: its lock connection holds the session advisory lock of the journal's name
+  and beats (`beat_at`) every second. A send that loses that connection stops at once. A second send
+  is refused while the first holds the lock, or beat less than STALE seconds ago.
 
 psycopg is imported only here, and only when a PostgreSQL journal is used.
 """
@@ -31,7 +39,7 @@ import secrets as _secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 import structlog
@@ -39,20 +47,25 @@ import structlog
 from dispatcher.errors import ConfigError, JournalError, JournalLockedError, JournalWriteError, UsageError
 from dispatcher.journal.outcomes import JournalState, Moved
 from dispatcher.journal.uri import JournalURI
+from dispatcher.pg.connect import STATEMENT_S, bounded, connect, connect_sync
 from dispatcher.version import DISTRIBUTION
 
 if TYPE_CHECKING:
     import psycopg
 
+T = TypeVar("T")
 log = structlog.get_logger("dispatcher")
-VERSION = 1
+VERSION = 2
 MISSING_EXTRA = f"{{uri}}: a PostgreSQL journal needs the postgres extra: pip install '{DISTRIBUTION}[postgres]'"
 DEFAULT_LEASE = 30.0
-_CONNECT_TIMEOUT = 5  # seconds, unless the URI says connect_timeout=
+PLAN_S = 120.0  # the bound on storing one part of the plan (COPY of up to 20,000 batches)
+BEAT = 1.0  # seconds between the heartbeats of a send's lock connection
+STALE = 5.0  # a heartbeat older than this is of a send that is gone
+CLOSE_S = 1.5  # what the end of a run gives the database, at most, to take its last lines and claims
 _PLAN_JOBS = 256  # jobs stored in one transaction
 _PLAN_BATCHES = 20_000
 
-_OUTCOMES = "SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq"
+# Version 1, as the first release made it; later versions are the migrations below, applied in order.
 _TABLES = """
 CREATE TABLE dispatcher.journal_runs (
     journal text PRIMARY KEY,
@@ -100,6 +113,20 @@ CREATE TABLE dispatcher.journal_outcomes (
     PRIMARY KEY (journal, seq)
 );
 """
+_MIGRATIONS = {
+    # The claim's fencing token, the send's heartbeat, and what a job's export held (for the report).
+    2: """
+ALTER TABLE dispatcher.journal_batches ADD COLUMN claim bigint NOT NULL DEFAULT 0;
+ALTER TABLE dispatcher.journal_runs ADD COLUMN beat_at timestamptz;
+ALTER TABLE dispatcher.journal_jobs ADD COLUMN export text;
+""",
+}
+
+
+def lease_clock() -> float:
+    """Seconds on a clock that goes on while the machine is suspended, so that a worker woken from a
+    suspend sees its claims ran out (time.monotonic stops meanwhile on Linux)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +163,38 @@ class RunStatus:
     send_alive: bool  # the run's send holds the journal
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanEntry:
+    """A job of a run's plan as the report reads it: how many batches, what its export held."""
+
+    job_id: str
+    job_hash: str
+    api: str
+    group_id: str | None
+    batches: int
+    export: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Unsent:
+    """A planned batch that no worker has sent yet (the report lists its recipients as pending)."""
+
+    job_id: str
+    job_hash: str
+    batch: int
+    group_id: str | None
+    recipients: list[str] | None
+
+
+class _Claim(NamedTuple):
+    until: float  # by the worker's clock, when the claim may have run out
+    token: int  # the batch's claim number when this worker took it
+
+
+class NoAnswer(Exception):
+    """The database did not answer a statement within its bound."""
+
+
 def _psycopg(uri: JournalURI) -> Any:
     try:
         import psycopg
@@ -161,20 +220,31 @@ def _lock_key(uri: JournalURI) -> str:
     return f"dispatcher journal {uri.name}"
 
 
+async def _within(work: Awaitable[T], seconds: float = STATEMENT_S) -> T:
+    try:
+        return await bounded(work, seconds)
+    except TimeoutError:
+        raise NoAnswer(f"no answer within {seconds:g} s") from None
+
+
 async def _connect(uri: JournalURI) -> psycopg.AsyncConnection[Any]:
     driver = _psycopg(uri)
-    kwargs: dict[str, Any] = {"autocommit": True, "application_name": "dispatcher"}
-    if "connect_timeout=" not in uri.conninfo:
-        kwargs["connect_timeout"] = _CONNECT_TIMEOUT
     try:
-        conn: psycopg.AsyncConnection[Any] = await driver.AsyncConnection.connect(uri.conninfo, **kwargs)
-    except driver.Error as exc:
+        conn: psycopg.AsyncConnection[Any] = await _within(connect(uri.conninfo))
+    except (driver.Error, NoAnswer) as exc:
         raise JournalError(f"{uri.shown}: cannot reach the database: {_scrub(uri, exc)}") from None
     return conn
 
 
+async def _close(*conns: psycopg.AsyncConnection[Any] | None) -> None:
+    for conn in conns:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
 async def _ensure_schema(uri: JournalURI, conn: psycopg.AsyncConnection[Any]) -> None:
-    """Create our schema and tables on first use; refuse tables of a newer version than this one."""
+    """Make our schema and tables on first use, migrate older ones in place, refuse newer ones."""
     async with conn.transaction():
         # Concurrent first uses (the budget's tables live in this schema too) would race otherwise.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dispatcher schema'))")
@@ -184,31 +254,57 @@ async def _ensure_schema(uri: JournalURI, conn: psycopg.AsyncConnection[Any]) ->
         )
         cur = await conn.execute("SELECT version FROM dispatcher.meta WHERE component = 'journal'")
         row = await cur.fetchone()
-        if row is None:
+        version = 0 if row is None else int(row[0])
+        if version > VERSION:
+            raise JournalError(_newer(uri, version))
+        if version == 0:
             await conn.execute(_TABLES)
-            await conn.execute("INSERT INTO dispatcher.meta VALUES ('journal', %s)", (VERSION,))
-        elif row[0] > VERSION:
-            raise JournalError(
-                f"{uri.shown}: its tables are of a newer version ({row[0]}) than this dispatcher knows ({VERSION}); "
-                "upgrade dispatcher"
-            )
+            await conn.execute("INSERT INTO dispatcher.meta VALUES ('journal', 1)")
+            version = 1
+        for step in range(version + 1, VERSION + 1):
+            await conn.execute(_MIGRATIONS[step])
+            await conn.execute("UPDATE dispatcher.meta SET version = %s WHERE component = 'journal'", (step,))
 
 
-async def _opened(uri: JournalURI, conn: psycopg.AsyncConnection[Any], work: Awaitable[Any]) -> Any:
-    """Run a step of the opening; a database error is one line naming the journal."""
+def _newer(uri: JournalURI, version: int) -> str:
+    return (
+        f"{uri.shown}: its tables are of a newer version ({version}) than this dispatcher knows ({VERSION}); "
+        "upgrade dispatcher"
+    )
+
+
+async def _opened(uri: JournalURI, conns: Iterable[Any], work: Awaitable[T]) -> T:
+    """Run a step of the opening; a database error is one line naming the journal, and the
+    connections opened so far are closed."""
     psycopg = _psycopg(uri)
     try:
-        return await work
-    except psycopg.Error as exc:
-        await conn.close()
+        return await _within(work)
+    except (psycopg.Error, NoAnswer) as exc:
+        await _close(*conns)
         raise JournalError(f"{uri.shown}: {_scrub(uri, exc)}") from None
     except BaseException:
-        await conn.close()
+        await _close(*conns)
         raise
 
 
 def _holder() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _gone_here(holder: str) -> bool:
+    """True for a holder that was a process of this machine that is no longer running (or this one)."""
+    pid, _, host = holder.removeprefix("pid ").partition(" on ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 async def open_send(
@@ -221,37 +317,54 @@ async def open_send(
     max_attempts: int,
     message_quota: int,
     lease: float = DEFAULT_LEASE,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = lease_clock,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> PgJournal:
     """Open the run of `uri` as its `send`: the journal's lock taken first (a second send is refused
     naming the holder), a run with outcomes or a plan refused unless resuming, its state read."""
-    main = await _connect(uri)
-    await _opened(uri, main, _ensure_schema(uri, main))
+    lock = await _connect(uri)
+    await _opened(uri, [lock], _ensure_schema(uri, lock))
     locked = False
     for _ in range(3):  # a `work` that asks whether the send lives holds the lock for an instant
-        cur = await _opened(uri, main, main.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(uri),)))
+        cur = await _opened(uri, [lock], lock.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(uri),)))
         lock_row: Any = await cur.fetchone()
         locked = bool(lock_row[0])
         if locked:
             break
         await asyncio.sleep(0.05)
-    if not locked:
-        cur = await _opened(
-            uri, main, main.execute("SELECT holder FROM dispatcher.journal_runs WHERE journal = %s", (uri.name,))
-        )
-        row = await cur.fetchone()
-        await main.close()
-        who = row[0] if row and row[0] else "another process"
+    cur = await _opened(
+        uri,
+        [lock],
+        lock.execute(
+            "SELECT holder, extract(epoch FROM clock_timestamp() - beat_at) FROM dispatcher.journal_runs "
+            "WHERE journal = %s",
+            (uri.name,),
+        ),
+    )
+    row = await cur.fetchone()
+    holder: str | None = row[0] if row else None
+    beat_age = float(row[1]) if row and row[1] is not None else STALE
+    # The lock is free but the send that had it beat a moment ago: it lost its connection and is
+    # stopping (or was killed on another machine). Two sends must not run side by side.
+    lockless = holder is not None and beat_age < STALE and not _gone_here(holder)
+    if not locked or lockless:
+        await _close(lock)
+        who = holder or "another process"
+        detail = f", seen {beat_age:.1f} s ago without the journal's lock" if locked else ""
         raise JournalLockedError(
-            f"{uri.shown} is in use by another run ({who}); one run owns a journal until it ends: wait for it, "
-            f"or stop it, then --resume (`dispatcher work {uri.shown}` joins it from any machine)"
+            f"{uri.shown} is in use by another run ({who}{detail}); one run owns a journal until it ends: wait for "
+            f"it, or stop it, then --resume (`dispatcher work {uri.shown}` joins it from any machine)"
         )
+    conns: list[Any] = [lock]
     try:
-        journal = PgJournal(uri, main, await _connect(uri), is_send=True, lease=lease, clock=clock, sleep=sleep)
+        for _ in range(3):  # the plan, the claims, the commits
+            conns.append(await _connect(uri))
     except BaseException:
-        await main.close()
+        await _close(*conns)
         raise
+    journal = PgJournal(
+        uri, conns[2], conns[3], lock=lock, plan=conns[1], lease=lease, clock=clock, sleep=sleep, holder=_holder()
+    )
     try:
         await journal.begin_send(
             resume=resume,
@@ -280,16 +393,16 @@ async def open_work(
     uri: JournalURI,
     *,
     lease: float = DEFAULT_LEASE,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = lease_clock,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> tuple[PgJournal, RunRow]:
     """Join the run of `uri` as a worker; the run's row (its rate and store) for the caller to check."""
-    conn = await _connect(uri)
-    await _opened(uri, conn, _ensure_schema(uri, conn))
+    claims = await _connect(uri)
+    await _opened(uri, [claims], _ensure_schema(uri, claims))
     cur = await _opened(
         uri,
-        conn,
-        conn.execute(
+        [claims],
+        claims.execute(
             "SELECT rate, rate_store, max_attempts, message_quota, plan_complete FROM dispatcher.journal_runs "
             "WHERE journal = %s",
             (uri.name,),
@@ -297,56 +410,75 @@ async def open_work(
     )
     row = await cur.fetchone()
     if row is None:
-        await conn.close()
+        await _close(claims)
         raise JournalError(f"{uri.shown}: no run in this journal; `dispatcher send --out {uri.shown}` starts one")
-    journal = PgJournal(uri, None, conn, is_send=False, lease=lease, clock=clock, sleep=sleep)
+    try:
+        commits = await _connect(uri)
+    except BaseException:
+        await _close(claims)
+        raise
+    journal = PgJournal(uri, claims, commits, lease=lease, clock=clock, sleep=sleep)
     return journal, RunRow(*row)
+
+
+class _Line(NamedTuple):
+    doc: dict[str, Any]
+    batch: tuple[str, int] | None  # (job_id, batch) of a reply's line; None for a rejection
+    token: int  # the claim under which the line was written
 
 
 class PgJournal:
     """One worker's view of a run in PostgreSQL: a `JournalStore` and a `SharedRun`.
 
-    Two connections for the send (`main` holds the journal's lock and stores the plan; `conn` claims,
-    renews and commits the outcome lines), one for a worker. `close()` is the file journal's
-    synchronous close and does nothing; `aclose()` commits what is left, releases the claims and
-    closes the connections."""
+    Connections: `claims` (claims, renewals, releases, the run's status) and `commits` (outcome
+    lines) for every worker; the send also has `plan` (stores the plan) and `lock` (holds the
+    journal's lock and beats). `close()` is the file journal's synchronous close and does nothing;
+    `aclose()` commits what is left, gives back the claims and closes the connections, within CLOSE_S."""
 
     def __init__(
         self,
         uri: JournalURI,
-        main: psycopg.AsyncConnection[Any] | None,
-        conn: psycopg.AsyncConnection[Any],
+        claims: psycopg.AsyncConnection[Any],
+        commits: psycopg.AsyncConnection[Any],
         *,
-        is_send: bool,
+        lock: psycopg.AsyncConnection[Any] | None = None,
+        plan: psycopg.AsyncConnection[Any] | None = None,
         lease: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        holder: str | None = None,
     ) -> None:
         self.uri = uri
         self.path = uri.shown
-        self.is_send = is_send
+        self.is_send = lock is not None
         self.state = JournalState()
         self.lines = 0
         self.error: JournalWriteError | None = None
         self.incomplete = False
         self.planned = asyncio.Event()
         self.lease = lease
-        self._main = main
-        self._conn = conn
+        self._claims_conn = claims
+        self._commits = commits
+        self._lock = lock
+        self._plan = plan
         self._clock = clock
         self._sleep = sleep
+        self._holder = holder
         self._me = f"{socket.gethostname()}:{os.getpid()}:{_secrets.token_hex(4)}"
         self._psycopg = _psycopg(uri)
-        self._buffer: list[dict[str, Any]] = []
+        self._faults: tuple[type[BaseException], ...] = (self._psycopg.Error, NoAnswer)
+        self._buffer: list[_Line] = []
         self._written = 0
         self._committed = 0
         self._flushing: asyncio.Task[None] | None = None
-        self._claims: dict[tuple[str, int], float] = {}  # batch -> until when (local clock) the claim holds
+        self._claims: dict[tuple[str, int], _Claim] = {}
+        self._refused: set[tuple[str, int]] = set()  # lines the database refused: the claim was lost
         self._jobs: dict[str, PlannedJob] = {}
         self._planned: dict[str, str] = {}  # job_id -> job_hash of every job in the plan (the send's)
         self._plan_jobs: list[tuple[Any, ...]] = []
         self._plan_batches: list[tuple[Any, ...]] = []
         self._on_error: Callable[[JournalWriteError], None] = lambda exc: None
+        self._lock_lost = False
         self._closed = False
 
     # -- the opening -----------------------------------------------------------------------------
@@ -354,40 +486,47 @@ class PgJournal:
     async def begin_send(
         self, *, resume: bool, retry_failed: bool, rate: float, rate_store: str, max_attempts: int, message_quota: int
     ) -> None:
-        assert self._main is not None
-        main, name = self._main, self.uri.name
+        assert self._plan is not None
         try:
-            cur = await main.execute("SELECT 1 FROM dispatcher.journal_runs WHERE journal = %s", (name,))
-            exists = await cur.fetchone() is not None
-            if exists and not resume:
-                raise JournalError(
-                    f"{self.uri.shown} exists and is not empty; pass --resume to continue it, or choose another --out"
-                )
-            await main.execute(
-                "INSERT INTO dispatcher.journal_runs (journal, holder, rate, rate_store, max_attempts, message_quota) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (journal) DO UPDATE SET holder = excluded.holder, "
-                "rate = excluded.rate, rate_store = excluded.rate_store, max_attempts = excluded.max_attempts, "
-                "message_quota = excluded.message_quota",
-                (name, _holder(), rate, rate_store, max_attempts, message_quota),
-            )
-            if not exists:
-                return
-            cur = await main.execute("SELECT job_id, job_hash FROM dispatcher.journal_jobs WHERE journal = %s", (name,))
-            self._planned = {job_id: job_hash for job_id, job_hash in await cur.fetchall()}
-            async with main.transaction(), main.cursor(name="dispatcher_state") as named:
-                await named.execute(
-                    "SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (name,)
-                )
-                async for (doc,) in named:
-                    self.state.add(orjson.loads(doc))
-            if retry_failed:
-                await main.execute(
-                    "UPDATE dispatcher.journal_batches SET final = false WHERE journal = %s AND status = 'failed' "
-                    "AND final",
-                    (name,),
-                )
-        except self._psycopg.Error as exc:
+            await _within(self._begin_send(resume, retry_failed, rate, rate_store, max_attempts, message_quota), PLAN_S)
+        except self._faults as exc:
             raise JournalError(f"{self.uri.shown}: {_scrub(self.uri, exc)}") from None
+
+    async def _begin_send(
+        self, resume: bool, retry_failed: bool, rate: float, rate_store: str, max_attempts: int, message_quota: int
+    ) -> None:
+        assert self._plan is not None
+        conn, name = self._plan, self.uri.name
+        cur = await conn.execute("SELECT 1 FROM dispatcher.journal_runs WHERE journal = %s", (name,))
+        exists = await cur.fetchone() is not None
+        if exists and not resume:
+            raise JournalError(
+                f"{self.uri.shown} exists and is not empty; pass --resume to continue it, or choose another --out"
+            )
+        if resume and not exists:
+            log.warning(f"--resume: {self.uri.shown} holds no run to resume; this send starts a new one")
+        await conn.execute(
+            "INSERT INTO dispatcher.journal_runs (journal, holder, beat_at, rate, rate_store, max_attempts, "
+            "message_quota) VALUES (%s, %s, clock_timestamp(), %s, %s, %s, %s) ON CONFLICT (journal) DO UPDATE SET "
+            "holder = excluded.holder, beat_at = excluded.beat_at, rate = excluded.rate, "
+            "rate_store = excluded.rate_store, max_attempts = excluded.max_attempts, "
+            "message_quota = excluded.message_quota",
+            (name, self._holder, rate, rate_store, max_attempts, message_quota),
+        )
+        if not exists:
+            return
+        cur = await conn.execute("SELECT job_id, job_hash FROM dispatcher.journal_jobs WHERE journal = %s", (name,))
+        self._planned = {job_id: job_hash for job_id, job_hash in await cur.fetchall()}
+        async with conn.transaction(), conn.cursor(name="dispatcher_state") as named:
+            await named.execute("SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (name,))
+            async for (doc,) in named:
+                self.state.add(orjson.loads(doc))
+        if retry_failed:
+            await conn.execute(
+                "UPDATE dispatcher.journal_batches SET final = false WHERE journal = %s AND status = 'failed' "
+                "AND final",
+                (name,),
+            )
 
     # -- the plan (the send's) --------------------------------------------------------------------
 
@@ -399,6 +538,7 @@ class PgJournal:
         """Add a job (validated whole) and its batches to the plan; stored with the next `plan_flush`
         (no worker can claim a batch before it is committed, so none is sent before its job is stored)."""
         self._planned[job.job_id] = job.job_hash
+        export = None if job.export is None else orjson.dumps(job.export.to_json()).decode()
         self._plan_jobs.append(
             (
                 self.uri.name,
@@ -412,6 +552,7 @@ class PgJournal:
                 job.recipient_count,
                 job.batch_size,
                 job.source,
+                export,
             )
         )
         for batch in batches:
@@ -424,40 +565,46 @@ class PgJournal:
         """Store the jobs added since the last flush, in one transaction (COPY)."""
         if not self._plan_jobs or self.error is not None:
             return
-        assert self._main is not None
         jobs, batches = self._plan_jobs, self._plan_batches
         self._plan_jobs, self._plan_batches = [], []
         try:
-            async with self._main.transaction(), self._main.cursor() as cur:
-                async with cur.copy(
-                    "COPY dispatcher.journal_jobs (journal, job_id, job_hash, api, group_id, group_type, fields, "
-                    "named, recipient_count, batch_size, source) FROM STDIN"
-                ) as copy:
-                    for row in jobs:
-                        await copy.write_row(row)
-                async with cur.copy(
-                    "COPY dispatcher.journal_batches (journal, job_id, batch, recipients, random) FROM STDIN"
-                ) as copy:
-                    for row in batches:
-                        await copy.write_row(row)
-        except self._psycopg.Error as exc:
+            await _within(self._copy(jobs, batches), PLAN_S)
+        except self._faults as exc:
             self._lost(exc)
             return
         self.planned.set()
 
+    async def _copy(self, jobs: list[tuple[Any, ...]], batches: list[tuple[Any, ...]]) -> None:
+        assert self._plan is not None
+        async with self._plan.transaction(), self._plan.cursor() as cur:
+            async with cur.copy(
+                "COPY dispatcher.journal_jobs (journal, job_id, job_hash, api, group_id, group_type, fields, "
+                "named, recipient_count, batch_size, source, export) FROM STDIN"
+            ) as copy:
+                for row in jobs:
+                    await copy.write_row(row)
+            async with cur.copy(
+                "COPY dispatcher.journal_batches (journal, job_id, batch, recipients, random) FROM STDIN"
+            ) as copy:
+                for row in batches:
+                    await copy.write_row(row)
+
     async def withdraw(self, job_id: str) -> None:
         """Take a job's batches that have no final outcome out of the run (the job was rejected on a
-        resume: changed since its plan was stored): no worker claims them any more."""
+        resume: changed since its plan was stored): no worker claims them any more, and a worker that
+        holds one has its lines about it refused."""
         if self.error is not None:
             return
-        assert self._main is not None
+        assert self._plan is not None
         try:
-            await self._main.execute(
-                "UPDATE dispatcher.journal_batches SET final = true, status = 'withdrawn', claimed_by = NULL, "
-                "lease_until = NULL WHERE journal = %s AND job_id = %s AND NOT final",
-                (self.uri.name, job_id),
+            await _within(
+                self._plan.execute(
+                    "UPDATE dispatcher.journal_batches SET final = true, status = 'withdrawn', claimed_by = NULL, "
+                    "lease_until = NULL WHERE journal = %s AND job_id = %s AND NOT final",
+                    (self.uri.name, job_id),
+                )
             )
-        except self._psycopg.Error as exc:
+        except self._faults as exc:
             self._lost(exc)
 
     async def plan_complete(self) -> None:
@@ -465,12 +612,14 @@ class PgJournal:
         await self.plan_flush()
         if self.error is not None:
             return
-        assert self._main is not None
+        assert self._plan is not None
         try:
-            await self._main.execute(
-                "UPDATE dispatcher.journal_runs SET plan_complete = true WHERE journal = %s", (self.uri.name,)
+            await _within(
+                self._plan.execute(
+                    "UPDATE dispatcher.journal_runs SET plan_complete = true WHERE journal = %s", (self.uri.name,)
+                )
             )
-        except self._psycopg.Error as exc:
+        except self._faults as exc:
             self._lost(exc)
 
     # -- claims ---------------------------------------------------------------------------------
@@ -479,31 +628,15 @@ class PgJournal:
         """Claim up to `count` batches that have no final outcome and no live claim, in plan order."""
         began = self._clock()
         try:
-            cur = await self._conn.execute(
-                "UPDATE dispatcher.journal_batches b SET claimed_by = %(me)s, "
-                "lease_until = now() + %(lease)s * interval '1 second' "
-                "FROM (SELECT job_id, batch FROM dispatcher.journal_batches WHERE journal = %(j)s AND NOT final "
-                "AND (lease_until IS NULL OR lease_until < now()) ORDER BY seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) c "
-                "WHERE b.journal = %(j)s AND b.job_id = c.job_id AND b.batch = c.batch "
-                "RETURNING b.seq, b.job_id, b.batch, b.recipients, b.random, b.last_doc",
-                {"me": self._me, "lease": self.lease, "j": self.uri.name, "n": count},
-            )
-            rows = sorted(await cur.fetchall())
-            missing = sorted({row[1] for row in rows} - set(self._jobs))
-            if missing:
-                cur = await self._conn.execute(
-                    "SELECT job_id, job_hash, api, group_id, group_type, fields, named, recipient_count, batch_size, "
-                    "source FROM dispatcher.journal_jobs WHERE journal = %s AND job_id = ANY(%s)",
-                    (self.uri.name, missing),
-                )
-                for r in await cur.fetchall():
-                    self._jobs[r[0]] = PlannedJob(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), *r[6:])
-        except self._psycopg.Error as exc:
+            rows, missing = await _within(self._claim(count))
+        except self._faults as exc:
             self._lost(exc)
             return []
+        for r in missing:
+            self._jobs[r[0]] = PlannedJob(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), *r[6:])
         out = []
-        for _, job_id, index, recipients, random, last in rows:
-            self._claims[(job_id, index)] = began + self.lease
+        for _, job_id, index, recipients, random, last, token in rows:
+            self._claims[(job_id, index)] = _Claim(began + self.lease, int(token))
             doc = None if last is None else orjson.loads(last)
             if doc is not None:
                 self.state.add(doc)
@@ -511,63 +644,172 @@ class PgJournal:
             out.append(Claimed(self._jobs[job_id], index, ids, random, doc))
         return out
 
-    def holds(self, job_id: str, batch: int) -> bool:
-        """True while this worker's claim on the batch holds by its own clock: only then may it start."""
-        return self._claims.get((job_id, batch), float("-inf")) > self._clock()
+    async def _claim(self, count: int) -> tuple[list[Any], list[Any]]:
+        conn = self._claims_conn
+        cur = await conn.execute(
+            "UPDATE dispatcher.journal_batches b SET claimed_by = %(me)s, claim = b.claim + 1, "
+            "lease_until = now() + %(lease)s * interval '1 second' "
+            "FROM (SELECT job_id, batch FROM dispatcher.journal_batches WHERE journal = %(j)s AND NOT final "
+            "AND (lease_until IS NULL OR lease_until < now()) ORDER BY seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) c "
+            "WHERE b.journal = %(j)s AND b.job_id = c.job_id AND b.batch = c.batch "
+            "RETURNING b.seq, b.job_id, b.batch, b.recipients, b.random, b.last_doc, b.claim",
+            {"me": self._me, "lease": self.lease, "j": self.uri.name, "n": count},
+        )
+        rows = sorted(await cur.fetchall())
+        wanted = sorted({row[1] for row in rows} - set(self._jobs))
+        missing: list[Any] = []
+        if wanted:
+            cur = await conn.execute(
+                "SELECT job_id, job_hash, api, group_id, group_type, fields, named, recipient_count, batch_size, "
+                "source FROM dispatcher.journal_jobs WHERE journal = %s AND job_id = ANY(%s)",
+                (self.uri.name, wanted),
+            )
+            missing = list(await cur.fetchall())
+        return rows, missing
+
+    def holds(self, job_id: str, batch: int, seconds: float = 0.0) -> bool:
+        """True while this worker's claim on the batch holds, by its own clock, for `seconds` more:
+        only then may it start a request that takes up to that long."""
+        claim = self._claims.get((job_id, batch))
+        return claim is not None and claim.until - self._clock() > seconds
+
+    def refused(self, job_id: str, batch: int) -> bool:
+        """True (once) if the database refused this worker's line about the batch: its claim was
+        taken over or the batch withdrawn. The worker must leave the batch to whoever holds it."""
+        key = (job_id, batch)
+        if key in self._refused:
+            self._refused.discard(key)
+            return True
+        return False
+
+    async def release(self, job_id: str, batch: int) -> None:
+        """Give up a claim this worker will not use (it ran out before the request could start)."""
+        claim = self._claims.pop((job_id, batch), None)
+        if claim is not None and self.error is None:
+            await self._release({(job_id, batch): claim})
+
+    async def _release(self, claims: dict[tuple[str, int], _Claim]) -> None:
+        keys = list(claims)
+        try:
+            await _within(
+                self._claims_conn.execute(
+                    "UPDATE dispatcher.journal_batches b SET claimed_by = NULL, lease_until = NULL "
+                    "FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(job_id, batch, claim) "
+                    "WHERE b.journal = %s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
+                    "AND b.claimed_by = %s AND NOT b.final",
+                    (
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        [claims[k].token for k in keys],
+                        self.uri.name,
+                        self._me,
+                    ),
+                )
+            )
+        except self._faults as exc:
+            self._lost(exc)
 
     async def _renew(self) -> None:
+        """Extend the claims that still hold by this worker's clock; forget those that ran out (given
+        back) or that the database no longer gives it (taken over by another worker)."""
         if not self._claims:
             return
         began = self._clock()
-        cur = await self._conn.execute(
-            "UPDATE dispatcher.journal_batches SET lease_until = now() + %s * interval '1 second' "
-            "WHERE journal = %s AND claimed_by = %s AND NOT final RETURNING job_id, batch",
-            (self.lease, self.uri.name, self._me),
-        )
-        held = {(job_id, batch) for job_id, batch in await cur.fetchall()}
-        # A claim taken over by another worker (its lease ran out first) is not ours to start.
-        self._claims = {key: began + self.lease for key in self._claims if key in held}
+        live = {key: claim for key, claim in self._claims.items() if claim.until > began}
+        ran_out = {key: claim for key, claim in self._claims.items() if claim.until <= began}
+        for key in ran_out:
+            del self._claims[key]
+        if live:
+            keys = list(live)
+            cur = await _within(
+                self._claims_conn.execute(
+                    "UPDATE dispatcher.journal_batches b SET lease_until = now() + %s * interval '1 second' "
+                    "FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(job_id, batch, claim) "
+                    "WHERE b.journal = %s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
+                    "AND b.claimed_by = %s AND NOT b.final AND b.lease_until > now() RETURNING b.job_id, b.batch",
+                    (
+                        self.lease,
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        [live[k].token for k in keys],
+                        self.uri.name,
+                        self._me,
+                    ),
+                )
+            )
+            held = {(job_id, batch) for job_id, batch in await cur.fetchall()}
+            for key, claim in live.items():
+                if key not in self._claims:
+                    continue  # final meanwhile
+                if key in held:
+                    self._claims[key] = _Claim(began + self.lease, claim.token)
+                else:
+                    del self._claims[key]
+        if ran_out:
+            await self._release(ran_out)
 
     async def status(self) -> RunStatus:
         try:
-            cur = await self._conn.execute(
-                "SELECT plan_complete, (SELECT count(*) FROM dispatcher.journal_batches WHERE journal = %(j)s "
-                "AND NOT final) FROM dispatcher.journal_runs WHERE journal = %(j)s",
-                {"j": self.uri.name},
-            )
-            row = await cur.fetchone()
-            complete, left = (bool(row[0]), int(row[1])) if row else (False, 0)
-            alive = True
-            if not self.is_send:
-                # The send's connection holds the lock; asking for it shared, for an instant, tells.
-                cur = await self._conn.execute(
-                    "SELECT pg_try_advisory_lock_shared(hashtext(%s))", (_lock_key(self.uri),)
-                )
-                got_row: Any = await cur.fetchone()
-                got = bool(got_row[0])
-                if got:
-                    await self._conn.execute("SELECT pg_advisory_unlock_shared(hashtext(%s))", (_lock_key(self.uri),))
-                alive = not got
-        except self._psycopg.Error as exc:
+            return await _within(self._status())
+        except self._faults as exc:
             self._lost(exc)
             return RunStatus(False, 0, False)
+
+    async def _status(self) -> RunStatus:
+        conn = self._claims_conn
+        cur = await conn.execute(
+            "SELECT plan_complete, (SELECT count(*) FROM dispatcher.journal_batches WHERE journal = %(j)s "
+            "AND NOT final) FROM dispatcher.journal_runs WHERE journal = %(j)s",
+            {"j": self.uri.name},
+        )
+        row = await cur.fetchone()
+        complete, left = (bool(row[0]), int(row[1])) if row else (False, 0)
+        alive = True
+        if not self.is_send:
+            # The send's connection holds the lock; asking for it shared, for an instant, tells.
+            cur = await conn.execute("SELECT pg_try_advisory_lock_shared(hashtext(%s))", (_lock_key(self.uri),))
+            got_row: Any = await cur.fetchone()
+            got = bool(got_row[0])
+            if got:
+                await conn.execute("SELECT pg_advisory_unlock_shared(hashtext(%s))", (_lock_key(self.uri),))
+            alive = not got
         return RunStatus(complete, left, alive)
 
     # -- outcome lines ---------------------------------------------------------------------------
 
     def write(self, doc: dict[str, Any]) -> None:
-        """Take one outcome line; it is committed with the next round (`settle` waits for it)."""
+        """Take one outcome line; it is committed with the next round (`settle` waits for it). A line
+        about a batch whose claim this worker no longer holds is refused at once."""
         if self.error is not None:
             raise self.error
-        self._buffer.append(doc)
-        self._written += 1
         self.lines += 1
+        key = None if doc.get("batch") is None else (str(doc["job_id"]), int(doc["batch"]))
+        token = 0
+        if key is not None:
+            claim = self._claims.get(key)
+            if claim is None:
+                self._refuse(key, doc)
+                return
+            token = claim.token
+        self._buffer.append(_Line(doc, key, token))
+        self._written += 1
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
+    def _refuse(self, key: tuple[str, int], doc: dict[str, Any]) -> None:
+        self._refused.add(key)
+        self._claims.pop(key, None)
+        log.warning(
+            "a reply came after this worker's claim on its batch was lost: not recorded; the worker that holds "
+            "the batch now records it",
+            job_id=key[0],
+            batch=key[1],
+            status=doc.get("status"),
+        )
+
     async def settle(self) -> None:
-        """Return once every line written so far is committed (or the journal failed: then the run
-        has been told through `on_error`, and stops)."""
+        """Return once every line written so far is committed or refused (or the journal failed: then
+        the run has been told through `on_error`, and stops)."""
         target = self._written
         while self._committed < target and self.error is None:
             if self._flushing is None:
@@ -577,49 +819,65 @@ class PgJournal:
     async def _flush(self) -> None:
         try:
             while self._buffer and self.error is None:
-                docs, self._buffer = self._buffer, []
+                lines, self._buffer = self._buffer, []
                 try:
-                    await self._commit(docs)
-                except self._psycopg.Error as exc:
+                    accepted, latest = await _within(self._commit(lines))
+                except self._faults as exc:
                     self._lost(exc)
                     return
-                self._committed += len(docs)
+                for key, line in latest.items():
+                    if key not in accepted:
+                        self._refuse(key, line.doc)
+                    elif line.doc.get("final"):
+                        self._claims.pop(key, None)
+                self._committed += len(lines)
         finally:
             self._flushing = None
 
-    async def _commit(self, docs: list[dict[str, Any]]) -> None:
-        texts = [orjson.dumps(doc).decode() for doc in docs]
-        latest: dict[tuple[str, int], tuple[bool, str, str]] = {}
-        for doc, text in zip(docs, texts, strict=True):
-            if doc.get("batch") is not None:
-                latest[(str(doc["job_id"]), int(doc["batch"]))] = (bool(doc.get("final")), str(doc["status"]), text)
-        async with self._conn.transaction():
-            await self._conn.execute(
-                "INSERT INTO dispatcher.journal_outcomes (journal, doc) SELECT %s, unnest(%s::text[])",
-                (self.uri.name, texts),
-            )
+    async def _commit(self, lines: list[_Line]) -> tuple[set[tuple[str, int]], dict[tuple[str, int], _Line]]:
+        """One transaction: the batches' latest lines where this worker still holds their claims
+        (fenced by the claim's number), then every line the database took. The batches it took."""
+        texts = [orjson.dumps(line.doc).decode() for line in lines]
+        latest: dict[tuple[str, int], _Line] = {}
+        text_of: dict[tuple[str, int], str] = {}
+        for line, text in zip(lines, texts, strict=True):
+            if line.batch is not None:
+                latest[line.batch] = line
+                text_of[line.batch] = text
+        conn = self._commits
+        accepted: set[tuple[str, int]] = set()
+        async with conn.transaction():
             if latest:
                 keys = list(latest)
-                await self._conn.execute(
+                cur = await conn.execute(
                     "UPDATE dispatcher.journal_batches b SET last_doc = u.doc, final = u.final, "
                     "status = CASE WHEN u.final THEN u.status ELSE b.status END, "
                     "claimed_by = CASE WHEN u.final THEN NULL ELSE b.claimed_by END, "
                     "lease_until = CASE WHEN u.final THEN NULL ELSE b.lease_until END "
-                    "FROM unnest(%s::text[], %s::int[], %s::bool[], %s::text[], %s::text[]) "
-                    "AS u(job_id, batch, final, status, doc) "
-                    "WHERE b.journal = %s AND b.job_id = u.job_id AND b.batch = u.batch",
+                    "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::bool[], %s::text[], %s::text[]) "
+                    "AS u(job_id, batch, claim, final, status, doc) "
+                    "WHERE b.journal = %s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
+                    "AND b.claimed_by = %s AND NOT b.final RETURNING b.job_id, b.batch",
                     (
                         [k[0] for k in keys],
                         [k[1] for k in keys],
-                        [latest[k][0] for k in keys],
-                        [latest[k][1] for k in keys],
-                        [latest[k][2] for k in keys],
+                        [latest[k].token for k in keys],
+                        [bool(latest[k].doc.get("final")) for k in keys],
+                        [str(latest[k].doc["status"]) for k in keys],
+                        [text_of[k] for k in keys],
                         self.uri.name,
+                        self._me,
                     ),
                 )
-        for key, (final, _, _) in latest.items():
-            if final:
-                self._claims.pop(key, None)
+                accepted = {(job_id, batch) for job_id, batch in await cur.fetchall()}
+            pairs = zip(lines, texts, strict=True)
+            kept = [text for line, text in pairs if line.batch is None or line.batch in accepted]
+            if kept:
+                await conn.execute(
+                    "INSERT INTO dispatcher.journal_outcomes (journal, doc) SELECT %s, unnest(%s::text[])",
+                    (self.uri.name, kept),
+                )
+        return accepted, latest
 
     def _lost(self, exc: BaseException) -> None:
         if self.error is None:
@@ -629,20 +887,56 @@ class PgJournal:
             )
             self._on_error(self.error)
 
+    def _lost_lock(self, reason: str) -> None:
+        """The send's hold on the journal is gone: stop taking batches (lines of requests in flight are
+        still committed: their claims hold), so that no second send runs beside this one."""
+        if not self._lock_lost:
+            self._lock_lost = True
+            self._on_error(
+                JournalWriteError(
+                    f"{self.uri.shown}: this send lost the journal's lock ({reason}); no new request starts, "
+                    f"so that no second send runs beside it. Once it has ended, `send --resume` or "
+                    f"`dispatcher work {self.uri.shown}` finishes the run"
+                )
+            )
+
     async def sync_periodically(
         self, on_error: Callable[[JournalWriteError], None], on_moved: Callable[[Moved], None]
     ) -> None:
-        """Run as a task: renew this worker's claims every third of the lease."""
+        """Run as a task: renew this worker's claims every third of the lease; the send's lock
+        connection beats every BEAT seconds."""
         self._on_error = on_error
         if self.error is not None:
             on_error(self.error)
             return
-        while self.error is None:
-            await self._sleep(self.lease / 3)
+        async with asyncio.TaskGroup() as group:
+            if self._lock is not None:
+                group.create_task(self._beat(self._lock))
+            while self.error is None:
+                await self._sleep(self.lease / 3)
+                try:
+                    await self._renew()
+                except self._faults as exc:
+                    self._lost(exc)
+
+    async def _beat(self, lock: psycopg.AsyncConnection[Any]) -> None:
+        while self.error is None and not self._lock_lost:
             try:
-                await self._renew()
-            except self._psycopg.Error as exc:
-                self._lost(exc)
+                cur = await _within(
+                    lock.execute(
+                        "UPDATE dispatcher.journal_runs SET beat_at = clock_timestamp() "
+                        "WHERE journal = %s AND holder = %s",
+                        (self.uri.name, self._holder),
+                    ),
+                    BEAT * 5,
+                )
+            except self._faults as exc:
+                self._lost_lock(f"its connection: {_scrub(self.uri, exc)}")
+                return
+            if cur.rowcount != 1:
+                self._lost_lock("another send holds the run now")
+                return
+            await self._sleep(BEAT)
 
     # -- the file journal's ends, which have no meaning here ------------------------------------
 
@@ -657,40 +951,47 @@ class PgJournal:
 
     async def aclose(self) -> None:
         """Commit what is left, give back the claims this worker holds, close the connections (the
-        send's lock goes with its connection). A database that is gone leaves its claims to expire."""
+        send's lock goes with its connection), all within CLOSE_S: a database that does not answer
+        leaves its claims to run out, and the run ends anyway."""
         if self._closed:
             return
         self._closed = True
         try:
-            await self.plan_flush()
-            await self.settle()
-            if self.error is None:
-                await self._conn.execute(
-                    "UPDATE dispatcher.journal_batches SET claimed_by = NULL, lease_until = NULL "
-                    "WHERE journal = %s AND claimed_by = %s AND NOT final",
-                    (self.uri.name, self._me),
-                )
-                if self._main is not None:
-                    await self._main.execute(
-                        "UPDATE dispatcher.journal_runs SET holder = NULL WHERE journal = %s", (self.uri.name,)
-                    )
-        except self._psycopg.Error as exc:
-            log.warning("the journal's database was lost at the end; its claims expire", error=_scrub(self.uri, exc))
+            await _within(self._ending(), CLOSE_S)
+        except self._faults as exc:
+            shown = _scrub(self.uri, exc)
+            log.warning("the journal's database did not take the run's end; its claims run out", error=shown)
         finally:
-            for conn in (self._conn, self._main):
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+            await _close(self._claims_conn, self._commits, self._plan, self._lock)
+
+    async def _ending(self) -> None:
+        if self.error is not None:
+            return
+        await self.settle()
+        if self.error is not None:
+            return
+        await self._claims_conn.execute(
+            "UPDATE dispatcher.journal_batches SET claimed_by = NULL, lease_until = NULL "
+            "WHERE journal = %s AND claimed_by = %s AND NOT final",
+            (self.uri.name, self._me),
+        )
+        if self._holder is not None:
+            await self._claims_conn.execute(
+                "UPDATE dispatcher.journal_runs SET holder = NULL, beat_at = NULL WHERE journal = %s AND holder = %s",
+                (self.uri.name, self._holder),
+            )
 
 
-def read_records(uri: JournalURI) -> Iterator[dict[str, Any]]:
-    """Every outcome line of the run, every worker's, in the order they were committed (a report)."""
+# -- what the report reads ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _reading(uri: JournalURI) -> Iterator[Any]:
+    """A connection to read the run of `uri`, in one transaction; refused for a journal with no run,
+    or with tables newer than this dispatcher knows (it could not vouch for what it read)."""
     psycopg = _psycopg(uri)
-    kwargs: dict[str, Any] = {"autocommit": False, "application_name": "dispatcher"}
-    if "connect_timeout=" not in uri.conninfo:
-        kwargs["connect_timeout"] = _CONNECT_TIMEOUT
     try:
-        conn = psycopg.connect(uri.conninfo, **kwargs)
+        conn = connect_sync(uri.conninfo)
     except psycopg.Error as exc:
         raise JournalError(f"{uri.shown}: cannot reach the database: {_scrub(uri, exc)}") from None
     try:
@@ -699,18 +1000,68 @@ def read_records(uri: JournalURI) -> Iterator[dict[str, Any]]:
             row: Any = cur.fetchone()
             found = bool(row and row[0])
             if found:
+                cur = conn.execute("SELECT version FROM dispatcher.meta WHERE component = 'journal'")
+                row = cur.fetchone()
+                if row is not None and int(row[0]) > VERSION:
+                    raise JournalError(_newer(uri, int(row[0])))
                 cur = conn.execute("SELECT 1 FROM dispatcher.journal_runs WHERE journal = %s", (uri.name,))
                 found = cur.fetchone() is not None
             if not found:
                 raise JournalError(f"{uri.shown}: no run in this journal")
-            with conn.cursor(name="dispatcher_report") as named:
-                named.execute(
-                    "SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (uri.name,)
-                )
-                for (doc,) in named:
-                    yield orjson.loads(doc)
+            yield conn
     except psycopg.Error as exc:
         raise JournalError(f"{uri.shown}: {_scrub(uri, exc)}") from None
+
+
+def _has_column(conn: Any, table: str, column: str) -> bool:
+    """A journal at version 1 (not yet opened by this version's send or work) lacks the later columns."""
+    cur = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = 'dispatcher' AND table_name = %s "
+        "AND column_name = %s",
+        (table, column),
+    )
+    return cur.fetchone() is not None
+
+
+def read_records(uri: JournalURI) -> Iterator[dict[str, Any]]:
+    """Every outcome line of the run, every worker's, in the order they were committed (a report)."""
+    with _reading(uri) as conn, conn.cursor(name="dispatcher_report") as named:
+        named.execute("SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (uri.name,))
+        for (doc,) in named:
+            yield orjson.loads(doc)
+
+
+_PLAN = (
+    "SELECT j.job_id, j.job_hash, j.api, j.group_id, j.export, (SELECT count(*) FROM dispatcher.journal_batches b "
+    "WHERE b.journal = j.journal AND b.job_id = j.job_id) FROM dispatcher.journal_jobs j WHERE j.journal = %s "
+    "ORDER BY j.job_id"
+)
+_PLAN_V1 = _PLAN.replace("j.export", "NULL")  # a journal that no send or work of version 2 has opened yet
+
+
+def read_plan(uri: JournalURI) -> Iterator[PlanEntry]:
+    """Every job of the run's plan, with its number of batches and what its export held."""
+    with _reading(uri) as conn:
+        query = _PLAN if _has_column(conn, "journal_jobs", "export") else _PLAN_V1
+        with conn.cursor(name="dispatcher_plan") as named:
+            named.execute(query, (uri.name,))
+            for job_id, job_hash, api, group_id, stats, batches in named:
+                shown = None if stats is None else orjson.loads(stats)
+                yield PlanEntry(job_id, job_hash, api, group_id, int(batches), shown)
+
+
+def read_unsent(uri: JournalURI) -> Iterator[Unsent]:
+    """The planned batches that no worker has sent yet (no line, not withdrawn), in plan order."""
+    with _reading(uri) as conn, conn.cursor(name="dispatcher_unsent") as named:
+        named.execute(
+            "SELECT b.job_id, j.job_hash, b.batch, j.group_id, b.recipients FROM dispatcher.journal_batches b "
+            "JOIN dispatcher.journal_jobs j ON j.journal = b.journal AND j.job_id = b.job_id "
+            "WHERE b.journal = %s AND NOT b.final AND b.last_doc IS NULL ORDER BY b.seq",
+            (uri.name,),
+        )
+        for job_id, job_hash, batch, group_id, recipients in named:
+            ids = None if recipients is None else list(orjson.loads(recipients))
+            yield Unsent(job_id, job_hash, int(batch), group_id, ids)
 
 
 def _store_named(shown: str) -> str:

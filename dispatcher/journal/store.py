@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from dispatcher.errors import JournalWriteError
-    from dispatcher.journal.postgres import Claimed, RunStatus
+    from dispatcher.journal.postgres import Claimed, PlanEntry, RunStatus, Unsent
 
 
 class JournalStore(Protocol):
@@ -54,7 +54,9 @@ class SharedRun(Protocol):
     async def plan_complete(self) -> None: ...
     async def claim(self, count: int) -> list[Claimed]: ...
     async def status(self) -> RunStatus: ...
-    def holds(self, job_id: str, batch: int) -> bool: ...
+    def holds(self, job_id: str, batch: int, seconds: float = 0.0) -> bool: ...
+    def refused(self, job_id: str, batch: int) -> bool: ...
+    async def release(self, job_id: str, batch: int) -> None: ...
     async def settle(self) -> None: ...
     async def aclose(self) -> None: ...
 
@@ -82,3 +84,21 @@ def records_of(source: str | os.PathLike[str] | JournalURI) -> Iterator[dict[str
 
         return postgres.read_records(source)
     return iter_records(source)
+
+
+def plan_of(source: str | os.PathLike[str] | JournalURI) -> Iterator[PlanEntry]:
+    """The jobs of a run's plan (PostgreSQL keeps one; a file journal holds only its lines: none)."""
+    if isinstance(source, JournalURI):
+        from dispatcher.journal import postgres
+
+        return postgres.read_plan(source)
+    return iter(())
+
+
+def unsent_of(source: str | os.PathLike[str] | JournalURI) -> Iterator[Unsent]:
+    """The planned batches of a run that no worker has sent yet (none for a file journal)."""
+    if isinstance(source, JournalURI):
+        from dispatcher.journal import postgres
+
+        return postgres.read_unsent(source)
+    return iter(())

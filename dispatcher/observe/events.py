@@ -54,6 +54,18 @@ class BatchClaimed:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ClaimLost:
+    """A claimed batch this worker gave up: its claim ran out before a request could start, or the
+    database refused its line (another worker took the batch over). `status` and `delivered` are
+    what this worker's refused line had counted, if any: the batch is the other worker's now."""
+
+    job_id: str
+    batch: int
+    status: str | None = None
+    delivered: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BatchSkipped:
     """A batch already final in the journal, not sent again (resume); `failed` if that fate is failed."""
 
@@ -142,6 +154,7 @@ Event = (
     | JobRejected
     | BatchSkipped
     | BatchClaimed
+    | ClaimLost
     | RateWaited
     | PaceStepped
     | ReplyRecorded

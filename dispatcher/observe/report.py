@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from dispatcher.journal.outcomes import FAILED, OK, PENDING, REJECTED
-from dispatcher.journal.store import records_of
+from dispatcher.journal.store import plan_of, records_of, unsent_of
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.events import code_key
-from dispatcher.tim.apis import REGISTRY
+from dispatcher.tim.apis import DEFAULT, REGISTRY
 
 Place = tuple[int, int]  # (which journal, which line)
 Fates = dict[tuple[int, int], tuple[str | None, Place]]  # (job, batch) -> (final status, the place of its latest line)
@@ -80,6 +80,10 @@ class _Jobs:
                 self._fold(waiting, key, job_hash, fates)
         return self._get(key, job_id, job_hash, journal)
 
+    def find(self, job_id: str, job_hash: str) -> int | None:
+        """The job of this job_id and hash, if a line or a plan named it."""
+        return self._index.get((job_id, job_hash))
+
     def _get(self, key: tuple[str, str | int], job_id: str, job_hash: str | None, journal: int) -> int:
         found = self._index.get(key)
         if found is None:
@@ -109,9 +113,20 @@ class _Jobs:
         early.merged = True
 
 
-def _records(paths: tuple[str | os.PathLike[str] | JournalURI, ...]) -> Iterator[tuple[Place, dict[str, Any]]]:
-    """Every line of every journal, each with its place: (which journal, which line)."""
+def _records(
+    paths: tuple[str | os.PathLike[str] | JournalURI, ...], jobs: _Jobs | None = None, fates: Fates | None = None
+) -> Iterator[tuple[Place, dict[str, Any]]]:
+    """Every line of every journal, each with its place: (which journal, which line). With `jobs`, a
+    run's plan (PostgreSQL keeps one) is read into them before its lines: jobs and batches that no
+    line names yet are the run's too, pending."""
     for index, path in enumerate(paths):
+        if jobs is not None and fates is not None:
+            for planned in plan_of(path):
+                info = jobs.all[jobs.of(planned.job_id, planned.job_hash, index, fates)]
+                info.batches = planned.batches
+                info.group_id = planned.group_id
+                info.api = None if planned.api == DEFAULT else planned.api  # as the lines name it
+                info.export = planned.export
         for lineno, doc in enumerate(records_of(path)):
             yield (index, lineno), doc
 
@@ -125,7 +140,7 @@ def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
     fates: Fates = {}
     jobs = _Jobs()
     codes: collections.Counter[str] = collections.Counter()
-    for place, doc in _records(paths):
+    for place, doc in _records(paths, jobs, fates):
         job_hash = doc.get("job_hash")
         uid = jobs.of(str(doc["job_id"]), job_hash if isinstance(job_hash, str) and job_hash else None, place[0], fates)
         info = jobs.all[uid]
@@ -187,6 +202,19 @@ def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
                     miss["recipients"] = list(errors)
                     miss["recipient_errors"] = errors
                 not_notified.append(told_apart(miss, jobs.all[uid]))
+    for path in paths:  # planned batches no line names: never sent
+        for left in unsent_of(path):
+            found = jobs.find(left.job_id, left.job_hash)
+            if found is None or jobs.all[found].rejected is not None or (found, left.batch) in fates:
+                continue
+            miss = {
+                "job_id": left.job_id,
+                "group_id": left.group_id,
+                "batch": left.batch,
+                "status": PENDING,
+                "recipients": left.recipients,
+            }
+            not_notified.append(told_apart(miss, jobs.all[found]))
 
     job_list = []
     for uid, info in enumerate(jobs.all):

@@ -10,6 +10,7 @@ from dispatcher.journal.outcomes import FAILED, OK
 from dispatcher.observe.events import (
     BatchClaimed,
     BatchSkipped,
+    ClaimLost,
     Event,
     Halted,
     JobAccepted,
@@ -47,6 +48,7 @@ class Summary:
     jobs_cut_short: list[str] = dataclasses.field(default_factory=list)
     pace_min: float | None = None  # the slowest pace a request was started at, requests a second
     rate_steps_down: int = 0  # times a "too frequent" reply stepped the pace down
+    claims_lost: int = 0  # a shared run: batches this worker claimed and left to another (its lease ran out)
 
     def on_event(self, event: Event) -> None:
         """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
@@ -75,6 +77,12 @@ class Summary:
             self.rejected += event.recorded
         elif isinstance(event, BatchClaimed):  # a shared run: this worker's batches are those it claims
             self.batches += 1
+        elif isinstance(event, ClaimLost):  # ... and no longer one it gave up: another worker finishes it
+            self.batches -= 1
+            self.claims_lost += 1
+            self.recipients -= event.delivered
+            self.ok -= event.status == OK
+            self.failed -= event.status == FAILED
         elif isinstance(event, BatchSkipped):
             self.skipped += 1
             self.skipped_failed += event.failed
@@ -135,4 +143,5 @@ class Summary:
             "jobs_cut_short": self.jobs_cut_short,
             "pace_min": None if self.pace_min is None else round(self.pace_min, 2),
             "rate_steps_down": self.rate_steps_down,
+            "claims_lost": self.claims_lost,
         }

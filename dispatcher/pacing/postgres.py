@@ -30,6 +30,7 @@ from dispatcher.pacing import adaptive
 from dispatcher.pacing import postgres_sql as sql
 from dispatcher.pacing.base import SHARED_HEADROOM, rate_text
 from dispatcher.pacing.shared import STEP_ARGS, SharedBudget
+from dispatcher.pg.connect import bounded
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,6 +44,13 @@ TOLERANCE_US = 3_000  # as redis.py's, for the same reason: a sleep that wakes l
 TTL_S = 600  # an unused budget is gone 10 minutes after its last use (or after its pause ends)
 TIMEOUT_S = 2.0  # a database that does not answer in this long is lost: halt rather than wait
 RETRY_BACKOFF_S = (0.04, 0.08, 0.16)  # between the quick retries of a refused or dropped connection
+
+
+async def _fetch_one(cursor: psycopg.AsyncCursor[Any], statement: str, args: Sequence[object]) -> Any:
+    await cursor.execute(statement, args, prepare=True)
+    row = await cursor.fetchone()
+    assert row is not None  # each statement is a SELECT of one row
+    return row
 
 
 def _one_line(text: str) -> str:
@@ -178,11 +186,12 @@ class PostgresLimiter(SharedBudget):
                 for backoff in (*RETRY_BACKOFF_S, None):
                     try:
                         cursor = await self._cursor_now()
-                        async with asyncio.timeout(TIMEOUT_S):
-                            await cursor.execute(statement, args, prepare=True)
-                            row = await cursor.fetchone()
-                        assert row is not None  # each statement is a SELECT of one row
+                        row = await bounded(_fetch_one(cursor, statement, args), TIMEOUT_S)
                         return tuple(row)
+                    except asyncio.CancelledError:
+                        # Given up at once (a stop): the call may still be under way on the connection.
+                        self._conn = None
+                        raise
                     except TimeoutError:
                         await self._drop()
                         raise self._fault(f"no answer within {TIMEOUT_S:g} s", starting) from None

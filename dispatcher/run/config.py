@@ -41,4 +41,6 @@ class RunConfig:
             resume=self.resume,
             retry_failed=self.retry_failed,
             message_quota=self.message_quota,
+            lease=self.lease,
+            shared_run=isinstance(self.out, JournalURI),
         )

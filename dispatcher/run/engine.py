@@ -38,6 +38,7 @@ from dispatcher.observe.events import (
     BatchClaimed,
     BatchSkipped,
     Bus,
+    ClaimLost,
     Halted,
     JobAccepted,
     JobRejected,
@@ -196,6 +197,8 @@ class Engine:
 
     def _cancel_all(self) -> None:
         self._begin_stop()
+        if self._producer is not None:  # again: a step it was cancelled in may still be ending
+            self._producer.cancel()
         for worker in self._workers:
             if worker.task is not None:
                 worker.task.cancel()
@@ -494,8 +497,11 @@ class Engine:
             self._emit(RateWaited(self._clock() - asked, endpoint.name, limiter.pace))
             if self._stopping:
                 return  # left pending: its last line, if any, is not final
-            if self._shared is not None and not self._shared.holds(job_id, batch.index):
-                return  # its claim ran out: another worker of the run may have it, and sends it
+            if self._shared is not None and not self._shared.holds(job_id, batch.index, self.config.timeout):
+                # Its claim may run out before the reply comes: another worker of the run sends it.
+                await self._shared.release(job_id, batch.index)
+                self._emit(ClaimLost(job_id, batch.index))
+                return
             worker.sending = True
             try:
                 started = self._last_start = self._clock()
@@ -508,14 +514,19 @@ class Engine:
             finally:
                 worker.sending = False
             sent = Sent(pending, lost, signed)
-            decision = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
+            decision, again = self._handle(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
             if self._shared is not None:
+                if self._stopping:  # nothing more of this reply happens: the journal's close commits its line
+                    return
                 await self._shared.settle()  # the line is in the database before anything more of this reply
+                if self._shared.refused(job_id, batch.index):  # the batch was taken over: it is not ours
+                    self._emit(ClaimLost(job_id, batch.index, decision.status, decision.delivered))
+                    return
             if endpoint.too_frequent(reply.error_code):  # its line is written: the pace may step down now
                 pace = await limiter.over_rate(self._clock() - started)
                 if pace is not None:
                     self._emit(PaceStepped(endpoint.name, pace, code_key(reply.error_code)))
-            if decision is None or self._stopping:
+            if not again or self._stopping:
                 return
             pending, lost = decision.pending, decision.lost
             if decision.backoff:
@@ -524,8 +535,8 @@ class Engine:
 
     def _handle(
         self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int, sent: Sent
-    ) -> Decision | None:
-        """Record one reply and act on it; the decision if the batch is to be sent again, else None.
+    ) -> tuple[Decision, bool]:
+        """Record one reply and act on it: the decision, and whether the batch is to be sent again.
 
         `number` is this request's place among the run's requests, `first_number` that of the
         batch's first attempt in this run; `sent` what this request sent.
@@ -604,6 +615,5 @@ class Engine:
         )
         if decision.halt is not None:
             self._halt(decision.halt)
-        if not written:
-            return None  # not on record, so not done: a resume sends it again
-        return decision if decision.again else None
+        # Not on record, so not done: a resume sends it again.
+        return decision, written and decision.again

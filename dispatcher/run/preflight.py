@@ -11,10 +11,13 @@ from dispatcher.errors import InputError, UsageError
 from dispatcher.jobs.reader import STDIN
 from dispatcher.journal.outcomes import Journal
 from dispatcher.tim import rules
+from dispatcher.tim.config import DEFAULT_TIMEOUT
 
 MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
 # Descriptors a run needs besides one a connection: the journal, exports, their copies, stdio, DNS.
 RESERVED_FILES = 64
+# A run in PostgreSQL: a claim's lease is at least this many request timeouts (see check_options).
+LEASE_PER_TIMEOUT = 2
 
 
 def reserve_open_files(needed: int) -> None:
@@ -52,8 +55,11 @@ def check_options(
     resume: bool,
     retry_failed: bool,
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
+    lease: float = LEASE_PER_TIMEOUT * DEFAULT_TIMEOUT,
+    shared_run: bool = False,
 ) -> None:
-    """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike."""
+    """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike.
+    `shared_run`: the run is kept in PostgreSQL, where `lease` must outlast a request."""
     if not 1 <= batch_size <= rules.MAX_MEMBERS:
         raise UsageError(f"--batch-size must be between 1 and {rules.MAX_MEMBERS}")
     if message_quota < batch_size:  # a quota of 200 a minute (a trial edition, say) works with --batch-size 200
@@ -68,6 +74,14 @@ def check_options(
         raise UsageError("--max-attempts must be at least 1")
     if not (math.isfinite(timeout) and timeout > 0):
         raise UsageError("--timeout must be a positive number of seconds")
+    if not (math.isfinite(lease) and lease > 0):
+        raise UsageError("--lease must be more than 0 seconds")
+    if shared_run and lease < LEASE_PER_TIMEOUT * timeout:
+        # Renewed every third of the lease, a claim always holds two thirds of it: enough for a request.
+        raise UsageError(
+            f"--lease {lease:g} is too short for --timeout {timeout:g}: a claim must hold for a whole request "
+            f"between its renewals; give --lease {LEASE_PER_TIMEOUT * timeout:g} or more, or a shorter --timeout"
+        )
     if retry_failed and not resume:
         raise UsageError("--retry-failed needs --resume (it re-drives the failed batches of a journal)")
 

@@ -1,0 +1,320 @@
+"""A run in PostgreSQL when things go wrong around it, with real processes, a real PostgreSQL and a
+sandbox in its own process counting every delivery: a worker paused past its lease, the journal's
+lock lost, a database that stops answering, a lease too short for a request, and what the report
+says of a run cut short. Each waits on what the processes do (their exits, rows in the database),
+never on the clock."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    PostgresServer,
+    RedisServer,
+    SandboxProcess,
+    _as_postgres,
+    cli,
+    deliveries,
+    jobs_of,
+    outcomes,
+    plan_complete,
+    postgres_bindir,
+    report,
+    start,
+    summary_of,
+    wait_until,
+    write_jobs,
+)
+
+pytestmark = pytest.mark.usefixtures("postgres_template")
+
+
+@pytest.fixture
+def sandbox_process() -> Iterator[SandboxProcess]:
+    box = SandboxProcess("--rate", "100")
+    yield box
+    box.stop()
+
+
+@contextlib.contextmanager
+def killed_at_the_end(*procs: subprocess.Popen[str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def server_pids(server: PostgresServer) -> list[int]:
+    """The postmaster and every backend it started."""
+    assert server.proc is not None
+    found = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True, check=False)
+    return [server.proc.pid, *(int(pid) for pid in found.stdout.split())]
+
+
+@contextlib.contextmanager
+def stalled(server: PostgresServer) -> Iterator[None]:
+    """The database stops answering, as a host that froze or a network that drops every packet: its
+    processes are stopped (the kernel still accepts connections and data), and continued at the end."""
+    pids = server_pids(server)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def claims_of(server: PostgresServer, proc: subprocess.Popen[str]) -> int:
+    """Batches claimed now by the worker process `proc` (its claims name host:pid:token)."""
+    text = server.psql(f"SELECT count(*) FROM dispatcher.journal_batches WHERE claimed_by LIKE '%:{proc.pid}:%'")
+    return int(text)
+
+
+def doubled_ok(server: PostgresServer) -> int:
+    """Batches with more than one `ok` line."""
+    return int(
+        server.psql(
+            "SELECT count(*) FROM (SELECT doc::json->>'job_id', doc::json->>'batch' FROM dispatcher.journal_outcomes "
+            "WHERE doc::json->>'status' = 'ok' GROUP BY 1, 2 HAVING count(*) > 1) AS twice"
+        )
+    )
+
+
+def test_a_worker_paused_past_its_lease_never_records_over_the_worker_that_took_its_batches(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Replies take a second, so the worker is stopped with requests in flight; the send takes over its
+    batches once their leases run out and finishes the run. Woken, the worker's late replies are
+    refused by the database, it sends nothing it no longer holds, and it ends."""
+    box = SandboxProcess("--latency", "1")
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 120)
+    common = ["--endpoint", box.url, "--no-progress", "--lease", "3", "--timeout", "1.5", "--concurrency", "4"]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "20", *common)
+    wait_until(lambda: plan_complete(postgres_server))  # a worker joins a run, never starts one
+    worker = start("work", uri, *common, "--summary-json", str(tmp_path / "w.json"), cwd=tmp_path)
+    try:
+        with killed_at_the_end(sender, worker):
+            wait_until(lambda: claims_of(postgres_server, worker) >= 3)
+            worker.send_signal(signal.SIGSTOP)
+            _, err = sender.communicate(timeout=120)
+            assert sender.returncode == 0, err
+            worker.send_signal(signal.SIGCONT)
+            _, err = worker.communicate(timeout=60)
+            assert worker.returncode == 0, err
+        got = deliveries(box)
+    finally:
+        box.stop()
+    assert sorted(got) == sorted(f"u{i}" for i in range(120))
+    assert sum(got.values()) - 120 <= 4  # at most the worker's requests in flight at the pause
+    assert doubled_ok(postgres_server) == 0
+    assert summary_of(tmp_path / "w.json")["claims_lost"] >= 1  # type: ignore[operator]
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["failed"], doc["pending"]) == (120, 120, 0, 0)
+    assert postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE claimed_by IS NOT NULL") == "0\n"
+
+
+def test_a_lease_too_short_for_a_request_is_refused(tmp_path: Path) -> None:
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 1)
+    uri = "postgresql://me@127.0.0.1:5999/db?journal=run"
+    send = cli("send", str(jobs), "--sandbox", "--out", uri, "--lease", "15")
+    assert send.returncode == 2
+    assert send.stderr == (
+        "dispatcher: error: --lease 15 is too short for --timeout 10: a claim must hold for a whole request between "
+        "its renewals; give --lease 20 or more, or a shorter --timeout\n"
+    )
+    work = cli("work", uri, "--lease", "3", "--timeout", "2")
+    assert work.returncode == 2
+    assert "--lease 3 is too short for --timeout 2" in work.stderr
+    # A file journal has no claims: --lease means nothing there.
+    in_a_file = cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "o.jsonl"), "--lease", "1")
+    assert in_a_file.returncode == 0, in_a_file.stderr
+
+
+def test_a_send_that_loses_the_journals_lock_stops_and_no_second_send_runs_beside_it(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "20"]
+    args += ["--concurrency", "4"]
+    first = start(*args)
+    with killed_at_the_end(first):
+        wait_until(lambda: outcomes(postgres_server) > 5)
+        # The connection that holds the journal's lock is cut (a proxy restarted, an admin's kill) while
+        # the send is held still, so that the second comes while the first still lives, whatever the speed.
+        first.send_signal(signal.SIGSTOP)
+        postgres_server.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock' "
+            "AND granted"
+        )
+        second = cli(*args, "--resume")
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=60)
+    assert second.returncode == 2, second.stderr
+    shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
+    assert f"{shown} is in use by another run (pid {first.pid} on {socket.gethostname()}, seen " in second.stderr
+    assert first.returncode == 2, err
+    assert "this send lost the journal's lock" in err
+    third = cli(*args, "--resume")
+    assert third.returncode == 0, third.stderr
+    got = deliveries(sandbox_process)
+    assert sorted(got) == sorted(f"u{i}" for i in range(200))
+    assert sum(got.values()) - 200 <= 4
+
+
+def test_a_database_that_stops_answering_stops_the_run_resumably(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    """The budget is in Redis, so that only the journal stops answering: before, a commit waited for it for ever."""
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 120)
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
+    args += ["--lease", "2", "--timeout", "1", "--concurrency", "4", "--rate-store", redis_server.url]
+    sender = start(*args)
+    with killed_at_the_end(sender):
+        wait_until(lambda: outcomes(postgres_server) > 20)
+        with stalled(postgres_server):
+            _, err = sender.communicate(timeout=60)  # bounded by the statements' timeouts, not forever
+    assert sender.returncode == 2, err
+    assert "no answer within" in err
+    resumed = cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    got = deliveries(sandbox_process)
+    assert sorted(got) == sorted(f"u{i}" for i in range(120))
+    assert sum(got.values()) - 120 <= 4
+
+
+def test_a_signal_ends_a_run_whose_database_stopped_answering_within_two_seconds(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 120)
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
+    sender = start(*args, "--concurrency", "4")
+    with killed_at_the_end(sender):
+        wait_until(lambda: outcomes(postgres_server) > 20)
+        with stalled(postgres_server):
+            sender.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            _, err = sender.communicate(timeout=60)
+            took = time.monotonic() - signalled
+    assert sender.returncode == 130, err
+    # Without the bound, the run waited for the database's statements (10 s) or for ever.
+    assert took < 5, f"took {took:.1f} s"
+
+
+def test_report_counts_planned_batches_never_sent_as_pending_and_lists_them(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 60)
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "5"]
+    sender = start(*args, "--concurrency", "1")
+    with killed_at_the_end(sender):
+        wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) >= 3)
+        sender.send_signal(signal.SIGTERM)
+        sender.communicate(timeout=60)
+    assert sender.returncode == 130
+    ok = int(postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE status = 'ok'"))
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["failed"], doc["pending"]) == (60, ok, 0, 60 - ok)
+    assert 3 <= ok < 60
+    pending = doc["not_notified"]
+    assert isinstance(pending, list)
+    assert len(pending) == 60 - ok
+    last = {"job_id": "u-59", "group_id": "@TGS#pg", "batch": 0, "status": "pending", "recipients": ["u59"]}
+    assert pending[-1] == last
+    text = cli("report", uri).stdout
+    assert f"batches 60: ok {ok}, failed 0, pending {60 - ok}; jobs rejected 0" in text
+    assert "  u-59 batch 0 (pending) group @TGS#pg: 1 recipients: u59" in text
+
+
+def test_report_of_a_run_in_postgres_says_what_its_exports_left_out_as_a_file_does(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    (tmp_path / "audience.txt").write_text("".join(f"user{i % 40}\n" for i in range(55)))  # 15 repeats
+    (tmp_path / "optout.txt").write_text("".join(f"user{i}\n" for i in range(22)))
+    job = {"job_id": "promo", "GroupId": "@TGS#g", "Content": "hi", "recipients_file": "audience.txt"}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{**job, "exclude_file": "optout.txt"}])
+    uri = postgres_server.journal()
+    assert cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress").returncode == 0
+    assert cli("send", str(jobs), "--sandbox", "--out", str(tmp_path / "o.jsonl"), "--no-progress").returncode == 0
+    in_pg, in_file = report(uri), report(str(tmp_path / "o.jsonl"))
+    assert (in_pg["duplicates"], in_pg["excluded"]) == (15, 22)
+    assert in_pg["jobs"] == in_file["jobs"]
+    text = cli("report", uri).stdout
+    assert "recipients left out: 15 duplicates, 22 excluded" in text
+    assert "    export: 1 file, 55 rows, 40 distinct, 15 duplicates, 22 excluded" in text
+
+
+def test_report_refuses_a_journal_newer_than_it_knows(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 2)
+    assert cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress").returncode == 0
+    postgres_server.psql("UPDATE dispatcher.meta SET version = 99 WHERE component = 'journal'")
+    done = cli("report", uri)
+    shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"dispatcher: error: {shown}: its tables are of a newer version (99) than this dispatcher knows (2); "
+        "upgrade dispatcher\n"
+    )
+
+
+def test_a_resume_that_finds_no_run_says_so(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 2)
+    uri = postgres_server.journal("fresh")
+    done = cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--resume", "--log-format", "json")
+    assert done.returncode == 0, done.stderr
+    shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=fresh"
+    warnings = [orjson.loads(line)["event"] for line in done.stderr.splitlines() if '"warning"' in line]
+    assert f"--resume: {shown} holds no run to resume; this send starts a new one" in warnings
+    in_a_file = cli(
+        "send", str(jobs), "--sandbox", "--out", str(tmp_path / "new.jsonl"), "--no-progress", "--resume",
+        "--log-format", "json",
+    )  # fmt: skip
+    assert in_a_file.returncode == 0, in_a_file.stderr
+    warnings = [orjson.loads(line)["event"] for line in in_a_file.stderr.splitlines() if '"warning"' in line]
+    assert f"--resume: {tmp_path / 'new.jsonl'} holds no run to resume; this send starts a new one" in warnings
+
+
+def test_a_journal_half_run_by_the_first_release_is_upgraded_and_finished_from_another_directory(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    """tests/data/journal-v1 is what release faf448d left in its database (schema version 1): a send
+    of 12 one-recipient jobs stopped by SIGTERM after 5 were delivered, dumped with pg_dump."""
+    data = ROOT / "tests" / "data" / "journal-v1"
+    load = [str(postgres_bindir() / "psql"), "-h", str(postgres_server.data), "-p", str(postgres_server.port)]
+    load += ["-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(data / "journal.sql")]
+    subprocess.run(load, check=True, capture_output=True, **_as_postgres())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(data / "jobs.jsonl", elsewhere / "jobs.jsonl")
+    uri = postgres_server.journal()
+    before = report(uri)  # the report reads a journal of version 1 as it is
+    assert (before["batches"], before["ok"], before["pending"]) == (12, 5, 7)
+    args = ["send", "jobs.jsonl", "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "2"]
+    done = cli(*args, "--resume", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert postgres_server.psql("SELECT version FROM dispatcher.meta WHERE component = 'journal'") == "2\n"
+    assert sorted(deliveries(sandbox_process)) == [f"u{i}" for i in (10, 11, 5, 6, 7, 8, 9)]
+    after = report(uri)
+    assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
