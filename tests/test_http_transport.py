@@ -5,8 +5,10 @@ TLS with a certificate the machine trusts and one it does not."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from dispatcher.run import transport
 from dispatcher.run.client import Client, Reply
+from dispatcher.testing import FakeClock
 from dispatcher.tim.config import DEMO_CREDENTIALS
 from dispatcher.tim.usersig import Signer
 
@@ -165,6 +168,142 @@ async def test_an_interim_100_continue_is_not_taken_for_the_reply(serve: Callabl
     assert server.connections == 1
 
 
+REFUSED = b'{"ActionStatus":"FAIL","ErrorCode":10010,"ErrorInfo":"group dismissed"}'
+REQUEST = b"POST /v4/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class StrayServer(threading.Thread):
+    """A blocking server in a thread of its own: it answers each request with `answers[i]` and, after
+    the first, sends `stray` when the test says so. The event loop's thread is then free to block
+    while the stray bytes arrive, so the client has not read them when its next request goes out."""
+
+    def __init__(self, answers: list[bytes], stray: bytes) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.answers, self.stray = answers, stray
+        self.go, self.sent = threading.Event(), threading.Event()
+        self.connections = 0
+
+    def run(self) -> None:
+        answered = 0
+        while answered < len(self.answers):
+            conn, _ = self.listener.accept()
+            self.connections += 1
+            with conn:
+                while answered < len(self.answers) and self.request(conn):
+                    conn.sendall(self.answers[answered])
+                    answered += 1
+                    if answered == 1:
+                        self.go.wait(5)
+                        conn.sendall(self.stray)
+                        self.sent.set()
+        self.listener.close()
+
+    @staticmethod
+    def request(conn: socket.socket) -> bool:
+        """A request (each comes in one piece), or False once the client closed the connection."""
+        try:
+            return bool(conn.recv(65536))
+        except ConnectionResetError:  # closed with the stray reply unread: the kernel resets it
+            return False
+
+
+async def test_a_reply_that_came_unasked_while_idle_is_not_taken_for_the_next_request() -> None:
+    # The issue's server: a second, unsolicited 200 after each reply. Taken as the next request's
+    # answer, a refused request (10010) would be recorded delivered.
+    server = StrayServer([reply(), reply(REFUSED)], stray=reply(OK_BODY))
+    server.start()
+    conn = transport.Transport(f"http://127.0.0.1:{server.port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        first = await conn.post(REQUEST)
+        server.go.set()
+        assert server.sent.wait(5)  # blocks the loop: the stray bytes wait in the socket, unread
+        second = await conn.post(REQUEST)
+    finally:
+        conn.close()
+    assert (first.body, second.body) == (OK_BODY, REFUSED)
+    assert server.connections == 2
+
+
+async def test_bytes_after_a_whole_reply_in_the_same_read_retire_the_connection(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    # The head of a reply nobody asked for, right behind the first reply: on a reused connection
+    # the next request's real answer would be read as that stray reply's body.
+    stray_head = b"HTTP/1.1 200 OK\r\nContent-Length: 51\r\n\r\n"
+    answers = iter([reply() + stray_head, reply(REFUSED)])
+    server = await serve(lambda n: next(answers))
+    first, second = await send_all(client(f"http://127.0.0.1:{server.port}"), 2)
+    assert [(a.error_code, a.http_status) for a in (first, second)] == [(0, 200), (10010, 200)]
+    assert server.connections == 2
+
+
+async def test_an_idle_connection_expires_after_four_seconds(serve: Callable[..., Awaitable[Server]]) -> None:
+    # A load balancer may drop an idle connection without a word: a request after a pause gets a new one.
+    server = await serve(lambda n: reply())
+    clock = FakeClock()
+    conn = transport.Transport(
+        f"http://127.0.0.1:{server.port}", limit=1, timeout=5, connect_timeout=5, clock=clock.time
+    )
+    try:
+        await conn.post(REQUEST)
+        clock.now += 3.5
+        await conn.post(REQUEST)
+        assert server.connections == 1
+        clock.now += 4.5
+        await conn.post(REQUEST)
+        assert server.connections == 2
+    finally:
+        conn.close()
+
+
+async def test_a_servers_keep_alive_timeout_is_honoured_with_a_margin(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    server = await serve(lambda n: reply(OK_BODY, "Keep-Alive: timeout=3, max=100"))
+    clock = FakeClock()
+    conn = transport.Transport(
+        f"http://127.0.0.1:{server.port}", limit=1, timeout=5, connect_timeout=5, clock=clock.time
+    )
+    try:
+        await conn.post(REQUEST)
+        clock.now += 1.5
+        await conn.post(REQUEST)
+        assert server.connections == 1
+        clock.now += 2.5  # within the server's 3 s, but not a second short of them
+        await conn.post(REQUEST)
+        assert server.connections == 2
+    finally:
+        conn.close()
+
+
+async def test_a_connection_in_use_when_the_client_closes_is_closed_after_its_reply() -> None:
+    asked, answer, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n{}")
+        asked.set()
+        await answer.wait()
+        writer.write(reply())
+        if await reader.read() == b"":  # the client closed its side
+            ended.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = transport.Transport(f"http://127.0.0.1:{port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        request = asyncio.create_task(conn.post(REQUEST))
+        await asyncio.wait_for(asked.wait(), 5)
+        conn.close()
+        answer.set()
+        assert (await request).body == OK_BODY
+        await asyncio.wait_for(ended.wait(), 5)  # bounds a failure; a pass does not wait
+    finally:
+        server.close()
+
+
 async def test_a_body_that_ends_when_the_server_closes(serve: Callable[..., Awaitable[Server]]) -> None:
     server = await serve(lambda n: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + OK_BODY)
     (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)
@@ -251,6 +390,7 @@ async def test_https_with_a_trusted_certificate_and_a_refused_one(
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's own way to name the trusted CAs
     answers = await send_all(client(url), 2)
     assert [(a.error_code, a.http_status) for a in answers] == [(0, 200), (0, 200)]
+    assert server.connections == 1  # the TLS connection is kept: nothing left unread while idle
     assert f"Host: 127.0.0.1:{server.port}" in server.heads[-1].decode()
 
 

@@ -8,6 +8,10 @@ instructions a request in aiohttp's `ClientSession`, more than the rest of a req
 built from a prefix made once per API path, and its reply one pass of httptools' parser (the
 C parser of Node.js, llhttp, which also handles chunked bodies, folded lengths and keep-alive).
 
+A connection is reused only while nothing can be wrong with it: nothing unread came on it (a stray
+reply would be taken for the next request's), it has been idle less than its keep-alive time (a
+load balancer may drop it without a word), and its transport is not closed.
+
 What a reply or a fault is stays the client's business (`dispatcher.run.client`): this module
 answers `Response` or raises one of its errors, telling apart a connection that was never made
 (`ConnectFailed`: nothing was sent) from one that broke or went silent after the request left.
@@ -17,14 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import select
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
 
 # A reply bigger than this is not an API's reply: the connection is dropped rather than buffered.
 MAX_BODY = 16 * 1024 * 1024
+# Seconds an idle connection is kept: under the 5 s of common servers' keep-alive (Apache, Node.js)
+# and well under load balancers' idle timeouts (60 s and more), so a pause never ends on a socket
+# the other side dropped. A shorter `Keep-Alive: timeout=N` from the server wins (see `_keep_for`).
+KEEP_ALIVE = 4.0
 
 
 class TransportError(Exception):
@@ -65,6 +76,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.open = False
+        self.idle_since = 0.0  # on the transport's clock, when the last reply was read
+        self.keep_for = KEEP_ALIVE
+        self._unread = select.poll()  # polls the socket for bytes nobody asked for (see `reusable`)
         self._parser = httptools.HttpResponseParser(self)
         self._reply: asyncio.Future[Response] | None = None
         self._body: list[bytes] = []
@@ -81,9 +95,14 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.open = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._unread.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
-        if self._reply is None:  # nothing was asked: a server that talks out of turn is not reused
+        if self._reply is None or self._reply.done():
+            # Nothing is asked (the reply was read, or is being handed over): a server that talks
+            # out of turn is not reused, or what it said would be taken for the next reply.
             self.close()
             return
         try:
@@ -108,6 +127,11 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools' callbacks
 
+    def on_message_begin(self) -> None:
+        if self._reply is not None and self._reply.done():
+            # Bytes after the whole reply, in the same read: the start of a reply nobody asked for.
+            self.keep_alive = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
         if lowered == b"date":
@@ -116,6 +140,8 @@ class _Connection(asyncio.Protocol):
             self._retry_after = value.decode("latin-1")
         elif lowered in (b"content-length", b"transfer-encoding"):
             self._framed = True
+        elif lowered == b"keep-alive":
+            self.keep_for = _keep_for(value)
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -154,11 +180,20 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return self._reply
 
-    def done(self) -> None:
+    def done(self, now: float) -> None:
         """The reply was read: the next request may use this connection, if both sides keep it."""
         self._reply = None
+        self.idle_since = now
         if not self.keep_alive:
             self.close()
+
+    def reusable(self, now: float) -> bool:
+        """Open, idle for less than its keep-alive time, and nothing unread on it. Bytes that came
+        while idle (found by polling the socket, before the event loop reads them) mean the server
+        closed it or answered something never asked: the next request would get that answer."""
+        if not self.open or now - self.idle_since >= self.keep_for:
+            return False
+        return not self._unread.poll(0)
 
     def _fail(self, exc: TransportError) -> None:
         if self._reply is not None and not self._reply.done():
@@ -174,9 +209,18 @@ class _Connection(asyncio.Protocol):
 class Transport:
     """Connections to one origin (`http://host:port` or `https://...`), at most `limit` of them,
     the idle ones kept for the next request. `timeout` bounds a request from start to whole
-    reply; `connect_timeout` the connecting part of it."""
+    reply; `connect_timeout` the connecting part of it. `clock` (monotonic seconds) times how long a
+    connection has been idle."""
 
-    def __init__(self, origin: str, *, limit: int, timeout: float, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        origin: str,
+        *,
+        limit: int,
+        timeout: float,
+        connect_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         parts = urlsplit(origin)
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
@@ -184,6 +228,7 @@ class Transport:
         self.host_header = parts.netloc.rpartition("@")[2]  # the authority as written: an IPv6 host keeps its []
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self._clock = clock
         self._limit = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
         self._ssl: ssl.SSLContext | None = None
@@ -221,11 +266,13 @@ class Transport:
         async with self._limit:
             deadline = loop.time() + self.timeout
             conn = None
+            now = self._clock()
             while self._idle:
                 candidate = self._idle.pop()
-                if candidate.open:
+                if candidate.reusable(now):
                     conn = candidate
                     break
+                candidate.close()
             if conn is None:
                 conn = await self._connect()
             reply = conn.request(data)
@@ -237,15 +284,33 @@ class Transport:
                 raise
             finally:
                 timer.cancel()
-            conn.done()
-            if conn.open:
+            conn.done(self._clock())
+            if self._closed:  # closed while this request was out: its connection is not kept either
+                conn.close()
+            elif conn.open:
                 self._idle.append(conn)
             return response
 
     def close(self) -> None:
+        """Close the idle connections now, and each one in use when its request ends."""
         self._closed = True
         while self._idle:
             self._idle.pop().close()
+
+
+def _keep_for(value: bytes) -> float:
+    """How long to keep a connection idle, given a `Keep-Alive: timeout=N, max=M` header: a second
+    short of N (for the reply's travel and the clocks' drift), at least half of it, at most KEEP_ALIVE."""
+    for param in value.split(b","):
+        name, _, number = param.partition(b"=")
+        if name.strip().lower() == b"timeout":
+            try:
+                timeout = float(number)
+            except ValueError:
+                break
+            if timeout >= 0:
+                return min(KEEP_ALIVE, max(timeout - 1, timeout / 2))
+    return KEEP_ALIVE
 
 
 def _expire(reply: asyncio.Future[Response], timeout: float) -> None:
