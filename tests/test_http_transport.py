@@ -5,10 +5,12 @@ TLS with a certificate the machine trusts and one it does not."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import ssl
 import subprocess
 import threading
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -123,6 +125,7 @@ async def test_the_request_is_one_post_with_its_query_and_json_body(serve: Calla
     assert headers == [
         f"Host: 127.0.0.1:{server.port}",
         "User-Agent: tim-dispatcher/0.1.0",
+        "Accept-Encoding: identity",
         "Content-Type: application/json",
         "Content-Length: 35",
     ]
@@ -276,6 +279,44 @@ async def test_a_servers_keep_alive_timeout_is_honoured_with_a_margin(
         assert server.connections == 2
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda body: zlib.compress(body)[2:-4]),  # raw deflate, as some servers send it
+    ],
+)
+async def test_a_compressed_reply_not_asked_for_is_read(
+    serve: Callable[..., Awaitable[Server]], encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    server = await serve(lambda n: reply(compress(OK_BODY), f"Content-Encoding: {encoding}"))
+    first, second = await send_all(client(f"http://127.0.0.1:{server.port}"), 2)
+    assert [(a.error_code, a.http_status) for a in (first, second)] == [(0, 200), (0, 200)]
+
+
+async def test_a_compressed_reply_that_does_not_decompress_is_a_fault(serve: Callable[..., Awaitable[Server]]) -> None:
+    server = await serve(lambda n: reply(gzip.compress(OK_BODY)[:-9], "Content-Encoding: gzip"))
+    (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)
+    assert (answer.error_code, answer.http_status) == (None, None)
+    assert answer.error_info == "BadReply: a gzip body that does not decompress"
+
+
+async def test_a_compressed_reply_too_big_for_an_api_once_inflated_is_dropped(
+    serve: Callable[..., Awaitable[Server]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "MAX_BODY", 100)
+    server = await serve(lambda n: reply(gzip.compress(b"x" * 101), "Content-Encoding: gzip"))
+    (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)
+    assert answer.error_info == "BadReply: a reply of over 100 bytes"
+
+
+async def test_a_reply_in_an_encoding_not_known_is_a_fault(serve: Callable[..., Awaitable[Server]]) -> None:
+    server = await serve(lambda n: reply(b"\x28\xb5\x2f\xfd", "Content-Encoding: zstd"))
+    (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)
+    assert answer.error_info == "BadReply: a body in an encoding not asked for (zstd)"
 
 
 async def test_a_connection_in_use_when_the_client_closes_is_closed_after_its_reply() -> None:

@@ -12,6 +12,9 @@ A connection is reused only while nothing can be wrong with it: nothing unread c
 reply would be taken for the next request's), it has been idle less than its keep-alive time (a
 load balancer may drop it without a word), and its transport is not closed.
 
+The client asks for `Accept-Encoding: identity`; a body compressed anyway (gzip, deflate) is
+decompressed, since the API acted on the request and its reply says how.
+
 What a reply or a fault is stays the client's business (`dispatcher.run.client`): this module
 answers `Response` or raises one of its errors, telling apart a connection that was never made
 (`ConnectFailed`: nothing was sent) from one that broke or went silent after the request left.
@@ -25,6 +28,7 @@ import select
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -85,6 +89,7 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._retry_after: str | None = None
         self._date: str | None = None
+        self._encoding = b""  # Content-Encoding, lowercased; empty when absent
         self._headers_done = False
         self._framed = False  # the reply says where its body ends (Content-Length or chunked)
         self.keep_alive = True
@@ -140,6 +145,8 @@ class _Connection(asyncio.Protocol):
             self._retry_after = value.decode("latin-1")
         elif lowered in (b"content-length", b"transfer-encoding"):
             self._framed = True
+        elif lowered == b"content-encoding":
+            self._encoding = value.strip().lower()
         elif lowered == b"keep-alive":
             self.keep_for = _keep_for(value)
 
@@ -161,11 +168,17 @@ class _Connection(asyncio.Protocol):
             # An interim reply (100 Continue, 103 Early Hints), which a server may send unasked: the
             # reply to the request comes after it. Taken for the reply, the request would look
             # unanswered and be sent again.
-            self._body, self._size, self._retry_after, self._date = [], 0, None, None
+            self._body, self._size, self._retry_after, self._date, self._encoding = [], 0, None, None, b""
             self._headers_done = self._framed = False
             return
         self.keep_alive = self._parser.should_keep_alive()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        if self._encoding and self._encoding != b"identity":
+            try:
+                body = _decompress(self._encoding, body)
+            except BadReply as exc:
+                self._fail(exc)
+                return
         reply.set_result(Response(self._parser.get_status_code(), body, self._retry_after, self._date))
 
     # -- the sender's side
@@ -176,6 +189,7 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._retry_after = self._date = None
+        self._encoding = b""
         self._headers_done = self._framed = False
         self.transport.write(data)
         return self._reply
@@ -311,6 +325,28 @@ def _keep_for(value: bytes) -> float:
             if timeout >= 0:
                 return min(KEEP_ALIVE, max(timeout - 1, timeout / 2))
     return KEEP_ALIVE
+
+
+def _decompress(encoding: bytes, body: bytes) -> bytes:
+    """A body compressed although `identity` was asked: lost, a delivered message would look
+    unanswered and be sent again. `deflate` is zlib's format, or raw deflate as some servers send."""
+    if encoding in (b"gzip", b"x-gzip"):
+        formats = [16 + zlib.MAX_WBITS]
+    elif encoding == b"deflate":
+        formats = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+    else:
+        raise BadReply(f"BadReply: a body in an encoding not asked for ({encoding.decode('latin-1')})")
+    for wbits in formats:
+        inflate = zlib.decompressobj(wbits)
+        try:
+            plain = inflate.decompress(body, MAX_BODY + 1)  # bounded: a small body may inflate to gigabytes
+        except zlib.error:
+            continue
+        if len(plain) > MAX_BODY:
+            raise BadReply(f"BadReply: a reply of over {MAX_BODY:,} bytes")
+        if inflate.eof:
+            return plain
+    raise BadReply(f"BadReply: a {encoding.decode('latin-1')} body that does not decompress")
 
 
 def _expire(reply: asyncio.Future[Response], timeout: float) -> None:
