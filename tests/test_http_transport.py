@@ -242,6 +242,69 @@ async def test_bytes_after_a_whole_reply_in_the_same_read_retire_the_connection(
     assert server.connections == 2
 
 
+async def test_once_a_server_talked_out_of_turn_no_connection_to_it_is_reused() -> None:
+    # Its next stray reply could come just after a request leaves, where no check can tell it
+    # from the answer: from then on each request gets a connection of its own.
+    connections, answered, stray_read = 0, asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while await reader.read(65536):  # each request comes in one piece
+            writer.write(reply(REFUSED))
+            if connections == 1:
+                await answered.wait()
+                writer.write(reply(OK_BODY))
+        if connections == 1:
+            stray_read.set()  # the client read the stray reply and closed the connection
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = transport.Transport(f"http://127.0.0.1:{port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        bodies = [(await conn.post(REQUEST)).body]
+        answered.set()
+        await asyncio.wait_for(stray_read.wait(), 5)
+        bodies += [(await conn.post(REQUEST)).body for _ in range(3)]
+    finally:
+        conn.close()
+        server.close()
+    assert bodies == [REFUSED] * 4
+    assert connections == 4
+
+
+async def test_a_408_on_an_idle_connection_is_a_goodbye_not_a_stray_reply() -> None:
+    # Some servers send 408 Request Timeout before they close an idle connection: keep-alive goes on.
+    connections, answered, goodbye_read = 0, asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while await reader.read(65536):
+            writer.write(reply())
+            if connections == 1:
+                await answered.wait()
+                writer.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        if connections == 1:
+            goodbye_read.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = transport.Transport(f"http://127.0.0.1:{port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        await conn.post(REQUEST)
+        answered.set()
+        await asyncio.wait_for(goodbye_read.wait(), 5)
+        bodies = [(await conn.post(REQUEST)).body for _ in range(3)]
+    finally:
+        conn.close()
+        server.close()
+    assert bodies == [OK_BODY] * 3
+    assert connections == 2
+
+
 async def test_an_idle_connection_expires_after_four_seconds(serve: Callable[..., Awaitable[Server]]) -> None:
     # A load balancer may drop an idle connection without a word: a request after a pause gets a new one.
     server = await serve(lambda n: reply())

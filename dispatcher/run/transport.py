@@ -10,7 +10,9 @@ C parser of Node.js, llhttp, which also handles chunked bodies, folded lengths a
 
 A connection is reused only while nothing can be wrong with it: nothing unread came on it (a stray
 reply would be taken for the next request's), it has been idle less than its keep-alive time (a
-load balancer may drop it without a word), and its transport is not closed.
+load balancer may drop it without a word), and its transport is not closed. Once a server has sent
+a reply nobody asked for, no connection to it is reused: its next stray reply could come right
+after a request leaves, where nothing tells it from the answer.
 
 The client asks for `Accept-Encoding: identity`; a body compressed anyway (gzip, deflate) is
 decompressed, since the API acted on the request and its reply says how.
@@ -77,14 +79,16 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one request at a time (the pool hands it to one sender)."""
 
-    def __init__(self) -> None:
+    def __init__(self, talked_out_of_turn: Callable[[], None]) -> None:
         self.transport: asyncio.Transport | None = None
         self.open = False
+        self._talked_out_of_turn = talked_out_of_turn  # tells the transport its server sent a reply unasked
         self.idle_since = 0.0  # on the transport's clock, when the last reply was read
         self.keep_for = KEEP_ALIVE
         self._unread = select.poll()  # polls the socket for bytes nobody asked for (see `reusable`)
         self._parser = httptools.HttpResponseParser(self)
         self._reply: asyncio.Future[Response] | None = None
+        self._answered = False  # the request got its reply (not a fault): anything more is unasked
         self._body: list[bytes] = []
         self._size = 0
         self._retry_after: str | None = None
@@ -108,6 +112,8 @@ class _Connection(asyncio.Protocol):
         if self._reply is None or self._reply.done():
             # Nothing is asked (the reply was read, or is being handed over): a server that talks
             # out of turn is not reused, or what it said would be taken for the next reply.
+            if self._answered and data[9:12] != b"408":  # a 408 on an idle connection is a goodbye
+                self._talked_out_of_turn()
             self.close()
             return
         try:
@@ -133,9 +139,10 @@ class _Connection(asyncio.Protocol):
     # -- httptools' callbacks
 
     def on_message_begin(self) -> None:
-        if self._reply is not None and self._reply.done():
+        if self._answered:
             # Bytes after the whole reply, in the same read: the start of a reply nobody asked for.
             self.keep_alive = False
+            self._talked_out_of_turn()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
@@ -179,6 +186,7 @@ class _Connection(asyncio.Protocol):
             except BadReply as exc:
                 self._fail(exc)
                 return
+        self._answered = True
         reply.set_result(Response(self._parser.get_status_code(), body, self._retry_after, self._date))
 
     # -- the sender's side
@@ -186,6 +194,7 @@ class _Connection(asyncio.Protocol):
     def request(self, data: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None
         self._reply = asyncio.get_running_loop().create_future()
+        self._answered = False
         self._body = []
         self._size = 0
         self._retry_after = self._date = None
@@ -247,6 +256,7 @@ class Transport:
         self._idle: list[_Connection] = []
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
+        self._reuse = True  # until the server talks out of turn (see `_distrust`)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.scheme != "https":
@@ -255,11 +265,20 @@ class Transport:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
+    def _protocol(self) -> _Connection:
+        return _Connection(self._distrust)
+
+    def _distrust(self) -> None:
+        """The server sent a reply nobody asked for: from now on each request gets a connection of its own."""
+        self._reuse = False
+        while self._idle:
+            self._idle.pop().close()
+
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl_context())
+                _, conn = await loop.create_connection(self._protocol, self.host, self.port, ssl=self._ssl_context())
         except TimeoutError:
             raise ConnectTimeout(f"connect timeout after {self.connect_timeout:g}s") from None
         except ssl.SSLError as exc:
@@ -299,7 +318,7 @@ class Transport:
             finally:
                 timer.cancel()
             conn.done(self._clock())
-            if self._closed:  # closed while this request was out: its connection is not kept either
+            if self._closed or not self._reuse:  # closed while this request was out, or distrusted
                 conn.close()
             elif conn.open:
                 self._idle.append(conn)
