@@ -5,8 +5,12 @@ TLS with a certificate the machine trusts and one it does not."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import socket
 import ssl
 import subprocess
+import threading
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import pytest
 
 from dispatcher.run import transport
 from dispatcher.run.client import Client, Reply
+from dispatcher.testing import FakeClock
 from dispatcher.tim.config import DEMO_CREDENTIALS
 from dispatcher.tim.usersig import Signer
 
@@ -120,6 +125,7 @@ async def test_the_request_is_one_post_with_its_query_and_json_body(serve: Calla
     assert headers == [
         f"Host: 127.0.0.1:{server.port}",
         "User-Agent: tim-dispatcher/0.1.0",
+        "Accept-Encoding: identity",
         "Content-Type: application/json",
         "Content-Length: 35",
     ]
@@ -163,6 +169,243 @@ async def test_an_interim_100_continue_is_not_taken_for_the_reply(serve: Callabl
     first, second = await send_all(client(f"http://127.0.0.1:{server.port}"), 2)
     assert [(a.error_code, a.http_status) for a in (first, second)] == [(0, 200), (0, 200)]
     assert server.connections == 1
+
+
+REFUSED = b'{"ActionStatus":"FAIL","ErrorCode":10010,"ErrorInfo":"group dismissed"}'
+REQUEST = b"POST /v4/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class StrayServer(threading.Thread):
+    """A blocking server in a thread of its own: it answers each request with `answers[i]` and, after
+    the first, sends `stray` when the test says so. The event loop's thread is then free to block
+    while the stray bytes arrive, so the client has not read them when its next request goes out."""
+
+    def __init__(self, answers: list[bytes], stray: bytes) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.answers, self.stray = answers, stray
+        self.go, self.sent = threading.Event(), threading.Event()
+        self.connections = 0
+
+    def run(self) -> None:
+        answered = 0
+        while answered < len(self.answers):
+            conn, _ = self.listener.accept()
+            self.connections += 1
+            with conn:
+                while answered < len(self.answers) and self.request(conn):
+                    conn.sendall(self.answers[answered])
+                    answered += 1
+                    if answered == 1:
+                        self.go.wait(5)
+                        conn.sendall(self.stray)
+                        self.sent.set()
+        self.listener.close()
+
+    @staticmethod
+    def request(conn: socket.socket) -> bool:
+        """A request (each comes in one piece), or False once the client closed the connection."""
+        try:
+            return bool(conn.recv(65536))
+        except ConnectionResetError:  # closed with the stray reply unread: the kernel resets it
+            return False
+
+
+async def test_a_reply_that_came_unasked_while_idle_is_not_taken_for_the_next_request() -> None:
+    # The issue's server: a second, unsolicited 200 after each reply. Taken as the next request's
+    # answer, a refused request (10010) would be recorded delivered.
+    server = StrayServer([reply(), reply(REFUSED)], stray=reply(OK_BODY))
+    server.start()
+    conn = transport.Transport(f"http://127.0.0.1:{server.port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        first = await conn.post(REQUEST)
+        server.go.set()
+        assert server.sent.wait(5)  # blocks the loop: the stray bytes wait in the socket, unread
+        second = await conn.post(REQUEST)
+    finally:
+        conn.close()
+    assert (first.body, second.body) == (OK_BODY, REFUSED)
+    assert server.connections == 2
+
+
+async def test_bytes_after_a_whole_reply_in_the_same_read_retire_the_connection(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    # The head of a reply nobody asked for, right behind the first reply: on a reused connection
+    # the next request's real answer would be read as that stray reply's body.
+    stray_head = b"HTTP/1.1 200 OK\r\nContent-Length: 51\r\n\r\n"
+    answers = iter([reply() + stray_head, reply(REFUSED)])
+    server = await serve(lambda n: next(answers))
+    first, second = await send_all(client(f"http://127.0.0.1:{server.port}"), 2)
+    assert [(a.error_code, a.http_status) for a in (first, second)] == [(0, 200), (10010, 200)]
+    assert server.connections == 2
+
+
+async def test_once_a_server_talked_out_of_turn_no_connection_to_it_is_reused() -> None:
+    # Its next stray reply could come just after a request leaves, where no check can tell it
+    # from the answer: from then on each request gets a connection of its own.
+    connections, answered, stray_read = 0, asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while await reader.read(65536):  # each request comes in one piece
+            writer.write(reply(REFUSED))
+            if connections == 1:
+                await answered.wait()
+                writer.write(reply(OK_BODY))
+        if connections == 1:
+            stray_read.set()  # the client read the stray reply and closed the connection
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = transport.Transport(f"http://127.0.0.1:{port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        bodies = [(await conn.post(REQUEST)).body]
+        answered.set()
+        await asyncio.wait_for(stray_read.wait(), 5)
+        bodies += [(await conn.post(REQUEST)).body for _ in range(3)]
+    finally:
+        conn.close()
+        server.close()
+    assert bodies == [REFUSED] * 4
+    assert connections == 4
+
+
+async def test_a_408_on_an_idle_connection_is_a_goodbye_not_a_stray_reply() -> None:
+    # Some servers send 408 Request Timeout before they close an idle connection: keep-alive goes on.
+    connections, answered, goodbye_read = 0, asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while await reader.read(65536):
+            writer.write(reply())
+            if connections == 1:
+                await answered.wait()
+                writer.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        if connections == 1:
+            goodbye_read.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = transport.Transport(f"http://127.0.0.1:{port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        await conn.post(REQUEST)
+        answered.set()
+        await asyncio.wait_for(goodbye_read.wait(), 5)
+        bodies = [(await conn.post(REQUEST)).body for _ in range(3)]
+    finally:
+        conn.close()
+        server.close()
+    assert bodies == [OK_BODY] * 3
+    assert connections == 2
+
+
+async def test_an_idle_connection_expires_after_four_seconds(serve: Callable[..., Awaitable[Server]]) -> None:
+    # A load balancer may drop an idle connection without a word: a request after a pause gets a new one.
+    server = await serve(lambda n: reply())
+    clock = FakeClock()
+    conn = transport.Transport(
+        f"http://127.0.0.1:{server.port}", limit=1, timeout=5, connect_timeout=5, clock=clock.time
+    )
+    try:
+        await conn.post(REQUEST)
+        clock.now += 3.5
+        await conn.post(REQUEST)
+        assert server.connections == 1
+        clock.now += 4.5
+        await conn.post(REQUEST)
+        assert server.connections == 2
+    finally:
+        conn.close()
+
+
+async def test_a_servers_keep_alive_timeout_is_honoured_with_a_margin(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    server = await serve(lambda n: reply(OK_BODY, "Keep-Alive: timeout=3, max=100"))
+    clock = FakeClock()
+    conn = transport.Transport(
+        f"http://127.0.0.1:{server.port}", limit=1, timeout=5, connect_timeout=5, clock=clock.time
+    )
+    try:
+        await conn.post(REQUEST)
+        clock.now += 1.5
+        await conn.post(REQUEST)
+        assert server.connections == 1
+        clock.now += 2.5  # within the server's 3 s, but not a second short of them
+        await conn.post(REQUEST)
+        assert server.connections == 2
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda body: zlib.compress(body)[2:-4]),  # raw deflate, as some servers send it
+    ],
+)
+async def test_a_compressed_reply_not_asked_for_is_read(
+    serve: Callable[..., Awaitable[Server]], encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    server = await serve(lambda n: reply(compress(OK_BODY), f"Content-Encoding: {encoding}"))
+    first, second = await send_all(client(f"http://127.0.0.1:{server.port}"), 2)
+    assert [(a.error_code, a.http_status) for a in (first, second)] == [(0, 200), (0, 200)]
+
+
+async def test_a_compressed_reply_that_does_not_decompress_is_a_fault(serve: Callable[..., Awaitable[Server]]) -> None:
+    server = await serve(lambda n: reply(gzip.compress(OK_BODY)[:-9], "Content-Encoding: gzip"))
+    (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)
+    assert (answer.error_code, answer.http_status) == (None, None)
+    assert answer.error_info == "BadReply: a gzip body that does not decompress"
+
+
+async def test_a_compressed_reply_too_big_for_an_api_once_inflated_is_dropped(
+    serve: Callable[..., Awaitable[Server]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "MAX_BODY", 100)
+    server = await serve(lambda n: reply(gzip.compress(b"x" * 101), "Content-Encoding: gzip"))
+    (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)
+    assert answer.error_info == "BadReply: a reply of over 100 bytes"
+
+
+async def test_a_reply_in_an_encoding_not_known_is_a_fault(serve: Callable[..., Awaitable[Server]]) -> None:
+    server = await serve(lambda n: reply(b"\x28\xb5\x2f\xfd", "Content-Encoding: zstd"))
+    (answer,) = await send_all(client(f"http://127.0.0.1:{server.port}"), 1)
+    assert answer.error_info == "BadReply: a body in an encoding not asked for (zstd)"
+
+
+async def test_a_connection_in_use_when_the_client_closes_is_closed_after_its_reply() -> None:
+    asked, answer, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n{}")
+        asked.set()
+        await answer.wait()
+        writer.write(reply())
+        if await reader.read() == b"":  # the client closed its side
+            ended.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = transport.Transport(f"http://127.0.0.1:{port}", limit=1, timeout=5, connect_timeout=5)
+    try:
+        request = asyncio.create_task(conn.post(REQUEST))
+        await asyncio.wait_for(asked.wait(), 5)
+        conn.close()
+        answer.set()
+        assert (await request).body == OK_BODY
+        await asyncio.wait_for(ended.wait(), 5)  # bounds a failure; a pass does not wait
+    finally:
+        server.close()
 
 
 async def test_a_body_that_ends_when_the_server_closes(serve: Callable[..., Awaitable[Server]]) -> None:
@@ -251,6 +494,7 @@ async def test_https_with_a_trusted_certificate_and_a_refused_one(
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's own way to name the trusted CAs
     answers = await send_all(client(url), 2)
     assert [(a.error_code, a.http_status) for a in answers] == [(0, 200), (0, 200)]
+    assert server.connections == 1  # the TLS connection is kept: nothing left unread while idle
     assert f"Host: 127.0.0.1:{server.port}" in server.heads[-1].decode()
 
 

@@ -98,7 +98,7 @@ class Client:
         self._prefix = base.path.rstrip("/")  # an endpoint URL may carry a path of its own
         self._tail = (
             f" HTTP/1.1\r\nHost: {self._transport.host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
-            "Content-Type: application/json\r\nContent-Length: "
+            "Accept-Encoding: identity\r\nContent-Type: application/json\r\nContent-Length: "
         )
         self._signer = signer
         self._sig = ""
