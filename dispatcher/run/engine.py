@@ -168,6 +168,7 @@ class Engine:
         self._last_start = 0.0
         self._health = Health(config.endpoint)  # what the endpoint has done so far
         self._renewed_on_refusal = -1  # the signer's generation made because a UserSig was refused (70001)
+        self._signature_accepted = -1  # the newest signer's generation the server took a request signed with
         self._told_export: set[str] = set()  # jobs whose export stats are on a line of this run
 
     # -- stopping ------------------------------------------------------------------------------
@@ -551,9 +552,12 @@ class Engine:
             signature=SignatureUse(
                 current=sent.signed == self.signer.generation,
                 made_on_refusal=sent.signed == self._renewed_on_refusal,
+                accepted=sent.signed <= self._signature_accepted,
                 now=self.signer.now(),
             ),
         )
+        if decision.signature_accepted:  # a later UserSig the server took shows the clocks agree as well
+            self._signature_accepted = max(self._signature_accepted, sent.signed)
         if decision.renew:  # once for all the requests signed with the refused UserSig, not once for each
             self.signer.renew()
             self._renewed_on_refusal = self.signer.generation
