@@ -278,7 +278,7 @@ class Engine:
             if self._halt_reasons or self._interrupted:  # stopped before a line: no empty journal stays
                 self._journal.remove_if_unused()
             try:
-                self._keep_journal_path()  # a deletion since the last round is restored before the end
+                await self._keep_journal_path()  # a deletion since the last round is restored before the end
             except JournalWriteError as exc:
                 self._halt(str(exc))
             if self._shared is not None:
@@ -292,9 +292,9 @@ class Engine:
         self.summary.exit_code = self.summary.decide_exit_code()
         return self.summary
 
-    def _keep_journal_path(self) -> None:
+    async def _keep_journal_path(self) -> None:
         assert self._journal is not None
-        moved = self._journal.keep_path()
+        moved = await self._journal.keep_path()
         if moved is not None:
             self._moved(moved)
 
