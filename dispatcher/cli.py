@@ -702,19 +702,39 @@ def _print_summary(summary: Summary) -> None:
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
+    import tempfile
+
     import orjson
 
     from dispatcher.errors import OutputError
 
-    tmp = f"{path}.tmp"
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    directory, name = os.path.split(path)
+    tmp = ""
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        # A name of its own beside the summary: two runs writing one summary at once never share it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
+        with open(fd, "wb") as handle:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is not the mode the summary always had
+            handle.write(data)
         os.replace(tmp, path)  # readers never see half a summary
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(f"{path}: cannot write the summary: {exc.strerror}") from None
+    except BaseException as exc:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write the summary: {exc.strerror}") from None
+        raise
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux): os.umask can only set it, and setting
+    it back and forth would race with a thread creating a file meanwhile."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022  # the usual one
 
 
 # -- report, sandbox, usersig ------------------------------------------------------------------

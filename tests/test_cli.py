@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -83,6 +85,41 @@ def test_send_sandbox_summary_json(jobs: Path, tmp_path: Path) -> None:
     assert summary["out"] == str(tmp_path / "jobs.outcomes.jsonl")  # the default --out
     assert summary["error_codes"] == {"0": 5}
     assert "ok          5" in result.stdout
+
+
+def test_a_summary_written_at_once_by_two_runs_leaves_the_other_runs_temporary_file_alone(
+    jobs: Path, tmp_path: Path
+) -> None:
+    """The temporary file had a fixed name, PATH.tmp: a run truncated another's half-written summary
+    and renamed it as its own, and the other run then failed (exit 2, no summary)."""
+    where = tmp_path / "summaries"
+    where.mkdir()
+    others = where / "s.json.tmp"
+    others.write_bytes(b'{"jobs": 7, "ba')  # another run's summary, half written
+    result = run("send", str(jobs), "--sandbox", "--summary-json", str(where / "s.json"))
+    assert result.returncode == 0, result.stderr
+    assert load(where / "s.json")["jobs"] == 3
+    assert others.read_bytes() == b'{"jobs": 7, "ba'
+    assert sorted(p.name for p in where.iterdir()) == ["s.json", "s.json.tmp"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((where / "s.json").stat().st_mode) == 0o666 & ~umask  # as a file the run creates
+
+
+def test_a_summary_that_cannot_be_written_says_so_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher.cli import _write_json
+    from dispatcher.errors import OutputError
+
+    def no_space(source: str, target: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(OutputError) as info:
+        _write_json(str(tmp_path / "s.json"), {"ok": 1})
+    assert str(info.value) == f"{tmp_path / 's.json'}: cannot write the summary: No space left on device"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_exit_1_when_a_job_is_rejected(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ resumable, and says by how much the clocks differ."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from dispatcher.journal.outcomes import RETRY
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Sandbox
 from dispatcher.sandbox.apis.base import Emulator
+from dispatcher.testing import FakeClock
 from dispatcher.tim.config import DEMO_CREDENTIALS
 from dispatcher.tim.usersig import Signer
 from tests.conftest import journal, make_config, write_jobs
@@ -93,3 +95,63 @@ async def test_the_refusals_of_requests_signed_before_the_renewal_do_not_stop_th
         summary = await engine.run()
     assert (summary.exit_code, summary.ok, summary.requests, summary.stopped) == (0, 20, 24, None)
     assert engine.signer.generation == 2  # the first signature and one renewal
+
+
+class SlowWay(Sandbox):
+    """A sandbox whose requests take `trips` seconds each on the way there, by its time of day (a
+    clock the test holds): a request signed just before its UserSig's half-life can arrive expired."""
+
+    def __init__(self, wall: FakeClock, *trips: float) -> None:
+        super().__init__(wall_clock=wall.time)
+        self.wall = wall
+        self.trips = collections.deque(trips)
+
+    async def _send(self, emulator: Emulator, request: web.Request) -> web.StreamResponse:
+        self.wall.now += self.trips.popleft() if self.trips else 1.0
+        return await super()._send(emulator, request)
+
+
+def short_lived(clock: FakeClock) -> Signer:
+    """UserSigs of 10 s, signed by the clock the sandbox also reads: the two clocks agree."""
+    creds = DEMO_CREDENTIALS
+    return Signer(creds.sdkappid, creds.identifier, creds.secret_key, expire=10, clock=clock.time)
+
+
+async def test_a_renewed_signature_the_server_accepted_is_renewed_again_each_time_it_expires(tmp_path: Path) -> None:
+    """It stopped the run, exit 2, as if the clock were off, at the second expiry."""
+    jobs = write_jobs(
+        tmp_path / "j.jsonl", [{"job_id": f"j{i}", "GroupId": "@TGS#a", "Content": "x"} for i in range(5)]
+    )
+    out = tmp_path / "o.jsonl"
+    wall = FakeClock(NOW)
+    # j0 arrives in 1 s; j1, j2 and j3 each go out with a UserSig made 1 s before, are 12 s on the
+    # way, and arrive expired: each retry, with a UserSig made on arrival, takes 1 s and is accepted.
+    async with SlowWay(wall, 1, 12, 1, 12, 1, 12, 1, 1) as server:
+        signer = short_lived(wall)
+        summary = await Engine(make_config(server, jobs, out, concurrency=1), signer=signer).run()
+    assert (summary.exit_code, summary.ok, summary.failed, summary.requests, summary.stopped) == (0, 5, 0, 8, None)
+    assert signer.generation == 4  # the first UserSig and three renewals, two of them of a renewed one
+    assert [(line["job_id"], line["error_code"]) for line in journal(out)] == [
+        ("j0", 0),
+        ("j1", 70001),
+        ("j1", 0),
+        ("j2", 70001),
+        ("j2", 0),
+        ("j3", 70001),
+        ("j3", 0),
+        ("j4", 0),
+    ]
+
+
+async def test_a_renewed_signature_refused_before_the_server_accepted_it_still_stops_the_run(tmp_path: Path) -> None:
+    """A UserSig the server took before does not vouch for the one made after it was refused."""
+    jobs, out = twenty_jobs(tmp_path / "j.jsonl"), tmp_path / "o.jsonl"
+    wall = FakeClock(NOW)
+    async with SlowWay(wall, 1, 12, 12) as server:  # the renewed UserSig is 12 s on the way too
+        summary = await Engine(make_config(server, jobs, out, concurrency=1), signer=short_lived(wall)).run()
+    assert summary.stopped == (
+        "the server refused a UserSig made just now (70001: UserSig expired), right after renewing one it had "
+        "refused; its Date agrees with this host's clock (within 5 s): check the credentials and the time "
+        "where they are checked"
+    )
+    assert (summary.exit_code, summary.ok, summary.failed, summary.requests) == (2, 1, 0, 3)

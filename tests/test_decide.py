@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dispatcher.run.client import Reply
-from dispatcher.run.decide import Decision, Sent, decide
+from dispatcher.run.decide import Decision, Sent, SignatureUse, decide
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim.apis import REGISTRY, Endpoint
 from dispatcher.tim.apis.base import Details
@@ -12,6 +12,7 @@ NOTIFICATION = REGISTRY["send_group_system_notification"]
 BATCHSENDMSG = REGISTRY["batchsendmsg"]
 GROUPMSG = REGISTRY["send_group_msg"]
 TARGET = "http://127.0.0.1:9"
+FRESH = SignatureUse()  # the signer's current UserSig, made ahead of time
 
 
 def decided(
@@ -22,6 +23,7 @@ def decided(
     last: bool = False,
     can_renew: bool = True,
     outage: str | None = None,
+    signature: SignatureUse = FRESH,
 ) -> Decision:
     sent = sent or Sent(("alice", "bob"))
     return decide(
@@ -35,6 +37,7 @@ def decided(
         policy=RetryPolicy(),
         target=TARGET,
         outage=outage,
+        signature=signature,
     )
 
 
@@ -71,6 +74,25 @@ def test_expired_signature_without_a_secret_key_stops_the_run() -> None:
     d = decided(Reply(70001, "expired", 200, 1.0), can_renew=False)
     assert (d.status, d.again, d.renew) == ("retry", False, False)
     assert d.halt == "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
+
+
+def test_a_renewed_signature_refused_before_the_server_took_it_stops_the_run() -> None:
+    d = decided(Reply(70001, "expired", 200, 1.0), signature=SignatureUse(made_on_refusal=True))
+    assert (d.status, d.again, d.renew) == ("retry", False, False)
+    assert d.halt is not None and d.halt.startswith("the server refused a UserSig made just now (70001: expired)")
+
+
+def test_a_renewed_signature_the_server_took_before_is_renewed_again_when_it_expires() -> None:
+    d = decided(Reply(70001, "expired", 200, 1.0), signature=SignatureUse(made_on_refusal=True, accepted=True))
+    assert (d.status, d.again, d.renew, d.backoff, d.halt) == ("retry", True, True, False, None)
+
+
+def test_only_a_reply_about_the_request_itself_shows_the_server_took_its_signature() -> None:
+    took = {
+        code: decided(Reply(code, "", 200 if code is not None else None, 1.0)).signature_accepted
+        for code in (0, 10010, 80002, None, 10002, 60007, 70001, 70003, 70050, 70107)
+    }
+    assert [code for code, yes in took.items() if yes] == [0, 10010, 80002]
 
 
 def test_signature_checks_rate_limited_pause_every_start_a_minute() -> None:

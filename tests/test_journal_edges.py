@@ -8,6 +8,7 @@ import collections
 import contextlib
 import os
 import re
+import threading
 from pathlib import Path
 
 import orjson
@@ -126,14 +127,14 @@ def lines_of(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines()
 
 
-def test_a_deleted_journal_is_restored_whole_locked_and_written_on(tmp_path: Path) -> None:
+async def test_a_deleted_journal_is_restored_whole_locked_and_written_on(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     writer = Journal(out)
     try:
         for i in range(3):
             writer.write({"job_id": f"j{i}", "batch": 0, "batches": 1, "status": "ok", "final": True})
         out.unlink()  # a clean-up job's rm
-        moved = writer.keep_path()
+        moved = await writer.keep_path()
         assert moved is not None and not moved.stop
         assert moved.message.startswith(f"{out} was deleted during the run (or moved away); restored it")
         assert [orjson.loads(raw)["job_id"] for raw in lines_of(out)] == ["j0", "j1", "j2"]
@@ -142,32 +143,154 @@ def test_a_deleted_journal_is_restored_whole_locked_and_written_on(tmp_path: Pat
         # The restored file is locked like the one it replaces: a second run cannot start on it.
         with pytest.raises(JournalLockedError, match=rf"is in use by another run \(pid {os.getpid()}\)"):
             Journal(out)
-        assert writer.keep_path() is None  # the path names the file it writes again
+        assert await writer.keep_path() is None  # the path names the file it writes again
         assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temporary file left behind
     finally:
         writer.close()
     Journal(out).close()
 
 
-def test_a_journal_moved_away_is_restored_and_the_moved_file_kept(tmp_path: Path) -> None:
+def hold_the_copy(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Hold the thread that copies a journal back once its copy is made: (made, release)."""
+    real_fsync = os.fsync
+    made, release = threading.Event(), threading.Event()
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread().name == "dispatcher-journal":
+            made.set()
+            release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return made, release
+
+
+async def test_a_deleted_journal_is_copied_back_off_the_event_loop_while_lines_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy ran on the event loop: a journal of millions of lines held every request of the
+    run (and its pace) for as long as the copy took."""
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out)
+    for i in range(3):
+        writer.write({"job_id": f"j{i}", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    out.unlink()
+    real_read = os.read
+    read_on: list[str] = []  # the thread of every read of the journal's lines
+
+    def read(fd: int, size: int) -> bytes:
+        data = real_read(fd, size)
+        if data.startswith(b'{"job_id":'):
+            read_on.append(threading.current_thread().name)
+        return data
+
+    monkeypatch.setattr(os, "read", read)
+    copied, release = hold_the_copy(monkeypatch)
+    try:
+        restoring = asyncio.create_task(writer.keep_path())
+        assert await asyncio.to_thread(copied.wait, 10), "the lines were not copied in a thread"
+        # The loop is free while the copy is made: a reply's line is written meanwhile, and restored too.
+        writer.write({"job_id": "j3", "batch": 0, "batches": 1, "status": "ok", "final": True})
+        release.set()
+        moved = await restoring
+        writer.write({"job_id": "j4", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    finally:
+        release.set()
+        writer.close()
+    assert moved is not None and not moved.stop
+    assert [orjson.loads(raw)["job_id"] for raw in lines_of(out)] == ["j0", "j1", "j2", "j3", "j4"]
+    assert read_on == ["dispatcher-journal", "MainThread"]  # j0-j2 in the thread; j3, written meanwhile, after it
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+async def test_a_name_taken_while_the_journal_is_copied_back_is_left_alone_and_the_run_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out)
+    writer.write({"job_id": "mine", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    out.unlink()
+    made, release = hold_the_copy(monkeypatch)
+    try:
+        restoring = asyncio.create_task(writer.keep_path())
+        assert await asyncio.to_thread(made.wait, 10)
+        out.write_bytes(b'{"job_id": "theirs"}\n')  # the next run's journal, started while the copy was made
+        release.set()
+        moved = await restoring
+    finally:
+        release.set()
+        writer.close()
+    saved = tmp_path / f"out.jsonl.{os.getpid()}.saved"
+    assert moved is not None and moved.stop
+    assert moved.message.startswith(f"{out} is another file since the run began")
+    assert out.read_bytes() == b'{"job_id": "theirs"}\n'
+    assert [orjson.loads(raw)["job_id"] for raw in lines_of(saved)] == ["mine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", saved.name]
+
+
+async def test_a_restoring_cancelled_mid_copy_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out)
+    writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    out.unlink()
+    made, release = hold_the_copy(monkeypatch)
+    restoring = asyncio.create_task(writer.keep_path())
+    assert await asyncio.to_thread(made.wait, 10)
+    assert [p.name.endswith(".restoring") for p in tmp_path.iterdir()] == [True]
+    restoring.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await restoring
+    (copier,) = [t for t in threading.enumerate() if t.name == "dispatcher-journal"]
+    release.set()
+    await asyncio.to_thread(copier.join, 10)
+    for _ in range(5):  # turns of the loop, for the copy's end to reach it and be discarded
+        await asyncio.sleep(0)
+    assert list(tmp_path.iterdir()) == []
+    writer.close()
+
+
+async def test_a_deleted_journal_is_restored_on_the_loop_when_no_thread_can_be_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.jsonl"
+    writer = Journal(out)
+    writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
+    out.unlink()
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    try:
+        moved = await writer.keep_path()
+    finally:
+        writer.close()
+    assert moved is not None and not moved.stop
+    assert [orjson.loads(raw)["job_id"] for raw in lines_of(out)] == ["j0"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+async def test_a_journal_moved_away_is_restored_and_the_moved_file_kept(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     writer = Journal(out)
     writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
     out.rename(tmp_path / "old.jsonl")
-    moved = writer.keep_path()
+    moved = await writer.keep_path()
     writer.write({"job_id": "j1", "batch": 0, "batches": 1, "status": "ok", "final": True})
     writer.close()
     assert moved is not None and not moved.stop
     assert len(lines_of(out)) == 2 and len(lines_of(tmp_path / "old.jsonl")) == 1
 
 
-def test_a_journal_replaced_by_another_file_is_not_overwritten_and_the_run_stops(tmp_path: Path) -> None:
+async def test_a_journal_replaced_by_another_file_is_not_overwritten_and_the_run_stops(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     writer = Journal(out)
     writer.write({"job_id": "mine", "batch": 0, "batches": 1, "status": "ok", "final": True})
     out.unlink()
     out.write_bytes(b'{"job_id": "theirs"}\n')  # say, the next run's journal, started once the path was free
-    moved = writer.keep_path()
+    moved = await writer.keep_path()
     saved = tmp_path / f"out.jsonl.{os.getpid()}.saved"
     assert moved is not None and moved.stop
     assert moved.message == (
@@ -184,16 +307,19 @@ async def test_the_periodic_sync_notices_a_deleted_journal(tmp_path: Path) -> No
     out = tmp_path / "out.jsonl"
     writer = Journal(out, fsync_interval=0)
     writer.write({"job_id": "j0", "batch": 0, "batches": 1, "status": "ok", "final": True})
-    writer.sync()  # nothing left to sync: each round of the task is one turn of the loop, no thread
+    writer.sync()
     told: list[str] = []
-    task = asyncio.create_task(
-        writer.sync_periodically(lambda exc: told.append(str(exc)), lambda m: told.append(m.message))
-    )
+    heard = asyncio.Event()
+
+    def tell(message: str) -> None:
+        told.append(message)
+        heard.set()
+
+    task = asyncio.create_task(writer.sync_periodically(lambda exc: tell(str(exc)), lambda m: tell(m.message)))
     try:
         await asyncio.sleep(0)
         out.unlink()
-        for _ in range(10):  # turns of the loop, not time
-            await asyncio.sleep(0)
+        await asyncio.wait_for(heard.wait(), 10)  # the copy runs in a thread: wait for its news, not for time
     finally:
         task.cancel()
         writer.close()
@@ -230,7 +356,7 @@ async def test_a_journal_deleted_mid_run_holds_every_line_and_a_resume_sends_not
         assert box.ledger.recipients(GROUP, "x") == collections.Counter(dict.fromkeys(recipients, 1))
 
 
-def test_a_journal_whose_directory_is_gone_cannot_be_restored_and_says_so(tmp_path: Path) -> None:
+async def test_a_journal_whose_directory_is_gone_cannot_be_restored_and_says_so(tmp_path: Path) -> None:
     out = tmp_path / "run" / "out.jsonl"
     out.parent.mkdir()
     writer = Journal(out)
@@ -238,7 +364,7 @@ def test_a_journal_whose_directory_is_gone_cannot_be_restored_and_says_so(tmp_pa
     out.unlink()
     out.parent.rmdir()
     with pytest.raises(JournalWriteError, match=re.escape(f"{out} was deleted during the run (or moved away) and")):
-        writer.keep_path()
+        await writer.keep_path()
     writer.close()
 
 

@@ -321,6 +321,27 @@ def test_a_late_periodic_write_never_replaces_the_final_file(tmp_path: Path) -> 
     assert value(samples(final), "dispatcher_running") == 0
 
 
+def test_the_textfiles_temporary_file_is_named_for_its_process_and_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs writing one metrics file at once never share its temporary file (the summary's had a
+    fixed name, PATH.tmp, and clashed); the writer comes from prometheus_client, so this pins it."""
+    prom = tmp_path / "m.prom"
+    others = tmp_path / "m.prom.tmp"
+    others.write_bytes(b"half")
+    real_rename, renamed = os.rename, []
+
+    def rename(source: str, target: str) -> None:
+        renamed.append((Path(source).name, Path(target).name))
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    Exporter(MetricsOptions(file=str(prom)), started=1000.0).finish(0)
+    assert renamed == [(f"m.prom.{os.getpid()}.{threading.get_ident()}", "m.prom")]
+    assert others.read_bytes() == b"half"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.prom", "m.prom.tmp"]
+
+
 def test_a_password_in_the_pushgateway_url_is_never_logged(tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": "@TGS#a", "Content": "hi"}])
     gone = f"http://ops:s3cret@127.0.0.1:{free_port()}"

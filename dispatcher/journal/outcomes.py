@@ -9,7 +9,7 @@ A write or fsync that fails (disk full, I/O error) is not retried and nothing mo
 whatever part of a line reached the disk is then the journal's torn last line, which a resume cuts
 off. The caller learns of it from `JournalWriteError` and stops the run. A journal deleted while
 the run writes it (a clean-up job's `rm`) is put back at its path from the file the run still has
-open (`Journal.keep_path`, every round of the periodic fsync and at the end).
+open (`Journal.keep_path`, every round of the periodic fsync and at the end), copied in a thread.
 Reading: `load_state` gives each batch's fate for a resume, cutting off a torn last line first.
 """
 
@@ -230,14 +230,14 @@ class Journal:
                     on_error(self._fail(failure))
             # After the fsync, never during it: keep_path may replace the descriptor that it syncs.
             try:
-                moved = self.keep_path()
+                moved = await self.keep_path()
             except JournalWriteError as exc:
                 on_error(exc)
                 continue
             if moved is not None:
                 on_moved(moved)
 
-    def keep_path(self) -> Moved | None:
+    async def keep_path(self) -> Moved | None:
         """Make sure the journal's path still names the file this run writes; None if it does.
 
         A journal deleted during the run (a clean-up job's `rm`) or moved away would leave its lines
@@ -245,7 +245,8 @@ class Journal:
         are copied into a new file at the path, locked before it gets the name, and writing goes on
         there. A path that names another file now (the next run's journal, once the name was free)
         is never overwritten: the lines go to a file beside it, writing goes on there, and the run
-        must stop. Runs on the event loop, which alone writes, so no line is written meanwhile.
+        must stop. The copy runs in a thread, so that a long journal does not hold the event loop
+        (and every request of the run) while it runs; see `_move_to`.
         Raises JournalWriteError if the lines cannot be put anywhere.
         """
         if self._fd < 0 or self.removed:
@@ -258,58 +259,87 @@ class Journal:
             return None  # the directory cannot be searched just now: nothing to tell
         if st is not None and (st.st_dev, st.st_ino) == self.identity:
             return None
-        if st is None:
-            self._move_to(self.path, "deleted during the run (or moved away)")
-            return Moved(
-                f"{self.path} was deleted during the run (or moved away); restored it from the file the run "
-                "still has open, with every line written so far, and the run goes on",
-                stop=False,
-            )
         saved = self.path.with_name(f"{self.path.name}.{os.getpid()}.saved")
         taken = self.path
-        self._move_to(saved, "replaced by another file")
+        if st is None:
+            what = "deleted during the run (or moved away)"
+            if await self._move_to(self.path, what, otherwise=saved):
+                return Moved(
+                    f"{self.path} was deleted during the run (or moved away); restored it from the file the run "
+                    "still has open, with every line written so far, and the run goes on",
+                    stop=False,
+                )
+        else:
+            await self._move_to(saved, "replaced by another file")
         return Moved(
             f"{taken} is another file since the run began (the journal was deleted or moved and the name taken "
             f"again); it was left alone, and this run's lines are saved in {saved}: put them back before a --resume",
             stop=True,
         )
 
-    def _move_to(self, target: Path, what: str) -> None:
-        """Copy every line into a new, locked file named `target`, and write there from now on."""
-        new = -1
-        temporary = ""
+    async def _move_to(self, target: Path, what: str, otherwise: Path | None = None) -> bool:
+        """Copy every line into a new, locked file named `target` (or `otherwise`, should another file
+        take that name during the copy), and write there from now on. True if it is `target`.
+
+        The bulk of the copy runs in a thread while the loop goes on writing lines to the old file;
+        the loop then copies those few lines too and switches files in one step, with no await in
+        between, so no line is written meanwhile."""
+        # Read back through /proc (Linux): the descriptor we write is write-only, and a file that has
+        # lost its last name cannot be linked to a new one, only copied. Its own offset tells where
+        # the thread's copy ended.
         try:
-            # Read back through /proc (Linux): the descriptor we write is write-only, and a file that
-            # has lost its last name cannot be linked to a new one, only copied.
+            mode = stat.S_IMODE(os.fstat(self._fd).st_mode)
             old = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY)
+        except OSError as exc:
+            raise self._unsaved(what, target, exc) from None
+        copy = functools.partial(_copy_into_new, old, target, mode)
+        copying = asyncio.ensure_future(in_daemon_thread(copy, name="dispatcher-journal"))
+        try:
             try:
-                new, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restoring", dir=target.parent)
-                fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
-                os.fchmod(new, stat.S_IMODE(os.fstat(self._fd).st_mode))
-                while chunk := os.read(old, 1 << 20):
+                new, temporary = await asyncio.shield(copying)
+            except (OSError, asyncio.CancelledError):
+                raise
+            except Exception:  # no thread could be started: copy here, holding the loop, rather than lose lines
+                new, temporary = copy()
+        except OSError as exc:
+            os.close(old)
+            raise self._unsaved(what, target, exc) from None
+        except BaseException:  # cancelled: the thread still reads `old`; what it made is discarded once it ends
+            copying.add_done_callback(functools.partial(_discard_copy, old))
+            raise
+        name = target
+        try:
+            try:
+                while chunk := os.read(old, 1 << 20):  # the lines written while the thread copied
                     while chunk:
                         chunk = chunk[os.write(new, chunk) :]
             finally:
                 os.close(old)
             fcntl.fcntl(new, fcntl.F_SETFL, fcntl.fcntl(new, fcntl.F_GETFL) | os.O_APPEND)
-            os.fsync(new)
-            os.link(temporary, target)  # unlike a rename, never replaces a file that took the name meanwhile
+            try:
+                os.link(temporary, name)  # unlike a rename, never replaces a file that took the name meanwhile
+            except FileExistsError:
+                if otherwise is None:
+                    raise
+                name = otherwise
+                os.link(temporary, name)
             os.unlink(temporary)
         except OSError as exc:
-            if new >= 0:
-                os.close(new)
-            if temporary:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-            raise JournalWriteError(
-                f"{self.path} was {what} and its lines cannot be saved ({target}: {exc.strerror}); they are only "
-                "in the file this run has open, until it exits"
-            ) from None
+            _discard(new, temporary)
+            raise self._unsaved(what, name, exc) from None
         os.close(self._fd)
         self._fd = new
+        self._dirty = True  # the lines copied last are not synced yet
         st = os.fstat(new)
         self.identity = (st.st_dev, st.st_ino)
-        self.path = target
+        self.path = name
+        return name == target
+
+    def _unsaved(self, what: str, target: Path, exc: OSError) -> JournalWriteError:
+        return JournalWriteError(
+            f"{self.path} was {what} and its lines cannot be saved ({target}: {exc.strerror}); they are only "
+            "in the file this run has open, until it exits"
+        )
 
     def close(self) -> None:
         """Sync and close (which releases the lock); raise JournalWriteError if the last sync failed."""
@@ -331,6 +361,37 @@ def _fsync_closing(fd: int) -> OSError | None:
     finally:
         os.close(fd)
     return None
+
+
+def _copy_into_new(old: int, target: Path, mode: int) -> tuple[int, str]:
+    """Copy what `old` holds into a new, locked, synced temporary file beside `target` (in a thread):
+    its descriptor and name. On an error nothing of it is left."""
+    new, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restoring", dir=target.parent)
+    try:
+        fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
+        os.fchmod(new, mode)
+        while chunk := os.read(old, 1 << 20):
+            while chunk:
+                chunk = chunk[os.write(new, chunk) :]
+        os.fsync(new)
+    except BaseException:
+        _discard(new, temporary)
+        raise
+    return new, temporary
+
+
+def _discard(new: int, temporary: str) -> None:
+    with contextlib.suppress(OSError):
+        os.close(new)
+    with contextlib.suppress(OSError):
+        os.unlink(temporary)
+
+
+def _discard_copy(old: int, copying: asyncio.Future[tuple[int, str]]) -> None:
+    """A copy that nobody awaits any more (`Journal._move_to` was cancelled) has ended: drop it."""
+    os.close(old)
+    if not copying.cancelled() and copying.exception() is None:
+        _discard(*copying.result())
 
 
 def _check_regular(path: Path) -> None:

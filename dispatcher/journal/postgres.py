@@ -940,7 +940,7 @@ class PgJournal:
 
     # -- the file journal's ends, which have no meaning here ------------------------------------
 
-    def keep_path(self) -> Moved | None:
+    async def keep_path(self) -> Moved | None:
         return None
 
     def remove_if_unused(self) -> None:

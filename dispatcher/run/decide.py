@@ -26,6 +26,8 @@ _NOTHING_LOST: Mapping[str, int | None] = {}
 # A server's Date has a precision of a second, and a reply takes some time to arrive: a clock off
 # by less than this is not named as the cause of a refused signature.
 CLOCK_SKEW_SHOWN = 5.0
+# The signature and account errors: a reply with one of these says nothing of the UserSig being good.
+_SIGNATURE_CODES = range(70_000, 71_000)
 
 
 def duration_text(seconds: float) -> str:
@@ -53,6 +55,7 @@ class SignatureUse:
 
     current: bool = True  # it is still the signer's UserSig (no renewal since it was sent)
     made_on_refusal: bool = False  # it was made because the one before it was refused (70001)
+    accepted: bool = False  # the server took it, or a later one, for a request before (see `took_signature`)
     now: float = 0.0  # this host's wall clock, seconds since the epoch (for a clock that is off)
 
 
@@ -75,6 +78,7 @@ class Decision:
     pause: float = 0.0  # hold every start this many seconds
     signature_pause: bool = False  # the pause is 70050's (signature checks rate-limited)
     halt: str | None = None  # stop the run: unfinished work stays resumable
+    signature_accepted: bool = False  # the server took the request's UserSig (see `took_signature`)
 
 
 def decide(
@@ -140,10 +144,11 @@ def decide(
     elif verdict is Verdict.RENEW and not can_renew:
         status = RETRY
         halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
-    elif verdict is Verdict.RENEW and signature.made_on_refusal:
-        # The signature made because the last one was refused is refused too: no renewal can help,
-        # every request would be refused alike (a clock that is off). Not final: a plain --resume
-        # finishes once the clock is right.
+    elif verdict is Verdict.RENEW and signature.made_on_refusal and not signature.accepted:
+        # The signature made because the last one was refused is refused too, before the server took
+        # it once: no renewal can help, every request would be refused alike (a clock that is off).
+        # One the server took, then refused, has simply expired: it is renewed like any other.
+        # Not final: a plain --resume finishes once the clock is right.
         status = RETRY
         halt = fresh_signature_refused(reply, signature.now)
     else:
@@ -206,7 +211,17 @@ def decide(
         pause=pause,
         signature_pause=signature_pause,
         halt=halt,
+        signature_accepted=took_signature(reply, verdict),
     )
+
+
+def took_signature(reply: Reply, verdict: Verdict) -> bool:
+    """Whether the reply shows the server took the request's UserSig: it answered about the request
+    itself, delivered or refused for its content. A transport fault, an over-rate or transient reply
+    (which may come before the signature is checked) and any 70xxx code (the signature and account
+    errors) say nothing of it."""
+    code = reply.error_code
+    return code is not None and verdict in (Verdict.OK, Verdict.PERMANENT) and code not in _SIGNATURE_CODES
 
 
 def fresh_signature_refused(reply: Reply, now: float) -> str:

@@ -169,6 +169,7 @@ class Engine:
         self._last_start = 0.0
         self._health = Health(config.endpoint)  # what the endpoint has done so far
         self._renewed_on_refusal = -1  # the signer's generation made because a UserSig was refused (70001)
+        self._signature_accepted = -1  # the newest signer's generation the server took a request signed with
         self._told_export: set[str] = set()  # jobs whose export stats are on a line of this run
 
     # -- stopping ------------------------------------------------------------------------------
@@ -280,7 +281,7 @@ class Engine:
             if self._halt_reasons or self._interrupted:  # stopped before a line: no empty journal stays
                 self._journal.remove_if_unused()
             try:
-                self._keep_journal_path()  # a deletion since the last round is restored before the end
+                await self._keep_journal_path()  # a deletion since the last round is restored before the end
             except JournalWriteError as exc:
                 self._halt(str(exc))
             if self._shared is not None:
@@ -294,9 +295,9 @@ class Engine:
         self.summary.exit_code = self.summary.decide_exit_code()
         return self.summary
 
-    def _keep_journal_path(self) -> None:
+    async def _keep_journal_path(self) -> None:
         assert self._journal is not None
-        moved = self._journal.keep_path()
+        moved = await self._journal.keep_path()
         if moved is not None:
             self._moved(moved)
 
@@ -562,9 +563,12 @@ class Engine:
             signature=SignatureUse(
                 current=sent.signed == self.signer.generation,
                 made_on_refusal=sent.signed == self._renewed_on_refusal,
+                accepted=sent.signed <= self._signature_accepted,
                 now=self.signer.now(),
             ),
         )
+        if decision.signature_accepted:  # a later UserSig the server took shows the clocks agree as well
+            self._signature_accepted = max(self._signature_accepted, sent.signed)
         if decision.renew:  # once for all the requests signed with the refused UserSig, not once for each
             self.signer.renew()
             self._renewed_on_refusal = self.signer.generation
