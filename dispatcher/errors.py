@@ -71,3 +71,10 @@ def quoted(value: object, *, bare: bool = False, limit: int = QUOTED_CHARS) -> s
         return f"{head}… ({len(value.encode('utf-8', 'surrogatepass')):,} bytes)"
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def said(exc: BaseException, *, limit: int = 200) -> str:
+    """An exception's own words (a library's, which may quote a line of the user's file): its first line,
+    cut as any value of the user's, or its type's name if it has none."""
+    text = str(exc).strip()
+    return quoted(text.splitlines()[0], bare=True, limit=limit) if text else type(exc).__name__

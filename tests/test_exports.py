@@ -5,6 +5,7 @@ Every file is small and made here; every expectation is a literal. A mistake nev
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import threading
@@ -415,3 +416,321 @@ def test_stop_ends_the_reading_of_a_table_export_and_yields_nothing_of_its_job(t
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
     assert within(10, lambda: list(read_jobs([str(path)], 500, stop=stop))) == []
+
+
+# Exports as spreadsheets save them (issue 24): the encoding, the separator, a column named twice, and a
+# JSON Lines column of text and integers. Each ends as that job's rejection (or is read), never a traceback.
+
+UTF16_CSV = "user_id,name\r\nann,Ann\r\nbob,Bj\u00f6rn\r\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "job"),
+    [
+        ("r.csv", UTF16_CSV.encode("utf-16"), {"recipients_column": "user_id"}),  # little-endian, as Excel
+        ("r.csv", codecs.BOM_UTF16_BE + UTF16_CSV.encode("utf-16-be"), {"recipients_column": "user_id"}),
+        ("r.csv.gz", gzip.compress(UTF16_CSV.encode("utf-16")), {"recipients_column": "user_id"}),
+        ("r.tsv", "user_id\tname\r\nann\tAnn\r\nbob\tBob\r\n".encode("utf-16"), {"recipients_column": "user_id"}),
+        ("r.jsonl", '{"uid": "ann"}\n{"uid": "bob"}\n'.encode("utf-16"), {}),
+        ("r.txt", "ann\r\nbob\r\n".encode("utf-16"), {}),
+    ],
+    ids=["csv", "csv-big-endian", "csv-gzip", "tsv", "jsonl", "text"],
+)
+def test_a_utf16_export_with_a_byte_order_mark_is_read_as_its_utf8_copy_would_be(
+    tmp_path: Path, name: str, content: bytes, job: dict[str, Any]
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    utf16 = read(tmp_path, {**BASE, "recipients_file": name, **job})
+    assert isinstance(utf16, Job), utf16
+    assert [batch.recipients for batch in split(utf16)] == [("ann", "bob")]
+    # Saved again as UTF-8, it is the same job: a resume after re-saving it goes on.
+    if name.endswith(".gz"):
+        (tmp_path / name).write_bytes(gzip.compress(gzip.decompress(content).decode("utf-16").encode("utf-8")))
+    else:
+        (tmp_path / name).write_bytes(content.decode("utf-16").encode("utf-8"))
+    utf8 = read(tmp_path, {**BASE, "recipients_file": name, **job})
+    assert isinstance(utf8, Job), utf8
+    assert utf16.job_hash == utf8.job_hash
+
+
+def test_a_utf16_exclude_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id\nann\nbob\ncat\n")
+    (tmp_path / "unsubscribed.csv").write_bytes("user_id\tat\r\nbob\t2026-11-01\r\n".encode("utf-16"))
+    job = {
+        **BASE,
+        "recipients_file": "r.csv",
+        "exclude_file": "unsubscribed.csv",
+        "exclude_format": "tsv",
+        "exclude_column": "user_id",
+    }
+    assert sent(tmp_path, job) == [("ann", "cat")]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "field", "reason"),
+    [
+        (
+            "r.csv",
+            "user_id\nann\n".encode("utf-32"),
+            "recipients_file",
+            "r.csv: the file is UTF-32 (it starts with a UTF-32 byte-order mark); save it as UTF-8",
+        ),
+        (
+            "r.txt",
+            "ann\n".encode("utf-32"),
+            "recipients_file",
+            "r.txt: the file is UTF-32 (it starts with a UTF-32 byte-order mark); save it as UTF-8",
+        ),
+        (
+            "r.csv",
+            codecs.BOM_UTF16_LE + "uid\n".encode("utf-16-le") + b"\x00\xd8" + "a\n".encode("utf-16-le"),
+            "recipients_file",
+            "r.csv: not valid UTF-16 (illegal UTF-16 surrogate); save it as UTF-8",
+        ),
+        (
+            "r.txt",
+            codecs.BOM_UTF16_LE + "ann\n".encode("utf-16-le") + b"\x00\xd8" + "a\n".encode("utf-16-le"),
+            "recipients_file",
+            "r.txt: not valid UTF-16 (illegal UTF-16 surrogate); save it as UTF-8",
+        ),
+        (
+            "r.csv",
+            "n\u00e4me;user_id\nx;ann\n".encode("cp1252"),
+            "recipients_file",
+            "r.csv: its column names are not UTF-8 (byte 0xe4); save it as UTF-8 (Excel: CSV UTF-8)",
+        ),
+        (
+            "r.jsonl",
+            '{"n\u00e4me": "x", "uid": "ann"}\n'.encode("cp1252"),
+            "recipients_file",
+            "r.jsonl: its column names are not UTF-8 (byte 0xe4); save it as UTF-8",
+        ),
+        ("r.csv", "uid\nann\nbj\u00f6rn\n".encode("cp1252"), "recipients_file", "r.csv row 2: not valid UTF-8"),
+        (
+            "r.jsonl",
+            b'{"uid": "a1"}\n{"uid": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+            "recipients_file",
+            "r.jsonl row 2: nested too deeply to be read",
+        ),
+    ],
+    ids=[
+        "utf32-csv",
+        "utf32-text",
+        "bad-utf16-csv",
+        "bad-utf16-text",
+        "cp1252-header",
+        "cp1252-jsonl-key",
+        "cp1252-value",
+        "deep-jsonl-value",
+    ],
+)
+def test_an_export_in_another_encoding_is_refused_in_one_line_naming_the_file(
+    tmp_path: Path, name: str, content: bytes, field: str, reason: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    column = {} if name.endswith(".txt") else {"recipients_column": "uid"}
+    assert refused(tmp_path, {**BASE, "recipients_file": name, **column}) == (field, reason)
+
+
+def test_an_exclude_file_in_another_encoding_rejects_the_job_naming_its_field(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("ann\n")
+    (tmp_path / "x.csv").write_bytes("user_id;gr\u00fcnde\nann;x\n".encode("cp1252"))
+    job = {**BASE, "recipients_file": "r.txt", "exclude_file": "x.csv", "exclude_column": "user_id"}
+    assert refused(tmp_path, job) == (
+        "exclude_file",
+        "x.csv: its column names are not UTF-8 (byte 0xfc); save it as UTF-8 (Excel: CSV UTF-8)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        (
+            "r.csv",
+            b"name;email\r\nal;a@x\r\nbo;b@x\r\n",
+            "is required: r.csv has one column, 'name;email', and its name holds ';': is the file separated by "
+            "';', as Excel writes CSV in many locales? Save it separated by commas, or name the column to read "
+            "it as it is",
+        ),
+        (
+            "r.csv",
+            b"user_id\nann\nal;a@x\n",
+            "is required: r.csv row 2 holds ';' ('al;a@x'): is the file separated by ';', as Excel writes CSV "
+            "in many locales? Save it separated by commas, or name the column to read it as it is",
+        ),
+        (
+            "r.csv",
+            b"name|email\nal|a@x\n",
+            "is required: r.csv has one column, 'name|email', and its name holds '|': is the file separated by "
+            "'|'? Save it separated by commas, or name the column to read it as it is",
+        ),
+        (
+            "r.csv",
+            b"name\temail\nal\ta@x\n",
+            "is required: r.csv has one column, 'name\\temail', and its name holds a tab: is the file separated "
+            'by tabs? Read it as TSV ("recipients_format": "tsv"), or name the column to read it as it is',
+        ),
+        (
+            "r.tsv",
+            b"name,email\nal,a@x\n",
+            "is required: r.tsv has one column, 'name,email', and its name holds a comma: is the file separated "
+            'by commas? Read it as CSV ("recipients_format": "csv"), or name the column to read it as it is',
+        ),
+    ],
+    ids=["semicolon-header", "semicolon-value", "pipe", "tab-in-csv", "comma-in-tsv"],
+)
+def test_a_file_read_as_one_column_whose_text_holds_another_separator_is_refused_with_a_hint(
+    tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    assert refused(tmp_path, {**BASE, "recipients_file": name}) == ("recipients_column", reason)
+
+
+def test_a_column_named_by_the_job_is_read_as_it_is_whatever_it_holds(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_bytes(b"user_id\nann\nal;x\n")
+    assert sent(tmp_path, {**BASE, "recipients_file": "r.csv", "recipients_column": "user_id"}) == [("ann", "al;x")]
+    (tmp_path / "plain.csv").write_bytes(b"user_id\r\nann\r\n  bob\t\r\n")  # white space around an ID is no separator
+    assert sent(tmp_path, {**BASE, "recipients_file": "plain.csv"}) == [("ann", "bob")]
+
+
+def test_a_semicolon_separated_csv_and_a_column_it_lacks_are_refused_naming_its_columns(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_bytes(b"user_id;name\nann;Ann\n")
+    assert refused(tmp_path, {**BASE, "recipients_file": "r.csv", "recipients_column": "user_id"}) == (
+        "recipients_column",
+        "r.csv has no column 'user_id'; its columns: 'user_id;name': is the file separated by ';', as Excel "
+        "writes CSV in many locales? Save it separated by commas",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "job", "reason"),
+    [
+        (
+            "r.csv",
+            b"user_id,user_id\nann,bob\n",
+            {"recipients_column": "user_id"},
+            "r.csv has 2 columns named 'user_id'; which one holds the UserIDs is ambiguous: rename the others",
+        ),
+        (
+            "r.parquet",
+            None,
+            {"recipients_column": "uid"},
+            "r.parquet has 2 columns named 'uid'; which one holds the UserIDs is ambiguous: rename the others",
+        ),
+    ],
+    ids=["csv", "parquet"],
+)
+def test_a_column_named_twice_is_refused_when_it_is_the_one_read(
+    tmp_path: Path, name: str, content: bytes | None, job: dict[str, Any], reason: str
+) -> None:
+    if content is None:
+        table = pa.Table.from_arrays([pa.array(["ann"]), pa.array(["bob"])], names=["uid", "uid"])
+        pq.write_table(table, tmp_path / name)
+    else:
+        (tmp_path / name).write_bytes(content)
+    assert refused(tmp_path, {**BASE, "recipients_file": name, **job}) == ("recipients_column", reason)
+
+
+def test_a_json_lines_field_given_twice_in_a_row_is_refused_only_if_it_is_the_one_read(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_bytes(b'{"uid": "ann", "n": 1}\n{"uid": "bob", "uid": "eve", "n": 2}\n')
+    assert refused(tmp_path, {**BASE, "recipients_file": "r.jsonl", "recipients_column": "uid"}) == (
+        "recipients_file",
+        "r.jsonl row 2: the field 'uid' is given twice; which one holds the UserID is ambiguous",
+    )
+    (tmp_path / "r.jsonl").write_bytes(b'{"uid": "ann", "n": 1}\n{"uid": "bob", "n": 2, "n": 3}\n')
+    assert sent(tmp_path, {**BASE, "recipients_file": "r.jsonl", "recipients_column": "uid"}) == [("ann", "bob")]
+    (tmp_path / "r.csv").write_bytes(b"user_id,x,x\nann,1,2\n")
+    assert sent(tmp_path, {**BASE, "recipients_file": "r.csv", "recipients_column": "user_id"}) == [("ann",)]
+
+
+def test_a_json_lines_field_of_text_and_integers_reads_each_integer_as_its_decimal_text(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_bytes(b'{"uid": "a1"}\n{"uid": 7}\n{"uid": "007"}\n{"uid": -12}\n')
+    assert sent(tmp_path, {**BASE, "recipients_file": "r.jsonl"}) == [("a1", "7", "007", "-12")]
+    # Across the blocks the file is read in: 30,000 rows of text, then integers.
+    rows = (
+        b"".join(b'{"uid": "m%05d"}\n' % i for i in range(30_000)) + b'{"uid": 10023}\n{"uid": 18446744073709551615}\n'
+    )
+    (tmp_path / "r.jsonl").write_bytes(rows)
+    batches = sent(tmp_path, {**BASE, "recipients_file": "r.jsonl"})
+    assert batches[-1][-2:] == ("10023", "18446744073709551615")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"uid": "a1"}\n{"uid": 7.5}\n', "r.jsonl row 2: 'uid' holds a number that is not whole (7.5), not a UserID"),
+        (b'{"uid": 7}\n{"uid": 1e3}\n', "r.jsonl row 2: 'uid' holds a number that is not whole (1e3), not a UserID"),
+        (b'{"uid": "a1"}\n{"uid": true}\n', "r.jsonl row 2: 'uid' holds true, not a UserID"),
+        (b'{"uid": "a1"}\n\n{"uid": ["b"]}\n', "r.jsonl row 2: 'uid' holds an array, not a UserID"),
+        (b'{"uid": "a1"}\n{"uid": 7}\n{"uid": ""}\n', "r.jsonl row 3: UserID must not be empty"),
+        (b'{"uid": "a1"}\n{"uid": 7}\n[1]\n', "r.jsonl row 3: not a JSON object"),
+        (b'{"uid": "a1"}\n{"uid": 7}\n{"uid": \n', "r.jsonl row 3: not valid JSON (Expecting value)"),
+    ],
+    ids=["fraction", "exponent", "boolean", "array", "empty", "not-an-object", "not-json"],
+)
+def test_a_json_lines_field_of_mixed_types_is_refused_at_the_first_value_that_is_no_userid(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    (tmp_path / "r.jsonl").write_bytes(content)
+    assert refused(tmp_path, {**BASE, "recipients_file": "r.jsonl"}) == ("recipients_file", reason)
+
+
+ROWS = b"".join(b"m%06d\n" % i for i in range(50_000))
+JSON_ROWS = b"".join(b'{"uid": "m%06d"}\n' % i for i in range(50_000))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        (
+            "r.csv.gz",
+            gzip.compress(b"uid\n" + ROWS)[:3000],
+            "r.csv.gz: cannot read as csv: Truncated compressed stream",
+        ),
+        ("r.jsonl.zst", zstd(JSON_ROWS)[:3000], "r.jsonl.zst: cannot read as jsonl: Truncated compressed stream"),
+        ("r.txt.zst", zstd(ROWS)[:3000], "r.txt.zst: cannot read: Truncated compressed stream"),
+        ("r.csv.gz", b"uid\nann\n", "r.csv.gz: cannot read as csv: zlib inflate failed: incorrect header check"),
+        (
+            "r.parquet",
+            b"PAR1 not parquet",
+            "r.parquet: cannot read as parquet: Parquet magic bytes not found in footer. Either the file is "
+            "corrupted or this is not a parquet file.",
+        ),
+        (
+            "r.jsonl",
+            b'{"uid": "a1"}\n{"uid": "' + b"a" * 262_133 + b'"}\n',  # 262,145 bytes
+            "r.jsonl row 2: a line longer than 262,144 bytes, its newline included",
+        ),
+        (
+            "r.jsonl",
+            b'{"uid": "a1"}\n{"uid": "' + b"a" * 262_132 + b'"}\n',  # 262,144 bytes: read, and judged
+            "r.jsonl row 2: UserID must be at most 32 bytes",
+        ),
+    ],
+    ids=[
+        "truncated-gzip",
+        "truncated-zstd",
+        "truncated-zstd-text",
+        "not-gzip",
+        "not-parquet",
+        "long-line",
+        "longest-line",
+    ],
+)
+def test_an_export_pyarrow_cannot_read_rejects_its_job_in_one_line(
+    tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    column = {} if ".txt" in name else {"recipients_column": "uid"}
+    assert refused(tmp_path, {**BASE, "recipients_file": name, **column}) == ("recipients_file", reason)
+
+
+def test_a_suppression_list_read_as_one_column_that_holds_a_semicolon_is_refused(tmp_path: Path) -> None:
+    # Read as one column, 'bob;2026-11-01' would exclude nobody: bob would be sent to.
+    (tmp_path / "r.txt").write_text("ann\nbob\n")
+    (tmp_path / "x.csv").write_bytes(b"user_id;at\r\nbob;2026-11-01\r\n")
+    assert refused(tmp_path, {**BASE, "recipients_file": "r.txt", "exclude_file": "x.csv"}) == (
+        "exclude_column",
+        "is required: x.csv has one column, 'user_id;at', and its name holds ';': is the file separated by ';', "
+        "as Excel writes CSV in many locales? Save it separated by commas, or name the column to read it as it is",
+    )

@@ -248,3 +248,105 @@ async def test_a_full_disk_while_the_engine_reads_an_export_halts_the_run_before
     )
     assert (summary.exit_code, summary.requests, sandbox.stats["requests"]) == (2, 0, 0)
     assert journal(out) == []
+
+
+def spreadsheet_exports(tmp_path: Path) -> Path:
+    """Exports as spreadsheets and hand-made scripts save them (issue 24), each the export of one job, and a
+    plain one: what is read is sent, what cannot be is that job's rejection, and the other jobs go."""
+    (tmp_path / "unicode.csv").write_bytes("user_id,name\r\nann,Ann\r\nbob,Bj\u00f6rn\r\ncat,Cat\r\n".encode("utf-16"))
+    (tmp_path / "unsubscribed.csv").write_bytes("user_id\r\nbob\r\n".encode("utf-16"))
+    (tmp_path / "latin1.csv").write_bytes("n\u00e4me;user_id\r\nx;ann\r\n".encode("cp1252"))
+    (tmp_path / "semicolons.csv").write_bytes(b"name;email\r\nal;a@x\r\nbo;b@x\r\n")
+    (tmp_path / "twice.csv").write_bytes(b"user_id,user_id\nann,bob\n")
+    (tmp_path / "utf32.csv").write_bytes("user_id\nann\n".encode("utf-32"))
+    (tmp_path / "mixed.jsonl").write_bytes(b'{"uid": "a1"}\n{"uid": 7}\n')
+    # Nested 100,000 deep beside the ID: pyarrow's type inference ran out of stack on it (a segfault).
+    (tmp_path / "deep.jsonl").write_bytes(b'{"uid": "d1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
+    (tmp_path / "good.txt").write_bytes(b"zed\n")
+    job = {"GroupId": GROUP, "Content": "hi"}
+    return write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {**job, "job_id": "unicode", "recipients_file": "unicode.csv", "recipients_column": "user_id",
+             "exclude_file": "unsubscribed.csv"},
+            {**job, "job_id": "latin1", "recipients_file": "latin1.csv", "recipients_column": "user_id"},
+            {**job, "job_id": "semicolons", "recipients_file": "semicolons.csv"},
+            {**job, "job_id": "twice", "recipients_file": "twice.csv", "recipients_column": "user_id"},
+            {**job, "job_id": "utf32", "recipients_file": "utf32.csv"},
+            {**job, "job_id": "mixed", "recipients_file": "mixed.jsonl"},
+            {**job, "job_id": "deep", "recipients_file": "deep.jsonl", "recipients_column": "uid"},
+            {**job, "job_id": "good", "recipients_file": "good.txt"},
+        ],
+    )  # fmt: skip
+
+
+SPREADSHEET_REJECTIONS = {
+    "latin1": (
+        "recipients_file",
+        "latin1.csv: its column names are not UTF-8 (byte 0xe4); save it as UTF-8 (Excel: CSV UTF-8)",
+    ),
+    "semicolons": (
+        "recipients_column",
+        "is required: semicolons.csv has one column, 'name;email', and its name holds ';': is the file "
+        "separated by ';', as Excel writes CSV in many locales? Save it separated by commas, or name the column "
+        "to read it as it is",
+    ),
+    "twice": (
+        "recipients_column",
+        "twice.csv has 2 columns named 'user_id'; which one holds the UserIDs is ambiguous: rename the others",
+    ),
+    "utf32": (
+        "recipients_file",
+        "utf32.csv: the file is UTF-32 (it starts with a UTF-32 byte-order mark); save it as UTF-8",
+    ),
+}
+SPREADSHEET_LINES = {"latin1": 2, "semicolons": 3, "twice": 4, "utf32": 5}
+
+
+def test_a_run_rejects_only_the_jobs_whose_exports_cannot_be_read_and_sends_the_others(tmp_path: Path) -> None:
+    jobs = spreadsheet_exports(tmp_path)
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run(
+        DISPATCHER("send", str(jobs), "--sandbox", "--out", str(out), "--no-progress"),
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = journal(out)
+    assert {line["job_id"]: (line["field"], line["error_info"]) for line in lines if line["status"] == "rejected"} == {
+        job_id: (field, f"{jobs}:{SPREADSHEET_LINES[job_id]}: field {field}: {reason}")
+        for job_id, (field, reason) in SPREADSHEET_REJECTIONS.items()
+    }
+    assert {line["job_id"]: line["recipients"] for line in lines if line["status"] == "ok"} == {
+        "unicode": ["ann", "cat"],
+        "mixed": ["a1", "7"],
+        "deep": ["d1"],
+        "good": ["zed"],
+    }
+
+
+def test_a_dry_run_shows_the_same_rejections_and_plans_the_other_jobs(tmp_path: Path) -> None:
+    jobs = spreadsheet_exports(tmp_path)
+    result = subprocess.run(
+        DISPATCHER("send", str(jobs), "--dry-run"),
+        env={**cli_env(), **DEMO_ENV},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    shown = result.stdout.splitlines()
+    assert "jobs        8 (4 valid, 4 rejected)" in shown
+    assert "recipients  6 named" in shown
+    for job_id, (field, reason) in SPREADSHEET_REJECTIONS.items():
+        assert f"rejected    {job_id}: {jobs}:{SPREADSHEET_LINES[job_id]}: field {field}: {reason}" in shown
+    assert (
+        "export      unicode: 1 file (unicode.csv), column user_id, 3 rows, 3 distinct, 0 duplicates, 1 excluded "
+        "(exclude_file: 1 file (unsubscribed.csv), 1 rows)"
+    ) in shown

@@ -22,6 +22,7 @@ import functools
 import gzip
 import hashlib
 import os
+import sys
 import tempfile
 import threading
 import zlib
@@ -32,8 +33,8 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from dispatcher.errors import InputError
-from dispatcher.jobs import sources
+from dispatcher.errors import InputError, said
+from dispatcher.jobs import encodings, sources
 from dispatcher.jobs.dedup import Clean, Drops, Outcome, Records, SpillError, clean_of, resolve
 from dispatcher.jobs.sources import GZIP, PARQUET, TEXT, ZSTD, Side, Source, Spec, Stopped
 from dispatcher.jobs.textfile import read_text
@@ -351,27 +352,46 @@ def _blocks(source: Source, side: Side, *, columns: list[str] | None, stop: thre
     """The clean blocks of one file."""
     if source.format == TEXT:
         with _opened(source, side) as handle:
-            read = _text_reader(source, handle)
-            yield from _reading(source, side, lambda: read_text(read, side.field, source.label, stop))
+            read = _text_reader(source, handle)  # UTF-16 is transcoded first; any other input is read as it is
+            yield from _reading(
+                source,
+                side,
+                lambda: read_text(encodings.utf8(read, source.label, side.field), side.field, source.label, stop),
+            )
         return
     pyarrow_needed(source)
     with _seekable(source, side, stop) as (path, compression):
         from dispatcher.jobs.tables import read_table
 
-        column, blocks = read_table(source, path, side, compression, stop)
-        if columns is not None:
-            columns.append(column)
-        yield from _reading(source, side, lambda: blocks)
+        def table() -> Iterator[Clean]:
+            column, blocks = read_table(source, path, side, compression, stop)
+            if columns is not None:
+                columns.append(column)
+            yield from blocks
+
+        yield from _reading(source, side, table)
 
 
 def _reading(source: Source, side: Side, blocks: Callable[[], Iterator[Clean]]) -> Iterator[Clean]:
-    """The blocks, with a failure to read or to decompress made one line naming the file."""
+    """The blocks, with a failure to read, to decompress or to decode made one line naming the file: the
+    job is rejected, and the other jobs go (`tables` words pyarrow's failures itself; this is the net)."""
     try:
         yield from blocks()
     except OSError as exc:
-        raise Reject(side.field, f"{source.label}: cannot read: {exc.strerror or exc}") from None
+        raise Reject(side.field, f"{source.label}: cannot read: {exc.strerror or said(exc)}") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise Reject(side.field, f"{source.label}: cannot read as {source.compression}: {exc}") from None
+    except UnicodeDecodeError as exc:  # only UTF-16 is decoded here
+        raise Reject(side.field, encodings.damaged(source.label, exc)) from None
+    except _arrow_errors() as exc:  # zstd text is read with pyarrow
+        raise Reject(side.field, f"{source.label}: cannot read: {said(exc)}") from None
+
+
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    """pyarrow's exceptions, if it was imported (a text export may need none of it)."""
+    pa = sys.modules.get("pyarrow")
+    error = getattr(pa, "ArrowException", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
 
 
 @contextlib.contextmanager
