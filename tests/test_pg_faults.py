@@ -105,11 +105,11 @@ def test_a_worker_paused_past_its_lease_never_records_over_the_worker_that_took_
     refused by the database, it sends nothing it no longer holds, and it ends."""
     box = SandboxProcess("--latency", "1")
     uri = postgres_server.journal()
-    jobs = jobs_of(tmp_path / "jobs.jsonl", 120)
-    common = ["--endpoint", box.url, "--no-progress", "--lease", "3", "--timeout", "1.5", "--concurrency", "4"]
-    sender = start("send", str(jobs), "--out", uri, "--rate", "20", *common)
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 80)
+    common = ["--endpoint", box.url, "--no-progress", "--lease", "3", "--timeout", "1.5"]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "40", "--concurrency", "16", *common)
     wait_until(lambda: plan_complete(postgres_server))  # a worker joins a run, never starts one
-    worker = start("work", uri, *common, "--summary-json", str(tmp_path / "w.json"), cwd=tmp_path)
+    worker = start("work", uri, *common, "--concurrency", "4", "--summary-json", str(tmp_path / "w.json"), cwd=tmp_path)
     try:
         with killed_at_the_end(sender, worker):
             wait_until(lambda: claims_of(postgres_server, worker) >= 3)
@@ -122,12 +122,12 @@ def test_a_worker_paused_past_its_lease_never_records_over_the_worker_that_took_
         got = deliveries(box)
     finally:
         box.stop()
-    assert sorted(got) == sorted(f"u{i}" for i in range(120))
-    assert sum(got.values()) - 120 <= 4  # at most the worker's requests in flight at the pause
+    assert sorted(got) == sorted(f"u{i}" for i in range(80))
+    assert sum(got.values()) - 80 <= 4  # at most the worker's requests in flight at the pause
     assert doubled_ok(postgres_server) == 0
     assert summary_of(tmp_path / "w.json")["claims_lost"] >= 1  # type: ignore[operator]
     doc = report(uri)
-    assert (doc["batches"], doc["ok"], doc["failed"], doc["pending"]) == (120, 120, 0, 0)
+    assert (doc["batches"], doc["ok"], doc["failed"], doc["pending"]) == (80, 80, 0, 0)
     assert postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE claimed_by IS NOT NULL") == "0\n"
 
 
@@ -152,7 +152,7 @@ def test_a_send_that_loses_the_journals_lock_stops_and_no_second_send_runs_besid
     tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
 ) -> None:
     uri = postgres_server.journal()
-    jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 80)
     args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "20"]
     args += ["--concurrency", "4"]
     first = start(*args)
@@ -176,8 +176,8 @@ def test_a_send_that_loses_the_journals_lock_stops_and_no_second_send_runs_besid
     third = cli(*args, "--resume")
     assert third.returncode == 0, third.stderr
     got = deliveries(sandbox_process)
-    assert sorted(got) == sorted(f"u{i}" for i in range(200))
-    assert sum(got.values()) - 200 <= 4
+    assert sorted(got) == sorted(f"u{i}" for i in range(80))
+    assert sum(got.values()) - 80 <= 4
 
 
 def test_a_database_that_stops_answering_stops_the_run_resumably(
