@@ -61,7 +61,6 @@ DEFAULT_LEASE = 30.0
 PLAN_S = 120.0  # the bound on storing one part of the plan (COPY of up to 20,000 batches)
 BEAT = 1.0  # seconds between the heartbeats of a send's lock connection
 STALE = 5.0  # a heartbeat older than this is of a send that is gone
-CLOSE_S = 1.5  # what the end of a run gives the database, at most, to take its last lines and claims
 _PLAN_JOBS = 256  # jobs stored in one transaction
 _PLAN_BATCHES = 20_000
 
@@ -433,7 +432,7 @@ class PgJournal:
     Connections: `claims` (claims, renewals, releases, the run's status) and `commits` (outcome
     lines) for every worker; the send also has `plan` (stores the plan) and `lock` (holds the
     journal's lock and beats). `close()` is the file journal's synchronous close and does nothing;
-    `aclose()` commits what is left, gives back the claims and closes the connections, within CLOSE_S."""
+    `aclose()` commits what is left, gives back the claims and closes the connections, within a bound."""
 
     def __init__(
         self,
@@ -949,15 +948,15 @@ class PgJournal:
     def close(self) -> None:
         return None
 
-    async def aclose(self) -> None:
+    async def aclose(self, seconds: float = STATEMENT_S) -> None:
         """Commit what is left, give back the claims this worker holds, close the connections (the
-        send's lock goes with its connection), all within CLOSE_S: a database that does not answer
-        leaves its claims to run out, and the run ends anyway."""
+        send's lock goes with its connection), all within `seconds` (less after a stop signal, so that
+        the run ends at once): a database that does not answer leaves its claims to run out."""
         if self._closed:
             return
         self._closed = True
         try:
-            await _within(self._ending(), CLOSE_S)
+            await _within(self._ending(), seconds)
         except self._faults as exc:
             shown = _scrub(self.uri, exc)
             log.warning("the journal's database did not take the run's end; its claims run out", error=shown)
