@@ -1,7 +1,7 @@
 """Reading speed of each export format, in this process: 1,000,000 UserIDs as text, CSV, gzipped CSV,
 JSON Lines and Parquet, each read through `read_export` (validation, duplicates, the job hash).
 
-    .venv/bin/python -m bench.formats [--rows 1000000] [--repeats 3]
+    .venv/bin/python -m bench.formats [--rows 1000000] [--repeats 3] [--only jsonl ...]
 
 For each format: the least CPU time (user and system, every thread of the process) and wall time of
 `--repeats` readings, and the load average before and after. The machine may be shared: compare CPU
@@ -75,10 +75,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", action="append", help="a format to read (text, csv, csv.gz, jsonl, parquet)")
     args = parser.parse_args()
     jobs = write(args.rows)
+    if args.only:
+        jobs = {kind: job for kind, job in jobs.items() if kind in args.only}
     load = os.getloadavg()[0]
-    read(jobs["text"])  # imports and first faults out of the way
+    read(next(iter(jobs.values())))  # imports and first faults out of the way
     print(f"{'format':<9}{'CPU s':>8}{'wall s':>8}  (least of {args.repeats}, {args.rows:,} rows)")
     for kind, job in jobs.items():
         runs = [read(job) for _ in range(args.repeats)]
