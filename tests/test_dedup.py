@@ -11,9 +11,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from dispatcher.jobs import dedup, textfile
+from dispatcher.jobs import dedup
 from dispatcher.jobs.dedup import Drops, Records, clean_of, resolve
 from dispatcher.jobs.exports import ExportError
+from dispatcher.jobs.formats import text as text_format
 from dispatcher.jobs.reader import Job, read_jobs
 from dispatcher.run.batching import split
 from dispatcher.tim.apis.base import Reject
@@ -155,7 +156,7 @@ def the_rules(data: bytes) -> list[bytes]:
 def read_fast(data: bytes, block: int) -> list[bytes]:
     pieces = iter([data[at : at + block] for at in range(0, len(data), block)])
     try:
-        blocks = list(textfile.read_text(lambda _n: next(pieces, b""), "recipients_file", "r.txt"))
+        blocks = list(text_format.read_text(lambda _n: next(pieces, b""), "recipients_file", "r.txt"))
     except Reject as rej:
         number = rej.reason.split(" line ")[1].split(":")[0]
         kind = {"UserID must be at most 32 bytes": "long", "not valid UTF-8": "utf-8"}.get(
@@ -167,7 +168,7 @@ def read_fast(data: bytes, block: int) -> list[bytes]:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_the_fast_path_reads_a_text_export_exactly_as_the_rules_do(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
-    monkeypatch.setattr(textfile, "_BLOCK", 64)  # many blocks, some of them plain, some not
+    monkeypatch.setattr(text_format, "_BLOCK", 64)  # many blocks, some of them plain, some not
     rng = random.Random(seed)
     pieces = [b"peter", b"amara", b" jun ", b"\t", b"", b"  ", "jos\u00e9".encode(), "\u3000x".encode(), b"a\x00b"]
     pieces += [b"x" * 32, b" " + b"x" * 32, b"\xff", b"\xef\xbb\xbfz", b"a b", b"sofia\r"]

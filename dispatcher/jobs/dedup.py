@@ -33,7 +33,7 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
-from dispatcher.jobs.sources import Stopped, breathe
+from dispatcher.jobs.files import Stopped, breathe
 from dispatcher.tim import rules
 
 U64 = npt.NDArray[np.uint64]

@@ -1,11 +1,11 @@
 """Reading a job's export: every file of it, its suppression list, its duplicates, its hash.
 
 An export is read once, whole, before any of it is sent (a bad value on the last row sends nothing):
-each file, in sorted order, becomes clean blocks (`textfile` for one UserID a line, `tables` for CSV,
-TSV, JSON Lines and Parquet); the blocks are copied to an anonymous temporary file that sending reads
-back (`SpooledRecipients`) and handed to `dedup`, which finds the later occurrences and the suppressed
-IDs in bounded memory. So batch `i` is the same recipients whenever the same files are read: files in
-sorted order, rows in file order, the first occurrence of an ID kept.
+each file, in sorted order, becomes clean blocks, read by its format (`formats`); the blocks are copied
+to an anonymous temporary file that sending reads back (`SpooledRecipients`) and handed to `dedup`,
+which finds the later occurrences and the suppressed IDs in bounded memory. So batch `i` is the same
+recipients whenever the same files are read: files in sorted order, rows in file order, the first
+occurrence of an ID kept.
 
 The job hash: a job that says only what a job could say before formats existed (one recipients_file,
 one UserID a line, nothing else) keeps the hash it had then, the API's head followed by each recipient
@@ -19,35 +19,28 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
-import gzip
 import hashlib
-import os
-import sys
 import tempfile
 import threading
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import orjson
 
-from dispatcher.errors import InputError, said
-from dispatcher.jobs import encodings, sources
+from dispatcher.errors import InputError
+from dispatcher.jobs import formats, sources
 from dispatcher.jobs.dedup import Clean, Drops, Outcome, Records, SpillError, clean_of, resolve
-from dispatcher.jobs.sources import GZIP, PARQUET, TEXT, ZSTD, Side, Source, Spec, Stopped
-from dispatcher.jobs.textfile import read_text
+from dispatcher.jobs.files import EXCLUDE, RECIPIENTS, Side, Source, Stopped
+from dispatcher.jobs.inputs import ExportError, spill_message, write
+from dispatcher.jobs.sources import Spec
 from dispatcher.tim.apis.base import Reject
 
-EXTRA = "pip install 'tim-dispatcher[exports]'"
+__all__ = ["ExportError", "Read", "SpooledRecipients", "Stats", "read_export"]
+
 _COPY = 1 << 20
 _HASH_MARK = b"\x00export\n"  # never in a recipient's line (a NUL is no UserID's): a new-style hash's own
-
-
-class ExportError(InputError):
-    """The export cannot be read at all, for a reason outside the job (exit 2): an extra it needs is
-    not installed, or its temporary files cannot be written (a full disk). Nothing of the job is sent."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +173,7 @@ def read_export(
         and side.column is None
         and len(files) == 1
         and files[0].name == side.name
-        and files[0].format == TEXT
+        and files[0].format == formats.DEFAULT.name
         and files[0].compression is None
     )
     drops = Drops()
@@ -202,7 +195,7 @@ def read_export(
             for source in files:
                 ids = hashlib.blake2b(digest_size=16)
                 for block in _blocks(source, side, columns=columns, stop=stop):
-                    _write(spool, block.data, label)
+                    write(spool, block.data, label)
                     export.add(block)
                     (digest if legacy else ids).update(block.data)
                 named.append(orjson.dumps([side.field, source.name]) + ids.digest())
@@ -235,7 +228,7 @@ def read_export(
             tuple(source.name for source in excluded),
             exclude_rows,
         )
-        derived = {sources.RECIPIENTS: side.name} if legacy and side is not None else spec.derived()
+        derived = {RECIPIENTS: side.name} if legacy and side is not None else spec.derived()
         if spool is None:
             assert inline is not None
             kept = _kept(inline, outcome)
@@ -243,11 +236,11 @@ def read_export(
         try:
             spool.flush()
         except OSError as exc:
-            raise ExportError(_spill_message(label, exc)) from None
+            raise ExportError(spill_message(label, exc)) from None
         return Read(SpooledRecipients(spool, label, outcome.drops), outcome.recipients, stats, digest, derived)
     except SpillError as exc:
         _discard(spool)
-        raise ExportError(_spill_message(label, exc)) from None
+        raise ExportError(spill_message(label, exc)) from None
     except BaseException:
         _discard(spool)
         raise
@@ -282,13 +275,13 @@ def _discard(spool: IO[bytes] | None) -> None:
 
 
 def _check(outcome: Outcome, side: Side | None, spec: Spec, label: str) -> None:
-    field = side.field if side is not None else sources.EXCLUDE
+    field = side.field if side is not None else EXCLUDE
     if not outcome.rows:
         raise Reject(field, f"{label} has no UserIDs; an empty export never means all members")
     if not outcome.recipients:
         assert spec.exclude is not None
         raise Reject(
-            sources.EXCLUDE,
+            EXCLUDE,
             f"every recipient ({outcome.distinct:,}) is in {spec.exclude.label}; nothing is left to send",
         )
 
@@ -327,160 +320,21 @@ def _digest_kept(
                 digest.update(np.frombuffer(data, np.uint8)[np.repeat(keep, lengths)].tobytes())
             row += block.rows
     except OSError as exc:
-        raise ExportError(_spill_message(label, exc)) from None
+        raise ExportError(spill_message(label, exc)) from None
 
 
 def _temporary(label: str) -> IO[bytes]:
     try:
         return tempfile.TemporaryFile()  # the job keeps it open for sending
     except OSError as exc:
-        raise ExportError(_spill_message(label, exc)) from None
-
-
-def _write(spool: IO[bytes], data: bytes, label: str) -> None:
-    try:
-        spool.write(data)
-    except OSError as exc:
-        raise ExportError(_spill_message(label, exc)) from None
-
-
-def _spill_message(label: str, exc: OSError) -> str:
-    return f"{label}: cannot write a temporary file under {tempfile.gettempdir()} (TMPDIR): {exc.strerror}"
+        raise ExportError(spill_message(label, exc)) from None
 
 
 def _blocks(source: Source, side: Side, *, columns: list[str] | None, stop: threading.Event | None) -> Iterator[Clean]:
-    """The clean blocks of one file."""
-    if source.format == TEXT:
-        with _opened(source, side) as handle:
-            read = _text_reader(source, handle)  # UTF-16 is transcoded first; any other input is read as it is
-            yield from _reading(
-                source,
-                side,
-                lambda: read_text(encodings.utf8(read, source.label, side.field), side.field, source.label, stop),
-            )
-        return
-    pyarrow_needed(source)
-    with _seekable(source, side, stop) as (path, compression):
-        from dispatcher.jobs.tables import read_table
-
-        def table() -> Iterator[Clean]:
-            column, blocks = read_table(source, path, side, compression, stop)
-            if columns is not None:
-                columns.append(column)
-            yield from blocks
-
-        yield from _reading(source, side, table)
+    """The clean blocks of one file, read by its format (the column it reads added to `columns`)."""
+    on_column = columns.append if columns is not None else _unused
+    return formats.REGISTRY[source.format].read(source, side, stop, on_column)
 
 
-def _reading(source: Source, side: Side, blocks: Callable[[], Iterator[Clean]]) -> Iterator[Clean]:
-    """The blocks, with a failure to read, to decompress or to decode made one line naming the file: the
-    job is rejected, and the other jobs go (`tables` words pyarrow's failures itself; this is the net)."""
-    try:
-        yield from blocks()
-    except OSError as exc:
-        raise Reject(side.field, f"{source.label}: cannot read: {exc.strerror or said(exc)}") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise Reject(side.field, f"{source.label}: cannot read as {source.compression}: {exc}") from None
-    except UnicodeDecodeError as exc:  # only UTF-16 is decoded here
-        raise Reject(side.field, encodings.damaged(source.label, exc)) from None
-    except _arrow_errors() as exc:  # zstd text is read with pyarrow
-        raise Reject(side.field, f"{source.label}: cannot read: {said(exc)}") from None
-
-
-def _arrow_errors() -> tuple[type[BaseException], ...]:
-    """pyarrow's exceptions, if it was imported (a text export may need none of it)."""
-    pa = sys.modules.get("pyarrow")
-    error = getattr(pa, "ArrowException", None)
-    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
-
-
-@contextlib.contextmanager
-def _opened(source: Source, side: Side) -> Iterator[IO[bytes]]:
-    try:
-        handle = source.path.open("rb")
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
-        reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
-        raise Reject(side.field, f"{source.label}: cannot read: {reason}") from None
-    with handle:
-        yield handle
-
-
-def _text_reader(source: Source, handle: IO[bytes]) -> Callable[[int], bytes]:
-    """What reads the file: a block at a time, or a stream's whatever it has (read1), decompressed."""
-    if source.compression == GZIP:
-        unzipped = gzip.GzipFile(fileobj=handle)
-        return unzipped.read1 if source.stream else unzipped.read
-    if source.compression == ZSTD:
-        pa = pyarrow_needed(source)
-        read: Callable[[int], bytes] = pa.input_stream(handle, compression="zstd").read
-        return read
-    raw: Callable[[int], bytes] = handle.read1 if source.stream else handle.read  # type: ignore[attr-defined]
-    return raw
-
-
-def pyarrow_needed(source: Source) -> Any:
-    """pyarrow, or ExportError naming the extra that brings it."""
-    try:
-        import pyarrow
-    except ImportError:
-        kind = f"{source.format}" + (f" ({source.compression})" if source.compression else "")
-        raise ExportError(f"{source.label}: a {kind} export needs pyarrow, the exports extra: {EXTRA}") from None
-    return pyarrow
-
-
-@contextlib.contextmanager
-def _seekable(source: Source, side: Side, stop: threading.Event | None) -> Iterator[tuple[str, str | None]]:
-    """A path pyarrow reads the file from (it reads some formats twice, and Parquet seeks), and the
-    file's compression (from its name, else from its first bytes). A stream is copied to a temporary
-    file first, and so is a compressed Parquet file, decompressed; each is gone once it has been read."""
-    compression = source.compression
-    path = str(source.path)
-    made: list[str] = []
-    try:
-        if source.stream:
-            with _opened(source, side) as raw:
-                path = _named_copy(raw.read, source.label, stop, made)
-        if compression is None:
-            with open(path, "rb") as handle:
-                compression = sources.compression_of(handle.read(4))
-        if source.format == PARQUET and compression is not None:
-            pa = pyarrow_needed(source)
-            try:
-                with pa.input_stream(path, compression=compression) as stream:
-                    path = _named_copy(stream.read, source.label, stop, made)
-            except (pa.ArrowException, OSError) as exc:
-                raise Reject(side.field, f"{source.label}: cannot read as {compression}: {exc}") from None
-            compression = None
-        yield path, compression
-    except OSError as exc:
-        raise Reject(side.field, f"{source.label}: cannot read: {exc.strerror}") from None
-    finally:
-        for name in made:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
-
-
-def _named_copy(read: Callable[[int], bytes], label: str, stop: threading.Event | None, made: list[str]) -> str:
-    """A copy of what `read` gives, in a temporary file of its own under TMPDIR (removed by the caller)."""
-    try:
-        handle = tempfile.NamedTemporaryFile(prefix="dispatcher-export-", delete=False)  # noqa: SIM115
-    except OSError as exc:
-        raise ExportError(_spill_message(label, exc)) from None
-    made.append(handle.name)
-    with handle:
-        _copy(read, handle, label, stop)
-    return handle.name
-
-
-def _copy(read: Callable[[int], bytes], into: IO[bytes], label: str, stop: threading.Event | None) -> None:
-    while True:
-        if stop is not None and stop.is_set():
-            raise Stopped
-        chunk = read(_COPY)
-        if not chunk:
-            break
-        _write(into, chunk, label)
-    try:
-        into.flush()
-    except OSError as exc:
-        raise ExportError(_spill_message(label, exc)) from None
+def _unused(_column: str) -> None:
+    """The column of a suppression list's file: not shown."""

@@ -27,7 +27,8 @@ import orjson
 
 from dispatcher.errors import InputError, quoted
 from dispatcher.jobs import sources
-from dispatcher.jobs.sources import Stopped, StreamedExport
+from dispatcher.jobs.files import Stopped
+from dispatcher.jobs.sources import StreamedExport
 from dispatcher.tim import rules
 from dispatcher.tim.apis import DEFAULT, DEFAULT_ENDPOINT, REGISTRY, Endpoint
 from dispatcher.tim.apis.base import Reject, string, type_name

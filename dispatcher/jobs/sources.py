@@ -12,26 +12,16 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
 from dispatcher.errors import PATH_CHARS, quoted
+from dispatcher.jobs.files import EXCLUDE, RECIPIENTS, Side, Source
 from dispatcher.tim.apis.base import Reject, string
 
-TEXT, CSV, TSV, JSONL, PARQUET = "text", "csv", "tsv", "jsonl", "parquet"
-FORMATS = (TEXT, CSV, TSV, JSONL, PARQUET)
-GZIP, ZSTD = "gzip", "zstd"
-# A compression suffix stands after the format's: export-000000000000.csv.gz.
-_COMPRESSIONS = {".gz": GZIP, ".zst": ZSTD}
-_SUFFIXES = {".csv": CSV, ".tsv": TSV, ".jsonl": JSONL, ".ndjson": JSONL, ".parquet": PARQUET}
-# The first bytes of a compressed file, for an input whose name does not say (a stream, `<(cmd)`).
-_MAGIC = {b"\x1f\x8b": GZIP, b"\x28\xb5\x2f\xfd": ZSTD}
-
-
-class Stopped(Exception):
-    """`stop` was set: reading ends where it is, and the job being read is not yielded."""
+# The formats (`formats.REGISTRY`) and their compressions (`inputs`) are imported where they are used:
+# they load numpy, which a job that names no file never needs.
 
 
 class StreamedExport(Exception):
@@ -39,69 +29,12 @@ class StreamedExport(Exception):
     streams alone: a pre-scan must not use up the one reading that the run needs."""
 
 
-_BREATH = 0.001  # seconds of reading between two hand-overs of the GIL
-_next_breath = 0.0
-
-
-def breathe() -> None:
-    """Hand the GIL to the event loop for real, at most once a millisecond of reading.
-
-    An export is read in a thread while the event loop sends. A read or a numpy call lets go of the GIL
-    and takes it straight back, which keeps the loop from ever forcing a switch: it waited 100-250 ms at
-    a time while a million-line export was read. Sleeping hands it over; doing so after every block
-    cost a fifth of the reading on a busy machine, so it is done once a millisecond."""
-    global _next_breath
-    now = time.monotonic()
-    if now >= _next_breath:
-        time.sleep(0)
-        _next_breath = now + _BREATH
-
-
-RECIPIENTS = "recipients_file"
-EXCLUDE = "exclude_file"
 # The fields an export adds to a job, besides recipients_file (each API with recipients knows them).
 FIELDS = ("recipients_column", "recipients_format", "exclude_file", "exclude_column", "exclude_format")
 
 
-@dataclasses.dataclass(frozen=True)
-class Side:
-    """One named list of a job: its recipients (recipients_file) or its suppression list (exclude_file)."""
-
-    field: str  # recipients_file or exclude_file
-    name: str  # as the job gives it
-    column: str | None
-    format: str | None  # as the job gives it; None: from each file's name
-
-    @property
-    def column_field(self) -> str:
-        return "recipients_column" if self.field == RECIPIENTS else "exclude_column"
-
-    @property
-    def format_field(self) -> str:
-        return "recipients_format" if self.field == RECIPIENTS else "exclude_format"
-
-    @property
-    def label(self) -> str:
-        return quoted(self.name, bare=True, limit=PATH_CHARS)
-
-
 # The format of a file is the job's recipients_format (or exclude_format) when given, whatever its name
 # says: a name can be wrong, or say nothing (a stream); else the name's; else text.
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """One file of an export: a shard, or the export itself."""
-
-    path: Path
-    name: str  # as shown and hashed: the job's name, or the match of its glob (relative like it)
-    format: str
-    compression: str | None  # GZIP, ZSTD or None (a non-text stream's is found from its first bytes)
-    stream: bool  # a FIFO, `<(cmd)`, a device: it can be read once only
-
-    @property
-    def label(self) -> str:
-        return quoted(self.name, bare=True, limit=PATH_CHARS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,33 +93,32 @@ def _side(doc: Mapping[str, object], field: str) -> Side:
     format_field = "recipients_format" if field == RECIPIENTS else "exclude_format"
     column = string(doc, column_field)
     given = string(doc, format_field)
-    if given is not None and given not in FORMATS:
-        raise Reject(format_field, f"must be one of {', '.join(FORMATS)}, not {quoted(given)}")
-    if column is not None and given == TEXT:
-        raise Reject(column_field, "a text export (one UserID a line) has no columns")
+    if given is not None:
+        from dispatcher.jobs.formats import REGISTRY
+
+        if given not in REGISTRY:
+            raise Reject(format_field, f"must be one of {', '.join(REGISTRY)}, not {quoted(given)}")
+        refusal = REGISTRY[given].no_columns
+        if column is not None and refusal is not None:
+            raise Reject(column_field, refusal)
     return Side(field, name, column, given)
 
 
 def format_of(name: str) -> tuple[str | None, str | None]:
     """The format and compression a file's name says: (None, None) for a name that says neither."""
+    from dispatcher.jobs import inputs
+    from dispatcher.jobs.formats import REGISTRY
+
     lower = name.lower()
     compression = None
-    for suffix, kind in _COMPRESSIONS.items():
+    for suffix, kind in inputs.SUFFIXES.items():
         if lower.endswith(suffix):
             compression, lower = kind, lower[: -len(suffix)]
             break
-    for suffix, kind in _SUFFIXES.items():
-        if lower.endswith(suffix):
-            return kind, compression
+    for form in REGISTRY.values():
+        if lower.endswith(form.suffixes):
+            return form.name, compression
     return None, compression
-
-
-def compression_of(head: bytes) -> str | None:
-    """The compression of an input whose name does not say, from its first bytes."""
-    for magic, kind in _MAGIC.items():
-        if head.startswith(magic):
-            return kind
-    return None
 
 
 def named_files(doc: Mapping[str, object], base_dir: Path) -> list[tuple[str, Path]]:
@@ -211,6 +143,8 @@ def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
 
     With `streams` False, an input that can be read only once raises StreamedExport (exports) before
     it is opened: a pre-scan must not use up the one reading the run needs."""
+    from dispatcher.jobs.formats import DEFAULT
+
     literal = base_dir / side.name
     try:
         exists = literal.exists() or literal.is_symlink()
@@ -245,7 +179,7 @@ def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
         if stream and not streams:
             raise StreamedExport(str(path))
         named, compression = format_of(name)
-        sources.append(Source(path, name, side.format or named or TEXT, compression, stream))
+        sources.append(Source(path, name, side.format or named or DEFAULT.name, compression, stream))
     kinds = {source.format for source in sources}
     if len(kinds) > 1:
         first = sources[0]

@@ -1,5 +1,6 @@
-"""A JSON Lines export, read a block of whole lines at a time: pyarrow parses the one field that holds the
-UserIDs, as text or as integers, and a block it cannot parse as either is read row by row here.
+"""The JSON Lines format (`.jsonl`, `.ndjson`), read a block of whole lines at a time: pyarrow parses the
+one field that holds the UserIDs, as text or as integers, and a block it cannot parse as either is read
+row by row here; `tables` checks the values.
 
 pyarrow infers one type for a field, so a field of text and integers (`"a1"`, then `7`) failed where
 the reference says an integer is read as its decimal text; and inferring the types of every field ran
@@ -18,14 +19,17 @@ from __future__ import annotations
 
 import codecs
 import concurrent.futures
+import dataclasses
 import json
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dispatcher.errors import quoted
-from dispatcher.jobs import encodings
-from dispatcher.jobs.sources import Side, Source
+from dispatcher.jobs import encodings, tables
+from dispatcher.jobs.dedup import Clean
+from dispatcher.jobs.files import Side, Source
 from dispatcher.tim.apis.base import Reject
 
 BLOCK = 1 << 18  # bytes of whole lines parsed at once (pyarrow's block before): a longer line is refused
@@ -49,6 +53,29 @@ def _constant(name: str) -> object:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_Object, parse_float=_Fraction, parse_constant=_constant)
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonLines:
+    name: str = "jsonl"
+    suffixes: tuple[str, ...] = (".jsonl", ".ndjson")
+    no_columns: str | None = None
+
+    def read(
+        self, source: Source, side: Side, stop: threading.Event | None, on_column: Callable[[str], None]
+    ) -> Iterator[Clean]:
+        def column(pa: Any, path: str, compression: str | None) -> tables.Column:
+            names, blocks = opened(pa, path, compression, source, side)
+            if names is None and side.column is not None:
+                name = side.column  # the first block holds no object: reading its rows says what is wrong
+            else:
+                name = tables.column(source, side, names or [])
+            return tables.Column(name, values(pa, blocks, name, source, side))
+
+        return tables.read(source, side, stop, on_column, column)
+
+
+JSONL = JsonLines()
 
 
 def opened(

@@ -1,4 +1,5 @@
-"""A text export, one UserID a line, read exactly as it always was, a megabyte at a time.
+"""The text format: one UserID a line, read exactly as it always was, a megabyte at a time. It is the
+format of a file whose name says none, and has no columns.
 
 The rules: a leading UTF-8 byte-order mark is not part of the first ID; a line ends at `\\n`, and a
 `\\r` before it is not part of it; a line is judged at most 32 bytes as it stands, white space around
@@ -16,19 +17,44 @@ line, so that a block is never judged by anything but the rules.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from dispatcher.jobs import encodings, inputs
 from dispatcher.jobs.dedup import Clean, clean_of
-from dispatcher.jobs.sources import Stopped, breathe
+from dispatcher.jobs.files import Side, Source, Stopped, breathe
 from dispatcher.tim import rules
 from dispatcher.tim.apis.base import Reject
 
 LIMIT = rules.MAX_USER_ID_BYTES
 _BLOCK = 1 << 20  # bytes judged at once
 _READ = 64 * 1024  # asked of the input at a time: a pipe hands over what it has
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    name: str = "text"
+    suffixes: tuple[str, ...] = ()  # none: it is the format of a name that says none
+    no_columns: str | None = "a text export (one UserID a line) has no columns"
+
+    def read(
+        self, source: Source, side: Side, stop: threading.Event | None, on_column: Callable[[str], None]
+    ) -> Iterator[Clean]:
+        """The file as it comes (a stream as it arrives), decompressed; UTF-16 transcoded first, any other
+        input read as it is."""
+        with inputs.opened(source, side) as handle:
+            read = inputs.reader(source, handle)
+            yield from inputs.guarded(
+                source,
+                side,
+                lambda: read_text(encodings.utf8(read, source.label, side.field), side.field, source.label, stop),
+            )
+
+
+TEXT = Text()
 
 
 def read_text(

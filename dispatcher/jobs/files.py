@@ -1,0 +1,77 @@
+"""One file of an export as every reader of it sees it: the job's list it belongs to (`Side`), the file
+itself (`Source`), and what a reading in a thread shares: the stop that ends it (`Stopped`) and the
+hand-over of the GIL to the event loop (`breathe`).
+
+These are values only; which files a job's export is, is `sources`' to say, and how each is read, its
+format's (`formats`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from dispatcher.errors import PATH_CHARS, quoted
+
+RECIPIENTS = "recipients_file"
+EXCLUDE = "exclude_file"
+
+
+class Stopped(Exception):
+    """`stop` was set: reading ends where it is, and the job being read is not yielded."""
+
+
+_BREATH = 0.001  # seconds of reading between two hand-overs of the GIL
+_next_breath = 0.0
+
+
+def breathe() -> None:
+    """Hand the GIL to the event loop for real, at most once a millisecond of reading.
+
+    An export is read in a thread while the event loop sends. A read or a numpy call lets go of the GIL
+    and takes it straight back, which keeps the loop from ever forcing a switch: it waited 100-250 ms at
+    a time while a million-line export was read. Sleeping hands it over; doing so after every block
+    cost a fifth of the reading on a busy machine, so it is done once a millisecond."""
+    global _next_breath
+    now = time.monotonic()
+    if now >= _next_breath:
+        time.sleep(0)
+        _next_breath = now + _BREATH
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One named list of a job: its recipients (recipients_file) or its suppression list (exclude_file)."""
+
+    field: str  # recipients_file or exclude_file
+    name: str  # as the job gives it
+    column: str | None
+    format: str | None  # as the job gives it; None: from each file's name
+
+    @property
+    def column_field(self) -> str:
+        return "recipients_column" if self.field == RECIPIENTS else "exclude_column"
+
+    @property
+    def format_field(self) -> str:
+        return "recipients_format" if self.field == RECIPIENTS else "exclude_format"
+
+    @property
+    def label(self) -> str:
+        return quoted(self.name, bare=True, limit=PATH_CHARS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One file of an export: a shard, or the export itself."""
+
+    path: Path
+    name: str  # as shown and hashed: the job's name, or the match of its glob (relative like it)
+    format: str  # a name in formats.REGISTRY
+    compression: str | None  # GZIP, ZSTD (inputs) or None (a non-text stream's is found from its first bytes)
+    stream: bool  # a FIFO, `<(cmd)`, a device: it can be read once only
+
+    @property
+    def label(self) -> str:
+        return quoted(self.name, bare=True, limit=PATH_CHARS)
