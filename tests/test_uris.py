@@ -8,6 +8,7 @@ import pytest
 
 from dispatcher.errors import UsageError
 from dispatcher.journal.uri import parse_journal_uri, refuse_other_scheme
+from dispatcher.pacing.store import parse_store
 
 PIECES = ("Zq9", "Wv7")
 SPILLED = "a user name or password with / ? or # in it must be percent-encoded (%2F %3F %23)"
@@ -105,3 +106,55 @@ def test_another_scheme_where_a_journal_goes_is_refused_without_its_password(uri
     with pytest.raises(UsageError) as refused:
         refuse_other_scheme(uri, "--out")
     assert str(refused.value) == f"--out {shown}: a journal is a file path or postgresql://host/dbname?journal=NAME"
+
+
+# -- the rate store ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown", "password"),
+    [
+        ("redis://ops:Zq9%40Wv7@cache.internal:6380/0?prefix=t:", "redis://cache.internal:6380/0?prefix=t:", "Zq9@Wv7"),
+        ("rediss://:Zq9%2FWv7%3A@[::1]:6380", "rediss://[::1]:6380", "Zq9/Wv7:"),
+        ("redis://Zq9Wv7@cache.internal", "redis://cache.internal", ""),  # a user alone may be a token
+        ("unix://:Zq9Wv7@/run/redis.sock?prefix=a:", "unix:///run/redis.sock?prefix=a:", "Zq9Wv7"),
+        (
+            "postgresql://app:Zq9Wv7@db.internal/jobs?journal=run&password=Zq9Wv7&prefix=team:",
+            "postgresql://db.internal/jobs?prefix=team:",
+            "Zq9Wv7",
+        ),
+        ("postgresql:///jobs?host=/run/postgresql&password=Zq9Wv7", "postgresql:///jobs", "Zq9Wv7"),
+        ("postgresql://app:Zq9Wv7@[::1]:5432,db2:5433/jobs", "postgresql://[::1]:5432,db2:5433/jobs", "Zq9Wv7"),
+    ],
+)
+def test_a_rate_store_uri_is_shown_without_its_user_or_password(uri: str, shown: str, password: str) -> None:
+    store = parse_store(uri)
+    assert (store.shown, store.password) == (shown, password)
+    assert secret_free(repr(store))
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("redis://ops:Zq9?x=Wv7@cache.internal:6380/0", f"--rate-store redis://[redacted]: {SPILLED}"),
+        # `ops:12` before the ? reads as a host and a port: it must never be reached, nor shown
+        ("redis://ops:12?x=Zq9Wv7@cache.internal:6380/0", f"--rate-store redis://[redacted]: {SPILLED}"),
+        (
+            "postgresql://app:Zq9/Wv7@db/jobs?password=Zq9Wv7&prefix=t:",
+            f"--rate-store postgresql://db/jobs?prefix=t:: {SPILLED}",
+        ),
+        ("postgresql://db/jobs?password=Zq9@Wv7", f"--rate-store postgresql://[redacted]: {SPILLED}"),
+        ("redis://:Zq9Wv7@[::1:6380/0", f"--rate-store redis://[::1:6380/0: {IPV6}"),
+        ("redis://:Zq9Wv7@cache.internal:0/0", f"--rate-store redis://cache.internal:0/0: {PORT}"),
+        ("postgresql://app:Zq9Wv7@db:5432,db2:99999/jobs", f"--rate-store postgresql://db:5432,db2:99999/jobs: {PORT}"),
+        (
+            "http://app:Zq9Wv7@cache.internal",
+            "--rate-store http://cache.internal: use memory://, redis://, rediss://, unix:///path or postgresql://",
+        ),
+    ],
+)
+def test_a_bad_rate_store_uri_is_refused_without_its_user_or_password(uri: str, message: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        parse_store(uri)
+    assert str(refused.value) == message
+    assert secret_free(str(refused.value))
