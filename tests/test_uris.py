@@ -4,11 +4,15 @@ the pieces Zq9 and Wv7, so that a piece of it shown anywhere is seen."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dispatcher.errors import UsageError
 from dispatcher.journal.uri import parse_journal_uri, refuse_other_scheme
+from dispatcher.observe.metrics import parse_gateway, shown_url
 from dispatcher.pacing.store import parse_store
+from tests.conftest import cli, jobs_of
 
 PIECES = ("Zq9", "Wv7")
 SPILLED = "a user name or password with / ? or # in it must be percent-encoded (%2F %3F %23)"
@@ -158,3 +162,83 @@ def test_a_bad_rate_store_uri_is_refused_without_its_user_or_password(uri: str, 
         parse_store(uri)
     assert str(refused.value) == message
     assert secret_free(str(refused.value))
+
+
+# -- the Pushgateway -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "sent_to", "user", "password"),
+    [
+        (
+            "http://ops:Zq9%40Wv7@127.0.0.1:9091/",
+            "http://ops:[redacted]@127.0.0.1:9091/",
+            "http://127.0.0.1:9091",
+            "ops",
+            "Zq9@Wv7",
+        ),
+        (
+            "https://ops:Zq9%2FWv7%3A@[::1]:9091",
+            "https://ops:[redacted]@[::1]:9091",
+            "https://[::1]:9091",
+            "ops",
+            "Zq9/Wv7:",
+        ),
+        ("Zq9Wv7@pushgateway:9091", "[redacted]@pushgateway:9091", "http://pushgateway:9091", "Zq9Wv7", None),
+        ("http://:Zq9Wv7@pushgateway", "http://:[redacted]@pushgateway", "http://pushgateway", "", "Zq9Wv7"),
+    ],
+)
+def test_a_pushgateway_url_is_shown_without_its_password(
+    url: str, shown: str, sent_to: str, user: str, password: str | None
+) -> None:
+    gateway = parse_gateway(url)
+    assert (shown_url(url), gateway.url, gateway.username, gateway.password) == (shown, sent_to, user, password)
+    assert "Wv7" not in repr(gateway)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "reason"),
+    [
+        ("http://ops:Zq9/Wv7@127.0.0.1:9091", "http://[redacted]@127.0.0.1:9091", "percent-encode a / ? or #"),
+        ("http://ops:Zq9?x=Wv7@127.0.0.1:9091", "http://[redacted]", "percent-encode a / ? or #"),
+        ("http://ops:Zq9Wv7@[::1:9091", "http://ops:[redacted]@[::1:9091", "give an http:// or https:// URL"),
+        ("http://ops:Zq9Wv7@127.0.0.1:0", "http://ops:[redacted]@127.0.0.1:0", "give an http:// or https:// URL"),
+        ("ftp://ops:Zq9Wv7@127.0.0.1", "ftp://ops:[redacted]@127.0.0.1", "give an http:// or https:// URL"),
+    ],
+)
+def test_a_bad_pushgateway_url_is_refused_without_its_password(url: str, shown: str, reason: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_gateway(url)
+    assert str(refused.value).startswith(reason)
+    assert shown_url(url) == shown
+    assert secret_free(str(refused.value), shown_url(url))
+
+
+# -- through the command line --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (
+            ("--out", "postgresql://ops:Zq9Wv7@[::1/jobs?journal=run"),
+            f"dispatcher: error: --out postgresql://ops@[::1/jobs: {IPV6}",
+        ),
+        (
+            ("--rate-store", "redis://ops:12?x=Zq9Wv7@cache.internal:6380/0"),
+            f"dispatcher: error: --rate-store redis://[redacted]: {SPILLED}",
+        ),
+        (
+            ("--pushgateway", "http://ops:Zq9?x=Wv7@127.0.0.1:9091"),
+            "dispatcher: error: --pushgateway http://[redacted]: percent-encode a / ? or # in the user name or "
+            "password",
+        ),
+    ],
+)
+def test_each_kind_refused_by_the_command_line_is_one_line_without_the_password(
+    tmp_path: Path, flags: tuple[str, str], line: str
+) -> None:
+    out = ("--out", str(tmp_path / "out.jsonl")) if flags[0] != "--out" else ()
+    done = cli("send", str(jobs_of(tmp_path / "jobs.jsonl", 1)), "--sandbox", *out, *flags, cwd=tmp_path)
+    assert (done.returncode, done.stderr.splitlines()) == (2, [line])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]
