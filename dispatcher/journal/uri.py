@@ -3,7 +3,8 @@
 `journal=NAME` names the run's journal in the database; every other query parameter goes to libpq
 as written (`sslmode=require`, `connect_timeout=3`, ...), and so do PGPASSWORD, PGPASSFILE and
 ~/.pgpass, which libpq reads itself. The password is never shown: a journal URI is shown, logged and
-recorded as `postgresql://user@host:port/dbname?journal=NAME`.
+recorded as `postgresql://user@host:port/dbname?journal=NAME`. The splitting and the shown form are
+`dispatcher.uris`'; what a journal accepts is here.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import os
 import re
 import urllib.parse
 
+from dispatcher import uris
 from dispatcher.errors import UsageError
 
 SCHEMES = ("postgresql", "postgres")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,52 +37,56 @@ class JournalURI:
 
 def is_journal_uri(text: str | os.PathLike[str] | None) -> bool:
     """True for a string that names a PostgreSQL journal (a path is never a scheme and //)."""
-    return isinstance(text, str) and "://" in text and text.partition("://")[0].lower() in SCHEMES
+    return uris.scheme_of(text) in SCHEMES
 
 
 def refuse_other_scheme(text: str | os.PathLike[str] | None, option: str) -> None:
     """A URI of any other scheme (`postgresl://`, `pg://`, `redis://`) is a mistake, never a file path:
     refused in one line that keeps its user name and drops its password."""
-    if not isinstance(text, str):
+    scheme = uris.scheme_of(text)
+    if scheme is None or scheme in SCHEMES:
         return
-    found = _SCHEME.match(text)
-    if found is None or found.group(1).lower() in SCHEMES:
-        return
-    netloc, _, rest = text[found.end() :].partition("/")
-    user, at, host = netloc.rpartition("@")
-    shown = f"{found.group(1)}://{user.partition(':')[0] + at}{host}/{rest.split('?')[0]}"
+    assert isinstance(text, str)
+    shown = _rough(uris.split(text), scheme)
     raise UsageError(f"{option} {shown}: a journal is a file path or postgresql://host/dbname?journal=NAME")
 
 
 def parse_journal_uri(text: str, option: str = "--out") -> JournalURI:
-    """Check a journal URI; a bad one is a UsageError that never repeats its user name or password."""
-    parts = urllib.parse.urlsplit(text)
-    if "@" in parts.path or "@" in parts.fragment or "@" in parts.query:
+    """Check a journal URI; a bad one is a UsageError that never repeats its password."""
+    uri = uris.split(text)
+    if uri.spilled:
+        shown = dataclasses.replace(uri, scheme="postgresql").shown(user="keep", keep=("journal",))
         raise UsageError(
-            f"{option} postgresql://{text.rpartition('@')[2]}: a user name or password with / ? or # in it "
-            "must be percent-encoded (%2F %3F %23)"
+            f"{option} {shown}: a user name or password with / ? or # in it must be percent-encoded (%2F %3F %23)"
         )
-    host = parts.netloc.rpartition("@")[2]
-    user = urllib.parse.unquote(parts.username or "") if "@" in parts.netloc else ""
-    dbname = urllib.parse.unquote(parts.path.lstrip("/"))
-    rough = f"postgresql://{user + '@' if user else ''}{host}/{dbname}"
+    rough = _rough(uri)
     try:
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"{option} {rough}: the port must be a number from 1 to 65535") from None
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        host, port = uri.host()
+    except ValueError as exc:
+        raise UsageError(f"{option} {rough}: {exc}") from None
+    query = uri.pairs()
     names = [value for key, value in query if key == "journal"]
     if len(names) != 1 or not _NAME.fullmatch(names[0]):
         raise UsageError(
             f"{option} {rough}: name the run's journal once, as ?journal=NAME (letters, digits, _ . : -; at most 100)"
         )
     name = names[0]
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "journal"])
-    # written out: urlunsplit drops the // of an empty host, which libpq then refuses (a socket in ?host=)
-    conninfo = f"postgresql://{parts.netloc}{parts.path}{'?' + rest if rest else ''}"
-    where = parts.hostname or "localhost"
+    conninfo = dataclasses.replace(uri, scheme="postgresql").written(
+        urllib.parse.urlencode([(k, v) for k, v in query if k != "journal"])
+    )
+    where = host or "localhost"
     if ":" in where:  # an IPv6 address keeps its brackets
         where = f"[{where}]"
-    shown = f"postgresql://{user + '@' if user else ''}{where}:{port or 5432}/{dbname}?journal={name}"
-    password = urllib.parse.unquote(parts.password or "") if "@" in parts.netloc else ""
-    return JournalURI(conninfo=conninfo, name=name, shown=shown, password=password)
+    shown = dataclasses.replace(
+        uri, scheme="postgresql", hosts=f"{where}:{port or 5432}", path=_dbname(uri), query=f"journal={name}"
+    ).shown(user="keep", keep=("journal",))
+    return JournalURI(conninfo=conninfo, name=name, shown=shown, password=uri.secret())
+
+
+def _rough(uri: uris.URI, scheme: str = "postgresql") -> str:
+    """A journal URI shown before it is known to be one: its user, host part and database."""
+    return dataclasses.replace(uri, scheme=scheme, path=_dbname(uri)).shown(user="keep")
+
+
+def _dbname(uri: uris.URI) -> str:
+    return "/" + uri.path.lstrip("/")

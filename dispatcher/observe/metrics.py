@@ -27,7 +27,6 @@ import dataclasses
 import http.client
 import threading
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -45,6 +44,7 @@ from prometheus_client import (
 from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher import uris
 from dispatcher.errors import OutputError
 from dispatcher.journal.outcomes import FAILED, OK
 from dispatcher.observe.events import (
@@ -242,16 +242,11 @@ def read_last_success(lines: Iterable[str], job: str | None = None) -> float | N
 
 
 def shown_url(url: str) -> str:
-    """`url` fit for a log line: a password in it is replaced, as every secret is. Read from the
-    text, not a parser: a raw / ? or # in a password would make a parser take its end for the
-    path, and show it."""
-    head, sep, rest = url.partition("://") if "://" in url else ("", "", url)
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    clean = colon and not any(c in userinfo for c in "/?#")
-    return f"{head}{sep}{user + ':' if clean else ''}[redacted]@{host}"
+    """`url` fit for a log line: a password in it is replaced, as every secret is; a bare host:port
+    stays bare."""
+    if "://" in url:
+        return uris.split(url).shown(user="mark", keep=None)
+    return uris.split(f"http://{url}").shown(user="mark", keep=None).removeprefix("http://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +257,7 @@ class Gateway:
     asks the DNS resolver for it, which sends the password to whatever resolver the machine has."""
 
     url: str  # scheme://host[:port][/path], no credentials, no trailing /
-    username: str | None = None
+    username: str | None = dataclasses.field(default=None, repr=False)  # alone, it may be a token
     password: str | None = dataclasses.field(default=None, repr=False)
 
     def handler(self) -> Callable[[str, str, float | None, list[tuple[str, str]], bytes], Callable[[], None]]:
@@ -288,26 +283,19 @@ class Gateway:
 def parse_gateway(url: str) -> Gateway:
     """`url` (http://, https://, or a bare host:port meaning http://) split; ValueError saying what is
     wrong (never with the URL, which may hold a password) if it is not one."""
-    full = url if "://" in url else f"http://{url}"
+    parts = uris.split(url if "://" in url else f"http://{url}")
     generic = "give an http:// or https:// URL"
-    try:
-        parts = urllib.parse.urlsplit(full)
-    except ValueError:  # a broken IPv6 address
-        raise ValueError(generic) from None
-    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+    if parts.spilled:
         # A raw / ? or # in a password ended the host part early: the host would be part of it.
         raise ValueError("percent-encode a / ? or # in the user name or password")
     try:
-        _ = parts.port
-    except ValueError:  # a port that is not a number, or out of range
+        host, _ = parts.host()
+    except ValueError:  # a port that is not a number, or out of range; a broken IPv6 address
         raise ValueError(generic) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not host:
         raise ValueError(generic)
-    netloc = parts.netloc.rpartition("@")[2]
-    plain = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
-    username = urllib.parse.unquote(parts.username) if parts.username is not None else None
-    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
-    return Gateway(plain, username, password)
+    plain = dataclasses.replace(parts, at=False, userinfo="", path=parts.path.rstrip("/"), fragment="")
+    return Gateway(plain.written(), parts.user, parts.password)
 
 
 class Exporter:

@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from dispatcher import uris
 from dispatcher.errors import ConfigError, UsageError
 from dispatcher.pacing.base import DEFAULT_PREFIX, POSTGRES_SCHEMES, Clock, Limiter, Quota, Sleep, StoreURI
 from dispatcher.tim.apis import Endpoint
@@ -40,43 +41,37 @@ def parse_store(uri: str) -> StoreURI:
     """Check a `--rate-store` URI; a bad one is a UsageError that never repeats its password."""
     if uri in (MEMORY, "memory"):
         return StoreURI("memory", MEMORY)
-    _refuse_unencoded_userinfo(uri)
-    if urllib.parse.urlsplit(uri).scheme in POSTGRES_SCHEMES:
-        return _parse_postgres(urllib.parse.urlsplit(uri))
+    parts = uris.split(uri)
+    # The user name is left out too: it can be half a secret.
+    shown = parts.shown(keep=("prefix",))
+    if parts.spilled:
+        raise UsageError(
+            f"--rate-store {shown}: a user name or password with / ? or # in it must be percent-encoded (%2F %3F %23)"
+        )
+    if parts.scheme in POSTGRES_SCHEMES:
+        return _parse_postgres(parts, shown)
     try:
-        parts = urllib.parse.urlsplit(uri)
-        port = parts.port
-    except ValueError:  # a port that is not a number, or out of range
-        parts = urllib.parse.urlsplit(uri)
-        raise UsageError(f"--rate-store {_shown(parts)}: the port must be a number from 1 to 65535") from None
-    shown = _shown(parts)
+        host, port = parts.host()
+    except ValueError as exc:
+        raise UsageError(f"--rate-store {shown}: {exc}") from None
     if parts.scheme not in _REDIS_SCHEMES:
         raise UsageError(f"--rate-store {shown}: use memory://, redis://, rediss://, unix:///path or postgresql://")
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = parts.pairs()
     prefix = DEFAULT_PREFIX
     for name, value in query:
         if name == "prefix":
             prefix = value
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "prefix"])
-    url = urllib.parse.urlunsplit(parts._replace(query=rest))
+    url = parts.written(urllib.parse.urlencode([(k, v) for k, v in query if k != "prefix"]))
     if parts.scheme == "unix":
         if not parts.path:
             raise UsageError(f"--rate-store {shown}: give the socket's path, as in unix:///run/redis.sock")
-        return StoreURI("unix", shown, host=parts.path, prefix=prefix, url=url, password=parts.password or "")
-    if not parts.hostname:
+        return StoreURI("unix", shown, host=parts.path, prefix=prefix, url=url, password=parts.secret())
+    if not host:
         raise UsageError(f"--rate-store {shown}: give a host, as in redis://127.0.0.1:6379/0")
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
         raise UsageError(f"--rate-store {shown}: the database must be a number, as in redis://host:6379/0")
-    return StoreURI(
-        parts.scheme,
-        shown,
-        host=parts.hostname,
-        port=port or 6379,
-        prefix=prefix,
-        url=url,
-        password=parts.password or "",
-    )
+    return StoreURI(parts.scheme, shown, host=host, port=port or 6379, prefix=prefix, url=url, password=parts.secret())
 
 
 # How a run records, and messages name, the budget a PostgreSQL journal's own database keeps: not its
@@ -90,53 +85,19 @@ def in_journal_database(conninfo: str) -> StoreURI:
     return dataclasses.replace(parse_store(conninfo), shown=JOURNAL_DATABASE)
 
 
-def _parse_postgres(parts: urllib.parse.SplitResult) -> StoreURI:
+def _parse_postgres(parts: uris.URI, shown: str) -> StoreURI:
     """A libpq connection URI: `postgresql://[user[:password]@][host][:port][,...][/dbname][?param=value&...]`.
     Only the ports are checked here (libpq checks the rest when it connects, without psycopg
     imported now); `prefix=` and `journal=` are taken out of what libpq is given."""
-    shown = _shown(parts)
-    for host in parts.netloc.rpartition("@")[2].split(","):
-        _, colon, port = host.rpartition("]")[2].rpartition(":")
-        if colon and port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise UsageError(f"--rate-store {shown}: the port must be a number from 1 to 65535")
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    try:
+        hosts = [uris.host_port(host) for host in parts.hosts.split(",")]
+    except ValueError as exc:
+        raise UsageError(f"--rate-store {shown}: {exc}") from None
+    query = parts.pairs()
     prefix = next((value for name, value in reversed(query) if name == "prefix"), DEFAULT_PREFIX)
-    passwords = [value for name, value in query if name == "password"]
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in _OURS])
-    url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (
-        f"?{rest}" if rest else ""
-    )  # urlunsplit drops an empty host
-    first = parts.netloc.rpartition("@")[2].split(",")[0].rpartition("]")[2]
-    return StoreURI(
-        parts.scheme,
-        shown,
-        host=parts.hostname or "",
-        port=int(first.rpartition(":")[2] or 5432) if ":" in first else 5432,
-        prefix=prefix,
-        url=url,
-        password=parts.password or (passwords[-1] if passwords else ""),
-    )
-
-
-def _refuse_unencoded_userinfo(uri: str) -> None:
-    """A password with a raw / ? or # ends the URI's host part early, and the rest of it would be
-    read, and shown, as the port, database, query or fragment: refuse it, showing only what
-    follows its last @ (a user name or password is never shown, whole or in part)."""
-    parts = urllib.parse.urlsplit(uri)
-    names = [name for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if name != "prefix"]
-    if "@" in parts.path or "@" in parts.fragment or any("@" in name for name in names):
-        host = uri.rpartition("@")[2]
-        raise UsageError(
-            f"--rate-store {parts.scheme}://{host}: a user name or password with / ? or # in it must be "
-            "percent-encoded (%2F %3F %23)"
-        )
-
-
-def _shown(parts: urllib.parse.SplitResult) -> str:
-    """The URI without user name and password (a user name can be half a secret too)."""
-    host = parts.netloc.rpartition("@")[2]
-    query = "&".join(q for q in parts.query.split("&") if q.startswith("prefix=")) if parts.query else ""
-    return f"{parts.scheme}://{host}{parts.path}" + (f"?{query}" if query else "")
+    url = parts.written(urllib.parse.urlencode([(k, v) for k, v in query if k not in _OURS]))
+    host, port = hosts[0]
+    return StoreURI(parts.scheme, shown, host=host, port=port or 5432, prefix=prefix, url=url, password=parts.secret())
 
 
 def quota_of(endpoint: Endpoint, message_quota: int) -> Quota | None:
