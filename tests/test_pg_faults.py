@@ -318,3 +318,46 @@ def test_a_journal_half_run_by_the_first_release_is_upgraded_and_finished_from_a
     assert sorted(deliveries(sandbox_process)) == [f"u{i}" for i in (10, 11, 5, 6, 7, 8, 9)]
     after = report(uri)
     assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
+
+
+def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """batchsendmsg to accounts the app lacked (70107): every batch failed for its second recipient. A
+    `send --resume --retry-failed` re-opens them and dies; a worker finishes the run. Before, the worker
+    sent each batch with no recipient at all (90003), and the accounts were never retried."""
+    (tmp_path / "before.txt").write_text("".join(f"a{i}\n" for i in range(12)))
+    (tmp_path / "after.txt").write_text("".join(f"a{i}\nx{i}\n" for i in range(12)))
+    docs = [
+        {"job_id": f"dm-{i}", "api": "batchsendmsg", "Text": "hi", "To_Account": [f"a{i}", f"x{i}"]} for i in range(12)
+    ]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", docs)
+    uri = postgres_server.journal()
+    box = SandboxProcess("--accounts", str(tmp_path / "before.txt"))
+    try:
+        first = cli("send", str(jobs), "--out", uri, "--endpoint", box.url, "--no-progress", "--rate", "20")
+    finally:
+        box.stop()
+    assert first.returncode == 1, first.stderr
+    box = SandboxProcess("--accounts", str(tmp_path / "after.txt"))
+    # The send re-opening them reaches a server that never answers: it delivers none of them.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        try:
+            args = ["--no-progress", "--rate", "20", "--lease", "3", "--timeout", "1.5"]
+            nowhere = f"http://127.0.0.1:{silent.getsockname()[1]}"
+            again = start("send", str(jobs), "--out", uri, "--resume", "--retry-failed", "--endpoint", nowhere, *args)
+            with killed_at_the_end(again):
+                wait_until(
+                    lambda: postgres_server.psql("SELECT count(*) FROM dispatcher.journal_batches WHERE final") == "0\n"
+                )
+                again.kill()  # it re-opened the failed batches and is gone: a worker finishes the run
+                again.communicate()
+            worker = cli("work", uri, "--endpoint", box.url, *args)
+            assert worker.returncode == 0, worker.stderr
+            got = deliveries(box)
+        finally:
+            box.stop()
+    assert got == {f"x{i}": 1 for i in range(12)}  # the accounts delivered to before are never sent again
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["failed"]) == (12, 12, 0)
+    assert "90003" not in doc["error_codes"]  # type: ignore[operator]
