@@ -361,3 +361,48 @@ def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
     doc = report(uri)
     assert (doc["batches"], doc["ok"], doc["failed"]) == (12, 12, 0)
     assert "90003" not in doc["error_codes"]  # type: ignore[operator]
+
+
+def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requests_take(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Replies take 9 s: the first send, its lock's connection cut, lives on for its requests in flight,
+    longer than a heartbeat counts as fresh (5 s). Before, its heartbeat stopped with the connection, and a
+    second send started beside it once the heartbeat was 5 s old."""
+    box = SandboxProcess("--latency", "9")
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 8)
+    args = ["send", str(jobs), "--out", uri, "--endpoint", box.url, "--no-progress", "--rate", "20"]
+    args += ["--concurrency", "4", "--lease", "20"]
+    first = start(*args)
+    try:
+        with killed_at_the_end(first):
+            wait_until(lambda: box.get("/sandbox/stats").get("requests", 0) >= 4)  # 4 requests in flight, for 9 s
+            cut = postgres_server.psql(
+                "SELECT clock_timestamp(), pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND mode = 'ExclusiveLock' AND granted"
+            ).split("|")[0]
+            # Either it beat since the cut, or its heartbeat is older than counts as fresh.
+            wait_until(
+                lambda: (
+                    postgres_server.psql(
+                        f"SELECT beat_at > '{cut}' OR clock_timestamp() - beat_at > interval '5.5 s' "
+                        "FROM dispatcher.journal_runs"
+                    )
+                    == "t\n"
+                )
+            )
+            alive = first.poll() is None  # its requests in flight go on
+            second = cli(*args, "--resume")
+            _, err = first.communicate(timeout=60)
+        third = cli(*args, "--resume")
+        got = deliveries(box)
+    finally:
+        box.stop()
+    assert alive
+    assert second.returncode == 2, second.stderr
+    assert f"is in use by another run (pid {first.pid} on {socket.gethostname()}, seen " in second.stderr
+    assert first.returncode == 2, err
+    assert "this send lost the journal's lock" in err
+    assert third.returncode == 0, third.stderr
+    assert got == {f"u{i}": 1 for i in range(8)}

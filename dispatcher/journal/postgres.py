@@ -23,8 +23,9 @@ Invariants:
 - Every statement has a bound (`dispatcher.pg.connect`): a database that does not answer within it
   is lost, and the run stops resumably.
 - One `send` per journal: its lock connection holds the session advisory lock of the journal's name
-  and beats (`beat_at`) every second. A send that loses that connection stops at once. A second send
-  is refused while the first holds the lock, or beat less than STALE seconds ago.
+  and beats (`beat_at`) every second. A send that loses that connection stops at once, and beats on
+  its claims' connection until it has ended. A second send is refused while the first holds the lock,
+  or beat less than STALE seconds ago: so, while the first lives.
 
 psycopg is imported only here, and only when a PostgreSQL journal is used.
 """
@@ -920,10 +921,13 @@ class PgJournal:
                     self._lost(exc)
 
     async def _beat(self, lock: psycopg.AsyncConnection[Any]) -> None:
-        while self.error is None and not self._lock_lost:
+        """Beat on the lock's connection; once it is lost, on the claims' one until this send ends: its
+        requests in flight may outlast STALE, and no second send may start beside it meanwhile."""
+        conn = lock
+        while self.error is None:
             try:
                 cur = await _within(
-                    lock.execute(
+                    conn.execute(
                         "UPDATE dispatcher.journal_runs SET beat_at = clock_timestamp() "
                         "WHERE journal = %s AND holder = %s",
                         (self.uri.name, self._holder),
@@ -931,8 +935,11 @@ class PgJournal:
                     BEAT * 5,
                 )
             except self._faults as exc:
+                if conn is not lock:
+                    return  # the claims' connection is lost: its renewals say so
                 self._lost_lock(f"its connection: {_scrub(self.uri, exc)}")
-                return
+                conn = self._claims_conn
+                continue
             if cur.rowcount != 1:
                 self._lost_lock("another send holds the run now")
                 return
