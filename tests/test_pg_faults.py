@@ -406,3 +406,49 @@ def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requ
     assert "this send lost the journal's lock" in err
     assert third.returncode == 0, third.stderr
     assert got == {f"u{i}": 1 for i in range(8)}
+
+
+def unread(proc: subprocess.Popen[str], port: int) -> tuple[int, int]:
+    """Bytes unread in the TCP connections of `proc` to the server on `port`: in the server's sockets (a
+    call the server has not read yet), and in the process's own (an answer it has not read yet)."""
+    inodes = set()
+    for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    ours = [row for row in rows if row[9] in inodes and int(row[2].rsplit(":", 1)[1], 16) == port]
+    mine = {row[1] for row in ours}
+    server = sum(int(row[4].split(":")[1], 16) for row in rows if row[2] in mine)
+    return server, sum(int(row[4].split(":")[1], 16) for row in ours)
+
+
+def test_a_worker_stopped_while_the_database_answered_it_goes_on_once_continued(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    """Ctrl-Z, then fg, 11 s later: the database's answer came while the worker was stopped. Before,
+    the bound on that call (2 s for the budget, 10 s for the journal) counted the stopped time, and the
+    worker stopped the run for a database that had answered: exit 2."""
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 400)
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--concurrency", "4"]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "40", *common)
+    wait_until(lambda: plan_complete(postgres_server))
+    worker = start("work", uri, *common)
+    with killed_at_the_end(sender, worker):
+        wait_until(lambda: claims_of(postgres_server, worker) > 0)
+        with stalled(postgres_server):  # a call of the worker's is waiting on the database
+            wait_until(lambda: unread(worker, postgres_server.port)[0] > 0)
+            worker.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+        # The answer waits in the worker's socket while it is stopped, longer than any bound on a call.
+        wait_until(lambda: unread(worker, postgres_server.port)[1] > 0)
+        wait_until(lambda: time.monotonic() - stopped_at > 11, seconds=30)
+        worker.send_signal(signal.SIGCONT)
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        _, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err
+    assert sorted(deliveries(sandbox_process)) == sorted(f"u{i}" for i in range(400))
+    assert doubled_ok(postgres_server) == 0

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 STATEMENT_S = 10.0  # the longest one statement may take before the database counts as lost
+_SLICE = 0.25  # seconds: how a bound is counted (see `bounded`)
 CONNECT_S = 5  # libpq's connect_timeout (whole seconds), unless the URI names one
 # TCP keepalives: a connection whose peer vanished (a host gone, a cut cable) fails in seconds
 # rather than the kernel's two hours; tcp_user_timeout bounds data the peer never acknowledges.
@@ -67,17 +68,26 @@ def connect_sync(conninfo: str, *, statement_s: float = STATEMENT_S) -> Any:
 
 async def bounded(work: Awaitable[T], seconds: float) -> T:
     """Await `work` at most `seconds` (TimeoutError past that). If the caller is cancelled meanwhile
-    (a signal), `work` is given up at once too, rather than waited for."""
+    (a signal), `work` is given up at once too, rather than waited for.
+
+    The time is counted in slices, and a slice counts at most twice its length: a process stopped
+    meanwhile (Ctrl-Z, SIGSTOP) was not waiting on the database, whose answer may be there unread."""
+    loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)
+    left = seconds
     try:
-        done, _ = await asyncio.wait({task}, timeout=seconds)
+        while left > 0:
+            step = min(_SLICE, left)
+            began = loop.time()
+            done, _ = await asyncio.wait({task}, timeout=step)
+            if done:
+                return task.result()
+            left -= min(loop.time() - began, 2 * step)
     except asyncio.CancelledError:
         _give_up(task)
         raise
-    if not done:
-        _give_up(task)
-        raise TimeoutError
-    return task.result()
+    _give_up(task)
+    raise TimeoutError
 
 
 def _give_up(task: asyncio.Future[Any]) -> None:
