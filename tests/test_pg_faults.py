@@ -452,3 +452,67 @@ def test_a_worker_stopped_while_the_database_answered_it_goes_on_once_continued(
         assert sender.returncode == 0, err
     assert sorted(deliveries(sandbox_process)) == sorted(f"u{i}" for i in range(400))
     assert doubled_ok(postgres_server) == 0
+
+
+def lock_waiters(server: PostgresServer) -> int:
+    """Sessions waiting for a lock on the outcome lines' table."""
+    return int(
+        server.psql(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'dispatcher.journal_outcomes'::regclass AND NOT granted"
+        )
+    )
+
+
+def test_report_reads_a_run_as_one_moment_saw_it_while_workers_commit(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Workers commit lines while the report reads (its plan, its lines twice, the batches not sent);
+    a worker's line may be committed after a later one (its number taken first). Locks hold the report
+    between its reads while such a line is committed. Before, each read saw another moment: the lines
+    moved by one between the two passes, and each failed batch was listed with another's recipients."""
+    import threading
+
+    import psycopg
+
+    (tmp_path / "accounts.txt").write_text("".join(f"a{i}\n" for i in range(4)))
+    docs = [
+        {"job_id": f"dm-{i}", "api": "batchsendmsg", "Text": "hi", "To_Account": [f"a{i}", f"x{i}"]} for i in range(4)
+    ]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", docs)
+    uri = postgres_server.journal()
+    box = SandboxProcess("--accounts", str(tmp_path / "accounts.txt"))
+    try:
+        sent = cli("send", str(jobs), "--out", uri, "--endpoint", box.url, "--no-progress", "--concurrency", "1")
+    finally:
+        box.stop()
+    assert sent.returncode == 1, sent.stderr
+    late = orjson.dumps({"job_id": "late", "batch": None, "status": "rejected", "final": True, "recipients": ["zed"]})
+    held = threading.Event()
+    with psycopg.connect(postgres_server.url) as first, psycopg.connect(postgres_server.url) as second:
+        first.execute("LOCK TABLE dispatcher.journal_outcomes IN ACCESS EXCLUSIVE MODE")
+        reader = start("report", uri, "--json")
+        with killed_at_the_end(reader):
+            wait_until(lambda: lock_waiters(postgres_server) == 1)  # its first read of the lines waits
+
+            def hold_between_reads() -> None:
+                second.execute("LOCK TABLE dispatcher.journal_outcomes IN ACCESS EXCLUSIVE MODE")
+                held.set()
+
+            holder = threading.Thread(target=hold_between_reads)
+            holder.start()
+            wait_until(lambda: lock_waiters(postgres_server) == 2)  # the second lock waits behind it
+            first.commit()  # the report reads its lines, then waits for the second lock, or ends
+            wait_until(lambda: held.is_set())
+            # A line numbered before every other, committed between the report's reads.
+            second.execute(
+                "INSERT INTO dispatcher.journal_outcomes (journal, seq, doc) OVERRIDING SYSTEM VALUE "
+                "VALUES ('run', -1, %s)",
+                (late.decode(),),
+            )
+            second.commit()
+            holder.join()
+            out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    doc = orjson.loads(out)
+    missed = [(entry["job_id"], entry["recipients"]) for entry in doc["not_notified"]]
+    assert sorted(missed) == [("dm-0", ["x0"]), ("dm-1", ["x1"]), ("dm-2", ["x2"]), ("dm-3", ["x3"])]

@@ -993,9 +993,9 @@ class PgJournal:
 
 
 @contextlib.contextmanager
-def _reading(uri: JournalURI) -> Iterator[Any]:
-    """A connection to read the run of `uri`, in one transaction; refused for a journal with no run,
-    or with tables newer than this dispatcher knows (it could not vouch for what it read)."""
+def snapshot(uri: JournalURI) -> Iterator[RunSnapshot]:
+    """The run of `uri` as one moment saw it, for a report; refused for a journal with no run, or with
+    tables newer than this dispatcher knows (it could not vouch for what it read)."""
     psycopg = _psycopg(uri)
     try:
         conn = connect_sync(uri.conninfo)
@@ -1003,6 +1003,10 @@ def _reading(uri: JournalURI) -> Iterator[Any]:
         raise JournalError(f"{uri.shown}: cannot reach the database: {_scrub(uri, exc)}") from None
     try:
         with conn:
+            # One transaction for every read: workers commit meanwhile, and reads of different
+            # moments would disagree (a line committed between the two passes moves the others).
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
             cur = conn.execute("SELECT to_regclass('dispatcher.journal_runs') IS NOT NULL")
             row: Any = cur.fetchone()
             found = bool(row and row[0])
@@ -1015,7 +1019,7 @@ def _reading(uri: JournalURI) -> Iterator[Any]:
                 found = cur.fetchone() is not None
             if not found:
                 raise JournalError(f"{uri.shown}: no run in this journal")
-            yield conn
+            yield RunSnapshot(uri, conn)
     except psycopg.Error as exc:
         raise JournalError(f"{uri.shown}: {_scrub(uri, exc)}") from None
 
@@ -1030,14 +1034,6 @@ def _has_column(conn: Any, table: str, column: str) -> bool:
     return cur.fetchone() is not None
 
 
-def read_records(uri: JournalURI) -> Iterator[dict[str, Any]]:
-    """Every outcome line of the run, every worker's, in the order they were committed (a report)."""
-    with _reading(uri) as conn, conn.cursor(name="dispatcher_report") as named:
-        named.execute("SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (uri.name,))
-        for (doc,) in named:
-            yield orjson.loads(doc)
-
-
 _PLAN = (
     "SELECT j.job_id, j.job_hash, j.api, j.group_id, j.export, (SELECT count(*) FROM dispatcher.journal_batches b "
     "WHERE b.journal = j.journal AND b.job_id = j.job_id) FROM dispatcher.journal_jobs j WHERE j.journal = %s "
@@ -1046,29 +1042,43 @@ _PLAN = (
 _PLAN_V1 = _PLAN.replace("j.export", "NULL")  # a journal that no send or work of version 2 has opened yet
 
 
-def read_plan(uri: JournalURI) -> Iterator[PlanEntry]:
-    """Every job of the run's plan, with its number of batches and what its export held."""
-    with _reading(uri) as conn:
-        query = _PLAN if _has_column(conn, "journal_jobs", "export") else _PLAN_V1
-        with conn.cursor(name="dispatcher_plan") as named:
-            named.execute(query, (uri.name,))
+class RunSnapshot:
+    """A run in PostgreSQL as the report reads it: every read in one transaction (`snapshot`)."""
+
+    def __init__(self, uri: JournalURI, conn: Any) -> None:
+        self.uri = uri
+        self._conn = conn
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every outcome line of the run, every worker's, in the order they were committed."""
+        with self._conn.cursor(name="dispatcher_report") as named:
+            named.execute(
+                "SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (self.uri.name,)
+            )
+            for (doc,) in named:
+                yield orjson.loads(doc)
+
+    def plan(self) -> Iterator[PlanEntry]:
+        """Every job of the run's plan, with its number of batches and what its export held."""
+        query = _PLAN if _has_column(self._conn, "journal_jobs", "export") else _PLAN_V1
+        with self._conn.cursor(name="dispatcher_plan") as named:
+            named.execute(query, (self.uri.name,))
             for job_id, job_hash, api, group_id, stats, batches in named:
                 shown = None if stats is None else orjson.loads(stats)
                 yield PlanEntry(job_id, job_hash, api, group_id, int(batches), shown)
 
-
-def read_unsent(uri: JournalURI) -> Iterator[Unsent]:
-    """The planned batches that no worker has sent yet (no line, not withdrawn), in plan order."""
-    with _reading(uri) as conn, conn.cursor(name="dispatcher_unsent") as named:
-        named.execute(
-            "SELECT b.job_id, j.job_hash, b.batch, j.group_id, b.recipients FROM dispatcher.journal_batches b "
-            "JOIN dispatcher.journal_jobs j ON j.journal = b.journal AND j.job_id = b.job_id "
-            "WHERE b.journal = %s AND NOT b.final AND b.last_doc IS NULL ORDER BY b.seq",
-            (uri.name,),
-        )
-        for job_id, job_hash, batch, group_id, recipients in named:
-            ids = None if recipients is None else list(orjson.loads(recipients))
-            yield Unsent(job_id, job_hash, int(batch), group_id, ids)
+    def unsent(self) -> Iterator[Unsent]:
+        """The planned batches that no worker has sent yet (no line, not withdrawn), in plan order."""
+        with self._conn.cursor(name="dispatcher_unsent") as named:
+            named.execute(
+                "SELECT b.job_id, j.job_hash, b.batch, j.group_id, b.recipients FROM dispatcher.journal_batches b "
+                "JOIN dispatcher.journal_jobs j ON j.journal = b.journal AND j.job_id = b.job_id "
+                "WHERE b.journal = %s AND NOT b.final AND b.last_doc IS NULL ORDER BY b.seq",
+                (self.uri.name,),
+            )
+            for job_id, job_hash, batch, group_id, recipients in named:
+                ids = None if recipients is None else list(orjson.loads(recipients))
+                yield Unsent(job_id, job_hash, int(batch), group_id, ids)
 
 
 def _store_named(shown: str) -> str:
