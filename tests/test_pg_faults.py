@@ -516,3 +516,35 @@ def test_report_reads_a_run_as_one_moment_saw_it_while_workers_commit(
     doc = orjson.loads(out)
     missed = [(entry["job_id"], entry["recipients"]) for entry in doc["not_notified"]]
     assert sorted(missed) == [("dm-0", ["x0"]), ("dm-1", ["x1"]), ("dm-2", ["x2"]), ("dm-3", ["x3"])]
+
+
+@pytest.mark.parametrize("signalled", [False, True])
+def test_report_of_a_database_that_stops_answering_ends_within_its_bound_and_at_once_on_a_signal(
+    tmp_path: Path, postgres_server: PostgresServer, signalled: bool
+) -> None:
+    """The report waits on the database (a lock holds its read of the lines) when the database's
+    processes stop: the kernel still acknowledges, so no keepalive nor tcp_user_timeout tells. Before,
+    the report waited for ever, and a signal took 10 s (psycopg's cancel and its wait)."""
+    import psycopg
+
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 3)
+    uri = postgres_server.journal()
+    assert cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress").returncode == 0
+    with psycopg.connect(postgres_server.url) as holder:
+        holder.execute("LOCK TABLE dispatcher.journal_outcomes IN ACCESS EXCLUSIVE MODE")
+        reader = start("report", uri)
+        with killed_at_the_end(reader):
+            wait_until(lambda: lock_waiters(postgres_server) == 1)
+            with stalled(postgres_server):
+                if signalled:
+                    reader.send_signal(signal.SIGTERM)
+                began = time.monotonic()
+                _, err = reader.communicate(timeout=60)
+                took = time.monotonic() - began
+    if signalled:
+        assert reader.returncode == 130, err
+        assert took < 2, f"took {took:.1f} s"
+    else:
+        assert reader.returncode == 2, err
+        shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
+        assert err == f"dispatcher: error: {shown}: no answer within 10 s\n"

@@ -48,7 +48,7 @@ import structlog
 from dispatcher.errors import ConfigError, JournalError, JournalLockedError, JournalWriteError, UsageError
 from dispatcher.journal.outcomes import JournalState, Moved
 from dispatcher.journal.uri import JournalURI
-from dispatcher.pg.connect import STATEMENT_S, bounded, connect, connect_sync
+from dispatcher.pg.connect import STATEMENT_S, InThread, bounded, connect, connect_sync
 from dispatcher.version import DISTRIBUTION
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ BEAT = 1.0  # seconds between the heartbeats of a send's lock connection
 STALE = 5.0  # a heartbeat older than this is of a send that is gone
 CLOSE_S = 1.5  # what the end of a run gives the database, at most, to take its last lines and claims
 _PLAN_JOBS = 256  # jobs stored in one transaction
+_FETCH = 500  # rows a report's read takes at once
 _PLAN_BATCHES = 20_000
 
 # Version 1, as the first release made it; later versions are the migrations below, applied in order.
@@ -995,33 +996,47 @@ class PgJournal:
 @contextlib.contextmanager
 def snapshot(uri: JournalURI) -> Iterator[RunSnapshot]:
     """The run of `uri` as one moment saw it, for a report; refused for a journal with no run, or with
-    tables newer than this dispatcher knows (it could not vouch for what it read)."""
+    tables newer than this dispatcher knows (it could not vouch for what it read). Every call on its
+    connection is bounded (`InThread`): a database that stops answering is one line, exit 2."""
     psycopg = _psycopg(uri)
+    call = InThread()
+    conn: Any = None
     try:
-        conn = connect_sync(uri.conninfo)
-    except psycopg.Error as exc:
-        raise JournalError(f"{uri.shown}: cannot reach the database: {_scrub(uri, exc)}") from None
-    try:
-        with conn:
-            # One transaction for every read: workers commit meanwhile, and reads of different
-            # moments would disagree (a line committed between the two passes moves the others).
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            cur = conn.execute("SELECT to_regclass('dispatcher.journal_runs') IS NOT NULL")
-            row: Any = cur.fetchone()
-            found = bool(row and row[0])
-            if found:
-                cur = conn.execute("SELECT version FROM dispatcher.meta WHERE component = 'journal'")
-                row = cur.fetchone()
-                if row is not None and int(row[0]) > VERSION:
-                    raise JournalError(_newer(uri, int(row[0])))
-                cur = conn.execute("SELECT 1 FROM dispatcher.journal_runs WHERE journal = %s", (uri.name,))
-                found = cur.fetchone() is not None
-            if not found:
-                raise JournalError(f"{uri.shown}: no run in this journal")
-            yield RunSnapshot(uri, conn)
+        try:
+            conn = call(lambda: connect_sync(uri.conninfo))
+        except (psycopg.Error, TimeoutError) as exc:
+            shown = f"no answer within {call.seconds:g} s" if isinstance(exc, TimeoutError) else _scrub(uri, exc)
+            raise JournalError(f"{uri.shown}: cannot reach the database: {shown}") from None
+        call(lambda: _begin_snapshot(uri, conn))
+        yield RunSnapshot(uri, conn, call)
     except psycopg.Error as exc:
         raise JournalError(f"{uri.shown}: {_scrub(uri, exc)}") from None
+    except TimeoutError:
+        raise JournalError(f"{uri.shown}: no answer within {call.seconds:g} s") from None
+    finally:
+        if conn is not None and not call.over:
+            with contextlib.suppress(Exception):
+                call(conn.close)  # read only: nothing to commit
+        call.stop()
+
+
+def _begin_snapshot(uri: JournalURI, conn: Any) -> None:
+    # One transaction for every read: workers commit meanwhile, and reads of different moments
+    # would disagree (a line committed between the two passes moves the others).
+    conn.isolation_level = _psycopg(uri).IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    cur = conn.execute("SELECT to_regclass('dispatcher.journal_runs') IS NOT NULL")
+    row: Any = cur.fetchone()
+    found = bool(row and row[0])
+    if found:
+        cur = conn.execute("SELECT version FROM dispatcher.meta WHERE component = 'journal'")
+        row = cur.fetchone()
+        if row is not None and int(row[0]) > VERSION:
+            raise JournalError(_newer(uri, int(row[0])))
+        cur = conn.execute("SELECT 1 FROM dispatcher.journal_runs WHERE journal = %s", (uri.name,))
+        found = cur.fetchone() is not None
+    if not found:
+        raise JournalError(f"{uri.shown}: no run in this journal")
 
 
 def _has_column(conn: Any, table: str, column: str) -> bool:
@@ -1045,40 +1060,47 @@ _PLAN_V1 = _PLAN.replace("j.export", "NULL")  # a journal that no send or work o
 class RunSnapshot:
     """A run in PostgreSQL as the report reads it: every read in one transaction (`snapshot`)."""
 
-    def __init__(self, uri: JournalURI, conn: Any) -> None:
+    def __init__(self, uri: JournalURI, conn: Any, call: InThread) -> None:
         self.uri = uri
         self._conn = conn
+        self._call = call
+
+    def _rows(self, name: str, query: str, args: tuple[Any, ...]) -> Iterator[Any]:
+        """The rows of a query, a few hundred at a time (a named cursor), each fetch bounded."""
+        named = self._conn.cursor(name=name)
+        try:
+            self._call(lambda: named.execute(query, args))
+            while rows := self._call(lambda: named.fetchmany(_FETCH)):
+                yield from rows
+        finally:
+            if not self._call.over:
+                with contextlib.suppress(Exception):
+                    self._call(named.close)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every outcome line of the run, every worker's, in the order they were committed."""
-        with self._conn.cursor(name="dispatcher_report") as named:
-            named.execute(
-                "SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (self.uri.name,)
-            )
-            for (doc,) in named:
-                yield orjson.loads(doc)
+        query = "SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq"
+        for (doc,) in self._rows("dispatcher_report", query, (self.uri.name,)):
+            yield orjson.loads(doc)
 
     def plan(self) -> Iterator[PlanEntry]:
         """Every job of the run's plan, with its number of batches and what its export held."""
-        query = _PLAN if _has_column(self._conn, "journal_jobs", "export") else _PLAN_V1
-        with self._conn.cursor(name="dispatcher_plan") as named:
-            named.execute(query, (self.uri.name,))
-            for job_id, job_hash, api, group_id, stats, batches in named:
-                shown = None if stats is None else orjson.loads(stats)
-                yield PlanEntry(job_id, job_hash, api, group_id, int(batches), shown)
+        newer = self._call(lambda: _has_column(self._conn, "journal_jobs", "export"))
+        query = _PLAN if newer else _PLAN_V1
+        for job_id, job_hash, api, group_id, stats, batches in self._rows("dispatcher_plan", query, (self.uri.name,)):
+            shown = None if stats is None else orjson.loads(stats)
+            yield PlanEntry(job_id, job_hash, api, group_id, int(batches), shown)
 
     def unsent(self) -> Iterator[Unsent]:
         """The planned batches that no worker has sent yet (no line, not withdrawn), in plan order."""
-        with self._conn.cursor(name="dispatcher_unsent") as named:
-            named.execute(
-                "SELECT b.job_id, j.job_hash, b.batch, j.group_id, b.recipients FROM dispatcher.journal_batches b "
-                "JOIN dispatcher.journal_jobs j ON j.journal = b.journal AND j.job_id = b.job_id "
-                "WHERE b.journal = %s AND NOT b.final AND b.last_doc IS NULL ORDER BY b.seq",
-                (self.uri.name,),
-            )
-            for job_id, job_hash, batch, group_id, recipients in named:
-                ids = None if recipients is None else list(orjson.loads(recipients))
-                yield Unsent(job_id, job_hash, int(batch), group_id, ids)
+        query = (
+            "SELECT b.job_id, j.job_hash, b.batch, j.group_id, b.recipients FROM dispatcher.journal_batches b "
+            "JOIN dispatcher.journal_jobs j ON j.journal = b.journal AND j.job_id = b.job_id "
+            "WHERE b.journal = %s AND NOT b.final AND b.last_doc IS NULL ORDER BY b.seq"
+        )
+        for job_id, job_hash, batch, group_id, recipients in self._rows("dispatcher_unsent", query, (self.uri.name,)):
+            ids = None if recipients is None else list(orjson.loads(recipients))
+            yield Unsent(job_id, job_hash, int(batch), group_id, ids)
 
 
 def _store_named(shown: str) -> str:
