@@ -548,3 +548,38 @@ def test_report_of_a_database_that_stops_answering_ends_within_its_bound_and_at_
         assert reader.returncode == 2, err
         shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
         assert err == f"dispatcher: error: {shown}: no answer within 10 s\n"
+
+
+def test_a_send_stopped_while_it_stores_its_plan_stores_it_once_continued(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    """A part of the plan may take long to store (up to 20,000 batches, over a slow link; here the send
+    is stopped for 11 s in the middle of its COPY, which a lock held first). Before, the database
+    cancelled the COPY after 10 s, the session's bound on a statement, and the run stopped: exit 2,
+    and a resume would have tried the same part in the same time."""
+    import psycopg
+
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 40)
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
+    copying = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dispatcher' AND query LIKE 'COPY%' "
+        "AND wait_event_type = 'Lock'"
+    )
+    # The tables exist before the send (a first run made them), so that the lock can be taken.
+    one = jobs_of(tmp_path / "one.jsonl", 1)
+    first = cli("send", str(one), "--out", postgres_server.journal("first"), "--sandbox", "--rate", "40")
+    assert first.returncode == 0, first.stderr
+    with psycopg.connect(postgres_server.url) as holder:
+        holder.execute("LOCK TABLE dispatcher.journal_jobs IN SHARE MODE")
+        sender = start(*args)
+        with killed_at_the_end(sender):
+            wait_until(lambda: postgres_server.psql(copying) == "1\n")
+            sender.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            holder.commit()
+            wait_until(lambda: time.monotonic() - stopped_at > 11, seconds=30)
+            sender.send_signal(signal.SIGCONT)
+            _, err = sender.communicate(timeout=120)
+    assert sender.returncode == 0, err
+    assert sorted(deliveries(sandbox_process)) == sorted(f"u{i}" for i in range(40))

@@ -229,10 +229,10 @@ async def _within(work: Awaitable[T], seconds: float = STATEMENT_S) -> T:
         raise NoAnswer(f"no answer within {seconds:g} s") from None
 
 
-async def _connect(uri: JournalURI) -> psycopg.AsyncConnection[Any]:
+async def _connect(uri: JournalURI, statement_s: float = STATEMENT_S) -> psycopg.AsyncConnection[Any]:
     driver = _psycopg(uri)
     try:
-        conn: psycopg.AsyncConnection[Any] = await _within(connect(uri.conninfo))
+        conn: psycopg.AsyncConnection[Any] = await _within(connect(uri.conninfo, statement_s=statement_s))
     except (driver.Error, NoAnswer) as exc:
         raise JournalError(f"{uri.shown}: cannot reach the database: {_scrub(uri, exc)}") from None
     return conn
@@ -359,8 +359,10 @@ async def open_send(
         )
     conns: list[Any] = [lock]
     try:
-        for _ in range(3):  # the plan, the claims, the commits
-            conns.append(await _connect(uri))
+        # The plan's statements have PLAN_S on the database's side too: a part of the plan may take
+        # that long to store (up to 20,000 batches over a slow link), and the server would cancel it.
+        for bound in (PLAN_S, STATEMENT_S, STATEMENT_S):  # the plan, the claims, the commits
+            conns.append(await _connect(uri, bound))
     except BaseException:
         await _close(*conns)
         raise
