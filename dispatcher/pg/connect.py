@@ -15,6 +15,7 @@ call is left to end in the background, and its connection is not used again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 STATEMENT_S = 10.0  # the longest one statement may take before the database counts as lost
+_QUIET = logging.NullHandler()
 _SLICE = 0.25  # seconds: how a bound is counted (see `bounded`)
 CONNECT_S = 5  # libpq's connect_timeout (whole seconds), unless the URI names one
 # TCP keepalives: a connection whose peer vanished (a host gone, a cut cable) fails in seconds
@@ -94,6 +96,9 @@ async def bounded(work: Awaitable[T], seconds: float) -> T:
 
 
 def _give_up(task: asyncio.Future[Any]) -> None:
+    # psycopg tells of a query it could not cancel on its logger; with no handler set up, Python
+    # would print it raw on stderr, among the run's log lines. It is not news (see `_seen`).
+    logging.getLogger("psycopg").addHandler(_QUIET)
     task.cancel()
     task.add_done_callback(_seen)
 
