@@ -23,8 +23,9 @@ Invariants:
 - Every statement has a bound (`dispatcher.pg.connect`): a database that does not answer within it
   is lost, and the run stops resumably.
 - One `send` per journal: its lock connection holds the session advisory lock of the journal's name
-  and beats (`beat_at`) every second. A send that loses that connection stops at once. A second send
-  is refused while the first holds the lock, or beat less than STALE seconds ago.
+  and beats (`beat_at`) every second. A send that loses that connection stops at once, and beats on
+  its claims' connection until it has ended. A second send is refused while the first holds the lock,
+  or beat less than STALE seconds ago: so, while the first lives.
 
 psycopg is imported only here, and only when a PostgreSQL journal is used.
 """
@@ -47,7 +48,7 @@ import structlog
 from dispatcher.errors import ConfigError, JournalError, JournalLockedError, JournalWriteError, UsageError
 from dispatcher.journal.outcomes import JournalState, Moved
 from dispatcher.journal.uri import JournalURI
-from dispatcher.pg.connect import STATEMENT_S, bounded, connect, connect_sync
+from dispatcher.pg.connect import STATEMENT_S, InThread, bounded, connect, connect_sync
 from dispatcher.version import DISTRIBUTION
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ PLAN_S = 120.0  # the bound on storing one part of the plan (COPY of up to 20,00
 BEAT = 1.0  # seconds between the heartbeats of a send's lock connection
 STALE = 5.0  # a heartbeat older than this is of a send that is gone
 _PLAN_JOBS = 256  # jobs stored in one transaction
+_FETCH = 500  # rows a report's read takes at once
 _PLAN_BATCHES = 20_000
 
 # Version 1, as the first release made it; later versions are the migrations below, applied in order.
@@ -226,10 +228,10 @@ async def _within(work: Awaitable[T], seconds: float = STATEMENT_S) -> T:
         raise NoAnswer(f"no answer within {seconds:g} s") from None
 
 
-async def _connect(uri: JournalURI) -> psycopg.AsyncConnection[Any]:
+async def _connect(uri: JournalURI, statement_s: float = STATEMENT_S) -> psycopg.AsyncConnection[Any]:
     driver = _psycopg(uri)
     try:
-        conn: psycopg.AsyncConnection[Any] = await _within(connect(uri.conninfo))
+        conn: psycopg.AsyncConnection[Any] = await _within(connect(uri.conninfo, statement_s=statement_s))
     except (driver.Error, NoAnswer) as exc:
         raise JournalError(f"{uri.shown}: cannot reach the database: {_scrub(uri, exc)}") from None
     return conn
@@ -356,8 +358,10 @@ async def open_send(
         )
     conns: list[Any] = [lock]
     try:
-        for _ in range(3):  # the plan, the claims, the commits
-            conns.append(await _connect(uri))
+        # The plan's statements have PLAN_S on the database's side too: a part of the plan may take
+        # that long to store (up to 20,000 batches over a slow link), and the server would cancel it.
+        for bound in (PLAN_S, STATEMENT_S, STATEMENT_S):  # the plan, the claims, the commits
+            conns.append(await _connect(uri, bound))
     except BaseException:
         await _close(*conns)
         raise
@@ -919,10 +923,13 @@ class PgJournal:
                     self._lost(exc)
 
     async def _beat(self, lock: psycopg.AsyncConnection[Any]) -> None:
-        while self.error is None and not self._lock_lost:
+        """Beat on the lock's connection; once it is lost, on the claims' one until this send ends: its
+        requests in flight may outlast STALE, and no second send may start beside it meanwhile."""
+        conn = lock
+        while self.error is None:
             try:
                 cur = await _within(
-                    lock.execute(
+                    conn.execute(
                         "UPDATE dispatcher.journal_runs SET beat_at = clock_timestamp() "
                         "WHERE journal = %s AND holder = %s",
                         (self.uri.name, self._holder),
@@ -930,8 +937,11 @@ class PgJournal:
                     BEAT * 5,
                 )
             except self._faults as exc:
+                if conn is not lock:
+                    return  # the claims' connection is lost: its renewals say so
                 self._lost_lock(f"its connection: {_scrub(self.uri, exc)}")
-                return
+                conn = self._claims_conn
+                continue
             if cur.rowcount != 1:
                 self._lost_lock("another send holds the run now")
                 return
@@ -985,31 +995,49 @@ class PgJournal:
 
 
 @contextlib.contextmanager
-def _reading(uri: JournalURI) -> Iterator[Any]:
-    """A connection to read the run of `uri`, in one transaction; refused for a journal with no run,
-    or with tables newer than this dispatcher knows (it could not vouch for what it read)."""
+def snapshot(uri: JournalURI) -> Iterator[RunSnapshot]:
+    """The run of `uri` as one moment saw it, for a report; refused for a journal with no run, or with
+    tables newer than this dispatcher knows (it could not vouch for what it read). Every call on its
+    connection is bounded (`InThread`): a database that stops answering is one line, exit 2."""
     psycopg = _psycopg(uri)
+    call = InThread()
+    conn: Any = None
     try:
-        conn = connect_sync(uri.conninfo)
-    except psycopg.Error as exc:
-        raise JournalError(f"{uri.shown}: cannot reach the database: {_scrub(uri, exc)}") from None
-    try:
-        with conn:
-            cur = conn.execute("SELECT to_regclass('dispatcher.journal_runs') IS NOT NULL")
-            row: Any = cur.fetchone()
-            found = bool(row and row[0])
-            if found:
-                cur = conn.execute("SELECT version FROM dispatcher.meta WHERE component = 'journal'")
-                row = cur.fetchone()
-                if row is not None and int(row[0]) > VERSION:
-                    raise JournalError(_newer(uri, int(row[0])))
-                cur = conn.execute("SELECT 1 FROM dispatcher.journal_runs WHERE journal = %s", (uri.name,))
-                found = cur.fetchone() is not None
-            if not found:
-                raise JournalError(f"{uri.shown}: no run in this journal")
-            yield conn
+        try:
+            conn = call(lambda: connect_sync(uri.conninfo))
+        except (psycopg.Error, TimeoutError) as exc:
+            shown = f"no answer within {call.seconds:g} s" if isinstance(exc, TimeoutError) else _scrub(uri, exc)
+            raise JournalError(f"{uri.shown}: cannot reach the database: {shown}") from None
+        call(lambda: _begin_snapshot(uri, conn))
+        yield RunSnapshot(uri, conn, call)
     except psycopg.Error as exc:
         raise JournalError(f"{uri.shown}: {_scrub(uri, exc)}") from None
+    except TimeoutError:
+        raise JournalError(f"{uri.shown}: no answer within {call.seconds:g} s") from None
+    finally:
+        if conn is not None and not call.over:
+            with contextlib.suppress(Exception):
+                call(conn.close)  # read only: nothing to commit
+        call.stop()
+
+
+def _begin_snapshot(uri: JournalURI, conn: Any) -> None:
+    # One transaction for every read: workers commit meanwhile, and reads of different moments
+    # would disagree (a line committed between the two passes moves the others).
+    conn.isolation_level = _psycopg(uri).IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    cur = conn.execute("SELECT to_regclass('dispatcher.journal_runs') IS NOT NULL")
+    row: Any = cur.fetchone()
+    found = bool(row and row[0])
+    if found:
+        cur = conn.execute("SELECT version FROM dispatcher.meta WHERE component = 'journal'")
+        row = cur.fetchone()
+        if row is not None and int(row[0]) > VERSION:
+            raise JournalError(_newer(uri, int(row[0])))
+        cur = conn.execute("SELECT 1 FROM dispatcher.journal_runs WHERE journal = %s", (uri.name,))
+        found = cur.fetchone() is not None
+    if not found:
+        raise JournalError(f"{uri.shown}: no run in this journal")
 
 
 def _has_column(conn: Any, table: str, column: str) -> bool:
@@ -1022,14 +1050,6 @@ def _has_column(conn: Any, table: str, column: str) -> bool:
     return cur.fetchone() is not None
 
 
-def read_records(uri: JournalURI) -> Iterator[dict[str, Any]]:
-    """Every outcome line of the run, every worker's, in the order they were committed (a report)."""
-    with _reading(uri) as conn, conn.cursor(name="dispatcher_report") as named:
-        named.execute("SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq", (uri.name,))
-        for (doc,) in named:
-            yield orjson.loads(doc)
-
-
 _PLAN = (
     "SELECT j.job_id, j.job_hash, j.api, j.group_id, j.export, (SELECT count(*) FROM dispatcher.journal_batches b "
     "WHERE b.journal = j.journal AND b.job_id = j.job_id) FROM dispatcher.journal_jobs j WHERE j.journal = %s "
@@ -1038,27 +1058,48 @@ _PLAN = (
 _PLAN_V1 = _PLAN.replace("j.export", "NULL")  # a journal that no send or work of version 2 has opened yet
 
 
-def read_plan(uri: JournalURI) -> Iterator[PlanEntry]:
-    """Every job of the run's plan, with its number of batches and what its export held."""
-    with _reading(uri) as conn:
-        query = _PLAN if _has_column(conn, "journal_jobs", "export") else _PLAN_V1
-        with conn.cursor(name="dispatcher_plan") as named:
-            named.execute(query, (uri.name,))
-            for job_id, job_hash, api, group_id, stats, batches in named:
-                shown = None if stats is None else orjson.loads(stats)
-                yield PlanEntry(job_id, job_hash, api, group_id, int(batches), shown)
+class RunSnapshot:
+    """A run in PostgreSQL as the report reads it: every read in one transaction (`snapshot`)."""
 
+    def __init__(self, uri: JournalURI, conn: Any, call: InThread) -> None:
+        self.uri = uri
+        self._conn = conn
+        self._call = call
 
-def read_unsent(uri: JournalURI) -> Iterator[Unsent]:
-    """The planned batches that no worker has sent yet (no line, not withdrawn), in plan order."""
-    with _reading(uri) as conn, conn.cursor(name="dispatcher_unsent") as named:
-        named.execute(
+    def _rows(self, name: str, query: str, args: tuple[Any, ...]) -> Iterator[Any]:
+        """The rows of a query, a few hundred at a time (a named cursor), each fetch bounded."""
+        named = self._conn.cursor(name=name)
+        try:
+            self._call(lambda: named.execute(query, args))
+            while rows := self._call(lambda: named.fetchmany(_FETCH)):
+                yield from rows
+        finally:
+            if not self._call.over:
+                with contextlib.suppress(Exception):
+                    self._call(named.close)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every outcome line of the run, every worker's, in the order they were committed."""
+        query = "SELECT doc FROM dispatcher.journal_outcomes WHERE journal = %s ORDER BY seq"
+        for (doc,) in self._rows("dispatcher_report", query, (self.uri.name,)):
+            yield orjson.loads(doc)
+
+    def plan(self) -> Iterator[PlanEntry]:
+        """Every job of the run's plan, with its number of batches and what its export held."""
+        newer = self._call(lambda: _has_column(self._conn, "journal_jobs", "export"))
+        query = _PLAN if newer else _PLAN_V1
+        for job_id, job_hash, api, group_id, stats, batches in self._rows("dispatcher_plan", query, (self.uri.name,)):
+            shown = None if stats is None else orjson.loads(stats)
+            yield PlanEntry(job_id, job_hash, api, group_id, int(batches), shown)
+
+    def unsent(self) -> Iterator[Unsent]:
+        """The planned batches that no worker has sent yet (no line, not withdrawn), in plan order."""
+        query = (
             "SELECT b.job_id, j.job_hash, b.batch, j.group_id, b.recipients FROM dispatcher.journal_batches b "
             "JOIN dispatcher.journal_jobs j ON j.journal = b.journal AND j.job_id = b.job_id "
-            "WHERE b.journal = %s AND NOT b.final AND b.last_doc IS NULL ORDER BY b.seq",
-            (uri.name,),
+            "WHERE b.journal = %s AND NOT b.final AND b.last_doc IS NULL ORDER BY b.seq"
         )
-        for job_id, job_hash, batch, group_id, recipients in named:
+        for job_id, job_hash, batch, group_id, recipients in self._rows("dispatcher_unsent", query, (self.uri.name,)):
             ids = None if recipients is None else list(orjson.loads(recipients))
             yield Unsent(job_id, job_hash, int(batch), group_id, ids)
 

@@ -9,6 +9,7 @@ database (`settle`) before the worker does anything more with that reply.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from dispatcher.errors import JournalWriteError
-    from dispatcher.journal.postgres import Claimed, PlanEntry, RunStatus, Unsent
+    from dispatcher.journal.postgres import Claimed, PlanEntry, RunSnapshot, RunStatus, Unsent
 
 
 class JournalStore(Protocol):
@@ -77,28 +78,41 @@ async def open_store(
     return open_journal(out, resume=resume)
 
 
-def records_of(source: str | os.PathLike[str] | JournalURI) -> Iterator[dict[str, Any]]:
+Source = str | os.PathLike[str] | JournalURI
+
+
+@contextlib.contextmanager
+def reading(sources: Iterable[Source]) -> Iterator[list[str | os.PathLike[str] | RunSnapshot]]:
+    """The journals a report reads, each as one moment saw it: a run in PostgreSQL through one
+    transaction (its workers commit meanwhile), a file as it is (it only grows)."""
+    with contextlib.ExitStack() as stack:
+        opened: list[str | os.PathLike[str] | RunSnapshot] = []
+        for source in sources:
+            if isinstance(source, JournalURI):
+                from dispatcher.journal import postgres
+
+                opened.append(stack.enter_context(postgres.snapshot(source)))
+            else:
+                opened.append(source)
+        yield opened
+
+
+def records_of(source: str | os.PathLike[str] | RunSnapshot) -> Iterator[dict[str, Any]]:
     """Every outcome line of a journal, in order: a file's, or every worker's of a run in PostgreSQL."""
-    if isinstance(source, JournalURI):
-        from dispatcher.journal import postgres
-
-        return postgres.read_records(source)
-    return iter_records(source)
+    if isinstance(source, (str, os.PathLike)):
+        return iter_records(source)
+    return source.records()
 
 
-def plan_of(source: str | os.PathLike[str] | JournalURI) -> Iterator[PlanEntry]:
+def plan_of(source: str | os.PathLike[str] | RunSnapshot) -> Iterator[PlanEntry]:
     """The jobs of a run's plan (PostgreSQL keeps one; a file journal holds only its lines: none)."""
-    if isinstance(source, JournalURI):
-        from dispatcher.journal import postgres
-
-        return postgres.read_plan(source)
-    return iter(())
+    if isinstance(source, (str, os.PathLike)):
+        return iter(())
+    return source.plan()
 
 
-def unsent_of(source: str | os.PathLike[str] | JournalURI) -> Iterator[Unsent]:
+def unsent_of(source: str | os.PathLike[str] | RunSnapshot) -> Iterator[Unsent]:
     """The planned batches of a run that no worker has sent yet (none for a file journal)."""
-    if isinstance(source, JournalURI):
-        from dispatcher.journal import postgres
-
-        return postgres.read_unsent(source)
-    return iter(())
+    if isinstance(source, (str, os.PathLike)):
+        return iter(())
+    return source.unsent()

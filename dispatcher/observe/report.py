@@ -16,14 +16,17 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.journal.outcomes import FAILED, OK, PENDING, REJECTED
-from dispatcher.journal.store import plan_of, records_of, unsent_of
+from dispatcher.journal.store import plan_of, reading, records_of, unsent_of
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.events import code_key
 from dispatcher.tim.apis import DEFAULT, REGISTRY
+
+if TYPE_CHECKING:
+    from dispatcher.journal.postgres import RunSnapshot
 
 Place = tuple[int, int]  # (which journal, which line)
 Fates = dict[tuple[int, int], tuple[str | None, Place]]  # (job, batch) -> (final status, the place of its latest line)
@@ -114,7 +117,7 @@ class _Jobs:
 
 
 def _records(
-    paths: tuple[str | os.PathLike[str] | JournalURI, ...], jobs: _Jobs | None = None, fates: Fates | None = None
+    paths: Sequence[str | os.PathLike[str] | RunSnapshot], jobs: _Jobs | None = None, fates: Fates | None = None
 ) -> Iterator[tuple[Place, dict[str, Any]]]:
     """Every line of every journal, each with its place: (which journal, which line). With `jobs`, a
     run's plan (PostgreSQL keeps one) is read into them before its lines: jobs and batches that no
@@ -137,10 +140,17 @@ def _shown(path: str | os.PathLike[str] | JournalURI) -> str:
 
 
 def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
+    with reading(paths) as sources:
+        return _summarise(paths, sources)
+
+
+def _summarise(
+    paths: tuple[str | os.PathLike[str] | JournalURI, ...], sources: Sequence[str | os.PathLike[str] | RunSnapshot]
+) -> dict[str, Any]:
     fates: Fates = {}
     jobs = _Jobs()
     codes: collections.Counter[str] = collections.Counter()
-    for place, doc in _records(paths, jobs, fates):
+    for place, doc in _records(sources, jobs, fates):
         job_hash = doc.get("job_hash")
         uid = jobs.of(str(doc["job_id"]), job_hash if isinstance(job_hash, str) and job_hash else None, place[0], fates)
         info = jobs.all[uid]
@@ -184,7 +194,7 @@ def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
 
     not_notified: list[dict[str, Any]] = []
     if wanted:
-        for place, doc in _records(paths):
+        for place, doc in _records(sources):
             hit = wanted.get(place)
             if hit is not None:
                 uid, batch, fate = hit
@@ -202,8 +212,8 @@ def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
                     miss["recipients"] = list(errors)
                     miss["recipient_errors"] = errors
                 not_notified.append(told_apart(miss, jobs.all[uid]))
-    for path in paths:  # planned batches no line names: never sent
-        for left in unsent_of(path):
+    for source in sources:  # planned batches no line names: never sent
+        for left in unsent_of(source):
             found = jobs.find(left.job_id, left.job_hash)
             if found is None or jobs.all[found].rejected is not None or (found, left.batch) in fates:
                 continue

@@ -482,7 +482,10 @@ class Engine:
         job_id = batch.job.job_id
         first_attempt = self.state.last_attempt(job_id, batch.index) + 1
         # What a partial reply left of the batch: the recipients to send, and those failed for good.
-        left = self.state.undelivered(job_id, batch.index, self.config.retry_failed)
+        # A run in PostgreSQL hands out a failed batch only once a --retry-failed re-opened it, for every
+        # worker of the run: each sends its failed recipients again, as the send that asked would.
+        retry_failed = self.config.retry_failed or self._shared is not None
+        left = self.state.undelivered(job_id, batch.index, retry_failed)
         pending: tuple[str, ...] | None = batch.recipients
         lost: Mapping[str, int | None] = {}
         if left is not None:
