@@ -177,6 +177,43 @@ def jittery_network(requests: int, repeats: int) -> None:
         )
 
 
+def rate_typo(recipients: int, repeats: int) -> None:
+    """Issue 24: `--rate 2000`, a typo of 200, against a sandbox whose strict sliding one-second window
+    is 200, replies 250-350 ms after arrival; batches of 500 (an export). The goal: at most 5% of the
+    requests refused as too frequent, no batch failed for it, and after the first 10 s no second with
+    more than 200 requests (the journal's starts, ms resolution: with no arrival jitter, the arrivals)."""
+    jobs = write_export(recipients)
+    runs = f"min/median/max of {repeats} runs" if repeats > 1 else "1 run"
+    print(
+        f"--rate 2000 against a strict 200 ({recipients:,} recipients in batches of 500, latency 250-350 ms, {runs}):"
+    )
+    refused: list[float] = []
+    share: list[float] = []
+    failed: list[float] = []
+    late: list[float] = []
+    first: list[float] = []
+    pace: list[float] = []
+    requests: list[float] = []
+    for repeat in range(repeats):
+        with Sandbox("--rate", "200", "--latency", "0.3", "--jitter", "0.05", "--seed", str(repeat)) as box:
+            _run, summary = send(jobs, box.url, "--rate", "2000")
+            stats = box.stats()
+        starts = journal_starts(jobs.with_suffix(".outcomes.jsonl"))
+        requests.append(summary["requests"])
+        refused.append(summary["error_codes"].get("60007", 0))
+        share.append(refused[-1] / summary["requests"] * 100)
+        failed.append(summary["failed"])
+        late.append(most_in_one_second([t for t in starts if t >= starts[0] + 10]))
+        first.append(stats["max_arrivals_1s"])
+        pace.append(summary.get("pace_min") or 0.0)
+    print(
+        f"  requests {spread(requests, '.0f')}; replies 60007 {spread(refused, '.0f')} = {spread(share)}% of the "
+        f"requests; batches failed {spread(failed, '.0f')}; most requests in any 1 s after the first 10 s "
+        f"{spread(late, '.0f')} (in any 1 s of the run, as the sandbox counts arrivals: {spread(first, '.0f')}); "
+        f"pace_min {spread(pace)}"
+    )
+
+
 def unthrottled(requests: int, repeats: int) -> None:
     jobs = write_jobs(OUT / "unthrottled.jsonl", requests, 1)
     ours: list[float] = []
@@ -530,6 +567,7 @@ CASES = (
     "start-up",
     "at-cap",
     "jittery-network",
+    "rate-typo",
     "unthrottled",
     "big-export",
     "big-export-at-cap",
@@ -556,6 +594,7 @@ def main() -> None:
         "start-up": lambda: start_up(5),
         "at-cap": lambda: at_cap(2000 // scale),
         "jittery-network": lambda: jittery_network(2000 // scale, 2 * repeats),
+        "rate-typo": lambda: rate_typo(2_000_000 // scale, repeats),
         "unthrottled": lambda: unthrottled(20_000 // scale, repeats),
         "big-export": lambda: big_export(1_000_000 // scale),
         "big-export-at-cap": lambda: big_export_at_cap(1_000_000 // scale, repeats),

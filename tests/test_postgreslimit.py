@@ -155,26 +155,54 @@ async def test_the_objects_are_made_once_in_the_dispatcher_schema_with_their_ver
     postgres_server: PostgresServer, clock: FakeClock
 ) -> None:
     made = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(2)]
-    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|1\n"
+    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|2\n"
     tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'dispatcher' ORDER BY 1"
     assert postgres_server.psql(tables) == "budget\nbudget_log\nmeta\n"
     functions = "SELECT proname FROM pg_proc WHERE pronamespace = 'dispatcher'::regnamespace ORDER BY 1"
     assert postgres_server.psql(functions) == "budget_pause\nbudget_step_down\nbudget_take\n"
     for limiter in made:
         await limiter.aclose()
-    postgres_server.psql("UPDATE dispatcher.meta SET version = 2 WHERE component = 'budget'")
+    postgres_server.psql("UPDATE dispatcher.meta SET version = 3 WHERE component = 'budget'")
     with pytest.raises(RateStoreError) as refused:
         await in_virtual_time_on_postgres(postgres_server, clock)
     assert str(refused.value) == (
         f"the rate store postgresql://127.0.0.1:{postgres_server.port}/postgres holds the budget's tables at "
-        "version 2, newer than this dispatcher's (1): run a dispatcher as new as the one that made them"
+        "version 3, newer than this dispatcher's (2): run a dispatcher as new as the one that made them"
     )
+
+
+# What version 2 added to version 1: three columns, and TAKE and STEP_DOWN with more arguments.
+TAKE_OF_VERSION_2 = "dispatcher.budget_take(text, text, text" + ", bigint" * 14 + ")"
+STEP_DOWN_OF_VERSION_2 = "dispatcher.budget_step_down(text" + ", bigint" * 12 + ")"
+
+
+async def test_a_budget_of_version_1_is_migrated_and_keeps_its_rate(
+    postgres_server: PostgresServer, clock: FakeClock
+) -> None:
+    """A database whose budget a dispatcher of version 1 made: the first process of version 2 adds
+    what it needs, once, and the budget keeps the rate it was claimed at."""
+    made = await in_virtual_time_on_postgres(postgres_server, clock)
+    await made.acquire()
+    await made.aclose()
+    postgres_server.psql(
+        f"DROP FUNCTION {TAKE_OF_VERSION_2}; DROP FUNCTION {STEP_DOWN_OF_VERSION_2}; "
+        "ALTER TABLE dispatcher.budget DROP COLUMN slots, DROP COLUMN refused, DROP COLUMN taken; "
+        "UPDATE dispatcher.meta SET version = 1 WHERE component = 'budget'"
+    )
+    with pytest.raises(RateStoreError, match="holds --rate 200, and this run asks for --rate 100"):
+        await in_virtual_time_on_postgres(postgres_server, clock, rate=100)
+    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|2\n"
+    one, two = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(2)]
+    await one.acquire()
+    assert await two.over_rate(0.0) == pytest.approx(190.13, abs=0.02)
+    for limiter in (one, two):
+        await limiter.aclose()
 
 
 async def test_many_processes_making_the_objects_at_once_make_them_once(postgres_server: PostgresServer) -> None:
     store = parse_store(postgres_server.url)
     made = await asyncio.gather(*(connect(store, rate=200, key=KEY) for _ in range(6)))
-    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|1\n"
+    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|2\n"
     for limiter in made:
         await limiter.aclose()
 
