@@ -288,8 +288,9 @@ async def test_a_call_bigger_than_the_quota_is_refused(budget: Budget, clock: Fa
 
 # -- the adaptive pace -------------------------------------------------------------------------------
 
-# Where a run's pace begins at --rate 200: 97.5% of it.
-STARTS = {"memory": 195.0, "redis": 195.0, "postgres": 195.0}
+# Where a run's pace begins at --rate 200: 97.5% of it in-process, 96.5% for a budget that processes
+# share (a fleet keeps closer to its pace than one process, which loses some of its slots).
+STARTS = {"memory": 195.0, "redis": 193.0, "postgres": 193.0}
 
 
 async def slots_for(limiter: Limiter, clock: FakeClock, seconds: float) -> list[float]:

@@ -70,23 +70,39 @@ async def test_two_limiters_in_one_test_share_the_budget_and_its_row(
         await limiter.aclose()
 
 
+async def test_a_fleet_begins_at_96_5_percent_of_the_rate(postgres_server: PostgresServer, clock: FakeClock) -> None:
+    """Processes that share a budget keep closer to its pace than one process keeps to its own (each
+    grant raced for, none lost to a late wake-up), and its grants reach their writes through the
+    store: they begin at 96.5% of the rate, where one process begins at 97.5%. Three of them take
+    194 slots in their first second together, not 196."""
+    fleet = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(3)]
+    starts: list[float] = []
+    while not starts or starts[-1] < starts[0] + 1.2:
+        await fleet[len(starts) % 3].acquire()
+        starts.append(clock.now)
+    assert len([t for t in starts if t < starts[0] + 1]) == 194
+    assert [limiter.pace for limiter in fleet] == pytest.approx([193.0] * 3, abs=0.2)
+    for limiter in fleet:
+        await limiter.aclose()
+
+
 async def test_a_step_down_slows_every_process_of_the_budget(postgres_server: PostgresServer, clock: FakeClock) -> None:
-    """As in Redis: a reply 60007 to one process steps the shared pace down from 195 to 190.13 a
+    """As in Redis: a reply 60007 to one process steps the shared pace down from 193 to 188.18 a
     second for both, once for a window; a process that joins paces at it."""
     one, two = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(2)]
     for i in range(10):
         await (one, two)[i % 2].acquire()
-    assert [one.pace, two.pace] == pytest.approx([195.0, 195.0], abs=0.02)
-    assert await one.over_rate(0.3) == pytest.approx(190.13, abs=0.02)
+    assert [one.pace, two.pace] == pytest.approx([193.0, 193.0], abs=0.02)
+    assert await one.over_rate(0.3) == pytest.approx(188.18, abs=0.02)
     starts = await slots_of(two, clock, 5)
-    assert two.pace == pytest.approx(190.13, abs=0.02)
-    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)][1:] == [0.00526] * 3
+    assert two.pace == pytest.approx(188.18, abs=0.02)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)][1:] == [0.005315] * 3
     clock.now += 0.5
     assert await two.over_rate(0.6) is None
     assert await one.over_rate(0.6) is None
     three = await in_virtual_time_on_postgres(postgres_server, clock)
     await three.acquire()
-    assert three.pace == pytest.approx(190.18, abs=0.02)
+    assert three.pace == pytest.approx(188.22, abs=0.02)
     for limiter in (one, two, three):
         await limiter.aclose()
 
@@ -194,7 +210,7 @@ async def test_a_budget_of_version_1_is_migrated_and_keeps_its_rate(
     assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|2\n"
     one, two = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(2)]
     await one.acquire()
-    assert await two.over_rate(0.0) == pytest.approx(190.13, abs=0.02)
+    assert await two.over_rate(0.0) == pytest.approx(188.18, abs=0.02)
     for limiter in (one, two):
         await limiter.aclose()
 
@@ -369,7 +385,7 @@ async def test_slots_steps_and_pauses_of_one_process_at_once_each_get_their_own_
     started = clock.now
     results = await asyncio.gather(*(limiter.acquire() for _ in range(20)), *(limiter.over_rate(0.0) for _ in range(5)))
     steps = [pace for pace in results[20:] if pace is not None]
-    assert steps == [pytest.approx(190.13, abs=0.02)]  # one step for the window, whoever asked first
+    assert steps == [pytest.approx(188.18, abs=0.02)]  # one step for the window, whoever asked first
     limiter.pause(60)
     await limiter.acquire()
     assert clock.now - started >= 60

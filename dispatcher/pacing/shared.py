@@ -59,16 +59,17 @@ class SharedBudget:
     ) -> None:
         """`shown`: the store as messages name it (no password). `clock`: this process's clock,
         used only to wait out a known gap before asking again. `start`: the share of the ceiling a
-        budget's pace begins at (default: the adaptive pace's start, 97.5% of the rate).
-        `documented`: the API's documented rate: a higher `rate` begins at 97.5% of it and ramps up."""
+        budget's pace begins at (default: the adaptive pace's start for a fleet, 96.5% of the rate).
+        `documented`: the API's documented rate: a higher `rate` begins at 96.5% of it and ramps up."""
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be positive")
         self.rate = rate
         self.quota = quota
         self.key = key
         self.shown = shown
-        self._top = adaptive.start_share(HEADROOM) if start is None else start
-        self._first = adaptive.first_share(HEADROOM, rate, documented) if start is None else start
+        fleet = adaptive.FLEET_START
+        self._top = adaptive.start_share(HEADROOM, fleet) if start is None else start
+        self._first = adaptive.first_share(HEADROOM, rate, documented, fleet) if start is None else start
         # Seconds a request takes at the ceiling, in whole microseconds as every TAKE is given it.
         self._unit_us = math.ceil((1 + HEADROOM) / rate * 1e6)
         self._share = self._first  # the pace's share of the ceiling at the latest slot
