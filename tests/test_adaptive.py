@@ -320,7 +320,9 @@ async def test_a_rate_typed_ten_times_too_high_follows_the_server_down_and_fails
         with capture_logs() as logged:
             summary = await Engine(config, sleep=clock.sleep, clock=clock.time).run()
     warned = [entry for entry in logged if "documents" in entry["event"]]
-    assert [(entry["api"], entry["rate"], entry["documented"]) for entry in warned] == [(NOTIFY, 2000, 200)]
+    assert [(entry["log_level"], entry["api"], entry["rate"], entry["documented"]) for entry in warned] == [
+        ("warning", NOTIFY, "2000", "200")
+    ]
     doc = summary.to_dict()
     assert (doc["ok"], doc["failed"], doc["rate_steps_down"]) == (600, 0, 1)
     assert doc["pace_min"] == pytest.approx(195, abs=1)

@@ -306,22 +306,25 @@ async def test_above_the_documented_rate_the_pace_ramps_up_and_steps_to_what_fil
     budget: Budget, clock: FakeClock
 ) -> None:
     """--rate 2000 for an API documented at 200: the pace begins at the start of 200 and doubles every
-    second; the server takes 200 in any second, and a reply "too frequent" to the 201st request since
-    the start steps every handle's pace to 97.5% of the 200 sent in the second before it."""
+    second. A reply "too frequent" to the 211th request since the start steps every handle's pace to
+    97.5% of the 210 sent in the second before it; a later one, to the 205th, lowers it to 97.5% of
+    204, without another step (the window was full sooner: it held refused requests too)."""
     one, two = await budget.open(clock, 2000, adaptive=True, documented=200, handles=2)
     await one.acquire()
     assert one.pace == pytest.approx(STARTS[budget.kind], abs=0.01)
     starts = [clock.now]
-    for i in range(200):
+    for i in range(1, 211):
         await (one, two)[i % 2].acquire()
         starts.append(clock.now)
-    assert 0.77 < starts[-1] - starts[0] < 0.79  # the ramp: 200 requests in 0.78 s, not 1.03 s
+    assert 0.80 < starts[-1] - starts[0] < 0.82  # the ramp: 210 requests in 0.81 s, not 1.08 s
     clock.now += 0.3
-    assert await two.over_rate(0.3) == pytest.approx(0.975 * 200, abs=0.6)
-    assert await one.over_rate(0.31) is None  # sent before the step: nothing new
+    assert await one.over_rate(clock.now - starts[210]) == pytest.approx(0.975 * 210, abs=0.6)
+    assert await one.over_rate(clock.now - starts[204]) is None
+    clock.now += 0.01
+    assert await two.over_rate(0.0) is None  # sent after the step: nothing about that window
     await one.acquire()
     await two.acquire()
-    assert two.pace == pytest.approx(0.975 * 200, abs=0.6)
+    assert two.pace == pytest.approx(0.975 * 204, abs=0.6)
 
 
 async def test_after_a_second_mostly_too_frequent_every_handle_steps_to_what_the_server_took(

@@ -189,7 +189,7 @@ async def test_the_objects_are_made_once_in_the_dispatcher_schema_with_their_ver
 
 # What version 2 added to version 1: three columns, and TAKE and STEP_DOWN with more arguments.
 TAKE_OF_VERSION_2 = "dispatcher.budget_take(text, text, text" + ", bigint" * 14 + ")"
-STEP_DOWN_OF_VERSION_2 = "dispatcher.budget_step_down(text" + ", bigint" * 12 + ")"
+STEP_DOWN_OF_VERSION_2 = "dispatcher.budget_step_down(text" + ", bigint" * 13 + ")"
 
 
 async def test_a_budget_of_version_1_is_migrated_and_keeps_its_rate(

@@ -102,6 +102,7 @@ SETTLE = 1.0  # seconds after a step in which a request's "too frequent" steps n
 IDLE = 1.0  # seconds without a slot after which the pace starts again from START
 TOO_MANY = 0.05  # refused share of a second's requests past which the pace steps to what the server took
 IN_USE = 0.25  # share of what the pace allowed in the second before a refusal that was sent, to step to it
+REFINED = -2  # `Pace.refused` after a step to what filled the window: replies about it may lower it
 # Seconds past which any ramp is over (RAMP ** 64 * FLOOR > 1): the ramp's power is not taken further
 # out, where it would overflow a float.
 RAMPED = 64.0
@@ -130,7 +131,9 @@ class Pace:
 
     `slots`, `refused`: the second after the last step, counted for the next step: the slots taken
     in it and, of the requests sent in it, those the server answered "too frequent" (`refused` -1:
-    not counted, the second before that step ran at another pace).
+    not counted, the second before that step ran at another pace; REFINED: the step was to what
+    filled the window, which replies to requests sent before it may lower). `first`: where the
+    pace began, which no such step goes below.
 
     Invariant: FLOOR <= share(t) <= 1 for every t >= since, for a pace made by `begin`, `taking`,
     `took` and `told_too_frequent`."""
@@ -138,6 +141,7 @@ class Pace:
     level: float
     since: float
     top: float
+    first: float
     stepped: float = -math.inf  # when it last stepped down
     slots: int = 0
     refused: int = -1
@@ -145,7 +149,14 @@ class Pace:
     @classmethod
     def begin(cls, now: float, first: float, top: float) -> Pace:
         top = max(FLOOR, min(1.0, top))
-        return cls(max(FLOOR, min(first, top)), now, top)
+        first = max(FLOOR, min(first, top))
+        return cls(first, now, top, first)
+
+    @property
+    def counts_window(self) -> bool:
+        """Whether a reply "too frequent" may step it to what filled the window: a limiter counts the
+        second before each request for it until then (`told_too_frequent`'s `window`)."""
+        return self.ramps or self.refused == REFINED
 
     @property
     def ramps(self) -> bool:
@@ -175,7 +186,7 @@ class Pace:
         window is empty: what the pace was learnt against is gone, and so is what was counted)."""
         if now - last <= IDLE:
             return self
-        return Pace(min(self.share(last), self.top), now, self.top, self.stepped)
+        return Pace(min(self.share(last), self.top), now, self.top, self.first, self.stepped)
 
     def took(self, now: float) -> Pace:
         """The pace once a slot is taken at `now`: counted if it is in the second after a step."""
@@ -193,6 +204,7 @@ class Pace:
           behind it); the pace steps to 97.5% of that if that is lower than a step, and never below
           where it began (a stray reply cannot undo the documented rate). Unless less than IN_USE
           of what the pace allowed was sent: then others filled the window, and it is a step.
+          Later replies to requests sent before that step lower it further, counted, without a step.
         - Sent within SETTLE of the last step: it does not step, and is counted if it was sent after it.
         - Otherwise it steps to 97.5% of itself, or, if more than TOO_MANY of the requests of the
           second after the last step were refused (and this one was sent in the second after that),
@@ -205,9 +217,17 @@ class Pace:
             filled = allowed if window is None else window * unit
             if filled < IN_USE * allowed:  # not what filled the window: others did (or a stray reply)
                 filled = math.inf
-            target = max(self.level, DECREASE * filled)
+            target = max(self.first, DECREASE * filled)
             if target < share * DECREASE:
-                return Pace(max(FLOOR, target), now, self.top, now), True
+                return Pace(max(FLOOR, target), now, self.top, self.first, now, 0, REFINED), True
+        if self.refused == REFINED and sent < self.stepped and window is not None:
+            # The first reply about the full window came back first, not from the first request it
+            # refused: the server's window is closer to what was sent before an earlier one (the
+            # window also counted refused requests, reordered on the way). Lowered without a step.
+            level = max(FLOOR, self.first, DECREASE * window * unit)
+            if level < self.level:
+                return dataclasses.replace(self, level=level), False
+            return self, False
         if sent < self.stepped + SETTLE:
             if self.refused >= 0 and sent >= self.stepped:
                 return dataclasses.replace(self, refused=self.refused + 1), False
@@ -221,4 +241,4 @@ class Pace:
         level = max(FLOOR, target)
         if level > share * DECREASE:  # near the floor: less than a whole step is not taken
             return self, False
-        return Pace(level, now, self.top, now, 0, 0 if steady else -1), True
+        return Pace(level, now, self.top, self.first, now, 0, 0 if steady else -1), True

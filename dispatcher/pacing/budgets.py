@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from dispatcher.pacing.base import Clock, Limiter, Sleep, StoreURI
+from dispatcher.pacing.base import Clock, Limiter, Sleep, StoreURI, rate_text
 from dispatcher.pacing.store import MEMORY, open_limiter, parse_store, quota_of
 from dispatcher.tim.apis import Endpoint
 
@@ -92,8 +92,8 @@ class Budgets:
                         "--rate is above what Tencent documents for this API (an app can buy more): "
                         "the pace begins at the documented rate and ramps up while the server takes it",
                         api=endpoint.name,
-                        rate=self._rate,
-                        documented=endpoint.documented_rate,
+                        rate=rate_text(self._rate),
+                        documented=rate_text(endpoint.documented_rate),
                     )
             return found
 

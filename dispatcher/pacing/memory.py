@@ -146,8 +146,8 @@ class RateLimiter:
         first = first_share(HEADROOM, rate, documented) if start is None else start
         self._pace = Pace.begin(clock(), first, top)
         self._share = self._pace.level  # the pace's share of the ceiling at the latest slot
-        # While the pace has never stepped down: when each slot of the last KEPT seconds was taken,
-        # and the latest time no longer kept (slots before it are not counted).
+        # While the pace may step to what filled the window: when each slot of the last KEPT seconds
+        # was taken, and the latest time no longer kept (slots before it are not counted).
         self._sent: collections.deque[float] = collections.deque()
         self._kept_from = float("-inf")
         # Waiters line up one at a time (asyncio.Lock is FIFO) and a slot is only taken when its
@@ -189,7 +189,7 @@ class RateLimiter:
         if wait <= 0:
             self._pace = self._pace.took(now)
             self._share = self._pace.share(now)
-            if self._pace.ramps:
+            if self._pace.counts_window:
                 self._keep(now)
             self._tat = max(now, self._tat) + self.interval / self._share
             if quota is not None:
@@ -239,10 +239,10 @@ class RateLimiter:
         now = self._clock()
         sent = now - sent_ago
         self._pace, stepped = self._pace.told_too_frequent(now, sent, self.interval, self._window(sent))
+        if not self._pace.counts_window:
+            self._sent.clear()  # counted only until it steps down for another reason
         if not stepped:
             return None
-        if not self._pace.ramps:
-            self._sent.clear()  # counted only while it has never stepped down
         return self.rate / (1 + HEADROOM) * self._pace.level
 
     @property

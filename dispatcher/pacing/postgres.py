@@ -121,7 +121,8 @@ class PostgresLimiter(SharedBudget):
 
     async def _step(self, sent_ago_us: int, window: int) -> tuple[int, int] | None:
         try:
-            args = [self.key, sent_ago_us, self._now(), round(self._top * 1e6), self._unit_us, window, *STEP_ARGS]
+            top, first = round(self._top * 1e6), round(self._first * 1e6)
+            args = [self.key, sent_ago_us, self._now(), top, first, self._unit_us, window, *STEP_ARGS]
             stepped, share = await self._query(sql.STEP_DOWN, args)
         except RateStoreError:
             return None  # the next acquire meets the same fault and halts the run

@@ -204,14 +204,16 @@ BEGIN
 END
 $$
 """,
-    # STEP_DOWN. p_sent_ago: how long ago the request told "too frequent" was sent, us; p_top the
-    # pace's top (ppm), p_unit the ceiling's interval (us). Returns stepped 1 down to pace (ppm), or 0:
+    # STEP_DOWN. p_sent_ago: how long ago the request told "too frequent" was sent, us; p_top and
+    # p_first the pace's top and first share (ppm), p_unit the ceiling's interval (us), p_window the
+    # slots granted in the second before the request (-1: unknown). refused -2: the last step was to
+    # what filled the window. Returns stepped 1 down to pace (ppm), or 0:
     # see `adaptive.Pace.told_too_frequent`, line for line; or there is no budget (the next TAKE makes one).
     f"""
 CREATE FUNCTION dispatcher.budget_step_down(
-  p_key text, p_sent_ago bigint, p_now bigint, p_top bigint, p_unit bigint, p_window bigint, p_decrease bigint,
-  p_floor bigint, p_settle bigint, p_increase bigint, p_ramp bigint, p_too_many bigint, p_in_use bigint,
-  OUT stepped int, OUT pace bigint)
+  p_key text, p_sent_ago bigint, p_now bigint, p_top bigint, p_first bigint, p_unit bigint, p_window bigint,
+  p_decrease bigint, p_floor bigint, p_settle bigint, p_increase bigint, p_ramp bigint, p_too_many bigint,
+  p_in_use bigint, OUT stepped int, OUT pace bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
   b dispatcher.budget%ROWTYPE;
@@ -251,17 +253,23 @@ BEGIN
       allowed := least(allowed, level * (power(ramp, z) - power(ramp, a)) / ln(ramp));
     END IF;
     filled := CASE WHEN p_window >= 0 THEN p_window * p_unit::float8 ELSE allowed END;
+    target := share;
     IF filled >= p_in_use::float8 / 1000000 * allowed THEN  -- else others filled the window (or a stray reply)
-      target := greatest(level, decrease * filled);
-    ELSE
-      target := share;
+      target := greatest(p_first::float8, decrease * filled);
     END IF;
     IF target < share * decrease THEN
       lower := floor(greatest(p_floor::float8, target))::bigint;
-      UPDATE dispatcher.budget SET pace = lower, pace_at = now, stepped = now, slots = 0, refused = -1
+      UPDATE dispatcher.budget SET pace = lower, pace_at = now, stepped = now, slots = 0, refused = -2
       WHERE key = p_key;
       stepped := 1; pace := lower; RETURN;
     END IF;
+  END IF;
+  IF b.refused = -2 AND b.stepped IS NOT NULL AND sent < b.stepped AND p_window >= 0 THEN  -- about that window
+    lower := floor(greatest(p_floor::float8, p_first::float8, decrease * p_window * p_unit::float8))::bigint;
+    IF lower < level THEN
+      UPDATE dispatcher.budget SET pace = lower WHERE key = p_key;
+    END IF;
+    RETURN;
   END IF;
   IF b.stepped IS NOT NULL AND sent < b.stepped + p_settle THEN  -- the window still held the pace before the step
     IF coalesce(b.refused, -1) >= 0 AND sent >= b.stepped THEN
@@ -342,6 +350,6 @@ def take(rate: str, quota: str, tolerance: int, ttl: int, shape: list[int | None
 
 STEP_DOWN = (
     "SELECT stepped, pace FROM dispatcher.budget_step_down(%s::text, %s::int8, %s::int8, %s::int8, %s::int8, "
-    "%s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8)"
+    "%s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8)"
 )
 PAUSE = "SELECT dispatcher.budget_pause(%s::text, %s::int8, %s::int8, %s::int8)"

@@ -117,9 +117,10 @@ end
 
 
 # KEYS[1] the budget. ARGV[1] how long ago the request that was told "too frequent" was sent, us;
-# ARGV[2] now, us, or ''; ARGV[3] the pace's top (ppm); ARGV[4] the ceiling's interval, us; ARGV[5]
-# the slots granted in the second before the request, as its process counted them (-1: unknown);
-# ARGV[6..12] DECREASE, FLOOR (ppm), SETTLE (us), INCREASE (ppm a second), RAMP, TOO_MANY, IN_USE (ppm).
+# ARGV[2] now, us, or ''; ARGV[3] the pace's top and ARGV[4] its first share (ppm); ARGV[5] the
+# ceiling's interval, us; ARGV[6] the slots granted in the second before the request, as its process
+# counted them (-1: unknown); ARGV[7..13] DECREASE, FLOOR (ppm), SETTLE (us), INCREASE (ppm a
+# second), RAMP, TOO_MANY, IN_USE (ppm). `refused` -2: the last step was to what filled the window.
 # Returns {1, pace} stepped down to `pace` (ppm), or {0, pace} did not: see
 # `adaptive.Pace.told_too_frequent`, line for line; or there is no budget (expired or deleted: the
 # next TAKE makes a new one, at the start).
@@ -134,10 +135,10 @@ if not held[1] then
   return {0, 0}
 end
 local sent = now - tonumber(ARGV[1])
-local top, unit, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local decrease, floor, settle = tonumber(ARGV[6]) / 1000000, tonumber(ARGV[7]), tonumber(ARGV[8])
-local increase, ramp, too_many = tonumber(ARGV[9]) / 1000000, tonumber(ARGV[10]) / 1000000, tonumber(ARGV[11]) / 1000000
-local in_use = tonumber(ARGV[12]) / 1000000
+local top, first, unit, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local decrease, floor, settle = tonumber(ARGV[7]) / 1000000, tonumber(ARGV[8]), tonumber(ARGV[9])
+local increase, ramp = tonumber(ARGV[10]) / 1000000, tonumber(ARGV[11]) / 1000000
+local too_many, in_use = tonumber(ARGV[12]) / 1000000, tonumber(ARGV[13]) / 1000000
 local level, since = tonumber(held[2] or '1000000'), tonumber(held[3] or '0')
 local stepped = held[4] and tonumber(held[4])
 local slots, refused = tonumber(held[5] or '0'), tonumber(held[6] or '-1')
@@ -153,18 +154,23 @@ if not stepped and sent >= since then  -- never stepped: the window held what wa
   if window >= 0 then
     filled = window * unit
   end
-  local target = level
+  local target = share
   if filled >= in_use * allowed then  -- else others filled the window (or a stray reply): a step
-    target = math.max(level, decrease * filled)
-  else
-    target = share
+    target = math.max(first, decrease * filled)
   end
   if target < share * decrease then
     local lower = math.floor(math.max(floor, target))
     redis.call('HSET', key, 'pace', string.format('%d', lower), 'pace_at', at, 'stepped', at, 'slots', '0',
-      'refused', '-1')
+      'refused', '-2')
     return {1, lower}
   end
+end
+if refused == -2 and stepped and sent < stepped and window >= 0 then  -- about the window stepped to: lower it
+  local lower = math.floor(math.max(floor, first, decrease * window * unit))
+  if lower < level then
+    redis.call('HSET', key, 'pace', string.format('%d', lower))
+  end
+  return {0, math.floor(share)}
 end
 if stepped and sent < stepped + settle then  -- the window still held the pace before the step
   if refused >= 0 and sent >= stepped then
@@ -382,7 +388,15 @@ class RedisLimiter(SharedBudget):
     async def _step(self, sent_ago_us: int, window: int) -> tuple[int, int] | None:
         import redis.exceptions
 
-        args: list[str | int] = [sent_ago_us, self._now(), round(self._top * 1e6), self._unit_us, window, *STEP_ARGS]
+        args: list[str | int] = [
+            sent_ago_us,
+            self._now(),
+            round(self._top * 1e6),
+            round(self._first * 1e6),
+            self._unit_us,
+            window,
+            *STEP_ARGS,
+        ]
         try:
             stepped, share = await self._step_down_script(keys=[self.key], args=args)
         except (redis.exceptions.RedisError, OSError):
