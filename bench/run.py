@@ -177,6 +177,43 @@ def jittery_network(requests: int, repeats: int) -> None:
         )
 
 
+def rate_typo(recipients: int, repeats: int) -> None:
+    """Issue 24: `--rate 2000`, a typo of 200, against a sandbox whose strict sliding one-second window
+    is 200, replies 250-350 ms after arrival; batches of 500 (an export). The goal: at most 5% of the
+    requests refused as too frequent, no batch failed for it, and after the first 10 s no second with
+    more than 200 requests (the journal's starts, ms resolution: with no arrival jitter, the arrivals)."""
+    jobs = write_export(recipients)
+    runs = f"min/median/max of {repeats} runs" if repeats > 1 else "1 run"
+    print(
+        f"--rate 2000 against a strict 200 ({recipients:,} recipients in batches of 500, latency 250-350 ms, {runs}):"
+    )
+    refused: list[float] = []
+    share: list[float] = []
+    failed: list[float] = []
+    late: list[float] = []
+    first: list[float] = []
+    pace: list[float] = []
+    requests: list[float] = []
+    for repeat in range(repeats):
+        with Sandbox("--rate", "200", "--latency", "0.3", "--jitter", "0.05", "--seed", str(repeat)) as box:
+            _run, summary = send(jobs, box.url, "--rate", "2000")
+            stats = box.stats()
+        starts = journal_starts(jobs.with_suffix(".outcomes.jsonl"))
+        requests.append(summary["requests"])
+        refused.append(summary["error_codes"].get("60007", 0))
+        share.append(refused[-1] / summary["requests"] * 100)
+        failed.append(summary["failed"])
+        late.append(most_in_one_second([t for t in starts if t >= starts[0] + 10]))
+        first.append(stats["max_arrivals_1s"])
+        pace.append(summary.get("pace_min") or 0.0)
+    print(
+        f"  requests {spread(requests, '.0f')}; replies 60007 {spread(refused, '.0f')} = {spread(share)}% of the "
+        f"requests; batches failed {spread(failed, '.0f')}; most requests in any 1 s after the first 10 s "
+        f"{spread(late, '.0f')} (in any 1 s of the run, as the sandbox counts arrivals: {spread(first, '.0f')}); "
+        f"pace_min {spread(pace)}"
+    )
+
+
 def unthrottled(requests: int, repeats: int) -> None:
     jobs = write_jobs(OUT / "unthrottled.jsonl", requests, 1)
     ours: list[float] = []
@@ -439,6 +476,60 @@ def three_senders(per_process: int, repeats: int, stores: dict[str, str]) -> Non
         print("  (this sandbox does not report arrivals; starts are read from the journals, ms resolution)")
 
 
+def fleet_jittery(requests: int, repeats: int) -> None:
+    """Issue 24's fleet: three `send` at --rate 200 sharing one budget (Redis, then PostgreSQL), against
+    a sandbox whose strict one-second window is 200, each request arriving 0-50 ms late and answered
+    250-350 ms later: the goal of one process (at most 2 replies 60007 in 2,000 requests, no second
+    over 200 arrivals, at least 95% of the cap) for the fleet, together."""
+    per_process = requests // 3
+    print(
+        f"fleet on a jittery network: 3 processes x {per_process} one-recipient batches at --rate 200 on one "
+        f"budget, one sandbox at --rate 200 (arrivals 0-50 ms late, latency 250-350 ms); {repeats} runs each, "
+        "min/median/max"
+    )
+    with RedisServer() as redis_server, PostgresServer() as postgres_server:
+        for label, store_url in (("Redis", redis_server.url), ("PostgreSQL", postgres_server.url)):
+            over: list[float] = []
+            peak: list[float] = []
+            accepted: list[float] = []
+            steps: list[float] = []
+            for repeat in range(repeats):
+                faults = ["--latency", "0.3", "--jitter", "0.05", "--arrival-jitter", "0.05", "--seed", str(repeat)]
+                prefix = f"fleet{time.time_ns()}:"  # a new budget for each run, one for its three processes
+                with Sandbox("--rate", "200", *faults) as box:
+                    procs = []
+                    outs = []
+                    summaries = []
+                    for name in ("announce", "export", "backfill"):
+                        jobs = write_jobs(OUT / f"fleet_{name}.jsonl", per_process, 1)
+                        out = jobs.with_suffix(".outcomes.jsonl")
+                        out.unlink(missing_ok=True)
+                        outs.append(out)
+                        summaries.append(jobs.with_suffix(".summary.json"))
+                        store = ["--rate-store", f"{store_url}?prefix={prefix}"]
+                        cmd = [PY, "-m", "dispatcher", "send", str(jobs), "--endpoint", box.url, "--out", str(out)]
+                        cmd += ["--no-progress", "--rate", "200", "--summary-json", str(summaries[-1]), *store]
+                        procs.append(
+                            subprocess.Popen(
+                                cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                            )
+                        )
+                    for proc in procs:
+                        proc.wait(timeout=600)
+                    stats = box.stats()
+                starts = sorted(t for out in outs for t in journal_starts(out))
+                over.append(stats.get("60007", 0))
+                peak.append(stats["max_arrivals_1s"])
+                accepted.append(stats.get("0", 0) / (starts[-1] - starts[0]))
+                steps.append(max(orjson.loads(s.read_bytes()).get("rate_steps_down", 0) for s in summaries))
+            print(
+                f"  sharing one {label + ' budget':<19} replies 60007: {spread(over, '.0f')}; max arrivals in any 1 s: "
+                f"{spread(peak, '.0f')}; together {spread(accepted)} req/s accepted "
+                f"({spread([a / 2 for a in accepted])}% of the cap); steps down (most of one process) "
+                f"{spread(steps, '.0f')}"
+            )
+
+
 def slot_cost(url: str, repeats: int) -> None:
     """What a slot costs with Redis against memory:// on loopback: in-process latency and CPU of
     acquire() with no waiting, and CPU per request of a whole `send` at the cap."""
@@ -530,12 +621,14 @@ CASES = (
     "start-up",
     "at-cap",
     "jittery-network",
+    "rate-typo",
     "unthrottled",
     "big-export",
     "big-export-at-cap",
     "many-jobs",
     "shared-budget",
     "shared-budget-postgres",
+    "fleet-jittery",
     "batchsendmsg-quota",
     "exports-10m",
     "exports-100m",
@@ -556,12 +649,14 @@ def main() -> None:
         "start-up": lambda: start_up(5),
         "at-cap": lambda: at_cap(2000 // scale),
         "jittery-network": lambda: jittery_network(2000 // scale, 2 * repeats),
+        "rate-typo": lambda: rate_typo(2_000_000 // scale, repeats),
         "unthrottled": lambda: unthrottled(20_000 // scale, repeats),
         "big-export": lambda: big_export(1_000_000 // scale),
         "big-export-at-cap": lambda: big_export_at_cap(1_000_000 // scale, repeats),
         "many-jobs": lambda: many_jobs(100_000 // scale),
         "shared-budget": lambda: shared_budget(400 // scale, repeats),
         "shared-budget-postgres": lambda: shared_budget_postgres(400 // scale, repeats),
+        "fleet-jittery": lambda: fleet_jittery(2000 // scale, 2 * repeats),
         "batchsendmsg-quota": lambda: batchsendmsg_quota(30_000 // scale, 12_000),
         "exports-10m": lambda: exports.exports_10m(10_000_000 // scale),
         "exports-100m": lambda: exports.exports_100m(100_000_000 // scale),

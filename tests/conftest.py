@@ -396,9 +396,11 @@ async def in_virtual_time(
     key: str = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",
     quota: Quota | None = None,
     start: float | None = None,
+    documented: float | None = None,
 ) -> RedisLimiter:
     """A limiter on the test's Redis whose sleeps, clock and Redis TIME are all the test's clock.
-    `start` 1.0: a budget whose pace begins at the ceiling (98% of the rate)."""
+    `start` 1.0: a budget whose pace begins at the ceiling (98% of the rate). `documented`: the API's
+    documented rate, from which a higher one ramps up."""
     return await connect(
         parse_store(redis_server.url),
         rate=rate,
@@ -408,6 +410,7 @@ async def in_virtual_time(
         clock=clock.time,
         clock_us=lambda: round(clock.now * 1e6),
         start=start,
+        documented=documented,
     )
 
 
@@ -419,9 +422,11 @@ async def in_virtual_time_on_postgres(
     key: str = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification",
     quota: Quota | None = None,
     start: float | None = None,
+    documented: float | None = None,
 ) -> PostgresLimiter:
     """A limiter on the test's PostgreSQL whose sleeps, clock and database clock are all the test's
-    clock. `start` 1.0: a budget whose pace begins at the ceiling (98% of the rate)."""
+    clock. `start` 1.0: a budget whose pace begins at the ceiling (98% of the rate). `documented`: the
+    API's documented rate, from which a higher one ramps up."""
     return await connect_postgres(
         parse_store(postgres_server.url),
         rate=rate,
@@ -431,6 +436,7 @@ async def in_virtual_time_on_postgres(
         clock=clock.time,
         clock_us=lambda: round(clock.now * 1e6),
         start=start,
+        documented=documented,
     )
 
 

@@ -61,22 +61,43 @@ class Budget:
         self._on_postgres: list[PostgresLimiter] = []
 
     async def open(
-        self, clock: VirtualClock, rate: float, *, quota: Quota | None = None, handles: int = 1
+        self,
+        clock: VirtualClock,
+        rate: float,
+        *,
+        quota: Quota | None = None,
+        handles: int = 1,
+        adaptive: bool = False,
+        documented: float | None = None,
     ) -> list[Limiter]:
+        """Handles at a fixed pace at the ceiling, or with `adaptive` the pace a run has (which ramps
+        up from an API's `documented` rate below `rate`)."""
+        start = None if adaptive else 1.0
         if self._server is None:
             limiter = RateLimiter(
-                rate, clock=clock.time, sleep=clock.sleep, before_slot=no_collection, quota=quota, start=1.0
+                rate,
+                clock=clock.time,
+                sleep=clock.sleep,
+                before_slot=no_collection,
+                quota=quota,
+                start=start,
+                documented=documented,
             )
             return [limiter] * handles
         if isinstance(self._server, PostgresServer):
             server = self._server
             on_postgres = [
-                await in_virtual_time_on_postgres(server, clock, rate=rate, quota=quota, start=1.0)
+                await in_virtual_time_on_postgres(
+                    server, clock, rate=rate, quota=quota, start=start, documented=documented
+                )
                 for _ in range(handles)
             ]
             self._on_postgres += on_postgres
             return list(on_postgres)
-        made = [await in_virtual_time(self._server, clock, rate=rate, quota=quota, start=1.0) for _ in range(handles)]
+        made = [
+            await in_virtual_time(self._server, clock, rate=rate, quota=quota, start=start, documented=documented)
+            for _ in range(handles)
+        ]
         self._opened += made
         return list(made)
 
@@ -263,3 +284,83 @@ async def test_a_call_bigger_than_the_quota_is_refused(budget: Budget, clock: Fa
     (limiter,) = await budget.open(clock, 200, quota=Quota(100, 60))
     with pytest.raises(ValueError, match="call of 101 units can never fit a quota of 100"):
         await limiter.acquire(cost=101)
+
+
+# -- the adaptive pace -------------------------------------------------------------------------------
+
+# Where a run's pace begins at --rate 200: 97.5% of it in-process, 96.5% for a budget that processes
+# share (a fleet keeps closer to its pace than one process, which loses some of its slots).
+STARTS = {"memory": 195.0, "redis": 193.0, "postgres": 193.0}
+
+
+async def slots_for(limiter: Limiter, clock: FakeClock, seconds: float) -> list[float]:
+    starts: list[float] = []
+    end = clock.now + seconds
+    while clock.now < end:
+        await limiter.acquire()
+        starts.append(clock.now)
+    return starts
+
+
+async def test_above_the_documented_rate_the_pace_ramps_up_and_steps_to_what_filled_the_window(
+    budget: Budget, clock: FakeClock
+) -> None:
+    """--rate 2000 for an API documented at 200: the pace begins at the start of 200 and doubles every
+    second. A reply "too frequent" to the 211th request since the start steps every handle's pace to
+    97.5% of the 210 sent in the second before it; a later one, to the 205th, lowers it to 97.5% of
+    204, without another step (the window was full sooner: it held refused requests too)."""
+    one, two = await budget.open(clock, 2000, adaptive=True, documented=200, handles=2)
+    await one.acquire()
+    assert one.pace == pytest.approx(STARTS[budget.kind], abs=0.01)
+    starts = [clock.now]
+    for i in range(1, 211):
+        await (one, two)[i % 2].acquire()
+        starts.append(clock.now)
+    assert 0.80 < starts[-1] - starts[0] < 0.82  # the ramp: 210 requests in 0.81 s, not 1.08 s
+    clock.now += 0.3
+    assert await one.over_rate(clock.now - starts[210]) == pytest.approx(0.975 * 210, abs=0.6)
+    assert await one.over_rate(clock.now - starts[204]) is None
+    clock.now += 0.01
+    assert await two.over_rate(0.0) is None  # sent after the step: nothing about that window
+    await one.acquire()
+    await two.acquire()
+    assert two.pace == pytest.approx(0.975 * 204, abs=0.6)
+
+
+async def test_after_a_second_mostly_too_frequent_every_handle_steps_to_what_the_server_took(
+    budget: Budget, clock: FakeClock
+) -> None:
+    """The second after a step is counted across handles: the slots any handle takes, the refusals any
+    handle hears. Half of its 188 requests refused: the next step goes to 97.5% of the 94 a second the
+    server took, whichever handle hears it."""
+    one, two = await budget.open(clock, 200, adaptive=True, handles=2)
+    await slots_for(one, clock, 2.0)
+    assert await two.over_rate(0.3) == pytest.approx(STARTS[budget.kind] * 1.001 * 0.975, abs=0.05)
+    counted = []
+    for i in range(188):
+        await (one, two)[i % 2].acquire()
+        counted.append(clock.now)
+    for i, sent in enumerate(counted[1::2]):
+        assert await (one, two)[i % 2].over_rate(clock.now - sent) is None
+    clock.now += 0.2  # past the counted second
+    assert await two.over_rate(0.0) == pytest.approx(0.975 * 94, abs=0.01)
+
+
+async def test_a_ramp_the_workers_fall_behind_steps_to_what_was_sent_not_to_what_it_allowed(
+    budget: Budget, clock: FakeClock
+) -> None:
+    """Workers that ask for a slot every 4 ms (250 a second) fall behind a ramp that allows 400 a
+    second by 1.5 s: a reply "too frequent" to the request then steps to 97.5% of the 249 sent in the
+    second before it, as counted (from whichever handle), not of the 398 the ramp allowed."""
+    one, two = await budget.open(clock, 2000, adaptive=True, documented=200, handles=2)
+    starts: list[float] = []
+    while not starts or starts[-1] < starts[0] + 1.5:
+        clock.now = max(clock.now, starts[-1] + 0.004) if starts else clock.now
+        await (one, two)[len(starts) % 2].acquire()
+        starts.append(clock.now)
+    sent = starts[-1]
+    before = [t for t in starts[:-1] if t >= sent - 1]
+    assert len(before) == 249
+    clock.now += 0.3
+    # (A shared budget's ceiling is an interval in whole microseconds, rounded up: 511 us at 2,000.)
+    assert await one.over_rate(clock.now - sent) == pytest.approx(0.975 * 249, abs=0.5)

@@ -58,7 +58,7 @@ def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_
     summary = orjson.loads((tmp_path / "s.json").read_bytes())
     assert (summary["out"], summary["batches"], summary["ok"]) == (shown, 30, 30)
     meta = postgres_server.psql("SELECT component, version FROM dispatcher.meta ORDER BY component")
-    assert meta == "budget|1\njournal|2\n"  # the budget too: the run paces in its database
+    assert meta == "budget|2\njournal|2\n"  # the budget too: the run paces in its database
     assert (
         postgres_server.psql(
             "SELECT count(*), count(*) FILTER (WHERE final AND status = 'ok') FROM dispatcher.journal_batches"

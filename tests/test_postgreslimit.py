@@ -70,23 +70,39 @@ async def test_two_limiters_in_one_test_share_the_budget_and_its_row(
         await limiter.aclose()
 
 
+async def test_a_fleet_begins_at_96_5_percent_of_the_rate(postgres_server: PostgresServer, clock: FakeClock) -> None:
+    """Processes that share a budget keep closer to its pace than one process keeps to its own (each
+    grant raced for, none lost to a late wake-up), and its grants reach their writes through the
+    store: they begin at 96.5% of the rate, where one process begins at 97.5%. Three of them take
+    194 slots in their first second together, not 196."""
+    fleet = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(3)]
+    starts: list[float] = []
+    while not starts or starts[-1] < starts[0] + 1.2:
+        await fleet[len(starts) % 3].acquire()
+        starts.append(clock.now)
+    assert len([t for t in starts if t < starts[0] + 1]) == 194
+    assert [limiter.pace for limiter in fleet] == pytest.approx([193.0] * 3, abs=0.2)
+    for limiter in fleet:
+        await limiter.aclose()
+
+
 async def test_a_step_down_slows_every_process_of_the_budget(postgres_server: PostgresServer, clock: FakeClock) -> None:
-    """As in Redis: a reply 60007 to one process steps the shared pace down from 195 to 190.13 a
+    """As in Redis: a reply 60007 to one process steps the shared pace down from 193 to 188.18 a
     second for both, once for a window; a process that joins paces at it."""
     one, two = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(2)]
     for i in range(10):
         await (one, two)[i % 2].acquire()
-    assert [one.pace, two.pace] == pytest.approx([195.0, 195.0], abs=0.02)
-    assert await one.over_rate(0.3) == pytest.approx(190.13, abs=0.02)
+    assert [one.pace, two.pace] == pytest.approx([193.0, 193.0], abs=0.02)
+    assert await one.over_rate(0.3) == pytest.approx(188.18, abs=0.02)
     starts = await slots_of(two, clock, 5)
-    assert two.pace == pytest.approx(190.13, abs=0.02)
-    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)][1:] == [0.00526] * 3
+    assert two.pace == pytest.approx(188.18, abs=0.02)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)][1:] == [0.005315] * 3
     clock.now += 0.5
     assert await two.over_rate(0.6) is None
     assert await one.over_rate(0.6) is None
     three = await in_virtual_time_on_postgres(postgres_server, clock)
     await three.acquire()
-    assert three.pace == pytest.approx(190.18, abs=0.02)
+    assert three.pace == pytest.approx(188.22, abs=0.02)
     for limiter in (one, two, three):
         await limiter.aclose()
 
@@ -155,26 +171,54 @@ async def test_the_objects_are_made_once_in_the_dispatcher_schema_with_their_ver
     postgres_server: PostgresServer, clock: FakeClock
 ) -> None:
     made = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(2)]
-    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|1\n"
+    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|2\n"
     tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'dispatcher' ORDER BY 1"
     assert postgres_server.psql(tables) == "budget\nbudget_log\nmeta\n"
     functions = "SELECT proname FROM pg_proc WHERE pronamespace = 'dispatcher'::regnamespace ORDER BY 1"
     assert postgres_server.psql(functions) == "budget_pause\nbudget_step_down\nbudget_take\n"
     for limiter in made:
         await limiter.aclose()
-    postgres_server.psql("UPDATE dispatcher.meta SET version = 2 WHERE component = 'budget'")
+    postgres_server.psql("UPDATE dispatcher.meta SET version = 3 WHERE component = 'budget'")
     with pytest.raises(RateStoreError) as refused:
         await in_virtual_time_on_postgres(postgres_server, clock)
     assert str(refused.value) == (
         f"the rate store postgresql://127.0.0.1:{postgres_server.port}/postgres holds the budget's tables at "
-        "version 2, newer than this dispatcher's (1): run a dispatcher as new as the one that made them"
+        "version 3, newer than this dispatcher's (2): run a dispatcher as new as the one that made them"
     )
+
+
+# What version 2 added to version 1: three columns, and TAKE and STEP_DOWN with more arguments.
+TAKE_OF_VERSION_2 = "dispatcher.budget_take(text, text, text" + ", bigint" * 14 + ")"
+STEP_DOWN_OF_VERSION_2 = "dispatcher.budget_step_down(text" + ", bigint" * 13 + ")"
+
+
+async def test_a_budget_of_version_1_is_migrated_and_keeps_its_rate(
+    postgres_server: PostgresServer, clock: FakeClock
+) -> None:
+    """A database whose budget a dispatcher of version 1 made: the first process of version 2 adds
+    what it needs, once, and the budget keeps the rate it was claimed at."""
+    made = await in_virtual_time_on_postgres(postgres_server, clock)
+    await made.acquire()
+    await made.aclose()
+    postgres_server.psql(
+        f"DROP FUNCTION {TAKE_OF_VERSION_2}; DROP FUNCTION {STEP_DOWN_OF_VERSION_2}; "
+        "ALTER TABLE dispatcher.budget DROP COLUMN slots, DROP COLUMN refused, DROP COLUMN taken; "
+        "UPDATE dispatcher.meta SET version = 1 WHERE component = 'budget'"
+    )
+    with pytest.raises(RateStoreError, match="holds --rate 200, and this run asks for --rate 100"):
+        await in_virtual_time_on_postgres(postgres_server, clock, rate=100)
+    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|2\n"
+    one, two = [await in_virtual_time_on_postgres(postgres_server, clock) for _ in range(2)]
+    await one.acquire()
+    assert await two.over_rate(0.0) == pytest.approx(188.18, abs=0.02)
+    for limiter in (one, two):
+        await limiter.aclose()
 
 
 async def test_many_processes_making_the_objects_at_once_make_them_once(postgres_server: PostgresServer) -> None:
     store = parse_store(postgres_server.url)
     made = await asyncio.gather(*(connect(store, rate=200, key=KEY) for _ in range(6)))
-    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|1\n"
+    assert postgres_server.psql("SELECT component, version FROM dispatcher.meta") == "budget|2\n"
     for limiter in made:
         await limiter.aclose()
 
@@ -341,7 +385,7 @@ async def test_slots_steps_and_pauses_of_one_process_at_once_each_get_their_own_
     started = clock.now
     results = await asyncio.gather(*(limiter.acquire() for _ in range(20)), *(limiter.over_rate(0.0) for _ in range(5)))
     steps = [pace for pace in results[20:] if pace is not None]
-    assert steps == [pytest.approx(190.13, abs=0.02)]  # one step for the window, whoever asked first
+    assert steps == [pytest.approx(188.18, abs=0.02)]  # one step for the window, whoever asked first
     limiter.pause(60)
     await limiter.acquire()
     assert clock.now - started >= 60

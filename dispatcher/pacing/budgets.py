@@ -4,7 +4,8 @@ This is the one owner of the limiters' lifetimes. A runner opens the budgets of 
 name before the first request (a store that cannot be reached, or holds another rate, is refused
 before anything is sent); an API first met later (in a stream of jobs) has its budget opened when
 the run first sends with it. A pause (70050, Retry-After) holds every budget, also one opened
-after it began.
+after it began. A --rate above what Tencent documents for an API is one warning line when its budget
+opens: apps can buy more, so it is not refused, and the pace ramps up to it (`adaptive`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import contextlib
 import time
 from collections.abc import Iterable
 
-from dispatcher.pacing.base import Clock, Limiter, Sleep, StoreURI
+import structlog
+
+from dispatcher.pacing.base import Clock, Limiter, Sleep, StoreURI, rate_text
 from dispatcher.pacing.store import MEMORY, open_limiter, parse_store, quota_of
 from dispatcher.tim.apis import Endpoint
+
+log = structlog.get_logger("dispatcher")
 
 
 class Budgets:
@@ -70,6 +75,7 @@ class Budgets:
                         sdkappid=self._sdkappid,
                         api_path=endpoint.path,
                         quota=quota_of(endpoint, self._message_quota),
+                        documented=endpoint.documented_rate,
                         clock=self._clock,
                         sleep=self._sleep,
                     )
@@ -81,6 +87,14 @@ class Budgets:
                 if held > 0:  # a pause from before this API's first request holds it too
                     found.pause(held)
                 self._opened[endpoint.path] = found
+                if self._rate > endpoint.documented_rate:
+                    log.warning(
+                        "--rate is above what Tencent documents for this API (an app can buy more): "
+                        "the pace begins at the documented rate and ramps up while the server takes it",
+                        api=endpoint.name,
+                        rate=rate_text(self._rate),
+                        documented=rate_text(endpoint.documented_rate),
+                    )
             return found
 
     async def open(self, endpoints: Iterable[Endpoint]) -> None:

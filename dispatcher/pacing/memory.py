@@ -10,10 +10,11 @@ injected so tests can drive it in virtual time.
 The guarantee: no window of one second holds more than `rate` starts by the clock, whatever the
 callers' concurrency, and after an idle spell there is no burst.
 
-The pace adapts below that ceiling (`dispatcher.pacing.adaptive`): it begins at 97.5% of the rate, steps
-down when the server answers "too frequent" (`over_rate`), and creeps back up to 99.5% while it
-does not. The slot interval is the ceiling's divided by the pace's share of it, so a slower pace
-only widens the gaps: the guarantee holds at every share.
+The pace adapts below that ceiling (`dispatcher.pacing.adaptive`): it begins at 97.5% of the rate (of
+the API's documented rate, ramping up, for a rate above it), steps down when the server answers "too
+frequent" (`over_rate`), as far as the server takes, and creeps back up to 99.5% while it does not.
+The slot interval is the ceiling's divided by the pace's share of it, so a slower pace only widens
+the gaps: the guarantee holds at every share.
 
 What the server counts is arrivals, not slots: a request that leaves late arrives closer to the
 ones after it. A pause before a slot is harmless (the slot is taken when its caller is awake, so
@@ -29,6 +30,7 @@ writes it at once), so only a thread holding the GIL, or a collection, can stall
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import gc
@@ -36,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from dispatcher.pacing.adaptive import IDLE, Pace, start_share
+from dispatcher.pacing.adaptive import Pace, first_share, start_share
 from dispatcher.pacing.base import MEMORY_HEADROOM, Clock, Quota, Sleep
 
 HEADROOM = MEMORY_HEADROOM  # pace at 99.5% of the rate: 199/s at 200
@@ -53,6 +55,9 @@ EARLY = 0.001
 # objects than it has freed. Taking a slot, building the request and writing it adds 41-71 of them
 # (measured): a slot taken with fewer than this many left to go cannot set one off on its way out.
 COLLECT_MARGIN = 200
+# Seconds of slot times kept while the pace has never stepped down, to count the second before a
+# request told "too frequent" (its reply comes within this less a second, or it is counted by the pace).
+KEPT = 3.0
 
 
 class Collector(Protocol):
@@ -117,9 +122,11 @@ class RateLimiter:
         before_slot: Callable[[], None] = collect_before_slot,
         quota: Quota | None = None,
         start: float | None = None,
+        documented: float | None = None,
     ) -> None:
         """`start`: the share of the ceiling the pace begins at (default: the adaptive pace's
-        start, 97.5% of the rate); 1.0 with no `over_rate` calls is a fixed pace at the ceiling."""
+        start, 97.5% of the rate); 1.0 with no `over_rate` calls is a fixed pace at the ceiling.
+        `documented`: the API's documented rate: a higher `rate` begins at 97.5% of it and ramps up."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
@@ -135,9 +142,14 @@ class RateLimiter:
         self._before_slot = before_slot
         self._tat = float("-inf")  # theoretical time of the next start (GCRA)
         self._paused_until = float("-inf")
-        self._start = start_share(HEADROOM) if start is None else start
-        self._pace = Pace.begin(clock(), self._start)
+        top = start_share(HEADROOM) if start is None else start
+        first = first_share(HEADROOM, rate, documented) if start is None else start
+        self._pace = Pace.begin(clock(), first, top)
         self._share = self._pace.level  # the pace's share of the ceiling at the latest slot
+        # While the pace may step to what filled the window: when each slot of the last KEPT seconds
+        # was taken, and the latest time no longer kept (slots before it are not counted).
+        self._sent: collections.deque[float] = collections.deque()
+        self._kept_from = float("-inf")
         # Waiters line up one at a time (asyncio.Lock is FIFO) and a slot is only taken when its
         # caller is awake to use it. Slots booked ahead would all fire together after an
         # event-loop stall: a burst the server counts against us.
@@ -169,20 +181,36 @@ class RateLimiter:
 
     def _take(self, now: float, cost: int = 1) -> float:
         """Take the slot if it is due (return <= 0), else return how long until it is."""
-        if now - self._tat > IDLE:  # no slot for a while: what the pace was learnt against is gone
-            self._pace = self._pace.restarted(now, self._start)
+        self._pace = self._pace.taking(now, self._tat)  # begins again after an idle spell
         wait = max(self._tat - TOLERANCE, self._paused_until) - now
         quota = self.quota
         if quota is not None:
             wait = max(wait, self._units_tat - TOLERANCE - now, self._guard(now, cost, quota))
         if wait <= 0:
+            self._pace = self._pace.took(now)
             self._share = self._pace.share(now)
+            if self._pace.counts_window:
+                self._keep(now)
             self._tat = max(now, self._tat) + self.interval / self._share
             if quota is not None:
                 self._units_tat = max(now, self._units_tat) + cost * quota.unit_interval
                 self._log.append((now, cost))
                 self._logged += cost
         return wait
+
+    def _keep(self, now: float) -> None:
+        sent = self._sent
+        sent.append(now)
+        while sent[0] < now - KEPT:
+            self._kept_from = sent.popleft()
+
+    def _window(self, sent: float) -> int | None:
+        """Slots taken in the second before the request sent at `sent` (the last slot by then is its
+        own); None if they are no longer all kept."""
+        if sent - 1 <= self._kept_from:
+            return None
+        times = self._sent
+        return max(0, bisect.bisect_right(times, sent) - bisect.bisect_left(times, sent - 1) - 1)
 
     def _guard(self, now: float, cost: int, quota: Quota) -> float:
         """How long until `cost` more units fit the quota's window (<= 0: they fit now)."""
@@ -206,14 +234,16 @@ class RateLimiter:
 
     async def over_rate(self, sent_ago: float) -> float | None:
         """The server answered "too frequent" to a request started `sent_ago` seconds ago: step the
-        pace down. The new pace, requests a second, or None if it did not step (see `Pace.stepped_down`).
+        pace down. The new pace, requests a second, or None if it did not step (see `Pace.told_too_frequent`).
         The next slot is already booked at the old pace; the one after it is at the new."""
         now = self._clock()
-        stepped = self._pace.stepped_down(now, now - sent_ago)
-        if stepped is None:
+        sent = now - sent_ago
+        self._pace, stepped = self._pace.told_too_frequent(now, sent, self.interval, self._window(sent))
+        if not self._pace.counts_window:
+            self._sent.clear()  # counted only until it steps down for another reason
+        if not stepped:
             return None
-        self._pace = stepped
-        return self.rate / (1 + HEADROOM) * stepped.level
+        return self.rate / (1 + HEADROOM) * self._pace.level
 
     @property
     def pace(self) -> float:

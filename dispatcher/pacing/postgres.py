@@ -75,10 +75,21 @@ class PostgresLimiter(SharedBudget):
         clock: Callable[[], float] = time.monotonic,
         clock_us: Callable[[], int] | None = None,
         start: float | None = None,
+        documented: float | None = None,
     ) -> None:
         """`conninfo`: what libpq connects with (it may hold the password; never shown). `clock_us`:
         tests only, a virtual clock in place of the database's; the rest: SharedBudget's."""
-        super().__init__(key, rate, shown=shown, quota=quota, secrets=secrets, sleep=sleep, clock=clock, start=start)
+        super().__init__(
+            key,
+            rate,
+            shown=shown,
+            quota=quota,
+            secrets=secrets,
+            sleep=sleep,
+            clock=clock,
+            start=start,
+            documented=documented,
+        )
         self._conninfo = conninfo
         ttl_s = float(TTL_S)
         quota_args: list[int | None] = [None, None, None]
@@ -88,8 +99,15 @@ class PostgresLimiter(SharedBudget):
         self._ttl_s = ttl_s
         self._ttl_us = round(ttl_s * 1e6)
         self._quota_text = "" if quota is None else quota.text()
-        pace_args = [round(self._start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
-        self._shape: list[int | None] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args, *pace_args]
+        pace_args = [
+            round(self._top * 1e6),
+            round(self._first * 1e6),
+            round(adaptive.INCREASE * 1e6),
+            round(adaptive.IDLE * 1e6),
+            round(adaptive.RAMP * 1e6),
+            round(adaptive.SETTLE * 1e6),
+        ]
+        self._shape: list[int | None] = [self._unit_us, *quota_args, *pace_args]
         self._take_sql = sql.take(rate_text(rate), self._quota_text, TOLERANCE_US, self._ttl_us, self._shape)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._cursor: psycopg.AsyncCursor[Any] | None = None
@@ -109,9 +127,11 @@ class PostgresLimiter(SharedBudget):
         await self._setup()
         await self._take(0, starting=True)
 
-    async def _step(self, sent_ago_us: int) -> tuple[int, int] | None:
+    async def _step(self, sent_ago_us: int, window: int) -> tuple[int, int] | None:
         try:
-            stepped, share = await self._query(sql.STEP_DOWN, [self.key, sent_ago_us, *STEP_ARGS, self._now()])
+            top, first = round(self._top * 1e6), round(self._first * 1e6)
+            args = [self.key, sent_ago_us, self._now(), top, first, self._unit_us, window, *STEP_ARGS]
+            stepped, share = await self._query(sql.STEP_DOWN, args)
         except RateStoreError:
             return None  # the next acquire meets the same fault and halts the run
         return int(stepped), int(share)
@@ -123,18 +143,19 @@ class PostgresLimiter(SharedBudget):
         except RateStoreError:
             pass  # the next acquire meets the same fault and halts the run
 
-    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
-        """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
-        share of the ceiling (ppm) the slot was paced at (when taken)."""
+    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int, int]:
+        """One TAKE: whether the slot was taken, the microseconds until the next may be, the share of
+        the ceiling (ppm) the slot was paced at and its number in the budget (when taken)."""
         args = [self.key, cost, self._now()]
-        status, value, share, held = await self._query(self._take_sql, args, starting=starting)
+        status, value, share, held, number = await self._query(self._take_sql, args, starting=starting)
         if status < 0:
             raise self._mismatch(status, str(held), self._quota_text)
-        return status == 1, int(value), int(share) if share is not None else 1_000_000
+        return status == 1, int(value), int(share) if share is not None else 1_000_000, int(number or 0)
 
     async def _setup(self) -> None:
         """Make the schema and the budget's objects on first use, once for every process (the
-        advisory lock), and refuse objects of a later version than this one knows."""
+        advisory lock), migrate those of an earlier version, and refuse objects of a later version
+        than this one knows."""
         import psycopg
 
         try:
@@ -143,7 +164,7 @@ class PostgresLimiter(SharedBudget):
                 version = None
                 if (await (await conn.execute(sql.HAS_META)).fetchone() or [False])[0]:
                     version = (await (await conn.execute(sql.VERSION_OF)).fetchone() or [None])[0]
-                if version is None:
+                if version is None or version < sql.VERSION:
                     async with conn.transaction():
                         await conn.execute(sql.SCHEMA_LOCK)
                         for statement in sql.SCHEMA:
@@ -154,6 +175,10 @@ class PostgresLimiter(SharedBudget):
                                 await conn.execute(statement)
                             await conn.execute(sql.RECORD_VERSION, [sql.VERSION])
                             version = sql.VERSION
+                        while version < sql.VERSION:  # made by an earlier version: migrated, once for all
+                            for statement in sql.MIGRATE[version]:
+                                await conn.execute(statement)
+                            version += 1
         except TimeoutError:
             await self._drop()
             raise self._fault(f"no answer within {TIMEOUT_S:g} s", starting=True) from None
@@ -243,6 +268,7 @@ async def connect(
     clock: Callable[[], float] = time.monotonic,
     clock_us: Callable[[], int] | None = None,
     start: float | None = None,
+    documented: float | None = None,
 ) -> PostgresLimiter:
     """A PostgresLimiter on `store`, its budget checked; RateStoreError if unreachable or at another rate."""
     limiter = PostgresLimiter(
@@ -256,6 +282,7 @@ async def connect(
         clock=clock,
         clock_us=clock_us,
         start=start,
+        documented=documented,
     )
     try:
         await limiter.check()

@@ -19,7 +19,9 @@ process's connection, so they have halted already (a lost store); no journal lin
 
 from __future__ import annotations
 
-VERSION = 1  # of the budget's objects, in dispatcher.meta
+from dispatcher.pacing.adaptive import RAMPED
+
+VERSION = 2  # of the budget's objects, in dispatcher.meta (2: the pace ramps, and counts a second; see MIGRATE)
 COMPONENT = "budget"
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('dispatcher schema'))"
 
@@ -55,13 +57,23 @@ _LOCKED_ROW = f"""
 
 _SAVE_ROW = """
   UPDATE dispatcher.budget SET rate = b.rate, quota = b.quota, tat = b.tat, utat = b.utat, logged = b.logged,
-    paused_until = b.paused_until, pace = b.pace, pace_at = b.pace_at, stepped = b.stepped, expires = b.expires
+    paused_until = b.paused_until, pace = b.pace, pace_at = b.pace_at, stepped = b.stepped, slots = b.slots,
+    refused = b.refused, taken = b.taken, expires = b.expires
   WHERE key = p_key;
 """
 
-# The pace's share of the ceiling now, ppm (adaptive.Pace.share), in doubles as Lua computes it.
-_SHARE = """least(1000000::float8, coalesce(b.pace, 1000000)::float8
-    + p_increase::float8 * greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000)"""
+
+def _share(at: str) -> str:
+    """The pace's share of the ceiling at `at`, ppm (adaptive.Pace.share, redis.py's share_at), in
+    doubles as Lua computes it: a pace that never stepped down ramps from `pace` under the line from
+    `p_top`; one that did creeps from `pace`."""
+    elapsed = f"(greatest(0, {at} - coalesce(b.pace_at, 0))::float8 / 1000000)"
+    level = "coalesce(b.pace, 1000000)::float8"
+    creep = f"(1 + p_increase::float8 / 1000000 * {elapsed})"
+    return f"""least(1000000::float8, CASE WHEN b.stepped IS NULL
+    THEN least(p_top::float8 * {creep}, {level} * power(p_ramp::float8 / 1000000, least({elapsed}, {RAMPED:g})))
+    ELSE {level} * {creep} END)"""
+
 
 OBJECTS = [
     """
@@ -76,7 +88,10 @@ CREATE TABLE dispatcher.budget (
   pace bigint,           -- the adaptive pace's share of the ceiling, ppm, at pace_at (us)
   pace_at bigint,
   stepped bigint,        -- when the pace last stepped down
-  expires bigint         -- past this the budget is gone (Redis's TTL)
+  expires bigint,        -- past this the budget is gone (Redis's TTL)
+  slots bigint,          -- the second after the last step: slots taken in it
+  refused bigint,        -- and its requests refused (-1 or NULL: not counted)
+  taken bigint           -- slots granted, ever: each TAKE says which it granted
 ) WITH (fillfactor = 50)
 """,
     # fillfactor: every slot updates the row; room on its page keeps the updates HOT (no index change).
@@ -96,8 +111,9 @@ CREATE TABLE dispatcher.budget_log (
     f"""
 CREATE FUNCTION dispatcher.budget_take(
   p_key text, p_rate text, p_quota text, p_cost bigint, p_tolerance bigint, p_ttl bigint, p_now bigint,
-  p_interval bigint, p_unit bigint, p_limit bigint, p_window bigint, p_start bigint, p_increase bigint,
-  p_idle bigint, OUT status int, OUT value bigint, OUT pace bigint, OUT held text)
+  p_interval bigint, p_unit bigint, p_limit bigint, p_window bigint, p_top bigint, p_first bigint,
+  p_increase bigint, p_idle bigint, p_ramp bigint, p_settle bigint,
+  OUT status int, OUT value bigint, OUT pace bigint, OUT held text, OUT number bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
   b dispatcher.budget%ROWTYPE;
@@ -125,11 +141,17 @@ BEGIN
   END IF;
   IF p_cost > 0 THEN
     tat := coalesce(b.tat, 0);
-    share := {_SHARE};
-    IF b.tat IS NULL OR now - tat > p_idle THEN  -- new, or idle: from the start (or lower)
-      share := floor(least(share, p_start::float8));
+    IF b.tat IS NULL OR now - tat > p_idle THEN
+      IF b.tat IS NULL THEN  -- new (or deleted by hand): the pace begins
+        share := p_first;
+      ELSE  -- idle: from where it was at the last slot, at most from the top; nothing counted
+        share := floor(least({_share("tat")}, p_top::float8));
+      END IF;
       b.pace := share::bigint;
       b.pace_at := now;
+      b.refused := -1;
+    ELSE
+      share := {_share("now")};
     END IF;
     step := ceil(p_interval::float8 * 1000000 / share)::bigint;
     wait := greatest(coalesce(b.paused_until, 0), tat - p_tolerance) - now;
@@ -159,6 +181,11 @@ BEGIN
     tat := greatest(now, tat) + step;
     later := tat - p_tolerance - now;
     b.tat := tat;
+    b.taken := coalesce(b.taken, 0) + 1;  -- which slot of the budget this is
+    number := b.taken;
+    IF b.stepped IS NOT NULL AND now < b.stepped + p_settle AND coalesce(b.refused, -1) >= 0 THEN
+      b.slots := coalesce(b.slots, 0) + 1;  -- the second after a step is counted
+    END IF;
     IF p_quota <> '' THEN
       utat := greatest(now, utat) + p_cost * p_unit;
       later := greatest(later, utat - p_tolerance - now);
@@ -177,19 +204,34 @@ BEGIN
 END
 $$
 """,
-    # STEP_DOWN. p_sent_ago: how long ago the request told "too frequent" was sent, us. Returns
-    # stepped 1 down to pace (ppm), or 0: the request was sent within SETTLE of the last step (by any
-    # process), the step would go below the floor, or there is no budget (the next TAKE makes one).
+    # STEP_DOWN. p_sent_ago: how long ago the request told "too frequent" was sent, us; p_top and
+    # p_first the pace's top and first share (ppm), p_unit the ceiling's interval (us), p_window the
+    # slots granted in the second before the request (-1: unknown). refused -2: the last step was to
+    # what filled the window. Returns stepped 1 down to pace (ppm), or 0:
+    # see `adaptive.Pace.told_too_frequent`, line for line; or there is no budget (the next TAKE makes one).
     f"""
 CREATE FUNCTION dispatcher.budget_step_down(
-  p_key text, p_sent_ago bigint, p_decrease bigint, p_floor bigint, p_settle bigint, p_increase bigint,
-  p_now bigint, OUT stepped int, OUT pace bigint)
+  p_key text, p_sent_ago bigint, p_now bigint, p_top bigint, p_first bigint, p_unit bigint, p_window bigint,
+  p_decrease bigint, p_floor bigint, p_settle bigint, p_increase bigint, p_ramp bigint, p_too_many bigint,
+  p_in_use bigint, OUT stepped int, OUT pace bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
   b dispatcher.budget%ROWTYPE;
   now bigint;
   share float8;
+  sent bigint;
+  since bigint;
+  level float8;
+  decrease float8 := p_decrease::float8 / 1000000;
+  ramp float8 := p_ramp::float8 / 1000000;
+  a float8;
+  z float8;
+  allowed float8;
+  filled float8;
+  target float8;
+  took float8;
   lower bigint;
+  steady boolean;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
@@ -197,17 +239,61 @@ BEGIN
   IF NOT FOUND OR b.rate IS NULL OR b.expires <= now THEN
     stepped := 0; pace := 0; RETURN;
   END IF;
-  share := {_SHARE};
+  share := {_share("now")};
+  sent := now - p_sent_ago;
+  since := coalesce(b.pace_at, 0);
+  level := coalesce(b.pace, 1000000)::float8;
   stepped := 0;
   pace := floor(share)::bigint;
-  IF b.stepped IS NOT NULL AND now - p_sent_ago < b.stepped + p_settle THEN
+  IF b.stepped IS NULL AND sent >= since THEN  -- never stepped: the window held what was sent since the start
+    a := (greatest(sent - 1000000, since) - since)::float8 / 1000000;
+    z := (sent - since)::float8 / 1000000;
+    allowed := p_top::float8 * ((z - a) + p_increase::float8 / 1000000 * (z * z - a * a) / 2);
+    IF z <= {RAMPED:g} THEN
+      allowed := least(allowed, level * (power(ramp, z) - power(ramp, a)) / ln(ramp));
+    END IF;
+    filled := CASE WHEN p_window >= 0 THEN p_window * p_unit::float8 ELSE allowed END;
+    target := share;
+    IF filled >= p_in_use::float8 / 1000000 * allowed THEN  -- else others filled the window (or a stray reply)
+      target := greatest(p_first::float8, decrease * filled);
+    END IF;
+    IF target < share * decrease THEN
+      lower := floor(greatest(p_floor::float8, target))::bigint;
+      UPDATE dispatcher.budget SET pace = lower, pace_at = now, stepped = now, slots = 0, refused = -2
+      WHERE key = p_key;
+      stepped := 1; pace := lower; RETURN;
+    END IF;
+  END IF;
+  IF b.refused = -2 AND b.stepped IS NOT NULL AND sent < b.stepped AND p_window >= 0 THEN  -- about that window
+    lower := floor(greatest(p_floor::float8, p_first::float8, decrease * p_window * p_unit::float8))::bigint;
+    IF lower < level THEN
+      UPDATE dispatcher.budget SET pace = lower WHERE key = p_key;
+    END IF;
     RETURN;
   END IF;
-  lower := floor(share * p_decrease::float8 / 1000000)::bigint;
-  IF lower < p_floor THEN
+  IF b.stepped IS NOT NULL AND sent < b.stepped + p_settle THEN  -- the window still held the pace before the step
+    IF coalesce(b.refused, -1) >= 0 AND sent >= b.stepped THEN
+      UPDATE dispatcher.budget SET refused = b.refused + 1 WHERE key = p_key;
+    END IF;
     RETURN;
   END IF;
-  UPDATE dispatcher.budget SET pace = lower, pace_at = now, stepped = now WHERE key = p_key;
+  target := share * decrease;
+  steady := sent - 1000000 >= since;
+  IF b.stepped IS NOT NULL AND coalesce(b.refused, -1) > p_too_many::float8 / 1000000 * coalesce(b.slots, 0)
+      AND sent < b.stepped + 2 * p_settle THEN
+    took := decrease * (b.slots - b.refused) * p_unit::float8 / p_settle * 1000000;
+    IF took < target THEN
+      target := took;
+      steady := false;
+    END IF;
+  END IF;
+  lower := floor(greatest(p_floor::float8, target))::bigint;
+  IF lower > share * decrease THEN  -- near the floor: less than a whole step is not taken
+    RETURN;
+  END IF;
+  UPDATE dispatcher.budget SET pace = lower, pace_at = now, stepped = now, slots = 0,
+    refused = CASE WHEN steady THEN 0 ELSE -1 END
+  WHERE key = p_key;
   stepped := 1;
   pace := lower;
 END
@@ -234,21 +320,36 @@ $$
 ]
 
 
+# From version 1: the columns of the counted second, and TAKE and STEP_DOWN with the ramp's and the
+# count's arguments. Those of version 1 stay beside them (other arguments, other functions), for a
+# sender of that version still running; one starting anew refuses the newer objects.
+MIGRATE = {
+    1: [
+        "ALTER TABLE dispatcher.budget ADD COLUMN IF NOT EXISTS slots bigint, ADD COLUMN IF NOT EXISTS refused bigint, "
+        "ADD COLUMN IF NOT EXISTS taken bigint",
+        *(statement for statement in OBJECTS if "dispatcher.budget_take(" in statement),
+        *(statement for statement in OBJECTS if "dispatcher.budget_step_down(" in statement),
+        "UPDATE dispatcher.meta SET version = 2 WHERE component = 'budget'",
+    ],
+}
+
+
 def take(rate: str, quota: str, tolerance: int, ttl: int, shape: list[int | None]) -> str:
     """TAKE as one limiter sends it: what never changes for it written in (whole numbers, and the
     rate and quota as budgets keep them, which hold only digits, '.', 'e', '+', '-' and '/'), so
-    that each slot sends three parameters, not fourteen: the key, the cost and now (NULL: the
+    that each slot sends three parameters, not seventeen: the key, the cost and now (NULL: the
     database's clock). Measured: 40 us of the client's CPU less a slot."""
     assert all(c in "0123456789.e+-/" for c in rate + quota), "a rate or quota that could not be a literal"
     numbers = ", ".join("NULL" if n is None else str(int(n)) for n in shape)
     return (
-        f"SELECT status, value, pace, held FROM dispatcher.budget_take(%s::text, '{rate}', '{quota}', %s::int8, "
+        "SELECT status, value, pace, held, number "
+        f"FROM dispatcher.budget_take(%s::text, '{rate}', '{quota}', %s::int8, "
         f"{int(tolerance)}, {int(ttl)}, %s::int8, {numbers})"
     )
 
 
 STEP_DOWN = (
     "SELECT stepped, pace FROM dispatcher.budget_step_down(%s::text, %s::int8, %s::int8, %s::int8, %s::int8, "
-    "%s::int8, %s::int8)"
+    "%s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8)"
 )
 PAUSE = "SELECT dispatcher.budget_pause(%s::text, %s::int8, %s::int8, %s::int8)"

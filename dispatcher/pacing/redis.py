@@ -68,8 +68,8 @@ TIMEOUT_S = 2.0
 
 # KEYS[1] the budget, a hash: rate and quota (as the first user gave them), tat (the theoretical
 #         time of the next call, us), utat (of the next unit of the quota), logged (the units in
-#         the quota's log), paused_until (us); and the adaptive pace (see `_pace_now` below): pace,
-#         pace_at, stepped.
+#         the quota's log), paused_until (us), taken (slots granted, ever); and the adaptive pace
+#         (see `_PACE` below): pace, pace_at, stepped, slots, refused.
 # KEYS[2] the quota's log: a list of "time:units", one per call of the last window, oldest first.
 # ARGV[1] the rate as text, ARGV[2] the quota as text or '': the budget keeps the first it is given
 #         and refuses any other (never two budgets mixed)
@@ -78,10 +78,12 @@ TIMEOUT_S = 2.0
 # ARGV[6] now, us, or '' for Redis's own clock (tests pass a virtual one)
 # ARGV[7] the calls' emission interval, us
 # ARGV[8] the units' emission interval, us; ARGV[9] the quota's limit; ARGV[10] its window, us
-# ARGV[11..13] the adaptive pace's start (ppm of the ceiling), increase (ppm a second), idle (us)
-# (whole numbers: Lua keeps them exactly). Returns {1, us, pace} taken (and nobody's next call can
-# win within that long; the slot was paced at `pace`, ppm of the ceiling), {0, us} not yet (ask
-# again in that long), {-1, rate} or {-2, quota} the budget holds another.
+# ARGV[11..16] the adaptive pace's top and first share (ppm of the ceiling), INCREASE (ppm a second),
+#         IDLE (us), RAMP (ppm), SETTLE (us)
+# (whole numbers: Lua keeps them exactly). Returns {1, us, pace, number} taken (and nobody's next call
+# can win within that long; the slot was paced at `pace`, ppm of the ceiling, and is the budget's
+# `number`th: `taken` counts them), {0, us} not yet (ask again in that long), {-1, rate} or {-2,
+# quota} the budget holds another.
 def _now_from(argv: int) -> str:
     """Lua that sets `now`, in microseconds: Redis's own clock, or the virtual one a test passes in ARGV."""
     return f"""local now
@@ -96,43 +98,100 @@ end
 
 # -- The adaptive pace, in Lua: the twin of adaptive.Pace, on Redis's clock ------------------------
 # The budget's pace is a share of the ceiling in parts per million: `pace` at the moment `pace_at`
-# (us), creeping up by INCREASE a second to 1,000,000 (the ceiling, where a budget without these
-# fields is); `stepped` is when it last stepped down. TAKE reads it with `_pace_now`; STEP_DOWN lowers
-# it. Neither touches `rate`: the rate a budget was claimed at stays what TAKE compares.
-
-
-def _pace_now(level: str, since: str, increase: str) -> str:
-    """Lua that sets `share`: the pace's share of the ceiling now, ppm (from the hash's values)."""
-    return f"""local share = math.min(1000000,
-  tonumber({level} or '1000000') + tonumber({increase}) * math.max(0, now - tonumber({since} or '0')) / 1000000)
+# (us), growing from there to 1,000,000 (the ceiling, where a budget without these fields is);
+# `stepped` is when it last stepped down (none: it ramps while below the line from `top`), and
+# `slots` and `refused` count the second after a step (refused -1, or none: not counted). TAKE reads
+# it and counts its slots; STEP_DOWN lowers it. Neither touches `rate`: the rate a budget was
+# claimed at stays what TAKE compares.
+_PACE = f"""local ramped = {adaptive.RAMPED:g}
+local function share_at(t, level, since, stepped, top, increase, ramp)
+  local elapsed = math.max(0, t - since) / 1000000
+  local line = (stepped and level or top) * (1 + increase * elapsed)
+  local share = math.min(1000000, line)
+  if not stepped then
+    share = math.min(share, level * ramp ^ math.min(elapsed, ramped))
+  end
+  return share
+end
 """
 
 
 # KEYS[1] the budget. ARGV[1] how long ago the request that was told "too frequent" was sent, us;
-# ARGV[2] DECREASE, ARGV[3] FLOOR (ppm); ARGV[4] SETTLE (us); ARGV[5] INCREASE (ppm a second);
-# ARGV[6] now, us, or ''. Returns {1, pace} stepped down to `pace` (ppm), or {0, pace} did not: the
-# request was sent within SETTLE of the last step (by any process), or the step would go below the
-# floor, or there is no budget (expired or deleted: the next TAKE makes a new one, at the start).
+# ARGV[2] now, us, or ''; ARGV[3] the pace's top and ARGV[4] its first share (ppm); ARGV[5] the
+# ceiling's interval, us; ARGV[6] the slots granted in the second before the request, as its process
+# counted them (-1: unknown); ARGV[7..13] DECREASE, FLOOR (ppm), SETTLE (us), INCREASE (ppm a
+# second), RAMP, TOO_MANY, IN_USE (ppm). `refused` -2: the last step was to what filled the window.
+# Returns {1, pace} stepped down to `pace` (ppm), or {0, pace} did not: see
+# `adaptive.Pace.told_too_frequent`, line for line; or there is no budget (expired or deleted: the
+# next TAKE makes a new one, at the start).
 STEP_DOWN = (
     """
 local key = KEYS[1]
 """
-    + _now_from(6)
-    + """local held = redis.call('HMGET', key, 'rate', 'pace', 'pace_at', 'stepped')
+    + _now_from(2)
+    + _PACE
+    + """local held = redis.call('HMGET', key, 'rate', 'pace', 'pace_at', 'stepped', 'slots', 'refused')
 if not held[1] then
   return {0, 0}
 end
-"""
-    + _pace_now("held[2]", "held[3]", "ARGV[5]")
-    + """if held[4] and now - tonumber(ARGV[1]) < tonumber(held[4]) + tonumber(ARGV[4]) then
-  return {0, math.floor(share)}
-end
-local lower = math.floor(share * tonumber(ARGV[2]) / 1000000)
-if lower < tonumber(ARGV[3]) then
-  return {0, math.floor(share)}
-end
+local sent = now - tonumber(ARGV[1])
+local top, first, unit, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local decrease, floor, settle = tonumber(ARGV[7]) / 1000000, tonumber(ARGV[8]), tonumber(ARGV[9])
+local increase, ramp = tonumber(ARGV[10]) / 1000000, tonumber(ARGV[11]) / 1000000
+local too_many, in_use = tonumber(ARGV[12]) / 1000000, tonumber(ARGV[13]) / 1000000
+local level, since = tonumber(held[2] or '1000000'), tonumber(held[3] or '0')
+local stepped = held[4] and tonumber(held[4])
+local slots, refused = tonumber(held[5] or '0'), tonumber(held[6] or '-1')
+local share = share_at(now, level, since, stepped, top, increase, ramp)
 local at = string.format('%d', now)
-redis.call('HSET', key, 'pace', string.format('%d', lower), 'pace_at', at, 'stepped', at)
+if not stepped and sent >= since then  -- never stepped: the window held what was sent since the start
+  local a, b = (math.max(sent - 1000000, since) - since) / 1000000, (sent - since) / 1000000
+  local allowed = top * ((b - a) + increase * (b * b - a * a) / 2)
+  if b <= ramped then
+    allowed = math.min(allowed, level * (ramp ^ b - ramp ^ a) / math.log(ramp))
+  end
+  local filled = allowed
+  if window >= 0 then
+    filled = window * unit
+  end
+  local target = share
+  if filled >= in_use * allowed then  -- else others filled the window (or a stray reply): a step
+    target = math.max(first, decrease * filled)
+  end
+  if target < share * decrease then
+    local lower = math.floor(math.max(floor, target))
+    redis.call('HSET', key, 'pace', string.format('%d', lower), 'pace_at', at, 'stepped', at, 'slots', '0',
+      'refused', '-2')
+    return {1, lower}
+  end
+end
+if refused == -2 and stepped and sent < stepped and window >= 0 then  -- about the window stepped to: lower it
+  local lower = math.floor(math.max(floor, first, decrease * window * unit))
+  if lower < level then
+    redis.call('HSET', key, 'pace', string.format('%d', lower))
+  end
+  return {0, math.floor(share)}
+end
+if stepped and sent < stepped + settle then  -- the window still held the pace before the step
+  if refused >= 0 and sent >= stepped then
+    redis.call('HSET', key, 'refused', string.format('%d', refused + 1))
+  end
+  return {0, math.floor(share)}
+end
+local target = share * decrease
+local steady = sent - 1000000 >= since
+if stepped and refused > too_many * slots and sent < stepped + 2 * settle then
+  local took = decrease * (slots - refused) * unit / settle * 1000000
+  if took < target then
+    target, steady = took, false
+  end
+end
+local lower = math.floor(math.max(floor, target))
+if lower > share * decrease then  -- near the floor: less than a whole step is not taken
+  return {0, math.floor(share)}
+end
+redis.call('HSET', key, 'pace', string.format('%d', lower), 'pace_at', at, 'stepped', at, 'slots', '0',
+  'refused', steady and '0' or '-1')
 return {1, lower}
 """
 )
@@ -144,8 +203,9 @@ TAKE = (
 local key, log = KEYS[1], KEYS[2]
 """
     + _now_from(6)
+    + _PACE
     + """local held = redis.call('HMGET', key, 'rate', 'quota', 'tat', 'utat', 'logged', 'paused_until', 'pace',
-  'pace_at')
+  'pace_at', 'stepped', 'refused')
 if held[1] and held[1] ~= ARGV[1] then
   return {-1, held[1]}
 end
@@ -161,11 +221,19 @@ local quota = ARGV[2] ~= ''
 if cost > 0 then
   local tolerance = tonumber(ARGV[4])
   local tat = tonumber(held[3] or '0')
-"""
-    + _pace_now("held[7]", "held[8]", "ARGV[12]")
-    + """  if not held[3] or now - tat > tonumber(ARGV[13]) then  -- new, or idle: from the start (or lower)
-    share = math.floor(math.min(share, tonumber(ARGV[11])))
-    redis.call('HSET', key, 'pace', string.format('%d', share), 'pace_at', string.format('%d', now))
+  local top, increase, ramp = tonumber(ARGV[11]), tonumber(ARGV[13]) / 1000000, tonumber(ARGV[15]) / 1000000
+  local level, since = tonumber(held[7] or '1000000'), tonumber(held[8] or '0')
+  local stepped = held[9] and tonumber(held[9])
+  local share
+  if not held[3] or now - tat > tonumber(ARGV[14]) then
+    if held[3] then  -- idle: from where it was at the last slot, at most from the top; nothing counted
+      share = math.floor(math.min(share_at(tat, level, since, stepped, top, increase, ramp), top))
+    else  -- new (or deleted by hand): the pace begins
+      share = tonumber(ARGV[12])
+    end
+    redis.call('HSET', key, 'pace', string.format('%d', share), 'pace_at', string.format('%d', now), 'refused', '-1')
+  else
+    share = share_at(now, level, since, stepped, top, increase, ramp)
   end
   local interval = math.ceil(tonumber(ARGV[7]) * 1000000 / share)
   local wait = math.max(tonumber(held[6] or '0'), tat - tolerance) - now
@@ -208,6 +276,10 @@ if cost > 0 then
   tat = math.max(now, tat) + interval
   local after = tat - tolerance - now
   redis.call('HSET', key, 'tat', string.format('%d', tat))
+  local number = redis.call('HINCRBY', key, 'taken', 1)  -- which slot of the budget this is
+  if stepped and now < stepped + tonumber(ARGV[16]) and tonumber(held[10] or '-1') >= 0 then
+    redis.call('HINCRBY', key, 'slots', 1)  -- the second after a step is counted
+  end
   if quota then
     utat = math.max(now, utat) + cost * unit
     if utat - tolerance - now > after then after = utat - tolerance - now end
@@ -219,7 +291,7 @@ if cost > 0 then
   if redis.call('PTTL', key) < ttl then  -- never shorten what a pause set
     redis.call('PEXPIRE', key, ttl)
   end
-  return {1, math.max(0, math.ceil(after)), math.floor(share)}
+  return {1, math.max(0, math.ceil(after)), math.floor(share), number}
 end
 redis.call('HSET', key, 'rate', ARGV[1], 'quota', ARGV[2])
 if redis.call('PTTL', key) < ttl then
@@ -265,9 +337,20 @@ class RedisLimiter(SharedBudget):
         clock: Callable[[], float] = time.monotonic,
         clock_us: Callable[[], int] | None = None,
         start: float | None = None,
+        documented: float | None = None,
     ) -> None:
         """`clock_us`: tests only, a virtual clock in place of Redis's TIME; the rest: SharedBudget's."""
-        super().__init__(key, rate, shown=shown, quota=quota, secrets=secrets, sleep=sleep, clock=clock, start=start)
+        super().__init__(
+            key,
+            rate,
+            shown=shown,
+            quota=quota,
+            secrets=secrets,
+            sleep=sleep,
+            clock=clock,
+            start=start,
+            documented=documented,
+        )
         # What every TAKE sends but cost and now: the budget's identity and shape. The quota's log
         # lives beside the budget (`key:log`) and both outlive the quota's window.
         ttl_ms = TTL_S * 1000
@@ -279,8 +362,15 @@ class RedisLimiter(SharedBudget):
         self._ttl_ms = ttl_ms
         self._head: list[str | int] = [rate_text(rate), "" if quota is None else quota.text()]
         self._tail: list[str | int] = [TOLERANCE_US, ttl_ms]
-        pace_args = [round(self._start * 1e6), round(adaptive.INCREASE * 1e6), round(adaptive.IDLE * 1e6)]
-        self._shape: list[str | int] = [math.ceil((1 + HEADROOM) / rate * 1e6), *quota_args, *pace_args]
+        pace_args = [
+            round(self._top * 1e6),
+            round(self._first * 1e6),
+            round(adaptive.INCREASE * 1e6),
+            round(adaptive.IDLE * 1e6),
+            round(adaptive.RAMP * 1e6),
+            round(adaptive.SETTLE * 1e6),
+        ]
+        self._shape: list[str | int] = [self._unit_us, *quota_args, *pace_args]
         # Each slot's TAKE goes over a connection of the limiter's own, used only under `_turn`
         # (see _fast_take); the client, with its pool, connects, loads the scripts, retries, and
         # sends PAUSE from a task of its own.
@@ -295,10 +385,18 @@ class RedisLimiter(SharedBudget):
     def _now(self) -> str:
         return "" if self._clock_us is None else str(self._clock_us())
 
-    async def _step(self, sent_ago_us: int) -> tuple[int, int] | None:
+    async def _step(self, sent_ago_us: int, window: int) -> tuple[int, int] | None:
         import redis.exceptions
 
-        args: list[str | int] = [sent_ago_us, *STEP_ARGS, self._now()]
+        args: list[str | int] = [
+            sent_ago_us,
+            self._now(),
+            round(self._top * 1e6),
+            round(self._first * 1e6),
+            self._unit_us,
+            window,
+            *STEP_ARGS,
+        ]
         try:
             stepped, share = await self._step_down_script(keys=[self.key], args=args)
         except (redis.exceptions.RedisError, OSError):
@@ -314,9 +412,9 @@ class RedisLimiter(SharedBudget):
         except (redis.exceptions.RedisError, OSError):
             pass  # the next acquire meets the same fault and halts the run
 
-    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
-        """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
-        share of the ceiling (ppm) the slot was paced at (when taken)."""
+    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int, int]:
+        """One TAKE: whether the slot was taken, the microseconds until the next may be, the share of
+        the ceiling (ppm) the slot was paced at and its number in the budget (when taken)."""
         import redis.exceptions
 
         now = self._now()
@@ -330,7 +428,9 @@ class RedisLimiter(SharedBudget):
             raise self._fault(str(exc) or type(exc).__name__, starting) from None
         if status < 0:
             raise self._mismatch(status, value.decode() if isinstance(value, bytes) else str(value), str(self._head[1]))
-        return status == 1, int(value), int(pace[0]) if pace else 1_000_000
+        if not pace:  # a claim (cost 0)
+            return status == 1, int(value), 1_000_000, 0
+        return status == 1, int(value), int(pace[0]), int(pace[1])
 
     async def _fast_take(self, args: list[str | int], cost: int, now: str) -> Any:
         """EVALSHA on the limiter's own connection, past redis-py's client layer.
@@ -408,6 +508,7 @@ async def connect(
     clock: Callable[[], float] = time.monotonic,
     clock_us: Callable[[], int] | None = None,
     start: float | None = None,
+    documented: float | None = None,
 ) -> RedisLimiter:
     """A RedisLimiter on `store`, its budget checked; RateStoreError if unreachable or at another rate."""
     import redis.asyncio
@@ -435,6 +536,7 @@ async def connect(
         clock=clock,
         clock_us=clock_us,
         start=start,
+        documented=documented,
     )
     try:
         await limiter.check()

@@ -12,6 +12,8 @@ said, whichever process set it.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import math
 from collections.abc import Awaitable, Callable
 
@@ -29,7 +31,12 @@ STEP_ARGS = [
     round(adaptive.FLOOR * 1e6),
     round(adaptive.SETTLE * 1e6),
     round(adaptive.INCREASE * 1e6),
+    round(adaptive.RAMP * 1e6),
+    round(adaptive.TOO_MANY * 1e6),
+    round(adaptive.IN_USE * 1e6),
 ]
+# Seconds of this process's grants kept, to count the second before a request told "too frequent".
+KEPT = 3.0
 
 
 class SharedBudget:
@@ -48,18 +55,29 @@ class SharedBudget:
         sleep: Sleep,
         clock: Callable[[], float],
         start: float | None,
+        documented: float | None = None,
     ) -> None:
         """`shown`: the store as messages name it (no password). `clock`: this process's clock,
         used only to wait out a known gap before asking again. `start`: the share of the ceiling a
-        budget's pace begins at (default: the adaptive pace's start, 97.5% of the rate)."""
+        budget's pace begins at (default: the adaptive pace's start for a fleet, 96.5% of the rate).
+        `documented`: the API's documented rate: a higher `rate` begins at 96.5% of it and ramps up."""
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be positive")
         self.rate = rate
         self.quota = quota
         self.key = key
         self.shown = shown
-        self._start = adaptive.start_share(HEADROOM) if start is None else start
-        self._share = self._start  # the pace's share of the ceiling at the latest slot
+        fleet = adaptive.FLEET_START
+        self._top = adaptive.start_share(HEADROOM, fleet) if start is None else start
+        self._first = adaptive.first_share(HEADROOM, rate, documented, fleet) if start is None else start
+        # Seconds a request takes at the ceiling, in whole microseconds as every TAKE is given it.
+        self._unit_us = math.ceil((1 + HEADROOM) / rate * 1e6)
+        self._share = self._first  # the pace's share of the ceiling at the latest slot
+        # This process's grants of the last KEPT seconds: when (its clock), and their numbers in the
+        # budget; and whether the first it kept is the budget's first slot (then none came before).
+        self._granted_at: collections.deque[float] = collections.deque()
+        self._granted: collections.deque[int] = collections.deque()
+        self._from_the_first = False
         self._secrets = tuple(s for s in secrets if s)
         self._sleep = sleep
         self._clock = clock
@@ -70,17 +88,19 @@ class SharedBudget:
 
     # -- what each store does
 
-    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int]:
-        """One TAKE: whether the slot was taken, the microseconds until the next may be, and the
-        share of the ceiling (ppm) the slot was paced at (when taken). Raises RateStoreError."""
+    async def _take(self, cost: int, *, starting: bool = False) -> tuple[bool, int, int, int]:
+        """One TAKE: whether the slot was taken, the microseconds until the next may be, the share of
+        the ceiling (ppm) the slot was paced at and its number in the budget (when taken). Raises
+        RateStoreError."""
         raise NotImplementedError
 
     async def _share_pause(self, seconds: float) -> None:
         """Write a pause to the budget; a fault is left for the next TAKE to meet."""
         raise NotImplementedError
 
-    async def _step(self, sent_ago_us: int) -> tuple[int, int] | None:
-        """STEP_DOWN: (stepped, share in ppm), or None on a fault (the next TAKE meets it)."""
+    async def _step(self, sent_ago_us: int, window: int) -> tuple[int, int] | None:
+        """STEP_DOWN, given the slots granted in the second before the request (-1: unknown):
+        (stepped, share in ppm), or None on a fault (the next TAKE meets it)."""
         raise NotImplementedError
 
     def _change(self) -> str:
@@ -108,10 +128,12 @@ class SharedBudget:
             if (gap := self._next_ask - self._clock()) > 0:
                 await self._sleep(gap)
             while True:
-                taken, wait_us, share = await self._take(cost)
+                taken, wait_us, share, number = await self._take(cost)
                 if taken:
-                    self._next_ask = self._clock() + wait_us / 1e6
+                    now = self._clock()
+                    self._next_ask = now + wait_us / 1e6
                     self._share = share / 1e6
+                    self._keep(now, number)
                     return
                 # The store's wait already allows for the tolerance: a sleep that wakes up to a
                 # millisecond late still lands on time, and the next ask takes the slot.
@@ -124,10 +146,34 @@ class SharedBudget:
         self._pauses.add(task)
         task.add_done_callback(self._pauses.discard)
 
+    def _keep(self, now: float, number: int) -> None:
+        if not self._granted_at:
+            self._from_the_first = number == 1
+        self._granted_at.append(now)
+        self._granted.append(number)
+        while self._granted_at[0] < now - KEPT:
+            self._granted_at.popleft()
+            self._granted.popleft()
+            self._from_the_first = False
+
+    def _window(self, sent: float) -> int:
+        """Slots the budget granted in the second before a request this process sent at `sent`, from
+        the numbers of its own grants (its own request's, and its last one a second before: any
+        granted between those two count); -1 when its grants do not reach back that far."""
+        at = self._granted_at
+        mine = bisect.bisect_right(at, sent) - 1  # the request's own slot
+        if mine < 0:
+            return -1
+        before = bisect.bisect_right(at, sent - 1) - 1
+        if before >= 0:
+            return self._granted[mine] - self._granted[before] - 1
+        return self._granted[mine] - 1 if self._from_the_first else -1
+
     async def over_rate(self, sent_ago: float) -> float | None:
         """Step the budget's pace down for every process; the new pace, or None if it did not step
         (another process's step within SETTLE counts too: one window, one step)."""
-        stepped = await self._step(max(0, round(sent_ago * 1e6)))
+        window = self._window(self._clock() - sent_ago)
+        stepped = await self._step(max(0, round(sent_ago * 1e6)), window)
         if stepped is None or not stepped[0]:
             return None
         self._share = int(stepped[1]) / 1e6

@@ -137,27 +137,31 @@ async def open_limiter(
     sdkappid: int,
     api_path: str,
     quota: Quota | None = None,
+    documented: float | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
 ) -> AsyncIterator[Limiter]:
     """The run's limiter for `store`, connected and checked (a Redis budget at another rate or
-    quota is refused here; so is a PostgreSQL one), and closed at the end. `clock` and `sleep` pace
-    an in-process one (in virtual time in tests); a shared budget is timed by its server's clock."""
+    quota is refused here; so is a PostgreSQL one), and closed at the end. `documented`: the API's
+    documented rate, from which a higher `rate` ramps up. `clock` and `sleep` pace an in-process one
+    (in virtual time in tests); a shared budget is timed by its server's clock."""
     if store.is_memory:
         from dispatcher.pacing.memory import RateLimiter
 
-        yield RateLimiter(rate, quota=quota, clock=clock, sleep=sleep)
+        yield RateLimiter(rate, quota=quota, documented=documented, clock=clock, sleep=sleep)
         return
     check_available(store)
     key = budget_key(store.prefix, sdkappid, api_path)
     if store.is_postgres:
         from dispatcher.pacing import postgres
 
-        limiter: PostgresLimiter | RedisLimiter = await postgres.connect(store, rate=rate, quota=quota, key=key)
+        limiter: PostgresLimiter | RedisLimiter = await postgres.connect(
+            store, rate=rate, quota=quota, key=key, documented=documented
+        )
     else:
         from dispatcher.pacing import redis
 
-        limiter = await redis.connect(store, rate=rate, quota=quota, key=key)
+        limiter = await redis.connect(store, rate=rate, quota=quota, key=key, documented=documented)
     try:
         yield limiter
     finally:

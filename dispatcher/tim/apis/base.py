@@ -95,6 +95,10 @@ class Endpoint(abc.ABC):
     takes_random: ClassVar[bool] = True
     # Messages a second into one group (the job's GroupId) before the server drops them; None: no such limit.
     group_rate: ClassVar[float | None] = None
+    # Calls a second Tencent documents for the API, for an app without an add-on pack (each page's
+    # "request frequency limit": 200 for the three message APIs). A --rate above it is warned about,
+    # and the pace ramps up to it from here (dispatcher.pacing.adaptive); apps can buy more.
+    documented_rate: ClassVar[float] = rules.DEFAULT_RATE
     transient_codes: ClassVar[frozenset[int]] = frozenset()  # codes to retry besides rules.classify's
     over_rate_codes: ClassVar[frozenset[int]] = frozenset()  # "too frequent" codes besides api's
     # Its journal lines and rejections carry "api" (a notification's keep the keys they had before
