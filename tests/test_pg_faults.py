@@ -108,11 +108,11 @@ def test_a_worker_paused_past_its_lease_never_records_over_the_worker_that_took_
     jobs = jobs_of(tmp_path / "jobs.jsonl", 80)
     common = ["--endpoint", box.url, "--no-progress", "--lease", "3", "--timeout", "1.5"]
     sender = start("send", str(jobs), "--out", uri, "--rate", "40", "--concurrency", "16", *common)
-    wait_until(lambda: plan_complete(postgres_server))  # a worker joins a run, never starts one
+    wait_until(lambda: plan_complete(postgres_server), sender)  # a worker joins a run, never starts one
     worker = start("work", uri, *common, "--concurrency", "4", "--summary-json", str(tmp_path / "w.json"), cwd=tmp_path)
     try:
         with killed_at_the_end(sender, worker):
-            wait_until(lambda: claims_of(postgres_server, worker) >= 3)
+            wait_until(lambda: claims_of(postgres_server, worker) >= 3, sender, worker)
             worker.send_signal(signal.SIGSTOP)
             _, err = sender.communicate(timeout=120)
             assert sender.returncode == 0, err
@@ -157,7 +157,7 @@ def test_a_send_that_loses_the_journals_lock_stops_and_no_second_send_runs_besid
     args += ["--concurrency", "4"]
     first = start(*args)
     with killed_at_the_end(first):
-        wait_until(lambda: outcomes(postgres_server) > 5)
+        wait_until(lambda: outcomes(postgres_server) > 5, first)
         # The connection that holds the journal's lock is cut (a proxy restarted, an admin's kill) while
         # the send is held still, so that the second comes while the first still lives, whatever the speed.
         first.send_signal(signal.SIGSTOP)
@@ -190,7 +190,7 @@ def test_a_database_that_stops_answering_stops_the_run_resumably(
     args += ["--lease", "2", "--timeout", "1", "--concurrency", "4", "--rate-store", redis_server.url]
     sender = start(*args)
     with killed_at_the_end(sender):
-        wait_until(lambda: outcomes(postgres_server) > 20)
+        wait_until(lambda: outcomes(postgres_server) > 20, sender)
         with stalled(postgres_server):
             _, err = sender.communicate(timeout=60)  # bounded by the statements' timeouts, not forever
     assert sender.returncode == 2, err
@@ -212,7 +212,7 @@ def test_a_signal_ends_a_run_whose_database_stopped_answering_within_two_seconds
     args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
     sender = start(*args, "--concurrency", "4")
     with killed_at_the_end(sender):
-        wait_until(lambda: outcomes(postgres_server) > 20)
+        wait_until(lambda: outcomes(postgres_server) > 20, sender)
         with stalled(postgres_server):
             sender.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
@@ -231,7 +231,7 @@ def test_report_counts_planned_batches_never_sent_as_pending_and_lists_them(
     args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "5"]
     sender = start(*args, "--concurrency", "1")
     with killed_at_the_end(sender):
-        wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) >= 3)
+        wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) >= 3, sender)
         sender.send_signal(signal.SIGTERM)
         sender.communicate(timeout=60)
     assert sender.returncode == 130

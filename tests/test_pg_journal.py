@@ -109,7 +109,7 @@ def test_a_second_send_on_a_journal_in_use_is_refused_naming_it_and_its_holder(
     jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
     first = start("send", str(jobs), "--endpoint", sandbox_process.url, "--out", uri, "--no-progress", "--rate", "5")
     try:
-        wait_until(lambda: outcomes(postgres_server) > 0)
+        wait_until(lambda: outcomes(postgres_server) > 0, first)
         second = cli("send", str(jobs), "--endpoint", sandbox_process.url, "--out", uri, "--no-progress", "--resume")
         assert second.returncode == 2
         shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
@@ -154,7 +154,7 @@ def test_send_and_two_workers_in_empty_directories_share_one_run(
     sender = start(
         "send", str(jobs), "--out", uri, "--rate", "100", *common, "--summary-json", str(tmp_path / "s.json")
     )
-    wait_until(lambda: outcomes(postgres_server) > 0)
+    wait_until(lambda: outcomes(postgres_server) > 0, sender)
     workers = []
     for name in ("a", "b"):
         empty = tmp_path / name
@@ -236,13 +236,13 @@ def test_a_send_killed_mid_run_leaves_its_batches_to_the_workers(
         "1",
     ]
     sender = start("send", str(jobs), "--out", uri, "--rate", "100", "--concurrency", "8", *common)
-    wait_until(lambda: outcomes(postgres_server) > 0)  # the run exists: a worker joins a run, never starts one
+    wait_until(lambda: outcomes(postgres_server) > 0, sender)  # the run exists: a worker joins a run, never starts one
     workers = []
     for name in ("a", "b"):
         empty = tmp_path / name
         empty.mkdir()
         workers.append(start("work", uri, *common, "--concurrency", "8", cwd=empty))
-    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 60)
+    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 60, sender, *workers)
     sender.send_signal(signal.SIGKILL)
     sender.communicate(timeout=10)
     for proc in workers:
@@ -274,7 +274,7 @@ def test_a_send_killed_and_its_files_gone_is_finished_by_work_elsewhere(
         "1",
     ]
     sender = start("send", str(jobs), "--out", uri, "--rate", "40", "--concurrency", "4", *common, cwd=machine)
-    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 20)
+    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 20, sender)
     sender.send_signal(signal.SIGKILL)
     sender.communicate(timeout=10)
     for path in machine.iterdir():
@@ -320,7 +320,7 @@ def test_the_database_lost_mid_run_stops_it_resumably(
     args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
     args += ["--lease", "2", "--timeout", "1"]  # the claims of the run that lost its database run out before the resume
     sender = start(*args, "--concurrency", "4", "--summary-json", str(tmp_path / "s.json"))
-    wait_until(lambda: outcomes(postgres_server) > 20)
+    wait_until(lambda: outcomes(postgres_server) > 20, sender)
     postgres_server.kill()
     _, err = sender.communicate(timeout=30)
     assert sender.returncode == 2
@@ -493,9 +493,9 @@ def test_a_worker_stopped_by_a_signal_gives_its_claims_back(
     common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
     sender = start("send", str(jobs), "--out", uri, "--rate", "10", "--concurrency", "4", *common)
     try:
-        wait_until(lambda: outcomes(postgres_server) > 0)
+        wait_until(lambda: outcomes(postgres_server) > 0, sender)
         worker = start("work", uri, *common, "--concurrency", "4", cwd=tmp_path)
-        wait_until(lambda: outcomes(postgres_server) > 15)
+        wait_until(lambda: outcomes(postgres_server) > 15, sender, worker)
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)
         assert worker.returncode == 130, err
@@ -574,7 +574,7 @@ def test_a_job_changed_before_a_resume_sends_nothing_more_from_any_worker(
     common = ["--endpoint", sandbox_process.url, "--no-progress", "--batch-size", "1"]
     sender = start("send", str(jobs), "--out", uri, "--rate", "10", "--concurrency", "2", *common)
     try:
-        wait_until(lambda: outcomes(postgres_server, "changed") >= 3)
+        wait_until(lambda: outcomes(postgres_server, "changed") >= 3, sender)
         sender.send_signal(signal.SIGTERM)
         sender.communicate(timeout=30)
         assert sender.returncode == 130
