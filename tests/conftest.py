@@ -579,6 +579,60 @@ class Lines:
             assert not ended, f"a process ended ({ended[0].returncode}) before {what}" if ended else ""
 
 
+# A sandbox in a process of its own, as `dispatcher sandbox` serves it, whose replies past the first
+# AFTER requests are held (Sandbox.hold_replies): it prints its URL, then "held" once COUNT are, and
+# releases them when a line (or the end) comes on its stdin.
+HOLDING_SANDBOX = """
+import asyncio, os, sys
+from dispatcher.sandbox import Sandbox
+
+async def main(rate, after, count):
+    box = Sandbox(rate=rate)
+    box.hold_replies(after)
+    loop = asyncio.get_running_loop()
+    told = asyncio.Event()
+
+    def read():
+        os.read(0, 4096)
+        loop.remove_reader(0)
+        told.set()
+
+    async def hold():
+        await box.wait_held(count)
+        print("held", flush=True)
+        loop.add_reader(0, read)
+        await told.wait()
+        box.release_replies()
+
+    holding = asyncio.create_task(hold())
+    await box.serve(0, asyncio.Event(), lambda url: print(url, flush=True))
+
+asyncio.run(main(*map(int, sys.argv[1:])))
+"""
+
+
+class HoldingSandboxProcess(SandboxProcess):
+    """A SandboxProcess whose replies past the first `after` requests are held (delivered, not yet
+    answered) until `release()`; `wait_held` returns once `count` are held at once."""
+
+    def __init__(self, *, rate: int, after: int, count: int) -> None:
+        args = [sys.executable, "-c", HOLDING_SANDBOX, str(rate), str(after), str(count)]
+        self.proc = subprocess.Popen(
+            args, env=cli_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._lines = Lines(self.proc.stdout)
+        self.url = self._lines.until(lambda _: True, "its URL").decode()
+
+    def wait_held(self, *procs: subprocess.Popen[Any]) -> None:
+        """Until the replies are held; fail at once if one of `procs`, which were to send them, ends."""
+        self._lines.until(lambda line: line == b"held", "the replies held", *procs)
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("release\n")
+        self.proc.stdin.flush()
+
+
 def run_in_pty(args: list[str], cwd: Path, **env: str) -> str:
     """Run with stdout and stderr on a pseudo-terminal, as a person at a terminal would."""
     leader, follower = pty.openpty()

@@ -20,6 +20,7 @@ from tests.conftest import (
     DISPATCHER,
     PG_PASSWORD,
     ROOT,
+    HoldingSandboxProcess,
     PostgresServer,
     RedisServer,
     SandboxProcess,
@@ -145,28 +146,38 @@ def test_an_unreachable_database_is_one_line_and_nothing_is_sent(
 
 
 def test_send_and_two_workers_in_empty_directories_share_one_run(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer
 ) -> None:
-    uri = postgres_server.journal()
-    jobs = jobs_of(tmp_path / "jobs.jsonl", 400)
-    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
-    common += ["--concurrency", "8"]
-    sender = start(
-        "send", str(jobs), "--out", uri, "--rate", "100", *common, "--summary-json", str(tmp_path / "s.json")
-    )
-    wait_until(lambda: outcomes(postgres_server) > 0, sender)
-    workers = []
-    for name in ("a", "b"):
-        empty = tmp_path / name
-        empty.mkdir()
-        workers.append(start("work", uri, *common, "--summary-json", str(empty / "s.json"), cwd=empty))
-    for proc in (sender, *workers):
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert PG_PASSWORD not in err
-    stats = sandbox_process.get("/sandbox/stats")
-    assert stats.get("60007", 0) == 0
-    assert deliveries(sandbox_process) == {f"u{i}": 1 for i in range(400)}  # every recipient exactly once
+    # The replies past the 100th (a second of sending, while the workers start) are held, delivered
+    # but not yet answered, until both workers send too: 24 held at once are 8 in flight in each
+    # process, so each sends, whatever the machine's speed. A held request waits less than --timeout
+    # (a request timed out is sent again): here far longer than any start.
+    sandbox_process = HoldingSandboxProcess(rate=100, after=100, count=3 * 8)
+    try:
+        uri = postgres_server.journal()
+        jobs = jobs_of(tmp_path / "jobs.jsonl", 400)
+        common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
+        common += ["--concurrency", "8", "--timeout", "120", "--lease", "240"]
+        sender = start(
+            "send", str(jobs), "--out", uri, "--rate", "100", *common, "--summary-json", str(tmp_path / "s.json")
+        )
+        wait_until(lambda: outcomes(postgres_server) > 0, sender)
+        workers = []
+        for name in ("a", "b"):
+            empty = tmp_path / name
+            empty.mkdir()
+            workers.append(start("work", uri, *common, "--summary-json", str(empty / "s.json"), cwd=empty))
+        sandbox_process.wait_held(sender, *workers)
+        sandbox_process.release()
+        for proc in (sender, *workers):
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert PG_PASSWORD not in err
+        stats = sandbox_process.get("/sandbox/stats")
+        assert stats.get("60007", 0) == 0
+        assert deliveries(sandbox_process) == {f"u{i}": 1 for i in range(400)}  # every recipient exactly once
+    finally:
+        sandbox_process.stop()
     requests = [summary_of(p)["requests"] for p in (tmp_path / "s.json", tmp_path / "a/s.json", tmp_path / "b/s.json")]
     assert sum(requests) == 400  # type: ignore[arg-type]
     assert all(n > 0 for n in requests)  # type: ignore[operator]
