@@ -19,9 +19,9 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 import orjson
 import pytest
@@ -44,6 +44,10 @@ from dispatcher.testing import sandbox as serving
 from dispatcher.tim.config import DEMO_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every wait of the tests ends on its event, or fails at once when the process that was to bring it has
+# ended. This cap only keeps a broken test from hanging: no test's outcome depends on the machine's speed.
+SAFETY_CAP = 300.0
 DEMO_ENV = {
     "TIM_SDKAPPID": str(DEMO_CREDENTIALS.sdkappid),
     "TIM_IDENTIFIER": DEMO_CREDENTIALS.identifier,
@@ -487,11 +491,44 @@ async def start_send(jobs: Path, out: Path, url: str, *extra: str) -> asyncio.su
     )
 
 
+def has_lines(path: Path, count: int) -> bool:
+    return path.exists() and path.read_bytes().count(b"\n") >= count
+
+
 async def wait_for_lines(out: Path, count: int, proc: asyncio.subprocess.Process) -> None:
-    while proc.returncode is None:
-        if out.exists() and out.read_bytes().count(b"\n") >= count:
+    """Until the journal `out` has `count` lines; fail at once if `proc` ended without writing them.
+    A file offers no event to wait on: it is looked at every 5 ms until the lines or the exit."""
+    deadline = time.monotonic() + SAFETY_CAP
+    while not has_lines(out, count):
+        if proc.returncode is not None:
+            assert has_lines(out, count), f"the run ended ({proc.returncode}) before {out.name} had {count} lines"
             return
+        assert time.monotonic() < deadline, f"{out.name} did not get {count} lines in {SAFETY_CAP:g} s"
         await asyncio.sleep(0.005)
+
+
+async def before_exit(event: Awaitable[object], proc: asyncio.subprocess.Process, what: str) -> None:
+    """Wait for `event`; fail at once if `proc` ends first."""
+    waiting, ended = asyncio.ensure_future(event), asyncio.ensure_future(proc.wait())
+    try:
+        done, _ = await asyncio.wait({waiting, ended}, timeout=SAFETY_CAP, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        ended.cancel()
+    assert waiting in done, f"{what}: the process ended ({proc.returncode}) first" if done else f"no {what}"
+    waiting.result()
+
+
+async def log_event(proc: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
+    """Read `proc`'s JSON log lines (stderr) until one whose event starts with `event`: that line.
+    Fail at once if the process closes its stderr (ends) first."""
+    assert proc.stderr is not None
+    async with asyncio.timeout(SAFETY_CAP):
+        while line := await proc.stderr.readline():
+            doc: dict[str, Any] = orjson.loads(line)
+            if str(doc.get("event", "")).startswith(event):
+                return doc
+    raise AssertionError(f"the process ended before it logged {event!r}")
 
 
 async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
@@ -517,6 +554,89 @@ class SandboxProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+class Lines:
+    """A process's output pipe, read line by line as it comes: select on the pipe, never a sleep."""
+
+    def __init__(self, pipe: IO[bytes] | IO[str] | None) -> None:
+        assert pipe is not None
+        self._fd = pipe.fileno()
+        self._buffer = b""
+
+    def until(self, matches: Callable[[bytes], bool], what: str, *procs: subprocess.Popen[Any]) -> bytes:
+        """The next line that `matches`; fail at once if the pipe closes (its process ended) first, or
+        one of `procs`, which were to bring the line about, ends (looked at every 50 ms)."""
+        deadline = time.monotonic() + SAFETY_CAP
+        while True:
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                if matches(line):
+                    return line
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {what} in {SAFETY_CAP:g} s"
+            ready, _, _ = select.select([self._fd], [], [], min(left, 0.05) if procs else left)
+            if ready:
+                chunk = os.read(self._fd, 65536)
+                assert chunk, f"the process ended before {what}"
+                self._buffer += chunk
+                continue
+            ended = [proc for proc in procs if proc.poll() is not None]
+            assert not ended, f"a process ended ({ended[0].returncode}) before {what}" if ended else ""
+
+
+# A sandbox in a process of its own, as `dispatcher sandbox` serves it, whose replies past the first
+# AFTER requests are held (Sandbox.hold_replies): it prints its URL, then "held" once COUNT are, and
+# releases them when a line (or the end) comes on its stdin.
+HOLDING_SANDBOX = """
+import asyncio, os, sys
+from dispatcher.sandbox import Sandbox
+
+async def main(rate, after, count):
+    box = Sandbox(rate=rate)
+    box.hold_replies(after)
+    loop = asyncio.get_running_loop()
+    told = asyncio.Event()
+
+    def read():
+        os.read(0, 4096)
+        loop.remove_reader(0)
+        told.set()
+
+    async def hold():
+        await box.wait_held(count)
+        print("held", flush=True)
+        loop.add_reader(0, read)
+        await told.wait()
+        box.release_replies()
+
+    holding = asyncio.create_task(hold())
+    await box.serve(0, asyncio.Event(), lambda url: print(url, flush=True))
+
+asyncio.run(main(*map(int, sys.argv[1:])))
+"""
+
+
+class HoldingSandboxProcess(SandboxProcess):
+    """A SandboxProcess whose replies past the first `after` requests are held (delivered, not yet
+    answered) until `release()`; `wait_held` returns once `count` are held at once."""
+
+    def __init__(self, *, rate: int, after: int, count: int) -> None:
+        args = [sys.executable, "-c", HOLDING_SANDBOX, str(rate), str(after), str(count)]
+        self.proc = subprocess.Popen(
+            args, env=cli_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._lines = Lines(self.proc.stdout)
+        self.url = self._lines.until(lambda _: True, "its URL").decode()
+
+    def wait_held(self, *procs: subprocess.Popen[Any]) -> None:
+        """Until the replies are held; fail at once if one of `procs`, which were to send them, ends."""
+        self._lines.until(lambda line: line == b"held", "the replies held", *procs)
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("release\n")
+        self.proc.stdin.flush()
 
 
 def run_in_pty(args: list[str], cwd: Path, **env: str) -> str:
@@ -702,13 +822,19 @@ def deliveries(box: SandboxProcess) -> dict[str, int]:
     return {entry["user"]: entry["count"] for entry in box.get("/sandbox/ledger")["deliveries"]}
 
 
-def wait_until(check: object, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+def wait_until(check: Callable[[], object], *procs: subprocess.Popen[Any]) -> None:
+    """Until `check()` holds (a row in a database, a file: what has no event to wait on, looked at
+    every 50 ms); fail at once if one of `procs`, which were to bring it about, ended first."""
+    deadline = time.monotonic() + SAFETY_CAP
+    while not check():
+        ended = [proc for proc in procs if proc.poll() is not None]
+        if ended:
+            if not check():
+                _, err = ended[0].communicate()
+                raise AssertionError(f"a process ended ({ended[0].returncode}) before the awaited state: {err}")
             return
+        assert time.monotonic() < deadline, f"the awaited state did not come in {SAFETY_CAP:g} s"
         time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def outcomes(server: PostgresServer, journal: str = "run") -> int:

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from dispatcher.cli import build_parser
 from dispatcher.run.config import RunConfig
 from dispatcher.sandbox import Sandbox
 from dispatcher.tim.config import DEMO_CREDENTIALS
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, run_in_pty, users, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, run_in_pty, users, wait_until, write_jobs
 
 SUMMARY_KEYS = {
     "jobs",
@@ -481,19 +480,15 @@ def test_jobs_from_a_fifo_are_read_once_and_the_writer_is_not_killed(tmp_path: P
     assert load(tmp_path / "s.json")["ok"] == 3
 
 
-def wait_until_it_opens_a_fifo(proc: subprocess.Popen[bytes]) -> None:
-    """Return once a thread of `proc` sleeps in open(2) on a FIFO that has no writer: in the
-    kernel's wait_for_partner, as Linux names it in /proc/PID/task/TID/wchan."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before it opened the FIFO"
-        for wchan in Path(f"/proc/{proc.pid}/task").glob("*/wchan"):
-            with contextlib.suppress(OSError):  # a thread that ended meanwhile
-                if wchan.read_text() == "wait_for_partner":
-                    return
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail("the run did not get to open the FIFO in 60 s")
+def opens_a_fifo(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether a thread of `proc` sleeps in open(2) on a FIFO that has no writer: in the kernel's
+    wait_for_partner, as Linux names it in /proc/PID/task/TID/wchan. Nothing tells of it but
+    that file, so the test looks at it until then, or until the run ends (a failure)."""
+    for wchan in Path(f"/proc/{proc.pid}/task").glob("*/wchan"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            if wchan.read_text() == "wait_for_partner":
+                return True
+    return False
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
@@ -507,7 +502,7 @@ def test_a_signal_stops_a_run_waiting_for_a_fifo_writer(tmp_path: Path, signame:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    wait_until_it_opens_a_fifo(proc)  # the run is past its start, its reader stuck in open(2)
+    wait_until(lambda: opens_a_fifo(proc), proc)  # the run is past its start, its reader stuck in open(2)
     proc.send_signal(getattr(signal, signame))
     assert proc.wait(timeout=10) == 130
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()

@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 from dispatcher.errors import JournalError
+from dispatcher.observe.events import Event, ReplyRecorded
 from dispatcher.observe.logs import configure
+from dispatcher.observe.summary import Summary
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.run.engine import Engine
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.sandbox import ALL_MEMBERS, Group, Sandbox
 from dispatcher.tim.config import Credentials
 from dispatcher.tim.usersig import Signer
-from tests.conftest import FakeClock, journal, make_config, run_engine, users, write_jobs
+from tests.conftest import SAFETY_CAP, FakeClock, Timeline, journal, make_config, run_engine, users, write_jobs
 
 GROUP = "@TGS#2C5SZEAEF"
 
@@ -292,11 +294,70 @@ async def test_wrong_key_stops_then_resume_finishes(sandbox: Sandbox, tmp_path: 
     assert sandbox.ledger.total() == 20
 
 
+class RunTimeline(Timeline):
+    """Virtual time for a whole run against the in-process sandbox. The clock moves to the next
+    sleeper's wake-up only when every request started has come back and been recorded: each request
+    arrives at the sandbox at the virtual time it started, however long its real round trip takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0  # slots the limiter granted: one request each
+        self.recorded = 0  # requests that came back
+        self.changed = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.changed.set()
+        await super().sleep(seconds)
+
+    def limiter(self, rate: float) -> RateLimiter:
+        timeline = self
+
+        class Counting(RateLimiter):
+            async def acquire(self, cost: int = 1) -> None:
+                await super().acquire(cost)
+                timeline.started += 1
+                timeline.changed.set()
+
+        return Counting(rate, clock=self.time, sleep=self.sleep)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, ReplyRecorded):
+            self.recorded += 1
+            self.changed.set()
+
+    async def drive(self, run: asyncio.Task[Summary]) -> Summary:
+        """Move the clock, wake-up by wake-up, until `run` is done; its summary."""
+        async with asyncio.timeout(SAFETY_CAP):
+            while not run.done():
+                self.changed.clear()
+                pending = [entry for entry in self.sleepers if not entry[1].done()]
+                if pending and self.started == self.recorded:
+                    self.now = min(when for when, _ in pending)
+                    for when, fut in pending:
+                        if when <= self.now:
+                            fut.set_result(None)
+                    await self.settle()  # those woken run on to their next wait: a start (counted), a sleep, a lock
+                    continue
+                changed = asyncio.ensure_future(self.changed.wait())
+                await asyncio.wait({changed, run}, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+        return await run
+
+
 async def test_nothing_over_the_rate_in_any_window(tmp_path: Path) -> None:
-    """Real time, small numbers: the sandbox counts every window and answers 60007 to any excess."""
-    async with Sandbox(rate=40) as box:
+    """Virtual time, small numbers: the sandbox counts every window and answers 60007 to any excess."""
+    timeline = RunTimeline()
+    async with Sandbox(rate=40, clock=timeline.time) as box:
         jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": f"n{i}"} for i in range(60)])
-        summary = await run_engine(box, jobs, tmp_path / "out.jsonl", rate=40, concurrency=20)
+        config = make_config(box, jobs, tmp_path / "out.jsonl", rate=40, concurrency=20)
+        engine = Engine(
+            config,
+            limiter=timeline.limiter(40),
+            sleep=timeline.sleep,
+            clock=timeline.time,
+            subscribers=[timeline.on_event],
+        )
+        summary = await timeline.drive(asyncio.create_task(engine.run()))
         assert summary.ok == 60
         assert "60007" not in summary.error_codes
         assert box.stats["60007"] == 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from dispatcher.pacing.memory import RateLimiter
 from dispatcher.pacing.postgres import PostgresLimiter
 from dispatcher.pacing.redis import RedisLimiter
 from tests.conftest import (
+    SAFETY_CAP,
     DatabaseTimeline,
     FakeClock,
     PostgresServer,
@@ -42,11 +44,41 @@ def no_collection() -> None:
 
 
 class RedisTimeline(Timeline):
+    """A Timeline for limiters on the test's Redis. Redis answers over a real socket: a round trip
+    needs real time to come back, not only turns of the loop (only I/O waits in real time; the
+    limiters' sleeps are virtual). Settling waits for every call to Redis under way to come back,
+    however long it takes: the calls are counted around each limiter's steps that go to its store."""
+
+    STORE_CALLS = ("_take", "_step", "_share_pause")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asking = 0
+        self._back = asyncio.Event()  # set whenever no call is under way
+
+    def count_calls(self, limiter: RedisLimiter) -> None:
+        for name in self.STORE_CALLS:
+            call = getattr(limiter, name)
+
+            async def counted(*args: Any, _call: Any = call, **kwargs: Any) -> Any:
+                self.asking += 1
+                try:
+                    return await _call(*args, **kwargs)
+                finally:
+                    self.asking -= 1
+                    if not self.asking:
+                        self._back.set()
+
+            setattr(limiter, name, counted)
+
     async def settle(self) -> None:
-        # Redis answers over a real socket: a round trip needs real time to come back, not only
-        # turns of the loop. (Only I/O waits in real time; the limiters' sleeps are virtual.)
-        for _ in range(4):
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(SAFETY_CAP):
+            while True:
+                await super().settle()
+                if not self.asking:
+                    return
+                self._back.clear()
+                await self._back.wait()
 
 
 class Budget:
@@ -99,6 +131,9 @@ class Budget:
             for _ in range(handles)
         ]
         self._opened += made
+        if isinstance(clock, RedisTimeline):
+            for on_redis in made:
+                clock.count_calls(on_redis)
         return list(made)
 
     def timeline(self) -> Timeline:

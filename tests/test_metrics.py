@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import signal
 import subprocess
 import threading
@@ -21,7 +20,19 @@ from dispatcher.observe.events import BatchSkipped, JobAccepted
 from dispatcher.observe.metrics import Exporter, MetricsOptions
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Sandbox
-from tests.conftest import DISPATCHER, ROOT, Pushgateway, cli_env, free_port, make_config, users, write_jobs
+from tests.conftest import (
+    DISPATCHER,
+    ROOT,
+    Lines,
+    Pushgateway,
+    cli_env,
+    free_port,
+    has_lines,
+    make_config,
+    users,
+    wait_until,
+    write_jobs,
+)
 
 API = "send_group_system_notification"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -146,31 +157,6 @@ CHUNK = b"".join(
 )
 
 
-def _log_lines(proc: subprocess.Popen[bytes], until: str, timeout: float = 20) -> dict[str, object]:
-    """Read JSON log lines from the process's stderr until one with this event; that line."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.1)
-        if ready:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            doc = orjson.loads(line)
-            if doc.get("event") == until:
-                return dict(doc)
-    raise AssertionError(f"no {until!r} log line")
-
-
-def _wait_for_lines(path: Path, n: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_bytes().count(b"\n") >= n:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not get {n} lines")
-
-
 def test_live_metrics_during_a_run_and_a_signal_stop_is_pushed(tmp_path: Path, pushgateway: Pushgateway) -> None:
     fifo = tmp_path / "jobs.fifo"
     os.mkfifo(fifo)
@@ -185,12 +171,13 @@ def test_live_metrics_during_a_run_and_a_signal_stop_is_pushed(tmp_path: Path, p
         stderr=subprocess.PIPE,
     )
     try:
-        url = str(_log_lines(proc, "metrics served")["url"])
+        served = Lines(proc.stderr).until(lambda line: orjson.loads(line)["event"] == "metrics served", "its URL")
+        url = str(orjson.loads(served)["url"])
         assert url.startswith("http://127.0.0.1:")
         with open(fifo, "wb") as writer:  # the pipe stays open, so the run goes on
             writer.write(CHUNK)
             writer.flush()
-            _wait_for_lines(out, JOBS_PER_CHUNK)
+            wait_until(lambda: has_lines(out, JOBS_PER_CHUNK), proc)
             with urllib.request.urlopen(url, timeout=5) as response:
                 live = samples(response.read().decode())
             assert value(live, "dispatcher_requests_total", api=API, code="0") == 256

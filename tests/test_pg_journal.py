@@ -20,6 +20,7 @@ from tests.conftest import (
     DISPATCHER,
     PG_PASSWORD,
     ROOT,
+    HoldingSandboxProcess,
     PostgresServer,
     RedisServer,
     SandboxProcess,
@@ -109,7 +110,7 @@ def test_a_second_send_on_a_journal_in_use_is_refused_naming_it_and_its_holder(
     jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
     first = start("send", str(jobs), "--endpoint", sandbox_process.url, "--out", uri, "--no-progress", "--rate", "5")
     try:
-        wait_until(lambda: outcomes(postgres_server) > 0)
+        wait_until(lambda: outcomes(postgres_server) > 0, first)
         second = cli("send", str(jobs), "--endpoint", sandbox_process.url, "--out", uri, "--no-progress", "--resume")
         assert second.returncode == 2
         shown = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres?journal=run"
@@ -145,28 +146,38 @@ def test_an_unreachable_database_is_one_line_and_nothing_is_sent(
 
 
 def test_send_and_two_workers_in_empty_directories_share_one_run(
-    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer
 ) -> None:
-    uri = postgres_server.journal()
-    jobs = jobs_of(tmp_path / "jobs.jsonl", 400)
-    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
-    common += ["--concurrency", "8"]
-    sender = start(
-        "send", str(jobs), "--out", uri, "--rate", "100", *common, "--summary-json", str(tmp_path / "s.json")
-    )
-    wait_until(lambda: outcomes(postgres_server) > 0)
-    workers = []
-    for name in ("a", "b"):
-        empty = tmp_path / name
-        empty.mkdir()
-        workers.append(start("work", uri, *common, "--summary-json", str(empty / "s.json"), cwd=empty))
-    for proc in (sender, *workers):
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert PG_PASSWORD not in err
-    stats = sandbox_process.get("/sandbox/stats")
-    assert stats.get("60007", 0) == 0
-    assert deliveries(sandbox_process) == {f"u{i}": 1 for i in range(400)}  # every recipient exactly once
+    # The replies past the 100th (a second of sending, while the workers start) are held, delivered
+    # but not yet answered, until both workers send too: 24 held at once are 8 in flight in each
+    # process, so each sends, whatever the machine's speed. A held request waits less than --timeout
+    # (a request timed out is sent again): here far longer than any start.
+    sandbox_process = HoldingSandboxProcess(rate=100, after=100, count=3 * 8)
+    try:
+        uri = postgres_server.journal()
+        jobs = jobs_of(tmp_path / "jobs.jsonl", 400)
+        common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
+        common += ["--concurrency", "8", "--timeout", "120", "--lease", "240"]
+        sender = start(
+            "send", str(jobs), "--out", uri, "--rate", "100", *common, "--summary-json", str(tmp_path / "s.json")
+        )
+        wait_until(lambda: outcomes(postgres_server) > 0, sender)
+        workers = []
+        for name in ("a", "b"):
+            empty = tmp_path / name
+            empty.mkdir()
+            workers.append(start("work", uri, *common, "--summary-json", str(empty / "s.json"), cwd=empty))
+        sandbox_process.wait_held(sender, *workers)
+        sandbox_process.release()
+        for proc in (sender, *workers):
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert PG_PASSWORD not in err
+        stats = sandbox_process.get("/sandbox/stats")
+        assert stats.get("60007", 0) == 0
+        assert deliveries(sandbox_process) == {f"u{i}": 1 for i in range(400)}  # every recipient exactly once
+    finally:
+        sandbox_process.stop()
     requests = [summary_of(p)["requests"] for p in (tmp_path / "s.json", tmp_path / "a/s.json", tmp_path / "b/s.json")]
     assert sum(requests) == 400  # type: ignore[arg-type]
     assert all(n > 0 for n in requests)  # type: ignore[operator]
@@ -236,13 +247,13 @@ def test_a_send_killed_mid_run_leaves_its_batches_to_the_workers(
         "1",
     ]
     sender = start("send", str(jobs), "--out", uri, "--rate", "100", "--concurrency", "8", *common)
-    wait_until(lambda: outcomes(postgres_server) > 0)  # the run exists: a worker joins a run, never starts one
+    wait_until(lambda: outcomes(postgres_server) > 0, sender)  # the run exists: a worker joins a run, never starts one
     workers = []
     for name in ("a", "b"):
         empty = tmp_path / name
         empty.mkdir()
         workers.append(start("work", uri, *common, "--concurrency", "8", cwd=empty))
-    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 60)
+    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 60, sender, *workers)
     sender.send_signal(signal.SIGKILL)
     sender.communicate(timeout=10)
     for proc in workers:
@@ -274,7 +285,7 @@ def test_a_send_killed_and_its_files_gone_is_finished_by_work_elsewhere(
         "1",
     ]
     sender = start("send", str(jobs), "--out", uri, "--rate", "40", "--concurrency", "4", *common, cwd=machine)
-    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 20)
+    wait_until(lambda: plan_complete(postgres_server) and outcomes(postgres_server) > 20, sender)
     sender.send_signal(signal.SIGKILL)
     sender.communicate(timeout=10)
     for path in machine.iterdir():
@@ -320,7 +331,7 @@ def test_the_database_lost_mid_run_stops_it_resumably(
     args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
     args += ["--lease", "2", "--timeout", "1"]  # the claims of the run that lost its database run out before the resume
     sender = start(*args, "--concurrency", "4", "--summary-json", str(tmp_path / "s.json"))
-    wait_until(lambda: outcomes(postgres_server) > 20)
+    wait_until(lambda: outcomes(postgres_server) > 20, sender)
     postgres_server.kill()
     _, err = sender.communicate(timeout=30)
     assert sender.returncode == 2
@@ -493,9 +504,9 @@ def test_a_worker_stopped_by_a_signal_gives_its_claims_back(
     common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate-store", redis_server.url]
     sender = start("send", str(jobs), "--out", uri, "--rate", "10", "--concurrency", "4", *common)
     try:
-        wait_until(lambda: outcomes(postgres_server) > 0)
+        wait_until(lambda: outcomes(postgres_server) > 0, sender)
         worker = start("work", uri, *common, "--concurrency", "4", cwd=tmp_path)
-        wait_until(lambda: outcomes(postgres_server) > 15)
+        wait_until(lambda: outcomes(postgres_server) > 15, sender, worker)
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)
         assert worker.returncode == 130, err
@@ -574,7 +585,7 @@ def test_a_job_changed_before_a_resume_sends_nothing_more_from_any_worker(
     common = ["--endpoint", sandbox_process.url, "--no-progress", "--batch-size", "1"]
     sender = start("send", str(jobs), "--out", uri, "--rate", "10", "--concurrency", "2", *common)
     try:
-        wait_until(lambda: outcomes(postgres_server, "changed") >= 3)
+        wait_until(lambda: outcomes(postgres_server, "changed") >= 3, sender)
         sender.send_signal(signal.SIGTERM)
         sender.communicate(timeout=30)
         assert sender.returncode == 130

@@ -24,10 +24,12 @@ from tests.conftest import (
     DISPATCHER,
     ROOT,
     SEND_CONCURRENCY,
+    before_exit,
     big_jobs,
     cli_env,
     finish,
     journal,
+    log_event,
     make_config,
     run_engine,
     start_send,
@@ -47,14 +49,19 @@ def final_batches(lines: list[dict[str, Any]]) -> set[tuple[str, int]]:
 async def test_sigkill_then_resume_duplicates_only_in_flight(tmp_path: Path, kill_after_lines: int) -> None:
     jobs, ids = big_jobs(tmp_path)
     out = tmp_path / "out.jsonl"
-    async with Sandbox(faults=Faults(latency=0.02)) as box:
+    async with Sandbox() as box:
+        # The first requests are answered; the next are delivered and their replies held, so that the
+        # run cannot end before the kill, and the requests in flight at it are real deliveries.
+        box.hold_replies(after=kill_after_lines)
         proc = await start_send(jobs, out, box.url)
         await wait_for_lines(out, kill_after_lines, proc)
-        if proc.returncode is None:
-            proc.kill()
-        await finish(proc)
+        await before_exit(box.wait_held(SEND_CONCURRENCY), proc, "every worker's request in flight")
+        proc.kill()
+        assert (await finish(proc))[0] == -signal.SIGKILL  # killed, not ended
+        box.release_replies()
         before = journal(out)
         done_before = final_batches(before)
+        assert len(done_before) == kill_after_lines
 
         proc = await start_send(jobs, out, box.url, "--resume")
         code, stderr = await finish(proc)
@@ -70,6 +77,7 @@ async def test_sigkill_then_resume_duplicates_only_in_flight(tmp_path: Path, kil
         assert not dup_batches & done_before
         # ... and there can be no more of them than requests in flight at the kill.
         assert len(dup_batches) <= SEND_CONCURRENCY
+        assert len(dup_batches) == SEND_CONCURRENCY  # here, each worker's: they were delivered, never recorded
         # Every batch has exactly one final ok line, and resuming again sends nothing.
         finals = collections.Counter((d["job_id"], d["batch"]) for d in journal(out) if d["final"])
         assert len(finals) == 120 and set(finals.values()) == {1}
@@ -84,11 +92,17 @@ async def test_stop_signal_exits_130_and_resume_sends_each_once(tmp_path: Path, 
     jobs, ids = big_jobs(tmp_path)
     out = tmp_path / "out.jsonl"
     summary_path = tmp_path / "summary.json"
-    async with Sandbox(faults=Faults(latency=0.05)) as box:
+    async with Sandbox() as box:
+        # Past the 30th request, replies are held until the run has taken the signal: it cannot end
+        # first, and what it has in flight then is delivered, answered and recorded.
+        box.hold_replies(after=30)
         proc = await start_send(jobs, out, box.url, "--summary-json", str(summary_path))
         await wait_for_lines(out, 30, proc)
+        await before_exit(box.wait_held(SEND_CONCURRENCY), proc, "every worker's request in flight")
         assert proc.returncode is None, "the run finished before it could be interrupted"
         proc.send_signal(signum)
+        await log_event(proc, "stopping: finishing requests in flight")
+        box.release_replies()
         code, stderr = await finish(proc)
         assert code == 130, stderr
         summary = orjson.loads(summary_path.read_bytes())

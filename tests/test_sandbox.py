@@ -320,6 +320,23 @@ async def test_scripted_replies_come_first(http: aiohttp.ClientSession, box: San
     assert [(await post(http, box, body))[1]["ErrorCode"] for _ in range(3)] == [10002, 70001, 0]
 
 
+async def test_held_replies_are_delivered_first_and_answered_once_released(
+    http: aiohttp.ClientSession, box: Sandbox
+) -> None:
+    """The test aid: past the first request, each is delivered at once but answered only on release."""
+    box.hold_replies(after=1)
+    body = {"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["peter"]}
+    assert (await post(http, box, body))[1]["ErrorCode"] == 0  # the first: answered as usual
+    held = [asyncio.create_task(post(http, box, {**body, "ToMembers_Account": [u]})) for u in ("leckie", "amara")]
+    await asyncio.wait_for(box.wait_held(2), 60)
+    assert box.held == 2 and not any(task.done() for task in held)
+    assert box.ledger.recipients("@TGS#public", "hi") == {"peter": 1, "leckie": 1, "amara": 1}  # delivered already
+    box.release_replies()
+    assert [(await task)[1]["ErrorCode"] for task in held] == [0, 0]
+    assert box.held == 0
+    assert (await post(http, box, body))[1]["ErrorCode"] == 0  # released: nothing is held any more
+
+
 async def test_ledger_and_stats_over_http(http: aiohttp.ClientSession, box: Sandbox) -> None:
     await post(http, box, {"GroupId": "@TGS#public", "Content": "hi", "ToMembers_Account": ["peter", "amara"]})
     async with http.get(box.url + "/sandbox/ledger") as resp:

@@ -11,6 +11,8 @@ module of dispatcher.sandbox.apis.
 Optional faults (10002 replies, latency, arrival jitter, dropped connections, HTTP 502) rehearse bad days; a seed
 makes them repeatable. A ledger records who received which notification how many times, readable
 in-process (`Sandbox.ledger`) and over HTTP (`GET /sandbox/ledger`, `GET /sandbox/stats`).
+A test aid, in-process only: `hold_replies` delivers requests past a given count but holds their
+replies until `release_replies`, so that a test acts while requests are surely in flight.
 """
 
 from __future__ import annotations
@@ -115,12 +117,47 @@ class Sandbox:
         self._verified: dict[str, float] = {}  # UserSig -> when it expires, so each is checked once
         self.hang_seconds = 30.0
         self.url = ""
+        self._hold_after: int | None = None  # see hold_replies
+        self._released = asyncio.Event()
+        self._held_changed = asyncio.Event()
+        self.held = 0  # replies held now
 
     def script(self, *replies: int | str) -> None:
         """Answer the next requests with these, in order, before any other rule, delivering nothing:
         an ErrorCode (int), or "drop" (close unanswered), "hang" (never answer in time), or an HTTP
         status as a string: "502", "413", "429", and "429:VALUE" with the header `Retry-After: VALUE`."""
         self._script.extend(replies)
+
+    def hold_replies(self, after: int) -> None:
+        """A test aid: past the first `after` requests this sandbox received, handle each request as
+        usual (deliver it, or refuse it) but hold its reply until `release_replies()`, as a server
+        that answers late. `held` counts the replies held now; `await wait_held(n)` waits until n
+        are. A test can then act (kill or stop the sender, start others) while requests are surely
+        in flight, and the run cannot end first. Scripted replies, drops and 502s are not held."""
+        self._hold_after = after
+        self._released.clear()
+
+    def release_replies(self) -> None:
+        """Send every held reply, and hold no more."""
+        self._hold_after = None
+        self._released.set()
+
+    async def wait_held(self, count: int) -> None:
+        """Wait until at least `count` replies are held at once."""
+        while self.held < count:
+            self._held_changed.clear()
+            await self._held_changed.wait()
+
+    async def _hold(self, number: int) -> None:
+        """Hold the reply to the `number`th request, if hold_replies asks it."""
+        if self._hold_after is None or number <= self._hold_after:
+            return
+        self.held += 1
+        self._held_changed.set()
+        try:
+            await self._released.wait()
+        finally:
+            self.held -= 1
 
     def script_recipients(self, user: str, *codes: int) -> None:
         """batchsendmsg: fail `user` with these codes in its next requests' ErrorLists, in order."""
@@ -254,6 +291,7 @@ class Sandbox:
         if faults.arrival_jitter:  # the way there: before anything else, the rate's window included
             await self._sleep(self._rng.uniform(0.0, faults.arrival_jitter))
         self.stats["requests"] += 1
+        number = self.stats["requests"]
         if self._script:
             return await self._scripted(request, self._script.popleft())
         if faults.drop_rate and self._rng.random() < faults.drop_rate:
@@ -281,7 +319,9 @@ class Sandbox:
                 raise Refusal(rules.INTERNAL_ERROR, "internal error, try again")
             extra = deliver(self._clock())
         except Refusal as refusal:
+            await self._hold(number)
             return self._answer(refusal.code, refusal.info, refusal.extra)
+        await self._hold(number)
         return self._answer(0, "", extra)
 
     async def _ledger(self, _request: web.Request) -> web.Response:
