@@ -52,7 +52,7 @@ postgresql:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
 unit: install redis-server pushgateway postgresql
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 test: lint unit
 
