@@ -585,3 +585,40 @@ def test_a_send_stopped_while_it_stores_its_plan_stores_it_once_continued(
             _, err = sender.communicate(timeout=120)
     assert sender.returncode == 0, err
     assert sorted(deliveries(sandbox_process)) == sorted(f"u{i}" for i in range(40))
+
+
+def test_a_worker_sends_nothing_more_of_a_job_withdrawn_while_it_holds_its_batches(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    """A worker paced slowly holds a dozen batches of a job (4 waiting for a slot, 8 queued) when a
+    resume finds the job changed and withdraws it. Before, the worker sent every batch it held,
+    the old version, until its next renewal (a third of the lease); their lines were refused, so the
+    deliveries were on no record. Now it asks the database before each request: at most the 4 that
+    were already waiting for their slot go out."""
+    uri = postgres_server.journal()
+    old = {"job_id": "J", "GroupId": "@TGS#pg", "Content": "old", "ToMembers_Account": [f"j{i}" for i in range(40)]}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [old])
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate", "2", "--lease", "60"]
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the send that plans it delivers nothing
+        nowhere = ["--endpoint", f"http://127.0.0.1:{silent.getsockname()[1]}"]
+        planned = start("send", str(jobs), "--out", uri, "--batch-size", "1", "--concurrency", "1", *common, *nowhere)
+        with killed_at_the_end(planned):
+            wait_until(lambda: plan_complete(postgres_server))
+            planned.kill()  # the plan is stored; its send is gone (its claims run out in 60 s)
+            planned.communicate()
+    worker = start("work", uri, *common, "--concurrency", "4")
+    with killed_at_the_end(worker):
+        wait_until(lambda: claims_of(postgres_server, worker) >= 12)
+        write_jobs(tmp_path / "jobs.jsonl", [{**old, "Content": "new"}])
+        resumed = cli("send", str(jobs), "--out", uri, "--resume", "--batch-size", "1", "--concurrency", "1", *common)
+        assert resumed.returncode == 1, resumed.stderr  # J is rejected: changed since the plan was stored
+        _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    recorded = int(
+        postgres_server.psql(
+            "SELECT count(*) FROM dispatcher.journal_outcomes WHERE doc::json->>'job_id' = 'J' "
+            "AND doc::json->>'status' = 'ok'"
+        )
+    )
+    delivered = sum(deliveries(sandbox_process).values())
+    assert delivered - recorded <= 4  # sent after the withdrawal: on no record

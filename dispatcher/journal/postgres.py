@@ -477,6 +477,8 @@ class PgJournal:
         self._flushing: asyncio.Task[None] | None = None
         self._claims: dict[tuple[str, int], _Claim] = {}
         self._refused: set[tuple[str, int]] = set()  # lines the database refused: the claim was lost
+        self._unconfirmed: set[tuple[str, int]] = set()  # batches whose claims are to be asked about
+        self._confirming: asyncio.Task[None] | None = None
         self._jobs: dict[str, PlannedJob] = {}
         self._planned: dict[str, str] = {}  # job_id -> job_hash of every job in the plan (the send's)
         self._plan_jobs: list[tuple[Any, ...]] = []
@@ -676,6 +678,52 @@ class PgJournal:
         only then may it start a request that takes up to that long."""
         claim = self._claims.get((job_id, batch))
         return claim is not None and claim.until - self._clock() > seconds
+
+    async def confirm(self, job_id: str, batch: int) -> bool:
+        """True if the database still gives this worker the batch. A claim is taken away before its
+        lease runs out only when its job is withdrawn (changed on a resume): asked before each
+        request, so that nothing more of such a job goes out. The asks of this process's workers
+        meanwhile are one query."""
+        key = (job_id, batch)
+        self._unconfirmed.add(key)
+        while key in self._unconfirmed and self.error is None:
+            if self._confirming is None:
+                self._confirming = asyncio.get_running_loop().create_task(self._confirm())
+            await asyncio.shield(self._confirming)
+        return key in self._claims  # the database lost meanwhile leaves the claim as it was: the run stops
+
+    async def _confirm(self) -> None:
+        try:
+            asked, self._unconfirmed = self._unconfirmed, set()
+            held = {key: self._claims[key] for key in asked if key in self._claims}
+            if not held:
+                return
+            keys = list(held)
+            try:
+                cur = await _within(
+                    self._claims_conn.execute(
+                        "SELECT b.job_id, b.batch FROM dispatcher.journal_batches b "
+                        "JOIN unnest(%s::text[], %s::int[], %s::bigint[]) AS u(job_id, batch, claim) "
+                        "ON b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
+                        "WHERE b.journal = %s AND b.claimed_by = %s AND NOT b.final",
+                        (
+                            [k[0] for k in keys],
+                            [k[1] for k in keys],
+                            [held[k].token for k in keys],
+                            self.uri.name,
+                            self._me,
+                        ),
+                    )
+                )
+                still = {(job_id, batch) for job_id, batch in await cur.fetchall()}
+            except self._faults as exc:
+                self._lost(exc)
+                return
+            for key in keys:
+                if key not in still:
+                    self._claims.pop(key, None)
+        finally:
+            self._confirming = None
 
     def refused(self, job_id: str, batch: int) -> bool:
         """True (once) if the database refused this worker's line about the batch: its claim was

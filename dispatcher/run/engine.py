@@ -486,6 +486,11 @@ class Engine:
             pending, lost = left
         first_number = 0  # the number of this batch's first request, once it starts
         for n in range(1, policy.max_attempts + 1):
+            if self._shared is not None and not await self._shared.confirm(job_id, batch.index):
+                # Taken away (its job withdrawn on a resume): nothing more of it goes out. Asked before
+                # the slot, so that nothing waits between the slot and the request.
+                self._emit(ClaimLost(job_id, batch.index))
+                return
             body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
             counts = endpoint.quota_seconds is not None and self.budgets.counts_quota
             cost = len(pending) if pending and counts else 1
