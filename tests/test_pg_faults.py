@@ -410,9 +410,8 @@ def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requ
     assert got == {f"u{i}": 1 for i in range(8)}
 
 
-def unread(proc: subprocess.Popen[str], port: int) -> tuple[int, int]:
-    """Bytes unread in the TCP connections of `proc` to the server on `port`: in the server's sockets (a
-    call the server has not read yet), and in the process's own (an answer it has not read yet)."""
+def sockets_of(proc: subprocess.Popen[str], port: int) -> list[list[str]]:
+    """The rows of /proc/net/tcp of the connections of `proc` to the server on `port`."""
     inodes = set()
     for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
         with contextlib.suppress(OSError):
@@ -420,7 +419,21 @@ def unread(proc: subprocess.Popen[str], port: int) -> tuple[int, int]:
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
     rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
-    ours = [row for row in rows if row[9] in inodes and int(row[2].rsplit(":", 1)[1], 16) == port]
+    return [row for row in rows if row[9] in inodes and int(row[2].rsplit(":", 1)[1], 16) == port]
+
+
+def backends_of(server: PostgresServer, proc: subprocess.Popen[str]) -> str:
+    """The server's processes that serve `proc`, as a list for SQL's IN."""
+    ports = [str(int(row[1].rsplit(":", 1)[1], 16)) for row in sockets_of(proc, server.port)]
+    found = server.psql(f"SELECT pid FROM pg_stat_activity WHERE client_port IN ({', '.join(ports) or '0'})")
+    return ", ".join(found.split()) or "0"
+
+
+def unread(proc: subprocess.Popen[str], port: int) -> tuple[int, int]:
+    """Bytes unread in the TCP connections of `proc` to the server on `port`: in the server's sockets (a
+    call the server has not read yet), and in the process's own (an answer it has not read yet)."""
+    ours = sockets_of(proc, port)
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
     mine = {row[1] for row in ours}
     server = sum(int(row[4].split(":")[1], 16) for row in rows if row[2] in mine)
     return server, sum(int(row[4].split(":")[1], 16) for row in ours)
@@ -622,3 +635,14 @@ def test_a_worker_sends_nothing_more_of_a_job_withdrawn_while_it_holds_its_batch
     )
     delivered = sum(deliveries(sandbox_process).values())
     assert delivered - recorded <= 4  # sent after the withdrawal: on no record
+
+
+def test_a_uri_s_libpq_parameters_reach_it_as_written(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """`options` with a space (percent-encoded, as libpq's URIs want it). Before, the space reached libpq
+    as '+', and the database refused the connection: unrecognized configuration parameter "+lock_timeout"."""
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 2)
+    uri = postgres_server.journal() + "&options=-c%20lock_timeout%3D4000"
+    # Paced in memory: the budget's store, in the journal's database by default, reads the URI on its own.
+    done = cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--rate-store", "memory://")
+    assert done.returncode == 0, done.stderr
+    assert report(uri)["ok"] == 2

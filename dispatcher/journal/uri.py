@@ -76,7 +76,10 @@ def parse_journal_uri(text: str, option: str = "--out") -> JournalURI:
             f"{option} {rough}: name the run's journal once, as ?journal=NAME (letters, digits, _ . : -; at most 100)"
         )
     name = names[0]
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "journal"])
+    # The other parameters as written: decoded and encoded again, a space (%20) became '+', which
+    # libpq takes as it is.
+    pieces = parts.query.split("&")
+    rest = "&".join(p for p in pieces if p and urllib.parse.unquote_plus(p.partition("=")[0]) != "journal")
     # written out: urlunsplit drops the // of an empty host, which libpq then refuses (a socket in ?host=)
     conninfo = f"postgresql://{parts.netloc}{parts.path}{'?' + rest if rest else ''}"
     where = parts.hostname or "localhost"
