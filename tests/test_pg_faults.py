@@ -646,3 +646,51 @@ def test_a_uri_s_libpq_parameters_reach_it_as_written(tmp_path: Path, postgres_s
     done = cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--rate-store", "memory://")
     assert done.returncode == 0, done.stderr
     assert report(uri)["ok"] == 2
+
+
+def test_a_worker_stopped_in_the_middle_of_a_commit_goes_on_once_continued(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    """The worker is stopped while its commit waits on the database (a lock holds the outcome lines'
+    table), longer than the database keeps a session idle in a transaction (1 s here, through the
+    URI's options; 30 s by default). Before, a commit was a transaction of several statements: the
+    database ended the session of the stopped worker between two, and, continued, it stopped its
+    run for a lost database (exit 2). A commit is now one statement. (The budget is in Redis: the
+    budget's store reads a URI's options on its own.)"""
+    import psycopg
+
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
+    common = [
+        "--endpoint",
+        sandbox_process.url,
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--rate-store",
+        redis_server.url,
+    ]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "20", *common)
+    wait_until(lambda: plan_complete(postgres_server))
+    quick = f"{uri}&options=-c%20idle_in_transaction_session_timeout%3D1000"
+    worker = start("work", quick, *common)
+    with killed_at_the_end(sender, worker):
+        wait_until(lambda: claims_of(postgres_server, worker) > 0)
+        waiting = f"SELECT pid FROM pg_stat_activity WHERE pid IN ({backends_of(postgres_server, worker)}) AND "
+        waiting += "wait_event_type = 'Lock'"
+        with psycopg.connect(postgres_server.url) as holder:
+            holder.execute("LOCK TABLE dispatcher.journal_outcomes IN SHARE MODE")
+            wait_until(lambda: postgres_server.psql(waiting) != "")  # its commit waits on the lock
+            committing = postgres_server.psql(waiting).strip()
+            worker.send_signal(signal.SIGSTOP)
+        # Its commit goes on in the database; then the session waits on the stopped worker, or is gone.
+        state = f"SELECT coalesce(max(state), 'gone') FROM pg_stat_activity WHERE pid = {committing}"
+        wait_until(lambda: postgres_server.psql(state) in ("idle\n", "gone\n"))
+        released = time.monotonic()
+        wait_until(lambda: time.monotonic() - released > 2)
+        worker.send_signal(signal.SIGCONT)
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        _, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err
+    assert doubled_ok(postgres_server) == 0
