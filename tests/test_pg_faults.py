@@ -322,12 +322,15 @@ def test_a_journal_half_run_by_the_first_release_is_upgraded_and_finished_from_a
     assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
 
 
+@pytest.mark.parametrize("finisher", ["work", "send"])
 def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
-    tmp_path: Path, postgres_server: PostgresServer
+    tmp_path: Path, postgres_server: PostgresServer, finisher: str
 ) -> None:
     """batchsendmsg to accounts the app lacked (70107): every batch failed for its second recipient. A
-    `send --resume --retry-failed` re-opens them and dies; a worker finishes the run. Before, the worker
-    sent each batch with no recipient at all (90003), and the accounts were never retried."""
+    `send --resume --retry-failed` re-opens them and dies; a worker, or a `send --resume` without
+    --retry-failed, finishes the run. Before, the worker sent each batch with no recipient at all
+    (90003), and the accounts were never retried; the send counted each batch twice, once skipped as
+    failed, and exited 1 though every batch ended ok."""
     (tmp_path / "before.txt").write_text("".join(f"a{i}\n" for i in range(12)))
     (tmp_path / "after.txt").write_text("".join(f"a{i}\nx{i}\n" for i in range(12)))
     docs = [
@@ -354,12 +357,29 @@ def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
                 )
                 again.kill()  # it re-opened the failed batches and is gone: a worker finishes the run
                 again.communicate()
-            worker = cli("work", uri, "--endpoint", box.url, *args)
-            assert worker.returncode == 0, worker.stderr
+            summary = tmp_path / "summary.json"
+            if finisher == "work":
+                done = cli("work", uri, "--endpoint", box.url, *args, "--summary-json", str(summary))
+            else:
+                done = cli(
+                    "send",
+                    str(jobs),
+                    "--out",
+                    uri,
+                    "--resume",
+                    "--endpoint",
+                    box.url,
+                    *args,
+                    "--summary-json",
+                    str(summary),
+                )
+            assert done.returncode == 0, done.stderr
             got = deliveries(box)
         finally:
             box.stop()
     assert got == {f"x{i}": 1 for i in range(12)}  # the accounts delivered to before are never sent again
+    counted = summary_of(summary)
+    assert (counted["batches"], counted["ok"], counted["failed"], counted["skipped"]) == (12, 12, 0, 0)
     doc = report(uri)
     assert (doc["batches"], doc["ok"], doc["failed"]) == (12, 12, 0)
     assert "90003" not in doc["error_codes"]  # type: ignore[operator]

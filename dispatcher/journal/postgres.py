@@ -501,6 +501,7 @@ class PgJournal:
         self._confirming: asyncio.Task[None] | None = None
         self._jobs: dict[str, PlannedJob] = {}
         self._planned: dict[str, str] = {}  # job_id -> job_hash of every job in the plan (the send's)
+        self._reopened: set[tuple[str, int]] = set()  # failed batches open again (the send's)
         self._plan_jobs: list[tuple[Any, ...]] = []
         self._plan_batches: list[tuple[Any, ...]] = []
         self._on_error: Callable[[JournalWriteError], None] = lambda exc: None
@@ -553,8 +554,20 @@ class PgJournal:
                 "AND final",
                 (name,),
             )
+        # Failed batches open again (this send's --retry-failed, or an earlier one's that stopped): sent
+        # again by whoever claims them, so not final for this run, whatever their last line says.
+        cur = await conn.execute(
+            "SELECT job_id, batch FROM dispatcher.journal_batches WHERE journal = %s AND status = 'failed' "
+            "AND NOT final",
+            (name,),
+        )
+        self._reopened = {(job_id, batch) for job_id, batch in await cur.fetchall()}
 
     # -- the plan (the send's) --------------------------------------------------------------------
+
+    def reopened(self, job_id: str, batch: int) -> bool:
+        """True for a batch whose last line says failed, open again when this send began (--retry-failed)."""
+        return (job_id, batch) in self._reopened
 
     def planned_hash(self, job_id: str) -> str | None:
         """The job_hash under which the plan holds `job_id`, or None if it holds no such job."""

@@ -398,7 +398,9 @@ class Engine:
             self._halt(f"cannot read the jobs: {exc}")
 
     def _final_batches(self, job_id: str) -> list[tuple[int, bool]]:
-        """The batches of a job that the journal holds as final and this run leaves so: (index, failed)."""
+        """The batches of a job that the journal holds as final and this run leaves so: (index, failed).
+        A failed one open again in the run's database (--retry-failed) is not: it is sent again."""
+        assert self._shared is not None
         record = self.state.jobs.get(job_id)
         if record is None:
             return []
@@ -406,7 +408,7 @@ class Engine:
         return [
             (i, fate == FAILED)
             for i, (fate, _) in record.batches.items()
-            if fate == OK or (fate == FAILED and not retry)
+            if fate == OK or (fate == FAILED and not retry and not self._shared.reopened(job_id, i))
         ]
 
     async def _admit(self, item: Job | Rejection, queue: asyncio.Queue[Batch | None]) -> None:
