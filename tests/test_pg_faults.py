@@ -322,12 +322,15 @@ def test_a_journal_half_run_by_the_first_release_is_upgraded_and_finished_from_a
     assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
 
 
+@pytest.mark.parametrize("finisher", ["work", "send"])
 def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
-    tmp_path: Path, postgres_server: PostgresServer
+    tmp_path: Path, postgres_server: PostgresServer, finisher: str
 ) -> None:
     """batchsendmsg to accounts the app lacked (70107): every batch failed for its second recipient. A
-    `send --resume --retry-failed` re-opens them and dies; a worker finishes the run. Before, the worker
-    sent each batch with no recipient at all (90003), and the accounts were never retried."""
+    `send --resume --retry-failed` re-opens them and dies; a worker, or a `send --resume` without
+    --retry-failed, finishes the run. Before, the worker sent each batch with no recipient at all
+    (90003), and the accounts were never retried; the send counted each batch twice, once skipped as
+    failed, and exited 1 though every batch ended ok."""
     (tmp_path / "before.txt").write_text("".join(f"a{i}\n" for i in range(12)))
     (tmp_path / "after.txt").write_text("".join(f"a{i}\nx{i}\n" for i in range(12)))
     docs = [
@@ -357,12 +360,29 @@ def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
                 )
                 again.kill()  # it re-opened the failed batches and is gone: a worker finishes the run
                 again.communicate()
-            worker = cli("work", uri, "--endpoint", box.url, *args)
-            assert worker.returncode == 0, worker.stderr
+            summary = tmp_path / "summary.json"
+            if finisher == "work":
+                done = cli("work", uri, "--endpoint", box.url, *args, "--summary-json", str(summary))
+            else:
+                done = cli(
+                    "send",
+                    str(jobs),
+                    "--out",
+                    uri,
+                    "--resume",
+                    "--endpoint",
+                    box.url,
+                    *args,
+                    "--summary-json",
+                    str(summary),
+                )
+            assert done.returncode == 0, done.stderr
             got = deliveries(box)
         finally:
             box.stop()
     assert got == {f"x{i}": 1 for i in range(12)}  # the accounts delivered to before are never sent again
+    counted = summary_of(summary)
+    assert (counted["batches"], counted["ok"], counted["failed"], counted["skipped"]) == (12, 12, 0, 0)
     doc = report(uri)
     assert (doc["batches"], doc["ok"], doc["failed"]) == (12, 12, 0)
     assert "90003" not in doc["error_codes"]  # type: ignore[operator]
@@ -378,7 +398,7 @@ def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requ
     uri = postgres_server.journal()
     jobs = jobs_of(tmp_path / "jobs.jsonl", 8)
     args = ["send", str(jobs), "--out", uri, "--endpoint", box.url, "--no-progress", "--rate", "20"]
-    args += ["--concurrency", "4", "--lease", "20"]
+    args += ["--concurrency", "4", "--timeout", "15"]  # the replies come well within their timeout
     first = start(*args)
     try:
         with killed_at_the_end(first):
@@ -416,9 +436,8 @@ def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requ
     assert got == {f"u{i}": 1 for i in range(8)}
 
 
-def unread(proc: subprocess.Popen[str], port: int) -> tuple[int, int]:
-    """Bytes unread in the TCP connections of `proc` to the server on `port`: in the server's sockets (a
-    call the server has not read yet), and in the process's own (an answer it has not read yet)."""
+def sockets_of(proc: subprocess.Popen[str], port: int) -> list[list[str]]:
+    """The rows of /proc/net/tcp of the connections of `proc` to the server on `port`."""
     inodes = set()
     for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
         with contextlib.suppress(OSError):
@@ -426,7 +445,21 @@ def unread(proc: subprocess.Popen[str], port: int) -> tuple[int, int]:
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
     rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
-    ours = [row for row in rows if row[9] in inodes and int(row[2].rsplit(":", 1)[1], 16) == port]
+    return [row for row in rows if row[9] in inodes and int(row[2].rsplit(":", 1)[1], 16) == port]
+
+
+def backends_of(server: PostgresServer, proc: subprocess.Popen[str]) -> str:
+    """The server's processes that serve `proc`, as a list for SQL's IN."""
+    ports = [str(int(row[1].rsplit(":", 1)[1], 16)) for row in sockets_of(proc, server.port)]
+    found = server.psql(f"SELECT pid FROM pg_stat_activity WHERE client_port IN ({', '.join(ports) or '0'})")
+    return ", ".join(found.split()) or "0"
+
+
+def unread(proc: subprocess.Popen[str], port: int) -> tuple[int, int]:
+    """Bytes unread in the TCP connections of `proc` to the server on `port`: in the server's sockets (a
+    call the server has not read yet), and in the process's own (an answer it has not read yet)."""
+    ours = sockets_of(proc, port)
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
     mine = {row[1] for row in ours}
     server = sum(int(row[4].split(":")[1], 16) for row in rows if row[2] in mine)
     return server, sum(int(row[4].split(":")[1], 16) for row in ours)
@@ -591,3 +624,99 @@ def test_a_send_stopped_while_it_stores_its_plan_stores_it_once_continued(
             _, err = sender.communicate(timeout=120)
     assert sender.returncode == 0, err
     assert sorted(deliveries(sandbox_process)) == sorted(f"u{i}" for i in range(40))
+
+
+def test_a_worker_sends_nothing_more_of_a_job_withdrawn_while_it_holds_its_batches(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    """A worker paced slowly holds a dozen batches of a job (4 waiting for a slot, 8 queued) when a
+    resume finds the job changed and withdraws it. Before, the worker sent every batch it held,
+    the old version, until its next renewal (a third of the lease); their lines were refused, so the
+    deliveries were on no record. Now it asks the database before each request: at most the 4 that
+    were already waiting for their slot go out."""
+    uri = postgres_server.journal()
+    old = {"job_id": "J", "GroupId": "@TGS#pg", "Content": "old", "ToMembers_Account": [f"j{i}" for i in range(40)]}
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [old])
+    common = ["--endpoint", sandbox_process.url, "--no-progress", "--rate", "2", "--lease", "60"]
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the send that plans it delivers nothing
+        nowhere = ["--endpoint", f"http://127.0.0.1:{silent.getsockname()[1]}"]
+        planned = start("send", str(jobs), "--out", uri, "--batch-size", "1", "--concurrency", "1", *common, *nowhere)
+        with killed_at_the_end(planned):
+            wait_until(lambda: plan_complete(postgres_server))
+            planned.kill()  # the plan is stored; its send is gone (its claims run out in 60 s)
+            planned.communicate()
+    worker = start("work", uri, *common, "--concurrency", "4")
+    with killed_at_the_end(worker):
+        wait_until(lambda: claims_of(postgres_server, worker) >= 12)
+        write_jobs(tmp_path / "jobs.jsonl", [{**old, "Content": "new"}])
+        resumed = cli("send", str(jobs), "--out", uri, "--resume", "--batch-size", "1", "--concurrency", "1", *common)
+        assert resumed.returncode == 1, resumed.stderr  # J is rejected: changed since the plan was stored
+        _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    recorded = int(
+        postgres_server.psql(
+            "SELECT count(*) FROM dispatcher.journal_outcomes WHERE doc::json->>'job_id' = 'J' "
+            "AND doc::json->>'status' = 'ok'"
+        )
+    )
+    delivered = sum(deliveries(sandbox_process).values())
+    assert delivered - recorded <= 4  # sent after the withdrawal: on no record
+
+
+def test_a_uri_s_libpq_parameters_reach_it_as_written(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """`options` with a space (percent-encoded, as libpq's URIs want it). Before, the space reached libpq
+    as '+', and the database refused the connection: unrecognized configuration parameter "+lock_timeout"."""
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 2)
+    uri = postgres_server.journal() + "&options=-c%20lock_timeout%3D4000"
+    # Paced in memory: the budget's store, in the journal's database by default, reads the URI on its own.
+    done = cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--rate-store", "memory://")
+    assert done.returncode == 0, done.stderr
+    assert report(uri)["ok"] == 2
+
+
+def test_a_worker_stopped_in_the_middle_of_a_commit_goes_on_once_continued(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer, sandbox_process: SandboxProcess
+) -> None:
+    """The worker is stopped while its commit waits on the database (a lock holds the outcome lines'
+    table), longer than the database keeps a session idle in a transaction (1 s here, through the
+    URI's options; 30 s by default). Before, a commit was a transaction of several statements: the
+    database ended the session of the stopped worker between two, and, continued, it stopped its
+    run for a lost database (exit 2). A commit is now one statement. (The budget is in Redis: the
+    budget's store reads a URI's options on its own.)"""
+    import psycopg
+
+    uri = postgres_server.journal()
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
+    common = [
+        "--endpoint",
+        sandbox_process.url,
+        "--no-progress",
+        "--concurrency",
+        "4",
+        "--rate-store",
+        redis_server.url,
+    ]
+    sender = start("send", str(jobs), "--out", uri, "--rate", "20", *common)
+    wait_until(lambda: plan_complete(postgres_server))
+    quick = f"{uri}&options=-c%20idle_in_transaction_session_timeout%3D1000"
+    worker = start("work", quick, *common)
+    with killed_at_the_end(sender, worker):
+        wait_until(lambda: claims_of(postgres_server, worker) > 0)
+        waiting = f"SELECT pid FROM pg_stat_activity WHERE pid IN ({backends_of(postgres_server, worker)}) AND "
+        waiting += "wait_event_type = 'Lock'"
+        with psycopg.connect(postgres_server.url) as holder:
+            holder.execute("LOCK TABLE dispatcher.journal_outcomes IN SHARE MODE")
+            wait_until(lambda: postgres_server.psql(waiting) != "")  # its commit waits on the lock
+            committing = postgres_server.psql(waiting).strip()
+            worker.send_signal(signal.SIGSTOP)
+        # Its commit goes on in the database; then the session waits on the stopped worker, or is gone.
+        state = f"SELECT coalesce(max(state), 'gone') FROM pg_stat_activity WHERE pid = {committing}"
+        wait_until(lambda: postgres_server.psql(state) in ("idle\n", "gone\n"))
+        released = time.monotonic()
+        wait_until(lambda: time.monotonic() - released > 2)
+        worker.send_signal(signal.SIGCONT)
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        _, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err
+    assert doubled_ok(postgres_server) == 0

@@ -424,6 +424,26 @@ async def open_work(
     return journal, RunRow(*row)
 
 
+# A worker's round of lines (PgJournal._commit): each batch's latest line where the worker still holds
+# its claim, under the claim's number, and no final line yet; then every line of a batch so taken, and
+# every line about no batch (a rejection), in the order written.
+_COMMIT = (
+    "WITH u AS (SELECT * FROM unnest(%(job)s::text[], %(batch)s::int[], %(claim)s::bigint[], %(final)s::bool[], "
+    "%(status)s::text[], %(doc)s::text[]) AS u(job_id, batch, claim, final, status, doc)), "
+    "taken AS (UPDATE dispatcher.journal_batches b SET last_doc = u.doc, final = u.final, "
+    "status = CASE WHEN u.final THEN u.status ELSE b.status END, "
+    "claimed_by = CASE WHEN u.final THEN NULL ELSE b.claimed_by END, "
+    "lease_until = CASE WHEN u.final THEN NULL ELSE b.lease_until END FROM u "
+    "WHERE b.journal = %(j)s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
+    "AND b.claimed_by = %(me)s AND NOT b.final RETURNING b.job_id, b.batch), "
+    "written AS (INSERT INTO dispatcher.journal_outcomes (journal, doc) SELECT %(j)s, l.doc "
+    "FROM unnest(%(lines)s::text[], %(line_job)s::text[], %(line_batch)s::int[]) WITH ORDINALITY AS l(doc, job_id, "
+    "batch, n) WHERE l.batch IS NULL OR EXISTS (SELECT 1 FROM taken t WHERE t.job_id = l.job_id AND t.batch = l.batch) "
+    "ORDER BY l.n) "
+    "SELECT job_id, batch FROM taken"
+)
+
+
 class _Line(NamedTuple):
     doc: dict[str, Any]
     batch: tuple[str, int] | None  # (job_id, batch) of a reply's line; None for a rejection
@@ -476,8 +496,11 @@ class PgJournal:
         self._flushing: asyncio.Task[None] | None = None
         self._claims: dict[tuple[str, int], _Claim] = {}
         self._refused: set[tuple[str, int]] = set()  # lines the database refused: the claim was lost
+        self._unconfirmed: set[tuple[str, int]] = set()  # batches whose claims are to be asked about
+        self._confirming: asyncio.Task[None] | None = None
         self._jobs: dict[str, PlannedJob] = {}
         self._planned: dict[str, str] = {}  # job_id -> job_hash of every job in the plan (the send's)
+        self._reopened: set[tuple[str, int]] = set()  # failed batches open again (the send's)
         self._plan_jobs: list[tuple[Any, ...]] = []
         self._plan_batches: list[tuple[Any, ...]] = []
         self._on_error: Callable[[JournalWriteError], None] = lambda exc: None
@@ -530,8 +553,20 @@ class PgJournal:
                 "AND final",
                 (name,),
             )
+        # Failed batches open again (this send's --retry-failed, or an earlier one's that stopped): sent
+        # again by whoever claims them, so not final for this run, whatever their last line says.
+        cur = await conn.execute(
+            "SELECT job_id, batch FROM dispatcher.journal_batches WHERE journal = %s AND status = 'failed' "
+            "AND NOT final",
+            (name,),
+        )
+        self._reopened = {(job_id, batch) for job_id, batch in await cur.fetchall()}
 
     # -- the plan (the send's) --------------------------------------------------------------------
+
+    def reopened(self, job_id: str, batch: int) -> bool:
+        """True for a batch whose last line says failed, open again when this send began (--retry-failed)."""
+        return (job_id, batch) in self._reopened
 
     def planned_hash(self, job_id: str) -> str | None:
         """The job_hash under which the plan holds `job_id`, or None if it holds no such job."""
@@ -675,6 +710,52 @@ class PgJournal:
         only then may it start a request that takes up to that long."""
         claim = self._claims.get((job_id, batch))
         return claim is not None and claim.until - self._clock() > seconds
+
+    async def confirm(self, job_id: str, batch: int) -> bool:
+        """True if the database still gives this worker the batch. A claim is taken away before its
+        lease runs out only when its job is withdrawn (changed on a resume): asked before each
+        request, so that nothing more of such a job goes out. The asks of this process's workers
+        meanwhile are one query."""
+        key = (job_id, batch)
+        self._unconfirmed.add(key)
+        while key in self._unconfirmed and self.error is None:
+            if self._confirming is None:
+                self._confirming = asyncio.get_running_loop().create_task(self._confirm())
+            await asyncio.shield(self._confirming)
+        return key in self._claims  # the database lost meanwhile leaves the claim as it was: the run stops
+
+    async def _confirm(self) -> None:
+        try:
+            asked, self._unconfirmed = self._unconfirmed, set()
+            held = {key: self._claims[key] for key in asked if key in self._claims}
+            if not held:
+                return
+            keys = list(held)
+            try:
+                cur = await _within(
+                    self._claims_conn.execute(
+                        "SELECT b.job_id, b.batch FROM dispatcher.journal_batches b "
+                        "JOIN unnest(%s::text[], %s::int[], %s::bigint[]) AS u(job_id, batch, claim) "
+                        "ON b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
+                        "WHERE b.journal = %s AND b.claimed_by = %s AND NOT b.final",
+                        (
+                            [k[0] for k in keys],
+                            [k[1] for k in keys],
+                            [held[k].token for k in keys],
+                            self.uri.name,
+                            self._me,
+                        ),
+                    )
+                )
+                still = {(job_id, batch) for job_id, batch in await cur.fetchall()}
+            except self._faults as exc:
+                self._lost(exc)
+                return
+            for key in keys:
+                if key not in still:
+                    self._claims.pop(key, None)
+        finally:
+            self._confirming = None
 
     def refused(self, job_id: str, batch: int) -> bool:
         """True (once) if the database refused this worker's line about the batch: its claim was
@@ -838,8 +919,10 @@ class PgJournal:
             self._flushing = None
 
     async def _commit(self, lines: list[_Line]) -> tuple[set[tuple[str, int]], dict[tuple[str, int], _Line]]:
-        """One transaction: the batches' latest lines where this worker still holds their claims
-        (fenced by the claim's number), then every line the database took. The batches it took."""
+        """One statement: the batches' latest lines where this worker still holds their claims
+        (fenced by the claim's number), and every line the database took, in order. The batches it
+        took. Not a transaction of several statements: the database ends the session of a worker
+        stopped between two of them (it would hold the batches' rows), and the run with it."""
         texts = [orjson.dumps(line.doc).decode() for line in lines]
         latest: dict[tuple[str, int], _Line] = {}
         text_of: dict[tuple[str, int], str] = {}
@@ -847,39 +930,24 @@ class PgJournal:
             if line.batch is not None:
                 latest[line.batch] = line
                 text_of[line.batch] = text
-        conn = self._commits
-        accepted: set[tuple[str, int]] = set()
-        async with conn.transaction():
-            if latest:
-                keys = list(latest)
-                cur = await conn.execute(
-                    "UPDATE dispatcher.journal_batches b SET last_doc = u.doc, final = u.final, "
-                    "status = CASE WHEN u.final THEN u.status ELSE b.status END, "
-                    "claimed_by = CASE WHEN u.final THEN NULL ELSE b.claimed_by END, "
-                    "lease_until = CASE WHEN u.final THEN NULL ELSE b.lease_until END "
-                    "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::bool[], %s::text[], %s::text[]) "
-                    "AS u(job_id, batch, claim, final, status, doc) "
-                    "WHERE b.journal = %s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
-                    "AND b.claimed_by = %s AND NOT b.final RETURNING b.job_id, b.batch",
-                    (
-                        [k[0] for k in keys],
-                        [k[1] for k in keys],
-                        [latest[k].token for k in keys],
-                        [bool(latest[k].doc.get("final")) for k in keys],
-                        [str(latest[k].doc["status"]) for k in keys],
-                        [text_of[k] for k in keys],
-                        self.uri.name,
-                        self._me,
-                    ),
-                )
-                accepted = {(job_id, batch) for job_id, batch in await cur.fetchall()}
-            pairs = zip(lines, texts, strict=True)
-            kept = [text for line, text in pairs if line.batch is None or line.batch in accepted]
-            if kept:
-                await conn.execute(
-                    "INSERT INTO dispatcher.journal_outcomes (journal, doc) SELECT %s, unnest(%s::text[])",
-                    (self.uri.name, kept),
-                )
+        keys = list(latest)
+        cur = await self._commits.execute(
+            _COMMIT,
+            {
+                "job": [k[0] for k in keys],
+                "batch": [k[1] for k in keys],
+                "claim": [latest[k].token for k in keys],
+                "final": [bool(latest[k].doc.get("final")) for k in keys],
+                "status": [str(latest[k].doc["status"]) for k in keys],
+                "doc": [text_of[k] for k in keys],
+                "lines": texts,
+                "line_job": [None if line.batch is None else line.batch[0] for line in lines],
+                "line_batch": [None if line.batch is None else line.batch[1] for line in lines],
+                "j": self.uri.name,
+                "me": self._me,
+            },
+        )
+        accepted = {(job_id, batch) for job_id, batch in await cur.fetchall()}
         return accepted, latest
 
     def _lost(self, exc: BaseException) -> None:

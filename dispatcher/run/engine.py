@@ -404,7 +404,9 @@ class Engine:
             self._halt(f"cannot read the jobs: {exc}")
 
     def _final_batches(self, job_id: str) -> list[tuple[int, bool]]:
-        """The batches of a job that the journal holds as final and this run leaves so: (index, failed)."""
+        """The batches of a job that the journal holds as final and this run leaves so: (index, failed).
+        A failed one open again in the run's database (--retry-failed) is not: it is sent again."""
+        assert self._shared is not None
         record = self.state.jobs.get(job_id)
         if record is None:
             return []
@@ -412,7 +414,7 @@ class Engine:
         return [
             (i, fate == FAILED)
             for i, (fate, _) in record.batches.items()
-            if fate == OK or (fate == FAILED and not retry)
+            if fate == OK or (fate == FAILED and not retry and not self._shared.reopened(job_id, i))
         ]
 
     async def _admit(self, item: Job | Rejection, queue: asyncio.Queue[Batch | None]) -> None:
@@ -492,6 +494,11 @@ class Engine:
             pending, lost = left
         first_number = 0  # the number of this batch's first request, once it starts
         for n in range(1, policy.max_attempts + 1):
+            if self._shared is not None and not await self._shared.confirm(job_id, batch.index):
+                # Taken away (its job withdrawn on a resume): nothing more of it goes out. Asked before
+                # the slot, so that nothing waits between the slot and the request.
+                self._emit(ClaimLost(job_id, batch.index))
+                return
             body = batch.body(pending)  # before the slot: nothing may hold a request between slot and write
             counts = endpoint.quota_seconds is not None and self.budgets.counts_quota
             cost = len(pending) if pending and counts else 1
