@@ -69,6 +69,12 @@ class URI:
         """The query's parameters, decoded, in order, blank ones kept."""
         return urllib.parse.parse_qsl(self.query, keep_blank_values=True)
 
+    def query_without(self, *names: str) -> str:
+        """The query as written, less the parameters of these names (ours, not the client's): decoded
+        and encoded again, a space (%20) would become '+', which libpq takes as it is."""
+        pieces = self.query.split("&")
+        return "&".join(p for p in pieces if p and urllib.parse.unquote_plus(p.partition("=")[0]) not in names)
+
     def secret(self) -> str:
         """The password a client would use: the user part's, else the last `password=` of the query
         (libpq and redis-py read both); "" without either."""

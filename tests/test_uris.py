@@ -242,3 +242,16 @@ def test_each_kind_refused_by_the_command_line_is_one_line_without_the_password(
     done = cli("send", str(jobs_of(tmp_path / "jobs.jsonl", 1)), "--sandbox", *out, *flags, cwd=tmp_path)
     assert (done.returncode, done.stderr.splitlines()) == (2, [line])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]
+
+
+def test_a_clients_parameters_reach_it_as_written() -> None:
+    """A space in libpq's `options` (%20) is passed on as written: decoded and encoded again it was '+',
+    which libpq takes as it is, and the database refused the option."""
+    query = "options=-c%20statement_timeout%3D5000&sslmode=prefer"
+    journal = parse_journal_uri(f"postgresql://me@db.internal/app?{query}&journal=nightly")
+    assert journal.conninfo == f"postgresql://me@db.internal/app?{query}"
+    store = parse_store(f"postgresql://me@db.internal/app?{query}&prefix=b1:")
+    assert store.url == f"postgresql://me@db.internal/app?{query}"
+    assert parse_store("redis://127.0.0.1:6379/0?prefix=x&socket_timeout=2").url == (
+        "redis://127.0.0.1:6379/0?socket_timeout=2"
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import urllib.parse
 
 from dispatcher import uris
 from dispatcher.errors import UsageError
@@ -71,11 +70,7 @@ def parse_journal_uri(text: str, option: str = "--out") -> JournalURI:
             f"{option} {rough}: name the run's journal once, as ?journal=NAME (letters, digits, _ . : -; at most 100)"
         )
     name = names[0]
-    # The other parameters as written: decoded and encoded again, a space (%20) became '+', which
-    # libpq takes as it is.
-    pieces = uri.query.split("&")
-    rest = "&".join(p for p in pieces if p and urllib.parse.unquote_plus(p.partition("=")[0]) != "journal")
-    conninfo = dataclasses.replace(uri, scheme="postgresql").written(rest)
+    conninfo = dataclasses.replace(uri, scheme="postgresql").written(uri.query_without("journal"))
     where = host or "localhost"
     if ":" in where:  # an IPv6 address keeps its brackets
         where = f"[{where}]"

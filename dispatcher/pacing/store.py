@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-import urllib.parse
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -61,7 +60,7 @@ def parse_store(uri: str) -> StoreURI:
     for name, value in query:
         if name == "prefix":
             prefix = value
-    url = parts.written(urllib.parse.urlencode([(k, v) for k, v in query if k != "prefix"]))
+    url = parts.written(parts.query_without("prefix"))
     if parts.scheme == "unix":
         if not parts.path:
             raise UsageError(f"--rate-store {shown}: give the socket's path, as in unix:///run/redis.sock")
@@ -95,7 +94,7 @@ def _parse_postgres(parts: uris.URI, shown: str) -> StoreURI:
         raise UsageError(f"--rate-store {shown}: {exc}") from None
     query = parts.pairs()
     prefix = next((value for name, value in reversed(query) if name == "prefix"), DEFAULT_PREFIX)
-    url = parts.written(urllib.parse.urlencode([(k, v) for k, v in query if k not in _OURS]))
+    url = parts.written(parts.query_without(*_OURS))
     host, port = hosts[0]
     return StoreURI(parts.scheme, shown, host=host, port=port or 5432, prefix=prefix, url=url, password=parts.secret())
 
