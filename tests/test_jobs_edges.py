@@ -124,6 +124,40 @@ def test_white_space_is_judged_inline_as_in_an_export(tmp_path: Path, uid: str, 
     assert rejection(tmp_path, {**BASE, "ToMembers_Account": [uid]}).reason == reason
 
 
+@pytest.mark.parametrize(
+    ("ids", "reason"),
+    [
+        (["alice", "bob", 7], "item 2 (7): UserID must be a string"),
+        (["alice", ""], "item 1 (''): UserID must not be empty"),
+        (["alice", "x" * 33], f"item 1 ('{'x' * 33}'): UserID must be at most 32 bytes"),
+        (["alice", "é" * 17], f"item 1 ('{'é' * 17}'): UserID must be at most 32 bytes"),
+        (
+            ["alice", "bo\x00b"],
+            "item 1 ('bo\\x00b'): UserID must not contain control or invisible characters (a damaged export?)",
+        ),
+    ],
+)
+def test_one_bad_userid_among_good_ones_is_named_by_its_place(tmp_path: Path, ids: list[Any], reason: str) -> None:
+    assert rejection(tmp_path, {**BASE, "ToMembers_Account": ids}).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("ids", "kept"),
+    [
+        (["alice", "bob", "alice"], ("alice", "bob")),
+        (["alice", " bob", "carol "], ("alice", "bob", "carol")),
+        (["x" * 32, "日本"], ("x" * 32, "日本")),
+        (["a b", "c"], ("a b", "c")),
+    ],
+)
+def test_valid_userids_are_kept_once_in_order_and_trimmed(
+    tmp_path: Path, ids: list[str], kept: tuple[str, ...]
+) -> None:
+    (job,) = read_jobs([str(write_jobs(tmp_path / "jobs.jsonl", [{**BASE, "ToMembers_Account": ids}]))], 500)
+    assert not isinstance(job, Rejection), job
+    assert job.recipients is not None and tuple(job.recipients) == kept
+
+
 async def test_a_jobs_file_cut_short_while_it_is_read_is_one_warning_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

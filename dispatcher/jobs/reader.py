@@ -203,13 +203,32 @@ def _fits(uid: str) -> bool:
     return len(uid) <= rules.MAX_USER_ID_BYTES and len(uid.encode("utf-8", "surrogatepass")) <= rules.MAX_USER_ID_BYTES
 
 
+def _plain(value: list[object]) -> bool:
+    """True if every item is a valid, unpadded UserID of printable ASCII: the common case, judged a
+    list at a time (a send's plan read item by item held its workers to 80 requests a second).
+    Anything else goes through the item-by-item rules, which say what is wrong where."""
+    try:
+        joined = "".join(value)  # type: ignore[arg-type]  # TypeError: an item is not a string
+    except TypeError:
+        return False
+    if not (joined.isascii() and joined.isprintable()):
+        return False
+    lengths = list(map(len, value))  # type: ignore[arg-type]
+    if min(lengths) < 1 or max(lengths) > rules.MAX_USER_ID_BYTES:
+        return False
+    spaced = "\n".join(value)  # type: ignore[arg-type]  # no item holds a newline: it is printable
+    return not (spaced[0] == " " or spaced[-1] == " " or " \n" in spaced or "\n " in spaced)
+
+
 def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
     """The UserIDs of a list, each once, in order (the list's length tells the duplicates left out)."""
     if not isinstance(value, list):
         raise Reject(field, f"must be an array of UserIDs, not {type_name(value)}")
     if not value:
         raise Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
-    ids: dict[str, None] = {}  # drops duplicates, keeps the first of each in order
+    if _plain(value):
+        return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
+    ids: dict[str, None] = {}
     for i, given in enumerate(value):
         uid = given
         # One rule with exports (_from_file): white space around an ID is not part of it, and an ID is

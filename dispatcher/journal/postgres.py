@@ -428,8 +428,8 @@ async def open_work(
 # its claim, under the claim's number, and no final line yet; then every line of a batch so taken, and
 # every line about no batch (a rejection), in the order written.
 _COMMIT = (
-    "WITH u AS (SELECT * FROM unnest(%(job)s::text[], %(batch)s::int[], %(claim)s::bigint[], %(final)s::bool[], "
-    "%(status)s::text[], %(doc)s::text[]) AS u(job_id, batch, claim, final, status, doc)), "
+    "WITH u AS (SELECT * FROM unnest(%(job)b::text[], %(batch)b::int[], %(claim)b::bigint[], %(final)b::bool[], "
+    "%(status)b::text[], %(doc)b::text[]) AS u(job_id, batch, claim, final, status, doc)), "
     "taken AS (UPDATE dispatcher.journal_batches b SET last_doc = u.doc, final = u.final, "
     "status = CASE WHEN u.final THEN u.status ELSE b.status END, "
     "claimed_by = CASE WHEN u.final THEN NULL ELSE b.claimed_by END, "
@@ -437,7 +437,7 @@ _COMMIT = (
     "WHERE b.journal = %(j)s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
     "AND b.claimed_by = %(me)s AND NOT b.final RETURNING b.job_id, b.batch), "
     "written AS (INSERT INTO dispatcher.journal_outcomes (journal, doc) SELECT %(j)s, l.doc "
-    "FROM unnest(%(lines)s::text[], %(line_job)s::text[], %(line_batch)s::int[]) WITH ORDINALITY AS l(doc, job_id, "
+    "FROM unnest(%(lines)b::text[], %(line_job)b::text[], %(line_batch)b::int[]) WITH ORDINALITY AS l(doc, job_id, "
     "batch, n) WHERE l.batch IS NULL OR EXISTS (SELECT 1 FROM taken t WHERE t.job_id = l.job_id AND t.batch = l.batch) "
     "ORDER BY l.n) "
     "SELECT job_id, batch FROM taken"
@@ -699,7 +699,7 @@ class PgJournal:
         if wanted:
             cur = await conn.execute(
                 "SELECT job_id, job_hash, api, group_id, group_type, fields, named, recipient_count, batch_size, "
-                "source FROM dispatcher.journal_jobs WHERE journal = %s AND job_id = ANY(%s)",
+                "source FROM dispatcher.journal_jobs WHERE journal = %s AND job_id = ANY(%b)",
                 (self.uri.name, wanted),
             )
             missing = list(await cur.fetchall())
@@ -735,7 +735,7 @@ class PgJournal:
                 cur = await _within(
                     self._claims_conn.execute(
                         "SELECT b.job_id, b.batch FROM dispatcher.journal_batches b "
-                        "JOIN unnest(%s::text[], %s::int[], %s::bigint[]) AS u(job_id, batch, claim) "
+                        "JOIN unnest(%b::text[], %b::int[], %b::bigint[]) AS u(job_id, batch, claim) "
                         "ON b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
                         "WHERE b.journal = %s AND b.claimed_by = %s AND NOT b.final",
                         (
@@ -778,7 +778,7 @@ class PgJournal:
             await _within(
                 self._claims_conn.execute(
                     "UPDATE dispatcher.journal_batches b SET claimed_by = NULL, lease_until = NULL "
-                    "FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(job_id, batch, claim) "
+                    "FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS u(job_id, batch, claim) "
                     "WHERE b.journal = %s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
                     "AND b.claimed_by = %s AND NOT b.final",
                     (
@@ -808,7 +808,7 @@ class PgJournal:
             cur = await _within(
                 self._claims_conn.execute(
                     "UPDATE dispatcher.journal_batches b SET lease_until = now() + %s * interval '1 second' "
-                    "FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(job_id, batch, claim) "
+                    "FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS u(job_id, batch, claim) "
                     "WHERE b.journal = %s AND b.job_id = u.job_id AND b.batch = u.batch AND b.claim = u.claim "
                     "AND b.claimed_by = %s AND NOT b.final AND b.lease_until > now() RETURNING b.job_id, b.batch",
                     (

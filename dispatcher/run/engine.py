@@ -369,6 +369,7 @@ class Engine:
         items = iter(read_jobs(self.config.jobs, self.config.batch_size, stop=self._reading_stopped))
         try:
             while chunk := await in_daemon_thread(lambda: _take(items)):
+                yield_at = time.monotonic() + _PRODUCER_SLICE
                 for item in chunk:
                     if self._stopping:
                         return
@@ -397,6 +398,9 @@ class Engine:
                         self._emit(BatchSkipped(item.job_id, index, failed))
                     if planned is None:
                         await self._shared.plan(item, split(item))
+                    if time.monotonic() > yield_at:  # as in _admit: the workers' requests go out meanwhile
+                        await asyncio.sleep(0)
+                        yield_at = time.monotonic() + _PRODUCER_SLICE
                 await self._shared.plan_flush()
             if not self._stopping:
                 await self._shared.plan_complete()
