@@ -256,9 +256,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 @functools.cache
 def _big_arrays_on_the_heap() -> None:
     """Let glibc's heap keep the arrays of a few MB that reading an export makes and drops by the
-    thousand. Above 128 KiB they came from mmap, each one faulted in afresh: 235,000 page faults and
-    0.7 s of system time for 10M IDs, a fifth of the reading. With the threshold at 32 MiB (and the heap
-    trimmed only past 64 MiB free) they are reused; the peak memory is the same. Elsewhere, nothing."""
+    thousand. Above 128 KiB they came from mmap, each one faulted in afresh, which cost a fifth
+    of the reading (docs/guide/measurements.md#big-arrays). With the threshold at 32 MiB (and the heap trimmed only
+    past 64 MiB free) they are reused; the peak memory is the same. Elsewhere, nothing."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc

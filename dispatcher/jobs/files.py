@@ -30,9 +30,9 @@ def breathe() -> None:
     """Hand the GIL to the event loop for real, at most once a millisecond of reading.
 
     An export is read in a thread while the event loop sends. A read or a numpy call lets go of the GIL
-    and takes it straight back, which keeps the loop from ever forcing a switch: it waited 100-250 ms at
-    a time while a million-line export was read. Sleeping hands it over; doing so after every block
-    cost a fifth of the reading on a busy machine, so it is done once a millisecond."""
+    and takes it straight back, which keeps the loop from ever forcing a switch: it stalled for long spells.
+    Sleeping hands it over; doing so after every block cost too much of the reading, so it is done once
+    a millisecond (docs/guide/measurements.md#breathe)."""
     global _next_breath
     now = time.monotonic()
     if now >= _next_breath:

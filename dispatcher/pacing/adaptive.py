@@ -1,15 +1,13 @@
 """The adaptive pace: a limiter's pace steps down when the server says "too frequent", and creeps
 back up while it does not (additive increase, multiplicative decrease, as TCP's congestion window).
 
-Why: a fixed headroom cannot know the network. The server counts arrivals, in a strict one-second
-window, and a request that reaches it up to 50 ms late (a real path to Tencent's hosts, a busy
-sender) arrives among the ones sent after it: paced at 99.5% of the rate, 8 replies 60007 in 2,000
-(measured). Under a uniform jitter of J seconds a one-second window still holds as many arrivals
-as the pace on average, but the requests sent within J of either of its edges fall in or out of it
-each by chance: the count varies by about sqrt(R x J / 3) (1.8 requests at 200/s and 50 ms; 0.6 at
-5 ms), and a pace must stay several of those below the rate. A pace that does so on the worst
-network wastes the quiet one; so the pace starts a little below the ceiling, learns from the
-server's answers, and goes back up while none say it is too fast.
+Why: a fixed headroom cannot know the network. The server counts arrivals in a strict one-second
+window, and a request that reaches it late arrives among the ones sent after it; a pace safe on the
+worst network wastes the quiet one. So the pace starts a little below the ceiling, learns from the
+server's answers, and goes back up while none say it is too fast. It follows the server down however
+far, quickly (a ramp above the documented rate, a first step to what filled the window, a counted
+second after a step), because a --rate typed ten times too high must not cost hundreds of batches.
+The figures behind each constant: docs/guide/measurements.md#adaptive-pace.
 
 The pace is a share of the ceiling (the limiter's pace at 1.0: `--rate` less its headroom; never
 above it). Its state is a few numbers: the share at a moment, that moment, when it last stepped
@@ -18,73 +16,8 @@ alone (a creep up to the ceiling), so no timer runs, and the same arithmetic run
 and in PostgreSQL on the store's clock for a shared budget (`redis.py`, `postgres_sql.py`, which
 take their constants from here).
 
-A step of 2.5% is for a pace a little too fast. A --rate typed ten times too high (2,000 for 200)
-got 7,182 replies 60007 in 10,663 requests and 479 failed batches (measured): the pace stepped 2.5%
-a second at most, and stopped at half of --rate. So the pace follows the server down however far
-(FLOOR is a typo of three zeros), and three things make that quick:
-- Above the API's documented rate (`Endpoint.documented_rate`) the pace begins at START of that
-  rate and ramps up, RAMP times a second, to START of --rate (TCP's slow start): an app that bought
-  more gets it within seconds; a typo fills the server's window at a few hundred a second, not two
-  thousand, so the burst before the first reply comes back is small.
-- While the pace has never stepped down, the server's window at a refused request was full of
-  what was sent in the second before it: counted (memory.py; shared.py from each grant's number in
-  the budget), or what the pace allowed (more, if the workers fell behind it). The pace steps to
-  DECREASE of that at once, never below where the ramp began. Unless less than IN_USE of what the
-  pace allowed was sent: others filled the window, and it is a plain step.
-- After a step of 2.5%, the second it settles in is counted: its slots and the refusals of its
-  requests. If more than TOO_MANY of them were refused (another sender on the app's budget, a
-  lower cap), the next step goes to DECREASE of what the server took in that second. Not after a
-  bigger step, nor after a burst: the server's window still holds the old pace's pattern then.
-
-The constants were chosen on a model of the sandbox (`bench/pace_model.py`: a strict sliding
-one-second window, arrivals 0-50 ms late, uniform, replies 250-350 ms later; 150 runs of 2,000
-requests, 15 of 20,000) and checked against the sandbox itself with `bench/run.py --only
-jittery-network` (the README's benchmarks give those figures):
-- START 97.5% of the rate. Held fixed under 0-50 ms of jitter, a pace costs replies 60007 in
-  2,000: 30 at 99.5% of the rate, 8 at 98%, 2.4 at 97.5%, 0.4 at 97%, none at 96.5%. Starting at
-  the ceiling, the replies of the 300 ms before the first one is answered, and of the second after
-  it whose window still holds the old pace, were 4.2 a run on average, above the 2 the goal
-  allows; starting at 97.5%, 1.2 (more than 2 in 1 run of 150, which had 3), and a quiet network
-  still gets 97.5-99.5%.
-- FLEET_START 96.5% of the rate, for a budget processes share (Redis, PostgreSQL). Three `send` on
-  one budget at 97.5% had a reply 60007 and 201 arrivals in some second in nearly every run (0-50
-  ms of arrival jitter); one process alone, none. Traced (each request's grant, write and arrival):
-  a fleet keeps to its pace, as its processes race for each slot and one woken late is covered by
-  another, where one process loses about 1% of its slots to late wake-ups (193-194 writes in any
-  second at a pace of 195); and a grant reaches its write through the store's round trip and a
-  wake-up (0.4 ms median, 5-9 ms at p99), on top of the 3 ms a grant may come early: 196-197
-  writes in some second, so its windows ran 2-3 requests fuller. Not bursts: no second ever held
-  more grants than the pace. At 97%, 201 arrivals in 2 runs of 6; at 96.5%, in 1 of 18.
-- DECREASE to 97.5% of the pace: the deepest cut that keeps a pace stepped down once from the
-  start above the 95% of the rate the goal keeps (95.06%), and below the 96.5% that holds at 50
-  ms. 97% left fewer replies over long runs (0.24 in 2,000 against 0.34) but steps to 94.6%; 98%
-  did as well in the model (0.32) at 0.2% more throughput, with less margin for the bunching
-  the model has not got (below).
-- INCREASE 0.05% of the pace a second (of the ceiling before: the same near it, and a pace that
-  followed a typo down to a tenth of it creeps as slowly): back from a step in about 50 s (9,500 requests at 200/s),
-  so a network that stays jittery costs a step and a reply 60007 or two in that long (0.34 in
-  2,000 over runs of 20,000 in the model; 0.6 at 0.1% a second, 1.1 at 0.2%). Against the sandbox
-  on a busy machine, where stalls of either process bunch arrivals beyond the 50 ms, the replies
-  came in bunches of 1-3 a few ms apart as the pace crossed 98% of the rate: 0.1% a second got
-  there 5-9 s into 9 runs of 10 (3 replies in one of them), 0.05% a second later or not at all
-  (4 runs of 10, 1 reply each). A quiet network still gets 97.5% at the start and 99.5% after 40 s.
-- FLOOR 0.1% of the ceiling: what keeps a pace above zero. It was half the ceiling, as what codes
-  not about our pace could cost at most; a typo made that the pace for the whole run. A step that
-  would go below it is not taken.
-- RAMP 2: from 195 to 1,950 a second in 3.3 s. In the model of `--rate 2000` against a strict 200
-  (4,000 batches, latency 250-350 ms, concurrency 512) the first refusal comes at 0.78 s, at 340 a
-  second, and 2.5% of the requests are refused; an oracle that knew 200 at the first reply, with
-  no ramp, left 12%: the burst of the first 300 ms is what costs.
-- TOO_MANY 5% of a counted second: a jittery network refuses 1-3 in a bunch at the cap (1.5% of
-  195), and below 5% the 2.5% steps keep up.
-- IN_USE a quarter: a ramp whose workers fell behind it (a busy machine) sent about half of what it
-  allowed in the second before its first refusal (200 of 385, measured); a trickle of one request
-  a second, told "too frequent", sent 0.05% of it.
-- SETTLE one second: a reply to a request sent within a second of a step is about a window that
-  still held the faster pace's arrivals; it says nothing about the new pace, and steps no further.
-- IDLE one second: after a second with no slot taken the server's window is empty, and the pace
-  starts again from START (or where it was at its last slot, if lower), as TCP restarts after an
-  idle spell.
+The constants were chosen on a model of the sandbox (`bench/pace_model.py`) and checked against the
+sandbox itself (`bench/run.py --only jittery-network`).
 """
 
 from __future__ import annotations
@@ -92,15 +25,32 @@ from __future__ import annotations
 import dataclasses
 import math
 
+# Why 97.5%: a run that starts there gets about one 60007 on a jittery network (four at the ceiling), and a
+# quiet network still gets 97.5-99.5%. docs/guide/measurements.md#start
 START = 0.975  # of the rate: where the pace begins (and begins again after IDLE), unless the ceiling is lower
+# Why lower for a fleet: a shared store's grants reach the socket later, so its windows run fuller.
+# docs/guide/measurements.md#fleet-start
 FLEET_START = 0.965  # of the rate: where a budget shared by processes begins (its grants keep closer to its pace)
+# Why 2: a typo'd --rate meets the server's cap within a second, before a big burst. docs/guide/measurements.md#ramp
 RAMP = 2.0  # a pace that has never stepped down grows this much a second up to its start (above DOCUMENTED)
+# Why 97.5%: the deepest cut that keeps one step from the start above 95% of the rate.
+# docs/guide/measurements.md#decrease
 DECREASE = 0.975  # a step down multiplies the pace by this
+# Why so slow: a network that stays jittery then costs a step and a 60007 or two every 50 s or so.
+# docs/guide/measurements.md#increase
 INCREASE = 0.0005  # of the pace a second, while no step comes
+# Why so low: a higher floor became the pace of a whole run after a typo. docs/guide/measurements.md#floor
 FLOOR = 0.001  # of the ceiling: the lowest the pace steps down to (a --rate a thousand times too high)
+# A reply to a request sent within a second of a step is about a window that still held the faster pace's
+# arrivals: it says nothing about the new pace.
 SETTLE = 1.0  # seconds after a step in which a request's "too frequent" steps no further
+# After a second with no slot the server's window is empty, as TCP restarts after an idle spell.
 IDLE = 1.0  # seconds without a slot after which the pace starts again from START
+# Why 5%: a jittery network refuses 1-3 in a bunch at the cap, which the plain steps keep up with.
+# docs/guide/measurements.md#too-many
 TOO_MANY = 0.05  # refused share of a second's requests past which the pace steps to what the server took
+# Why a quarter: a ramp on a busy machine sends about half of what it allows; a trickle, far less.
+# docs/guide/measurements.md#in-use
 IN_USE = 0.25  # share of what the pace allowed in the second before a refusal that was sent, to step to it
 REFINED = -2  # `Pace.refused` after a step to what filled the window: replies about it may lower it
 # Seconds past which any ramp is over (RAMP ** 64 * FLOOR > 1): the ramp's power is not taken further

@@ -16,13 +16,11 @@ frequent" (`over_rate`), as far as the server takes, and creeps back up to 99.5%
 The slot interval is the ceiling's divided by the pace's share of it, so a slower pace only widens
 the gaps: the guarantee holds at every share.
 
-What the server counts is arrivals, not slots: a request that leaves late arrives closer to the
-ones after it. A pause before a slot is harmless (the slot is taken when its caller is awake, so
-the pace just slips); a pause between a slot and the socket write bunches arrivals. At 99.5% of
-the rate, a request and the one `rate` places after it are 5 ms more than a second apart, 1 ms of
-which the tolerance may use: a pause of 4 ms on the slot-to-socket path can already cost a 60007.
-The request is written in the same step of the event loop as its slot (dispatcher.run.transport
-writes it at once), so only a thread holding the GIL, or a collection, can stall that path.
+What the server counts is arrivals, not slots: a pause before a slot only slips the pace, but a
+pause between a slot and the socket write bunches arrivals, and a few ms of it can already cost a
+60007 (docs/guide/measurements.md#slot-to-socket). The request is written in the same step of the
+event loop as its slot (dispatcher.run.transport writes it at once), so only a thread holding the
+GIL, or a collection, can stall that path.
 `collect_before_slot` keeps the garbage collector off it; the producer yields every 0.2 ms
 (engine) and the reader thread hands the GIL over while it reads an export (jobs).
 """
@@ -52,8 +50,8 @@ TOLERANCE = 0.001
 # it, then sleeps the short rest, whose round-up still lands inside the tolerance.
 EARLY = 0.001
 # A collection of the youngest generation runs when it holds `threshold0` (700) more container
-# objects than it has freed. Taking a slot, building the request and writing it adds 41-71 of them
-# (measured): a slot taken with fewer than this many left to go cannot set one off on its way out.
+# objects than it has freed. A slot taken with fewer than this many left to go cannot set one off on
+# its way out: a request adds far fewer (docs/guide/measurements.md#collect-margin).
 COLLECT_MARGIN = 200
 # Seconds of slot times kept while the pace has never stepped down, to count the second before a
 # request told "too frequent" (its reply comes within this less a second, or it is counted by the pace).
@@ -73,12 +71,10 @@ def collect_before_slot(collector: Collector = gc) -> None:
     """Run the collection that the next few allocations would set off, now, before a slot is taken.
 
     The collector runs inside whichever allocation crosses its threshold, and building and
-    sending a request allocates more than anything else in a run, so that is where it strikes: a
-    pass over the young objects takes 2-8 ms on the 2-core machine, as it visits every UserID of
-    the batches waiting in the queue (tuples of 500, untracked only once a pass has seen them);
-    one of 4.1 ms held a request 4.3 ms between its slot and its write. Run here, before the clock
-    is read for the slot, the pass only delays the slot (it mostly fits in the wait for it) and
-    the request then leaves on time. The generation is chosen as the
+    sending a request allocates more than anything else in a run, so that is where it strikes,
+    for milliseconds, between a slot and its write (docs/guide/measurements.md#collect-before-slot).
+    Run here, before the clock is read for the slot, the pass only delays the slot (it mostly fits
+    in the wait for it) and the request then leaves on time. The generation is chosen as the
     collector would choose it, so older generations are still collected (no cycles are leaked);
     unlike it, a full collection does not wait for a quarter of the old objects to be new, which
     makes full collections more frequent but, with the long-lived objects frozen (`frozen_heap`),
@@ -99,9 +95,9 @@ async def frozen_heap() -> AsyncIterator[None]:
 
     `gc.freeze()` moves every object alive now (modules, classes, the outcome journal of a resume)
     into a generation the collector never visits. A full collection then visits only what the run
-    made since: 0.2-4 ms instead of 15 ms over the 45,000 objects alive before the first request
-    (more with a resume's journal). They are released at the end, unless something froze objects
-    before us. Async only so that it can share the engine's `async with` line.
+    made since, and is several times shorter (docs/guide/measurements.md#frozen-heap). They are
+    released at the end, unless something froze objects before us. Async only so that it can share
+    the engine's `async with` line.
     """
     gc.collect()  # garbage is freed, not frozen
     frozen_before = gc.get_freeze_count()

@@ -9,14 +9,10 @@ with two differences that the guarantee needs:
 - A slot is only taken when it is due and its caller is awake to use it. The script never books a
   slot ahead: it answers "taken" or "ask again in N us". A process told to wait sleeps and asks
   again, so a process that stalls never holds slots that would later fire in a bunch with other
-  processes' (measured: booking ahead bunched arrivals across processes into 60007).
+  processes' (docs/guide/measurements.md#no-booking-ahead).
 - The pace is 98% of the rate at most (HEADROOM), wider than the in-process 99.5%: a slot is granted at
   Redis's clock, and the request reaches the server after a round trip to Redis and a trip through
-  the caller's event loop, on another machine perhaps. Measured with three processes on two shared
-  cores, 99.5% let a few ms of that jitter squeeze 201-205 arrivals into one second (60007); 98%
-  gave none. At 200/s a slot is every 5.1 ms, so any 201 grants span at least 200 x 5.1 ms minus
-  the tolerance, 1.017 s: arrivals must bunch by more than 17 ms before the server counts 201 in a
-  second, and any one second holds at most 197 grants.
+  the caller's event loop, on another machine perhaps. Why 98%: docs/guide/measurements.md#shared-headroom.
 
 The pace adapts below that ceiling as in memory (`dispatcher.pacing.adaptive`), and the budget holds it:
 a reply "too frequent" to any process steps the pace down for all of them (STEP_DOWN, below), and
@@ -55,14 +51,13 @@ Sleep = Callable[[float], Awaitable[None]]
 
 HEADROOM = SHARED_HEADROOM  # pace at 98% of the rate: 196/s at 200 (see above for why more than in-process)
 # A slot may be taken this much before its theoretical time, so that a sleep that wakes late does
-# not lose that time for good. Measured on loopback, a sleep overshoots by 0.6 ms at the median,
-# 1 ms at p90 (the selector rounds up to the next ms) and up to 4 ms on two busy cores; with 1 ms
-# a single process held 191/s of 196, with 3 ms 196/s. It stays far below what HEADROOM leaves.
+# not lose that time for good; it stays far below what HEADROOM leaves.
+# Why 3 ms: docs/guide/measurements.md#redis-tolerance
 TOLERANCE_US = 3_000
 TTL_S = 600  # an unused budget disappears 10 minutes after its last use (or after its pause ends)
 # A Redis that does not answer in this long is lost: halt rather than wait. A stall is not retried
-# (three more timeouts made a stalled Redis lost only after 8-10 s); a refused or dropped connection
-# is, three times within half a second (`connect`).
+# (retries made a stalled Redis lost only after seconds more: docs/guide/measurements.md#redis-timeout);
+# a refused or dropped connection is, three times within half a second (`connect`).
 TIMEOUT_S = 2.0
 
 

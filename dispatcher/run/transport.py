@@ -2,9 +2,8 @@
 
 The engine's requests are all alike: a small JSON POST to one host, whose small JSON reply comes
 back on the same connection. A general client pays for what they never use (cookies, redirects,
-proxies, tracing, multipart, a header multidict and a URL object per request): about 450,000
-instructions a request in aiohttp's `ClientSession`, more than the rest of a request's work
-(validation, the journal line, the events) together. Here a request is one `write` of bytes
+proxies, tracing, multipart, a header multidict and a URL object per request): more than the rest
+of a request's work together (docs/guide/measurements.md#transport). Here a request is one `write` of bytes
 built from a prefix made once per API path, and its reply one pass of httptools' parser (the
 C parser of Node.js, llhttp, which also handles chunked bodies, folded lengths and keep-alive).
 

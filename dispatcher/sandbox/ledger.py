@@ -19,12 +19,12 @@ class Ledger:
     pause would bunch the arrival times it counts for the rate window).
 
     A request only appends its recipients, as one JSON array in bytes, to `_pending`; they are
-    counted when the ledger is read. Counting them as they came made the sandbox stall: a dict that
-    outgrows its table copies every entry into a new one, 70-120 ms at 700,000 users on the 2-core
-    machine, and the requests that arrived meanwhile were then time-stamped together, up to 22 of
-    them refused with 60007 in a 1,000,000-recipient export sent at an even 199/s. Appending is
-    O(1), and bytes are not tracked by the garbage collector (a tuple of 500 names is, until a
-    collection untracks it: that pass over the young ones took 3-6 ms, itself too long a stall).
+    counted when the ledger is read. Counting them as they came made the sandbox stall (a dict that
+    outgrows its table copies every entry into a new one), and the requests that arrived meanwhile
+    were then time-stamped together and refused with 60007 (docs/guide/measurements.md#sandbox-ledger).
+    Appending is O(1), and bytes are not tracked by the garbage collector (a tuple of 500 names is
+    tracked until a collection untracks it, and that pass over the young objects is itself too long
+    a stall).
     """
 
     def __init__(self) -> None:

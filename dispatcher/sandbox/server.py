@@ -365,12 +365,11 @@ class Sandbox:
         """Serve on 127.0.0.1:port until `stopped` is set, as the program of its own (`dispatcher sandbox`);
         `ready` is told the URL once it listens.
 
-        What is alive once it listens (modules, the app: about 39,000 objects) is kept out of the garbage
-        collector's full passes while it serves. A full pass over them took 12-39 ms on the 2-core machine,
-        about once in a 100 s run at 200 requests a second (never in a 10 s one), and the requests that
-        arrived meanwhile were counted against the rate when it ended, together: a window of one second then
-        held more than 200 arrivals of requests whose socket writes were at most 200 in any second, and the
-        excess was refused (60007). In-process (`send --sandbox`, the tests) it shares the engine's frozen
+        What is alive once it listens (modules, the app) is kept out of the garbage collector's full passes
+        while it serves. A full pass over them stalled the sandbox, and the requests that arrived meanwhile
+        were counted against the rate together, so a window held more than 200 arrivals of requests written
+        at most 200 a second, and the excess was refused (docs/guide/measurements.md#sandbox-frozen-heap).
+        In-process (`send --sandbox`, the tests) it shares the engine's frozen
         heap (`pacing.memory.frozen_heap`) or the caller's collector instead.
         """
         url = await self.start(port=port)
