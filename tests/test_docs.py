@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli_env
 
 README = ROOT / "README.md"
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -86,3 +86,63 @@ def test_the_lint_fails_on_a_broken_link_or_a_page_missing_from_the_nav(
     assert built.returncode == 1
     assert named in built.stderr
     assert built.stdout.strip() == "Aborted with 1 warnings in strict mode!"
+
+
+def test_the_built_site_loads_nothing_from_the_network(tmp_path: Path) -> None:
+    """Read from disk with no network, the site keeps its styles, highlighting and search: every
+    script, stylesheet and image it loads is a file of the site."""
+    built = _build_docs_with(tmp_path, "index.md", "")
+    assert built.returncode == 0, built.stderr
+    site = tmp_path / "build" / "site"
+    loads = re.compile(r"<(?:script|link|img)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"")
+    pages = sorted(page for page in site.rglob("*.html") if page.name != "404.html")  # a server's, absolute
+    assert len(pages) >= 15
+    for page in pages:
+        for url in loads.findall(page.read_text()):
+            assert not re.match(r"(?:[a-z]+:)?//", url), f"{page.relative_to(site)} loads {url}"
+            target = (page.parent / url.split("#")[0].split("?")[0]).resolve()
+            assert target.is_file(), f"{page.relative_to(site)} loads {url}: not in the site"
+    for sheet in site.rglob("*.css"):
+        assert not re.search(r"url\(['\"]?(?:https?:)?//", sheet.read_text()), f"{sheet.name} loads from the network"
+    reference = (site / "reference.html").read_text()
+    assert 'class="highlight"' in reference  # code is highlighted at build time, not by a script from a CDN
+    assert (site / "search" / "search_index.js").is_file()  # search works from file:// too
+
+
+def _quickstart_commands() -> list[tuple[str, int]]:
+    """The Quickstart's shell commands as a reader types them, with the exit status each one's
+    comment gives (`# exit 1: ...`; 0 otherwise). A here-document is one command with its lines."""
+    text = (ROOT / "docs" / "guide" / "quickstart.md").read_text()
+    commands: list[tuple[str, int]] = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        lines = iter(block.splitlines())
+        for line in lines:
+            if line.startswith(("make run", "source ")):
+                continue  # the set-up of the checkout, which `make run` and CI do themselves
+            command = line
+            if "<<'EOF'" in line:
+                for more in lines:
+                    command += "\n" + more
+                    if more == "EOF":
+                        break
+            status = re.search(r"#\s*exit (\d+)", line)
+            commands.append((command, int(status.group(1)) if status else 0))
+    return commands
+
+
+def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "jobs", tmp_path / "jobs")
+    commands = _quickstart_commands()
+    assert len(commands) == 11
+    env = cli_env(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin")
+    for command, status in commands:
+        ran = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert ran.returncode == status, (
+            f"{command!r} exited {ran.returncode}: {ran.stdout[-2000:]}{ran.stderr[-2000:]}"
+        )
+    outcomes = [line for line in (tmp_path / "build" / "hello.outcomes.jsonl").read_text().splitlines() if line]
+    assert len(outcomes) == 3  # hello sent, hello-jun rejected, then hello-jun sent after the fix
+    warehouse = (tmp_path / "build" / "warehouse.outcomes.jsonl").read_text()
+    assert warehouse.count('"status":"ok"') == 3  # 1,100 recipients in batches of 500
