@@ -59,6 +59,7 @@ def _build_docs_with(tmp_path: Path, page: str, text: str) -> subprocess.Complet
     """The lint's docs build, on a copy of docs/ with `text` appended to (or making) `page`."""
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")  # the guide shows them from their files
     with open(tmp_path / "docs" / page, "a") as out:
         out.write(text)
     return subprocess.run(_lint_docs_command(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
