@@ -383,6 +383,11 @@ async def test_a_partial_reply_line_torn_by_a_kill_resumes_from_the_last_whole_l
                 "status": "pending",
                 "recipients": ["ghost", "jun"],
                 "recipient_errors": {"ghost": 70107, "jun": 91000},
+                "meanings": {
+                    "70107": "the account does not exist, never imported",
+                    "91000": "internal server error, retried",
+                },
+                "api": "batchsendmsg",
             }
         ]
         summary = await run_engine(box, jobs, out, resume=True)

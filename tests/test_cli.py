@@ -252,8 +252,30 @@ def test_report_text_and_json(tmp_path: Path) -> None:
     assert fates == {"ok": "ok", "bad": "rejected", "lost": "failed"}
     missing = {(m["job_id"], m["batch"]): m["recipients"] for m in report["not_notified"]}
     assert missing == {("lost", 0): ["q", "r"], ("lost", 1): ["s"]}
+    assert report["recipients_not_notified"] == 3
+    assert report["not_notified_by_reason"] == [
+        {
+            "error_code": "10010",
+            "meaning": "the group does not exist, or was disbanded",
+            "recipients": 2,
+            "batches": 1,
+            "all_members_batches": 0,
+        },
+        {
+            "error_code": "transport",
+            "meaning": "no reply: connection error, timeout, HTTP 5xx or 429, or a body that is not JSON",
+            "recipients": 1,
+            "batches": 1,
+            "all_members_batches": 0,
+        },
+    ]
     text = run("report", str(out)).stdout
-    assert "not notified:" in text and "lost batch 0 (failed) group @TGS#b: 2 recipients: q, r" in text
+    assert "not notified: 3 named recipients, by reason:" in text
+    assert "  10010 (the group does not exist, or was disbanded): 2 recipients in 1 batch" in text
+    assert (
+        "  lost batch 0 (failed) group @TGS#b: 2 recipients: q, r (10010: the group does not exist, or was disbanded)"
+        in text
+    )
 
 
 def test_report_reads_several_journals_as_one_run(tmp_path: Path) -> None:
@@ -304,7 +326,15 @@ def test_report_reads_several_journals_as_one_run(tmp_path: Path) -> None:
     }
     assert [j["job_id"] for j in report["jobs"]] == ["a0", "a1", "a2", "b1", "b0", "b2"]  # in journal order
     assert report["not_notified"] == [
-        {"job_id": "b2", "group_id": "@TGS#b", "batch": 0, "status": "failed", "recipients": ["t"]}
+        {
+            "job_id": "b2",
+            "group_id": "@TGS#b",
+            "batch": 0,
+            "status": "failed",
+            "recipients": ["t"],
+            "error_code": "10010",
+            "meaning": "the group does not exist, or was disbanded",
+        }
     ]
     text = run("report", *journals).stdout
     assert text.startswith(f"journals {journals[0]}, {journals[1]} (as one run)\nbatches 8: ok 7, failed 1, pending 0")

@@ -3,12 +3,14 @@ other jobs (a cron job's fixed "daily") never stands for them."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from dispatcher.observe.report import render_text, summarise
+from dispatcher.observe.report import render_text, summarise, undelivered
 from dispatcher.sandbox import Group, Sandbox
 from tests.conftest import run_engine, write_jobs
 
@@ -60,6 +62,15 @@ async def test_a_reused_job_id_keeps_both_fates_apart(tmp_path: Path, tuesday_fi
         "pending": 0,
         "job_hash": TUESDAY_HASH,
         "journal": str(tue),
+        "not_notified_by_reason": [
+            {
+                "error_code": "10010",
+                "meaning": "the group does not exist, or was disbanded",
+                "recipients": 2,
+                "batches": 1,
+                "all_members_batches": 0,
+            }
+        ],
     }
     assert report["jobs"] == ([tuesday, monday] if tuesday_first else [monday, tuesday])
     assert report["not_notified"] == [
@@ -69,6 +80,8 @@ async def test_a_reused_job_id_keeps_both_fates_apart(tmp_path: Path, tuesday_fi
             "batch": 0,
             "status": "failed",
             "recipients": ["p", "r"],
+            "error_code": "10010",
+            "meaning": "the group does not exist, or was disbanded",
             "job_hash": TUESDAY_HASH,
             "journal": str(tue),
         }
@@ -82,7 +95,11 @@ async def test_a_reused_job_id_keeps_both_fates_apart(tmp_path: Path, tuesday_fi
         f"  daily  ok  group @TGS#monday  batches 1 (ok 1, failed 0, pending 0)  [{mon}, job_hash {MONDAY_HASH}]"
         in text
     )
-    assert f"  daily batch 0 (failed) group @TGS#gone: 2 recipients: p, r  [{tue}, job_hash {TUESDAY_HASH}]" in text
+    assert (
+        f"  daily batch 0 (failed) group @TGS#gone: 2 recipients: p, r (10010: the group does not exist, or was "
+        f"disbanded)  [{tue}, job_hash {TUESDAY_HASH}]" in text
+    )
+    assert "    not notified: 10010 (the group does not exist, or was disbanded): 2 recipients in 1 batch" in text
 
 
 @pytest.mark.parametrize("tuesday_first", [True, False])
@@ -153,3 +170,54 @@ def test_lines_without_a_job_hash_before_the_hashed_ones_fold_into_that_job(tmp_
     # Batch 0 failed in the earlier journal and was sent ok in the later one: one job, all ok.
     assert (report["batches"], report["ok"], report["failed"], report["not_notified"]) == (2, 2, 0, [])
     assert [(j["job_id"], j["fate"], j["ok"]) for j in report["jobs"]] == [("a", "ok", 2)]
+
+
+def failed_run(path: Path, batches: int, per_batch: int) -> Path:
+    """A journal of a run whose every batch failed (the group was gone), written in reverse batch order."""
+    with path.open("wb") as out:
+        for batch in reversed(range(batches)):
+            doc = {
+                "job_id": "spring",
+                "batch": batch,
+                "batches": batches,
+                "attempt": 1,
+                "status": "failed",
+                "final": True,
+                "group_id": "@TGS#gone",
+                "recipients": [f"u{batch}-{i}" for i in range(per_batch)],
+                "error_code": 10010,
+                "error_info": "group id invalid",
+                "job_hash": "h",
+            }
+            out.write(orjson.dumps(doc) + b"\n")
+    return path
+
+
+def test_a_run_of_many_failed_batches_reports_its_total_and_why_then_a_few_batches_sorted(tmp_path: Path) -> None:
+    journal_path = failed_run(tmp_path / "out.jsonl", batches=479, per_batch=500)
+    report = summarise(journal_path)
+    assert report["recipients_not_notified"] == 239_500
+    assert [m["batch"] for m in report["not_notified"][:3]] == [0, 1, 2]
+    text = render_text(report, str(journal_path))
+    assert "not notified: 239,500 named recipients, by reason:" in text
+    assert "  10010 (the group does not exist, or was disbanded): 239,500 recipients in 479 batches" in text
+    listed = [line for line in text.splitlines() if line.startswith("  spring batch ")]
+    assert [line.split()[2] for line in listed] == [str(n) for n in range(10)]
+    assert text.endswith(
+        "469 more batches not listed here; `--undelivered FILE` writes every recipient not notified, with the reason"
+    )
+
+
+def test_undelivered_writes_every_recipient_with_the_reason_as_csv(tmp_path: Path) -> None:
+    journal_path = failed_run(tmp_path / "out.jsonl", batches=3, per_batch=2)
+    out = io.StringIO()
+    assert undelivered(out, journal_path) == 6
+    assert out.getvalue().splitlines() == [
+        "job_id,user_id,error_code,meaning",
+        'spring,u2-0,10010,"the group does not exist, or was disbanded"',
+        'spring,u2-1,10010,"the group does not exist, or was disbanded"',
+        'spring,u1-0,10010,"the group does not exist, or was disbanded"',
+        'spring,u1-1,10010,"the group does not exist, or was disbanded"',
+        'spring,u0-0,10010,"the group does not exist, or was disbanded"',
+        'spring,u0-1,10010,"the group does not exist, or was disbanded"',
+    ]

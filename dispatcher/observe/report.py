@@ -14,21 +14,25 @@ job's "daily", another day's content) are kept apart, each with its own fates (s
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.journal.outcomes import FAILED, OK, PENDING, REJECTED
 from dispatcher.journal.store import plan_of, reading, records_of, unsent_of
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.events import code_key
 from dispatcher.tim.apis import DEFAULT, REGISTRY
+from dispatcher.tim.codes import DROPPED, meaning
 
 if TYPE_CHECKING:
     from dispatcher.journal.postgres import RunSnapshot
 
 Place = tuple[int, int]  # (which journal, which line)
+Paths = tuple[str | os.PathLike[str] | JournalURI, ...]  # the journals as the user named them
+Sources = Sequence["str | os.PathLike[str] | RunSnapshot"]  # the same, opened for reading
 Fates = dict[tuple[int, int], tuple[str | None, Place]]  # (job, batch) -> (final status, the place of its latest line)
 
 
@@ -144,9 +148,35 @@ def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
         return _summarise(paths, sources)
 
 
-def _summarise(
-    paths: tuple[str | os.PathLike[str] | JournalURI, ...], sources: Sequence[str | os.PathLike[str] | RunSnapshot]
-) -> dict[str, Any]:
+def undelivered(out: TextIO, *paths: str | os.PathLike[str] | JournalURI) -> int:
+    """Write the named recipients not notified, one CSV row each (`UNDELIVERED_HEADER`), to `out`, in
+    the journals' order; return the rows. Memory is bounded by the batches, not the recipients: the
+    lines are read twice, and each recipient is written as it is read. A batch to all members names
+    nobody: it is in the report, not here."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(UNDELIVERED_HEADER)
+    rows = 0
+    with reading(paths) as sources:
+        first = _first_pass(sources)
+        for _, miss in _misses(paths, sources, first):
+            errors = miss.get("recipient_errors")
+            for user in miss["recipients"] or ():
+                code = code_key(errors[user]) if isinstance(errors, dict) else miss["error_code"]
+                writer.writerow((miss["job_id"], user, code or "", NOT_SENT if code is None else meaning(code)))
+                rows += 1
+    return rows
+
+
+@dataclasses.dataclass
+class _FirstPass:
+    """What the first pass over the lines learns: each job, each batch's fate and the codes counted."""
+
+    jobs: _Jobs
+    fates: Fates
+    codes: collections.Counter[str]
+
+
+def _first_pass(sources: Sources) -> _FirstPass:
     fates: Fates = {}
     jobs = _Jobs()
     codes: collections.Counter[str] = collections.Counter()
@@ -163,55 +193,51 @@ def _summarise(
             continue
         info.rejected = None
         info.batches = int(doc.get("batches") or info.batches)
-        code = code_key(doc.get("error_code"))
-        if code == "0" and doc.get("msg_drop_reason"):
-            code = "0-dropped"  # not a delivery: frequency control dropped the message
-        codes[code] += 1  # as the summary counts them
+        codes[_reason(doc)] += 1  # as the summary counts them
         key = (uid, int(doc["batch"]))
         if info.job_hash is None and key not in fates:
             info.unhashed.append(key[1])
         fate, _ = fates.get(key, (None, place))
         fates[key] = (str(doc["status"]) if doc.get("final") else fate, place)
+    return _FirstPass(jobs, fates, codes)
 
-    # A job_id that stands for more than one job: each of its entries says which, by hash and journal.
+
+def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every batch not delivered, with its job, as the report lists it: those with a line (the second
+    pass, in the journals' order), then those planned that no line names (never sent)."""
+    jobs, fates = first.jobs, first.fates
     listed = collections.Counter(info.job_id for info in jobs.all if not info.merged)
-
-    def told_apart(entry: dict[str, Any], info: _JobInfo) -> dict[str, Any]:
-        if listed[info.job_id] > 1:
-            entry["job_hash"] = info.job_hash
-            entry["journal"] = _shown(paths[info.journal])
-        return entry
-
-    by_fate: collections.Counter[str] = collections.Counter()
-    job_fates: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     wanted: dict[Place, tuple[int, int, str]] = {}
     for (uid, batch), (fate, place) in fates.items():
-        fate = fate or PENDING
-        by_fate[fate] += 1
-        job_fates[uid][fate] += 1
         if fate != OK:
-            wanted[place] = (uid, batch, fate)
-
-    not_notified: list[dict[str, Any]] = []
+            wanted[place] = (uid, batch, fate or PENDING)
     if wanted:
         for place, doc in _records(sources):
             hit = wanted.get(place)
-            if hit is not None:
-                uid, batch, fate = hit
-                miss = {
-                    "job_id": jobs.all[uid].job_id,
-                    "group_id": doc.get("group_id"),
-                    "batch": batch,
-                    "status": fate,
-                    "recipients": doc.get("recipients"),
-                }
-                errors = doc.get("recipient_errors")
-                if isinstance(errors, dict):
-                    # A batch a partial reply cut up (batchsendmsg): exactly those not delivered to,
-                    # whatever the last request sent, and each one's last error code.
-                    miss["recipients"] = list(errors)
-                    miss["recipient_errors"] = errors
-                not_notified.append(told_apart(miss, jobs.all[uid]))
+            if hit is None:
+                continue
+            uid, batch, fate = hit
+            code = _reason(doc)
+            miss = {
+                "job_id": jobs.all[uid].job_id,
+                "group_id": doc.get("group_id"),
+                "batch": batch,
+                "status": fate,
+                "recipients": doc.get("recipients"),
+                "error_code": code,
+                "meaning": meaning(code),
+            }
+            errors = doc.get("recipient_errors")
+            if isinstance(errors, dict):
+                # A batch a partial reply cut up (batchsendmsg): exactly those not delivered to,
+                # whatever the last request sent, and each one's last error code.
+                miss["recipients"] = list(errors)
+                miss["recipient_errors"] = errors
+                del miss["error_code"], miss["meaning"]  # the batch's own code is not why: each one's is
+                miss["meanings"] = {c: meaning(c) for c in sorted(set(map(code_key, errors.values())))}
+            if jobs.all[uid].api is not None:  # a batchsendmsg batch is one-to-one, not "no group"
+                miss["api"] = jobs.all[uid].api
+            yield uid, _told_apart(miss, jobs.all[uid], listed, paths)
     for source in sources:  # planned batches no line names: never sent
         for left in unsent_of(source):
             found = jobs.find(left.job_id, left.job_hash)
@@ -223,10 +249,42 @@ def _summarise(
                 "batch": left.batch,
                 "status": PENDING,
                 "recipients": left.recipients,
+                "error_code": None,
+                "meaning": NOT_SENT,
             }
-            not_notified.append(told_apart(miss, jobs.all[found]))
+            if jobs.all[found].api is not None:
+                miss["api"] = jobs.all[found].api
+            yield found, _told_apart(miss, jobs.all[found], listed, paths)
+
+
+def _told_apart(
+    entry: dict[str, Any], info: _JobInfo, listed: collections.Counter[str], paths: Paths
+) -> dict[str, Any]:
+    """An entry of a job whose job_id stands for more than one job says which, by hash and journal."""
+    if listed[info.job_id] > 1:
+        entry["job_hash"] = info.job_hash
+        entry["journal"] = _shown(paths[info.journal])
+    return entry
+
+
+def _summarise(paths: Paths, sources: Sources) -> dict[str, Any]:
+    first = _first_pass(sources)
+    jobs, fates, codes = first.jobs, first.fates, first.codes
+    listed = collections.Counter(info.job_id for info in jobs.all if not info.merged)
+
+    by_fate: collections.Counter[str] = collections.Counter()
+    job_fates: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for (uid, _batch), (fate, _place) in fates.items():
+        fate = fate or PENDING
+        by_fate[fate] += 1
+        job_fates[uid][fate] += 1
+    # By job (in the order the jobs came), then batch: a run's failures read in the order of its jobs,
+    # whatever order they ended in.
+    ordered = sorted(_misses(paths, sources, first), key=lambda hit: (hit[0], hit[1]["batch"]))
+    not_notified = [miss for _, miss in ordered]
 
     job_list = []
+    entries: dict[int, dict[str, Any]] = {}
     for uid, info in enumerate(jobs.all):
         if info.merged:
             continue
@@ -256,7 +314,14 @@ def _summarise(
             entry["reason"] = info.rejected
         if info.export is not None:
             entry["export"] = info.export
-        job_list.append(told_apart(entry, info))
+        job_list.append(_told_apart(entry, info, listed, paths))
+        entries[uid] = entry
+    for entry in job_list:
+        mine = [
+            m for m in not_notified if m["job_id"] == entry["job_id"] and m.get("job_hash") == entry.get("job_hash")
+        ]
+        if mine:
+            entry["not_notified_by_reason"] = by_reason(mine)
 
     return {
         "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING],
@@ -269,8 +334,57 @@ def _summarise(
         "excluded": sum(_count(job, "excluded") for job in job_list),
         "error_codes": dict(sorted(codes.items())),
         "jobs": job_list,
+        "recipients_not_notified": sum(_named(miss) for miss in not_notified),
+        "not_notified_by_reason": by_reason(not_notified),
         "not_notified": not_notified,
     }
+
+
+NOT_SENT = "not sent yet"  # a planned batch no worker has sent: no reply, no code
+
+
+def _reason(doc: dict[str, Any]) -> str:
+    """The code a batch's latest line was not delivered for, as the summary counts codes."""
+    code = code_key(doc.get("error_code"))
+    return DROPPED if code == "0" and doc.get("msg_drop_reason") else code
+
+
+def _named(miss: dict[str, Any]) -> int:
+    return 0 if miss["recipients"] is None else len(miss["recipients"])
+
+
+def by_reason(misses: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recipients not notified, by the code they were not notified for: the most first. A batch to all
+    members counts apart (`all_members_batches`): how many that is, only the group knows."""
+    totals: dict[str | None, dict[str, Any]] = {}
+
+    def add(code: str | None, recipients: int, whole_group: bool) -> None:
+        row = totals.setdefault(
+            code,
+            {
+                "error_code": code,
+                "meaning": NOT_SENT if code is None else meaning(code),
+                "recipients": 0,
+                "batches": 0,
+                "all_members_batches": 0,
+            },
+        )
+        row["recipients"] += recipients
+        row["all_members_batches" if whole_group else "batches"] += 1
+
+    for miss in misses:
+        errors = miss.get("recipient_errors")
+        if isinstance(errors, dict):
+            for code, count in collections.Counter(map(code_key, errors.values())).items():
+                add(code, count, False)
+        else:
+            add(miss["error_code"], _named(miss), miss["recipients"] is None)
+    return sorted(
+        totals.values(), key=lambda row: (-row["recipients"], -row["all_members_batches"], str(row["error_code"]))
+    )
+
+
+UNDELIVERED_HEADER = ("job_id", "user_id", "error_code", "meaning")
 
 
 def _count(job: dict[str, Any], key: str) -> int:
@@ -309,6 +423,43 @@ def _which(entry: dict[str, Any]) -> str:
     return f"  [{entry['journal']}, job_hash {entry['job_hash'] or 'none: never sent'}]"
 
 
+SHOWN_PER_JOB = 10  # batches not notified listed per job in the text report; --undelivered lists every recipient
+
+
+def _reason_text(row: dict[str, Any]) -> str:
+    """One line of the totals by reason: how many, and why."""
+    code = "unsent" if row["error_code"] is None else row["error_code"]
+    named = f"{row['recipients']:,} recipient{'' if row['recipients'] == 1 else 's'}"
+    batches = f"{row['batches']:,} batch{'' if row['batches'] == 1 else 'es'}"
+    text = f"{named} in {batches}" if row["batches"] else named
+    if row["all_members_batches"]:
+        whole = row["all_members_batches"]
+        text = (
+            text + " and " if row["batches"] else ""
+        ) + f"{whole:,} batch{'' if whole == 1 else 'es'} to all members"
+    return f"{code} ({row['meaning']}): {text}"
+
+
+def _miss_text(miss: dict[str, Any]) -> str:
+    where = _where(miss["group_id"], miss.get("api"))
+    if "recipient_errors" in miss:
+        errors = miss["recipient_errors"]
+        shown = ", ".join(f"{user} ({code_key(code)})" for user, code in list(errors.items())[:10])
+        who = f"{len(errors)} recipients: {shown}{' ...' if len(errors) > 10 else ''}"
+        why = "; ".join(f"{code}: {text}" for code, text in miss["meanings"].items())
+    else:
+        recipients = miss["recipients"]
+        who = (
+            "all members"
+            if recipients is None
+            else f"{len(recipients)} recipients: "
+            + ", ".join(recipients[:10])
+            + (" ..." if len(recipients) > 10 else "")
+        )
+        why = NOT_SENT if miss["error_code"] is None else f"{miss['error_code']}: {miss['meaning']}"
+    return f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who} ({why}){_which(miss)}"
+
+
 def render_text(report: dict[str, Any], *paths: str) -> str:
     lines = [
         f"journal {paths[0]}" if len(paths) == 1 else f"journals {', '.join(paths)} (as one run)",
@@ -332,20 +483,27 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         lines.append(text + _which(job))
         if isinstance(job.get("export"), dict):
             lines.append(_export_text(job["export"]))
+        for row in job.get("not_notified_by_reason", ()):
+            lines.append(f"    not notified: {_reason_text(row)}")
     if report["not_notified"]:
-        lines.append("not notified:")
+        lines.append(f"not notified: {report['recipients_not_notified']:,} named recipients, by reason:")
+        lines.extend(f"  {_reason_text(row)}" for row in report["not_notified_by_reason"])
+        lines.append("not notified, by job and batch:")
+        shown: collections.Counter[tuple[str, str]] = collections.Counter()
+        left: collections.Counter[tuple[str, str]] = collections.Counter()
         for miss in report["not_notified"]:
-            who = (
-                "all members"
-                if miss["recipients"] is None
-                else f"{len(miss['recipients'])} recipients: "
-                + ", ".join(miss["recipients"][:10])
-                + (" ..." if len(miss["recipients"]) > 10 else "")
+            job = (miss["job_id"], miss.get("job_hash") or "")
+            if shown[job] < SHOWN_PER_JOB:
+                shown[job] += 1
+                lines.append(_miss_text(miss))
+            else:
+                left[job] += 1
+                if left[job] == 1:
+                    lines.append(f"  {miss['job_id']}: ...")
+        if left:
+            more = sum(left.values())
+            lines.append(
+                f"{more:,} more batch{'' if more == 1 else 'es'} not listed here; "
+                "`--undelivered FILE` writes every recipient not notified, with the reason"
             )
-            where = _where(miss["group_id"], miss.get("api"))
-            if "recipient_errors" in miss:
-                codes = miss["recipient_errors"]
-                who = f"{len(codes)} recipients: " + ", ".join(f"{u} ({c})" for u, c in list(codes.items())[:10])
-                who += " ..." if len(codes) > 10 else ""
-            lines.append(f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who}{_which(miss)}")
     return "\n".join(lines)
