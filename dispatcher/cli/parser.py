@@ -249,6 +249,7 @@ def _rate_store_help() -> str:
 def _metrics(parser: argparse.ArgumentParser, *, for_send: bool) -> None:
     """--metrics-file, --metrics-port, --metrics-host, --pushgateway, --pushgateway-job: `send`'s help
     explains them, `work`'s refers to it."""
+    from dispatcher.observe.metrics_options import DEFAULT_HOST, DEFAULT_JOB
 
     def told(explained: str, referred: str = "as for send") -> str:
         return explained if for_send else referred
@@ -266,7 +267,7 @@ def _metrics(parser: argparse.ArgumentParser, *, for_send: bool) -> None:
     )
     parser.add_argument(
         "--metrics-host",
-        default="127.0.0.1",
+        default=DEFAULT_HOST,
         metavar="HOST",
         help=told("address for --metrics-port (default %(default)s)"),
     )
@@ -281,7 +282,7 @@ def _metrics(parser: argparse.ArgumentParser, *, for_send: bool) -> None:
     )
     parser.add_argument(
         "--pushgateway-job",
-        default="dispatcher",
+        default=DEFAULT_JOB,
         metavar="NAME",
         help=told("the job grouping key (default %(default)s)"),
     )
