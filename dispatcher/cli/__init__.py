@@ -5,6 +5,8 @@ place that prints), and `send`, `dryrun`, `work`, `report`, `sandbox`, `usersig`
 until a command needs them, so `dispatcher --help` starts fast. The console script is
 `dispatcher.cli:main`."""
 
+# The attribute `dispatcher.cli.main` is then this function, as the console script wants; the module
+# stays reachable as `from dispatcher.cli.main import ...`.
 from dispatcher.cli.main import main
 
 __all__ = ["main"]

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dispatcher.cli.output import report_error
-from dispatcher.cli.parser import build_parser
-from dispatcher.cli.status import EXIT_INTERRUPTED
+from dispatcher.cli.parser import ArgumentsError, build_parser
+from dispatcher.cli.status import EXIT_INTERRUPTED, EXIT_USAGE
 from dispatcher.errors import DispatcherError
 
 # Nothing heavy at the top: the console script imports this module before `main` can install the
@@ -66,14 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals.decide()
         return EXIT_INTERRUPTED
     finally:
-        signals.ignore()  # also after argparse's SystemExit: the status is final either way
+        signals.ignore()  # also after argparse's SystemExit (--help, --version): the status is final either way
 
 
 def _main(argv: Sequence[str] | None, decide: Callable[[], None]) -> int:
     _open_standard_files()
     words = list(sys.argv[1:] if argv is None else argv)
     json_errors = "--log-format=json" in words or ("--log-format", "json") in itertools.pairwise(words)
-    args = build_parser(json_errors).parse_args(words)
+    try:
+        args = build_parser().parse_args(words)
+    except ArgumentsError as exc:  # one line, exit 2, like every other user error (not argparse's usage)
+        report_error(str(exc), EXIT_USAGE, as_json=json_errors)
+        return EXIT_USAGE
     try:
         if args.command == "send":
             from dispatcher.cli import send

@@ -7,32 +7,29 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dispatcher.cli.output import report_error
-from dispatcher.cli.status import EXIT_USAGE
 from dispatcher.version import DISTRIBUTION, __version__
 
 PUSHGATEWAY_ENV = "DISPATCHER_PUSHGATEWAY"
 
 
+class ArgumentsError(Exception):
+    """A command line argparse refuses: the whole line to show, which `main` prints as every error."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, with every error one line and exit 2, as JSON under --log-format json.
+    """argparse, with every error one ArgumentsError: `main` prints it as one line (JSON under
+    --log-format json) and exits 2, as for every other user error.
 
     Not argparse's `exit_on_error=False`: in Python 3.11 it raises ArgumentError for a bad value,
     but "unrecognized arguments" and "the following arguments are required" still go through
     `error()`, which prints the usage too (two lines and more), and a subcommand's parser has a
     setting of its own. Overriding `error()` is the one place that catches them all."""
 
-    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.json_errors = json_errors  # --log-format json: an error is one JSON object too
-
     def error(self, message: str) -> Any:
-        # One line, exit 2, like every other user error (argparse's own prints the usage too).
-        report_error(f"{self.prog}: error: {message} (see {self.prog} --help)", EXIT_USAGE, self.json_errors)
-        raise SystemExit(EXIT_USAGE)
+        raise ArgumentsError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
-def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dispatcher",
         description="Send Tencent Cloud IM messages (group system notifications, batchsendmsg one-to-one "
@@ -46,9 +43,6 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     _report(commands.add_parser)
     _sandbox(commands.add_parser)
     _usersig(commands.add_parser)
-    parser.json_errors = json_errors
-    for sub in commands.choices.values():
-        sub.json_errors = json_errors
     return parser
 
 
