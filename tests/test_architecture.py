@@ -68,3 +68,38 @@ def test_an_import_that_breaks_the_architecture_fails_the_lint(
     done = lint(tree)
     assert done.returncode == 1
     assert f"{broken}" in done.stdout and "BROKEN" in done.stdout
+
+
+COMMANDS = ("send", "work", "report", "sandbox", "usersig")
+
+
+def chains_between_commands(tree: Path) -> str:
+    """Every chain of imports from one command of the command line to another in `tree`, one a line,
+    found on import-linter's own graph (grimp): a command is a thin layer over the library, never
+    over another command."""
+    code = (
+        "import grimp\n"
+        "graph = grimp.build_graph('dispatcher', cache_dir=None)\n"
+        f"commands = {COMMANDS!r}\n"
+        "for a in commands:\n"
+        "    for b in commands:\n"
+        "        chain = a != b and graph.find_shortest_chain(f'dispatcher.cli.{a}', f'dispatcher.cli.{b}')\n"
+        "        if chain:\n"
+        "            print(' -> '.join(chain))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+def test_no_command_imports_another(tmp_path: Path) -> None:
+    assert chains_between_commands(copy_of_the_package(tmp_path)) == ""
+
+
+def test_a_command_importing_another_is_found(tmp_path: Path) -> None:
+    tree = copy_of_the_package(tmp_path)
+    report = tree / "dispatcher/cli/report.py"
+    report.write_text(report.read_text() + "\n\ndef _late() -> None:\n    from dispatcher.cli import send\n")
+    assert chains_between_commands(tree) == "dispatcher.cli.report -> dispatcher.cli.send\n"

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from dispatcher.cli import build_parser
+from dispatcher.cli.parser import build_parser
 from dispatcher.run.config import RunConfig
 from dispatcher.sandbox import Sandbox
 from dispatcher.tim.config import DEMO_CREDENTIALS
@@ -108,7 +108,7 @@ def test_a_summary_written_at_once_by_two_runs_leaves_the_other_runs_temporary_f
 def test_a_summary_that_cannot_be_written_says_so_and_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dispatcher.cli import _write_json
+    from dispatcher.cli.output import write_json
     from dispatcher.errors import OutputError
 
     def no_space(source: str, target: str) -> None:
@@ -116,7 +116,7 @@ def test_a_summary_that_cannot_be_written_says_so_and_leaves_no_temporary_file(
 
     monkeypatch.setattr(os, "replace", no_space)
     with pytest.raises(OutputError) as info:
-        _write_json(str(tmp_path / "s.json"), {"ok": 1})
+        write_json(str(tmp_path / "s.json"), {"ok": 1})
     assert str(info.value) == f"{tmp_path / 's.json'}: cannot write the summary: No space left on device"
     assert list(tmp_path.iterdir()) == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from dispatcher.cli import build_parser
+from dispatcher.cli.parser import build_parser
 from tests.conftest import ROOT
 
 REFERENCE = ROOT / "docs" / "reference.md"

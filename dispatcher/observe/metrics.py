@@ -57,6 +57,7 @@ from dispatcher.observe.events import (
     ReplyRecorded,
     StopRequested,
 )
+from dispatcher.observe.metrics_options import MetricsOptions as MetricsOptions
 from dispatcher.threads import in_daemon_thread
 
 if TYPE_CHECKING:
@@ -69,26 +70,8 @@ log = structlog.get_logger("dispatcher")
 LAST_SUCCESS = "dispatcher_last_success_timestamp_seconds"
 MAX_CODES = 50  # distinct `code` label values; a server inventing codes must not grow the series without end
 OTHER_CODE = "other"
-WRITE_EVERY = 5.0  # seconds between textfile writes during a run
-# Seconds for the reading of the last success and the push together: the last thing a run does
-# must not hang it.
-PUSH_TIMEOUT = 10.0
-DEFAULT_JOB = "dispatcher"
 # The API answers in about 350 ms; the low buckets are for the sandbox and near endpoints.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class MetricsOptions:
-    """Where a run's metrics go (the CLI's --metrics-* and --pushgateway* flags)."""
-
-    file: str | None = None
-    port: int | None = None
-    host: str = "127.0.0.1"
-    pushgateway: str | None = None
-    job: str = DEFAULT_JOB
-    write_every: float = WRITE_EVERY
-    push_timeout: float = PUSH_TIMEOUT
 
 
 class RunMetrics:

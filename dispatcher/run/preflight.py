@@ -6,14 +6,19 @@ from __future__ import annotations
 import math
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from dispatcher.errors import InputError, UsageError
-from dispatcher.jobs.reader import STDIN
-from dispatcher.journal.outcomes import Journal
+from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
 from dispatcher.tim.config import DEFAULT_TIMEOUT
 
+if TYPE_CHECKING:  # the command line imports this module for its defaults: the jobs and journal wait
+    from dispatcher.journal.outcomes import Journal
+
 MAX_CONCURRENCY = 10_000  # tasks and connections; beyond this a run only spends memory
+# The default concurrency: half the rate, within these bounds (see default_concurrency).
+DEFAULT_CONCURRENCY_RANGE = (8, 512)
 # Descriptors a run needs besides one a connection: the journal, exports, their copies, stdio, DNS.
 RESERVED_FILES = 64
 # A run in PostgreSQL: a claim's lease is at least this many request timeouts (see check_options).
@@ -41,32 +46,35 @@ def reserve_open_files(needed: int) -> None:
 
 def default_concurrency(rate: float) -> int:
     """Enough requests in flight to hold `rate` at 500 ms latency (the API answers in ~350 ms),
-    within [8, 512]: past that, more workers cost memory and buy nothing."""
-    return min(512, max(8, math.ceil(rate / 2)))
+    within DEFAULT_CONCURRENCY_RANGE: past that, more workers cost memory and buy nothing."""
+    low, high = DEFAULT_CONCURRENCY_RANGE
+    return min(high, max(low, math.ceil(rate / 2)))
 
 
 def check_options(
     *,
-    batch_size: int,
-    rate: float,
-    concurrency: int | None,
-    max_attempts: int,
-    timeout: float,
-    resume: bool,
-    retry_failed: bool,
+    batch_size: int = rules.MAX_MEMBERS,
+    rate: float | None = rules.DEFAULT_RATE,
+    concurrency: int | None = None,
+    max_attempts: int = RetryPolicy.max_attempts,
+    timeout: float = DEFAULT_TIMEOUT,
+    resume: bool = False,
+    retry_failed: bool = False,
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
-    lease: float = LEASE_PER_TIMEOUT * DEFAULT_TIMEOUT,
+    lease: float,
     shared_run: bool = False,
 ) -> None:
     """The run's options, checked in one place for the CLI (before credentials) and RunConfig alike.
-    `shared_run`: the run is kept in PostgreSQL, where `lease` must outlast a request."""
+    An option a caller does not have keeps its default: a worker (`dispatcher work`) has no batch
+    size, and its `rate` None takes the run's. `shared_run`: the run is kept in PostgreSQL, where
+    `lease` must outlast a request. `lease` has no default here: run.config holds it."""
     if not 1 <= batch_size <= rules.MAX_MEMBERS:
         raise UsageError(f"--batch-size must be between 1 and {rules.MAX_MEMBERS}")
     if message_quota < batch_size:  # a quota of 200 a minute (a trial edition, say) works with --batch-size 200
         raise UsageError(
             f"--message-quota must be at least --batch-size ({batch_size}): one full batch of batchsendmsg"
         )
-    if not (math.isfinite(rate) and rate > 0):
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
         raise UsageError("--rate must be a positive number")
     if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
@@ -92,6 +100,8 @@ def check_readable(paths: tuple[str, ...]) -> None:
     Nothing is opened here: opening a FIFO blocks until a writer comes, and opening and closing it
     would hand the writer a SIGPIPE. The reader opens each input once, when it gets to it.
     """
+    from dispatcher.jobs.reader import STDIN
+
     for path in paths:
         if path == STDIN:
             continue
@@ -108,6 +118,8 @@ def check_readable(paths: tuple[str, ...]) -> None:
 def check_not_journal(paths: tuple[str, ...], journal: Journal) -> None:
     """Refuse jobs that are the journal itself under another name (a link, standard input fed from
     it): the run would read its own outcome lines back as jobs, without end."""
+    from dispatcher.jobs.reader import STDIN
+
     for path in paths:
         try:
             st = os.fstat(0) if path == STDIN else os.stat(path)
@@ -119,6 +131,8 @@ def check_not_journal(paths: tuple[str, ...], journal: Journal) -> None:
 
 def is_stream(path: str) -> bool:
     """True for input that can be read only once: standard input, a pipe, a FIFO, a device."""
+    from dispatcher.jobs.reader import STDIN
+
     if path == STDIN:
         return True
     try:

@@ -1,0 +1,146 @@
+"""The one place the command line prints: the plan, the summary, errors, and files of results.
+
+A closed stdout (`| head`, a closed terminal) is not an error: output then goes nowhere and the
+exit status is what it would have been. Heavy imports wait until something is printed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dispatcher.observe.plan import Plan
+    from dispatcher.observe.summary import Summary
+
+
+def write_stdout(text: str) -> None:
+    """Print to stdout; from a failed write on, stdout goes to /dev/null."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError:  # EPIPE, or EIO from a terminal that hung up
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def say_error(line: str) -> None:
+    """One line on stderr."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # stderr is gone (closed terminal): the exit status still tells
+        pass
+
+
+def report_error(message: str, exit_code: int, as_json: bool) -> None:
+    """The one line of an error: text, or one JSON object when every stderr line must be one."""
+    if as_json:
+        import orjson
+
+        doc = {"event": "error", "level": "error", "error": message, "exit_code": exit_code}
+        say_error(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        say_error(message)
+
+
+def print_plan(plan: Plan) -> None:
+    """The dry run's plan, on stdout."""
+    from dispatcher.observe.plan import GROUP_PACE, least_time_text
+
+    lines = [
+        f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)",
+        f"batches     {plan.batches}" + (f" ({plan.skipped} already final in the journal)" if plan.skipped else ""),
+        f"requests    {plan.requests}",
+        f"recipients  {plan.recipients} named",
+        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s"
+        + (
+            f" and {plan.message_quota:,} batchsendmsg messages a minute ({plan.quota_messages:,} to send; "
+            f"the {plan.least_reason} sets it)"
+            if plan.quota_messages
+            else ""
+        )
+        + (
+            f"; {busiest[1]:,} messages into group {busiest[0]} at {GROUP_PACE:g} a second set it"
+            if plan.least_reason == "group" and (busiest := plan.busiest_group)
+            else ""
+        ),
+    ]
+    lines += plan.export_lines()
+    lines += [f"rejected    {rej.job_id}: {rej.message}" for rej in plan.rejections]
+    if plan.rejected > len(plan.rejections):
+        lines.append(f"rejected    ... and {plan.rejected - len(plan.rejections)} more")
+    write_stdout("\n".join(lines) + "\n")
+
+
+def print_summary(summary: Summary) -> None:
+    """The run's summary: a table on a terminal, `key value` lines otherwise; then the warning that
+    says how to go on, if the run stopped or was interrupted."""
+    data = summary.to_dict()
+    rows = [(k, v) for k, v in data.items() if k not in ("error_codes", "interrupted", "stopped")]
+    codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
+    if sys.stdout.isatty():
+        from rich.table import Table
+
+        from dispatcher.observe.colour import rich_console
+
+        table = Table(title="dispatcher summary", show_header=False)
+        for key, value in rows:
+            table.add_row(key, str(value))
+        table.add_row("error_codes", codes)
+        try:
+            rich_console(stderr=False).print(table)
+        except OSError:  # the terminal hung up while the run drained
+            _silence_stdout()
+    else:
+        write_stdout("".join(f"{key:<11} {value}\n" for key, value in rows) + f"{'error_codes':<11} {codes}\n")
+    import structlog
+
+    log = structlog.get_logger("dispatcher")
+    if summary.stopped:
+        log.error("stopped early: fix the cause, then run again with --resume", reason=summary.stopped)
+    elif summary.interrupted:
+        log.warning("interrupted: run again with --resume to send the rest")
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    """The summary as one JSON object in `path`, replaced whole: readers never see half of it."""
+    import tempfile
+
+    import orjson
+
+    from dispatcher.errors import OutputError
+
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    directory, name = os.path.split(path)
+    tmp = ""
+    try:
+        # A name of its own beside the summary: two runs writing one summary at once never share it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
+        with open(fd, "wb") as handle:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is not the mode the summary always had
+            handle.write(data)
+        os.replace(tmp, path)  # readers never see half a summary
+    except BaseException as exc:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write the summary: {exc.strerror}") from None
+        raise
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux): os.umask can only set it, and setting
+    it back and forth would race with a thread creating a file meanwhile."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022  # the usual one

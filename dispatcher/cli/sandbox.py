@@ -1,0 +1,68 @@
+"""`dispatcher sandbox`: serve the local emulator of the endpoint on 127.0.0.1 until a stop signal."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from dispatcher.cli.output import write_stdout
+from dispatcher.cli.status import EXIT_OK
+from dispatcher.errors import UsageError
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from dispatcher.run.signals import STOP_SIGNALS
+    from dispatcher.sandbox import Faults, Sandbox, load_accounts, load_groups
+    from dispatcher.tim import config
+
+    _check(args)
+    groups = load_groups(args.groups) if args.groups else None
+    accounts = load_accounts(args.accounts) if args.accounts else None
+    faults = Faults(
+        args.fail_rate,
+        args.latency,
+        args.jitter,
+        args.drop_rate,
+        args.http502_rate,
+        args.seed,
+        arrival_jitter=args.arrival_jitter,
+    )
+    emulator = Sandbox(
+        config.sandbox_credentials(),
+        groups=groups,
+        rate=args.rate,
+        faults=faults,
+        accounts=accounts,
+        message_quota=args.message_quota,
+    )
+
+    async def serve() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for name in STOP_SIGNALS:
+            loop.add_signal_handler(getattr(signal, name), done.set)
+        try:
+            await emulator.serve(args.port, done, lambda url: write_stdout(url + "\n"))
+        except OSError as exc:
+            raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1: {exc.strerror}") from None
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("fail_rate", "drop_rate", "http502_rate"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    for name in ("latency", "jitter", "arrival_jitter"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a number of seconds, 0 or more")
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if args.rate < 1:
+        raise UsageError("--rate must be at least 1")
+    if args.message_quota < 1:
+        raise UsageError("--message-quota must be at least 1")
