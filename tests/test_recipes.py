@@ -14,7 +14,7 @@ import orjson
 import pytest
 import yaml
 
-from dispatcher.cli import build_parser
+from dispatcher.cli.parser import build_parser
 from dispatcher.sandbox import Sandbox
 from tests.conftest import DEMO_ENV, ROOT, write_jobs
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from dispatcher.observe.plan import Plan
@@ -111,28 +112,34 @@ def print_summary(summary: Summary) -> None:
 
 def write_json(path: str, doc: dict[str, Any]) -> None:
     """The summary as one JSON object in `path`, replaced whole: readers never see half of it."""
-    import tempfile
-
     import orjson
+
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    replace_file(path, "the summary", lambda handle: handle.write(data))
+
+
+def replace_file(path: str, what: str, fill: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `fill`, replacing it whole: a reader sees the old file or the new one.
+    A write that fails is one line naming `path` and `what` (OutputError, exit 2); the old file stays."""
+    import tempfile
 
     from dispatcher.errors import OutputError
 
-    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     directory, name = os.path.split(path)
     tmp = ""
     try:
-        # A name of its own beside the summary: two runs writing one summary at once never share it.
+        # A name of its own beside the file: two runs writing one file at once never share it.
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
         with open(fd, "wb") as handle:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is not the mode the summary always had
-            handle.write(data)
-        os.replace(tmp, path)  # readers never see half a summary
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is not the mode such files always had
+            fill(handle)
+        os.replace(tmp, path)
     except BaseException as exc:
         if tmp:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write the summary: {exc.strerror}") from None
+            raise OutputError(f"{path}: cannot write {what}: {exc.strerror}") from None
         raise
 
 

@@ -123,6 +123,12 @@ def _report(add_parser: Any) -> None:
     report = add_parser("report", help="summarise outcome journals (several: one run split over processes or machines)")
     report.add_argument("journals", nargs="+", metavar="OUTCOMES.jsonl", help="journal files, or a PostgreSQL URI")
     report.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    report.add_argument(
+        "--undelivered",
+        metavar="FILE",
+        help="also write every named recipient not notified to FILE as CSV (job_id,user_id,error_code,meaning); "
+        "- writes it alone to stdout",
+    )
 
 
 def _sandbox(add_parser: Any) -> None:

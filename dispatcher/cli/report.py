@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import sys
+from typing import BinaryIO
 
-from dispatcher.cli.output import write_stdout
+from dispatcher.cli.output import replace_file, write_stdout
 from dispatcher.cli.status import EXIT_OK
 
 
@@ -14,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dispatcher.errors import InputError
     from dispatcher.journal.uri import JournalURI, is_journal_uri, parse_journal_uri, refuse_other_scheme
-    from dispatcher.observe.report import render_text, summarise
+    from dispatcher.observe.report import render_text, summarise, undelivered
 
     sources: list[str | JournalURI] = []
     for path in args.journals:
@@ -29,7 +32,20 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{path}: cannot read: {exc.strerror}") from None
         if not stat.S_ISREG(mode):  # it is read twice (fates, then recipients): a pipe would give nothing back
             raise InputError(f"{path}: not a regular file; report reads a journal twice, so give it the file")
+    if args.undelivered == "-":  # the list alone on stdout, to pipe on
+        undelivered(sys.stdout, *sources)
+        sys.stdout.flush()
+        return EXIT_OK
     result = summarise(*sources)
+    if args.undelivered is not None:
+
+        def fill(handle: BinaryIO) -> None:
+            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+            undelivered(text, *sources)
+            text.flush()
+            text.detach()  # the file is the caller's to close
+
+        replace_file(args.undelivered, "the undelivered recipients", fill)
     if args.json:
         import orjson
 
