@@ -111,6 +111,11 @@ def test_every_metric_the_dashboard_draws_is_in_the_guides_table() -> None:
     assert {name for name in drawn if f"| `{name}` |" not in table} == set()
 
 
+def test_every_panel_is_described_in_the_guide() -> None:
+    guide = (ROOT / "docs" / "guide" / "operations.md").read_text(encoding="utf-8")
+    assert [p["title"] for p in dashboard()["panels"] if f"\n| {p['title']} |" not in guide] == []
+
+
 def wait_for(what: str, check: Callable[[], bool], *procs: subprocess.Popen[bytes], deadline_s: float = 60.0) -> None:
     """Until `check()` holds: a state of the Prometheus, looked at every 50 ms, for at most `deadline_s`;
     fail at once if one of `procs`, which was to bring it about, ended."""
