@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench clean redis-server pushgateway postgresql
+.PHONY: install run test lint unit bench clean redis-server pushgateway prometheus postgresql
 
 install: $(STAMP)
 
@@ -47,12 +47,17 @@ redis-server:
 pushgateway:
 	command -v prometheus-pushgateway >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-pushgateway)
 
+# The Grafana dashboard's test runs a real Prometheus of its own (a free port on 127.0.0.1, its config and
+# TSDB in a temporary directory; Debian's service is never used).
+prometheus:
+	command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+
 # The PostgreSQL journal tests run real servers of their own (initdb in a temporary directory, a free port on
 # 127.0.0.1, as the postgres user when run as root); Debian's package is installed when it is missing.
 postgresql:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-unit: install redis-server pushgateway postgresql
+unit: install redis-server pushgateway prometheus postgresql
 	$(BIN)/pytest -q -n 2
 
 test: lint unit

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
@@ -238,6 +240,61 @@ class Pushgateway(LocalServer):
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
     yield from running(Pushgateway(workdir(tmp_path, "pushgateway")))
+
+
+class Prometheus(LocalServer):
+    """A real Prometheus of our own on 127.0.0.1: a free port, its config and TSDB in a temporary
+    directory, scraping what `start` is given every 100 ms (no Debian service, no lifecycle API)."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("prometheus is not installed: `make test` installs it (apt-get install prometheus)")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, scrape_configs: list[dict[str, Any]] | None = None) -> None:
+        config = {"global": {"scrape_interval": "100ms", "scrape_timeout": "100ms"}, "scrape_configs": scrape_configs}
+        (self.workdir / "prometheus.yml").write_bytes(orjson.dumps(config))  # JSON is YAML
+        cmd = [self.binary, "--config.file=prometheus.yml", "--storage.tsdb.path=data"]
+        cmd += [f"--web.listen-address=127.0.0.1:{self.port}"]
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                assert self.proc.poll() is None, f"prometheus ended ({self.proc.returncode}): is the config valid?"
+                time.sleep(0.02)
+        raise RuntimeError(f"prometheus did not start on port {self.port}")
+
+    def api(self, path: str, **params: str) -> Any:
+        """The `data` of an HTTP API answer (/api/v1/...), which must be a success."""
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=5) as response:
+                doc = orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:  # a query Prometheus refuses: its error says why
+            doc = orjson.loads(exc.read())
+        assert doc["status"] == "success", f"{path} {params}: {doc.get('error')}"
+        return doc["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The series an instant query returns now."""
+        result: list[dict[str, Any]] = self.api("query", query=expr)["result"]
+        return result
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    """Started by the test, with what to scrape; stopped at the end."""
+    server = Prometheus(workdir(tmp_path, "prometheus"))
+    yield server
+    server.kill()
 
 
 def postgres_bindir() -> Path:
