@@ -310,6 +310,8 @@ async def test_partial_reply_retries_only_the_transient_recipients(tmp_path: Pat
             "status": "failed",
             "recipients": ["ghost"],
             "recipient_errors": {"ghost": 70107},
+            "meanings": {"70107": "the account does not exist, never imported"},
+            "api": "batchsendmsg",
         }
     ]
 

@@ -21,7 +21,7 @@ def dry_run(args: argparse.Namespace, out: Path | JournalURI) -> int:
     from dispatcher.run.preflight import check_readable
 
     check_readable(tuple(args.jobs))  # a send's runner checks its inputs itself
-    logs.configure(args.log_format)
+    logs.configure(args.log_format, level=logs.level_of(args.quiet, args.verbose))
     # A run in PostgreSQL: the plan is made as for a new run (the database is not read by a dry run).
     state = load_state(out, repair=False) if isinstance(out, Path) and args.resume and is_nonempty(out) else None
     plan = make_plan(

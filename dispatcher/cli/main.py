@@ -95,6 +95,10 @@ def _main(argv: Sequence[str] | None, decide: Callable[[], None]) -> int:
             from dispatcher.cli import sandbox
 
             return sandbox.run(args)
+        if args.command == "completion":
+            from dispatcher.cli import completion
+
+            return completion.run(args)
         from dispatcher.cli import usersig
 
         return usersig.run(args)

@@ -80,26 +80,72 @@ def print_plan(plan: Plan) -> None:
     write_stdout("\n".join(lines) + "\n")
 
 
+EXIT_MEANINGS = {
+    0: "every batch delivered",
+    1: "some batch failed or some job was rejected: `dispatcher report` says which and why",
+    2: "stopped early: fix the cause, then run again with --resume",
+    130: "interrupted: run again with --resume to send the rest",
+}
+
+
+def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary as a person reads it: labels, thousands separators, codes with their meanings."""
+    from dispatcher.tim.codes import meaning
+
+    rows = [
+        ("Jobs", f"{data['jobs']:,}" + (f" ({data['rejected']:,} rejected)" if data["rejected"] else "")),
+        (
+            "Batches",
+            f"{data['batches']:,}: {data['ok']:,} ok, {data['failed']:,} failed, {data['skipped']:,} skipped "
+            f"(already final), {data['pending']:,} pending",
+        ),
+        ("Requests", f"{data['requests']:,} ({data['retries']:,} retries)"),
+    ]
+    recipients = f"{data['recipients']:,} named"
+    if data["all_members_batches"]:
+        whole = data["all_members_batches"]
+        recipients += f", and all members of the group in {whole:,} batch{'' if whole == 1 else 'es'}"
+    rows.append(("Recipients", recipients))
+    if data["duplicates"] or data["excluded"]:
+        rows.append(("Left out", f"{data['duplicates']:,} duplicates, {data['excluded']:,} excluded"))
+    replies = "; ".join(f"{code} {meaning(code)}: {count:,}" for code, count in data["error_codes"].items())
+    rows.append(("Replies", replies or "none"))
+    pace = f"{data['elapsed_s']:,.1f} s, {data['rate']:,.1f} requests a second"
+    if data["rate_steps_down"]:
+        steps = data["rate_steps_down"]
+        pace += f"; the server said too frequent: the pace stepped down {steps:,} time{'' if steps == 1 else 's'}"
+        pace += f", to {data['pace_min']:,.1f} a second at the least"
+    rows.append(("Time", pace))
+    rows.append(("Journal", str(data["out"])))
+    if data["jobs_cut_short"]:
+        rows.append(("Cut short", ", ".join(data["jobs_cut_short"]) + " became shorter while read"))
+    if data["claims_lost"]:
+        rows.append(("Claims lost", f"{data['claims_lost']:,} batches left to other workers"))
+    code = data["exit_code"]
+    rows.append(("Exit status", f"{code} ({EXIT_MEANINGS.get(code, '')})"))
+    return rows
+
+
 def print_summary(summary: Summary) -> None:
-    """The run's summary: a table on a terminal, `key value` lines otherwise; then the warning that
-    says how to go on, if the run stopped or was interrupted."""
+    """The run's summary: a table for a person on a terminal; `key value` lines otherwise, the keys of
+    --summary-json, for scripts. Then the warning that says how to go on, if the run stopped or was
+    interrupted."""
     data = summary.to_dict()
-    rows = [(k, v) for k, v in data.items() if k not in ("error_codes", "interrupted", "stopped")]
-    codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
     if sys.stdout.isatty():
         from rich.table import Table
 
         from dispatcher.observe.colour import rich_console
 
         table = Table(title="dispatcher summary", show_header=False)
-        for key, value in rows:
-            table.add_row(key, str(value))
-        table.add_row("error_codes", codes)
+        for label, value in summary_rows(data):
+            table.add_row(label, value)
         try:
             rich_console(stderr=False).print(table)
         except OSError:  # the terminal hung up while the run drained
             _silence_stdout()
     else:
+        rows = [(k, v) for k, v in data.items() if k not in ("error_codes", "interrupted", "stopped")]
+        codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
         write_stdout("".join(f"{key:<11} {value}\n" for key, value in rows) + f"{'error_codes':<11} {codes}\n")
     import structlog
 

@@ -32,9 +32,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dispatcher",
-        description="Send Tencent Cloud IM messages (group system notifications, batchsendmsg one-to-one "
-        "messages, send_group_msg group messages) from JSONL jobs, rate-limited, retried and journaled so "
-        "that an interrupted run resumes without resending.",
+        description="Send Tencent Cloud IM messages (group system notifications, batchsendmsg one-to-one\n"
+        "messages, send_group_msg group messages) from JSONL jobs, rate-limited, retried and journaled\n"
+        "so that an interrupted run resumes without resending.",
+        epilog=EXAMPLES + DOCS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dispatcher {__version__} ({DISTRIBUTION})")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -43,7 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
     _report(commands.add_parser)
     _sandbox(commands.add_parser)
     _usersig(commands.add_parser)
+    _completion(commands.add_parser)
     return parser
+
+
+EXAMPLES = """examples:
+  dispatcher send jobs.jsonl --sandbox           try it on the built-in emulator, offline
+  dispatcher send jobs.jsonl --dry-run           validate and plan; send nothing
+  dispatcher send jobs.jsonl --region singapore  send for real (credentials in TIM_*)
+  dispatcher send jobs.jsonl --resume            finish an interrupted run; nothing is sent twice
+  dispatcher report jobs.outcomes.jsonl          what was delivered, what was not, and why
+"""
+DOCS = """
+docs: the Quickstart (docs/guide/quickstart.md) and the reference (docs/reference.md) of the source
+"""
+
+
+def _completion(add_parser: Any) -> None:
+    completion = add_parser(
+        "completion",
+        help="print a shell completion script",
+        epilog="examples:\n"
+        "  dispatcher completion bash > ~/.local/share/bash-completion/completions/dispatcher\n"
+        "  dispatcher completion zsh > ~/.zfunc/_dispatcher   # with fpath+=(~/.zfunc) before compinit\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
 
 
 def _send(add_parser: Any) -> None:
@@ -55,6 +82,11 @@ def _send(add_parser: Any) -> None:
         help="send the messages of one or more jobs files",
         description="Credentials come from TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY "
         "(or TIM_USERSIG); TIM_REGION or TIM_ENDPOINT may give the endpoint.",
+        epilog=EXAMPLES.replace(
+            "  dispatcher report jobs.outcomes.jsonl          what was delivered, what was not, and why\n", ""
+        )
+        + DOCS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     send.add_argument("jobs", nargs="+", metavar="JOBS.jsonl", help="jobs files; - reads standard input")
     send.add_argument(
@@ -120,7 +152,15 @@ def _work(add_parser: Any) -> None:
 
 
 def _report(add_parser: Any) -> None:
-    report = add_parser("report", help="summarise outcome journals (several: one run split over processes or machines)")
+    report = add_parser(
+        "report",
+        help="summarise outcome journals (several: one run split over processes or machines)",
+        epilog="examples:\n"
+        "  dispatcher report jobs.outcomes.jsonl                     the run, and why some were not notified\n"
+        "  dispatcher report jobs.outcomes.jsonl --undelivered -    every recipient not notified, as CSV\n"
+        "  dispatcher report 'postgresql://db/ops?journal=nightly'  a run in PostgreSQL\n" + DOCS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     report.add_argument("journals", nargs="+", metavar="OUTCOMES.jsonl", help="journal files, or a PostgreSQL URI")
     report.add_argument("--json", action="store_true", help="one JSON object on stdout")
     report.add_argument(
@@ -233,6 +273,15 @@ def _summary_json(parser: argparse.ArgumentParser) -> None:
 
 def _log_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("console", "json"), default="console", help="stderr log format")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only: no progress display and no summary on stdout (the exit status and "
+        "--summary-json still tell)",
+    )
+    talk.add_argument("-v", "--verbose", action="store_true", help="debug lines on stderr too")
 
 
 def _rate_store_help() -> str:

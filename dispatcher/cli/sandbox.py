@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
 
-from dispatcher.cli.output import write_stdout
+from dispatcher.cli.output import say_error, write_stdout
 from dispatcher.cli.status import EXIT_OK
 from dispatcher.errors import UsageError
+
+if TYPE_CHECKING:
+    from dispatcher.tim.config import Credentials
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,12 +49,31 @@ def run(args: argparse.Namespace) -> int:
         for name in STOP_SIGNALS:
             loop.add_signal_handler(getattr(signal, name), done.set)
         try:
-            await emulator.serve(args.port, done, lambda url: write_stdout(url + "\n"))
+            await emulator.serve(args.port, done, lambda url: _started(url, emulator.credentials))
         except OSError as exc:
             raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1: {exc.strerror}") from None
 
     asyncio.run(serve())
     return EXIT_OK
+
+
+def _started(url: str, credentials: Credentials) -> None:
+    """The URL alone on stdout (a script reads that line); for a person, on stderr, how to use it."""
+    from dispatcher.tim.config import DEMO_CREDENTIALS
+
+    write_stdout(url + "\n")
+    if credentials == DEMO_CREDENTIALS:  # public demo values: shown so they can be pasted
+        use = (
+            f"export TIM_SDKAPPID={credentials.sdkappid} TIM_IDENTIFIER={credentials.identifier} "
+            f"TIM_SECRET_KEY={credentials.secret_key} TIM_ENDPOINT={url}"
+        )
+    else:  # the environment's own: never shown
+        use = f"export TIM_ENDPOINT={url}  # it accepts the TIM_* credentials of this environment"
+    say_error(
+        f"sandbox: send to it with\n  {use}\n"
+        f"sandbox: what it got: {url}/sandbox/stats and {url}/sandbox/ledger\n"
+        "sandbox: Ctrl-C to stop"
+    )
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -59,7 +59,12 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
 
     creds = config.DEMO_CREDENTIALS if args.sandbox else config.credentials_from_env()
     journal_password = args.journal_uri.password if args.journal_uri is not None else ""
-    logs.configure(args.log_format, secrets=(*creds.secrets(), args.store.password, journal_password))
+    logs.configure(
+        args.log_format,
+        level=logs.level_of(args.quiet, args.verbose),
+        secrets=(*creds.secrets(), args.store.password, journal_password),
+        drop=("finished",) if logs.person_watching(args.log_format) and not args.quiet else (),
+    )
     if exporter is not None:
         exporter.serve()
     endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
@@ -81,7 +86,7 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
         message_quota=args.message_quota,
         lease=args.lease,
     )
-    show_progress = sys.stderr.isatty() and not args.no_progress
+    show_progress = sys.stderr.isatty() and not args.no_progress and not args.quiet
     import asyncio
 
     from dispatcher.run.runner import Runner
@@ -95,7 +100,8 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
         on_finished=decide,  # from then on a signal leaves the exit status the summary says
     )
     summary = asyncio.run(runner.run())
-    print_summary(summary)
+    if not args.quiet:
+        print_summary(summary)
     if args.summary_json:
         write_json(args.summary_json, summary.to_dict())
     if exporter is not None:

@@ -53,7 +53,12 @@ def _checked(args: argparse.Namespace, uri: JournalURI, exporter: Exporter | Non
     from dispatcher.tim import config
 
     creds = config.credentials_from_env()
-    logs.configure(args.log_format, secrets=(*creds.secrets(), args.store.password, uri.password))
+    logs.configure(
+        args.log_format,
+        level=logs.level_of(args.quiet, args.verbose),
+        secrets=(*creds.secrets(), args.store.password, uri.password),
+        drop=("finished",) if logs.person_watching(args.log_format) and not args.quiet else (),
+    )
     endpoint = config.resolve_endpoint(args.region, args.endpoint)
     if exporter is not None:
         exporter.serve()
@@ -73,7 +78,8 @@ def _checked(args: argparse.Namespace, uri: JournalURI, exporter: Exporter | Non
         )
     )
     summary, incomplete = worked.summary, worked.incomplete
-    print_summary(summary)
+    if not args.quiet:
+        print_summary(summary)
     code = summary.exit_code
     if incomplete and code == EXIT_OK:
         summary.exit_code = code = EXIT_FAILED

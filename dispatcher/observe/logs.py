@@ -49,8 +49,21 @@ class _StderrLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
-def configure(fmt: str = "console", level: str = "info", secrets: Iterable[str] = ()) -> None:
-    """Configure structlog for this process. `fmt` is `console` (people) or `json` (machines)."""
+class _Dropper:
+    """Drops the events named: what a person sees another way (the summary's table on a terminal)."""
+
+    def __init__(self, events: Iterable[str]) -> None:
+        self.events = frozenset(events)
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event.get("event") in self.events:
+            raise structlog.DropEvent
+        return event
+
+
+def configure(fmt: str = "console", level: str = "info", secrets: Iterable[str] = (), drop: Iterable[str] = ()) -> None:
+    """Configure structlog for this process. `fmt` is `console` (people) or `json` (machines); `level`
+    the least level shown; `drop` events never shown."""
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -58,6 +71,7 @@ def configure(fmt: str = "console", level: str = "info", secrets: Iterable[str] 
         renderer = structlog.dev.ConsoleRenderer(colors=colour.wanted(sys.stderr))
     structlog.configure(
         processors=[
+            _Dropper(drop),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _Redactor(secrets),
@@ -67,3 +81,13 @@ def configure(fmt: str = "console", level: str = "info", secrets: Iterable[str] 
         logger_factory=lambda *_: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
+
+
+def level_of(quiet: bool, verbose: bool) -> str:
+    """The least level shown for --quiet and --verbose."""
+    return "warning" if quiet else "debug" if verbose else "info"
+
+
+def person_watching(fmt: str) -> bool:
+    """A person reads both stdout and stderr on a terminal: the summary's table stands for its log line."""
+    return fmt == "console" and sys.stdout.isatty() and sys.stderr.isatty()

@@ -36,6 +36,7 @@ class Summary:
     requests: int = 0
     retries: int = 0
     recipients: int = 0
+    all_members_batches: int = 0  # batches delivered to all members of a group: no count of recipients
     duplicates: int = 0  # named recipients of the accepted jobs left out as a repeat of an earlier one
     excluded: int = 0  # and those left out as in their job's exclude_file
     error_codes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -60,6 +61,7 @@ class Summary:
                 self.recipients += event.delivered
             if event.recorded and event.status == OK:
                 self.ok += 1
+                self.all_members_batches += event.recipients == 0  # a named batch names at least one
             elif event.recorded and event.status == FAILED:
                 self.failed += 1
         elif isinstance(event, RateWaited):
@@ -131,6 +133,7 @@ class Summary:
             "requests": self.requests,
             "retries": self.retries,
             "recipients": self.recipients,
+            "all_members_batches": self.all_members_batches,
             "duplicates": self.duplicates,
             "excluded": self.excluded,
             "error_codes": dict(sorted(self.error_codes.items())),
