@@ -29,9 +29,14 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
 import structlog
 
+from dispatcher.core.batch import Batch, split
+from dispatcher.core.job import Job
+from dispatcher.core.record import record
+from dispatcher.core.state import JournalState
+from dispatcher.core.status import FAILED, OK, REJECTED, code_key
 from dispatcher.errors import DispatcherError, InputError, JournalWriteError, RateStoreError, UsageError
-from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs, shown
-from dispatcher.journal.outcomes import FAILED, OK, REJECTED, JournalState, Moved, open_journal, record
+from dispatcher.jobs.reader import Rejection, api_of, read_jobs, shown
+from dispatcher.journal.outcomes import Moved, open_journal
 from dispatcher.journal.store import JournalStore, shared_of
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.events import (
@@ -48,7 +53,6 @@ from dispatcher.observe.events import (
     ReplyRecorded,
     StopRequested,
     Subscriber,
-    code_key,
 )
 from dispatcher.observe.runlog import RunLog
 from dispatcher.observe.summary import Summary
@@ -57,7 +61,6 @@ from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.group import GroupPacer
 from dispatcher.pacing.memory import frozen_heap
 from dispatcher.run import shared
-from dispatcher.run.batching import Batch, split
 from dispatcher.run.client import Client, Reply
 from dispatcher.run.config import RunConfig
 from dispatcher.run.decide import Decision, Sent, SignatureUse, decide

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from dispatcher.jobs.reader import InlineRecipients, Job
+from dispatcher.core.batch import Batch
+from dispatcher.core.job import InlineRecipients, Job
 from dispatcher.journal.postgres import Claimed, PlannedJob
 from dispatcher.journal.store import SharedRun
-from dispatcher.run.batching import Batch
 from dispatcher.tim.apis import REGISTRY
 
 POLL = 0.25  # seconds between looks when there is nothing to claim
