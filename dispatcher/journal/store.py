@@ -2,9 +2,9 @@
 
 Two stores sit side by side: the file (`outcomes.Journal`, a JSONL file on this machine, unchanged)
 and PostgreSQL (`postgres.PgJournal`, a run shared by workers on any machine). The engine writes
-outcome lines through `JournalStore`; a store that is shared by several workers is a `SharedRun`
-too: it keeps the run's plan, hands out claims on its batches, and confirms that a line is in the
-database (`settle`) before the worker does anything more with that reply.
+outcome lines through the journal port (`core.ports.Journal`, over each store: `journal.lifecycle`);
+a store that is shared by several workers is a `SharedRun` too: it keeps the run's plan, hands out
+claims on its batches (`run.sources.claims`), and confirms that a line is in the database (`settle`).
 """
 
 from __future__ import annotations
