@@ -4,7 +4,8 @@ The source (`run.sources`: the jobs files here, or claims of a run shared in Pos
 into a bounded queue; `concurrency` workers take a batch each and send it attempt after attempt
 (`attempts`), each reply recorded in one step (`record`); the journal (`core.ports.Journal`) takes,
 commits and closes the lines. The runner picks the source and the journal (`use`); on its own, the
-engine reads `config.jobs` into a file journal. Stopping is cooperative (`stopping`).
+engine takes the pair of the journal it is given (`pairs`), or reads `config.jobs` into a file journal.
+Stopping is cooperative (`stopping`).
 
 Invariants:
 - Nothing awaits between a reply and its journal line, so a reply is on record before anything
@@ -30,7 +31,6 @@ from dispatcher.core.ports import BatchSource, Journal
 from dispatcher.core.state import JournalState
 from dispatcher.errors import UsageError
 from dispatcher.jobs.reader import shown
-from dispatcher.journal.lifecycle import FileLifecycle
 from dispatcher.journal.outcomes import open_journal
 from dispatcher.journal.store import JournalStore
 from dispatcher.journal.uri import JournalURI
@@ -45,6 +45,7 @@ from dispatcher.run.client import Client
 from dispatcher.run.config import RunConfig
 from dispatcher.run.feed import RunFeed
 from dispatcher.run.health import Health
+from dispatcher.run.pairs import pair_of
 from dispatcher.run.preflight import (
     RESERVED_FILES,
     check_not_journal,
@@ -53,7 +54,6 @@ from dispatcher.run.preflight import (
     reserve_open_files,
 )
 from dispatcher.run.record import Recorder
-from dispatcher.run.sources.local import LocalJobs
 from dispatcher.run.stopping import Stopping, Worker
 from dispatcher.tim.usersig import Signer
 
@@ -120,7 +120,7 @@ class Engine:
 
     def use(self, source: BatchSource, journal: Journal) -> None:
         """Where batches come from and where their fates go (the runner's pick); the engine closes the
-        journal at the end of `run()`. Without it, the run reads `config.jobs` into a file journal."""
+        journal at the end of `run()`. Without it, the run takes the pair of the journal given (`pairs`)."""
         self._pair = (source, journal)
 
     def stop(self) -> None:
@@ -131,8 +131,8 @@ class Engine:
         """Stop early for a cause outside the engine (an output of the run that cannot be written)."""
         self._stop.halt(reason)
 
-    def _local(self) -> tuple[BatchSource, Journal]:
-        """The jobs files into a file journal: the one given, or one opened here."""
+    def _default_pair(self) -> tuple[BatchSource, Journal]:
+        """Without `use`: the pair of the journal given, or the jobs files into a file journal opened here."""
         config = self.config
         store = self._store
         if store is None:
@@ -148,11 +148,11 @@ class Engine:
                 journal.close()
                 raise
             store = self._store = journal
-        return LocalJobs(config.jobs, config.batch_size, config.retry_failed), FileLifecycle(store)
+        return pair_of(store, config)
 
     async def run(self) -> Summary:
         started = self._clock()
-        source, journal = self._pair = self._pair or self._local()
+        source, journal = self._pair = self._pair or self._default_pair()
         stop, config = self._stop, self.config
         recorder = Recorder(
             config,

@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from dispatcher.core import ports
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
-from dispatcher.journal.lifecycle import FileLifecycle, SharedLifecycle
 from dispatcher.journal.outcomes import Journal
-from dispatcher.journal.store import JournalStore, SharedRun, open_store, shared_of
+from dispatcher.journal.store import JournalStore, open_store, shared_of
 from dispatcher.journal.uri import JournalURI, parse_journal_uri
 from dispatcher.observe.events import Subscriber
 from dispatcher.observe.plan import Plan, make_plan
@@ -34,6 +32,7 @@ from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.store import MEMORY, in_journal_database, parse_store
 from dispatcher.run.config import DEFAULT_LEASE, RunConfig
 from dispatcher.run.engine import Engine
+from dispatcher.run.pairs import pair_of
 from dispatcher.run.preflight import (
     RESERVED_FILES,
     check_not_journal,
@@ -44,8 +43,6 @@ from dispatcher.run.preflight import (
 )
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.run.signals import STOP_SIGNALS
-from dispatcher.run.sources.claims import Claims
-from dispatcher.run.sources.local import LocalJobs
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim.apis import DEFAULT, REGISTRY
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
@@ -164,7 +161,7 @@ class Runner:
                 if self._exporter is not None:
                     subscribers.append(self._exporter.metrics)
                 engine = Engine(run, subscribers=subscribers, journal=journal, budgets=budgets)
-                engine.use(*pair_of(journal, run))
+                engine.use(*pair_of(journal, run))  # the runner picks where batches come from and fates go
                 if not stopper.attach(engine):
                     return _interrupted_before_sending(run)
                 if self._exporter is not None:
@@ -325,15 +322,6 @@ def _hand_back(loop: asyncio.AbstractEventLoop, previous: dict[signal.Signals, A
                 signal.signal(sig, handler)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def pair_of(journal: JournalStore, run: RunConfig) -> tuple[ports.BatchSource, ports.Journal]:
-    """Where the run's batches come from and where their fates go: the jobs files into a file, or a
-    run shared in PostgreSQL, whose plan the send's jobs go into and whose claims every worker sends."""
-    if isinstance(journal, SharedRun):
-        claims = Claims(journal, run.jobs, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
-        return claims, SharedLifecycle(journal)
-    return LocalJobs(run.jobs, run.batch_size, run.retry_failed), FileLifecycle(journal)
 
 
 def _interrupted_before_sending(run: RunConfig) -> Summary:
