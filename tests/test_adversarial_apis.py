@@ -10,12 +10,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dispatcher.jobs.reader import Job, Rejection, read_jobs
+from dispatcher.core.batch import split
+from dispatcher.core.job import Job
+from dispatcher.jobs.reader import Rejection, read_jobs
 from dispatcher.journal.outcomes import load_state
 from dispatcher.observe.plan import make_plan
 from dispatcher.observe.report import render_text, summarise
 from dispatcher.pacing.group import GroupPacer
-from dispatcher.run.batching import split
 from dispatcher.sandbox import ALL_MEMBERS, C2C, Sandbox
 from dispatcher.tim.apis import REGISTRY
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO

@@ -12,11 +12,12 @@ import aiohttp
 import orjson
 import pytest
 
-from dispatcher.jobs.reader import Job, Rejection, read_jobs
+from dispatcher.core.batch import split
+from dispatcher.core.job import Job
+from dispatcher.jobs.reader import Rejection, read_jobs
 from dispatcher.observe.plan import make_plan
 from dispatcher.observe.report import summarise
 from dispatcher.pacing.budgets import Budgets
-from dispatcher.run.batching import split
 from dispatcher.run.engine import Engine
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.sandbox import ALL_MEMBERS, C2C, Group, Sandbox

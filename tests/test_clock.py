@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dispatcher.journal.outcomes import RETRY
+from dispatcher.core.status import RETRY
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Sandbox
 from dispatcher.sandbox.apis.base import Emulator

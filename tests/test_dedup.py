@@ -11,12 +11,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from dispatcher.core.batch import split
+from dispatcher.core.job import Job
 from dispatcher.jobs import dedup
 from dispatcher.jobs.dedup import Drops, Records, clean_of, resolve
 from dispatcher.jobs.exports import ExportError
 from dispatcher.jobs.formats import text as text_format
-from dispatcher.jobs.reader import Job, read_jobs
-from dispatcher.run.batching import split
+from dispatcher.jobs.reader import read_jobs
 from dispatcher.tim.apis.base import Reject
 from tests.conftest import write_jobs
 

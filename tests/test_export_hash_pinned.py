@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher.jobs.reader import Job, read_jobs
-from dispatcher.run.batching import split
+from dispatcher.core.batch import split
+from dispatcher.core.job import Job
+from dispatcher.jobs.reader import read_jobs
 from tests.conftest import write_jobs
 
 BOM = b"\xef\xbb\xbf"

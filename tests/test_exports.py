@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dispatcher.jobs.reader import Job, Rejection, read_jobs
-from dispatcher.run.batching import split
+from dispatcher.core.batch import split
+from dispatcher.core.job import Job
+from dispatcher.jobs.reader import Rejection, read_jobs
 from tests.conftest import fifo, within, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from dispatcher.core.batch import split
+from dispatcher.core.job import Job
 from dispatcher.jobs import formats, inputs
 from dispatcher.jobs.dedup import Clean
 from dispatcher.jobs.files import Side, Source
 from dispatcher.jobs.formats.text import read_text
-from dispatcher.jobs.reader import Job, Rejection, read_jobs
-from dispatcher.run.batching import split
+from dispatcher.jobs.reader import Rejection, read_jobs
 from tests.conftest import ROOT, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from dispatcher.jobs.reader import Job, Rejection, read_jobs
-from dispatcher.run.batching import split
+from dispatcher.core.batch import split
+from dispatcher.core.job import Job
+from dispatcher.jobs.reader import Rejection, read_jobs
 from tests.conftest import DISPATCHER, ROOT, cli_env, fifo, within, write_jobs
 
 BASE = {"GroupId": "@TGS#g", "Content": "hello"}

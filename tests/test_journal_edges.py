@@ -423,7 +423,7 @@ async def test_a_sync_cancelled_while_its_fsync_runs_is_done_again_by_close(
 
 
 def test_a_resume_splits_a_partly_delivered_batch_in_linear_time() -> None:
-    from dispatcher.journal.outcomes import JobRecord, JournalState
+    from dispatcher.core.state import JobRecord, JournalState
 
     hashed = 0
 

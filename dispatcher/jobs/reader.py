@@ -18,13 +18,14 @@ import io
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from stat import S_ISREG
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import orjson
 
+from dispatcher.core.job import InlineRecipients, Job, Recipients
 from dispatcher.errors import InputError, quoted
 from dispatcher.jobs import sources
 from dispatcher.jobs.files import Stopped
@@ -36,9 +37,10 @@ from dispatcher.tim.apis.base import Reject, string, type_name
 if TYPE_CHECKING:
     import hashlib
 
-    from dispatcher.jobs.exports import Read, Stats
+    from dispatcher.core.export import Stats
+    from dispatcher.jobs.exports import Read
 
-__all__ = ["Job", "Recipients", "Rejection", "StreamedExport", "read_jobs"]
+__all__ = ["Rejection", "StreamedExport", "read_jobs"]
 
 STDIN = "-"
 SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
@@ -113,49 +115,6 @@ def _lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes | N
     if parts:  # a last line without a newline
         line = b"".join(parts).removesuffix(b"\r")
         yield done + 1, (line if len(line) <= limit else None)
-
-
-class Recipients(Protocol):
-    """The de-duplicated recipients of a job, in file order; iterable more than once."""
-
-    def __iter__(self) -> Iterator[str]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class InlineRecipients:
-    ids: tuple[str, ...]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ids)
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    job_id: str
-    file: str
-    line: int
-    group_id: str | None  # None: one-to-one messages (batchsendmsg)
-    group_type: str | None
-    recipients: Recipients | None  # None: all members of the group
-    recipient_count: int  # named recipients after de-duplication; 0 for all members
-    batch_size: int
-    job_hash: str
-    derived_id: bool = False  # job_id made from the content: the job gave none
-    endpoint: Endpoint = DEFAULT_ENDPOINT  # the API it is sent with
-    fields: Mapping[str, object] = dataclasses.field(default_factory=dict)  # request fields of every batch
-    duplicates: int = 0  # named recipients left out as a repeat of an earlier one
-    excluded: int = 0  # named recipients left out as in the job's exclude_file
-    export: Stats | None = None  # what was read of its recipients_file and exclude_file
-
-    @property
-    def batches(self) -> int:
-        if self.recipients is None:
-            return 1
-        return -(-self.recipient_count // self.batch_size)
-
-    @property
-    def source(self) -> str:
-        return f"{self.file}:{self.line}"
 
 
 @dataclasses.dataclass(frozen=True)

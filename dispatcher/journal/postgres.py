@@ -45,8 +45,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import orjson
 import structlog
 
+from dispatcher.core.state import JournalState
 from dispatcher.errors import ConfigError, JournalError, JournalLockedError, JournalWriteError, UsageError
-from dispatcher.journal.outcomes import JournalState, Moved
+from dispatcher.journal.outcomes import Moved
 from dispatcher.journal.uri import JournalURI
 from dispatcher.pg.connect import STATEMENT_S, InThread, bounded, connect, connect_sync
 from dispatcher.version import DISTRIBUTION

@@ -2,9 +2,9 @@
 
 Two stores sit side by side: the file (`outcomes.Journal`, a JSONL file on this machine, unchanged)
 and PostgreSQL (`postgres.PgJournal`, a run shared by workers on any machine). The engine writes
-outcome lines through `JournalStore`; a store that is shared by several workers is a `SharedRun`
-too: it keeps the run's plan, hands out claims on its batches, and confirms that a line is in the
-database (`settle`) before the worker does anything more with that reply.
+outcome lines through the journal port (`core.ports.Journal`, over each store: `journal.lifecycle`);
+a store that is shared by several workers is a `SharedRun` too: it keeps the run's plan, hands out
+claims on its batches (`run.sources.claims`), and confirms that a line is in the database (`settle`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from dispatcher.journal.outcomes import JournalState, Moved, iter_records, open_journal
+from dispatcher.core.batch import Batch
+from dispatcher.core.job import Job
+from dispatcher.core.state import JournalState
+from dispatcher.journal.outcomes import Moved, iter_records, open_journal
 from dispatcher.journal.uri import JournalURI
 
 if TYPE_CHECKING:
@@ -41,15 +44,14 @@ class JournalStore(Protocol):
 
 @runtime_checkable
 class SharedRun(Protocol):
-    """A journal that several workers share: the plan, the claims, the lines confirmed in the store.
-    The batches it hands out are `run.batching.Batch` (typed loosely here: journal/ sits below run/)."""
+    """A journal that several workers share: the plan, the claims, the lines confirmed in the store."""
 
     uri: JournalURI
     planned: asyncio.Event  # set when this process stored more of the plan: a feeder waiting may claim at once
     incomplete: bool  # set by `feed` when it stopped on a plan that no live `send` will complete
 
     def planned_hash(self, job_id: str) -> str | None: ...
-    async def plan(self, job: Any, batches: Iterable[Any]) -> None: ...
+    async def plan(self, job: Job, batches: Iterable[Batch]) -> None: ...
     async def plan_flush(self) -> None: ...
     async def withdraw(self, job_id: str) -> None: ...
     async def plan_complete(self) -> None: ...

@@ -14,14 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 
-from dispatcher.journal.outcomes import FAILED, OK
-
-TRANSPORT = "transport"  # the error code of a reply with no ErrorCode (HTTP error, timeout, no connection)
-
-
-def code_key(error_code: object) -> str:
-    """How a reply's ErrorCode is counted, everywhere (summary, report, metrics): `transport` for none."""
-    return TRANSPORT if error_code is None else str(error_code)
+from dispatcher.core.status import FAILED, OK
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

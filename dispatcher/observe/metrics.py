@@ -45,8 +45,8 @@ from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import uris
+from dispatcher.core.status import FAILED, OK
 from dispatcher.errors import OutputError
-from dispatcher.journal.outcomes import FAILED, OK
 from dispatcher.observe.events import (
     BatchSkipped,
     Event,

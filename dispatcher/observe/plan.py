@@ -12,8 +12,10 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.jobs.reader import Job, Rejection, api_of, read_jobs
-from dispatcher.journal.outcomes import FAILED, JournalState
+from dispatcher.core.job import Job
+from dispatcher.core.state import JournalState
+from dispatcher.core.status import FAILED
+from dispatcher.jobs.reader import Rejection, api_of, read_jobs
 from dispatcher.observe.events import BatchSkipped, JobAccepted, JobRejected
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.base import MEMORY_HEADROOM, Quota
@@ -21,7 +23,7 @@ from dispatcher.pacing.group import SHARE
 from dispatcher.tim import rules
 
 if TYPE_CHECKING:
-    from dispatcher.jobs.exports import Stats
+    from dispatcher.core.export import Stats
 
 MAX_LISTED_REJECTIONS = 1000  # a plan lists this many rejections (and exports) in full and counts the rest
 GROUP_PACE = rules.GROUP_RATE * SHARE  # send_group_msg's messages a second into one group, as the engine paces them

@@ -8,7 +8,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dispatcher.journal.outcomes import FAILED
+from dispatcher.core.status import FAILED
 from dispatcher.observe import colour
 from dispatcher.observe.events import BatchSkipped, Event, ReplyRecorded
 

@@ -20,10 +20,9 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher.journal.outcomes import FAILED, OK, PENDING, REJECTED
+from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, code_key
 from dispatcher.journal.store import plan_of, reading, records_of, unsent_of
 from dispatcher.journal.uri import JournalURI
-from dispatcher.observe.events import code_key
 from dispatcher.tim.apis import DEFAULT, REGISTRY
 from dispatcher.tim.codes import DROPPED, meaning
 

@@ -6,7 +6,7 @@ import collections
 import dataclasses
 from typing import Any
 
-from dispatcher.journal.outcomes import FAILED, OK
+from dispatcher.core.status import FAILED, OK
 from dispatcher.observe.events import (
     BatchClaimed,
     BatchSkipped,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from dispatcher.journal.outcomes import FAILED, OK, RETRY
-from dispatcher.observe.events import code_key
+from dispatcher.core.status import FAILED, OK, RETRY, code_key
 from dispatcher.run.client import Reply
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules

@@ -32,6 +32,7 @@ from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.store import MEMORY, in_journal_database, parse_store
 from dispatcher.run.config import DEFAULT_LEASE, RunConfig
 from dispatcher.run.engine import Engine
+from dispatcher.run.pairs import pair_of
 from dispatcher.run.preflight import (
     RESERVED_FILES,
     check_not_journal,
@@ -160,6 +161,7 @@ class Runner:
                 if self._exporter is not None:
                     subscribers.append(self._exporter.metrics)
                 engine = Engine(run, subscribers=subscribers, journal=journal, budgets=budgets)
+                engine.use(*pair_of(journal, run))  # the runner picks where batches come from and fates go
                 if not stopper.attach(engine):
                     return _interrupted_before_sending(run)
                 if self._exporter is not None:

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
-from dispatcher.jobs.reader import Job
+from dispatcher.core.job import Job
 from dispatcher.tim.apis.base import batch_random
 
 
