@@ -23,7 +23,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from dispatcher.errors import RateStoreError
 from dispatcher.pacing import adaptive
@@ -34,11 +34,11 @@ from dispatcher.pg.connect import bounded
 
 if TYPE_CHECKING:
     import psycopg
-    from psycopg.abc import Query
 
     from dispatcher.pacing.base import Quota, StoreURI
 
 Sleep = Callable[[float], Awaitable[None]]
+Query = LiteralString | bytes  # ours (budget.sql), or TAKE rendered once (`take`)
 _Q = queries.load("budget")
 COMPONENT = "budget"
 

@@ -24,8 +24,7 @@ _Q = queries.load("meta")
 SCHEMA = queries.load("schema")
 # The version each component stands at once migrated: that of its last migration (1 with none).
 LATEST = {
-    component: max([1, *(m.version for m in queries.migrations() if m.component == component)])
-    for component in SCHEMA
+    component: max([1, *(m.version for m in queries.migrations() if m.component == component)]) for component in SCHEMA
 }
 
 
