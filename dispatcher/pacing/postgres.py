@@ -31,6 +31,7 @@ from dispatcher.pacing.base import SHARED_HEADROOM, rate_text
 from dispatcher.pacing.shared import STEP_ARGS, SharedBudget
 from dispatcher.pg import migrate, queries
 from dispatcher.pg.connect import bounded
+from dispatcher.pg.connect import connect as open_session
 
 if TYPE_CHECKING:
     import psycopg
@@ -189,11 +190,11 @@ class PostgresLimiter(SharedBudget):
             ) from None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        import psycopg
-
         if self._conn is None or self._conn.closed:
             async with asyncio.timeout(TIMEOUT_S):  # libpq's connect_timeout is whole seconds, 2 at least
-                self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                # The session's own bounds (statement_timeout, lock_timeout) are twice the limiter's: they
+                # end in the database a call the limiter gave up on, which would take a slot for nobody.
+                self._conn = await open_session(self._conninfo, statement_s=2 * TIMEOUT_S)
             self._cursor = self._conn.cursor()  # one for every call: a cursor made a call costs CPU
         return self._conn
 
