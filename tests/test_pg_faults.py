@@ -371,6 +371,29 @@ def test_a_database_of_the_first_release_has_its_budget_migrated_with_its_journa
     assert postgres_server.psql(take) == "1\n"
 
 
+COLUMNS = (
+    "SELECT string_agg(table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable, ', ' "
+    "ORDER BY table_name, column_name) FROM information_schema.columns WHERE table_schema = 'dispatcher'"
+)
+
+
+def test_a_database_migrated_from_the_first_release_has_the_tables_of_a_new_one(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """schema.sql (a new database) and the migrations (an old one) end at the same tables and columns."""
+    data = ROOT / "tests" / "data" / "journal-v1"
+    load = [str(postgres_bindir() / "psql"), "-h", str(postgres_server.data), "-p", str(postgres_server.port)]
+    load += ["-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(data / "journal.sql")]
+    subprocess.run(load, check=True, capture_output=True, **_as_postgres())
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 1)
+    assert cli("send", str(jobs), "--sandbox", "--out", postgres_server.journal("new"), "--no-progress").returncode == 0
+    migrated = postgres_server.psql(COLUMNS)
+    postgres_server.psql("DROP SCHEMA dispatcher CASCADE")
+    assert cli("send", str(jobs), "--sandbox", "--out", postgres_server.journal("new"), "--no-progress").returncode == 0
+    assert postgres_server.psql(COLUMNS) == migrated
+    assert "journal_batches.claim bigint NO" in migrated and "budget.taken bigint YES" in migrated
+
+
 @pytest.mark.parametrize("finisher", ["work", "send"])
 def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
     tmp_path: Path, postgres_server: PostgresServer, finisher: str
