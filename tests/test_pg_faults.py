@@ -322,12 +322,15 @@ def test_a_journal_half_run_by_the_first_release_is_upgraded_and_finished_from_a
     assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
 
 
+BUDGET_KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
+
+
 def test_a_journal_and_budget_half_run_by_the_release_before_the_sql_files_are_opened_and_finished(
     tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
 ) -> None:
     """tests/data/journal-v2 is what release 1ed037c left in its database (journal and budget at version
     2): a send of 12 one-recipient jobs, pacing in the journal's database, stopped by SIGTERM after 5 were
-    delivered, dumped with pg_dump. The budget's row counted 5 slots; the resume takes 7 more from it."""
+    delivered, dumped with pg_dump."""
     data = ROOT / "tests" / "data" / "journal-v2"
     load = [str(postgres_bindir() / "psql"), "-h", str(postgres_server.data), "-p", str(postgres_server.port)]
     load += ["-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(data / "journal.sql")]
@@ -346,7 +349,9 @@ def test_a_journal_and_budget_half_run_by_the_release_before_the_sql_files_are_o
     assert sorted(deliveries(sandbox_process)) == [f"v{i}" for i in (10, 11, 5, 6, 7, 8, 9)]
     after = report(uri)
     assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
-    assert postgres_server.psql("SELECT taken FROM dispatcher.budget") == "12\n"  # the same budget, in place
+    # The same budget, used in place: one row, at the run's rate (its count of slots restarts once it
+    # has been unused for 10 minutes, as the dump's has).
+    assert postgres_server.psql("SELECT key, rate FROM dispatcher.budget") == f"{BUDGET_KEY}|2\n"
 
 
 def test_a_database_of_the_first_release_has_its_budget_migrated_with_its_journal(
