@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -81,7 +82,7 @@ class Claims:
         me: str,
         *,
         lease: float,
-        clock: Any,
+        clock: Callable[[], float],
         state: JournalState,
         faults: Faults,
     ) -> None:
