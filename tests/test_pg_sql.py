@@ -37,7 +37,7 @@ def test_every_query_the_code_names_is_in_its_file() -> None:
     for path in sorted((ROOT / "dispatcher").rglob("*.py")):
         tree = ast.parse(path.read_text())
         loaded = [
-            node.value.args[0].value
+            str(node.value.args[0].value)
             for node in ast.walk(tree)
             if isinstance(node, ast.Assign)
             and [getattr(target, "id", None) for target in node.targets] == ["_Q"]
@@ -48,7 +48,7 @@ def test_every_query_the_code_names_is_in_its_file() -> None:
             and isinstance(node.value.args[0], ast.Constant)
         ]
         named = {
-            node.slice.value
+            str(node.slice.value)
             for node in ast.walk(tree)
             if isinstance(node, ast.Subscript)
             and isinstance(node.value, ast.Name)
