@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import orjson
 
 from dispatcher.journal.pgsession import Faults, within
+from dispatcher.journal.pgsession import MISSING_EXTRA as MISSING_EXTRA
+from dispatcher.journal.pgsession import NoAnswer as NoAnswer
 from dispatcher.journal.pgsession import check_available as check_available
 from dispatcher.pg import queries
 
@@ -34,11 +36,15 @@ if TYPE_CHECKING:
     from dispatcher.shared.claims import Claimed as Claimed
     from dispatcher.shared.claims import PlannedJob as PlannedJob
     from dispatcher.shared.claims import lease_clock as lease_clock
+    from dispatcher.shared.liveness import BEAT as BEAT
+    from dispatcher.shared.liveness import STALE as STALE
     from dispatcher.shared.liveness import RunStatus as RunStatus
+    from dispatcher.shared.open import DEFAULT_LEASE as DEFAULT_LEASE
     from dispatcher.shared.open import RunRow as RunRow
     from dispatcher.shared.open import check_same_pacing as check_same_pacing
     from dispatcher.shared.open import open_send as open_send
     from dispatcher.shared.open import open_work as open_work
+    from dispatcher.shared.plan import PLAN_S as PLAN_S
     from dispatcher.shared.report import PlanEntry as PlanEntry
     from dispatcher.shared.report import RunSnapshot as RunSnapshot
     from dispatcher.shared.report import Unsent as Unsent
@@ -174,7 +180,11 @@ _MOVED = {
     "Claimed": "dispatcher.shared.claims",
     "PlannedJob": "dispatcher.shared.claims",
     "lease_clock": "dispatcher.shared.claims",
+    "BEAT": "dispatcher.shared.liveness",
+    "STALE": "dispatcher.shared.liveness",
     "RunStatus": "dispatcher.shared.liveness",
+    "DEFAULT_LEASE": "dispatcher.shared.open",
+    "PLAN_S": "dispatcher.shared.plan",
     "PgJournal": "dispatcher.shared.worker",
     "RunRow": "dispatcher.shared.open",
     "check_same_pacing": "dispatcher.shared.open",
