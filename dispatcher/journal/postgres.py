@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
-from dispatcher.journal.pgsession import Faults, within
 from dispatcher.journal.pgsession import MISSING_EXTRA as MISSING_EXTRA
+from dispatcher.journal.pgsession import Faults, within
 from dispatcher.journal.pgsession import NoAnswer as NoAnswer
 from dispatcher.journal.pgsession import check_available as check_available
 from dispatcher.pg import queries
