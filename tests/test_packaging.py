@@ -88,6 +88,20 @@ def test_the_wheel_and_the_sdist_ship_py_typed(dist: Path) -> None:
         assert any(name.endswith("/dispatcher/py.typed") for name in archive.getnames())
 
 
+def test_the_wheel_ships_the_sql_of_postgresql(dist: Path) -> None:
+    """The schema, the migrations and the queries are read as package resources: a wheel without them
+    could not open a journal or a budget in PostgreSQL."""
+    with zipfile.ZipFile(_only(dist, "tim_dispatcher-*.whl")) as archive:
+        names = set(archive.namelist())
+    for name in ("schema", "meta", "outcomes", "claims", "plan", "run", "report", "budget"):
+        assert f"dispatcher/pg/sql/{name}.sql" in names
+    migrations = sorted(n for n in names if n.startswith("dispatcher/pg/sql/migrations/"))
+    assert migrations == [
+        "dispatcher/pg/sql/migrations/002_budget_ramp_and_count.sql",
+        "dispatcher/pg/sql/migrations/002_journal_claims.sql",
+    ]
+
+
 def test_the_sdist_holds_every_page_the_readme_links(dist: Path) -> None:
     with tarfile.open(_only(dist, "tim_dispatcher-*.tar.gz")) as archive:
         names = archive.getnames()
@@ -141,3 +155,6 @@ def test_the_wheel_installed_in_a_fresh_venv_runs(dist: Path, tmp_path: Path) ->
     where = run(str(python), "-c", "import dispatcher, pathlib; print(pathlib.Path(dispatcher.__file__).parent)")
     assert where.stdout == f"{purelib}/dispatcher\n"
     assert Path(purelib, "dispatcher", "py.typed").is_file()
+    # The installed wheel reads its SQL (no psycopg needed for that): the components and their versions.
+    latest = run(str(python), "-c", "from dispatcher.pg import migrate; print(sorted(migrate.LATEST.items()))")
+    assert latest.stdout == "[('budget', 2), ('journal', 2)]\n", latest.stderr

@@ -330,6 +330,83 @@ def test_a_journal_half_run_by_the_first_release_is_upgraded_and_finished_from_a
     assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
 
 
+BUDGET_KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
+
+
+def test_a_journal_and_budget_half_run_by_the_release_before_the_sql_files_are_opened_and_finished(
+    tmp_path: Path, postgres_server: PostgresServer, sandbox_process: SandboxProcess
+) -> None:
+    """tests/data/journal-v2 is what release 1ed037c left in its database (journal and budget at version
+    2): a send of 12 one-recipient jobs, pacing in the journal's database, stopped by SIGTERM after 5 were
+    delivered, dumped with pg_dump."""
+    data = ROOT / "tests" / "data" / "journal-v2"
+    load = [str(postgres_bindir() / "psql"), "-h", str(postgres_server.data), "-p", str(postgres_server.port)]
+    load += ["-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(data / "journal.sql")]
+    subprocess.run(load, check=True, capture_output=True, **_as_postgres())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(data / "jobs.jsonl", elsewhere / "jobs.jsonl")
+    uri = postgres_server.journal()
+    before = report(uri)
+    assert (before["batches"], before["ok"], before["pending"]) == (12, 5, 7)
+    args = ["send", "jobs.jsonl", "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "2"]
+    done = cli(*args, "--resume", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    meta = postgres_server.psql("SELECT component, version FROM dispatcher.meta ORDER BY component")
+    assert meta == "budget|2\njournal|2\n"
+    assert sorted(deliveries(sandbox_process)) == [f"v{i}" for i in (10, 11, 5, 6, 7, 8, 9)]
+    after = report(uri)
+    assert (after["batches"], after["ok"], after["pending"]) == (12, 12, 0)
+    # The same budget, used in place: one row, at the run's rate (its count of slots restarts once it
+    # has been unused for 10 minutes, as the dump's has).
+    assert postgres_server.psql("SELECT key, rate FROM dispatcher.budget") == f"{BUDGET_KEY}|2\n"
+
+
+def test_a_database_of_the_first_release_has_its_budget_migrated_with_its_journal(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """tests/data/journal-v1 holds faf448d's budget too (version 1): the first open of the journal,
+    by a `work` that finds nothing to send, migrates both under one lock (what the budget of version
+    2 added: its columns, and TAKE and STEP_DOWN with more arguments)."""
+    data = ROOT / "tests" / "data" / "journal-v1"
+    load = [str(postgres_bindir() / "psql"), "-h", str(postgres_server.data), "-p", str(postgres_server.port)]
+    load += ["-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(data / "journal.sql")]
+    subprocess.run(load, check=True, capture_output=True, **_as_postgres())
+    postgres_server.psql("UPDATE dispatcher.journal_runs SET rate_store = 'memory://'")  # refused before pacing
+    done = cli("work", postgres_server.journal(), "--endpoint", "http://127.0.0.1:9", "--no-progress")
+    assert done.returncode == 2, done.stderr
+    meta = postgres_server.psql("SELECT component, version FROM dispatcher.meta ORDER BY component")
+    assert meta == "budget|2\njournal|2\n"
+    columns = "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
+    columns += "WHERE table_schema = 'dispatcher' AND table_name = 'budget' AND column_name IN ('slots', 'taken')"
+    assert postgres_server.psql(columns) == "slots,taken\n"
+    take = "SELECT count(*) FROM pg_proc WHERE proname = 'budget_take' AND pronargs = 17"
+    assert postgres_server.psql(take) == "1\n"
+
+
+COLUMNS = (
+    "SELECT string_agg(table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable, ', ' "
+    "ORDER BY table_name, column_name) FROM information_schema.columns WHERE table_schema = 'dispatcher'"
+)
+
+
+def test_a_database_migrated_from_the_first_release_has_the_tables_of_a_new_one(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """schema.sql (a new database) and the migrations (an old one) end at the same tables and columns."""
+    data = ROOT / "tests" / "data" / "journal-v1"
+    load = [str(postgres_bindir() / "psql"), "-h", str(postgres_server.data), "-p", str(postgres_server.port)]
+    load += ["-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(data / "journal.sql")]
+    subprocess.run(load, check=True, capture_output=True, **_as_postgres())
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 1)
+    assert cli("send", str(jobs), "--sandbox", "--out", postgres_server.journal("new"), "--no-progress").returncode == 0
+    migrated = postgres_server.psql(COLUMNS)
+    postgres_server.psql("DROP SCHEMA dispatcher CASCADE")
+    assert cli("send", str(jobs), "--sandbox", "--out", postgres_server.journal("new"), "--no-progress").returncode == 0
+    assert postgres_server.psql(COLUMNS) == migrated
+    assert "journal_batches.claim bigint NO" in migrated and "budget.taken bigint YES" in migrated
+
+
 @pytest.mark.parametrize("finisher", ["work", "send"])
 def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
     tmp_path: Path, postgres_server: PostgresServer, finisher: str

@@ -22,6 +22,7 @@ from tests.conftest import (
     free_port,
     in_virtual_time_on_postgres,
     max_in_any_window,
+    wait_until,
 )
 
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
@@ -315,6 +316,30 @@ async def test_a_database_that_holds_the_budget_past_the_timeout_is_lost_after_o
     await holder.rollback()
     await holder.close()
     await limiter.acquire()
+    await limiter.aclose()
+
+
+async def test_a_take_given_up_on_is_ended_by_the_database_too_and_takes_no_slot(
+    postgres_server: PostgresServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget's session has a statement_timeout and a lock_timeout (twice the limiter's own bound):
+    a TAKE that waits on the budget's row is ended by the database too once the limiter gave up on
+    it. Before, it waited on in the database, and took a slot for nobody once the row was let go."""
+    from dispatcher.pacing import postgres
+
+    monkeypatch.setattr(postgres, "TIMEOUT_S", 0.2)  # real seconds: the stall is a real lock's
+    limiter = await in_virtual_time_on_postgres(postgres_server, clock, rate=200)
+    await limiter.acquire()
+    import psycopg
+
+    holder = await psycopg.AsyncConnection.connect(postgres_server.url)  # a transaction left open
+    await holder.execute("SELECT 1 FROM dispatcher.budget FOR UPDATE")
+    with pytest.raises(RateStoreError):
+        await limiter.acquire()
+    wait_until(lambda: postgres_server.psql("SELECT count(*) FROM pg_locks WHERE NOT granted") == "0\n")
+    await holder.rollback()
+    await holder.close()
+    assert postgres_server.psql("SELECT taken FROM dispatcher.budget") == "1\n"
     await limiter.aclose()
 
 

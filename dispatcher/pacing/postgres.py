@@ -3,7 +3,7 @@
 
 The same GCRA, quota, shared pause and shared adaptive pace as the Redis budget, with the same
 figures: its state is one row per app and endpoint (`dispatcher.budget`), updated by one PL/pgSQL
-function call per slot (`postgres_sql.py`, the twin of the Lua scripts), one short transaction in
+function call per slot (`dispatcher/pg/sql/schema.sql`, the twin of the Lua scripts), one short transaction in
 autocommit that locks the budget's row, and timed by the database's clock (`clock_timestamp()`,
 read once the row is locked), so machines whose clocks disagree still agree on the budget. As in
 Redis, a slot is only taken when it is due and its caller is awake to use it (never booked ahead),
@@ -23,14 +23,15 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from dispatcher.errors import RateStoreError
 from dispatcher.pacing import adaptive
-from dispatcher.pacing import postgres_sql as sql
 from dispatcher.pacing.base import SHARED_HEADROOM, rate_text
 from dispatcher.pacing.shared import STEP_ARGS, SharedBudget
+from dispatcher.pg import migrate, queries
 from dispatcher.pg.connect import bounded
+from dispatcher.pg.connect import connect as open_session
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from dispatcher.pacing.base import Quota, StoreURI
 
 Sleep = Callable[[float], Awaitable[None]]
+Query = LiteralString | bytes  # ours (budget.sql), or TAKE rendered once (`take`)
+_Q = queries.load("budget")
+COMPONENT = "budget"
 
 HEADROOM = SHARED_HEADROOM
 TOLERANCE_US = 3_000  # as redis.py's, for the same reason: a sleep that wakes late loses nothing
@@ -46,11 +50,22 @@ TIMEOUT_S = 2.0  # a database that does not answer in this long is lost: halt ra
 RETRY_BACKOFF_S = (0.04, 0.08, 0.16)  # between the quick retries of a refused or dropped connection
 
 
-async def _fetch_one(cursor: psycopg.AsyncCursor[Any], statement: str, args: Sequence[object]) -> Any:
+async def _fetch_one(cursor: psycopg.AsyncCursor[Any], statement: Query, args: Sequence[object]) -> Any:
     await cursor.execute(statement, args, prepare=True)
     row = await cursor.fetchone()
     assert row is not None  # each statement is a SELECT of one row
     return row
+
+
+def take(rate: str, quota: str, tolerance: int, ttl: int, shape: list[int | None]) -> bytes:
+    """TAKE as one limiter sends it (budget.sql): what never changes for it bound in as literals,
+    rendered once. psycopg quotes the rate and the quota; nothing is built by hand."""
+    from psycopg import sql
+
+    names = ("interval", "unit", "limit", "window", "top", "first", "increase", "idle", "ramp", "settle")
+    fixed = {"rate": rate, "quota": quota, "tolerance": int(tolerance), "ttl": int(ttl)}
+    fixed.update({name: None if n is None else int(n) for name, n in zip(names, shape, strict=True)})
+    return sql.SQL(_Q["take"]).format(**{name: sql.Literal(value) for name, value in fixed.items()}).as_bytes(None)
 
 
 def _one_line(text: str) -> str:
@@ -108,7 +123,7 @@ class PostgresLimiter(SharedBudget):
             round(adaptive.SETTLE * 1e6),
         ]
         self._shape: list[int | None] = [self._unit_us, *quota_args, *pace_args]
-        self._take_sql = sql.take(rate_text(rate), self._quota_text, TOLERANCE_US, self._ttl_us, self._shape)
+        self._take_sql = take(rate_text(rate), self._quota_text, TOLERANCE_US, self._ttl_us, self._shape)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._cursor: psycopg.AsyncCursor[Any] | None = None
         self._clock_us = clock_us
@@ -131,7 +146,7 @@ class PostgresLimiter(SharedBudget):
         try:
             top, first = round(self._top * 1e6), round(self._first * 1e6)
             args = [self.key, sent_ago_us, self._now(), top, first, self._unit_us, window, *STEP_ARGS]
-            stepped, share = await self._query(sql.STEP_DOWN, args)
+            stepped, share = await self._query(_Q["step_down"], args)
         except RateStoreError:
             return None  # the next acquire meets the same fault and halts the run
         return int(stepped), int(share)
@@ -139,7 +154,7 @@ class PostgresLimiter(SharedBudget):
     async def _share_pause(self, seconds: float) -> None:
         args = [self.key, math.ceil(max(0.0, seconds) * 1e6), self._ttl_us, self._now()]
         try:
-            await self._query(sql.PAUSE, args)
+            await self._query(_Q["pause"], args)
         except RateStoreError:
             pass  # the next acquire meets the same fault and halts the run
 
@@ -153,54 +168,37 @@ class PostgresLimiter(SharedBudget):
         return status == 1, int(value), int(share) if share is not None else 1_000_000, int(number or 0)
 
     async def _setup(self) -> None:
-        """Make the schema and the budget's objects on first use, once for every process (the
-        advisory lock), migrate those of an earlier version, and refuse objects of a later version
-        than this one knows."""
+        """Make the schema and the budget's objects on first use, once for every process, migrate
+        those of an earlier version (`dispatcher.pg.migrate`, with the journal's beside them), and
+        refuse objects of a later version than this one knows."""
         import psycopg
 
         try:
             conn = await self._connection()
             async with asyncio.timeout(TIMEOUT_S):
-                version = None
-                if (await (await conn.execute(sql.HAS_META)).fetchone() or [False])[0]:
-                    version = (await (await conn.execute(sql.VERSION_OF)).fetchone() or [None])[0]
-                if version is None or version < sql.VERSION:
-                    async with conn.transaction():
-                        await conn.execute(sql.SCHEMA_LOCK)
-                        for statement in sql.SCHEMA:
-                            await conn.execute(statement)
-                        version = (await (await conn.execute(sql.VERSION_OF)).fetchone() or [None])[0]
-                        if version is None:
-                            for statement in sql.OBJECTS:
-                                await conn.execute(statement)
-                            await conn.execute(sql.RECORD_VERSION, [sql.VERSION])
-                            version = sql.VERSION
-                        while version < sql.VERSION:  # made by an earlier version: migrated, once for all
-                            for statement in sql.MIGRATE[version]:
-                                await conn.execute(statement)
-                            version += 1
+                await migrate.migrate(conn, COMPONENT)
         except TimeoutError:
             await self._drop()
             raise self._fault(f"no answer within {TIMEOUT_S:g} s", starting=True) from None
         except psycopg.Error as exc:
             await self._drop()
             raise self._fault(str(exc), starting=True) from None
-        if version > sql.VERSION:
+        except migrate.Newer as newer:
             raise RateStoreError(
-                f"the rate store {self.shown} holds the budget's tables at version {version}, newer than this "
-                f"dispatcher's ({sql.VERSION}): run a dispatcher as new as the one that made them"
-            )
+                f"the rate store {self.shown} holds the budget's tables at version {newer.found}, newer than this "
+                f"dispatcher's ({newer.known}): run a dispatcher as new as the one that made them"
+            ) from None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        import psycopg
-
         if self._conn is None or self._conn.closed:
             async with asyncio.timeout(TIMEOUT_S):  # libpq's connect_timeout is whole seconds, 2 at least
-                self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                # The session's own bounds (statement_timeout, lock_timeout) are twice the limiter's: they
+                # end in the database a call the limiter gave up on, which would take a slot for nobody.
+                self._conn = await open_session(self._conninfo, statement_s=2 * TIMEOUT_S)
             self._cursor = self._conn.cursor()  # one for every call: a cursor made a call costs CPU
         return self._conn
 
-    async def _query(self, statement: str, args: Sequence[object], *, starting: bool = False) -> tuple[Any, ...]:
+    async def _query(self, statement: Query, args: Sequence[object], *, starting: bool = False) -> tuple[Any, ...]:
         """One call, on the limiter's connection: a connection refused or dropped is tried again
         three times (a new connection each time); a call unanswered in TIMEOUT_S is the store lost."""
         import psycopg

@@ -1,82 +1,65 @@
-"""The SQL of the budget in PostgreSQL (`postgres.py`): its tables and the three PL/pgSQL functions
-that are the twins of redis.py's Lua scripts, TAKE, STEP_DOWN and PAUSE, line for line.
+-- The schema `dispatcher`, as this version makes it in a database that has none of a component's
+-- objects: one block a component, named as its row in dispatcher.meta. A database made by an
+-- earlier version is brought here by migrations/ instead (migrate.py); both end at the version of
+-- the component's last migration.
 
-Everything lives in the schema `dispatcher`, which the journal in PostgreSQL shares: the schema is
-created under an advisory lock that both take (`SCHEMA_LOCK`), and each component records the version
-of its objects in `dispatcher.meta` (this one as 'budget'), so that a later version can migrate them.
-The budget's own objects start with `budget`.
+-- journal --
+-- The run in PostgreSQL (dispatcher/shared): one row a journal, its plan (jobs, batches with their
+-- claims) and its outcome lines, in the order the workers committed them.
+CREATE TABLE dispatcher.journal_runs (
+    journal text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    holder text,
+    plan_complete boolean NOT NULL DEFAULT false,
+    rate double precision NOT NULL,
+    rate_store text NOT NULL,
+    max_attempts integer NOT NULL,
+    message_quota integer NOT NULL,
+    beat_at timestamptz
+);
+CREATE TABLE dispatcher.journal_jobs (
+    journal text NOT NULL,
+    job_id text NOT NULL,
+    job_hash text NOT NULL,
+    api text NOT NULL,
+    group_id text,
+    group_type text,
+    fields text NOT NULL,
+    named boolean NOT NULL,
+    recipient_count integer NOT NULL,
+    batch_size integer NOT NULL,
+    source text NOT NULL,
+    export text,
+    PRIMARY KEY (journal, job_id)
+);
+CREATE TABLE dispatcher.journal_batches (
+    journal text NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    job_id text NOT NULL,
+    batch integer NOT NULL,
+    recipients text,
+    random bigint NOT NULL,
+    final boolean NOT NULL DEFAULT false,
+    status text,
+    claimed_by text,
+    lease_until timestamptz,
+    last_doc text,
+    claim bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (journal, job_id, batch)
+);
+CREATE INDEX journal_batches_open ON dispatcher.journal_batches (journal, seq) WHERE NOT final;
+CREATE TABLE dispatcher.journal_outcomes (
+    journal text NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    doc text NOT NULL,
+    PRIMARY KEY (journal, seq)
+);
 
-One row per budget (`dispatcher.budget`, keyed by `budget_key`), with the fields of redis.py's hash,
-and `expires` for its time to live: a budget unused past it is gone, as an expired key in Redis (a
-function that meets it starts from nothing). A field that is NULL is one the hash has not got. The
-quota's log is `dispatcher.budget_log`, one row a call of the last window. Times are microseconds of
-the database's clock (`clock_timestamp()`, read once the budget's row is locked), or the one a test
-passes in. Each function is one short transaction when called in autocommit, and commits without
-waiting for its WAL to reach the disk (`synchronous_commit` off for that transaction only): a crash
-loses at most the last fraction of a second of the budget's updates, and the crash has cut every
-process's connection, so they have halted already (a lost store); no journal line is at stake.
-"""
-
-from __future__ import annotations
-
-from dispatcher.pacing.adaptive import RAMPED
-
-VERSION = 2  # of the budget's objects, in dispatcher.meta (2: the pace ramps, and counts a second; see MIGRATE)
-COMPONENT = "budget"
-SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('dispatcher schema'))"
-
-# Whether dispatcher.meta is there, and then (VERSION_OF) whether the budget's objects are: if they
-# are, nothing is created, and no CREATE right on the database is needed.
-HAS_META = "SELECT to_regclass('dispatcher.meta') IS NOT NULL"
-
-# Run in one transaction, under SCHEMA_LOCK; `VERSION_OF` then reads the version recorded.
-SCHEMA = [
-    "CREATE SCHEMA IF NOT EXISTS dispatcher",
-    "CREATE TABLE IF NOT EXISTS dispatcher.meta (component text PRIMARY KEY, version int NOT NULL)",
-]
-VERSION_OF = "SELECT version FROM dispatcher.meta WHERE component = 'budget'"
-RECORD_VERSION = "INSERT INTO dispatcher.meta (component, version) VALUES ('budget', %s)"
-
-_CLOCK = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
-
-# The row of a budget, locked (made if missing), and `now` read after the lock: a call that waited
-# for another's lock reads the time it runs at. An expired row is emptied, its log deleted.
-_LOCKED_ROW = f"""
-  SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
-  IF NOT FOUND THEN
-    INSERT INTO dispatcher.budget (key) VALUES (p_key) ON CONFLICT (key) DO NOTHING;
-    SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
-  END IF;
-  now := coalesce(p_now, {_CLOCK});
-  IF b.expires <= now THEN
-    b := NULL;
-    b.key := p_key;
-    DELETE FROM dispatcher.budget_log WHERE key = p_key;
-  END IF;
-"""
-
-_SAVE_ROW = """
-  UPDATE dispatcher.budget SET rate = b.rate, quota = b.quota, tat = b.tat, utat = b.utat, logged = b.logged,
-    paused_until = b.paused_until, pace = b.pace, pace_at = b.pace_at, stepped = b.stepped, slots = b.slots,
-    refused = b.refused, taken = b.taken, expires = b.expires
-  WHERE key = p_key;
-"""
-
-
-def _share(at: str) -> str:
-    """The pace's share of the ceiling at `at`, ppm (adaptive.Pace.share, redis.py's share_at), in
-    doubles as Lua computes it: a pace that never stepped down ramps from `pace` under the line from
-    `p_top`; one that did creeps from `pace`."""
-    elapsed = f"(greatest(0, {at} - coalesce(b.pace_at, 0))::float8 / 1000000)"
-    level = "coalesce(b.pace, 1000000)::float8"
-    creep = f"(1 + p_increase::float8 / 1000000 * {elapsed})"
-    return f"""least(1000000::float8, CASE WHEN b.stepped IS NULL
-    THEN least(p_top::float8 * {creep}, {level} * power(p_ramp::float8 / 1000000, least({elapsed}, {RAMPED:g})))
-    ELSE {level} * {creep} END)"""
-
-
-OBJECTS = [
-    """
+-- budget --
+-- The rate budget (dispatcher/pacing/postgres.py): one row a budget, the quota's log, and the three
+-- functions that are the twins of the Lua scripts of the Redis budget, line for line. 64 is
+-- adaptive.RAMPED: the seconds after which the ramp no longer bounds the pace.
+-- fillfactor: every slot updates the row; room on its page keeps the updates HOT (no index change).
 CREATE TABLE dispatcher.budget (
   key text PRIMARY KEY,
   rate text,             -- as the first user gave them; another is refused
@@ -92,23 +75,21 @@ CREATE TABLE dispatcher.budget (
   slots bigint,          -- the second after the last step: slots taken in it
   refused bigint,        -- and its requests refused (-1 or NULL: not counted)
   taken bigint           -- slots granted, ever: each TAKE says which it granted
-) WITH (fillfactor = 50)
-""",
-    # fillfactor: every slot updates the row; room on its page keeps the updates HOT (no index change).
-    """
+) WITH (fillfactor = 50);
+
 CREATE TABLE dispatcher.budget_log (
   key text NOT NULL,
   seq bigint GENERATED ALWAYS AS IDENTITY,
   at bigint NOT NULL,
   units bigint NOT NULL,
   PRIMARY KEY (key, seq)
-)
-""",
-    "CREATE INDEX budget_log_at ON dispatcher.budget_log (key, at)",
-    # TAKE. p_cost 0 only checks the budget and claims it. Returns status 1 taken (value: the us in
-    # which nobody's next call can win; pace: the share of the ceiling, ppm, it was paced at), 0 not
-    # yet (ask again in value us), -1 or -2 the budget holds another rate or quota (held).
-    f"""
+);
+
+CREATE INDEX budget_log_at ON dispatcher.budget_log (key, at);
+
+-- TAKE. p_cost 0 only checks the budget and claims it. Returns status 1 taken (value: the us in
+-- which nobody's next call can win; pace: the share of the ceiling, ppm, it was paced at), 0 not
+-- yet (ask again in value us), -1 or -2 the budget holds another rate or quota (held).
 CREATE FUNCTION dispatcher.budget_take(
   p_key text, p_rate text, p_quota text, p_cost bigint, p_tolerance bigint, p_ttl bigint, p_now bigint,
   p_interval bigint, p_unit bigint, p_limit bigint, p_window bigint, p_top bigint, p_first bigint,
@@ -129,7 +110,19 @@ DECLARE
   entry record;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
-{_LOCKED_ROW}
+
+  SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    INSERT INTO dispatcher.budget (key) VALUES (p_key) ON CONFLICT (key) DO NOTHING;
+    SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
+  END IF;
+  now := coalesce(p_now, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+  IF b.expires <= now THEN
+    b := NULL;
+    b.key := p_key;
+    DELETE FROM dispatcher.budget_log WHERE key = p_key;
+  END IF;
+
   IF b.rate IS NOT NULL AND b.rate <> p_rate THEN
     status := -1; value := 0; held := b.rate; RETURN;
   END IF;
@@ -145,13 +138,17 @@ BEGIN
       IF b.tat IS NULL THEN  -- new (or deleted by hand): the pace begins
         share := p_first;
       ELSE  -- idle: from where it was at the last slot, at most from the top; nothing counted
-        share := floor(least({_share("tat")}, p_top::float8));
+        share := floor(least(least(1000000::float8, CASE WHEN b.stepped IS NULL
+    THEN least(p_top::float8 * (1 + p_increase::float8 / 1000000 * (greatest(0, tat - coalesce(b.pace_at, 0))::float8 / 1000000)), coalesce(b.pace, 1000000)::float8 * power(p_ramp::float8 / 1000000, least((greatest(0, tat - coalesce(b.pace_at, 0))::float8 / 1000000), 64)))
+    ELSE coalesce(b.pace, 1000000)::float8 * (1 + p_increase::float8 / 1000000 * (greatest(0, tat - coalesce(b.pace_at, 0))::float8 / 1000000)) END), p_top::float8));
       END IF;
       b.pace := share::bigint;
       b.pace_at := now;
       b.refused := -1;
     ELSE
-      share := {_share("now")};
+      share := least(1000000::float8, CASE WHEN b.stepped IS NULL
+    THEN least(p_top::float8 * (1 + p_increase::float8 / 1000000 * (greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000)), coalesce(b.pace, 1000000)::float8 * power(p_ramp::float8 / 1000000, least((greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000), 64)))
+    ELSE coalesce(b.pace, 1000000)::float8 * (1 + p_increase::float8 / 1000000 * (greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000)) END);
     END IF;
     step := ceil(p_interval::float8 * 1000000 / share)::bigint;
     wait := greatest(coalesce(b.paused_until, 0), tat - p_tolerance) - now;
@@ -175,7 +172,12 @@ BEGIN
       END IF;
     END IF;
     IF wait > 0 THEN
-{_SAVE_ROW}
+
+  UPDATE dispatcher.budget SET rate = b.rate, quota = b.quota, tat = b.tat, utat = b.utat, logged = b.logged,
+    paused_until = b.paused_until, pace = b.pace, pace_at = b.pace_at, stepped = b.stepped, slots = b.slots,
+    refused = b.refused, taken = b.taken, expires = b.expires
+  WHERE key = p_key;
+
       status := 0; value := wait; RETURN;
     END IF;
     tat := greatest(now, tat) + step;
@@ -200,16 +202,20 @@ BEGIN
   b.rate := p_rate;
   b.quota := p_quota;
   b.expires := greatest(coalesce(b.expires, 0), now + p_ttl);  -- never shorten what a pause set
-{_SAVE_ROW}
+
+  UPDATE dispatcher.budget SET rate = b.rate, quota = b.quota, tat = b.tat, utat = b.utat, logged = b.logged,
+    paused_until = b.paused_until, pace = b.pace, pace_at = b.pace_at, stepped = b.stepped, slots = b.slots,
+    refused = b.refused, taken = b.taken, expires = b.expires
+  WHERE key = p_key;
+
 END
-$$
-""",
-    # STEP_DOWN. p_sent_ago: how long ago the request told "too frequent" was sent, us; p_top and
-    # p_first the pace's top and first share (ppm), p_unit the ceiling's interval (us), p_window the
-    # slots granted in the second before the request (-1: unknown). refused -2: the last step was to
-    # what filled the window. Returns stepped 1 down to pace (ppm), or 0:
-    # see `adaptive.Pace.told_too_frequent`, line for line; or there is no budget (the next TAKE makes one).
-    f"""
+$$;
+
+-- STEP_DOWN. p_sent_ago: how long ago the request told "too frequent" was sent, us; p_top and
+-- p_first the pace's top and first share (ppm), p_unit the ceiling's interval (us), p_window the
+-- slots granted in the second before the request (-1: unknown). refused -2: the last step was to
+-- what filled the window. Returns stepped 1 down to pace (ppm), or 0: see
+-- `adaptive.Pace.told_too_frequent`, line for line; or there is no budget (the next TAKE makes one).
 CREATE FUNCTION dispatcher.budget_step_down(
   p_key text, p_sent_ago bigint, p_now bigint, p_top bigint, p_first bigint, p_unit bigint, p_window bigint,
   p_decrease bigint, p_floor bigint, p_settle bigint, p_increase bigint, p_ramp bigint, p_too_many bigint,
@@ -235,11 +241,13 @@ DECLARE
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
-  now := coalesce(p_now, {_CLOCK});
+  now := coalesce(p_now, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
   IF NOT FOUND OR b.rate IS NULL OR b.expires <= now THEN
     stepped := 0; pace := 0; RETURN;
   END IF;
-  share := {_share("now")};
+  share := least(1000000::float8, CASE WHEN b.stepped IS NULL
+    THEN least(p_top::float8 * (1 + p_increase::float8 / 1000000 * (greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000)), coalesce(b.pace, 1000000)::float8 * power(p_ramp::float8 / 1000000, least((greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000), 64)))
+    ELSE coalesce(b.pace, 1000000)::float8 * (1 + p_increase::float8 / 1000000 * (greatest(0, now - coalesce(b.pace_at, 0))::float8 / 1000000)) END);
   sent := now - p_sent_ago;
   since := coalesce(b.pace_at, 0);
   level := coalesce(b.pace, 1000000)::float8;
@@ -249,7 +257,7 @@ BEGIN
     a := (greatest(sent - 1000000, since) - since)::float8 / 1000000;
     z := (sent - since)::float8 / 1000000;
     allowed := p_top::float8 * ((z - a) + p_increase::float8 / 1000000 * (z * z - a * a) / 2);
-    IF z <= {RAMPED:g} THEN
+    IF z <= 64 THEN
       allowed := least(allowed, level * (power(ramp, z) - power(ramp, a)) / ln(ramp));
     END IF;
     filled := CASE WHEN p_window >= 0 THEN p_window * p_unit::float8 ELSE allowed END;
@@ -297,11 +305,10 @@ BEGIN
   stepped := 1;
   pace := lower;
 END
-$$
-""",
-    # PAUSE. p_pause, p_ttl: us. Every process's next TAKE honours paused_until; a shorter pause never
-    # cuts a longer one, and the budget lives at least p_ttl past the pause's end.
-    f"""
+$$;
+
+-- PAUSE. p_pause, p_ttl: us. Every process's next TAKE honours paused_until; a shorter pause never
+-- cuts a longer one, and the budget lives at least p_ttl past the pause's end.
 CREATE FUNCTION dispatcher.budget_pause(p_key text, p_pause bigint, p_ttl bigint, p_now bigint)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -310,46 +317,26 @@ DECLARE
   now bigint;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
-{_LOCKED_ROW}
+
+  SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    INSERT INTO dispatcher.budget (key) VALUES (p_key) ON CONFLICT (key) DO NOTHING;
+    SELECT * INTO b FROM dispatcher.budget WHERE key = p_key FOR UPDATE;
+  END IF;
+  now := coalesce(p_now, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+  IF b.expires <= now THEN
+    b := NULL;
+    b.key := p_key;
+    DELETE FROM dispatcher.budget_log WHERE key = p_key;
+  END IF;
+
   b.paused_until := greatest(coalesce(b.paused_until, 0), now + p_pause);
   b.expires := greatest(coalesce(b.expires, 0), now + p_pause + p_ttl);
-{_SAVE_ROW}
+
+  UPDATE dispatcher.budget SET rate = b.rate, quota = b.quota, tat = b.tat, utat = b.utat, logged = b.logged,
+    paused_until = b.paused_until, pace = b.pace, pace_at = b.pace_at, stepped = b.stepped, slots = b.slots,
+    refused = b.refused, taken = b.taken, expires = b.expires
+  WHERE key = p_key;
+
 END
-$$
-""",
-]
-
-
-# From version 1: the columns of the counted second, and TAKE and STEP_DOWN with the ramp's and the
-# count's arguments. Those of version 1 stay beside them (other arguments, other functions), for a
-# sender of that version still running; one starting anew refuses the newer objects.
-MIGRATE = {
-    1: [
-        "ALTER TABLE dispatcher.budget ADD COLUMN IF NOT EXISTS slots bigint, ADD COLUMN IF NOT EXISTS refused bigint, "
-        "ADD COLUMN IF NOT EXISTS taken bigint",
-        *(statement for statement in OBJECTS if "dispatcher.budget_take(" in statement),
-        *(statement for statement in OBJECTS if "dispatcher.budget_step_down(" in statement),
-        "UPDATE dispatcher.meta SET version = 2 WHERE component = 'budget'",
-    ],
-}
-
-
-def take(rate: str, quota: str, tolerance: int, ttl: int, shape: list[int | None]) -> str:
-    """TAKE as one limiter sends it: what never changes for it written in (whole numbers, and the
-    rate and quota as budgets keep them, which hold only digits, '.', 'e', '+', '-' and '/'), so
-    that each slot sends three parameters, not seventeen: the key, the cost and now (NULL: the
-    database's clock). Measured: 40 us of the client's CPU less a slot."""
-    assert all(c in "0123456789.e+-/" for c in rate + quota), "a rate or quota that could not be a literal"
-    numbers = ", ".join("NULL" if n is None else str(int(n)) for n in shape)
-    return (
-        "SELECT status, value, pace, held, number "
-        f"FROM dispatcher.budget_take(%s::text, '{rate}', '{quota}', %s::int8, "
-        f"{int(tolerance)}, {int(ttl)}, %s::int8, {numbers})"
-    )
-
-
-STEP_DOWN = (
-    "SELECT stepped, pace FROM dispatcher.budget_step_down(%s::text, %s::int8, %s::int8, %s::int8, %s::int8, "
-    "%s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8, %s::int8)"
-)
-PAUSE = "SELECT dispatcher.budget_pause(%s::text, %s::int8, %s::int8, %s::int8)"
+$$;
