@@ -209,3 +209,43 @@ async def test_the_sandbox_emulates_get_group_info_and_account_check() -> None:
         assert over["ErrorCode"] == 70402
         assert box.ledger.entries() == []
         assert box.api_stats() == {"get_group_info_calls": 3, "account_check_calls": 2}
+
+
+# -- the dry run ---------------------------------------------------------------------------------
+
+
+def dry_run(jobs: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        DISPATCHER("send", str(jobs), "--dry-run", *args),
+        env=cli_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_dry_run_says_where_and_as_whom_never_a_secret(tmp_path: Path) -> None:
+    done = dry_run(jobs_file(tmp_path), "--region", "tokyo", **DEMO_ENV)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "jobs        3 (3 valid, 0 rejected)"  # the plan's lines come first, as before
+    assert lines[-3:] == [
+        "endpoint    https://adminapijpn.im.qcloud.com (region tokyo)",
+        "sdkappid    1400000000",
+        "admin       administrator",
+    ]
+    assert DEMO_ENV["TIM_SECRET_KEY"] not in done.stdout + done.stderr
+    bare = dry_run(jobs_file(tmp_path))  # a dry run needs no credentials
+    assert bare.returncode == 0
+    assert bare.stdout.splitlines()[-2:] == [
+        "sdkappid    not set (TIM_SDKAPPID; a send needs it)",
+        "admin       not set (TIM_IDENTIFIER; a send needs it)",
+    ]
+
+
+def test_the_dry_run_refuses_an_unknown_region_as_the_send_does(tmp_path: Path) -> None:
+    done = dry_run(jobs_file(tmp_path), "--region", "eu-frankfurt")
+    assert done.returncode == 2
+    assert done.stderr.startswith("dispatcher: error: unknown region 'eu-frankfurt'; choose one of: china,")
+    assert done.stdout == ""
