@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -16,6 +17,7 @@ from dispatcher.run.check import check_setup, read_for_check
 from dispatcher.sandbox import Group, Sandbox
 from dispatcher.testing import FakeClock
 from dispatcher.testing import sandbox as serving
+from dispatcher.tim import usersig
 from dispatcher.tim.config import DEMO_CREDENTIALS
 from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, SandboxProcess, cli_env, free_port, write_jobs
 
@@ -178,9 +180,22 @@ async def test_more_than_50_groups_take_several_requests_each_paced(tmp_path: Pa
         assert sandbox.ledger.entries() == []
 
 
-async def test_the_sandbox_emulates_get_group_info_and_account_check() -> None:
-    from tests.test_apis import post
+async def post(box: Sandbox, path: str, body: Any) -> dict[str, Any]:
+    creds = DEMO_CREDENTIALS
+    query = {
+        "sdkappid": str(creds.sdkappid),
+        "identifier": creds.identifier,
+        "usersig": usersig.generate(creds.sdkappid, creds.identifier, creds.secret_key or "", 3600),
+        "random": "1",
+        "contenttype": "json",
+    }
+    async with aiohttp.ClientSession() as http, http.post(box.url + path, params=query, json=body) as resp:
+        assert resp.status == 200
+        doc: dict[str, Any] = await resp.json()
+        return doc
 
+
+async def test_the_sandbox_emulates_get_group_info_and_account_check() -> None:
     groups = {"@TGS#1AAA": Group("AVChatRoom", frozenset({"a", "b"}))}
     async with serving(Sandbox(groups=groups, accounts=["alice"])) as box:
         info = await post(
