@@ -110,6 +110,7 @@ def test_a_wrong_admin_stops_it(tmp_path: Path, box: SandboxProcess) -> None:
         "admin       refused: alice is not accepted as an App admin: 60010 (the identifier is not an App admin)"
         in done.stdout.splitlines()
     )
+    assert "region      not known: a host of another region may answer 60010 too" in done.stdout.splitlines()
     nothing_sent(box)
 
 
@@ -131,6 +132,11 @@ def test_an_endpoint_that_is_not_tencents_stops_it(tmp_path: Path, box: SandboxP
     elsewhere = check(jobs_file(tmp_path), "--endpoint", box.url + "/not/the/api")
     assert elsewhere.returncode == 2
     assert "answered HTTP 404: not Tencent's IM REST API (a wrong --endpoint?)" in elsewhere.stdout
+    journal = check(tmp_path / "jobs.outcomes.jsonl", "--endpoint", box.url)
+    assert (journal.returncode, journal.stdout) == (2, "")
+    assert journal.stderr.endswith(
+        "jobs.outcomes.jsonl is an outcome journal, not a jobs file; leave it out of the jobs\n"
+    )
     unknown = check(jobs_file(tmp_path), "--region", "eu-frankfurt")
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("dispatcher: error: unknown region 'eu-frankfurt'")

@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rate must be a positive number")
     if args.jobs.count("-") > 1:
         raise UsageError("standard input (-) can be given once")
+    for path in args.jobs:  # as the send refuses it: `check jobs/*` would read a run's journal as jobs
+        if path != "-" and path.endswith(".outcomes.jsonl"):
+            raise UsageError(f"{path} is an outcome journal, not a jobs file; leave it out of the jobs")
     creds = config.credentials_from_env()
     endpoint = config.resolve_endpoint(args.region, args.endpoint)
     check_readable(tuple(args.jobs))
