@@ -1,7 +1,7 @@
 """The command line: a thin layer over the library, one module per command.
 
 `main` (the entry: signals, standard files, exit statuses), `parser` (every flag), `output` (the one
-place that prints), and `send`, `dryrun`, `work`, `report`, `sandbox`, `usersig`. Heavy imports wait
+place that prints), and `send`, `dryrun`, `work`, `check`, `report`, `sandbox`, `usersig`. Heavy imports wait
 until a command needs them, so `dispatcher --help` starts fast. The console script is
 `dispatcher.cli:main`."""
 

@@ -1,4 +1,7 @@
-"""`send --dry-run`: read and check the jobs, print the plan, send nothing (and so no metrics)."""
+"""`send --dry-run`: read and check the jobs, print the plan, send nothing (and so no metrics).
+
+It also says where a send would go and as whom: the endpoint, the SDKAppID and the admin account,
+never a secret. An endpoint a send would refuse (an unknown region) is refused here too."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dispatcher.cli.output import print_plan, write_json
+from dispatcher.cli.output import print_plan, write_json, write_stdout
 from dispatcher.cli.status import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -20,6 +23,7 @@ def dry_run(args: argparse.Namespace, out: Path | JournalURI) -> int:
     from dispatcher.observe.plan import make_plan
     from dispatcher.run.preflight import check_readable
 
+    where = _where(args)  # before the jobs are read: a send refuses a wrong endpoint before it reads them
     check_readable(tuple(args.jobs))  # a send's runner checks its inputs itself
     logs.configure(args.log_format, level=logs.level_of(args.quiet, args.verbose))
     # A run in PostgreSQL: the plan is made as for a new run (the database is not read by a dry run).
@@ -34,6 +38,7 @@ def dry_run(args: argparse.Namespace, out: Path | JournalURI) -> int:
         headroom=args.store.headroom,  # a Redis budget paces at 98% of the rate, this process at 99.5%
     )
     print_plan(plan)
+    write_stdout("".join(f"{label:<11} {value}\n" for label, value in where))
     if args.summary_json:
         write_json(
             args.summary_json,
@@ -47,3 +52,27 @@ def dry_run(args: argparse.Namespace, out: Path | JournalURI) -> int:
             },
         )
     return EXIT_FAILED if plan.rejected else EXIT_OK
+
+
+def _where(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The endpoint, SDKAppID and admin a send would use, as the send resolves them. A dry run needs
+    no credentials: one not set is said so; one set but invalid, or a wrong endpoint, is refused."""
+    import os
+
+    from dispatcher.tim import config, rules
+
+    if args.sandbox:
+        return [
+            ("endpoint", "the built-in sandbox, started on 127.0.0.1 by the send"),
+            ("sdkappid", f"{config.DEMO_SDKAPPID} (the sandbox's demo credentials)"),
+            ("admin", config.DEMO_IDENTIFIER),
+        ]
+    endpoint = config.resolve_endpoint(args.region, args.endpoint)
+    region = next((f" (region {name})" for name, url in rules.REGIONS.items() if url == endpoint), "")
+    if os.environ.get("TIM_SDKAPPID") and os.environ.get("TIM_IDENTIFIER"):
+        creds = config.credentials_from_env(need_secret=False)
+        sdkappid, admin = str(creds.sdkappid), creds.identifier
+    else:
+        sdkappid = os.environ.get("TIM_SDKAPPID") or "not set (TIM_SDKAPPID; a send needs it)"
+        admin = os.environ.get("TIM_IDENTIFIER") or "not set (TIM_IDENTIFIER; a send needs it)"
+    return [("endpoint", endpoint + region), ("sdkappid", sdkappid), ("admin", admin)]

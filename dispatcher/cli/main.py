@@ -87,6 +87,10 @@ def _main(argv: Sequence[str] | None, decide: Callable[[], None]) -> int:
             from dispatcher.cli import work
 
             return work.run(args, decide)
+        if args.command == "check":
+            from dispatcher.cli import check
+
+            return check.run(args)
         if args.command == "report":
             from dispatcher.cli import report
 

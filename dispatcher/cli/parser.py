@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _send(commands.add_parser)
     _work(commands.add_parser)
+    _check(commands.add_parser)
     _report(commands.add_parser)
     _sandbox(commands.add_parser)
     _usersig(commands.add_parser)
@@ -149,6 +150,26 @@ def _work(add_parser: Any) -> None:
     _log_format(work)
     _summary_json(work)
     _metrics(work, for_send=False)
+
+
+def _check(add_parser: Any) -> None:
+    from dispatcher.tim import rules
+
+    check = add_parser(
+        "check",
+        help="try the credentials, the region and the jobs' groups with read-only calls; send nothing",
+        description="Credentials come from TIM_SDKAPPID, TIM_IDENTIFIER and TIM_SECRET_KEY (or TIM_USERSIG); "
+        "TIM_REGION or TIM_ENDPOINT may give the endpoint, as for send. Exit 0 when a send would work; 1 when "
+        "it would run but a group or sender does not exist, or a job is rejected; 2 when it would stop.",
+    )
+    check.add_argument("jobs", nargs="+", metavar="JOBS.jsonl", help="jobs files; - reads standard input")
+    _endpoint(check, region_help="as for send")
+    check.add_argument(
+        "--rate",
+        type=float,
+        default=rules.DEFAULT_RATE,
+        help="requests started in any one second by the check (default %(default)s)",
+    )
 
 
 def _report(add_parser: Any) -> None:

@@ -12,6 +12,8 @@ import dataclasses
 import email.utils
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -122,31 +124,45 @@ class Client:
         return f"{line}{self._rng.getrandbits(32)}{self._tail}{len(body)}\r\n\r\n".encode() + body
 
     async def send(self, body: bytes, endpoint: Endpoint = DEFAULT_ENDPOINT) -> Reply:
+        return (await self._exchange(endpoint.path, body, endpoint.details))[0]
+
+    async def call(self, path: str, body: bytes) -> tuple[Reply, dict[str, Any]]:
+        """A request to any API `path` (the read-only calls of `dispatcher check`), signed and sent
+        as a send is: its Reply, and the reply's JSON object (empty when there is none)."""
+        return await self._exchange(path, body, _no_details)
+
+    async def _exchange(
+        self, path: str, body: bytes, details: Callable[[dict[str, Any]], Details]
+    ) -> tuple[Reply, dict[str, Any]]:
         start = time.perf_counter()
         try:
-            resp = await self._transport.post(self._request(endpoint.path, body))
+            resp = await self._transport.post(self._request(path, body))
         except ConnectFailed as exc:  # refused, DNS, TLS, connect timeout: the request never left
-            return Reply(None, redact(str(exc)), None, _ms(start), connect_failed=True)
+            return Reply(None, redact(str(exc)), None, _ms(start), connect_failed=True), {}
         except TransportError as exc:
-            return Reply(None, redact(str(exc)), None, _ms(start))
+            return Reply(None, redact(str(exc)), None, _ms(start)), {}
         latency = _ms(start)
         status = resp.status
         if status == 413:
             info = f"HTTP 413: the server refused a request of {len(body):,} bytes as too large"
-            return Reply(None, info, status, latency)
+            return Reply(None, info, status, latency), {}
         if status != 200:
-            return Reply(None, f"HTTP {status}", status, latency, retry_after=parse_retry_after(resp.retry_after))
+            return Reply(None, f"HTTP {status}", status, latency, retry_after=parse_retry_after(resp.retry_after)), {}
         try:
             doc = orjson.loads(resp.body)
             code = int(doc["ErrorCode"])
             info = str(doc.get("ErrorInfo", ""))
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-            return Reply(None, "unparsable response body", status, latency)
-        return Reply(code, info, status, latency, details=endpoint.details(doc), date=resp.date)
+            return Reply(None, "unparsable response body", status, latency), {}
+        return Reply(code, info, status, latency, details=details(doc), date=resp.date), doc
 
     async def aclose(self) -> None:
         """Close the idle connections; one still in use closes when its request ends."""
         self._transport.close()
+
+
+def _no_details(_doc: dict[str, Any]) -> Details:
+    return NO_DETAILS
 
 
 def _ms(start: float) -> float:

@@ -303,7 +303,7 @@ class Sandbox:
         except web.HTTPRequestEntityTooLarge:
             return self._too_large()
         try:
-            if not self._admit(emulator.api.path, self._clock()):
+            if not self._admit(emulator.path, self._clock()):
                 raise Refusal(rules.OVER_RATE, "over the frequency limit")
             self._authenticate(request.query)
             try:
@@ -346,7 +346,7 @@ class Sandbox:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.on_response_prepare.append(self._date)
         for emulator in self.emulators:
-            app.router.add_post(emulator.api.path, functools.partial(self._send, emulator))
+            app.router.add_post(emulator.path, functools.partial(self._send, emulator))
         app.router.add_get("/sandbox/ledger", self._ledger)
         app.router.add_get("/sandbox/stats", self._stats)
         return app

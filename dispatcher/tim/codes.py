@@ -48,6 +48,7 @@ MEANINGS: Final[Mapping[str, str]] = {
     "70107": "the account does not exist, never imported",
     "70169": "internal server error, retried",
     "70202": "internal server error, retried",
+    "70402": "invalid parameter (account APIs)",
     "70500": "internal server error, retried",
     "80001": "the message holds sensitive words",
     "80002": "the message is too long",

@@ -1,4 +1,5 @@
-"""The APIs the sandbox serves: one emulation per API of `dispatcher.tim.apis.REGISTRY`, in its order."""
+"""The APIs the sandbox serves: one emulation per API of `dispatcher.tim.apis.REGISTRY`, in its order,
+then the read-only calls of `dispatcher check`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from dispatcher.sandbox.apis.base import Box, Delivery, Emulator, Refusal
 from dispatcher.sandbox.apis.batchsendmsg import BatchSendMsgEmulator
 from dispatcher.sandbox.apis.groupmsg import GroupMsgEmulator
 from dispatcher.sandbox.apis.notification import NotificationEmulator
+from dispatcher.sandbox.apis.readonly import AccountCheckEmulator, GroupInfoEmulator
 
-EMULATORS: Final[tuple[type[Emulator], ...]] = (NotificationEmulator, BatchSendMsgEmulator, GroupMsgEmulator)
+EMULATORS: Final[tuple[type[Emulator], ...]] = (
+    NotificationEmulator,
+    BatchSendMsgEmulator,
+    GroupMsgEmulator,
+    GroupInfoEmulator,
+    AccountCheckEmulator,
+)
 
 __all__ = ["EMULATORS", "Box", "Delivery", "Emulator", "Refusal"]

@@ -41,6 +41,7 @@ class Box(Protocol):
     ledger: Ledger
     stats: collections.Counter[str]
     accounts: frozenset[str] | None  # None: every valid UserID exists
+    groups: dict[str, Group] | None  # None: every valid GroupId is an open Public group
     message_quota: int
     group_rate: int
 
@@ -59,6 +60,11 @@ class Emulator(abc.ABC):
 
     api: ClassVar[type[Endpoint]]  # the client half: the path served
     json_error_code: ClassVar[int] = rules.INVALID_PARAMETER  # the answer to a body that is not JSON
+
+    @property
+    def path(self) -> str:
+        """The path served: its API's (a read-only call, which is no job's API, names its own)."""
+        return self.api.path
 
     @abc.abstractmethod
     def emulate(self, box: Box, body: Mapping[str, Any]) -> Delivery:
