@@ -93,7 +93,9 @@ def _tile(value: str, label: str, tone: str = "") -> str:
     return f'<div class="tile {tone}" data-key="{label}"><b>{value}</b><span>{label}</span></div>'
 
 
-def _table(heads: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozenset[int] = frozenset()) -> str:
+def _table(
+    heads: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozenset[int] = frozenset(), kind: str = ""
+) -> str:
     """A table of cells already escaped; the columns in `numeric` aligned right."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
     body = "".join(
@@ -102,7 +104,7 @@ def _table(heads: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozens
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<table class="{kind}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _bar(count: int, most: int, bad: bool) -> str:
@@ -166,7 +168,7 @@ def _codes(report: dict[str, Any]) -> str:
         (html.escape(code), html.escape(meaning(code)), _n(count), _bar(count, most, code != "0"))
         for code, count in sorted(codes.items(), key=lambda item: (-item[1], item[0]))
     ]
-    return _table(("code", "meaning", "replies", ""), rows, frozenset({2}))
+    return _table(("code", "meaning", "replies", ""), rows, frozenset({2}), kind="bars")
 
 
 def _jobs(report: dict[str, Any]) -> str:
