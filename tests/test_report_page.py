@@ -24,6 +24,7 @@ from dispatcher.observe.page.timeline import MOST_BUCKETS, Timeline
 from dispatcher.sandbox import Group, Sandbox
 from dispatcher.testing import FakeClock
 from tests.conftest import (
+    PG_PASSWORD,
     PostgresServer,
     SandboxProcess,
     cli,
@@ -216,6 +217,7 @@ async def test_the_page_of_a_run_in_postgresql(
     assert 'data-key="batches ok"><b>3</b>' in seen.dom
     assert "gone 0 alice 10010 the group does not exist, or was disbanded" in text
     assert "rate limit 200/s" in text  # send's default: a journal does not record the run's rate
+    assert PG_PASSWORD in uri and PG_PASSWORD not in page.read_text() + done.stdout
 
 
 async def test_the_browser_check_fails_a_page_with_a_script_error_or_a_request(
@@ -330,8 +332,16 @@ def test_rate_without_html_and_html_with_json_are_refused_in_one_line(tmp_path: 
     assert not (tmp_path / "p.html").exists()
 
 
-def test_the_page_needs_no_heavy_import_until_asked() -> None:
-    """numpy waits for --html: `report` without it, and every other command, start without it."""
-    code = "import sys, dispatcher.cli.parser; dispatcher.cli.parser.build_parser(); print('numpy' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60)
-    assert done.stdout == "False\n", done.stderr
+def test_the_page_needs_no_heavy_import_until_asked(tmp_path: Path) -> None:
+    """numpy waits for --html: the text report starts and runs without it."""
+    journal = _one_line(tmp_path)
+    code = (
+        "import sys, contextlib, io\nfrom dispatcher.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(sys.argv[1:])\n"
+        "print('numpy' in sys.modules)"
+    )
+    for extra, imported in (((), "False\n"), (("--html", str(tmp_path / "p.html")), "True\n")):
+        args = [sys.executable, "-c", code, "report", str(journal), *extra]
+        done = subprocess.run(args, env=cli_env(), capture_output=True, text=True, timeout=60)
+        assert done.stdout == imported, done.stderr
