@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench clean redis-server pushgateway prometheus postgresql
+.PHONY: install run test lint unit bench clean redis-server pushgateway prometheus postgresql chromium
 
 install: $(STAMP)
 
@@ -57,7 +57,12 @@ prometheus:
 postgresql:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-unit: install redis-server pushgateway prometheus postgresql
+# The report page's test opens it in Debian's chromium, headless, with the network cut off (its own
+# profile in a temporary directory; nothing of the user's browser is used).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+unit: install redis-server pushgateway prometheus postgresql chromium
 	$(BIN)/pytest -q -n 2
 
 test: lint unit

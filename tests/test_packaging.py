@@ -102,6 +102,22 @@ def test_the_wheel_ships_the_sql_of_postgresql(dist: Path) -> None:
     ]
 
 
+# The report page's template and the charting library it inlines, with the library's licence.
+PAGE_DATA = (
+    "dispatcher/observe/page/template.html",
+    "dispatcher/observe/page/vendor/uPlot.iife.min.js",
+    "dispatcher/observe/page/vendor/uPlot.min.css",
+    "dispatcher/observe/page/vendor/uPlot.LICENSE",
+)
+
+
+def test_the_wheel_ships_the_report_page_and_its_charting_library_with_its_licence(dist: Path) -> None:
+    with zipfile.ZipFile(_only(dist, "tim_dispatcher-*.whl")) as archive:
+        assert sorted(name for name in PAGE_DATA if name not in archive.namelist()) == []
+        licence = archive.read("dispatcher/observe/page/vendor/uPlot.LICENSE").decode()
+    assert licence.startswith("The MIT License (MIT)\n\nCopyright (c) 2022 Leon Sorokin")
+
+
 def test_the_sdist_holds_every_page_the_readme_links(dist: Path) -> None:
     with tarfile.open(_only(dist, "tim_dispatcher-*.tar.gz")) as archive:
         names = archive.getnames()
@@ -158,3 +174,15 @@ def test_the_wheel_installed_in_a_fresh_venv_runs(dist: Path, tmp_path: Path) ->
     # The installed wheel reads its SQL (no psycopg needed for that): the components and their versions.
     latest = run(str(python), "-c", "from dispatcher.pg import migrate; print(sorted(migrate.LATEST.items()))")
     assert latest.stdout == "[('budget', 2), ('journal', 2)]\n", latest.stderr
+    # The report page, from the wheel's own template and library.
+    journal = tmp_path / "out.jsonl"
+    journal.write_text(
+        '{"job_id": "a", "batch": 0, "batches": 1, "attempt": 1, "status": "ok", "final": true, "group_id": "@TGS#a", '
+        '"recipients": ["p"], "error_code": 0, "error_info": "OK", "http_status": 200, "latency_ms": 40.0, '
+        '"at": "2026-03-02T12:00:01.200Z", "job_hash": "h"}\n'
+    )
+    paged = run(str(bin_dir / "dispatcher"), "report", str(journal), "--html", str(tmp_path / "page.html"))
+    assert paged.returncode == 0, paged.stderr
+    page = (tmp_path / "page.html").read_text()
+    assert "var uPlot=function()" in page
+    assert "Copyright (c) 2022 Leon Sorokin" in page  # MIT: its notice goes with every copy

@@ -173,6 +173,8 @@ def _check(add_parser: Any) -> None:
 
 
 def _report(add_parser: Any) -> None:
+    from dispatcher.tim import rules
+
     report = add_parser(
         "report",
         help="summarise outcome journals (several: one run split over processes or machines)",
@@ -189,6 +191,18 @@ def _report(add_parser: Any) -> None:
         metavar="FILE",
         help="also write every named recipient not notified to FILE as CSV (job_id,user_id,error_code,meaning); "
         "- writes it alone to stdout",
+    )
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the run as one self-contained page (charts, outcomes, jobs, recipients not notified) "
+        "instead of printing the report",
+    )
+    report.add_argument(
+        "--rate",
+        type=float,
+        metavar="R",
+        help=f"with --html: the rate limit drawn, requests a second (default {rules.DEFAULT_RATE}, as for send)",
     )
 
 

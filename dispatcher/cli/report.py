@@ -1,4 +1,4 @@
-"""`dispatcher report JOURNAL...`: the summary of outcome journals, as text or one JSON object."""
+"""`dispatcher report JOURNAL...`: the summary of outcome journals, as text, one JSON object, or a page."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ import argparse
 import io
 import os
 import sys
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from dispatcher.cli.output import replace_file, write_stdout
 from dispatcher.cli.status import EXIT_OK
+
+if TYPE_CHECKING:
+    from dispatcher.journal.uri import JournalURI
 
 
 def run(args: argparse.Namespace) -> int:
     import stat
 
     from dispatcher.errors import InputError
-    from dispatcher.journal.uri import JournalURI, is_journal_uri, parse_journal_uri, refuse_other_scheme
+    from dispatcher.journal.uri import is_journal_uri, parse_journal_uri, refuse_other_scheme
     from dispatcher.observe.report import render_text, summarise, undelivered
 
     sources: list[str | JournalURI] = []
@@ -32,11 +35,16 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{path}: cannot read: {exc.strerror}") from None
         if not stat.S_ISREG(mode):  # it is read twice (fates, then recipients): a pipe would give nothing back
             raise InputError(f"{path}: not a regular file; report reads a journal twice, so give it the file")
+    if args.html is not None:
+        _page(args, sources)
+    elif args.rate is not None:
+        raise InputError("--rate is the limit drawn on the page: give it with --html FILE")
     if args.undelivered == "-":  # the list alone on stdout, to pipe on
         undelivered(sys.stdout, *sources)
         sys.stdout.flush()
         return EXIT_OK
-    result = summarise(*sources)
+    # With --html, the page instead of the report: the report would hold every recipient not notified.
+    result = None if args.html is not None else summarise(*sources)
     if args.undelivered is not None:
 
         def fill(handle: BinaryIO) -> None:
@@ -46,10 +54,29 @@ def run(args: argparse.Namespace) -> int:
             text.detach()  # the file is the caller's to close
 
         replace_file(args.undelivered, "the undelivered recipients", fill)
-    if args.json:
+    if result is None:
+        write_stdout(f"wrote the report page {args.html}\n")
+    elif args.json:
         import orjson
 
         write_stdout(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE).decode())
     else:
         write_stdout(render_text(result, *map(str, sources)) + "\n")
     return EXIT_OK
+
+
+def _page(args: argparse.Namespace, sources: list[str | JournalURI]) -> None:
+    """Write the page whole (a reader sees the old page or the new one)."""
+    import math
+
+    from dispatcher.errors import InputError
+    from dispatcher.observe.page import render_page
+    from dispatcher.tim.rules import DEFAULT_RATE
+
+    if args.json:
+        raise InputError("--html writes the report as a page and --json prints it: give one of them")
+    rate = DEFAULT_RATE if args.rate is None else args.rate
+    if not (math.isfinite(rate) and rate > 0):
+        raise InputError(f"--rate must be a number of requests a second above 0, not {args.rate}")
+    text = render_page(sources, rate=rate)
+    replace_file(args.html, "the report page", lambda handle: handle.write(text.encode("utf-8")))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import heapq
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -144,7 +146,7 @@ def _shown(path: str | os.PathLike[str] | JournalURI) -> str:
 
 def summarise(*paths: str | os.PathLike[str] | JournalURI) -> dict[str, Any]:
     with reading(paths) as sources:
-        return _summarise(paths, sources)
+        return summary_of(paths, sources)
 
 
 def undelivered(out: TextIO, *paths: str | os.PathLike[str] | JournalURI) -> int:
@@ -266,7 +268,10 @@ def _told_apart(
     return entry
 
 
-def _summarise(paths: Paths, sources: Sources) -> dict[str, Any]:
+def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[str, Any]:
+    """The report of journals opened by `reading`. With `keep`, `not_notified` holds only its first
+    `keep` batches, each with at most `keep` recipients (a page shows no more): memory then stays
+    bounded by the batches, also when millions of recipients were not notified. The totals count all."""
     first = _first_pass(sources)
     jobs, fates, codes = first.jobs, first.fates, first.codes
     listed = collections.Counter(info.job_id for info in jobs.all if not info.merged)
@@ -278,12 +283,25 @@ def _summarise(paths: Paths, sources: Sources) -> dict[str, Any]:
         by_fate[fate] += 1
         job_fates[uid][fate] += 1
     # By job (in the order the jobs came), then batch: a run's failures read in the order of its jobs,
-    # whatever order they ended in.
-    ordered = sorted(_misses(paths, sources, first), key=lambda hit: (hit[0], hit[1]["batch"]))
-    not_notified = [miss for _, miss in ordered]
+    # whatever order they ended in. The totals are counted as the batches stream by.
+    run_reasons = _Reasons()
+    job_reasons: dict[int, _Reasons] = collections.defaultdict(_Reasons)
+    named = 0
+    first_misses: list[tuple[int, int, int, dict[str, Any]]] = []  # (-job, -batch, -seen, miss): a max-heap
+    for seen, (uid, miss) in enumerate(_misses(paths, sources, first)):
+        run_reasons.add(miss)
+        job_reasons[uid].add(miss)
+        named += _named(miss)
+        item = (-uid, -miss["batch"], -seen, miss)
+        if keep is None:
+            first_misses.append(item)
+        elif len(first_misses) < keep:
+            heapq.heappush(first_misses, _cut(item, keep))
+        elif item[:3] > first_misses[0][:3]:  # comes before the last one kept
+            heapq.heapreplace(first_misses, _cut(item, keep))
+    not_notified = [miss for *_, miss in sorted(first_misses, key=lambda item: item[:3], reverse=True)]
 
     job_list = []
-    entries: dict[int, dict[str, Any]] = {}
     for uid, info in enumerate(jobs.all):
         if info.merged:
             continue
@@ -314,13 +332,8 @@ def _summarise(paths: Paths, sources: Sources) -> dict[str, Any]:
         if info.export is not None:
             entry["export"] = info.export
         job_list.append(_told_apart(entry, info, listed, paths))
-        entries[uid] = entry
-    for entry in job_list:
-        mine = [
-            m for m in not_notified if m["job_id"] == entry["job_id"] and m.get("job_hash") == entry.get("job_hash")
-        ]
-        if mine:
-            entry["not_notified_by_reason"] = by_reason(mine)
+        if uid in job_reasons:
+            entry["not_notified_by_reason"] = job_reasons[uid].rows()
 
     return {
         "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING],
@@ -333,8 +346,8 @@ def _summarise(paths: Paths, sources: Sources) -> dict[str, Any]:
         "excluded": sum(_count(job, "excluded") for job in job_list),
         "error_codes": dict(sorted(codes.items())),
         "jobs": job_list,
-        "recipients_not_notified": sum(_named(miss) for miss in not_notified),
-        "not_notified_by_reason": by_reason(not_notified),
+        "recipients_not_notified": named,
+        "not_notified_by_reason": run_reasons.rows(),
         "not_notified": not_notified,
     }
 
@@ -352,13 +365,34 @@ def _named(miss: dict[str, Any]) -> int:
     return 0 if miss["recipients"] is None else len(miss["recipients"])
 
 
-def by_reason(misses: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Recipients not notified, by the code they were not notified for: the most first. A batch to all
-    members counts apart (`all_members_batches`): how many that is, only the group knows."""
-    totals: dict[str | None, dict[str, Any]] = {}
+def _cut(item: tuple[int, int, int, dict[str, Any]], keep: int) -> tuple[int, int, int, dict[str, Any]]:
+    """A batch not notified, with at most `keep` of its recipients (and of their errors)."""
+    *order, miss = item
+    miss = dict(miss)
+    recipients, errors = miss["recipients"], miss.get("recipient_errors")
+    if recipients is not None and len(recipients) > keep:
+        miss["recipients"] = recipients[:keep]
+    if isinstance(errors, dict) and len(errors) > keep:
+        miss["recipient_errors"] = dict(itertools.islice(errors.items(), keep))
+    return order[0], order[1], order[2], miss
 
-    def add(code: str | None, recipients: int, whole_group: bool) -> None:
-        row = totals.setdefault(
+
+class _Reasons:
+    """Recipients not notified, by the code they were not notified for, counted batch by batch."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str | None, dict[str, Any]] = {}
+
+    def add(self, miss: dict[str, Any]) -> None:
+        errors = miss.get("recipient_errors")
+        if isinstance(errors, dict):
+            for code, count in collections.Counter(map(code_key, errors.values())).items():
+                self._add(code, count, False)
+        else:
+            self._add(miss["error_code"], _named(miss), miss["recipients"] is None)
+
+    def _add(self, code: str | None, recipients: int, whole_group: bool) -> None:
+        row = self._totals.setdefault(
             code,
             {
                 "error_code": code,
@@ -371,16 +405,21 @@ def by_reason(misses: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         row["recipients"] += recipients
         row["all_members_batches" if whole_group else "batches"] += 1
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The most recipients first. A batch to all members counts apart (`all_members_batches`): how
+        many that is, only the group knows."""
+        return sorted(
+            self._totals.values(),
+            key=lambda row: (-row["recipients"], -row["all_members_batches"], str(row["error_code"])),
+        )
+
+
+def by_reason(misses: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recipients not notified, by the code they were not notified for: the most first."""
+    reasons = _Reasons()
     for miss in misses:
-        errors = miss.get("recipient_errors")
-        if isinstance(errors, dict):
-            for code, count in collections.Counter(map(code_key, errors.values())).items():
-                add(code, count, False)
-        else:
-            add(miss["error_code"], _named(miss), miss["recipients"] is None)
-    return sorted(
-        totals.values(), key=lambda row: (-row["recipients"], -row["all_members_batches"], str(row["error_code"]))
-    )
+        reasons.add(miss)
+    return reasons.rows()
 
 
 UNDELIVERED_HEADER = ("job_id", "user_id", "error_code", "meaning")
