@@ -425,8 +425,8 @@ async def test_a_claim_holds_by_the_workers_own_clock_and_is_lost_to_another_wor
     in the database is taken by another worker, and the first, renewing, learns it lost it."""
     from dispatcher.core.batch import split
     from dispatcher.core.job import InlineRecipients, Job
-    from dispatcher.journal import postgres
     from dispatcher.journal.uri import parse_journal_uri
+    from dispatcher.shared import open as postgres
 
     uri = parse_journal_uri(postgres_server.journal())
     clock = _Clock()

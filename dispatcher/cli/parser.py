@@ -290,7 +290,7 @@ def _timeout(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def _lease(parser: argparse.ArgumentParser) -> None:
-    from dispatcher.run.config import DEFAULT_LEASE
+    from dispatcher.core.lease import DEFAULT_LEASE
 
     parser.add_argument(
         "--lease",

@@ -146,6 +146,6 @@ def _journal_of(args: argparse.Namespace) -> None:
     refuse_other_scheme(args.out, "--out")
     args.journal_uri = parse_journal_uri(args.out) if is_journal_uri(args.out) else None
     if args.journal_uri is not None:
-        from dispatcher.journal.postgres import check_available
+        from dispatcher.journal.pgsession import check_available
 
         check_available(args.journal_uri)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace, decide: Callable[[], None]) -> int:
 
     args.jobs = []
     args.journal_uri = uri = parse_journal_uri(args.journal, option="work")
-    from dispatcher.journal.postgres import check_available
+    from dispatcher.journal.pgsession import check_available
 
     check_available(uri)
     from dispatcher.run.preflight import check_options

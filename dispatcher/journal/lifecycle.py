@@ -12,20 +12,20 @@ write (taken), commit (in the store), close (committed, and let go).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from dispatcher.core.ports import Trouble
 from dispatcher.core.state import JournalState
 from dispatcher.errors import JournalWriteError
 from dispatcher.journal.outcomes import Moved
-from dispatcher.journal.store import JournalStore, SharedRun
+from dispatcher.journal.store import JournalStore
 
 # What a shared journal's close gets after a stop signal: a healthy database takes the last lines and
 # claims in milliseconds; one that stopped answering must not hold the run past the 2 s promised.
 STOPPED_CLOSE_S = 1.0
 
 
-def _moved(trouble: Trouble) -> Callable[[Moved], None]:
+def moved_to_trouble(trouble: Trouble) -> Callable[[Moved], None]:
     return lambda moved: trouble(moved.message, moved.stop)
 
 
@@ -48,7 +48,7 @@ class FileLifecycle:
         return True
 
     async def keep(self, trouble: Trouble) -> None:
-        await self._store.sync_periodically(lambda exc: trouble(str(exc), True), _moved(trouble))
+        await self._store.sync_periodically(lambda exc: trouble(str(exc), True), moved_to_trouble(trouble))
 
     async def close(self, trouble: Trouble, *, unused: bool, at_once: bool) -> None:
         store = self._store
@@ -65,40 +65,3 @@ class FileLifecycle:
             store.close()
         except JournalWriteError as exc:
             trouble(str(exc), True)
-
-
-class _Shared(JournalStore, SharedRun, Protocol):
-    pass
-
-
-class SharedLifecycle:
-    """A run's journal in PostgreSQL: lines are buffered and committed in rounds; `commit` waits for
-    the round that holds every line taken so far (`settle`)."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: _Shared) -> None:
-        self._store = store
-
-    @property
-    def state(self) -> JournalState:
-        return self._store.state
-
-    def write(self, doc: dict[str, Any]) -> None:
-        self._store.write(doc)
-
-    async def commit(self, wait: bool = True) -> bool:
-        if not wait:  # a stopping run: the close commits, within its bound
-            return False
-        await self._store.settle()
-        return True
-
-    async def keep(self, trouble: Trouble) -> None:
-        await self._store.sync_periodically(lambda exc: trouble(str(exc), True), _moved(trouble))
-
-    async def close(self, trouble: Trouble, *, unused: bool, at_once: bool) -> None:
-        # Failures here are the database lost: `aclose` logs them and leaves its claims to run out.
-        if at_once:  # a stop signal ends the run at once: a database gone quiet is not waited for
-            await self._store.aclose(STOPPED_CLOSE_S)
-        else:
-            await self._store.aclose()

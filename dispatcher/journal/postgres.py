@@ -22,34 +22,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
-from dispatcher.journal.pgsession import MISSING_EXTRA as MISSING_EXTRA
 from dispatcher.journal.pgsession import Faults, within
-from dispatcher.journal.pgsession import NoAnswer as NoAnswer
-from dispatcher.journal.pgsession import check_available as check_available
 from dispatcher.pg import queries
 
 if TYPE_CHECKING:
     import psycopg
-
-    # Transitional: these moved to dispatcher.shared (issue 25) and are found here until the run's
-    # modules import them from there (see __getattr__ below).
-    from dispatcher.shared.claims import Claimed as Claimed
-    from dispatcher.shared.claims import PlannedJob as PlannedJob
-    from dispatcher.shared.claims import lease_clock as lease_clock
-    from dispatcher.shared.liveness import BEAT as BEAT
-    from dispatcher.shared.liveness import STALE as STALE
-    from dispatcher.shared.liveness import RunStatus as RunStatus
-    from dispatcher.shared.open import DEFAULT_LEASE as DEFAULT_LEASE
-    from dispatcher.shared.open import RunRow as RunRow
-    from dispatcher.shared.open import check_same_pacing as check_same_pacing
-    from dispatcher.shared.open import open_send as open_send
-    from dispatcher.shared.open import open_work as open_work
-    from dispatcher.shared.plan import PLAN_S as PLAN_S
-    from dispatcher.shared.report import PlanEntry as PlanEntry
-    from dispatcher.shared.report import RunSnapshot as RunSnapshot
-    from dispatcher.shared.report import Unsent as Unsent
-    from dispatcher.shared.report import snapshot as snapshot
-    from dispatcher.shared.worker import PgJournal as PgJournal
 
 _Q = queries.load("outcomes")
 
@@ -171,35 +148,3 @@ class Outcomes:
         )
         accepted = {(job_id, batch) for job_id, batch in await cur.fetchall()}
         return accepted, latest
-
-
-# Transitional (issue 25): the names this module had before the run in PostgreSQL moved to
-# dispatcher.shared, for the modules that still import them from here. Found on first use, so that
-# journal/ does not import shared/ (above it) when it is loaded.
-_MOVED = {
-    "Claimed": "dispatcher.shared.claims",
-    "PlannedJob": "dispatcher.shared.claims",
-    "lease_clock": "dispatcher.shared.claims",
-    "BEAT": "dispatcher.shared.liveness",
-    "STALE": "dispatcher.shared.liveness",
-    "RunStatus": "dispatcher.shared.liveness",
-    "DEFAULT_LEASE": "dispatcher.shared.open",
-    "PLAN_S": "dispatcher.shared.plan",
-    "PgJournal": "dispatcher.shared.worker",
-    "RunRow": "dispatcher.shared.open",
-    "check_same_pacing": "dispatcher.shared.open",
-    "open_send": "dispatcher.shared.open",
-    "open_work": "dispatcher.shared.open",
-    "PlanEntry": "dispatcher.shared.report",
-    "RunSnapshot": "dispatcher.shared.report",
-    "Unsent": "dispatcher.shared.report",
-    "snapshot": "dispatcher.shared.report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,13 +23,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, code_key
-from dispatcher.journal.store import plan_of, reading, records_of, unsent_of
 from dispatcher.journal.uri import JournalURI
+from dispatcher.observe.journals import plan_of, reading, records_of, unsent_of
 from dispatcher.tim.apis import DEFAULT, REGISTRY
 from dispatcher.tim.codes import DROPPED, meaning
 
 if TYPE_CHECKING:
-    from dispatcher.journal.postgres import RunSnapshot
+    from dispatcher.shared.report import RunSnapshot
 
 Place = tuple[int, int]  # (which journal, which line)
 Paths = tuple[str | os.PathLike[str] | JournalURI, ...]  # the journals as the user named them

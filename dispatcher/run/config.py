@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from dispatcher.core.lease import DEFAULT_LEASE
 from dispatcher.journal.uri import JournalURI
 from dispatcher.run.preflight import check_options
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
-
-DEFAULT_LEASE = 30.0  # seconds a claim on a batch holds unless renewed (journal.postgres has the same)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from dispatcher.core.ports import BatchSource, Journal
-from dispatcher.journal.lifecycle import FileLifecycle, SharedLifecycle
-from dispatcher.journal.store import JournalStore, SharedRun
+from dispatcher.journal.lifecycle import FileLifecycle
+from dispatcher.journal.outcomes import open_journal
+from dispatcher.journal.store import JournalStore
+from dispatcher.journal.uri import JournalURI
 from dispatcher.run.config import RunConfig
 from dispatcher.run.sources.claims import Claims
 from dispatcher.run.sources.local import LocalJobs
+from dispatcher.shared.lifecycle import SharedLifecycle
+from dispatcher.shared.run import SharedRun
 
 
 def pair_of(journal: JournalStore, run: RunConfig) -> tuple[BatchSource, Journal]:
@@ -17,3 +24,15 @@ def pair_of(journal: JournalStore, run: RunConfig) -> tuple[BatchSource, Journal
         claims = Claims(journal, run.jobs, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
         return claims, SharedLifecycle(journal)
     return LocalJobs(run.jobs, run.batch_size, run.retry_failed), FileLifecycle(journal)
+
+
+async def open_store(
+    out: os.PathLike[str] | JournalURI, *, resume: bool, retry_failed: bool = False, **run: Any
+) -> JournalStore:
+    """Open a run's journal: the file at a path (`outcomes.open_journal`), or the run in PostgreSQL
+    that a URI names, as its `send` (`run` carries what the PostgreSQL run records: rate, store...)."""
+    if isinstance(out, JournalURI):
+        from dispatcher.shared.open import open_send
+
+        return await open_send(out, resume=resume, retry_failed=retry_failed, **run)
+    return open_journal(out, resume=resume)

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from dispatcher.core.lease import DEFAULT_LEASE
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
 from dispatcher.journal.outcomes import Journal
-from dispatcher.journal.store import JournalStore, open_store, shared_of
+from dispatcher.journal.store import JournalStore
 from dispatcher.journal.uri import JournalURI, parse_journal_uri
 from dispatcher.observe.events import Subscriber
 from dispatcher.observe.plan import Plan, make_plan
@@ -30,9 +31,9 @@ from dispatcher.observe.summary import Summary
 from dispatcher.pacing.base import StoreURI
 from dispatcher.pacing.budgets import Budgets
 from dispatcher.pacing.store import MEMORY, in_journal_database, parse_store
-from dispatcher.run.config import DEFAULT_LEASE, RunConfig
+from dispatcher.run.config import RunConfig
 from dispatcher.run.engine import Engine
-from dispatcher.run.pairs import pair_of
+from dispatcher.run.pairs import open_store, pair_of
 from dispatcher.run.preflight import (
     RESERVED_FILES,
     check_not_journal,
@@ -43,6 +44,7 @@ from dispatcher.run.preflight import (
 )
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.run.signals import STOP_SIGNALS
+from dispatcher.shared.run import shared_of
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim.apis import DEFAULT, REGISTRY
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
@@ -361,12 +363,13 @@ async def work(
     on its own: another store or rate than the run's is a UsageError before anything is sent;
     `rate` None takes the run's. `store` None: the journal's database, as for the run's send.
     `request_timeout`: seconds for one request (`--timeout`)."""
-    from dispatcher.journal import postgres
+    from dispatcher.journal.pgsession import check_available
+    from dispatcher.shared.open import check_same_pacing, open_work
 
     if isinstance(uri, str):
         uri = parse_journal_uri(uri, "work")
-    postgres.check_available(uri)
-    journal, row = await postgres.open_work(uri, lease=lease)
+    check_available(uri)
+    journal, row = await open_work(uri, lease=lease)
     try:
         budget = in_journal_database(uri.conninfo) if store is None else store
         budget = parse_store(budget) if isinstance(budget, str) else budget
@@ -376,7 +379,7 @@ async def work(
             out=uri,
             endpoint=endpoint,
             credentials=credentials,
-            rate=postgres.check_same_pacing(uri, row, rate, budget.shown),
+            rate=check_same_pacing(uri, row, rate, budget.shown),
             concurrency=concurrency,
             policy=RetryPolicy(max_attempts=row.max_attempts),
             timeout=request_timeout,

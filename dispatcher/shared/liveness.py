@@ -117,8 +117,13 @@ class Heartbeat:
             except self._faults.kinds as exc:
                 if conn is not self.lock:
                     return  # the claims' connection is lost: its renewals say so
-                self._lost_lock(f"its connection: {scrub(self.uri, exc)}")
                 conn = self._fallback
+                try:  # the whole database gone is told as such, not as a lock lost
+                    await within(conn.execute(_Q["beat"], (self.uri.name, self.holder)), BEAT * 5)
+                except self._faults.kinds as also:
+                    self._faults.lost(also)
+                    return
+                self._lost_lock(f"its connection: {scrub(self.uri, exc)}")
                 continue
             if cur.rowcount != 1:
                 self._lost_lock("another send holds the run now")

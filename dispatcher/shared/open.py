@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from dispatcher.core.lease import DEFAULT_LEASE
 from dispatcher.errors import JournalError
 from dispatcher.journal.pgsession import close, connect_to, ensure_schema, opened
 from dispatcher.journal.uri import JournalURI
@@ -21,7 +22,6 @@ from dispatcher.shared.plan import PLAN_S
 from dispatcher.shared.worker import PgJournal
 
 _Q = queries.load("run")
-DEFAULT_LEASE = 30.0
 
 
 @dataclasses.dataclass(frozen=True)

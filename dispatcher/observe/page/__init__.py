@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from dispatcher.core.status import code_key
-from dispatcher.journal.store import reading, records_of
 from dispatcher.journal.uri import JournalURI
+from dispatcher.observe.journals import reading, records_of
 from dispatcher.observe.page.timeline import Drawn, Timeline
 from dispatcher.observe.report import NOT_SENT, summary_of
 from dispatcher.tim.apis import REGISTRY

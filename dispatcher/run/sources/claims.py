@@ -23,9 +23,9 @@ from dispatcher.core.ports import Feed
 from dispatcher.core.status import FAILED, OK
 from dispatcher.errors import InputError
 from dispatcher.jobs.reader import Rejection, api_of, read_jobs
-from dispatcher.journal.postgres import Claimed, PlannedJob
-from dispatcher.journal.store import SharedRun
 from dispatcher.run.sources.local import PRODUCER_SLICE, take
+from dispatcher.shared.claims import Claimed, PlannedJob
+from dispatcher.shared.run import SharedRun
 from dispatcher.threads import in_daemon_thread
 from dispatcher.tim.apis import REGISTRY
 

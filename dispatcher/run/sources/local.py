@@ -26,10 +26,8 @@ log = structlog.get_logger("dispatcher")
 # How many jobs, or named recipients, the reader thread hands over at once.
 _CHUNK_JOBS = 256
 _CHUNK_RECIPIENTS = 20_000
-# The longest the producer holds the event loop while it splits and queues batches (see _admit).
-# A run's first requests open connections, which takes several turns of the loop, and the producer
-# gets a slice in each: 1 ms slices still held the first request 10 ms from its slot to its write,
-# 0.2 ms slices 3 ms; yielding after every batch cost a fifth of the unthrottled throughput.
+# The longest the producer holds the event loop while it splits and queues batches: a request
+# between its slot and its socket write waits out the rest. Why 0.2 ms: docs/guide/measurements.md#producer-slice
 PRODUCER_SLICE = 0.0002
 
 
@@ -96,8 +94,7 @@ class LocalJobs:
                 else:
                     await queue.put(batch)  # suspends only when the queue is full
                     if time.monotonic() > yield_at:
-                        # Let the loop run: splitting a queue's worth of an export at once held it
-                        # 9-23 ms, which a request between its slot and its socket write waited out.
+                        # Let the loop run: the requests between their slots and their writes go first.
                         await asyncio.sleep(0)
                         yield_at = time.monotonic() + PRODUCER_SLICE
         except InputError as exc:  # the temporary copy of its export failed: some batches may be out
