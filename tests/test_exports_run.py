@@ -107,6 +107,9 @@ def test_the_dry_run_shows_each_exports_files_rows_distinct_duplicates_and_exclu
         "export      reactivation: 2 files (out/export-000000000000.csv.gz, out/export-000000000001.csv.gz), "
         "column user_id, 10 rows, 8 distinct, 2 duplicates, 2 excluded "
         "(exclude_file: 1 file (unsubscribed.csv), 3 rows)",
+        "endpoint    https://console.tim.qq.com (region china)",
+        "sdkappid    not set (TIM_SDKAPPID; a send needs it)",
+        "admin       not set (TIM_IDENTIFIER; a send needs it)",
     ]
     plan = orjson.loads(summary.read_bytes())
     assert (plan["recipients"], plan["duplicates"], plan["excluded"]) == (6, 2, 2)
