@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from dispatcher.core.batch import Batch
+from dispatcher.core.job import Job
 from dispatcher.journal.pgsession import Faults, within
 from dispatcher.pg import queries
 
@@ -56,7 +58,7 @@ class Plan:
         """The job_hash under which the plan holds `job_id`, or None if it holds no such job."""
         return self._planned.get(job_id)
 
-    async def plan(self, job: Any, batches: Iterable[Any]) -> None:
+    async def plan(self, job: Job, batches: Iterable[Batch]) -> None:
         """Add a job (validated whole) and its batches to the plan; stored with the next `plan_flush`
         (no worker can claim a batch before it is committed, so none is sent before its job is stored)."""
         self._planned[job.job_id] = job.job_hash

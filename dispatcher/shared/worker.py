@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
+from dispatcher.core.batch import Batch
+from dispatcher.core.job import Job
 from dispatcher.core.state import JournalState
 from dispatcher.errors import JournalError, JournalWriteError
 from dispatcher.journal.outcomes import Moved
@@ -136,7 +138,7 @@ class PgJournal:
     def planned_hash(self, job_id: str) -> str | None:
         return None if self._plan is None else self._plan.planned_hash(job_id)
 
-    async def plan(self, job: Any, batches: Iterable[Any]) -> None:
+    async def plan(self, job: Job, batches: Iterable[Batch]) -> None:
         await self._the_plan().plan(job, batches)
 
     async def plan_flush(self) -> None:
