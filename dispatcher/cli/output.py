@@ -74,7 +74,11 @@ def print_plan(plan: Plan) -> None:
         ),
     ]
     lines += plan.export_lines()
-    lines += [f"rejected    {rej.job_id}: {rej.message}" for rej in plan.rejections]
+    # A line that is no job names its place as its job_id ("jobs.csv:3"), which its message starts with.
+    lines += [
+        f"rejected    {rej.message if rej.message.startswith(f'{rej.job_id}:') else f'{rej.job_id}: {rej.message}'}"
+        for rej in plan.rejections
+    ]
     if plan.rejected > len(plan.rejections):
         lines.append(f"rejected    ... and {plan.rejected - len(plan.rejections)} more")
     write_stdout("\n".join(lines) + "\n")
@@ -161,6 +165,9 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
     import orjson
 
     data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    if path == "-":  # standard output, as for the jobs
+        write_stdout(data.decode())
+        return
     replace_file(path, "the summary", lambda handle: handle.write(data))
 
 

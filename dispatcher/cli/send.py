@@ -50,8 +50,15 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
     out = args.journal_uri or Path(args.out or default_out(args.jobs[0]))
     for path in args.jobs:
         # `send jobs/*.jsonl` a second time would otherwise read the first run's journal as jobs.
-        if path != "-" and (path.endswith(".outcomes.jsonl") or Path(path).resolve() == Path(str(out)).resolve()):
+        if path == "-":
+            continue
+        if path.endswith(".outcomes.jsonl"):
             raise UsageError(f"{path} is an outcome journal, not a jobs file; leave it out of the jobs")
+        if Path(path).resolve() == Path(str(out)).resolve():  # the mistake is in --out: it names a jobs file
+            raise UsageError(
+                f"--out {args.out} names a jobs file of this run: the journal would be written into it; "
+                f"give --out another name, or leave it out (then: {default_out(path)})"
+            )
     if args.dry_run:
         from dispatcher.cli.dryrun import dry_run
 
@@ -100,7 +107,7 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
         on_finished=decide,  # from then on a signal leaves the exit status the summary says
     )
     summary = asyncio.run(runner.run())
-    if not args.quiet:
+    if not args.quiet and args.summary_json != "-":  # `--summary-json -`: the JSON is the summary on stdout
         print_summary(summary)
     if args.summary_json:
         write_json(args.summary_json, summary.to_dict())
@@ -115,7 +122,7 @@ def _check(args: argparse.Namespace) -> None:
     _journal_of(args)
     if args.jobs.count("-") > 1:
         raise UsageError("standard input (-) can be given once")
-    if "-" in args.jobs and args.out is None:
+    if "-" in args.jobs and args.out is None and not args.dry_run:  # a dry run writes no journal
         raise UsageError("jobs from standard input need --out (there is no file name to derive it from)")
     from dispatcher.run.preflight import check_options
 
@@ -133,7 +140,7 @@ def _check(args: argparse.Namespace) -> None:
     )
     if args.sandbox and (args.region or args.endpoint):
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
-    if args.summary_json:
+    if args.summary_json and args.summary_json != "-":
         out = Path(args.out or default_out(args.jobs[0]))
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
     rate_store(args)

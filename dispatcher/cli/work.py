@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, decide: Callable[[], None]) -> int:
     # A worker has the run's batch size, attempts and quota; its rate None takes the run's.
     check_options(rate=args.rate, concurrency=args.concurrency, timeout=args.timeout, lease=args.lease, shared_run=True)
     args.out = uri.shown  # what the metrics and summary checks compare other files with
-    if args.summary_json:
+    if args.summary_json and args.summary_json != "-":
         check_writable(args.summary_json, "--summary-json", keep=[])
     rate_store(args)
     options = metrics.options_of(args, args.out)
@@ -78,7 +78,7 @@ def _checked(args: argparse.Namespace, uri: JournalURI, exporter: Exporter | Non
         )
     )
     summary, incomplete = worked.summary, worked.incomplete
-    if not args.quiet:
+    if not args.quiet and args.summary_json != "-":  # `--summary-json -`: the JSON is the summary on stdout
         print_summary(summary)
     code = summary.exit_code
     if incomplete and code == EXIT_OK:

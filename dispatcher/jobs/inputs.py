@@ -30,6 +30,8 @@ SUFFIXES = {".gz": GZIP, ".zst": ZSTD}
 # The first bytes of a compressed file, for an input whose name does not say (a stream, `<(cmd)`).
 _MAGIC = {b"\x1f\x8b": GZIP, b"\x28\xb5\x2f\xfd": ZSTD}
 EXTRA = "pip install 'tim-dispatcher[exports]'"
+_ZIP = b"PK\x03\x04"  # an .xlsx, .ods or .numbers workbook is a zip archive
+_WORKBOOKS = frozenset({".xlsx", ".xls", ".ods", ".numbers"})
 _COPY = 1 << 20
 
 Read = Callable[[int], bytes]
@@ -78,6 +80,10 @@ def opened(source: Source, side: Side) -> Iterator[IO[bytes]]:
         reason = exc.strerror if isinstance(exc, OSError) else "not a valid file name"
         raise Reject(side.field, f"{source.label}: cannot read: {reason}") from None
     with handle:
+        if source.path.suffix.lower() in _WORKBOOKS or handle.peek(4)[:4] == _ZIP:
+            raise Reject(
+                side.field, f"{source.label}: a workbook or zip archive, not an export: save it as CSV or text"
+            )
         yield handle
 
 

@@ -434,6 +434,11 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
             # newer version's line or a hand edit, never a torn write, so it is neither taken nor cut off.
             problem = "not JSON" if doc is None else _record_problem(doc)
             if problem is not None:
+                if lineno == 1 and _is_job(doc):  # the mistake is the file given, not damage
+                    raise JournalError(
+                        f"{path} is a jobs file, not an outcome journal: give the journal its send wrote "
+                        f"(by default {path.with_suffix('').name}.outcomes.jsonl beside it)"
+                    ) from None
                 detail = "" if doc is None else f" ({problem})"
                 raise JournalError(f"{path}:{lineno}: not an outcome line; the journal is damaged{detail}") from None
             if torn and repair:  # whole, but its newline was lost: restore it before appending
@@ -441,6 +446,14 @@ def iter_records(path: str | os.PathLike[str], *, repair: bool = False) -> Itera
                 _repair(handle, path, lambda: handle.write(b"\n"))
             offset += len(raw)
             yield doc
+
+
+# Keys only a job has: a line with one of them and no outcome status is a job.
+_JOB_KEYS = frozenset({"GroupId", "Content", "ToMembers_Account", "To_Account", "Text", "recipients_file", "api"})
+
+
+def _is_job(doc: object) -> bool:
+    return isinstance(doc, dict) and "status" not in doc and not _JOB_KEYS.isdisjoint(doc)
 
 
 def _record_problem(doc: object) -> str | None:

@@ -101,6 +101,7 @@ def check_readable(paths: tuple[str, ...]) -> None:
     would hand the writer a SIGPIPE. The reader opens each input once, when it gets to it.
     """
     from dispatcher.jobs.reader import STDIN
+    from dispatcher.jobs.shape import check_shape
 
     for path in paths:
         if path == STDIN:
@@ -113,6 +114,8 @@ def check_readable(paths: tuple[str, ...]) -> None:
             raise InputError(f"{path}: cannot read: Is a directory")
         if not os.access(path, os.R_OK):
             raise InputError(f"{path}: cannot read: Permission denied")
+        if stat.S_ISREG(st.st_mode):  # a stream is read once, by the reader: its start is not peeked at
+            check_shape(path)
 
 
 def check_not_journal(paths: tuple[str, ...], journal: Journal) -> None:
