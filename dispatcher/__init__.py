@@ -55,7 +55,8 @@ if TYPE_CHECKING:
     from dispatcher.run.retry import RetryPolicy
     from dispatcher.run.runner import Runner, Worked, work
     from dispatcher.sandbox import Faults, Group, Sandbox
-    from dispatcher.tim.config import Credentials
+    from dispatcher.tim.config import DEMO_CREDENTIALS, Credentials, credentials_from_env
+    from dispatcher.tim.rules import REGIONS
     from dispatcher.tim.usersig import Signer
 
 # Where each public name lives; the modules themselves are private.
@@ -109,6 +110,9 @@ _EXPORTS = {
     "Group": "dispatcher.sandbox",
     "Sandbox": "dispatcher.sandbox",
     "Credentials": "dispatcher.tim.config",
+    "credentials_from_env": "dispatcher.tim.config",
+    "DEMO_CREDENTIALS": "dispatcher.tim.config",
+    "REGIONS": "dispatcher.tim.rules",
     "Signer": "dispatcher.tim.usersig",
     "Journal": "dispatcher.journal.outcomes",
     "JournalStore": "dispatcher.journal.store",
@@ -116,7 +120,9 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "DEMO_CREDENTIALS",
     "DISTRIBUTION",
+    "REGIONS",
     "BatchClaimed",
     "BatchSkipped",
     "Budgets",
@@ -160,6 +166,7 @@ __all__ = [
     "UsageError",
     "Worked",
     "__version__",
+    "credentials_from_env",
     "work",
 ]
 

@@ -147,3 +147,24 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert len(outcomes) == 3  # hello sent, hello-jun rejected, then hello-jun sent after the fix
     warehouse = (tmp_path / "build" / "warehouse.outcomes.jsonl").read_text()
     assert warehouse.count('"status":"ok"') == 3  # 1,100 recipients in batches of 500
+
+
+def test_the_python_pages_blocks_run_as_written(tmp_path: Path) -> None:
+    """The first two blocks run against the sandbox, from a copy of the checkout's jobs; the third, which
+    needs PostgreSQL and Tencent's endpoint, is compiled and its names resolved."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "guide" / "python.md").read_text(), flags=re.S)
+    assert len(blocks) == 3
+    shutil.copytree(ROOT / "jobs", tmp_path / "jobs")
+    (tmp_path / "build").mkdir()
+    for block in blocks[:2]:
+        ran = subprocess.run(
+            [sys.executable, "-c", block], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120
+        )
+        assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "build" / "out.jsonl").is_file() and (tmp_path / "build" / "runner.outcomes.jsonl").is_file()
+    assert ran.stdout.splitlines()[-1] == "0"  # the exit status the Runner gave (its log lines come first)
+    compile(blocks[2], "python.md", "exec")
+    import dispatcher
+
+    assert callable(dispatcher.work) and callable(dispatcher.credentials_from_env)
+    assert dispatcher.REGIONS["singapore"] == "https://adminapisgp.im.qcloud.com"

@@ -36,7 +36,7 @@ EVENTS = {
     "JobsCutShort",
 }
 RUN = {"Runner", "Engine", "RunConfig", "RetryPolicy", "Summary", "Credentials", "Signer", "Budgets", "Journal"}
-RUN |= {"JournalStore", "JournalURI", "work", "Worked"}
+RUN |= {"JournalStore", "JournalURI", "work", "Worked", "credentials_from_env", "DEMO_CREDENTIALS", "REGIONS"}
 PACING = {"Limiter", "Quota", "RateLimiter", "StoreURI"}
 SANDBOX = {"Sandbox", "Faults", "Group"}
 METRICS = {"Exporter", "MetricsOptions"}
