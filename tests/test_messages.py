@@ -120,3 +120,10 @@ def test_a_dry_run_of_standard_input_needs_no_out(tmp_path: Path) -> None:
     ran = run(tmp_path, "send", "-", "--dry-run", stdin=JOB)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.decode().startswith("jobs        1 (1 valid, 0 rejected)\n")
+
+
+def test_one_bad_first_line_is_rejected_alone_and_the_good_jobs_go(tmp_path: Path) -> None:
+    (tmp_path / "jobs.jsonl").write_bytes(b'"GroupId": "@TGS#2C5SZEAEF", "Content": "lost its brace"}\n' + JOB)
+    ran = run(tmp_path, "send", "jobs.jsonl", "--dry-run")
+    assert ran.returncode == 1
+    assert ran.stdout.decode().startswith("jobs        2 (1 valid, 1 rejected)\n")

@@ -29,7 +29,8 @@ def shape_problem(path: str | os.PathLike[str], head: bytes) -> str | None:
     for magic, what in _ARCHIVES.items():
         if head.startswith(magic):
             return f"{name} is {what}, not a jobs file: jobs files are JSON Lines, one JSON object a line"
-    first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
+    lines = [line.strip() for line in head.splitlines() if line.strip()][:2]
+    first = lines[0] if lines else b""
     if first.startswith(b"["):
         return (
             f"{name} holds a JSON array: write one JSON object a line (JSON Lines), e.g. "
@@ -40,12 +41,22 @@ def shape_problem(path: str | os.PathLike[str], head: bytes) -> str | None:
             f"{name} holds a JSON object over several lines: write each job on one line (JSON Lines), e.g. "
             f"`jq -c . {name} > jobs.jsonl`"
         )
-    if first and not first.startswith(b"{") and (b"," in first or b"\t" in first):
+    if _table(name, lines):
         return (
             f"{name} looks like a table (CSV or TSV), not jobs: a jobs file holds one JSON object a line; "
             "a table of recipients goes in a job's recipients_file"
         )
     return None
+
+
+def _table(name: str, lines: list[bytes]) -> bool:
+    """A table's header (and first row): no line a JSON object, each split by one separator. One bad
+    first line of a jobs file is not a table: it is rejected alone, and the good jobs go."""
+    if not lines or any(line.startswith(b"{") for line in lines):
+        return False
+    if name.lower().endswith((".csv", ".tsv")):
+        return True
+    return len(lines) == 2 and any(all(sep in line for line in lines) for sep in (b",", b"\t"))
 
 
 def check_shape(path: str) -> None:

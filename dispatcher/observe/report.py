@@ -19,7 +19,7 @@ import dataclasses
 import heapq
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, code_key
@@ -412,14 +412,6 @@ class _Reasons:
             self._totals.values(),
             key=lambda row: (-row["recipients"], -row["all_members_batches"], str(row["error_code"])),
         )
-
-
-def by_reason(misses: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Recipients not notified, by the code they were not notified for: the most first."""
-    reasons = _Reasons()
-    for miss in misses:
-        reasons.add(miss)
-    return reasons.rows()
 
 
 UNDELIVERED_HEADER = ("job_id", "user_id", "error_code", "meaning")
