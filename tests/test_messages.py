@@ -127,3 +127,10 @@ def test_one_bad_first_line_is_rejected_alone_and_the_good_jobs_go(tmp_path: Pat
     ran = run(tmp_path, "send", "jobs.jsonl", "--dry-run")
     assert ran.returncode == 1
     assert ran.stdout.decode().startswith("jobs        2 (1 valid, 1 rejected)\n")
+
+
+def test_a_dry_run_with_summary_json_dash_prints_the_json_alone(tmp_path: Path) -> None:
+    (tmp_path / "notice.jsonl").write_bytes(JOB)
+    ran = run(tmp_path, "send", "notice.jsonl", "--dry-run", "--summary-json", "-")
+    assert ran.returncode == 0
+    assert orjson.loads(ran.stdout)["requests"] == 1

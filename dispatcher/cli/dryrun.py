@@ -37,8 +37,9 @@ def dry_run(args: argparse.Namespace, out: Path | JournalURI) -> int:
         message_quota=args.message_quota,
         headroom=args.store.headroom,  # a Redis budget paces at 98% of the rate, this process at 99.5%
     )
-    print_plan(plan)
-    write_stdout("".join(f"{label:<11} {value}\n" for label, value in where))
+    if args.summary_json != "-":  # `--summary-json -`: the JSON is the plan on stdout
+        print_plan(plan)
+        write_stdout("".join(f"{label:<11} {value}\n" for label, value in where))
     if args.summary_json:
         write_json(
             args.summary_json,
