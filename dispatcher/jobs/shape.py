@@ -41,7 +41,7 @@ def shape_problem(path: str | os.PathLike[str], head: bytes) -> str | None:
             f"{name} holds a JSON object over several lines: write each job on one line (JSON Lines), e.g. "
             f"`jq -c . {name} > jobs.jsonl`"
         )
-    if _table(name, lines):
+    if _table(lines):
         return (
             f"{name} looks like a table (CSV or TSV), not jobs: a jobs file holds one JSON object a line; "
             "a table of recipients goes in a job's recipients_file"
@@ -49,13 +49,11 @@ def shape_problem(path: str | os.PathLike[str], head: bytes) -> str | None:
     return None
 
 
-def _table(name: str, lines: list[bytes]) -> bool:
+def _table(lines: list[bytes]) -> bool:
     """A table's header (and first row): no line a JSON object, each split by one separator. One bad
     first line of a jobs file is not a table: it is rejected alone, and the good jobs go."""
     if not lines or any(line.startswith(b"{") for line in lines):
         return False
-    if name.lower().endswith((".csv", ".tsv")):
-        return True
     return len(lines) == 2 and any(all(sep in line for line in lines) for sep in (b",", b"\t"))
 
 
