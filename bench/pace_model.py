@@ -15,6 +15,11 @@ the adaptive pace.
 (`adaptive.Pace`), 512 workers and their retries (5 attempts, backoff from 0.5 s): the requests
 refused, the batches failed and the most arrivals in a second after the first 10 s; beside it, an
 oracle that knows the 200 at the first reply and does not ramp: what the burst before any reply costs.
+
+`--perfect` is the bound no sender can beat: requests started exactly on a fixed pace, with no event
+loop, no store and no other process between the pace and the socket, reaching a strict window 0-50 ms
+late. It prints, for each pace, the share of runs of 2,000 requests in which some second held more
+than the rate's arrivals: what a fleet's pace can be on that network before any reply says so.
 """
 
 from __future__ import annotations
@@ -180,12 +185,30 @@ def typo(batches: int, seed: int, oracle: bool, rate: float = 2000, cap: int = 2
     return requests, refused, failed, most
 
 
+def perfect(pace: float, requests: int, seed: int, jitter: float = 0.05) -> int:
+    """The most arrivals in any sliding second of one run at a perfectly kept `pace` (requests a second)."""
+    rng = random.Random(seed)
+    arrivals = sorted(k / pace + rng.uniform(0, jitter) for k in range(requests))
+    return max(i - bisect.bisect_right(arrivals, at - 1.0) + 1 for i, at in enumerate(arrivals))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=150)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--typo", action="store_true", help="model --rate 2000 against a server at 200 instead")
+    parser.add_argument("--perfect", action="store_true", help="the bound: a perfectly kept fixed pace")
     args = parser.parse_args()
+    if args.perfect:
+        print(f"a perfectly kept pace, {args.runs} runs of {args.requests} requests, arrivals 0-50 ms late")
+        for share in (0.96, 0.965, 0.97, 0.975, 0.98):
+            most = [perfect(share * RATE, args.requests, seed) for seed in range(args.runs)]
+            print(
+                f"  {share:.1%} of the rate: runs with a second over {RATE} arrivals "
+                f"{100 * sum(m > RATE for m in most) / len(most):5.1f}%; most in a second: median "
+                f"{statistics.median(most):.0f}, max {max(most)}"
+            )
+        return
     if args.typo:
         print("--rate 2000 against a strict 200, 4,000 batches, 512 workers, replies 250-350 ms after arrival")
         for label, oracle in (("the adaptive pace", False), ("an oracle, no ramp", True)):

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 import orjson
 
@@ -50,7 +51,7 @@ def starts_of(server: PostgresServer, journal: str) -> list[float]:
     return sorted(out)
 
 
-def one_run(server: PostgresServer, store: str, batches: int, recipients: int, seed: int) -> dict[str, float]:
+def one_run(server: PostgresServer, store: str, batches: int, recipients: int, seed: int) -> dict[str, Any]:
     journal = f"bench{seed}_{int(time.time())}"
     uri = f"{server.url}?journal={journal}"
     jobs = write_jobs(OUT / f"pg_workers_{seed}.jsonl", batches, recipients)
@@ -76,7 +77,11 @@ def one_run(server: PostgresServer, store: str, batches: int, recipients: int, s
     starts = starts_of(server, journal)
     accepted = stats.get("0", 0)
     once = len(deliveries) == batches * recipients and all(entry["count"] == 1 for entry in deliveries)
+    seconds = [0] * (int(starts[-1] - starts[0]) + 1)
+    for start in starts:
+        seconds[int(start - starts[0])] += 1
     return {
+        "seconds": seconds,
         "share": 100 * accepted / ((starts[-1] - starts[0]) * RATE),
         "60007": stats.get("60007", 0),
         "arrivals": stats.get("max_arrivals_1s", 0),
@@ -114,7 +119,7 @@ def main() -> None:
                 print(
                     f"  run {seed + 1}: {run['share']:.1f}% of the cap, {run['60007']:.0f} replies 60007, at most "
                     f"{run['arrivals']:.0f} arrivals in a second, every recipient once: {bool(run['once'])}, "
-                    f"exit {run['exit']:.0f}"
+                    f"exit {run['exit']:.0f}; requests started in each second: {run['seconds']}"
                 )
         finally:
             if redis is not None:
