@@ -201,10 +201,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.perfect:
         print(f"a perfectly kept pace, {args.runs} runs of {args.requests} requests, arrivals 0-50 ms late")
-        for share in (0.96, 0.965, 0.97, 0.975, 0.98):
-            peaks = [perfect(share * RATE, args.requests, seed) for seed in range(args.runs)]
+        for pace in (0.96, 0.965, 0.97, 0.975, 0.98):
+            peaks = [perfect(pace * RATE, args.requests, seed) for seed in range(args.runs)]
             print(
-                f"  {share:.1%} of the rate: runs with a second over {RATE} arrivals "
+                f"  {pace:.1%} of the rate: runs with a second over {RATE} arrivals "
                 f"{100 * sum(m > RATE for m in peaks) / len(peaks):5.1f}%; most in a second: median "
                 f"{statistics.median(peaks):.0f}, max {max(peaks)}"
             )
