@@ -5,10 +5,12 @@ main domain that refuses connections."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 import structlog
 
@@ -30,9 +32,11 @@ from tests.conftest import (
     ROOT,
     FakeClock,
     cli_env,
+    finish,
     free_port,
     journal,
     make_config,
+    start_send,
     users,
     write_jobs,
 )
@@ -132,6 +136,46 @@ async def test_a_refused_main_sends_the_next_requests_to_the_backup_and_they_com
         await main.stop()
 
 
+async def test_a_tls_handshake_that_times_out_sent_nothing_and_the_next_request_goes_to_the_backup(
+    backup: Sandbox, clock: FakeClock
+) -> None:
+    heard: list[bytes] = []
+    ended = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heard.append(await reader.read())  # the TLS hello, never answered, until the client gives up
+        ended.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    main_url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    creds = DEMO_CREDENTIALS
+    failover = Failover(main_url, backup.url, clock=clock.time)
+    sender = Client(
+        main_url,
+        creds.sdkappid,
+        creds.identifier,
+        Signer(creds.sdkappid, creds.identifier, creds.secret_key),
+        concurrency=1,
+        timeout=0.2,  # 0.1 s to connect, TLS included
+        failover=failover,
+    )
+    try:
+        timed_out = await sender.send(NOTICE)
+        assert (timed_out.error_info, timed_out.connect_failed, timed_out.failed_over) == (
+            "connect timeout after 0.1s",
+            True,
+            True,
+        )
+        assert failover.pick() == "backup"  # where the next request goes (a 0.2 s request is not timed here)
+        await asyncio.wait_for(ended.wait(), 30)  # bounds a failure; a pass does not wait
+        assert heard[0].startswith(b"\x16\x03")  # a TLS handshake record, and nothing of the request
+        assert b"POST" not in heard[0] and b"GroupId" not in heard[0]
+    finally:
+        await sender.aclose()
+        server.close()
+
+
 def test_while_a_probe_of_the_main_domain_is_out_the_others_stay_on_the_backup(clock: FakeClock) -> None:
     failover = Failover("https://main", "https://backup", clock=clock.time, back_after=30)
     assert failover.pick() == "main"
@@ -223,6 +267,28 @@ async def test_a_run_whose_two_domains_refuse_connections_stops_resumable(tmp_pa
     assert summary.stopped is not None
     assert summary.stopped.startswith(f"cannot reach {main} or its backup {other}: ClientConnectorError")
     assert {line["status"] for line in journal(tmp_path / "out.jsonl")} == {"retry"}  # nothing failed
+
+
+async def test_send_with_a_refused_endpoint_and_its_backup_warns_once_and_counts_the_switch(
+    backup: Sandbox, tmp_path: Path
+) -> None:
+    ids = users(30)
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "hi", "ToMembers_Account": ids}])
+    metrics = tmp_path / "run.prom"
+    main = closed_port_url()
+    proc = await start_send(
+        jobs, tmp_path / "out.jsonl", main, "--backup-endpoint", backup.url, "--metrics-file", str(metrics)
+    )
+    code, stderr = await finish(proc)
+    assert code == 0, stderr
+    assert backup.ledger.recipients(GROUP, "hi") == {uid: 1 for uid in ids}
+    lines = [orjson.loads(line) for line in stderr.splitlines()]
+    warned = [line for line in lines if line["event"].startswith("the main domain cannot be reached")]
+    assert [(line["level"], line["backup"]) for line in warned] == [("warning", backup.url)]
+    assert warned[0]["error"].startswith(f"ClientConnectorError: cannot connect to {main.removeprefix('http://')}")
+    sending = next(line for line in lines if line["event"] == "sending")
+    assert (sending["endpoint"], sending["backup_endpoint"]) == (main, backup.url)
+    assert "dispatcher_backup_switches_total 1.0" in metrics.read_text().splitlines()
 
 
 # -- what check and the dry run show --------------------------------------------------------------------------
