@@ -169,8 +169,7 @@ async def test_a_tls_handshake_that_times_out_sent_nothing_and_the_next_request_
         )
         assert failover.pick() == "backup"  # where the next request goes (a 0.2 s request is not timed here)
         await asyncio.wait_for(ended.wait(), 30)  # bounds a failure; a pass does not wait
-        assert heard[0].startswith(b"\x16\x03")  # a TLS handshake record, and nothing of the request
-        assert b"POST" not in heard[0] and b"GroupId" not in heard[0]
+        assert b"POST" not in heard[0] and b"GroupId" not in heard[0]  # at most a TLS hello: nothing of the request
     finally:
         await sender.aclose()
         server.close()
