@@ -31,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{path} is an outcome journal, not a jobs file; leave it out of the jobs")
     creds = config.credentials_from_env()
     endpoint = config.resolve_endpoint(args.region, args.endpoint)
+    backup = config.resolve_backup(args.region, args.endpoint, args.backup_endpoint)
     check_readable(tuple(args.jobs))
     jobs = read_for_check(args.jobs)
-    result = asyncio.run(check_setup(jobs, creds, endpoint, rate=args.rate))
+    result = asyncio.run(check_setup(jobs, creds, endpoint, rate=args.rate, backup=backup))
     write_stdout(render(result))
     return result.exit_code
 
@@ -46,6 +47,7 @@ def render(result: CheckResult) -> str:
     jobs = result.jobs
     lines = [
         f"endpoint    {result.endpoint}{region}",
+        *([f"backup      {result.backup} (when a connection to the endpoint is not made)"] if result.backup else []),
         f"sdkappid    {result.sdkappid}",
         f"admin       {result.admin}",
         f"jobs        {jobs.jobs} ({jobs.jobs - jobs.rejected} valid, {jobs.rejected} rejected)",

@@ -70,10 +70,15 @@ def _where(args: argparse.Namespace) -> list[tuple[str, str]]:
         ]
     endpoint = config.resolve_endpoint(args.region, args.endpoint)
     region = next((f" (region {name})" for name, url in rules.REGIONS.items() if url == endpoint), "")
+    backup = config.resolve_backup(args.region, args.endpoint, args.backup_endpoint)
+    # Shown when a region or an endpoint was named: with none, the dry run keeps the three lines it
+    # always printed, which scripts read.
+    named = args.region or args.endpoint or os.environ.get("TIM_REGION") or os.environ.get("TIM_ENDPOINT")
+    also = [("backup", f"{backup} (when a connection to the endpoint is not made)")] if backup and named else []
     if os.environ.get("TIM_SDKAPPID") and os.environ.get("TIM_IDENTIFIER"):
         creds = config.credentials_from_env(need_secret=False)
         sdkappid, admin = str(creds.sdkappid), creds.identifier
     else:
         sdkappid = os.environ.get("TIM_SDKAPPID") or "not set (TIM_SDKAPPID; a send needs it)"
         admin = os.environ.get("TIM_IDENTIFIER") or "not set (TIM_IDENTIFIER; a send needs it)"
-    return [("endpoint", endpoint + region), ("sdkappid", sdkappid), ("admin", admin)]
+    return [("endpoint", endpoint + region), *also, ("sdkappid", sdkappid), ("admin", admin)]

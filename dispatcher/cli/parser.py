@@ -264,6 +264,12 @@ def _endpoint(parser: argparse.ArgumentParser, region_help: str) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--region", help=region_help)
     where.add_argument("--endpoint", help="base URL, overriding the region")
+    parser.add_argument(
+        "--backup-endpoint",
+        metavar="URL",
+        help="with --endpoint: where requests go for a while after a connection to it could not be made "
+        "(env TIM_BACKUP_ENDPOINT, with TIM_ENDPOINT); a region's backup domain is known already",
+    )
 
 
 def _regions() -> str:

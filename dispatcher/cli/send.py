@@ -75,6 +75,7 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
     if exporter is not None:
         exporter.serve()
     endpoint = "" if args.sandbox else config.resolve_endpoint(args.region, args.endpoint)
+    backup = None if args.sandbox else config.resolve_backup(args.region, args.endpoint, args.backup_endpoint)
     from dispatcher.run.config import RunConfig
     from dispatcher.run.retry import RetryPolicy
 
@@ -92,6 +93,7 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
         timeout=args.timeout,
         message_quota=args.message_quota,
         lease=args.lease,
+        backup_endpoint=backup,
     )
     show_progress = sys.stderr.isatty() and not args.no_progress and not args.quiet
     import asyncio
@@ -140,6 +142,8 @@ def _check(args: argparse.Namespace) -> None:
     )
     if args.sandbox and (args.region or args.endpoint):
         raise UsageError("--sandbox sends to the built-in emulator; drop --region/--endpoint")
+    if args.sandbox and args.backup_endpoint:
+        raise UsageError("--sandbox sends to the built-in emulator; drop --backup-endpoint")
     if args.summary_json and args.summary_json != "-":
         out = Path(args.out or default_out(args.jobs[0]))
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)

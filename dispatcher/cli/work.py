@@ -60,6 +60,7 @@ def _checked(args: argparse.Namespace, uri: JournalURI, exporter: Exporter | Non
         drop=("finished",) if logs.person_watching(args.log_format) and not args.quiet else (),
     )
     endpoint = config.resolve_endpoint(args.region, args.endpoint)
+    backup = config.resolve_backup(args.region, args.endpoint, args.backup_endpoint)
     if exporter is not None:
         exporter.serve()
 
@@ -75,6 +76,7 @@ def _checked(args: argparse.Namespace, uri: JournalURI, exporter: Exporter | Non
             lease=args.lease,
             exporter=exporter,
             on_finished=decide,
+            backup_endpoint=backup,
         )
     )
     summary, incomplete = worked.summary, worked.incomplete

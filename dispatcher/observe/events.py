@@ -142,6 +142,16 @@ class JobsCutShort:
     bytes_at_open: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DomainSwitched:
+    """The run's requests moved to another domain of the endpoint: to its backup (`to` "backup"), since
+    a connection to the main domain could not be made, or back to the main one once it was reachable."""
+
+    to: str
+    url: str
+    reason: str
+
+
 Event = (
     JobAccepted
     | JobRejected
@@ -154,6 +164,7 @@ Event = (
     | Halted
     | StopRequested
     | JobsCutShort
+    | DomainSwitched
 )
 Subscriber = Callable[[Event], None]
 

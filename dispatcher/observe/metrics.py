@@ -49,6 +49,7 @@ from dispatcher.core.status import FAILED, OK
 from dispatcher.errors import OutputError
 from dispatcher.observe.events import (
     BatchSkipped,
+    DomainSwitched,
     Event,
     JobAccepted,
     JobRejected,
@@ -125,6 +126,11 @@ class RunMetrics:
             registry=r,
         )
         self.journal_lines = Counter("dispatcher_journal_lines", "Outcome lines written to the journal", registry=r)
+        self.backup_switches = Counter(
+            "dispatcher_backup_switches",
+            "Times the requests moved to the backup domain, a connection to the main one not made",
+            registry=r,
+        )
         self.start = Gauge("dispatcher_run_start_timestamp_seconds", "When the run started (Unix time)", registry=r)
         self.interrupted = Gauge("dispatcher_interrupted", "1 if a signal stopped the run", registry=r)
         self.running = Gauge("dispatcher_running", "1 while the run is in progress, 0 once it ended", registry=r)
@@ -180,6 +186,8 @@ class RunMetrics:
             self.batches.labels("skipped").inc()
         elif isinstance(event, StopRequested):
             self.interrupted.set(1)
+        elif isinstance(event, DomainSwitched):
+            self.backup_switches.inc(event.to == "backup")
 
     def finish(self, exit_code: int, summary: Summary | None = None) -> None:
         """The end of the run: its exit code and end time, and the last success (now, or carried)."""

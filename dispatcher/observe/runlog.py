@@ -11,6 +11,7 @@ from __future__ import annotations
 import structlog
 
 from dispatcher.observe.events import (
+    DomainSwitched,
     Event,
     Halted,
     JobRejected,
@@ -73,6 +74,15 @@ class RunLog:
                 read_bytes=event.read_bytes,
                 bytes_at_open=event.bytes_at_open,
             )
+        elif isinstance(event, DomainSwitched):
+            if event.to == "backup":
+                log.warning(
+                    "the main domain cannot be reached: sending to the backup domain for a while",
+                    backup=event.url,
+                    error=event.reason,
+                )
+            else:
+                log.info("back to the main domain", endpoint=event.url, reason=event.reason)
         elif isinstance(event, StopRequested):
             if event.at_once:
                 log.warning("second signal: stopping at once; requests in flight are not recorded")

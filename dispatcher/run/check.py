@@ -25,6 +25,7 @@ from dispatcher.observe.plan import MAX_LISTED_REJECTIONS
 from dispatcher.pacing.base import Limiter
 from dispatcher.pacing.memory import RateLimiter
 from dispatcher.run.client import Client, Reply
+from dispatcher.run.failover import Failover
 from dispatcher.tim import codes, rules
 from dispatcher.tim.apis import account_check, group_info
 from dispatcher.tim.apis.account_check import AccountFact
@@ -72,6 +73,7 @@ class CheckResult:
     groups: tuple[GroupFact, ...]  # one per GroupId of the jobs that was asked about
     senders: tuple[AccountFact, ...]
     requests: int  # requests made, retries included
+    backup: str | None = None  # the endpoint's backup, tried when a connection to the endpoint is not made
 
     @property
     def missing_groups(self) -> tuple[GroupFact, ...]:
@@ -125,19 +127,31 @@ async def check_setup(
     request_timeout: float = DEFAULT_TIMEOUT,
     limiter: Limiter | None = None,
     in_flight: int = IN_FLIGHT,
+    backup: str | None = None,
 ) -> CheckResult:
     """Ask the read-only calls about `jobs` at `endpoint`, paced by `limiter` (default: one
     RateLimiter at `rate` for the whole check), at most `in_flight` requests at once, each given
-    `request_timeout` seconds as a send's. Sends no message."""
+    `request_timeout` seconds as a send's. Sends no message. With a `backup`, a request that could
+    not connect to `endpoint` goes to the backup next, as a send's would."""
     signer = Signer(credentials.sdkappid, credentials.identifier, credentials.secret_key, credentials.usersig)
     client = Client(
-        endpoint, credentials.sdkappid, credentials.identifier, signer, concurrency=in_flight, timeout=request_timeout
+        endpoint,
+        credentials.sdkappid,
+        credentials.identifier,
+        signer,
+        concurrency=in_flight,
+        timeout=request_timeout,
+        failover=Failover(endpoint, backup),
     )
     caller = _Caller(client, signer, limiter or RateLimiter(rate), in_flight)
     try:
-        return await _check(jobs, credentials, endpoint, caller)
+        found = await _check(jobs, credentials, endpoint, caller)
     finally:
         await client.aclose()
+    if caller.failed_over is not None:  # what a send would meet too: said, though the backup answered
+        moved = Finding("endpoint", None, f"unreachable: {caller.failed_over}; the requests went to the backup")
+        found = dataclasses.replace(found, findings=(moved, *found.findings))
+    return dataclasses.replace(found, backup=backup)
 
 
 async def _check(jobs: JobsRead, credentials: Credentials, endpoint: str, caller: _Caller) -> CheckResult:
@@ -260,6 +274,7 @@ class _Caller:
         self._signer = signer
         self._limiter = limiter
         self.requests = 0
+        self.failed_over: str | None = None  # why a request went to the backup endpoint, if one did
 
     async def call(self, path: str, body: bytes) -> tuple[Reply, dict[str, object]]:
         for attempt in range(1, ATTEMPTS + 1):
@@ -276,6 +291,9 @@ class _Caller:
             # The server asked for a repeat (10002, 60007, ...). A transport fault is not repeated:
             # the check says what it met, at once.
             if verdict is rules.Verdict.RETRY and reply.error_code is not None:
+                continue
+            if reply.failed_over:  # nothing was sent: the next try goes to the backup, as a send's does
+                self.failed_over = self.failed_over or reply.error_info
                 continue
             break
         return reply, doc

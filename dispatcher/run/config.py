@@ -29,6 +29,8 @@ class RunConfig:
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg: messages a minute, counted per recipient
     lease: float = DEFAULT_LEASE  # seconds a claim on a batch of a run in PostgreSQL holds unless renewed
+    # Where requests go for a while after the endpoint could not be reached (run.failover); None: nowhere else.
+    backup_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         check_options(

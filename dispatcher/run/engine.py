@@ -43,6 +43,7 @@ from dispatcher.pacing.memory import frozen_heap
 from dispatcher.run.attempts import Attempts
 from dispatcher.run.client import Client
 from dispatcher.run.config import RunConfig
+from dispatcher.run.failover import BACK_AFTER, Failover
 from dispatcher.run.feed import RunFeed
 from dispatcher.run.health import Health
 from dispatcher.run.pairs import pair_of
@@ -76,6 +77,7 @@ class Engine:
         journal: JournalStore | None = None,
         budgets: Budgets | None = None,
         clock: Clock = time.monotonic,
+        back_to_main_after: float = BACK_AFTER,
     ) -> None:
         """`journal`: one the caller opened already (`outcomes.open_journal`), to hold its lock from
         before a pre-scan; the engine writes it and closes it at the end of `run()`. `subscribers`
@@ -85,7 +87,8 @@ class Engine:
         engine, closed after it); without them the engine makes its own, in-process, and closes them
         at the end: each API gets a limiter (batchsendmsg's with its per-minute quota), or `limiter`
         is shared by every API and counts calls only. `clock` and `sleep` time the run's pacing,
-        pauses and backoff (in virtual time in tests)."""
+        pauses and backoff (in virtual time in tests), and the stay on the backup endpoint, which ends
+        `back_to_main_after` seconds after the main one could not be reached (`run.failover`)."""
         self.config = config
         self.summary = Summary(out=shown(str(config.out)))
         self._stop = Stopping(config.grace)
@@ -109,7 +112,10 @@ class Engine:
         self.concurrency = config.concurrency or default_concurrency(config.rate)
         self._store = journal
         self._pair: tuple[BatchSource, Journal] | None = None
-        self._health = Health(config.endpoint)  # what the endpoint has done so far
+        # What the endpoint has done so far; with a backup, a run halts as unreachable only once both failed.
+        backup = config.backup_endpoint
+        self._health = Health(config.endpoint if backup is None else f"{config.endpoint} or its backup {backup}")
+        self._back_to_main_after = back_to_main_after
 
     @property
     def state(self) -> JournalState:
@@ -187,6 +193,13 @@ class Engine:
                 self.signer,
                 concurrency=self.concurrency,
                 timeout=config.timeout,
+                failover=Failover(
+                    config.endpoint,
+                    config.backup_endpoint,
+                    clock=self._clock,
+                    back_after=self._back_to_main_after,
+                    on_switch=self._emit,
+                ),
             )
             async with frozen_heap(), contextlib.aclosing(client), asyncio.TaskGroup() as group:
                 feed = RunFeed(queue, journal, stop, recorder, self._emit, self._sleep)

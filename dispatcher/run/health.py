@@ -53,7 +53,9 @@ class Health:
         if not transport_retry:
             return None
         self._fault_streak += 1
-        if reply.connect_failed and not self._reached:
+        # A failure to connect after which the next attempts go to the backup domain is not counted:
+        # the backup is yet to be tried (a failure to connect to it is counted).
+        if reply.connect_failed and not reply.failed_over and not self._reached:
             self._unreachable += 1
             if self._unreachable >= UNREACHABLE_AFTER or last:
                 advice = "check --endpoint or --region, DNS and the network"

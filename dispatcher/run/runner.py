@@ -175,6 +175,7 @@ class Runner:
                     jobs=list(run.jobs),
                     out=str(run.out),
                     endpoint=run.endpoint,
+                    backup_endpoint=run.backup_endpoint,
                     rate=run.rate,
                     rate_store=self.store.shown,
                     concurrency=engine.concurrency,
@@ -235,7 +236,7 @@ class Runner:
         url = await emulator.start()
         stack.push_async_callback(emulator.stop)
         log.info("sandbox started", url=url)
-        return dataclasses.replace(run, endpoint=url)
+        return dataclasses.replace(run, endpoint=url, backup_endpoint=None)
 
 
 class _Stopper:
@@ -356,13 +357,15 @@ async def work(
     exporter: Exporter | None = None,
     handle_signals: bool = True,
     on_finished: Callable[[], None] | None = None,
+    backup_endpoint: str | None = None,
 ) -> Worked:
     """Everything `dispatcher work URI` does, from Python: join the run in PostgreSQL that `uri`
     names and send its batches that have no final outcome, until every batch of a complete plan is
     final (or the plan is incomplete and its send is gone). The worker paces with the run, never
     on its own: another store or rate than the run's is a UsageError before anything is sent;
     `rate` None takes the run's. `store` None: the journal's database, as for the run's send.
-    `request_timeout`: seconds for one request (`--timeout`)."""
+    `request_timeout`: seconds for one request (`--timeout`); `backup_endpoint`: where requests go for a
+    while after `endpoint` could not be reached (`--backup-endpoint`, or the region's backup domain)."""
     from dispatcher.journal.pgsession import check_available
     from dispatcher.shared.open import check_same_pacing, open_work
 
@@ -385,6 +388,7 @@ async def work(
             timeout=request_timeout,
             message_quota=row.message_quota,
             lease=lease,
+            backup_endpoint=backup_endpoint,
         )
     except BaseException:
         await journal.aclose()

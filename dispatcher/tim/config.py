@@ -85,6 +85,42 @@ def resolve_endpoint(region: str | None, endpoint: str | None, env: Mapping[str,
     return rules.REGIONS[name]
 
 
+def resolve_backup(
+    region: str | None, endpoint: str | None, backup: str | None, env: Mapping[str, str] | None = None
+) -> str | None:
+    """The backup endpoint beside the main one `resolve_endpoint` gives; None when there is none.
+
+    A backup comes from where its main endpoint came from, never from elsewhere: `--backup-endpoint`
+    beside `--endpoint`, TIM_BACKUP_ENDPOINT beside TIM_ENDPOINT, and a region's backup domain
+    (rules.BACKUP_DOMAINS) beside its main one. So a backup meant for one endpoint is never paired
+    with another (an `--endpoint` given while the environment names a backup for TIM_ENDPOINT)."""
+    env = os.environ if env is None else env
+    if backup is not None:
+        if endpoint is None:
+            raise ConfigError("--backup-endpoint goes with --endpoint; a region's backup comes from its table")
+        return _beside(check_endpoint(backup), check_endpoint(endpoint), "--backup-endpoint")
+    if endpoint is not None:
+        return None
+    if region is None:
+        if "TIM_BACKUP_ENDPOINT" in env:
+            named = env["TIM_BACKUP_ENDPOINT"]
+            if not named.strip():
+                raise ConfigError("TIM_BACKUP_ENDPOINT is set but empty; unset it, or give it a value")
+            if not env.get("TIM_ENDPOINT"):
+                raise ConfigError("TIM_BACKUP_ENDPOINT goes with TIM_ENDPOINT; a region's backup comes from its table")
+            return _beside(check_endpoint(named), check_endpoint(env["TIM_ENDPOINT"]), "TIM_BACKUP_ENDPOINT")
+        if env.get("TIM_ENDPOINT"):
+            return None
+        region = env.get("TIM_REGION") or None
+    return rules.BACKUP_DOMAINS.get(region or rules.DEFAULT_REGION)
+
+
+def _beside(backup: str, main: str, name: str) -> str:
+    if backup == main:
+        raise ConfigError(f"{name} names the main endpoint itself; name another, or leave it out")
+    return backup
+
+
 def check_endpoint(endpoint: str) -> str:
     """A base URL we can send to, without its trailing slash; ConfigError naming what is wrong."""
     from yarl import URL

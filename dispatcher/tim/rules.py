@@ -41,6 +41,18 @@ REGIONS: Final = {
     "jakarta": "https://adminapiidn.im.qcloud.com",
 }
 DEFAULT_REGION: Final = "china"
+# Each region's backup domain, beside its main one in REGIONS: Tencent's REST overview (document 34620)
+# lists them for when the main domain cannot be reached (its DNS hijacked by an operator, say). Tokyo
+# has none there, and none is guessed: with no backup, a run behaves as it did before backups.
+BACKUP_DOMAINS: Final = {
+    "china": "https://adminapi.my-imcloud.com",
+    "singapore": "https://adminapisgp.my-imcloud.com",
+    "seoul": "https://adminapikr.my-imcloud.com",
+    "frankfurt": "https://adminapiger.my-imcloud.com",
+    "mumbai": "https://adminapiind.my-imcloud.com",
+    "silicon-valley": "https://adminapiusa.my-imcloud.com",
+    "jakarta": "https://adminapiidn.my-imcloud.com",
+}
 
 # ErrorCodes, grouped by what the dispatcher does about them (docs/reference.md, section 1).
 OK: Final = 0
