@@ -18,6 +18,7 @@ from dispatcher.core.job import Job
 from dispatcher.core.ports import Feed
 from dispatcher.core.status import FAILED
 from dispatcher.errors import InputError
+from dispatcher.jobs.files import breathe
 from dispatcher.jobs.reader import Rejection, api_of, read_jobs
 from dispatcher.threads import in_daemon_thread
 
@@ -36,6 +37,7 @@ def take(items: Iterator[Job | Rejection]) -> list[Job | Rejection]:
     out: list[Job | Rejection] = []
     recipients = 0
     for item in items:
+        breathe()  # reading jobs holds the GIL: hand it to the event loop, as an export's reading does
         out.append(item)
         if isinstance(item, Job):
             recipients += item.recipient_count
