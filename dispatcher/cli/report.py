@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
         _page(args, sources)
     elif args.rate is not None:
         raise InputError("--rate is the limit drawn on the page: give it with --html FILE")
+    if args.recipients is not None:
+        from dispatcher.observe.tables import format_of
+
+        format_of(args.recipients)  # a name of no known format is refused before anything is read
+        _recipients(args.recipients, sources)
     if args.undelivered == "-":  # the list alone on stdout, to pipe on
         undelivered(sys.stdout, *sources)
         sys.stdout.flush()
@@ -63,6 +68,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_stdout(render_text(result, *map(str, sources)) + "\n")
     return EXIT_OK
+
+
+def _recipients(name: str, sources: list[str | JournalURI]) -> None:
+    """Write the recipients table whole. The writer takes the open stream: a destination that is no
+    local file (an object store) needs only another way to open one."""
+    from dispatcher.observe.recipients import write_recipients
+    from dispatcher.observe.tables import open_table
+
+    def fill(handle: BinaryIO) -> None:
+        sink = open_table(name, handle)
+        write_recipients(sink, *sources)
+        sink.close()
+
+    replace_file(name, "the recipients table", fill)
 
 
 def _page(args: argparse.Namespace, sources: list[str | JournalURI]) -> None:
