@@ -78,12 +78,12 @@ def blocks(sources: Sources) -> Iterator[Block]:
             held_from[batch.first] = key
     held: dict[tuple[int, int], list[str]] = {}
     for place, doc in _records(sources):
-        key = held_from.get(place)
-        if key is not None:
-            held[key] = list(doc.get("recipients") or ())
-        key = latest.get(place)
-        if key is not None:
-            yield from _of_batch(first, key, doc, held.pop(key, None))
+        starts = held_from.get(place)
+        if starts is not None:
+            held[starts] = list(doc.get("recipients") or ())
+        ends = latest.get(place)
+        if ends is not None:
+            yield from _of_batch(first, ends, doc, held.pop(ends, None))
     yield from _unsent(sources, first)
 
 
@@ -126,9 +126,7 @@ class _Shared:
     attempts: int
     last_at: str | None
 
-    def __call__(
-        self, users: Sequence[str], status: str, code: int | None, info: str | None, text: str
-    ) -> Block:
+    def __call__(self, users: Sequence[str], status: str, code: int | None, info: str | None, text: str) -> Block:
         return Block(self.job_id, self.job_hash, users, status, code, info, text, self.attempts, self.last_at)
 
 

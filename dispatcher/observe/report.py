@@ -662,7 +662,9 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
     run = report["reconciliation"]["run"]
     if run["rows_read"] != 0:
         lines.append(f"recipients: {_reconciled_text(run)}")
-    counted = {(job["job_id"], job.get("job_hash"), job.get("journal")): job for job in report["reconciliation"]["jobs"]}
+    counted = {
+        (job["job_id"], job.get("job_hash"), job.get("journal")): job for job in report["reconciliation"]["jobs"]
+    }
     if report["duplicates"] or report["excluded"]:
         lines.append(f"recipients left out: {report['duplicates']:,} duplicates, {report['excluded']:,} excluded")
     if report["error_codes"]:
