@@ -299,3 +299,13 @@ def test_an_unreadable_journal_writes_no_table(tmp_path: Path) -> None:
     done = cli("report", str(tmp_path / "none.jsonl"), "--recipients", str(tmp_path / "t.csv"))
     assert done.returncode == 2
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_a_user_id_with_a_quote_or_a_comma_reads_back_as_it_is(tmp_path: Path) -> None:
+    journal = write_journal(tmp_path / "o.jsonl", [line("a,1", 0, 1, "ok", ['say"hi', "x,y", "plain"])])
+    with (tmp_path / "t.csv").open("wb") as handle:
+        sink = open_table("t.csv", handle)
+        write_recipients(sink, journal)
+        sink.close()
+    rows = list(csv.reader(io.StringIO((tmp_path / "t.csv").read_text())))
+    assert [(row[0], row[2]) for row in rows[1:]] == [("a,1", 'say"hi'), ("a,1", "x,y"), ("a,1", "plain")]

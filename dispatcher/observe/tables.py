@@ -11,10 +11,9 @@ and `last_at` in ISO 8601 with its `Z`, which PostgreSQL's `COPY` and BigQuery r
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
@@ -46,19 +45,31 @@ def open_table(name: str, stream: BinaryIO) -> Sink:
 
 class _CsvSink:
     def __init__(self, stream: BinaryIO) -> None:
-        self._text = io.TextIOWrapper(stream, encoding="utf-8", newline="", write_through=False)
-        self._csv = csv.writer(self._text, lineterminator="\n")
-        self._csv.writerow(COLUMNS)
+        self._out: BinaryIO = stream
+        self._out.write(_csv_text(COLUMNS).encode("utf-8") + b"\n")
 
     def add(self, block: Block) -> None:
-        code = "" if block.error_code is None else block.error_code
-        rest = (block.status, code, block.error_info or "", block.meaning, block.attempts, block.last_at or "")
-        job, digest = block.job_id, block.job_hash or ""
-        self._csv.writerows((job, digest, user, *rest) for user in block.users)
+        # Every row of a block differs only in user_id: the same text around that one field, which
+        # needs quoting only if it holds a quote or a comma (a UserID is printable: no line break).
+        code = "" if block.error_code is None else str(block.error_code)
+        head = _csv_text((block.job_id, block.job_hash or "")) + ","
+        rest = (block.status, code, block.error_info or "", block.meaning, str(block.attempts), block.last_at or "")
+        tail = "," + _csv_text(rest) + "\n"
+        users = block.users
+        if _SPECIAL.search("".join(users)) is not None:
+            users = [_csv_text((user,)) for user in users]
+        self._out.write("".join([head + user + tail for user in users]).encode("utf-8"))
 
     def close(self) -> None:
-        self._text.flush()
-        self._text.detach()  # the stream is the caller's to close
+        self._out.flush()  # the stream is the caller's to close
+
+
+_SPECIAL = re.compile(r'[",\r\n]')
+
+
+def _csv_text(fields: Sequence[str]) -> str:
+    """One CSV record, RFC 4180, without its line ending (an empty field stays empty, never `""`)."""
+    return ",".join(f'"{f.replace(chr(34), chr(34) * 2)}"' if _SPECIAL.search(f) else f for f in fields)
 
 
 class _GzipCsvSink(_CsvSink):
