@@ -309,3 +309,56 @@ def test_a_user_id_with_a_quote_or_a_comma_reads_back_as_it_is(tmp_path: Path) -
         sink.close()
     rows = list(csv.reader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert [(row[0], row[2]) for row in rows[1:]] == [("a,1", 'say"hi'), ("a,1", "x,y"), ("a,1", "plain")]
+
+
+def test_with_the_jobs_the_table_names_everyone_read_duplicates_excluded_and_batches_never_sent(
+    tmp_path: Path,
+) -> None:
+    # 1,205 rows: u1..u1200, then u1..u5 again; u7 and u8 excluded: 1,198 sent in batches of 500.
+    (tmp_path / "r.txt").write_text("".join(f"u{i}\n" for i in [*range(1, 1201), *range(1, 6)]))
+    (tmp_path / "x.txt").write_text("u7\nu8\n")
+    job = {"job_id": "a", "GroupId": "@TGS#1", "Content": "hi", "recipients_file": "r.txt", "exclude_file": "x.txt"}
+    (tmp_path / "jobs.jsonl").write_bytes(orjson.dumps(job) + b"\n")
+    full = tmp_path / "full.jsonl"
+    sent = cli("send", str(tmp_path / "jobs.jsonl"), "--sandbox", "--out", str(full), "--no-progress")
+    assert sent.returncode == 0, sent.stderr
+    # The run stopped after its first batch: the journal holds that line alone, as a kill leaves it.
+    first = [doc for doc in map(orjson.loads, full.read_bytes().splitlines()) if doc["batch"] == 0]
+    journal = write_journal(tmp_path / "o.jsonl", first)
+    table = tmp_path / "t.csv"
+    done = cli("report", str(journal), "--json", "--recipients", str(table), "--jobs", str(tmp_path / "jobs.jsonl"))
+    assert done.returncode == 0, done.stderr
+    run = orjson.loads(done.stdout)["reconciliation"]["run"]
+    assert (run["rows_read"], run["delivered"], run["pending"], run["pending_unnamed"]) == (1205, 500, 698, 698)
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    by_status: dict[str, list[str]] = {}
+    for row in rows:
+        by_status.setdefault(row["status"], []).append(row["user_id"])
+    assert {status: len(users) for status, users in by_status.items()} == {
+        "delivered": 500,
+        "pending": 698,
+        "excluded": 2,
+        "duplicate": 5,
+    }
+    assert by_status["pending"] == [f"u{i}" for i in range(503, 1201)]  # batches 1 and 2, in order
+    assert by_status["excluded"] == ["u7", "u8"]
+    assert by_status["duplicate"] == ["u1", "u2", "u3", "u4", "u5"]
+    assert len(rows) == run["rows_read"]
+    # Another batch size, or an export changed since the run, is not the job the journal holds.
+    other = cli("report", str(journal), "--recipients", str(table), "--jobs", str(tmp_path / "jobs.jsonl"),
+                "--batch-size", "250")  # fmt: skip
+    assert other.returncode == 2
+    assert (
+        other.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "jobs.jsonl:1: job 'a' is not the job the journal holds (its job hash differs): its export changed "
+            "since the run, or the run had another --batch-size than 250"
+        )
+    )
+    with (tmp_path / "r.txt").open("a") as export:
+        export.write("u9999\n")
+    changed = cli("report", str(journal), "--recipients", str(table), "--jobs", str(tmp_path / "jobs.jsonl"))
+    assert changed.returncode == 2
+    assert "its export changed since the run" in changed.stderr
+    assert len(list(csv.DictReader(io.StringIO(table.read_text())))) == 1205  # the table before, kept whole

@@ -212,6 +212,19 @@ def _report(add_parser: Any) -> None:
         help="also write every named recipient's fate to FILE, one row each, for a warehouse; the format from "
         "its name: .parquet, .csv, .csv.gz or .jsonl",
     )
+    report.add_argument(
+        "--jobs",
+        action="append",
+        metavar="JOBS.jsonl",
+        help="with --recipients: the run's jobs files, read again to list its exports' duplicates and excluded "
+        "recipients, and the batches a file journal never sent (each job's hash must be the journal's)",
+    )
+    report.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"with --jobs: the run's --batch-size (default {rules.MAX_MEMBERS}, as for send)",
+    )
 
 
 def _sandbox(add_parser: Any) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dispatcher.core.status import FAILED, OK, RETRY, code_key
@@ -55,18 +55,25 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def write_recipients(sink: Sink, *paths: str | os.PathLike[str] | JournalURI) -> collections.Counter[str]:
+# More rows, from elsewhere than the journal (`left_out`, from the jobs): given the first pass and the
+# planned batches listed, the rows of what the journal names nobody for.
+More = Callable[[_FirstPass, set[tuple[int, int]]], Iterator[Block]]
+
+
+def write_recipients(
+    sink: Sink, *paths: str | os.PathLike[str] | JournalURI, more: More | None = None
+) -> collections.Counter[str]:
     """Write every named recipient of the journals' run to `sink`, in the journals' order, then the
-    planned batches never sent; return the rows written by status."""
+    planned batches never sent, then `more`; return the rows written by status."""
     written: collections.Counter[str] = collections.Counter()
     with reading(paths) as sources:
-        for block in blocks(sources):
+        for block in blocks(sources, more):
             sink.add(block)
             written[block.status] += len(block.users)
     return written
 
 
-def blocks(sources: Sources) -> Iterator[Block]:
+def blocks(sources: Sources, more: More | None = None) -> Iterator[Block]:
     first = _first_pass(sources)
     jobs = first.jobs
     latest: dict[Place, tuple[int, int]] = {}
@@ -84,7 +91,10 @@ def blocks(sources: Sources) -> Iterator[Block]:
         ends = latest.get(place)
         if ends is not None:
             yield from _of_batch(first, ends, doc, held.pop(ends, None))
-    yield from _unsent(sources, first)
+    named: set[tuple[int, int]] = set()
+    yield from _unsent(sources, first, named)
+    if more is not None:
+        yield from more(first, named)
 
 
 def _of_batch(first: _FirstPass, key: tuple[int, int], doc: dict[str, Any], whole: list[str] | None) -> Iterator[Block]:
@@ -130,14 +140,15 @@ class _Shared:
         return Block(self.job_id, self.job_hash, users, status, code, info, text, self.attempts, self.last_at)
 
 
-def _unsent(sources: Sources, first: _FirstPass) -> Iterator[Block]:
-    """The planned batches no line names (a run in PostgreSQL): pending, never sent."""
+def _unsent(sources: Sources, first: _FirstPass, named: set[tuple[int, int]]) -> Iterator[Block]:
+    """The planned batches no line names (a run in PostgreSQL): pending, never sent (added to `named`)."""
     jobs = first.jobs
     for source in sources:
         for left in unsent_of(source):
             found = jobs.find(left.job_id, left.job_hash)
             if found is None or jobs.all[found].rejected is not None or (found, left.batch) in first.fates:
                 continue
+            named.add((found, left.batch))
             if left.recipients is not None:
                 yield Block(left.job_id, left.job_hash, left.recipients, PENDING, None, None, NOT_SENT, 0, None)
 
