@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+import numpy.typing as npt
 
 from dispatcher.errors import InputError
 from dispatcher.jobs.dedup import Drops, Records, clean_of, resolve
@@ -59,8 +60,7 @@ def left_out(
 
 def _rows(job_id: str, job_hash: str, export: SpooledRecipients, size: int, sent: set[int]) -> Iterator[Block]:
     spool = export.spool
-    dropped = _bits(export.drops)
-    repeats = _bits(_repeats(export))
+    dropped, repeats = export.drops, _repeats(export)
     row = kept = 0
     spool.seek(0)
     carry = b""
@@ -106,12 +106,12 @@ def _repeats(export: SpooledRecipients) -> bytes | None:
         records.close()
 
 
-def _bits(bitmap: bytes | None) -> np.ndarray | None:
-    return None if bitmap is None else np.unpackbits(np.frombuffer(bitmap, np.uint8), bitorder="little").astype(bool)
-
-
-def _slice(bits: np.ndarray | None, row: int, n: int) -> np.ndarray:
-    if bits is None:
+def _slice(bitmap: bytes | None, row: int, n: int) -> npt.NDArray[np.bool_]:
+    """Rows `row` to `row + n` of a bitmap (bit i of byte i // 8: row i), as booleans; unpacked a
+    chunk at a time, so that memory holds a bit a row of the export, not a byte."""
+    if bitmap is None:
         return np.zeros(n, bool)
-    part = bits[row : row + n]
+    low = row >> 3
+    bits = np.unpackbits(np.frombuffer(bitmap, np.uint8)[low : (row + n + 7) >> 3], bitorder="little")
+    part = bits[row - 8 * low : row - 8 * low + n].astype(bool)
     return part if len(part) == n else np.concatenate([part, np.zeros(n - len(part), bool)])

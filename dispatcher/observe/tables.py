@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 EXTRA = "pip install 'tim-dispatcher[exports]'"
-_CHUNK_ROWS = 1 << 17  # rows a Parquet row group gathers before it is written
+_CHUNK_ROWS = 1 << 16  # rows a Parquet row group gathers before it is written
 
 
 def format_of(name: str) -> str:
