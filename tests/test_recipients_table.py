@@ -358,3 +358,14 @@ def test_with_the_jobs_the_table_names_everyone_read_duplicates_excluded_and_bat
         )
     )
     assert len(list(csv.DictReader(io.StringIO(table.read_text())))) == 1205  # the table before, kept whole
+
+
+def test_the_table_never_takes_the_place_of_the_journal_it_reads(journal: Path) -> None:
+    # A journal ends in .jsonl, a format of the table too: written there, the run's journal would be gone.
+    kept = journal.read_bytes()
+    done = cli("report", str(journal), "--recipients", str(journal))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"--recipients {journal} is {journal}, which this report reads; name a new file for the table"
+    )
+    assert journal.read_bytes() == kept

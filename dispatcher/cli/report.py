@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         from dispatcher.observe.tables import format_of
 
         format_of(args.recipients)  # a name of no known format is refused before anything is read
+        _not_an_input(args.recipients, [*(s for s in sources if isinstance(s, str)), *(args.jobs or ())])
         _recipients(args, sources)
     if args.undelivered == "-":  # the list alone on stdout, to pipe on
         undelivered(sys.stdout, *sources)
@@ -72,6 +73,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_stdout(render_text(result, *map(str, sources)) + "\n")
     return EXIT_OK
+
+
+def _not_an_input(name: str, inputs: list[str]) -> None:
+    """The table replaces its file whole: naming a journal or a jobs file would put the table in its place."""
+    from dispatcher.errors import InputError
+
+    for path in inputs:
+        try:
+            same = os.path.samefile(name, path)
+        except OSError:
+            continue  # either is not there (yet): not the same file
+        if same:
+            raise InputError(f"--recipients {name} is {path}, which this report reads; name a new file for the table")
 
 
 def _recipients(args: argparse.Namespace, sources: list[str | JournalURI]) -> None:
