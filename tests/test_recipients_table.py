@@ -358,6 +358,11 @@ def test_with_the_jobs_the_table_names_everyone_read_duplicates_excluded_and_bat
         )
     )
     assert len(list(csv.DictReader(io.StringIO(table.read_text())))) == 1205  # the table before, kept whole
+    (tmp_path / "r.txt").unlink()  # an export gone since the run: its rows cannot be listed
+    gone = cli("report", str(journal), "--recipients", str(table), "--jobs", str(tmp_path / "jobs.jsonl"))
+    assert gone.returncode == 2
+    assert "job 'a' of the journal cannot be read again: " in gone.stderr
+    assert "field recipients_file" in gone.stderr
 
 
 def test_the_table_never_takes_the_place_of_the_journal_it_reads(journal: Path) -> None:

@@ -38,8 +38,13 @@ def left_out(
     sent: dict[int, set[int]] = {}
     for job, batch in (*first.fates, *named):
         sent.setdefault(job, set()).add(batch)
+    sending = {first.jobs.all[job].job_id for job, _batch in (*first.fates, *named)}
     for item in read_jobs(jobs_files, batch_size):
-        if isinstance(item, Rejection) or item.job_id not in journal_ids:
+        if isinstance(item, Rejection):
+            if item.job_id in sending:  # sent, and now unreadable (an export gone): its rows would be missing
+                raise InputError(f"job {item.job_id!r} of the journal cannot be read again: {item.message}")
+            continue  # rejected in the run too: it sent nothing
+        if item.job_id not in journal_ids:
             continue  # a job the journal holds nothing of: it is not in the report either
         recipients = item.recipients
         uid = first.jobs.find(item.job_id, item.job_hash)
