@@ -370,7 +370,6 @@ def test_the_table_never_takes_the_place_of_the_journal_it_reads(journal: Path) 
     kept = journal.read_bytes()
     done = cli("report", str(journal), "--recipients", str(journal))
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].endswith(
-        f"--recipients {journal} is {journal}, which this report reads; name a new file for the table"
-    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.endswith(f"--recipients {journal} is {journal}, which this report reads; name a new file for the table")
     assert journal.read_bytes() == kept
