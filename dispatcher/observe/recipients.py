@@ -111,7 +111,9 @@ def _of_batch(first: _FirstPass, key: tuple[int, int], doc: dict[str, Any], whol
     row = _Shared(info.job_id, info.job_hash, batch.lines, at)
     if fate == OK or not isinstance(errors, dict):
         code = _code(doc.get("error_code"))
-        yield row(recipients, _STATUS[fate], code, None if fate == OK else info_text, meaning(_reason(doc)))
+        yield row(
+            recipients, _STATUS.get(fate, PENDING), code, None if fate == OK else info_text, meaning(_reason(doc))
+        )
         return
     # batchsendmsg: recipient_errors names every recipient not delivered, with its last code; a retry's
     # `resend` those it sends again (pending), the others failed for good.
