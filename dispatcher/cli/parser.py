@@ -181,7 +181,9 @@ def _report(add_parser: Any) -> None:
         epilog="examples:\n"
         "  dispatcher report jobs.outcomes.jsonl                     the run, and why some were not notified\n"
         "  dispatcher report jobs.outcomes.jsonl --undelivered -    every recipient not notified, as CSV\n"
-        "  dispatcher report 'postgresql://db/ops?journal=nightly'  a run in PostgreSQL\n" + DOCS,
+        "  dispatcher report 'postgresql://db/ops?journal=nightly'  a run in PostgreSQL\n"
+        "  dispatcher report jobs.outcomes.jsonl --recipients fates.parquet  every recipient's fate, as a table\n"
+        + DOCS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("journals", nargs="+", metavar="OUTCOMES.jsonl", help="journal files, or a PostgreSQL URI")
@@ -203,6 +205,25 @@ def _report(add_parser: Any) -> None:
         type=float,
         metavar="R",
         help=f"with --html: the rate limit drawn, requests a second (default {rules.DEFAULT_RATE}, as for send)",
+    )
+    report.add_argument(
+        "--recipients",
+        metavar="FILE",
+        help="also write every named recipient's fate to FILE, one row each, for a warehouse; the format from "
+        "its name: .parquet, .csv, .csv.gz or .jsonl",
+    )
+    report.add_argument(
+        "--jobs",
+        action="append",
+        metavar="JOBS.jsonl",
+        help="with --recipients: the run's jobs files, read again to list its exports' duplicates and excluded "
+        "recipients, and the batches a file journal never sent (each job's hash must be the journal's)",
+    )
+    report.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"with --jobs: the run's --batch-size (default {rules.MAX_MEMBERS}, as for send)",
     )
 
 

@@ -39,6 +39,16 @@ def run(args: argparse.Namespace) -> int:
         _page(args, sources)
     elif args.rate is not None:
         raise InputError("--rate is the limit drawn on the page: give it with --html FILE")
+    if args.recipients is None and (args.jobs is not None or args.batch_size is not None):
+        raise InputError("--jobs and --batch-size add to the recipients table: give them with --recipients FILE")
+    if args.jobs is None and args.batch_size is not None:
+        raise InputError("--batch-size is the run's, to read its jobs again: give it with --jobs")
+    if args.recipients is not None:
+        from dispatcher.observe.tables import format_of
+
+        format_of(args.recipients)  # a name of no known format is refused before anything is read
+        _not_an_input(args.recipients, [*(s for s in sources if isinstance(s, str)), *(args.jobs or ())])
+        _recipients(args, sources)
     if args.undelivered == "-":  # the list alone on stdout, to pipe on
         undelivered(sys.stdout, *sources)
         sys.stdout.flush()
@@ -63,6 +73,46 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_stdout(render_text(result, *map(str, sources)) + "\n")
     return EXIT_OK
+
+
+def _not_an_input(name: str, inputs: list[str]) -> None:
+    """The table replaces its file whole: naming a journal or a jobs file would put the table in its place."""
+    from dispatcher.errors import InputError
+
+    for path in inputs:
+        try:
+            same = os.path.samefile(name, path)
+        except OSError:
+            continue  # either is not there (yet): not the same file
+        if same:
+            raise InputError(f"--recipients {name} is {path}, which this report reads; name a new file for the table")
+
+
+def _recipients(args: argparse.Namespace, sources: list[str | JournalURI]) -> None:
+    """Write the recipients table whole. The writer takes the open stream: a destination that is no
+    local file (an object store) needs only another way to open one."""
+    import functools
+
+    from dispatcher.errors import InputError
+    from dispatcher.observe.recipients import More, write_recipients
+    from dispatcher.observe.tables import open_table
+    from dispatcher.tim import rules
+
+    more: More | None = None
+    if args.jobs is not None:
+        from dispatcher.observe.left_out import left_out
+
+        size = rules.MAX_MEMBERS if args.batch_size is None else args.batch_size
+        if not 1 <= size <= rules.MAX_MEMBERS:
+            raise InputError(f"--batch-size must be 1 to {rules.MAX_MEMBERS}, not {size}")
+        more = functools.partial(left_out, args.jobs, size)
+
+    def fill(handle: BinaryIO) -> None:
+        sink = open_table(args.recipients, handle)
+        write_recipients(sink, *sources, more=more)
+        sink.close()
+
+    replace_file(args.recipients, "the recipients table", fill)
 
 
 def _page(args: argparse.Namespace, sources: list[str | JournalURI]) -> None:

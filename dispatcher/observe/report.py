@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, code_key
+from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, RETRY, code_key
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.journals import plan_of, reading, records_of, unsent_of
 from dispatcher.tim.apis import DEFAULT, REGISTRY
@@ -35,6 +35,19 @@ Place = tuple[int, int]  # (which journal, which line)
 Paths = tuple[str | os.PathLike[str] | JournalURI, ...]  # the journals as the user named them
 Sources = Sequence["str | os.PathLike[str] | RunSnapshot"]  # the same, opened for reading
 Fates = dict[tuple[int, int], tuple[str | None, Place]]  # (job, batch) -> (final status, the place of its latest line)
+
+
+@dataclasses.dataclass
+class _Batch:
+    """What the first pass learns of a batch's recipients, to count them (reconciliation) and to list
+    them (the recipients table) without holding them: where its first line is, how many it names."""
+
+    first: Place  # its first line: the whole batch (a later attempt of batchsendmsg sends only some)
+    size: int | None  # recipients of its first line; None: a batch to all members
+    lines: int = 1  # requests made for it
+    latest_whole: bool = True  # its latest line names the whole batch and no recipient_errors
+    errors: int | None = None  # recipients in its latest line's recipient_errors (None: it has none)
+    resend: int = 0  # of those, the ones its latest line sends again (a retry's `resend`)
 
 
 @dataclasses.dataclass
@@ -71,6 +84,7 @@ class _Jobs:
         self._index: dict[tuple[str, str | int], int] = {}  # (job_id, job_hash, or the journal without one)
         self._hashes: dict[str, str] = {}  # job_id -> its latest job_hash in the journal being read
         self._journal = -1
+        self.batches: dict[tuple[int, int], _Batch] = {}  # (job, batch) -> its recipients, see _Batch
 
     def of(self, job_id: str, job_hash: str | None, journal: int, fates: Fates) -> int:
         """The job a line of `journal` is about, made if new. `fates` are moved along when two fold."""
@@ -118,6 +132,11 @@ class _Jobs:
             fate, place = fates.pop((waiting, batch))
             before, _ = fates.get((into, batch), (None, place))
             fates[(into, batch)] = (fate or before, place)
+            moved = self.batches.pop((waiting, batch))
+            kept = self.batches.get((into, batch))
+            if kept is not None:  # the batch's first line is in the earlier journal: its latest is `moved`'s
+                moved.first, moved.size, moved.lines = kept.first, kept.size, kept.lines + moved.lines
+            self.batches[(into, batch)] = moved
         early.merged = True
 
 
@@ -200,7 +219,24 @@ def _first_pass(sources: Sources) -> _FirstPass:
             info.unhashed.append(key[1])
         fate, _ = fates.get(key, (None, place))
         fates[key] = (str(doc["status"]) if doc.get("final") else fate, place)
+        _seen(jobs.batches, key, place, doc)
     return _FirstPass(jobs, fates, codes)
+
+
+def _seen(batches: dict[tuple[int, int], _Batch], key: tuple[int, int], place: Place, doc: dict[str, Any]) -> None:
+    """Note a line of a batch: its first line names the whole batch; its latest, who is left and why."""
+    recipients = doc.get("recipients")
+    named = len(recipients) if isinstance(recipients, list) else None
+    batch = batches.get(key)
+    if batch is None:
+        batch = batches[key] = _Batch(place, named)
+    else:
+        batch.lines += 1
+    errors = doc.get("recipient_errors")
+    batch.errors = len(errors) if isinstance(errors, dict) else None
+    resend = doc.get("resend")
+    batch.resend = len(resend) if isinstance(resend, list) and doc.get("status") == RETRY else 0
+    batch.latest_whole = batch.errors is None and named == batch.size
 
 
 def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -301,6 +337,8 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             heapq.heapreplace(first_misses, _cut(item, keep))
     not_notified = [miss for *_, miss in sorted(first_misses, key=lambda item: item[:3], reverse=True)]
 
+    tallies = _tallies(sources, first)
+    reconciled: list[dict[str, Any]] = []
     job_list = []
     for uid, info in enumerate(jobs.all):
         if info.merged:
@@ -332,6 +370,10 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
         if info.export is not None:
             entry["export"] = info.export
         job_list.append(_told_apart(entry, info, listed, paths))
+        if uid in tallies or info.export is not None:
+            # Apart from the job's entry, whose keys scripts compare whole.
+            counted = {"job_id": info.job_id, **tallies.get(uid, _Tally()).reconciled(info, sum(counts.values()))}
+            reconciled.append(_told_apart(counted, info, listed, paths))
         if uid in job_reasons:
             entry["not_notified_by_reason"] = job_reasons[uid].rows()
 
@@ -345,6 +387,7 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
         "duplicates": sum(_count(job, "duplicates") for job in job_list),
         "excluded": sum(_count(job, "excluded") for job in job_list),
         "error_codes": dict(sorted(codes.items())),
+        "reconciliation": {"run": _run_reconciled(reconciled), "jobs": reconciled},
         "jobs": job_list,
         "recipients_not_notified": named,
         "not_notified_by_reason": run_reasons.rows(),
@@ -353,6 +396,109 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
 
 
 NOT_SENT = "not sent yet"  # a planned batch no worker has sent: no reply, no code
+
+
+@dataclasses.dataclass
+class _Tally:
+    """A job's recipients, counted by fate from its batches' lines (and a run's plan): what the
+    recipients table lists, without reading the recipients themselves."""
+
+    delivered: int = 0
+    failed: int = 0
+    pending: int = 0
+    all_members_batches: int = 0  # batches to a whole group: nobody named, nobody counted
+    unsent_batches: int = 0  # planned batches no line names, listed with their recipients (a run's plan)
+
+    def add(self, fate: str | None, batch: _Batch) -> None:
+        if batch.size is None:
+            self.all_members_batches += 1
+            return
+        if fate == OK or batch.errors is None:
+            # A batch's latest line without recipient_errors: its fate is every recipient's.
+            if fate == OK:
+                self.delivered += batch.size
+            elif fate == FAILED:
+                self.failed += batch.size
+            else:
+                self.pending += batch.size
+            return
+        # batchsendmsg: its latest line names every recipient not delivered; a retry, those it sends again.
+        self.delivered += batch.size - batch.errors
+        again = batch.resend if fate is None else 0
+        self.pending += again
+        self.failed += batch.errors - again
+
+    def reconciled(self, info: _JobInfo, lined: int) -> dict[str, Any]:
+        """rows read = delivered + failed + pending + excluded + duplicates + invalid, for one job.
+
+        The export's counts (its first line's, or the plan's) give rows read, duplicates and excluded;
+        the batches give the rest. Batches no line and no plan names (a file journal's run stopped
+        before them) are pending: their recipients are what the export kept and no batch accounts for
+        (`pending_unnamed`, which the recipients table cannot list). Where every batch is accounted
+        for, nothing is inferred, and `balanced` is a check of the counts against each other."""
+        export = info.export or {}
+        missing = max(0, info.batches - lined - self.unsent_batches) if info.rejected is None else 0
+        named = self.delivered + self.failed + self.pending
+        unnamed = 0
+        rows: int | None
+        if isinstance(export.get("rows"), int):
+            rows = export["rows"]
+            duplicates, excluded = _count({"export": export}, "duplicates"), _count({"export": export}, "excluded")
+            if missing:  # the recipients of batches never sent: whatever the export kept beyond the named
+                unnamed = max(0, rows - duplicates - excluded - named)
+        else:  # a list in the job: what its batches named (its duplicates were dropped unrecorded)
+            rows = None if missing else named
+            duplicates = excluded = 0
+        doc: dict[str, Any] = {
+            "rows_read": rows,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "pending": self.pending + unnamed,
+            "excluded": excluded,
+            "duplicates": duplicates,
+            "invalid": 0,  # an invalid UserID rejects its job whole: no recipient of a sent job is one
+            "pending_unnamed": unnamed,
+            "all_members_batches": self.all_members_batches,
+        }
+        doc["balanced"] = None if rows is None else rows == _accounted(doc)
+        return doc
+
+
+RECONCILED = ("delivered", "failed", "pending", "excluded", "duplicates", "invalid")
+
+
+def _accounted(doc: dict[str, Any]) -> int:
+    return sum(int(doc[key]) for key in RECONCILED)
+
+
+def _tallies(sources: Sources, first: _FirstPass) -> dict[int, _Tally]:
+    """Each job's recipients by fate: its batches with a line, then its planned batches no line names."""
+    tallies: dict[int, _Tally] = collections.defaultdict(_Tally)
+    for key, (fate, _place) in first.fates.items():
+        tallies[key[0]].add(fate, first.jobs.batches[key])
+    for source in sources:
+        for left in unsent_of(source):
+            found = first.jobs.find(left.job_id, left.job_hash)
+            if found is None or first.jobs.all[found].rejected is not None or (found, left.batch) in first.fates:
+                continue
+            tally = tallies[found]
+            tally.unsent_batches += 1
+            if left.recipients is None:
+                tally.all_members_batches += 1
+            else:
+                tally.pending += len(left.recipients)
+    return tallies
+
+
+def _run_reconciled(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's reconciliation: the jobs' summed (rows read unknown if any job's is)."""
+    doc: dict[str, Any] = {"rows_read": 0}
+    for key in (*RECONCILED, "pending_unnamed", "all_members_batches"):
+        doc[key] = sum(int(job[key]) for job in jobs)
+    rows = [job["rows_read"] for job in jobs]
+    doc["rows_read"] = None if None in rows else sum(rows)
+    doc["balanced"] = None if doc["rows_read"] is None else doc["rows_read"] == _accounted(doc)
+    return doc
 
 
 def _reason(doc: dict[str, Any]) -> str:
@@ -437,6 +583,23 @@ def _export_text(export: dict[str, Any]) -> str:
     return text
 
 
+def _reconciled_text(doc: dict[str, Any]) -> str:
+    """rows read = delivered + failed + pending + excluded + duplicates + invalid, and whether it holds."""
+    terms = " + ".join(f"{doc[key]:,} {key}" for key in RECONCILED)
+    rows = doc["rows_read"]
+    text = f"{'?' if rows is None else format(rows, ',')} read = {terms}"
+    if doc["pending_unnamed"]:
+        text += f" ({doc['pending_unnamed']:,} pending in batches never sent, not named in the journal)"
+    if doc["all_members_batches"]:
+        whole = doc["all_members_batches"]
+        text += f"; and {whole:,} batch{'' if whole == 1 else 'es'} to all members"
+    if rows is None:
+        return text + "; rows read unknown: batches of a list in a job were never sent"
+    if doc["balanced"]:
+        return text + ": every recipient accounted for"
+    return text + f": DOES NOT ADD UP ({rows - _accounted(doc):+,})"
+
+
 def _where(group_id: str | None, api: str | None) -> str:
     """Where a job sends: its group; one-to-one for an API that names no group; else none (a job
     rejected without one)."""
@@ -496,6 +659,12 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         f"batches {report['batches']}: ok {report['ok']}, failed {report['failed']}, pending {report['pending']}; "
         f"jobs rejected {report['rejected']}",
     ]
+    run = report["reconciliation"]["run"]
+    if run["rows_read"] != 0:
+        lines.append(f"recipients: {_reconciled_text(run)}")
+    counted = {
+        (job["job_id"], job.get("job_hash"), job.get("journal")): job for job in report["reconciliation"]["jobs"]
+    }
     if report["duplicates"] or report["excluded"]:
         lines.append(f"recipients left out: {report['duplicates']:,} duplicates, {report['excluded']:,} excluded")
     if report["error_codes"]:
@@ -513,6 +682,9 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         lines.append(text + _which(job))
         if isinstance(job.get("export"), dict):
             lines.append(_export_text(job["export"]))
+        recipients = counted.get((job["job_id"], job.get("job_hash"), job.get("journal")))
+        if recipients is not None:
+            lines.append(f"    recipients: {_reconciled_text(recipients)}")
         for row in job.get("not_notified_by_reason", ()):
             lines.append(f"    not notified: {_reason_text(row)}")
     if report["not_notified"]:
