@@ -371,5 +371,19 @@ def test_the_table_never_takes_the_place_of_the_journal_it_reads(journal: Path) 
     done = cli("report", str(journal), "--recipients", str(journal))
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert last.endswith(f"--recipients {journal} is {journal}, which this report reads; name a new file for the table")
+    assert last.endswith(
+        f"--recipients {journal} is {journal}, which this report reads; name a new file for what it writes"
+    )
+    assert journal.read_bytes() == kept
+
+
+@pytest.mark.parametrize("option", ["--undelivered", "--html"])
+def test_no_file_report_writes_takes_the_place_of_the_journal_it_reads(journal: Path, option: str) -> None:
+    kept = journal.read_bytes()
+    done = cli("report", str(journal), option, str(journal))
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.endswith(
+        f"{option} {journal} is {journal}, which this report reads; name a new file for what it writes"
+    )
     assert journal.read_bytes() == kept

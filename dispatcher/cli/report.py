@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{path}: cannot read: {exc.strerror}") from None
         if not stat.S_ISREG(mode):  # it is read twice (fates, then recipients): a pipe would give nothing back
             raise InputError(f"{path}: not a regular file; report reads a journal twice, so give it the file")
+    read = [s for s in sources if isinstance(s, str)]
+    for option, name in (("--html", args.html), ("--undelivered", args.undelivered)):
+        if name not in (None, "-"):
+            _not_an_input(option, name, read)
     if args.html is not None:
         _page(args, sources)
     elif args.rate is not None:
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         from dispatcher.observe.tables import format_of
 
         format_of(args.recipients)  # a name of no known format is refused before anything is read
-        _not_an_input(args.recipients, [*(s for s in sources if isinstance(s, str)), *(args.jobs or ())])
+        _not_an_input("--recipients", args.recipients, [*read, *(args.jobs or ())])
         _recipients(args, sources)
     if args.undelivered == "-":  # the list alone on stdout, to pipe on
         undelivered(sys.stdout, *sources)
@@ -75,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _not_an_input(name: str, inputs: list[str]) -> None:
-    """The table replaces its file whole: naming a journal or a jobs file would put the table in its place."""
+def _not_an_input(option: str, name: str, inputs: list[str]) -> None:
+    """What report writes replaces its file whole: naming a journal or a jobs file would put it in its place."""
     from dispatcher.errors import InputError
 
     for path in inputs:
@@ -85,7 +89,7 @@ def _not_an_input(name: str, inputs: list[str]) -> None:
         except OSError:
             continue  # either is not there (yet): not the same file
         if same:
-            raise InputError(f"--recipients {name} is {path}, which this report reads; name a new file for the table")
+            raise InputError(f"{option} {name} is {path}, which this report reads; name a new file for what it writes")
 
 
 def _recipients(args: argparse.Namespace, sources: list[str | JournalURI]) -> None:
