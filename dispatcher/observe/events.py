@@ -142,6 +142,14 @@ class JobsCutShort:
     bytes_at_open: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsRead:
+    """The run read `rows` more rows of its jobs: lines of a jobs file, rows of an export. A big
+    export is read whole before any of it is sent: this is what the run is doing meanwhile."""
+
+    rows: int
+
+
 Event = (
     JobAccepted
     | JobRejected
@@ -154,6 +162,7 @@ Event = (
     | Halted
     | StopRequested
     | JobsCutShort
+    | JobsRead
 )
 Subscriber = Callable[[Event], None]
 
