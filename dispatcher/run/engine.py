@@ -87,7 +87,7 @@ class Engine:
         is shared by every API and counts calls only. `clock` and `sleep` time the run's pacing,
         pauses and backoff (in virtual time in tests)."""
         self.config = config
-        self.summary = Summary(out=shown(str(config.out)))
+        self.summary = Summary(out=shown(str(config.out)), rate_limit=config.rate, message_quota=config.message_quota)
         self._stop = Stopping(config.grace)
         # One stream of events feeds every output; the summary and the run log are always there.
         self._bus = Bus([self.summary.on_event, RunLog(), *subscribers], on_error=self._stop.output_failed)
