@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from dispatcher.observe.plan import Plan
     from dispatcher.observe.summary import Summary
 
@@ -161,21 +163,26 @@ def batches_text(batches: list[dict[str, Any]]) -> str:
     return named + (f" and {more:,} more" if more > 0 else "")
 
 
+def summary_table(data: dict[str, Any]) -> Table:
+    """The summary as the table a terminal shows."""
+    from rich.table import Table
+
+    table = Table(title="dispatcher summary", show_header=False)
+    for label, value in summary_rows(data):
+        table.add_row(label, value)
+    return table
+
+
 def print_summary(summary: Summary) -> None:
     """The run's summary: a table for a person on a terminal; `key value` lines otherwise, the keys of
     --summary-json, for scripts. Then the warning that says how to go on, if the run stopped or was
     interrupted."""
     data = summary.to_dict()
     if sys.stdout.isatty():
-        from rich.table import Table
-
         from dispatcher.observe.colour import rich_console
 
-        table = Table(title="dispatcher summary", show_header=False)
-        for label, value in summary_rows(data):
-            table.add_row(label, value)
         try:
-            rich_console(stderr=False).print(table)
+            rich_console(stderr=False).print(summary_table(data))
         except OSError:  # the terminal hung up while the run drained
             _silence_stdout()
     else:
