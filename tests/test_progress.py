@@ -5,13 +5,11 @@ Its clock is injected: what it shows at a given second is asserted without waiti
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from rich.console import Console
 
 from dispatcher.observe.events import BatchSkipped, JobsRead, RateWaited, ReplyRecorded
 from dispatcher.observe.progress import RichProgress
-from tests.conftest import DISPATCHER, run_in_pty, users, write_jobs
 
 
 class Clock:
@@ -83,14 +81,3 @@ def test_a_resume_with_nothing_left_to_send_is_done() -> None:
     progress, _ = display(clock)
     progress.planned(2, skipped=2)
     assert progress.line() == "2/2 batches  0.0 req/s  retries 0  failed 0  skipped 2  ETA 0:00:00"
-
-
-def test_a_terminal_sees_the_scan_then_the_batches(tmp_path: Path) -> None:
-    (tmp_path / "ids.txt").write_text("".join(f"{uid}\n" for uid in users(1200)))
-    jobs = write_jobs(
-        tmp_path / "jobs.jsonl",
-        [{"job_id": "dm", "api": "batchsendmsg", "From_Account": "a", "Text": "hi", "recipients_file": "ids.txt"}],
-    )
-    shown = run_in_pty(DISPATCHER("send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl")), tmp_path)
-    assert "scanning the jobs:" in shown and "rows read" in shown
-    assert "3/3 batches" in shown and "req/s" in shown

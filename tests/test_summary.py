@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import orjson
@@ -13,7 +12,7 @@ from dispatcher.observe.events import RateWaited, ReplyRecorded, RequestUnanswer
 from dispatcher.observe.summary import Summary
 from dispatcher.run.engine import Engine
 from dispatcher.sandbox import Sandbox
-from tests.conftest import DISPATCHER, ROOT, cli_env, journal, make_config, users, write_jobs
+from tests.conftest import DISPATCHER, journal, make_config, run_in_pty, users, write_jobs
 
 GROUP = "@TGS#summary"
 
@@ -41,20 +40,22 @@ def test_the_summary_names_the_quota_when_it_set_the_pace() -> None:
     assert slow["paced_by"] == "rate" and dict(summary_rows(slow))["Time"] == "12.6 s, 0.4 requests a second"
 
 
-def test_a_run_held_by_the_quota_says_so_in_its_summary(tmp_path: Path) -> None:
+def test_a_terminal_sees_the_scan_then_the_batches_and_the_quota_named_in_the_summary(tmp_path: Path) -> None:
+    (tmp_path / "ids.txt").write_text("".join(f"{uid}\n" for uid in users(20)))
     jobs = write_jobs(
         tmp_path / "jobs.jsonl",
-        [{"job_id": "dm", "api": "batchsendmsg", "From_Account": "a", "Text": "hi", "To_Account": users(30)}],
+        [{"job_id": "dm", "api": "batchsendmsg", "From_Account": "a", "Text": "hi", "recipients_file": "ids.txt"}],
     )
     summary = tmp_path / "summary.json"
     args = ["send", str(jobs), "--sandbox", "--out", str(tmp_path / "out.jsonl"), "--summary-json", str(summary)]
-    # 1,000 messages a minute, 10 a request: each request waits 0.6 s for the one before it.
+    # 1,000 messages a minute, 10 a request: the second request waits 0.6 s for the first one's.
     args += ["--batch-size", "10", "--message-quota", "1000"]
-    ran = subprocess.run(DISPATCHER(*args), env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert ran.returncode == 0, ran.stderr
-    assert "paced_by    quota\n" in ran.stdout and "quota_messages 30\n" in ran.stdout
+    shown = run_in_pty(DISPATCHER(*args), tmp_path, NO_COLOR="1")
+    assert "scanning the jobs: " in shown and " rows read" in shown
+    assert "2/2 batches" in shown and "req/s" in shown
+    assert "held by batchsendmsg's quota of 1,000 messages a minute (20 messages), not by --rate" in shown
     doc = orjson.loads(summary.read_bytes())
-    assert (doc["paced_by"], doc["quota_messages"], doc["message_quota"], doc["unanswered"]) == ("quota", 30, 1000, 0)
+    assert (doc["paced_by"], doc["quota_messages"], doc["message_quota"], doc["unanswered"]) == ("quota", 20, 1000, 0)
 
 
 async def test_a_second_stop_tells_how_many_requests_were_left_unanswered_and_to_whom(
