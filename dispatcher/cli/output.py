@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from dispatcher.observe.plan import Plan
     from dispatcher.observe.summary import Summary
 
@@ -115,6 +117,11 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     replies = "; ".join(f"{code} {meaning(code)}: {count:,}" for code, count in data["error_codes"].items())
     rows.append(("Replies", replies or "none"))
     pace = f"{data['elapsed_s']:,.1f} s, {data['rate']:,.1f} requests a second"
+    if data["paced_by"] == "quota":
+        pace += (
+            f", held by batchsendmsg's quota of {data['message_quota']:,} messages a minute "
+            f"({data['quota_messages']:,} messages), not by --rate"
+        )
     if data["rate_steps_down"]:
         steps = data["rate_steps_down"]
         pace += f"; the server said too frequent: the pace stepped down {steps:,} time{'' if steps == 1 else 's'}"
@@ -125,9 +132,45 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("Cut short", ", ".join(data["jobs_cut_short"]) + " became shorter while read"))
     if data["claims_lost"]:
         rows.append(("Claims lost", f"{data['claims_lost']:,} batches left to other workers"))
+    if data["unanswered"]:
+        rows.append(("Unanswered", unanswered_text(data)))
     code = data["exit_code"]
     rows.append(("Exit status", f"{code} ({EXIT_MEANINGS.get(code, '')})"))
     return rows
+
+
+MAX_NAMED_BATCHES = 10  # batches the summary's lines name (--summary-json has all of them)
+
+
+def unanswered_text(data: dict[str, Any]) -> str:
+    """The requests a stop at once left unanswered, for a person: how many, to whom, and what a resume does."""
+    count = data["unanswered"]
+    batches = data["unanswered_batches"]
+    whole = sum(1 for b in batches if b["recipients"] is None)
+    to = f"{data['unanswered_recipients']:,} recipients" if data["unanswered_recipients"] or not whole else ""
+    if whole:
+        to += f"{' and ' if to else ''}all members of the group in {whole:,} batch{'' if whole == 1 else 'es'}"
+    return (
+        f"{count:,} request{'' if count == 1 else 's'} in flight when the run stopped at once, to {to}: "
+        f"never answered nor recorded; a resume sends them again, and they may have been delivered already "
+        f"({batches_text(batches)})"
+    )
+
+
+def batches_text(batches: list[dict[str, Any]]) -> str:
+    named = ", ".join(f"{b['job_id']} batch {b['batch']}" for b in batches[:MAX_NAMED_BATCHES])
+    more = len(batches) - MAX_NAMED_BATCHES
+    return named + (f" and {more:,} more" if more > 0 else "")
+
+
+def summary_table(data: dict[str, Any]) -> Table:
+    """The summary as the table a terminal shows."""
+    from rich.table import Table
+
+    table = Table(title="dispatcher summary", show_header=False)
+    for label, value in summary_rows(data):
+        table.add_row(label, value)
+    return table
 
 
 def print_summary(summary: Summary) -> None:
@@ -136,19 +179,15 @@ def print_summary(summary: Summary) -> None:
     interrupted."""
     data = summary.to_dict()
     if sys.stdout.isatty():
-        from rich.table import Table
-
         from dispatcher.observe.colour import rich_console
 
-        table = Table(title="dispatcher summary", show_header=False)
-        for label, value in summary_rows(data):
-            table.add_row(label, value)
         try:
-            rich_console(stderr=False).print(table)
+            rich_console(stderr=False).print(summary_table(data))
         except OSError:  # the terminal hung up while the run drained
             _silence_stdout()
     else:
         rows = [(k, v) for k, v in data.items() if k not in ("error_codes", "interrupted", "stopped")]
+        rows = [(k, batches_text(v) or "-" if k == "unanswered_batches" else v) for k, v in rows]
         codes = ", ".join(f"{k}: {v}" for k, v in data["error_codes"].items()) or "-"
         write_stdout("".join(f"{key:<11} {value}\n" for key, value in rows) + f"{'error_codes':<11} {codes}\n")
     import structlog
@@ -158,6 +197,14 @@ def print_summary(summary: Summary) -> None:
         log.error("stopped early: fix the cause, then run again with --resume", reason=summary.stopped)
     elif summary.interrupted:
         log.warning("interrupted: run again with --resume to send the rest")
+    if summary.unanswered:
+        log.warning(
+            "requests in flight when the run stopped at once were never answered: a resume sends them again, "
+            "and their recipients may get the message twice",
+            requests=data["unanswered"],
+            recipients=data["unanswered_recipients"],
+            batches=batches_text(data["unanswered_batches"]),
+        )
 
 
 def write_json(path: str, doc: dict[str, Any]) -> None:

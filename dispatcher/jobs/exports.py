@@ -22,7 +22,7 @@ import functools
 import hashlib
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -94,10 +94,11 @@ def read_export(
     inline: Sequence[str] | None = None,
     stop: threading.Event | None = None,
     streams: bool = True,
+    on_rows: Callable[[int], None] | None = None,
 ) -> Read:
     """Read the export a job names (or apply its exclude_file to its `inline` recipients). `digest` is
     the start of the job hash. Raises Reject (the job is refused), ExportError (exit 2), Stopped, and
-    sources.StreamedExport with `streams` False."""
+    sources.StreamedExport with `streams` False. `on_rows` hears of the rows read, block by block."""
     _big_arrays_on_the_heap()
     side = spec.recipients
     files = [] if side is None else sources.resolve(side, base_dir, streams=streams)
@@ -134,6 +135,8 @@ def read_export(
                     write(spool, block.data, label)
                     export.add(block)
                     (digest if legacy else ids).update(block.data)
+                    if on_rows is not None:
+                        on_rows(block.rows)
                 named.append(orjson.dumps([side.field, source.name]) + ids.digest())
         exclude_rows = 0
         if exclusions is not None and spec.exclude is not None:
@@ -143,6 +146,8 @@ def read_export(
                     exclusions.add(block)
                     ids.update(block.data)
                     exclude_rows += block.rows
+                    if on_rows is not None:
+                        on_rows(block.rows)
                 named.append(orjson.dumps([spec.exclude.field, source.name]) + ids.digest())
         outcome = resolve(export, drops, exclusions, stop)
         _check(outcome, side, spec, label)

@@ -211,6 +211,7 @@ def parse_job(
     *,
     stop: threading.Event | None = None,
     streams: bool = True,
+    on_rows: RowsRead | None = None,
 ) -> Job | Rejection:
     """Validate one JSONL line. A job without a job_id gets one made from its content; if it is
     rejected, `rejection_id` (its file name and line) names it instead, for the record only.
@@ -273,7 +274,7 @@ def parse_job(
                     digest.update(uid.encode("utf-8") + b"\n")
                 recipients, count, sent_to = InlineRecipients(inline), len(inline), inline
             else:  # an exclude_file applies to the list
-                read = _read_export(export, base_dir, digest, file, line, stop, streams, inline)
+                read = _read_export(export, base_dir, digest, file, line, stop, streams, inline, on_rows)
                 assert isinstance(read.recipients, tuple)
                 recipients, count, digest, stats = (
                     InlineRecipients(read.recipients),
@@ -283,7 +284,7 @@ def parse_job(
                 )
                 excluded, sent_to = read.stats.excluded, {inline_key: list(inline), **read.derived}
         elif export is not None:
-            read = _read_export(export, base_dir, digest, file, line, stop, streams)
+            read = _read_export(export, base_dir, digest, file, line, stop, streams, on_rows=on_rows)
             assert not isinstance(read.recipients, tuple)
             recipients, count, digest, stats = read.recipients, read.count, read.digest, read.stats
             duplicates, excluded, sent_to = read.stats.duplicates, read.stats.excluded, read.derived
@@ -319,12 +320,13 @@ def _read_export(
     stop: threading.Event | None,
     streams: bool,
     inline: tuple[str, ...] | None = None,
+    on_rows: RowsRead | None = None,
 ) -> Read:
     """The job's export, read (`exports`, imported only when a job names one: it brings numpy)."""
     from dispatcher.jobs.exports import ExportError, read_export
 
     try:
-        return read_export(export, base_dir, digest, inline=inline, stop=stop, streams=streams)
+        return read_export(export, base_dir, digest, inline=inline, stop=stop, streams=streams, on_rows=on_rows)
     except ExportError as exc:  # nothing of the job is sent, and the run cannot go on as it is
         raise ExportError(f"{file}:{line}: {exc}") from None
 
@@ -334,6 +336,8 @@ def api_of(job: Job) -> str | None:
     return job.endpoint.name if job.endpoint.names_api else None
 
 
+# Told of the rows read (lines of a jobs file, rows of an export), as they are read, in the reader's thread.
+RowsRead = Callable[[int], None]
 # Told of a jobs file that became shorter while it was read: its name, the bytes read, its size at open.
 CutShort = Callable[[str, int, int], None]
 
@@ -419,13 +423,15 @@ def read_jobs(
     stop: threading.Event | None = None,
     streams: bool = True,
     on_cut: CutShort | None = None,
+    on_rows: RowsRead | None = None,
 ) -> Iterator[Job | Rejection]:
     """Stream every job of every file in order; never holds more than one job's line in memory.
 
     Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
     in the middle of an endless recipients stream; the job being read then is not yielded. With
     `streams` False, a recipients_file that can be read only once raises StreamedExport. `on_cut`
-    hears of a jobs file that became shorter while it was read (see _job_lines).
+    hears of a jobs file that became shorter while it was read (see _job_lines); `on_rows` of the
+    rows read, so that a display can show a long read going on.
     """
     seen_ids: dict[str, str] = {}
     try:
@@ -436,6 +442,8 @@ def read_jobs(
             for line, raw in _job_lines(path, stop, on_cut):
                 if stop is not None and stop.is_set():
                     return
+                if on_rows is not None:
+                    on_rows(1)
                 item: Job | Rejection
                 if raw is None:
                     reason = f"line is longer than {MAX_JOB_LINE_BYTES:,} bytes, the most a job line may have"
@@ -444,7 +452,15 @@ def read_jobs(
                     continue
                 else:
                     item = parse_job(
-                        raw, name, line, base_dir, batch_size, f"{label}:{line}", stop=stop, streams=streams
+                        raw,
+                        name,
+                        line,
+                        base_dir,
+                        batch_size,
+                        f"{label}:{line}",
+                        stop=stop,
+                        streams=streams,
+                        on_rows=on_rows,
                     )
                 first = seen_ids.get(item.job_id)
                 api_name = None if first is None else item.api if isinstance(item, Rejection) else api_of(item)

@@ -70,11 +70,13 @@ class BatchSkipped:
 @dataclasses.dataclass(frozen=True, slots=True)
 class RateWaited:
     """A worker waited this long for a start slot from the rate limiter of `api`, whose pace for
-    that slot was `pace` requests a second (None: not known)."""
+    that slot was `pace` requests a second (None: not known); `messages`: the units it took of the
+    API's message quota, if the API has one."""
 
     seconds: float
     api: str = ""
     pace: float | None = None
+    messages: int = 0  # what the request counts against its API's message quota (batchsendmsg's recipients)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,6 +154,27 @@ class DomainSwitched:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsRead:
+    """The run read `rows` more rows of its jobs: lines of a jobs file, rows of an export. A big
+    export is read whole before any of it is sent: this is what the run is doing meanwhile."""
+
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestUnanswered:
+    """A stop at once (a second signal, or the end of the grace period) cancelled this request in
+    flight: its reply is never awaited and nothing of it is recorded, so its batch stays pending and
+    a resume sends it again, although the server may have delivered it. `recipients`: the named
+    recipients it sent to (None: all members of the group, or a group message)."""
+
+    api: str
+    job_id: str
+    batch: int
+    recipients: int | None
+
+
 Event = (
     JobAccepted
     | JobRejected
@@ -165,6 +188,8 @@ Event = (
     | StopRequested
     | JobsCutShort
     | DomainSwitched
+    | JobsRead
+    | RequestUnanswered
 )
 Subscriber = Callable[[Event], None]
 

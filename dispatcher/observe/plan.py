@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.core.job import Job
@@ -132,15 +132,16 @@ def make_plan(
     streams: bool = True,
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
     headroom: float = MEMORY_HEADROOM,
+    on_rows: Callable[[int], None] | None = None,
 ) -> Plan:
     """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
-    (a pre-scan must leave it to the run)."""
+    (a pre-scan must leave it to the run). `on_rows` hears of the rows read (the progress display)."""
     plan = Plan(rate=rate, message_quota=message_quota, batch_size=batch_size, headroom=headroom)
     state = state or JournalState()
     # Counted by the summary's own code from the events a send would emit, so a plan and the
     # summary of the run it plans cannot count jobs, rejections, batches or skips differently.
     tally = Summary()
-    for item in read_jobs(paths, batch_size, stop=stop, streams=streams):
+    for item in read_jobs(paths, batch_size, stop=stop, streams=streams, on_rows=on_rows):
         conflict = state.conflict(item.job_id, item.job_hash, item.derived_id) if isinstance(item, Job) else None
         if isinstance(item, Job) and conflict is not None:
             item = Rejection(item.job_id, item.file, item.line, None, conflict, item.group_id, api_of(item))

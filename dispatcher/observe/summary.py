@@ -19,8 +19,11 @@ from dispatcher.observe.events import (
     PaceStepped,
     RateWaited,
     ReplyRecorded,
+    RequestUnanswered,
     StopRequested,
 )
+from dispatcher.pacing.base import Quota
+from dispatcher.tim import rules
 
 
 @dataclasses.dataclass
@@ -50,6 +53,13 @@ class Summary:
     pace_min: float | None = None  # the slowest pace a request was started at, requests a second
     rate_steps_down: int = 0  # times a "too frequent" reply stepped the pace down
     claims_lost: int = 0  # a shared run: batches this worker claimed and left to another (its lease ran out)
+    # The run's limits (--rate, --message-quota), to tell which one set the pace; 0: not known.
+    rate_limit: float = 0.0
+    message_quota: int = 0
+    quota_messages: int = 0  # messages the requests counted against batchsendmsg's quota
+    first_quota_cost: int = 0  # ... of them, the first request's, which waited for none before it
+    # Requests in flight when the run stopped at once: never answered, not recorded, sent again by a resume.
+    unanswered: list[RequestUnanswered] = dataclasses.field(default_factory=list)
 
     def on_event(self, event: Event) -> None:
         """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
@@ -67,6 +77,9 @@ class Summary:
         elif isinstance(event, RateWaited):
             if event.pace is not None and (self.pace_min is None or event.pace < self.pace_min):
                 self.pace_min = event.pace
+            if event.messages and not self.quota_messages:
+                self.first_quota_cost = event.messages
+            self.quota_messages += event.messages
         elif isinstance(event, PaceStepped):
             self.rate_steps_down += 1
         elif isinstance(event, JobAccepted):
@@ -94,6 +107,8 @@ class Summary:
             self.stopped = event.reason
         elif isinstance(event, JobsCutShort):
             self.jobs_cut_short.append(event.path)
+        elif isinstance(event, RequestUnanswered):
+            self.unanswered.append(event)
 
     @property
     def pending(self) -> int:
@@ -111,6 +126,21 @@ class Summary:
         if self.sending_s < 1.0:
             return float(self.requests)
         return (self.requests - 1) / self.sending_s
+
+    @property
+    def paced_by(self) -> str:
+        """What set the run's pace: "quota" when batchsendmsg's messages a minute held its requests
+        longer than --rate alone would have (the least times as the dry run reckons them), else "rate"."""
+        if not (self.quota_messages and self.message_quota and self.rate_limit):
+            return "rate"
+        at_rate = max(0, self.requests - 1) / self.rate_limit
+        quota = Quota(self.message_quota, rules.QUOTA_SECONDS)
+        at_quota = (self.quota_messages - self.first_quota_cost) * quota.unit_interval
+        return "quota" if at_quota > at_rate else "rate"
+
+    @property
+    def unanswered_recipients(self) -> int:
+        return sum(event.recipients or 0 for event in self.unanswered)
 
     def decide_exit_code(self) -> int:
         if self.interrupted:
@@ -147,4 +177,13 @@ class Summary:
             "pace_min": None if self.pace_min is None else round(self.pace_min, 2),
             "rate_steps_down": self.rate_steps_down,
             "claims_lost": self.claims_lost,
+            "paced_by": self.paced_by,
+            "quota_messages": self.quota_messages,
+            "message_quota": self.message_quota or None,
+            "unanswered": len(self.unanswered),
+            "unanswered_recipients": self.unanswered_recipients,
+            "unanswered_batches": [
+                {"job_id": e.job_id, "batch": e.batch, "api": e.api, "recipients": e.recipients}
+                for e in sorted(self.unanswered, key=lambda e: (e.job_id, e.batch))
+            ],
         }

@@ -112,14 +112,14 @@ class Attempts:
             except RateStoreError as exc:  # the shared budget is lost: start nothing more, stay resumable
                 stop.halt(str(exc))
                 return
-            self._emit(RateWaited(self._clock() - asked, endpoint.name, limiter.pace))
+            self._emit(RateWaited(self._clock() - asked, endpoint.name, limiter.pace, cost if counts else 0))
             if stop.stopping:
                 return  # left pending: its last line, if any, is not final
             if not await source.hold(batch, self._config.timeout):
                 # It may be taken back before the reply comes (its claim runs out): someone else sends it.
                 self._emit(ClaimLost(job_id, batch.index))
                 return
-            worker.sending = True
+            worker.request = (batch, pending)
             try:
                 started = self.last_start = self._clock()
                 if not self.first_start:
@@ -129,7 +129,7 @@ class Attempts:
                 signed = self._signer.generation
                 reply = await client.send(body, endpoint)
             finally:
-                worker.sending = False
+                worker.request = None
             sent = Sent(pending, lost, signed)
             decision, again = self._recorder.reply(batch, first_attempt + n - 1, n, reply, number, first_number, sent)
             # The line is in the store before anything more of this reply happens. A stopping run does

@@ -90,7 +90,7 @@ class Engine:
         pauses and backoff (in virtual time in tests), and the stay on the backup endpoint, which ends
         `back_to_main_after` seconds after the main one could not be reached (`run.failover`)."""
         self.config = config
-        self.summary = Summary(out=shown(str(config.out)))
+        self.summary = Summary(out=shown(str(config.out)), rate_limit=config.rate, message_quota=config.message_quota)
         self._stop = Stopping(config.grace)
         # One stream of events feeds every output; the summary and the run log are always there.
         self._bus = Bus([self.summary.on_event, RunLog(), *subscribers], on_error=self._stop.output_failed)

@@ -10,7 +10,7 @@ from dispatcher.core.batch import Batch
 from dispatcher.core.job import Job
 from dispatcher.core.ports import Journal
 from dispatcher.core.state import JournalState
-from dispatcher.observe.events import BatchClaimed, BatchSkipped, Event, JobAccepted, JobsCutShort
+from dispatcher.observe.events import BatchClaimed, BatchSkipped, Event, JobAccepted, JobsCutShort, JobsRead
 from dispatcher.run.record import Recorder
 from dispatcher.run.stopping import Stopping
 
@@ -58,6 +58,9 @@ class RunFeed:
 
     def cut_short(self, path: str, read: int, size: int) -> None:
         self._emit(JobsCutShort(path, read, size))
+
+    def rows_read(self, rows: int) -> None:
+        self._emit(JobsRead(rows))
 
     async def sleep(self, seconds: float) -> None:
         await self._sleep(seconds)

@@ -51,6 +51,7 @@ from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
 
 if TYPE_CHECKING:
     from dispatcher.observe.metrics import Exporter
+    from dispatcher.observe.progress import RichProgress
 
 T = TypeVar("T")
 log = structlog.get_logger("dispatcher")
@@ -116,6 +117,8 @@ class Runner:
             loop.add_signal_handler(sig, self._stopper)
         stopper = self._stopper
         journal: JournalStore | None = self._journal
+        setup = contextlib.ExitStack()  # the progress display, from the pre-scan to the run's end
+        progress: RichProgress | None = None
         try:
             # The journal first: a second run on a journal in use is refused before it reads anything.
             if journal is None:
@@ -134,7 +137,12 @@ class Runner:
             concurrency = run.concurrency or default_concurrency(run.rate)
             # The emulator shares the process: each connection is then an open file at both ends.
             reserve_open_files((2 if self.sandbox else 1) * concurrency + RESERVED_FILES)
-            plan = await self._prescan(journal)
+            if self._progress and not any(is_stream(path) for path in run.jobs):
+                from dispatcher.observe.progress import RichProgress
+
+                # From the pre-scan on: a big export takes seconds to read, and the display says so.
+                progress = setup.enter_context(RichProgress())
+            plan = await self._prescan(journal, progress)
             apis: set[str] | None = set(plan.api_requests) if plan is not None else None
             if apis is None and not stopper.signalled:
                 # No plan: a cheap scan of the jobs files for the APIs they name. A stream is left to
@@ -156,10 +164,11 @@ class Runner:
                 if self.sandbox:
                     run = await self._start_sandbox(run, plan, stack)
                 subscribers = list(self._subscribers)
-                if self._progress and plan is not None:
-                    from dispatcher.observe.progress import RichProgress
-
-                    subscribers.append(stack.enter_context(RichProgress(plan.batches)))
+                if progress is not None and plan is not None:
+                    progress.planned(plan.batches, plan.skipped)
+                    subscribers.append(progress)
+                elif progress is not None:  # no totals (an export that is a stream): no display
+                    setup.close()
                 if self._exporter is not None:
                     subscribers.append(self._exporter.metrics)
                 engine = Engine(run, subscribers=subscribers, journal=journal, budgets=budgets)
@@ -194,12 +203,13 @@ class Runner:
                     await shared.aclose()
                     self.incomplete = shared.incomplete
             stopper.finish()
+            setup.close()
             if handled:
                 _hand_back(loop, previous)
         log.info("finished", **summary.to_dict())
         return summary
 
-    async def _prescan(self, journal: JournalStore) -> Plan | None:
+    async def _prescan(self, journal: JournalStore, progress: RichProgress | None) -> Plan | None:
         """The pre-scan gives the progress display its totals and the sandbox its groups. A stream
         (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's."""
         run = self.config
@@ -216,6 +226,7 @@ class Runner:
                 stop=self._stopper.reading,
                 streams=False,
                 message_quota=run.message_quota,
+                on_rows=None if progress is None else progress.rows_read,
             )
         )
         try:

@@ -13,17 +13,24 @@ from collections.abc import Callable
 
 import structlog
 
-from dispatcher.observe.events import Event, Halted, StopRequested, Subscriber
+from dispatcher.core.batch import Batch
+from dispatcher.observe.events import Event, Halted, RequestUnanswered, StopRequested, Subscriber
 
 log = structlog.get_logger("dispatcher")
 
 
 class Worker:
-    __slots__ = ("sending", "task")
+    __slots__ = ("request", "task")
 
     def __init__(self) -> None:
-        self.sending = False  # a request is on the wire: let it finish on a graceful stop
+        # The request on the wire, if any (its batch and the recipients it sends): a graceful stop
+        # lets it finish; a stop at once tells of it, as its reply will never be recorded.
+        self.request: tuple[Batch, tuple[str, ...] | None] | None = None
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def sending(self) -> bool:
+        return self.request is not None
 
 
 class Stopping:
@@ -64,6 +71,12 @@ class Stopping:
 
     def cancel_all(self) -> None:
         self.begin()
+        for worker in self.workers:
+            if worker.request is not None and worker.task is not None and not worker.task.done():
+                batch, recipients = worker.request
+                worker.request = None  # told once, whether a second signal or the grace period ends it
+                count = None if recipients is None else len(recipients)
+                self.emit(RequestUnanswered(batch.job.endpoint.name, batch.job.job_id, batch.index, count))
         if self.producer is not None:  # again: a step it was cancelled in may still be ending
             self.producer.cancel()
         for worker in self.workers:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import structlog
 
@@ -46,6 +46,30 @@ def take(items: Iterator[Job | Rejection]) -> list[Job | Rejection]:
     return out
 
 
+class _RowsRead:
+    """The rows the reader thread read, told to the run at most every ROWS_TOLD_EVERY seconds: a
+    call for each of a million lines would cost the event loop more than the reading."""
+
+    def __init__(self, tell: Callable[[int], object]) -> None:
+        self._tell = tell
+        self._rows = 0
+        self._told_at = time.monotonic()
+
+    def __call__(self, rows: int) -> None:  # in the reader thread
+        self._rows += rows
+        now = time.monotonic()
+        if now - self._told_at >= ROWS_TOLD_EVERY:
+            self._tell(self.flush())
+            self._told_at = now
+
+    def flush(self) -> int:
+        rows, self._rows = self._rows, 0
+        return rows
+
+
+ROWS_TOLD_EVERY = 0.1
+
+
 class LocalJobs:
     """A `BatchSource`: the jobs files of this run; every batch it hands out is this worker's."""
 
@@ -62,10 +86,13 @@ class LocalJobs:
         def cut_short(path: str, read: int, size: int) -> None:  # in the reader thread
             loop.call_soon_threadsafe(run.cut_short, path, read, size)
 
-        jobs = read_jobs(self._jobs, self._batch_size, stop=run.reading_stopped, on_cut=cut_short)
+        rows = _RowsRead(lambda n: loop.call_soon_threadsafe(run.rows_read, n))
+        jobs = read_jobs(self._jobs, self._batch_size, stop=run.reading_stopped, on_cut=cut_short, on_rows=rows)
         items = iter(jobs)
         try:
             while chunk := await in_daemon_thread(lambda: take(items)):
+                if read := rows.flush():  # the reader thread is idle until the next take
+                    run.rows_read(read)
                 for item in chunk:
                     if run.stopping:
                         return
