@@ -12,7 +12,8 @@ for _name in ("SIGINT", "SIGTERM", "SIGHUP"):
     signal.signal(getattr(signal, _name), _stop)
 try:
     from dispatcher.cli import main
-except KeyboardInterrupt:
-    sys.exit(130)
 
-sys.exit(main())
+    status = main()
+except KeyboardInterrupt:  # also between the import and `main`'s own handlers: never the default action
+    sys.exit(130)
+sys.exit(status)

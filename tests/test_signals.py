@@ -151,3 +151,16 @@ def test_a_signal_while_the_interpreter_exits_leaves_the_exit_status_the_summary
     )
     assert orjson.loads(summary.read_bytes())["exit_code"] == 0
     assert proc.returncode == 0
+
+
+def test_a_signal_between_the_import_and_the_programs_own_handlers_is_exit_130() -> None:
+    # `main` stands in for the moment before its first line installs its handlers: only the entry
+    # point's own handler is there. Before, the KeyboardInterrupt escaped it: killed by SIGINT (-2).
+    code = (
+        "import os, runpy, signal, dispatcher.cli as cli\n"
+        "cli.main = lambda: os.kill(os.getpid(), signal.SIGTERM) or 0\n"
+        "runpy.run_module('dispatcher', run_name='__main__', alter_sys=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
