@@ -272,7 +272,17 @@ async def test_second_stop_cancels_requests_in_flight(sandbox: Sandbox, tmp_path
     engine.stop()  # the second signal: at once
     summary = await asyncio.wait_for(run, timeout=5)
     assert (summary.interrupted, summary.exit_code, summary.requests) == (True, 130, 0)
-    assert journal(tmp_path / "out.jsonl") == []  # nothing was answered, so nothing is on record
+    # Nothing was answered: each request on the wire has a line that says so, not final, so a resume
+    # sends it again (it may have been delivered).
+    lines = journal(tmp_path / "out.jsonl")
+    assert [(line["batch"], line["status"], line["final"], line["error_code"]) for line in lines] == [
+        (0, "retry", False, None),
+        (0, "retry", False, None),
+    ]
+    assert len({line["job_id"] for line in lines}) == 2
+    assert {line["error_info"] for line in lines} == {
+        "no reply: the run stopped at once with this request in flight; it may have been delivered"
+    }
     assert summary.pending == 5
 
 

@@ -81,7 +81,14 @@ async def test_a_second_stop_tells_how_many_requests_were_left_unanswered_and_to
     engine.stop()
     engine.stop()  # the second signal: at once
     summary = await asyncio.wait_for(run, timeout=5)
-    assert journal(tmp_path / "out.jsonl") == []  # nothing was answered, so nothing is on record
+    # Nothing was answered: each request's line says so, not final (a resume sends it again).
+    lines = journal(tmp_path / "out.jsonl")
+    assert [
+        (line["job_id"], line["batch"], line["status"], line["final"], len(line["recipients"])) for line in lines
+    ] == [
+        ("named", 0, "retry", False, 500),
+        ("named", 1, "retry", False, 200),
+    ]
     told = [e for e in stops if isinstance(e, RequestUnanswered | StopRequested)]
     assert told[:2] == [StopRequested(False, 30.0), StopRequested(True, 30.0)]
     doc = summary.to_dict()
@@ -91,8 +98,8 @@ async def test_a_second_stop_tells_how_many_requests_were_left_unanswered_and_to
         {"job_id": "named", "batch": 1, "api": "send_group_system_notification", "recipients": 200},
     ]
     assert dict(summary_rows(doc))["Unanswered"] == (
-        "2 requests in flight when the run stopped at once, to 700 recipients: never answered nor recorded; "
-        "a resume sends them again, and they may have been delivered already (named batch 0, named batch 1)"
+        "2 requests in flight when the run stopped at once, to 700 recipients: never answered (their journal lines "
+        "say so); a resume sends them again, and they may have been delivered already (named batch 0, named batch 1)"
     )
 
 
@@ -103,7 +110,7 @@ def test_unanswered_all_members_batches_are_named_as_such() -> None:
         summary.on_event(RequestUnanswered("batchsendmsg", "dm", index, 500))
     assert dict(summary_rows(summary.to_dict()))["Unanswered"] == (
         "12 requests in flight when the run stopped at once, to 5,500 recipients and all members of the group in "
-        "1 batch: never answered nor recorded; a resume sends them again, and they may have been delivered already "
-        "(dm batch 0, dm batch 1, dm batch 2, dm batch 3, dm batch 4, dm batch 5, dm batch 6, dm batch 7, dm batch 8, "
-        "dm batch 9 and 2 more)"
+        "1 batch: never answered (their journal lines say so); a resume sends them again, and they may have been "
+        "delivered already (dm batch 0, dm batch 1, dm batch 2, dm batch 3, dm batch 4, dm batch 5, dm batch 6, "
+        "dm batch 7, dm batch 8, dm batch 9 and 2 more)"
     )

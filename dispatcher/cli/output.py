@@ -152,8 +152,8 @@ def unanswered_text(data: dict[str, Any]) -> str:
         to += f"{' and ' if to else ''}all members of the group in {whole:,} batch{'' if whole == 1 else 'es'}"
     return (
         f"{count:,} request{'' if count == 1 else 's'} in flight when the run stopped at once, to {to}: "
-        f"never answered nor recorded; a resume sends them again, and they may have been delivered already "
-        f"({batches_text(batches)})"
+        "never answered (their journal lines say so); a resume sends them again, and they may have been "
+        f"delivered already ({batches_text(batches)})"
     )
 
 

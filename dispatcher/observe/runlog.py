@@ -85,6 +85,8 @@ class RunLog:
                 log.info("back to the main domain", endpoint=event.url, reason=event.reason)
         elif isinstance(event, StopRequested):
             if event.at_once:
-                log.warning("second signal: stopping at once; requests in flight are not recorded")
+                log.warning(
+                    "second signal: stopping at once; requests in flight are not awaited, and their lines say so"
+                )
             else:
                 log.warning("stopping: finishing requests in flight; resume with --resume", grace_s=event.grace_s)

@@ -58,7 +58,7 @@ class Summary:
     message_quota: int = 0
     quota_messages: int = 0  # messages the requests counted against batchsendmsg's quota
     first_quota_cost: int = 0  # ... of them, the first request's, which waited for none before it
-    # Requests in flight when the run stopped at once: never answered, not recorded, sent again by a resume.
+    # Requests in flight when the run stopped at once: never answered (their lines say so), sent again by a resume.
     unanswered: list[RequestUnanswered] = dataclasses.field(default_factory=list)
 
     def on_event(self, event: Event) -> None:

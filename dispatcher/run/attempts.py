@@ -128,6 +128,10 @@ class Attempts:
                 first_number = first_number or number
                 signed = self._signer.generation
                 reply = await client.send(body, endpoint)
+            except asyncio.CancelledError:  # a stop at once: no reply will come, and the line says so
+                latency_ms = round((self._clock() - started) * 1000, 1)
+                self._recorder.unanswered(batch, first_attempt + n - 1, Sent(pending, lost, signed), latency_ms)
+                raise
             finally:
                 worker.request = None
             sent = Sent(pending, lost, signed)

@@ -7,14 +7,15 @@ crash of another task). What a reply means is decided by `decide` (pure); this a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
 from dispatcher.core.batch import Batch
+from dispatcher.core.job import Job
 from dispatcher.core.ports import Journal
 from dispatcher.core.record import record
-from dispatcher.core.status import FAILED, OK, REJECTED
+from dispatcher.core.status import FAILED, OK, REJECTED, RETRY
 from dispatcher.errors import JournalWriteError
 from dispatcher.observe.events import Event, JobRejected, ReplyRecorded
 from dispatcher.pacing.budgets import Budgets
@@ -26,6 +27,9 @@ from dispatcher.tim import rules
 from dispatcher.tim.usersig import Signer
 
 log = structlog.get_logger("dispatcher")
+
+# The text of the line of a request a stop at once cancelled in flight.
+UNANSWERED = "no reply: the run stopped at once with this request in flight; it may have been delivered"
 
 
 class Recorder:
@@ -61,6 +65,50 @@ class Recorder:
             self._halt(str(exc))
             return False
         return True
+
+    def unanswered(self, batch: Batch, attempt: int, sent: Sent, latency_ms: float) -> None:
+        """The line of a request that a stop at once cancelled in flight: no reply will come. A retry,
+        not final, as a transport fault's: a resume sends what it sent again, and the report tells why.
+        It goes through no rule of the replies (no outage, pause or halt): nothing was answered."""
+        reply = Reply(None, UNANSWERED, None, latency_ms)
+        endpoint = batch.job.endpoint
+        decision = decide(
+            reply,
+            rules.Verdict.RETRY,
+            endpoint,
+            sent,
+            batch_recipients=len(batch.recipients or ()),
+            last=False,
+            can_renew=False,
+            policy=self._config.policy,
+            target=self._config.endpoint,
+        )
+        job = batch.job
+        self.write(
+            record(
+                job_id=job.job_id,
+                batch=batch.index,
+                batches=job.batches,
+                attempt=attempt,
+                status=RETRY,
+                final=False,
+                group_id=job.group_id,
+                recipients=sent.recipients,
+                error_code=None,
+                error_info=UNANSWERED,
+                http_status=None,
+                latency_ms=latency_ms,
+                job_hash=job.job_hash,
+                **self._with_export(job, decision.extra),
+            )
+        )
+
+    def _with_export(self, job: Job, extra: Mapping[str, object]) -> Mapping[str, object]:
+        """The first line of a job read from an export, in each run, says what was read (for the report)."""
+        if job.export is None or job.job_id in self._told_export:
+            return extra
+        self._told_export.add(job.job_id)
+        return {**extra, "export": job.export.to_json()}
 
     def reject(self, job_id: str, group_id: str | None, message: str, api_name: str | None, **extra: object) -> None:
         if api_name is not None:  # rejections of notifications keep the keys they always had
@@ -125,11 +173,7 @@ class Recorder:
             if decision.signature_pause:
                 log.warning("signature checks rate-limited (70050): pausing all sending", seconds=decision.pause)
         job = batch.job
-        extra = decision.extra
-        if job.export is not None and job.job_id not in self._told_export:
-            # The first line of a job read from an export, in each run, says what was read (for the report).
-            self._told_export.add(job.job_id)
-            extra = {**extra, "export": job.export.to_json()}
+        extra = self._with_export(job, decision.extra)
         written = self.write(
             record(
                 job_id=job.job_id,
