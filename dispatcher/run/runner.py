@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from dispatcher.core.lease import DEFAULT_LEASE
+from dispatcher.errors import UsageError
+from dispatcher.jobs.memory import MemoryJobs
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
 from dispatcher.journal.outcomes import Journal
 from dispatcher.journal.store import JournalStore
@@ -69,7 +72,13 @@ class Runner:
     is called once the run's result stands, before the budgets and the sandbox close: from then on
     a signal changes nothing (the CLI's handler is told so, and exits with the summary's code).
     One event loop has one handler per signal: of runners run at once in one loop, at most one may
-    handle signals (the others `handle_signals=False`, stopped by `stop()`)."""
+    handle signals (the others `handle_signals=False`, stopped by `stop()`).
+
+    `jobs`: jobs held in memory instead of the config's files (whose `jobs` is then empty): an iterable
+    of dicts, each what a line of a jobs file holds, whose recipients may be any iterable of UserIDs (a
+    generator, read in bounded memory). Read once, in order, with the rules and the journal of a file's
+    jobs; a job is named by its index (`jobs[2]`). There is no pre-scan: as for standard input, the
+    progress display has no totals and the sandbox makes any group a Public one."""
 
     def __init__(
         self,
@@ -83,8 +92,10 @@ class Runner:
         handle_signals: bool = True,
         on_finished: Callable[[], None] | None = None,
         journal: JournalStore | None = None,
+        jobs: Iterable[Mapping[str, object]] | None = None,
     ) -> None:
         self.config = config
+        self._memory = None if jobs is None else MemoryJobs(_in_memory(jobs, config))
         self.sandbox = sandbox
         if store is None:  # a run in PostgreSQL paces in its database's budget, a file's in this process
             uri = config.out if isinstance(config.out, JournalURI) else None
@@ -163,7 +174,7 @@ class Runner:
                 if self._exporter is not None:
                     subscribers.append(self._exporter.metrics)
                 engine = Engine(run, subscribers=subscribers, journal=journal, budgets=budgets)
-                engine.use(*pair_of(journal, run))  # the runner picks where batches come from and fates go
+                engine.use(*pair_of(journal, run, self._memory))  # the runner picks the batches' source and journal
                 if not stopper.attach(engine):
                     return _interrupted_before_sending(run)
                 if self._exporter is not None:
@@ -172,7 +183,7 @@ class Runner:
                     stack.callback(writer.cancel)
                 log.info(
                     "sending",
-                    jobs=list(run.jobs),
+                    jobs=list(run.jobs) if self._memory is None else "in memory",
                     out=str(run.out),
                     endpoint=run.endpoint,
                     rate=run.rate,
@@ -202,8 +213,8 @@ class Runner:
         """The pre-scan gives the progress display its totals and the sandbox its groups. A stream
         (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's."""
         run = self.config
-        if not (self.sandbox or self._progress) or any(is_stream(path) for path in run.jobs):
-            return None
+        if not (self.sandbox or self._progress) or self._memory is not None or any(map(is_stream, run.jobs)):
+            return None  # jobs held in memory are read once too: a generator could not be read again
         planning = in_daemon_thread(
             lambda: make_plan(
                 run.jobs,
@@ -324,6 +335,22 @@ def _hand_back(loop: asyncio.AbstractEventLoop, previous: dict[signal.Signals, A
                 signal.signal(sig, handler)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _in_memory(jobs: Iterable[Mapping[str, object]], config: RunConfig) -> Iterable[Mapping[str, object]]:
+    """The jobs given to a Runner, or a UsageError for what is surely a mistake."""
+    if isinstance(jobs, str | bytes | os.PathLike):
+        raise UsageError(
+            "Runner(jobs=...) takes jobs held in memory, not a file name: name jobs files in RunConfig(jobs=(...))"
+        )
+    if isinstance(jobs, Mapping):
+        raise UsageError("Runner(jobs=...) takes an iterable of jobs, not one job: give jobs=[job]")
+    if config.jobs:
+        raise UsageError(
+            "give the jobs as files (RunConfig(jobs=...)) or held in memory (Runner(jobs=...)), not both: "
+            "set RunConfig(jobs=())"
+        )
+    return jobs
 
 
 def _interrupted_before_sending(run: RunConfig) -> Summary:
