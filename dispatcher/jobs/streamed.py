@@ -79,7 +79,8 @@ def read_streamed(
             part = list(itertools.islice(items, PART))
             if not part:
                 break
-            data = "".join(uid + "\n" for uid in user_ids(part, field, rows)).encode("utf-8")
+            # No checked ID holds a newline (nor any white space at its ends): one a line, as a file's.
+            data = ("\n".join(user_ids(part, field, rows)) + "\n").encode("utf-8")
             write(spool, data, field)
             records.add(clean_of(data))
             given.update(data)

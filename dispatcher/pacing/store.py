@@ -37,7 +37,16 @@ _OURS = ("prefix", "journal")
 
 
 def parse_store(uri: str) -> StoreURI:
-    """Check a `--rate-store` URI; a bad one is a UsageError that never repeats its password."""
+    """Check a `--rate-store` URI; a bad one is a UsageError that never repeats its password. Its
+    library words name the `store` that Runner and work take."""
+    try:
+        return _parse_store(uri)
+    except UsageError as exc:
+        text = str(exc)
+        raise UsageError(text, library="store " + text.removeprefix("--rate-store ")) from None
+
+
+def _parse_store(uri: str) -> StoreURI:
     if uri in (MEMORY, "memory"):
         return StoreURI("memory", MEMORY)
     parts = uris.split(uri)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from dispatcher.core.lease import DEFAULT_LEASE
-from dispatcher.errors import UsageError
+from dispatcher.errors import UsageError, library_words
 from dispatcher.jobs.memory import MemoryJobs
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
 from dispatcher.journal.outcomes import Journal
@@ -100,7 +100,8 @@ class Runner:
         if store is None:  # a run in PostgreSQL paces in its database's budget, a file's in this process
             uri = config.out if isinstance(config.out, JournalURI) else None
             store = MEMORY if uri is None else in_journal_database(uri.conninfo)
-        self.store = parse_store(store) if isinstance(store, str) else store
+        with library_words():
+            self.store = parse_store(store) if isinstance(store, str) else store
         self._subscribers = list(subscribers)
         self._progress = progress
         self._exporter = exporter
@@ -116,6 +117,11 @@ class Runner:
         self._stopper()
 
     async def run(self) -> Summary:
+        """Run it: the summary, or the error that refused it (named in RunConfig's words, not flags)."""
+        with library_words():
+            return await self._run()
+
+    async def _run(self) -> Summary:
         if self._stopper.finished:  # run again: a finished stopper would ignore every stop and signal
             self._stopper = _Stopper(self._on_finished)
         check_readable(self.config.jobs)
@@ -390,6 +396,38 @@ async def work(
     on its own: another store or rate than the run's is a UsageError before anything is sent;
     `rate` None takes the run's. `store` None: the journal's database, as for the run's send.
     `request_timeout`: seconds for one request (`--timeout`)."""
+    with library_words():
+        return await _work(
+            uri,
+            endpoint=endpoint,
+            credentials=credentials,
+            rate=rate,
+            store=store,
+            concurrency=concurrency,
+            request_timeout=request_timeout,
+            lease=lease,
+            subscribers=subscribers,
+            exporter=exporter,
+            handle_signals=handle_signals,
+            on_finished=on_finished,
+        )
+
+
+async def _work(
+    uri: JournalURI | str,
+    *,
+    endpoint: str,
+    credentials: Credentials,
+    rate: float | None,
+    store: StoreURI | str | None,
+    concurrency: int | None,
+    request_timeout: float,
+    lease: float,
+    subscribers: Iterable[Subscriber],
+    exporter: Exporter | None,
+    handle_signals: bool,
+    on_finished: Callable[[], None] | None,
+) -> Worked:
     from dispatcher.journal.pgsession import check_available
     from dispatcher.shared.open import check_same_pacing, open_work
 
