@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from dispatcher import DEMO_CREDENTIALS, JournalError, ReplyRecorded, RunConfig, Runner, Sandbox, UsageError
+from dispatcher.core.job import Job
 from dispatcher.jobs.memory import MemoryJobs
 from dispatcher.jobs.reader import Rejection, read_jobs
+from dispatcher.testing import run_config
 from tests.conftest import DEMO_ENV, DISPATCHER, cli_env, journal, make_config, write_jobs
 
 NOTICE = {"GroupId": "@TGS#mem", "Content": "hi"}
@@ -68,7 +70,7 @@ def test_a_bad_job_from_python_is_rejected_alone_naming_its_index() -> None:
     items = list(MemoryJobs(jobs).read(500))
     assert [item.message for item in items if isinstance(item, Rejection)] == [
         "jobs[0]: field GroupId: must be a string, not int",
-        "jobs[1]: a job must be a dict (one JSON object), not str",
+        "jobs[1]: a job must be a dict (one JSON object) or a job value, not str",
         "jobs[2]: field ToMembers_Account: item 1 (''): UserID must not be empty",
         "jobs[3]: field ToMembers_Account: is a set, which has no order: give a list or a generator, in the same "
         "order on a resume",
@@ -104,14 +106,16 @@ async def test_jobs_held_in_memory_are_sent_journaled_and_resumed_each_recipient
             runner.stop()
 
     runner = Runner(
-        make_config(sandbox, (), out, concurrency=1),
+        run_config(sandbox, [], out, rate=10_000, concurrency=1),
         jobs=jobs(),
         handle_signals=False,
         subscribers=[stop_at_first_reply],
     )
     first = await runner.run()
     assert (first.interrupted, first.ok) == (True, 1)
-    resumed = await Runner(make_config(sandbox, (), out, resume=True), jobs=jobs(), handle_signals=False).run()
+    resumed = await Runner(
+        run_config(sandbox, [], out, rate=10_000, resume=True), jobs=jobs(), handle_signals=False
+    ).run()
     assert (resumed.exit_code, resumed.ok, resumed.skipped, resumed.rejected) == (1, 3, 1, 1)
     received = sandbox.ledger.recipients("@TGS#mem")
     assert (len(received), set(received.values())) == (1_200, {1})
@@ -137,7 +141,7 @@ def test_jobs_in_memory_are_an_iterable_of_jobs_not_a_file_name_nor_one_job(tmp_
         "Runner(jobs=...) takes jobs held in memory, not a file name: name jobs files in RunConfig(jobs=(...))"
     )
     with pytest.raises(UsageError) as one:
-        Runner(config, jobs=NOTICE)
+        Runner(config, jobs=NOTICE)  # type: ignore[arg-type]
     assert str(one.value) == "Runner(jobs=...) takes an iterable of jobs, not one job: give jobs=[job]"
     with_files = RunConfig(jobs=("jobs.jsonl",), out=tmp_path / "out.jsonl", endpoint="", credentials=DEMO_CREDENTIALS)
     with pytest.raises(UsageError) as both:
@@ -185,3 +189,29 @@ async def test_a_journal_that_is_not_empty_is_refused_in_each_ones_words(tmp_pat
         2,
         f"dispatcher: error: {out} exists and is not empty; pass --resume to continue it, or choose another --out\n",
     )
+
+
+def test_job_values_are_the_jobs_their_dicts_are(tmp_path: Path) -> None:
+    """A Notification, DirectMessage or GroupMessage is the dict of a jobs file's line, named in Python."""
+    from dispatcher import DirectMessage, GroupMessage, Notification
+
+    values = [
+        Notification("@TGS#mem", "hi", to=iter(["a", "b"]), job_id="n"),
+        Notification("@TGS#mem", "to all"),
+        DirectMessage(["u1"], text="yo", sender="admin", fields={"SyncOtherMachine": 2}),
+        GroupMessage("@TGS#mem", text="hello", fields={"MsgPriority": "High"}),
+        DirectMessage(["u1"], text="yo", fields={"To_Account": ["u2"]}),
+    ]
+    dicts: list[dict[str, Any]] = [
+        {"job_id": "n", "GroupId": "@TGS#mem", "Content": "hi", "ToMembers_Account": ["a", "b"]},
+        {"GroupId": "@TGS#mem", "Content": "to all"},
+        {"api": "batchsendmsg", "To_Account": ["u1"], "Text": "yo", "From_Account": "admin", "SyncOtherMachine": 2},
+        {"api": "send_group_msg", "GroupId": "@TGS#mem", "Text": "hello", "MsgPriority": "High"},
+    ]
+    from_values = list(MemoryJobs(values).read(500))
+    from_file = list(read_jobs([str(write_jobs(tmp_path / "jobs.jsonl", dicts))], 500))
+    jobs = [j for j in from_values if isinstance(j, Job)]
+    assert [(j.job_id, j.job_hash) for j in jobs] == [(j.job_id, j.job_hash) for j in from_file if isinstance(j, Job)]
+    assert [list(j.recipients or ()) for j in jobs] == [["a", "b"], [], ["u1"], []]
+    assert isinstance(from_values[4], Rejection)
+    assert from_values[4].message == "jobs[4]: fields repeats To_Account; give each once"

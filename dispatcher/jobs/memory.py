@@ -1,6 +1,7 @@
 """Jobs held in memory, given from Python (`Runner(jobs=...)`): an iterable of dicts, each what one line of
-a jobs file holds. They are validated by the same rules, with the same rejections, each named by its
-index among them (`jobs[2]: field GroupId: is required`) where a file's job is named by its line.
+a jobs file holds, or of job values (`values`: Notification, DirectMessage, GroupMessage), each its dict.
+They are validated by the same rules, with the same rejections, each named by its index among them
+(`jobs[2]: field GroupId: is required`) where a file's job is named by its line.
 
 A job's values are what JSON holds (str, int, float, bool, None, list, tuple, dict). Each job is written
 as JSON and read back, so that a dict and the same job's line in a file are one job: the same checks,
@@ -23,9 +24,10 @@ from pathlib import Path
 import orjson
 
 from dispatcher.core.job import IN_MEMORY, Job, place
-from dispatcher.errors import quoted
+from dispatcher.errors import UsageError, quoted
 from dispatcher.jobs.files import Stopped
 from dispatcher.jobs.reader import CutShort, JobIds, Rejection, Streamed, parse_doc
+from dispatcher.jobs.values import DirectMessage, GroupMessage, Notification
 
 # A value JSON cannot hold is refused, not written as a string (a datetime, a dataclass).
 _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -71,8 +73,13 @@ def job_of(
 ) -> Job | Rejection:
     """Validate the job at `index` among those given: a Job, or the Rejection that names it by its index."""
     where = place(IN_MEMORY, index)
+    if isinstance(given, Notification | DirectMessage | GroupMessage):
+        try:
+            given = given.job()
+        except UsageError as exc:
+            return Rejection(where, IN_MEMORY, index, None, str(exc))
     if not isinstance(given, Mapping):
-        reason = f"a job must be a dict (one JSON object), not {type(given).__name__}"
+        reason = f"a job must be a dict (one JSON object) or a job value, not {type(given).__name__}"
         return Rejection(where, IN_MEMORY, index, None, reason)
     job_id = given.get("job_id")
     named = job_id if isinstance(job_id, str) and job_id else where

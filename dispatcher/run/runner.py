@@ -25,6 +25,7 @@ from dispatcher.core.lease import DEFAULT_LEASE
 from dispatcher.errors import UsageError, library_words
 from dispatcher.jobs.memory import MemoryJobs
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
+from dispatcher.jobs.values import JobValue
 from dispatcher.journal.outcomes import Journal
 from dispatcher.journal.store import JournalStore
 from dispatcher.journal.uri import JournalURI, parse_journal_uri
@@ -75,9 +76,10 @@ class Runner:
     handle signals (the others `handle_signals=False`, stopped by `stop()`).
 
     `jobs`: jobs held in memory instead of the config's files (whose `jobs` is then empty): an iterable
-    of dicts, each what a line of a jobs file holds, whose recipients may be any iterable of UserIDs (a
-    generator, read in bounded memory). Read once, in order, with the rules and the journal of a file's
-    jobs; a job is named by its index (`jobs[2]`). There is no pre-scan: as for standard input, the
+    of dicts, each what a line of a jobs file holds, or of `Notification`, `DirectMessage` and
+    `GroupMessage` values; recipients may be any iterable of UserIDs (a generator, read in bounded
+    memory). Read once, in order, with the rules and the journal of a file's jobs; a job is named by
+    its index (`jobs[2]`). There is no pre-scan: as for standard input, the
     progress display has no totals and the sandbox makes any group a Public one."""
 
     def __init__(
@@ -92,7 +94,7 @@ class Runner:
         handle_signals: bool = True,
         on_finished: Callable[[], None] | None = None,
         journal: JournalStore | None = None,
-        jobs: Iterable[Mapping[str, object]] | None = None,
+        jobs: Iterable[Mapping[str, object] | JobValue] | None = None,
     ) -> None:
         self.config = config
         self._memory = None if jobs is None else MemoryJobs(_in_memory(jobs, config))
@@ -343,13 +345,13 @@ def _hand_back(loop: asyncio.AbstractEventLoop, previous: dict[signal.Signals, A
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _in_memory(jobs: Iterable[Mapping[str, object]], config: RunConfig) -> Iterable[Mapping[str, object]]:
+def _in_memory(jobs: Iterable[Mapping[str, object] | JobValue], config: RunConfig) -> Iterable[object]:
     """The jobs given to a Runner, or a UsageError for what is surely a mistake."""
     if isinstance(jobs, str | bytes | os.PathLike):
         raise UsageError(
             "Runner(jobs=...) takes jobs held in memory, not a file name: name jobs files in RunConfig(jobs=(...))"
         )
-    if isinstance(jobs, Mapping):
+    if isinstance(jobs, Mapping | JobValue):
         raise UsageError("Runner(jobs=...) takes an iterable of jobs, not one job: give jobs=[job]")
     if config.jobs:
         raise UsageError(
