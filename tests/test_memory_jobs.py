@@ -215,3 +215,18 @@ def test_job_values_are_the_jobs_their_dicts_are(tmp_path: Path) -> None:
     assert [list(j.recipients or ()) for j in jobs] == [["a", "b"], [], ["u1"], []]
     assert isinstance(from_values[4], Rejection)
     assert from_values[4].message == "jobs[4]: fields repeats To_Account; give each once"
+
+
+def test_a_metrics_port_in_use_names_the_option_a_library_caller_set() -> None:
+    import socket
+
+    from dispatcher import Exporter, MetricsOptions, OutputError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OutputError) as refused:
+            Exporter(MetricsOptions(port=port), started=0.0).serve()
+    assert str(refused.value) == f"MetricsOptions(port={port}): cannot listen on 127.0.0.1: Address already in use"
+    assert refused.value.for_cli == f"--metrics-port {port}: cannot listen on 127.0.0.1: Address already in use"

@@ -129,12 +129,14 @@ def check_available(store: StoreURI) -> None:
         try:
             import psycopg  # noqa: F401
         except ImportError:
-            raise ConfigError(MISSING_POSTGRES_EXTRA.format(uri=store.shown)) from None
+            text = MISSING_POSTGRES_EXTRA.format(uri=store.shown)
+            raise ConfigError(text, library="store " + text.removeprefix("--rate-store ")) from None
         return
     try:
         import redis.asyncio  # noqa: F401
     except ImportError:
-        raise ConfigError(MISSING_EXTRA.format(uri=store.shown)) from None
+        text = MISSING_EXTRA.format(uri=store.shown)
+        raise ConfigError(text, library="store " + text.removeprefix("--rate-store ")) from None
 
 
 @contextlib.asynccontextmanager
