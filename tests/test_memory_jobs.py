@@ -5,6 +5,7 @@ RunConfig's fields where the command line names flags."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from dispatcher.core.job import Job
 from dispatcher.jobs.memory import MemoryJobs
 from dispatcher.jobs.reader import Rejection, read_jobs
 from dispatcher.testing import run_config
-from tests.conftest import DEMO_ENV, DISPATCHER, cli_env, journal, make_config, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, PostgresServer, cli_env, journal, make_config, write_jobs
 
 NOTICE = {"GroupId": "@TGS#mem", "Content": "hi"}
 
@@ -230,3 +231,22 @@ def test_a_metrics_port_in_use_names_the_option_a_library_caller_set() -> None:
             Exporter(MetricsOptions(port=port), started=0.0).serve()
     assert str(refused.value) == f"MetricsOptions(port={port}): cannot listen on 127.0.0.1: Address already in use"
     assert refused.value.for_cli == f"--metrics-port {port}: cannot listen on 127.0.0.1: Address already in use"
+
+
+async def test_jobs_held_in_memory_go_into_a_run_in_postgresql_and_resume_there(
+    sandbox: Sandbox, postgres_server: PostgresServer
+) -> None:
+    from dispatcher.journal.uri import parse_journal_uri
+
+    def jobs() -> list[dict[str, Any]]:
+        return [{**NOTICE, "ToMembers_Account": ids(700)}, {**NOTICE, "GroupId": None}]
+
+    uri = parse_journal_uri(postgres_server.journal("memory"))
+    config = dataclasses.replace(run_config(sandbox, [], "unused", rate=10_000), out=uri)
+    first = await Runner(config, jobs=jobs(), handle_signals=False).run()
+    assert (first.exit_code, first.ok, first.rejected) == (1, 2, 1)
+    again = dataclasses.replace(config, resume=True)
+    resumed = await Runner(again, jobs=jobs(), handle_signals=False).run()
+    assert (resumed.ok, resumed.skipped, sandbox.stats["requests"]) == (0, 2, 2)
+    received = sandbox.ledger.recipients("@TGS#mem")
+    assert (len(received), set(received.values())) == (700, {1})
