@@ -99,6 +99,9 @@ def job_of(
             )
         if not isinstance(value, _NOT_STREAMED) and isinstance(value, Iterable):
             continue
+        if isinstance(value, list | tuple) and all(type(item) is str for item in value):
+            plain[key] = list(value) if isinstance(value, tuple) else value  # its own JSON: no copy of millions
+            continue
         try:
             plain[key] = orjson.loads(orjson.dumps(value, option=_STRICT))
         except orjson.JSONEncodeError as exc:
