@@ -54,6 +54,12 @@ def test_a_job_from_python_is_the_same_job_as_its_line_in_a_file(tmp_path: Path)
     assert [job.source for job in from_streams] == ["jobs[0]", "jobs[1]", "jobs[2]", "jobs[3]"]
 
 
+def cursor_lost() -> Iterator[str]:
+    """A query's rows that stop part of the way: its job is rejected whole, nothing of it sent."""
+    yield from ids(70_000)
+    raise ConnectionError("cursor lost")
+
+
 def test_a_bad_job_from_python_is_rejected_alone_naming_its_index() -> None:
     jobs: list[object] = [
         {"GroupId": 3, "Content": "x"},
@@ -67,6 +73,7 @@ def test_a_bad_job_from_python_is_rejected_alone_naming_its_index() -> None:
         {**NOTICE, "job_id": "twice", "Content": "again"},
         {**NOTICE, "Content": b"hi"},
         {**NOTICE, "ToMembers_Account": ["fine"]},
+        {**NOTICE, "ToMembers_Account": cursor_lost()},
     ]
     items = list(MemoryJobs(jobs).read(500))
     assert [item.message for item in items if isinstance(item, Rejection)] == [
@@ -82,6 +89,7 @@ def test_a_bad_job_from_python_is_rejected_alone_naming_its_index() -> None:
         "exclude_column, exclude_format, TopicId, job_id, group_type",
         "jobs[8]: field job_id: repeats the job_id of jobs[7]",
         "jobs[9]: field Content: is not a JSON value (Type is not JSON serializable: bytes)",
+        "jobs[11]: field ToMembers_Account: raised ConnectionError after 65,536 UserIDs: cursor lost",
     ]
     assert [item.job_id for item in items if isinstance(item, Rejection)][:2] == ["jobs[0]", "jobs[1]"]
 
@@ -250,3 +258,21 @@ async def test_jobs_held_in_memory_go_into_a_run_in_postgresql_and_resume_there(
     assert (resumed.ok, resumed.skipped, sandbox.stats["requests"]) == (0, 2, 2)
     received = sandbox.ledger.recipients("@TGS#mem")
     assert (len(received), set(received.values())) == (700, {1})
+
+
+async def test_jobs_that_fail_part_of_the_way_halt_the_run_exit_2(sandbox: Sandbox, tmp_path: Path) -> None:
+    def jobs() -> Iterator[dict[str, Any]]:
+        yield {**NOTICE, "ToMembers_Account": ["a", "b"]}
+        raise ConnectionError("cursor lost")
+
+    summary = await Runner(
+        run_config(sandbox, [], tmp_path / "out.jsonl", rate=10_000), jobs=jobs(), handle_signals=False
+    ).run()
+    # As a jobs file that cannot be read: the run halts, exit 2; a resume reads them again.
+    assert (summary.exit_code, summary.stopped) == (
+        2,
+        "cannot read the jobs: the jobs raised ConnectionError after 1 jobs: cursor lost",
+    )
+    with pytest.raises(UsageError) as refused:
+        Runner(run_config(sandbox, [], tmp_path / "out.jsonl"), jobs=3)  # type: ignore[arg-type]
+    assert str(refused.value) == "Runner(jobs=...) takes an iterable of jobs, not one job: give jobs=[job]"

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from dispatcher.core.job import IN_MEMORY, Job, place
-from dispatcher.errors import UsageError, quoted
+from dispatcher.errors import InputError, UsageError, quoted, said
 from dispatcher.jobs.files import Stopped
 from dispatcher.jobs.reader import CutShort, JobIds, Rejection, Streamed, parse_doc
 from dispatcher.jobs.values import DirectMessage, GroupMessage, Notification
@@ -32,6 +32,7 @@ from dispatcher.jobs.values import DirectMessage, GroupMessage, Notification
 # A value JSON cannot hold is refused, not written as a string (a datetime, a dataclass).
 _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _NOT_STREAMED = (str, bytes, bytearray, memoryview, list, tuple, Mapping)
+_END = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +53,21 @@ class MemoryJobs:
         recipients; the job being read then is not yielded. `on_cut` is never told: nothing is a file."""
         base_dir = Path.cwd()
         ids = JobIds()
+        jobs = iter(self.jobs)
+        index = 0
         try:
-            for index, given in enumerate(self.jobs):
-                if stop is not None and stop.is_set():
+            while not (stop is not None and stop.is_set()):
+                try:
+                    given = next(jobs, _END)
+                except Exception as exc:  # the caller's iterable failed: the run halts, as on a file it cannot read
+                    raise InputError(
+                        f"the jobs raised {type(exc).__name__} after {index:,} jobs: {said(exc)}"
+                    ) from None
+                if given is _END:
                     return
                 item = job_of(given, index, base_dir, batch_size, stop=stop, streams=streams)
                 yield ids.checked(item, place(IN_MEMORY, index))
+                index += 1
         except Stopped:
             return
 

@@ -24,6 +24,7 @@ from typing import IO
 import orjson
 
 from dispatcher.core.export import Stats
+from dispatcher.errors import said
 from dispatcher.jobs import formats, sources
 from dispatcher.jobs.dedup import Drops, Records, SpillError, clean_of, resolve
 from dispatcher.jobs.exports import _HASH_MARK, ExportError, SpooledRecipients, kept_blocks
@@ -76,7 +77,10 @@ def read_streamed(
         while True:
             if stop is not None and stop.is_set():
                 raise Stopped
-            part = list(itertools.islice(items, PART))
+            try:
+                part = list(itertools.islice(items, PART))
+            except Exception as exc:  # the caller's iterable failed (a lost database cursor): nothing of it goes
+                raise Reject(field, f"raised {type(exc).__name__} after {rows:,} UserIDs: {said(exc)}") from None
             if not part:
                 break
             # No checked ID holds a newline (nor any white space at its ends): one a line, as a file's.

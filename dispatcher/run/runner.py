@@ -351,7 +351,7 @@ def _in_memory(jobs: Iterable[Mapping[str, object] | JobValue], config: RunConfi
         raise UsageError(
             "Runner(jobs=...) takes jobs held in memory, not a file name: name jobs files in RunConfig(jobs=(...))"
         )
-    if isinstance(jobs, Mapping | JobValue):
+    if isinstance(jobs, Mapping | JobValue) or not isinstance(jobs, Iterable):
         raise UsageError("Runner(jobs=...) takes an iterable of jobs, not one job: give jobs=[job]")
     if config.jobs:
         raise UsageError(
