@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         SignatureError,
         UsageError,
     )
+    from dispatcher.jobs.values import DirectMessage, GroupMessage, Notification
     from dispatcher.journal.outcomes import Journal
     from dispatcher.journal.store import JournalStore
     from dispatcher.journal.uri import JournalURI
@@ -115,6 +116,9 @@ _EXPORTS = {
     "REGIONS": "dispatcher.tim.rules",
     "Signer": "dispatcher.tim.usersig",
     "Journal": "dispatcher.journal.outcomes",
+    "Notification": "dispatcher.jobs.values",
+    "DirectMessage": "dispatcher.jobs.values",
+    "GroupMessage": "dispatcher.jobs.values",
     "JournalStore": "dispatcher.journal.store",
     "JournalURI": "dispatcher.journal.uri",
 }
@@ -128,12 +132,14 @@ __all__ = [
     "Budgets",
     "ConfigError",
     "Credentials",
+    "DirectMessage",
     "DispatcherError",
     "Engine",
     "Event",
     "Exporter",
     "Faults",
     "Group",
+    "GroupMessage",
     "Halted",
     "InputError",
     "JobAccepted",
@@ -147,6 +153,7 @@ __all__ = [
     "JournalWriteError",
     "Limiter",
     "MetricsOptions",
+    "Notification",
     "OutputError",
     "Quota",
     "RateLimiter",

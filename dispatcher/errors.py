@@ -5,11 +5,32 @@ Each carries the process exit status the CLI maps it to, so the CLI needs no tab
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from collections.abc import Iterator
+
 
 class DispatcherError(Exception):
-    """Base class of every error the dispatcher raises on purpose."""
+    """Base class of every error the dispatcher raises on purpose.
+
+    Its message is worded as the command line words it, naming flags (`pass --resume`). One that names a
+    flag also carries `library`, the same message naming what a library caller sets instead
+    (`set RunConfig(resume=True)`). The library's entry points raise that wording (`library_words`),
+    with the command line's kept in `cli`, which is what the command line prints."""
 
     exit_code = 2
+    library: str | None = None  # the message in the library's words, where it names a flag
+    cli: str | None = None  # the message in the command line's words, once raised in the library's
+
+    def __init__(self, *args: object, library: str | None = None) -> None:
+        super().__init__(*args)
+        if library is not None:
+            self.library = library
+
+    @property
+    def for_cli(self) -> str:
+        """The message as the command line says it."""
+        return str(self) if self.cli is None else self.cli
 
 
 class UsageError(DispatcherError):
@@ -54,6 +75,21 @@ class SignatureError(DispatcherError):
 class RateStoreError(DispatcherError):
     """The shared rate store cannot be reached, was lost mid-run, or holds the budget at another
     rate (exit 2). A run never falls back to a private budget: that would overrun the app's cap."""
+
+
+@contextlib.contextmanager
+def library_words() -> Iterator[None]:
+    """Around a library entry point (RunConfig, Runner, work): an error raised inside that names a flag
+    is raised in the library's words instead, with the command line's kept in `cli`."""
+    try:
+        yield
+    except DispatcherError as exc:
+        if exc.library is None:
+            raise
+        worded = copy.copy(exc)  # the same class, so `except JournalLockedError` still catches it
+        worded.args = (exc.library,)
+        worded.library, worded.cli = None, str(exc)
+        raise worded.with_traceback(exc.__traceback__) from None
 
 
 QUOTED_CHARS = 64  # of a value quoted back in a message; a longer one is cut, and its size said

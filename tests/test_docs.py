@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import ROOT, cli_env
@@ -150,20 +151,32 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
 
 
 def test_the_python_pages_blocks_run_as_written(tmp_path: Path) -> None:
-    """The first two blocks run against the sandbox, from a copy of the checkout's jobs; the third, which
+    """The first three blocks run against the sandbox, from a copy of the checkout's jobs; the last, which
     needs PostgreSQL and Tencent's endpoint, is compiled and its names resolved."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "guide" / "python.md").read_text(), flags=re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     shutil.copytree(ROOT / "jobs", tmp_path / "jobs")
     (tmp_path / "build").mkdir()
-    for block in blocks[:2]:
+    printed = []
+    for block in blocks[:3]:
         ran = subprocess.run(
             [sys.executable, "-c", block], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120
         )
         assert ran.returncode == 0, ran.stderr
+        printed.append(ran.stdout.splitlines()[-1])
     assert (tmp_path / "build" / "out.jsonl").is_file() and (tmp_path / "build" / "runner.outcomes.jsonl").is_file()
-    assert ran.stdout.splitlines()[-1] == "0"  # the exit status the Runner gave (its log lines come first)
-    compile(blocks[2], "python.md", "exec")
+    assert printed[1] == "0"  # the exit status the Runner gave (its log lines come first)
+    # Jobs held in memory: 1,200 members from a generator in 3 batches, 2 accounts in 1, a typo rejected.
+    assert printed[2] == "1 4 1"
+    memory = [orjson.loads(line) for line in (tmp_path / "build" / "memory.outcomes.jsonl").read_text().splitlines()]
+    assert sorted((line["job_id"], line["status"]) for line in memory) == [
+        ("spring-sale", "ok"),
+        ("spring-sale", "ok"),
+        ("spring-sale", "ok"),
+        ("typo", "rejected"),
+        ("welcome", "ok"),
+    ]
+    compile(blocks[3], "python.md", "exec")
     import dispatcher
 
     assert callable(dispatcher.work) and callable(dispatcher.credentials_from_env)

@@ -367,8 +367,10 @@ async def test_existing_journal_is_refused_without_resume(sandbox: Sandbox, tmp_
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "x"}])
     out = tmp_path / "out.jsonl"
     out.write_text('{"job_id": "old"}\n')
-    with pytest.raises(JournalError, match="--resume"):
+    # Raised to a library caller in its words (issue 26); the command line's are kept in for_cli.
+    with pytest.raises(JournalError, match=r"set RunConfig\(resume=True\)") as refused:
         await run_engine(sandbox, jobs, out)
+    assert "--resume" in refused.value.for_cli
     assert sandbox.stats["requests"] == 0
 
 

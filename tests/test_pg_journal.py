@@ -543,10 +543,14 @@ async def test_work_from_python_joins_the_run_as_the_command_does(
     jobs = jobs_of(tmp_path / "jobs.jsonl", 3)
     done = cli("send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "50")
     assert done.returncode == 0, done.stderr
-    with pytest.raises(dispatcher.UsageError, match="the run paces at --rate 50, not 80"):
+    # Raised to a library caller in its words (issue 26); the command line's are kept in for_cli.
+    with pytest.raises(
+        dispatcher.UsageError, match=r"the run paces at rate 50, not 80: give work\(rate=None\)"
+    ) as paced:
         await dispatcher.work(
             uri, endpoint=sandbox_process.url, credentials=DEMO_CREDENTIALS, rate=80, handle_signals=False
         )
+    assert "the run paces at --rate 50, not 80" in paced.value.for_cli
     worked = await dispatcher.work(
         uri, endpoint=sandbox_process.url, credentials=DEMO_CREDENTIALS, handle_signals=False
     )

@@ -109,9 +109,9 @@ def _main(argv: Sequence[str] | None, decide: Callable[[], None]) -> int:
     except DispatcherError as exc:
         decide()
         if getattr(args, "log_format", "console") == "json":  # then every stderr line is one JSON object
-            report_error(str(exc), exc.exit_code, as_json=True)
+            report_error(exc.for_cli, exc.exit_code, as_json=True)
         else:
-            report_error(f"dispatcher: error: {exc}", exc.exit_code, as_json=False)
+            report_error(f"dispatcher: error: {exc.for_cli}", exc.exit_code, as_json=False)
         return exc.exit_code
 
 

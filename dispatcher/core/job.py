@@ -10,6 +10,14 @@ from dispatcher.core.export import Stats
 from dispatcher.tim.apis import DEFAULT_ENDPOINT, Endpoint
 
 DERIVED_ID_PREFIX = "auto-"  # of the job_ids made from a job's content (tim.apis: derived_id)
+# The `file` of a job given from Python (`Runner(jobs=...)`), whose `line` is its index among them. A NUL
+# is in no file's name, so no jobs file is ever taken for one.
+IN_MEMORY = "\x00jobs"
+
+
+def place(file: str, line: int) -> str:
+    """Where a job was given: `jobs.jsonl:3` (its file and line), or `jobs[2]` (the third given from Python)."""
+    return f"jobs[{line}]" if file == IN_MEMORY else f"{file}:{line}"
 
 
 class Recipients(Protocol):
@@ -52,4 +60,4 @@ class Job:
 
     @property
     def source(self) -> str:
-        return f"{self.file}:{self.line}"
+        return place(self.file, self.line)

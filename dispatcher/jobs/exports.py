@@ -38,7 +38,7 @@ from dispatcher.jobs.inputs import ExportError, spill_message, write
 from dispatcher.jobs.sources import Spec
 from dispatcher.tim.apis.base import Reject
 
-__all__ = ["ExportError", "Read", "SpooledRecipients", "Stats", "read_export"]
+__all__ = ["ExportError", "Read", "SpooledRecipients", "Stats", "kept_blocks", "read_export"]
 
 _COPY = 1 << 20
 _HASH_MARK = b"\x00export\n"  # never in a recipient's line (a NUL is no UserID's): a new-style hash's own
@@ -238,8 +238,14 @@ def _digest_kept(
     spool: IO[bytes], outcome: Outcome, digest: hashlib.blake2b, label: str, stop: threading.Event | None
 ) -> None:
     """Feed the job hash the recipients sent, in order: the spool's rows without the dropped ones."""
-    assert outcome.drops is not None
-    bits = np.frombuffer(outcome.drops, np.uint8)
+    for data in kept_blocks(spool, outcome.drops, label, stop):
+        digest.update(data)
+
+
+def kept_blocks(spool: IO[bytes], drops: bytes | None, label: str, stop: threading.Event | None) -> Iterator[bytes]:
+    """The rows of the spool that are sent, in order, one a line, a block at a time (`drops` as in
+    SpooledRecipients)."""
+    bits = None if drops is None else np.frombuffer(drops, np.uint8)
     row = 0
     carry = b""
     try:
@@ -251,14 +257,17 @@ def _digest_kept(
             cut = data.rfind(b"\n") + 1
             data, carry = data[:cut], data[cut:]
             block = clean_of(data)
+            if bits is None:
+                yield data
+                continue
             low = row >> 3  # the bitmap's bytes of this block's rows, and where its first row is in them
             dropped = np.unpackbits(bits[low : (row + block.rows + 7) >> 3], bitorder="little")
             keep = ~dropped[row - 8 * low : row - 8 * low + block.rows].astype(bool)
             if keep.all():
-                digest.update(data)
+                yield data
             else:
                 lengths = np.diff(block.ends, prepend=-1)
-                digest.update(np.frombuffer(data, np.uint8)[np.repeat(keep, lengths)].tobytes())
+                yield np.frombuffer(data, np.uint8)[np.repeat(keep, lengths)].tobytes()
             row += block.rows
     except OSError as exc:
         raise ExportError(spill_message(label, exc)) from None

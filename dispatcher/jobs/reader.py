@@ -21,24 +21,25 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from stat import S_ISREG
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
 
-from dispatcher.core.job import InlineRecipients, Job, Recipients
+from dispatcher.core.job import InlineRecipients, Job, Recipients, place
 from dispatcher.errors import InputError, quoted
 from dispatcher.jobs import sources
 from dispatcher.jobs.files import Stopped
 from dispatcher.jobs.sources import StreamedExport
-from dispatcher.tim import rules
+from dispatcher.jobs.userids import user_ids
 from dispatcher.tim.apis import DEFAULT, DEFAULT_ENDPOINT, REGISTRY, Endpoint
-from dispatcher.tim.apis.base import Reject, string, type_name
+from dispatcher.tim.apis.base import Reject, Spec, string, type_name
 
 if TYPE_CHECKING:
     import hashlib
 
     from dispatcher.core.export import Stats
     from dispatcher.jobs.exports import Read
+    from dispatcher.jobs.streamed import StreamedRead
 
 __all__ = ["Rejection", "StreamedExport", "read_jobs"]
 
@@ -129,7 +130,7 @@ class Rejection:
 
     @property
     def source(self) -> str:
-        return f"{self.file}:{self.line}"
+        return place(self.file, self.line)
 
     @property
     def message(self) -> str:
@@ -154,51 +155,21 @@ def _endpoint(doc: dict[str, object]) -> Endpoint:
     return endpoint
 
 
-_WHITE_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() takes off an export's line
-
-
-def _fits(uid: str) -> bool:
-    """At most 32 bytes of UTF-8 (the first test spares encoding a value far too long)."""
-    return len(uid) <= rules.MAX_USER_ID_BYTES and len(uid.encode("utf-8", "surrogatepass")) <= rules.MAX_USER_ID_BYTES
-
-
-def _plain(value: list[object]) -> bool:
-    """True if every item is a valid, unpadded UserID of printable ASCII: the common case, judged a
-    list at a time (a send's plan read item by item held its workers to 80 requests a second).
-    Anything else goes through the item-by-item rules, which say what is wrong where."""
-    try:
-        joined = "".join(value)  # type: ignore[arg-type]  # TypeError: an item is not a string
-    except TypeError:
-        return False
-    if not (joined.isascii() and joined.isprintable()):
-        return False
-    lengths = list(map(len, value))  # type: ignore[arg-type]
-    if min(lengths) < 1 or max(lengths) > rules.MAX_USER_ID_BYTES:
-        return False
-    spaced = "\n".join(value)  # type: ignore[arg-type]  # no item holds a newline: it is printable
-    return not (spaced[0] == " " or spaced[-1] == " " or " \n" in spaced or "\n " in spaced)
-
-
 def _inline(value: object, field: str = "ToMembers_Account", all_members: bool = True) -> tuple[str, ...]:
     """The UserIDs of a list, each once, in order (the list's length tells the duplicates left out)."""
     if not isinstance(value, list):
         raise Reject(field, f"must be an array of UserIDs, not {type_name(value)}")
     if not value:
         raise Reject(field, "is empty; leave the field out to notify all members" if all_members else "is empty")
-    if _plain(value):
-        return tuple(dict.fromkeys(value))  # drops duplicates, keeps the first of each in order
-    ids: dict[str, None] = {}
-    for i, given in enumerate(value):
-        uid = given
-        # One rule with exports (_from_file): white space around an ID is not part of it, and an ID is
-        # judged at most 32 bytes with it. An unpadded ID is kept as it is, so is its job's hash.
-        if isinstance(uid, str) and uid and (uid[0] in _WHITE_SPACE or uid[-1] in _WHITE_SPACE) and _fits(uid):
-            uid = uid.strip(_WHITE_SPACE)
-        problem = rules.user_id_problem(uid)
-        if problem:
-            raise Reject(field, f"item {i} ({quoted(given)}): UserID {problem}")
-        ids[uid] = None
-    return tuple(ids)
+    return tuple(dict.fromkeys(user_ids(value, field)))  # drops duplicates, keeps the first of each in order
+
+
+@dataclasses.dataclass(frozen=True)
+class Streamed:
+    """Recipients given from Python as an iterable other than a list (a generator of millions of
+    UserIDs, say): read once, in bounded memory, when the job is validated (`jobs.streamed`)."""
+
+    ids: Iterable[object]
 
 
 def parse_job(
@@ -218,20 +189,37 @@ def parse_job(
 
     Raises _Stopped if `stop` is set while its recipients_file is read.
     """
+    try:
+        doc = orjson.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return Rejection(rejection_id, file, line, None, "line is not valid UTF-8")
+    except orjson.JSONDecodeError as exc:
+        return Rejection(rejection_id, file, line, None, f"line is not valid JSON ({exc.msg})")
+    if not isinstance(doc, dict):
+        return Rejection(rejection_id, file, line, None, f"line must be a JSON object, not {type_name(doc)}")
+    return parse_doc(doc, file, line, base_dir, batch_size, rejection_id, stop=stop, streams=streams, on_rows=on_rows)
+
+
+def parse_doc(
+    doc: dict[str, object],
+    file: str,
+    line: int,
+    base_dir: Path,
+    batch_size: int,
+    rejection_id: str,
+    *,
+    stop: threading.Event | None = None,
+    streams: bool = True,
+    on_rows: RowsRead | None = None,
+) -> Job | Rejection:
+    """Validate one job, as a line of a jobs file gives it (a JSON object) or Python does (`jobs.memory`:
+    a dict whose recipients may be `Streamed`). The rules are the same for both."""
     given_id: str | None = None
     group_id: str | None = None
     api_name: str | None = None  # for the record of a rejection (lines of notifications name no api)
     try:
-        try:
-            doc = orjson.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise Reject(None, "line is not valid UTF-8") from None
-        except orjson.JSONDecodeError as exc:
-            raise Reject(None, f"line is not valid JSON ({exc.msg})") from None
-        if not isinstance(doc, dict):
-            raise Reject(None, f"line must be a JSON object, not {type_name(doc)}")
         if isinstance(doc.get("job_id"), str) and doc["job_id"]:
-            given_id = doc["job_id"]
+            given_id = cast(str, doc["job_id"])
         if isinstance(doc.get("GroupId"), str):
             group_id = quoted(doc["GroupId"], bare=True)  # a valid one is never cut: at most 48 bytes
         endpoint = _endpoint(doc)
@@ -250,9 +238,13 @@ def parse_job(
             hint = f" (did you mean {close[0]}?)" if close else ""
             shown_keys = [k for k in known if k != "api"] if endpoint.name == DEFAULT else list(known)
             raise Reject(bad_key, f"unknown key{hint}; known keys: {', '.join(shown_keys)}")
+        inline_key = endpoint.recipients_key
+        iterables = [key for key, value in doc.items() if isinstance(value, Streamed) and key != inline_key]
+        if iterables:  # only a job given from Python has any
+            only = f" (only {inline_key} may be one)" if inline_key is not None else ""
+            raise Reject(iterables[0], f"must be a JSON value, not an iterable{only}")
         string(doc, "job_id")
         spec = endpoint.validate(doc)
-        inline_key = endpoint.recipients_key
         if inline_key is None and "recipients_file" in doc:
             raise Reject("recipients_file", f"{endpoint.name} takes no recipients")
         if inline_key is not None and inline_key in doc and "recipients_file" in doc:
@@ -266,9 +258,15 @@ def parse_job(
         count = duplicates = excluded = 0
         stats: Stats | None = None
         sent_to: object = "all members"  # the recipients as the derived job_id sees them
-        if inline_key is not None and inline_key in doc:
-            inline = _inline(doc[inline_key], inline_key, not endpoint.recipients_required)
-            duplicates = len(doc[inline_key]) - len(inline)
+        derived: str | None = None  # the default job_id, when made as the recipients were read
+        given = doc.get(inline_key) if inline_key is not None else None
+        if inline_key is not None and isinstance(given, Streamed):
+            got = _read_streamed(given, endpoint, spec, inline_key, export, base_dir, digest, file, line, stop, streams)
+            recipients, count, digest, stats = got.recipients, got.count, got.digest, got.stats
+            duplicates, excluded, derived = got.duplicates, got.excluded, got.job_id
+        elif inline_key is not None and inline_key in doc:
+            inline = _inline(given, inline_key, not endpoint.recipients_required)
+            duplicates = len(cast(list[object], given)) - len(inline)
             if export is None:
                 for uid in inline:
                     digest.update(uid.encode("utf-8") + b"\n")
@@ -291,7 +289,7 @@ def parse_job(
         endpoint.check_recipients(spec, doc, recipients is not None)
     except Reject as rej:
         return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id, api_name)
-    job_id = given_id or endpoint.derived_id(spec, sent_to)
+    job_id = given_id or derived or endpoint.derived_id(spec, sent_to)
     return Job(
         job_id,
         file,
@@ -328,7 +326,30 @@ def _read_export(
     try:
         return read_export(export, base_dir, digest, inline=inline, stop=stop, streams=streams, on_rows=on_rows)
     except ExportError as exc:  # nothing of the job is sent, and the run cannot go on as it is
-        raise ExportError(f"{file}:{line}: {exc}") from None
+        raise ExportError(f"{place(file, line)}: {exc}") from None
+
+
+def _read_streamed(
+    given: Streamed,
+    endpoint: Endpoint,
+    spec: Spec,
+    field: str,
+    export: sources.Spec | None,
+    base_dir: Path,
+    digest: hashlib.blake2b,
+    file: str,
+    line: int,
+    stop: threading.Event | None,
+    streams: bool,
+) -> StreamedRead:
+    """Recipients given as an iterable, read (`streamed`, imported only then: it brings numpy)."""
+    from dispatcher.jobs.exports import ExportError
+    from dispatcher.jobs.streamed import read_streamed
+
+    try:
+        return read_streamed(given.ids, endpoint, spec, field, export, base_dir, digest, stop=stop, streams=streams)
+    except ExportError as exc:  # a temporary file cannot be written: the run cannot go on as it is
+        raise ExportError(f"{place(file, line)}: {exc}") from None
 
 
 def api_of(job: Job) -> str | None:
@@ -416,6 +437,63 @@ def label_of(path: str) -> str:
     return "stdin" if path == STDIN else shown(os.path.basename(path))
 
 
+class JobsInput(Protocol):
+    """Where a run's jobs come from: jobs files (`JobFiles`), or jobs held in memory (`memory.MemoryJobs`)."""
+
+    def read(
+        self,
+        batch_size: int,
+        *,
+        stop: threading.Event | None = None,
+        streams: bool = True,
+        on_cut: CutShort | None = None,
+        on_rows: RowsRead | None = None,
+    ) -> Iterator[Job | Rejection]:
+        """Every job in order, validated, one at a time (see read_jobs)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class JobFiles:
+    """The jobs files of a run (`-`: standard input)."""
+
+    paths: tuple[str, ...]
+
+    def read(
+        self,
+        batch_size: int,
+        *,
+        stop: threading.Event | None = None,
+        streams: bool = True,
+        on_cut: CutShort | None = None,
+        on_rows: RowsRead | None = None,
+    ) -> Iterator[Job | Rejection]:
+        return read_jobs(self.paths, batch_size, stop=stop, streams=streams, on_cut=on_cut, on_rows=on_rows)
+
+
+class JobIds:
+    """The job_ids of a run's jobs so far: a job repeating one is rejected, naming where the first was."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def checked(self, item: Job | Rejection, rejection_id: str) -> Job | Rejection:
+        """The job, or its rejection if its job_id is taken; `rejection_id` names a job that gave none."""
+        first = self._seen.get(item.job_id)
+        if first is None:
+            self._seen[item.job_id] = item.source
+            return item
+        api_name = item.api if isinstance(item, Rejection) else api_of(item)
+        if isinstance(item, Job) and item.derived_id:
+            reason = (
+                f"repeats the job_id of {first} ({item.job_id}): identical jobs without a job_id "
+                "get the same id; give each a job_id if it is meant to be sent twice"
+            )
+            return Rejection(rejection_id, item.file, item.line, "job_id", reason, item.group_id, api_name)
+        reason = f"repeats the job_id of {first}"
+        return Rejection(item.job_id, item.file, item.line, "job_id", reason, item.group_id, api_name)
+
+
 def read_jobs(
     paths: Iterable[str],
     batch_size: int,
@@ -433,7 +511,7 @@ def read_jobs(
     hears of a jobs file that became shorter while it was read (see _job_lines); `on_rows` of the
     rows read, so that a display can show a long read going on.
     """
-    seen_ids: dict[str, str] = {}
+    ids = JobIds()
     try:
         for path in paths:
             base_dir = Path.cwd() if path == STDIN else Path(path).parent
@@ -462,26 +540,6 @@ def read_jobs(
                         streams=streams,
                         on_rows=on_rows,
                     )
-                first = seen_ids.get(item.job_id)
-                api_name = None if first is None else item.api if isinstance(item, Rejection) else api_of(item)
-                if first is not None and isinstance(item, Job) and item.derived_id:
-                    reason = (
-                        f"repeats the job_id of {first} ({item.job_id}): identical jobs without a job_id "
-                        "get the same id; give each a job_id if it is meant to be sent twice"
-                    )
-                    item = Rejection(f"{label}:{line}", name, line, "job_id", reason, item.group_id, api_name)
-                elif first is not None:
-                    item = Rejection(
-                        item.job_id,
-                        name,
-                        line,
-                        "job_id",
-                        f"repeats the job_id of {first}",
-                        item.group_id,
-                        api_name,
-                    )
-                else:
-                    seen_ids[item.job_id] = f"{name}:{line}"
-                yield item
+                yield ids.checked(item, f"{label}:{line}")
     except _Stopped:
         return

@@ -80,7 +80,9 @@ class Journal:
             who = f"pid {holder}" if holder else "another process"
             raise JournalLockedError(
                 f"{self.path} is in use by another run ({who}); one run owns a journal until it ends: "
-                "wait for it, or stop it, then --resume"
+                "wait for it, or stop it, then --resume",
+                library=f"{self.path} is in use by another run ({who}); one run owns a journal until it ends: "
+                "wait for it, or stop it, then set RunConfig(resume=True)",
             ) from None
         self._fd = fd
         st = os.fstat(fd)
@@ -346,7 +348,11 @@ def _check_regular(path: Path) -> None:
         raise JournalError(f"{path}: cannot open for writing: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise JournalError(f"{path} is {kind}; the outcome journal must be a file, to be read back on --resume")
+        raise JournalError(
+            f"{path} is {kind}; the outcome journal must be a file, to be read back on --resume",
+            library=f"{path} is {kind}; the outcome journal must be a file, to be read back on a resume "
+            "(RunConfig(resume=True))",
+        )
 
 
 def held_by(path: str | os.PathLike[str]) -> int | None:
@@ -376,7 +382,9 @@ def open_journal(path: str | os.PathLike[str], *, resume: bool) -> Journal:
         try:
             if not resume:
                 raise JournalError(
-                    f"{journal.path} exists and is not empty; pass --resume to continue it, or choose another --out"
+                    f"{journal.path} exists and is not empty; pass --resume to continue it, or choose another --out",
+                    library=f"{journal.path} exists and is not empty; set RunConfig(resume=True) to continue it, "
+                    "or choose another RunConfig.out",
                 )
             journal.state = load_state(path)
         except BaseException:

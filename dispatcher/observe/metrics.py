@@ -46,7 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import uris
 from dispatcher.core.status import FAILED, OK
-from dispatcher.errors import OutputError
+from dispatcher.errors import OutputError, library_words
 from dispatcher.observe.events import (
     BatchSkipped,
     DomainSwitched,
@@ -319,9 +319,12 @@ class Exporter:
         try:
             self._server, _ = start_http_server(self.options.port, self.options.host, self.metrics.registry)
         except OSError as exc:
-            raise OutputError(
-                f"--metrics-port {self.options.port}: cannot listen on {self.options.host}: {exc.strerror}"
-            ) from None
+            with library_words():  # a library caller set MetricsOptions(port=...), not --metrics-port
+                raise OutputError(
+                    f"--metrics-port {self.options.port}: cannot listen on {self.options.host}: {exc.strerror}",
+                    library=f"MetricsOptions(port={self.options.port}): cannot listen on {self.options.host}: "
+                    f"{exc.strerror}",
+                ) from None
         port = self._server.server_address[1]
         host = self.options.host if ":" not in self.options.host else f"[{self.options.host}]"
         self.url = f"http://{host}:{port}/metrics"

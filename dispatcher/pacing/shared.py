@@ -190,7 +190,9 @@ class SharedBudget:
         if status == -1:
             return RateStoreError(
                 f"the shared budget {self.key} in {self.shown} holds --rate {held}, and this run asks for "
-                f"--rate {rate_text(self.rate)}: run with --rate {held}, {self._change()}"
+                f"--rate {rate_text(self.rate)}: run with --rate {held}, {self._change()}",
+                library=f"the shared budget {self.key} in {self.shown} holds rate {held}, and this run asks for "
+                f"RunConfig(rate={rate_text(self.rate)}): run with RunConfig(rate={held}), {self._change()}",
             )
         return RateStoreError(
             f"the shared budget {self.key} in {self.shown} holds {quota_shown(held)}, and this run asks for "

@@ -37,7 +37,16 @@ _OURS = ("prefix", "journal")
 
 
 def parse_store(uri: str) -> StoreURI:
-    """Check a `--rate-store` URI; a bad one is a UsageError that never repeats its password."""
+    """Check a `--rate-store` URI; a bad one is a UsageError that never repeats its password. Its
+    library words name the `store` that Runner and work take."""
+    try:
+        return _parse_store(uri)
+    except UsageError as exc:
+        text = str(exc)
+        raise UsageError(text, library="store " + text.removeprefix("--rate-store ")) from None
+
+
+def _parse_store(uri: str) -> StoreURI:
     if uri in (MEMORY, "memory"):
         return StoreURI("memory", MEMORY)
     parts = uris.split(uri)
@@ -120,12 +129,14 @@ def check_available(store: StoreURI) -> None:
         try:
             import psycopg  # noqa: F401
         except ImportError:
-            raise ConfigError(MISSING_POSTGRES_EXTRA.format(uri=store.shown)) from None
+            text = MISSING_POSTGRES_EXTRA.format(uri=store.shown)
+            raise ConfigError(text, library="store " + text.removeprefix("--rate-store ")) from None
         return
     try:
         import redis.asyncio  # noqa: F401
     except ImportError:
-        raise ConfigError(MISSING_EXTRA.format(uri=store.shown)) from None
+        text = MISSING_EXTRA.format(uri=store.shown)
+        raise ConfigError(text, library="store " + text.removeprefix("--rate-store ")) from None
 
 
 @contextlib.asynccontextmanager

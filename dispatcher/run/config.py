@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from dispatcher.core.lease import DEFAULT_LEASE
+from dispatcher.errors import library_words
 from dispatcher.journal.uri import JournalURI
 from dispatcher.run.preflight import check_options
 from dispatcher.run.retry import RetryPolicy
@@ -33,6 +34,10 @@ class RunConfig:
     backup_endpoint: str | None = None
 
     def __post_init__(self) -> None:
+        with library_words():
+            self._check()
+
+    def _check(self) -> None:
         check_options(
             batch_size=self.batch_size,
             rate=self.rate,

@@ -29,7 +29,7 @@ import structlog
 from dispatcher.core.batch import Batch
 from dispatcher.core.ports import BatchSource, Journal
 from dispatcher.core.state import JournalState
-from dispatcher.errors import UsageError
+from dispatcher.errors import UsageError, library_words
 from dispatcher.jobs.reader import shown
 from dispatcher.journal.outcomes import open_journal
 from dispatcher.journal.store import JournalStore
@@ -158,7 +158,8 @@ class Engine:
 
     async def run(self) -> Summary:
         started = self._clock()
-        source, journal = self._pair = self._pair or self._default_pair()
+        with library_words():  # a refusal of its own set-up names RunConfig's fields, not flags
+            source, journal = self._pair = self._pair or self._default_pair()
         stop, config = self._stop, self.config
         recorder = Recorder(
             config,

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from dispatcher.core.ports import BatchSource, Journal
+from dispatcher.jobs.reader import JobFiles, JobsInput
 from dispatcher.journal.lifecycle import FileLifecycle
 from dispatcher.journal.outcomes import open_journal
 from dispatcher.journal.store import JournalStore
@@ -17,13 +18,17 @@ from dispatcher.shared.lifecycle import SharedLifecycle
 from dispatcher.shared.run import SharedRun
 
 
-def pair_of(journal: JournalStore, run: RunConfig) -> tuple[BatchSource, Journal]:
-    """Where the run's batches come from and where their fates go: the jobs files into a file, or a
-    run shared in PostgreSQL, whose plan the send's jobs go into and whose claims every worker sends."""
+def pair_of(journal: JournalStore, run: RunConfig, jobs: JobsInput | None = None) -> tuple[BatchSource, Journal]:
+    """Where the run's batches come from and where their fates go: the jobs (the files of `run`, or
+    `jobs` held in memory) into a file, or a run shared in PostgreSQL, whose plan the send's jobs go
+    into and whose claims every worker sends (a worker, with no jobs, only claims)."""
+    if jobs is None:
+        jobs = JobFiles(run.jobs)
     if isinstance(journal, SharedRun):
-        claims = Claims(journal, run.jobs, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
+        planned = jobs if not isinstance(jobs, JobFiles) or jobs.paths else None
+        claims = Claims(journal, planned, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
         return claims, SharedLifecycle(journal)
-    return LocalJobs(run.jobs, run.batch_size, run.retry_failed), FileLifecycle(journal)
+    return LocalJobs(jobs, run.batch_size, run.retry_failed), FileLifecycle(journal)
 
 
 async def open_store(

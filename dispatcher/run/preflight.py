@@ -39,7 +39,9 @@ def reserve_open_files(needed: int) -> None:
     if hard != resource.RLIM_INFINITY and hard < needed:
         raise UsageError(
             f"--concurrency needs about {needed} open files and this process may open {hard} (ulimit -n); "
-            "lower --concurrency or raise the limit"
+            "lower --concurrency or raise the limit",
+            library=f"RunConfig.concurrency needs about {needed} open files and this process may open {hard} "
+            "(ulimit -n); lower RunConfig.concurrency or raise the limit",
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
@@ -69,29 +71,47 @@ def check_options(
     size, and its `rate` None takes the run's. `shared_run`: the run is kept in PostgreSQL, where
     `lease` must outlast a request. `lease` has no default here: run.config holds it."""
     if not 1 <= batch_size <= rules.MAX_MEMBERS:
-        raise UsageError(f"--batch-size must be between 1 and {rules.MAX_MEMBERS}")
+        raise UsageError(
+            f"--batch-size must be between 1 and {rules.MAX_MEMBERS}",
+            library=f"RunConfig.batch_size must be between 1 and {rules.MAX_MEMBERS}",
+        )
     if message_quota < batch_size:  # a quota of 200 a minute (a trial edition, say) works with --batch-size 200
         raise UsageError(
-            f"--message-quota must be at least --batch-size ({batch_size}): one full batch of batchsendmsg"
+            f"--message-quota must be at least --batch-size ({batch_size}): one full batch of batchsendmsg",
+            library=f"RunConfig.message_quota must be at least RunConfig.batch_size ({batch_size}): "
+            "one full batch of batchsendmsg",
         )
     if rate is not None and not (math.isfinite(rate) and rate > 0):
-        raise UsageError("--rate must be a positive number")
+        raise UsageError("--rate must be a positive number", library="RunConfig.rate must be a positive number")
     if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+        raise UsageError(
+            f"--concurrency must be between 1 and {MAX_CONCURRENCY}",
+            library=f"RunConfig.concurrency must be between 1 and {MAX_CONCURRENCY}",
+        )
     if max_attempts < 1:
-        raise UsageError("--max-attempts must be at least 1")
+        raise UsageError("--max-attempts must be at least 1", library="RetryPolicy.max_attempts must be at least 1")
     if not (math.isfinite(timeout) and timeout > 0):
-        raise UsageError("--timeout must be a positive number of seconds")
+        raise UsageError(
+            "--timeout must be a positive number of seconds",
+            library="RunConfig.timeout must be a positive number of seconds",
+        )
     if not (math.isfinite(lease) and lease > 0):
-        raise UsageError("--lease must be more than 0 seconds")
+        raise UsageError("--lease must be more than 0 seconds", library="RunConfig.lease must be more than 0 seconds")
     if shared_run and lease < LEASE_PER_TIMEOUT * timeout:
         # Renewed every third of the lease, a claim always holds two thirds of it: enough for a request.
         raise UsageError(
             f"--lease {lease:g} is too short for --timeout {timeout:g}: a claim must hold for a whole request "
-            f"between its renewals; give --lease {LEASE_PER_TIMEOUT * timeout:g} or more, or a shorter --timeout"
+            f"between its renewals; give --lease {LEASE_PER_TIMEOUT * timeout:g} or more, or a shorter --timeout",
+            library=f"RunConfig(lease={lease:g}) is too short for RunConfig(timeout={timeout:g}): a claim must hold "
+            f"for a whole request between its renewals; set lease={LEASE_PER_TIMEOUT * timeout:g} or more, "
+            "or a shorter timeout",
         )
     if retry_failed and not resume:
-        raise UsageError("--retry-failed needs --resume (it re-drives the failed batches of a journal)")
+        raise UsageError(
+            "--retry-failed needs --resume (it re-drives the failed batches of a journal)",
+            library="RunConfig(retry_failed=True) needs RunConfig(resume=True) "
+            "(it re-drives the failed batches of a journal)",
+        )
 
 
 def check_readable(paths: tuple[str, ...]) -> None:

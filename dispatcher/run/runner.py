@@ -13,15 +13,19 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from dispatcher.core.lease import DEFAULT_LEASE
+from dispatcher.errors import UsageError, library_words
+from dispatcher.jobs.memory import MemoryJobs
 from dispatcher.jobs.reader import StreamedExport, api_names, shown
+from dispatcher.jobs.values import JobValue
 from dispatcher.journal.outcomes import Journal
 from dispatcher.journal.store import JournalStore
 from dispatcher.journal.uri import JournalURI, parse_journal_uri
@@ -70,7 +74,14 @@ class Runner:
     is called once the run's result stands, before the budgets and the sandbox close: from then on
     a signal changes nothing (the CLI's handler is told so, and exits with the summary's code).
     One event loop has one handler per signal: of runners run at once in one loop, at most one may
-    handle signals (the others `handle_signals=False`, stopped by `stop()`)."""
+    handle signals (the others `handle_signals=False`, stopped by `stop()`).
+
+    `jobs`: jobs held in memory instead of the config's files (whose `jobs` is then empty): an iterable
+    of dicts, each what a line of a jobs file holds, or of `Notification`, `DirectMessage` and
+    `GroupMessage` values; recipients may be any iterable of UserIDs (a generator, read in bounded
+    memory). Read once, in order, with the rules and the journal of a file's jobs; a job is named by
+    its index (`jobs[2]`). There is no pre-scan: as for standard input, the
+    progress display has no totals and the sandbox makes any group a Public one."""
 
     def __init__(
         self,
@@ -84,13 +95,16 @@ class Runner:
         handle_signals: bool = True,
         on_finished: Callable[[], None] | None = None,
         journal: JournalStore | None = None,
+        jobs: Iterable[Mapping[str, object] | JobValue] | None = None,
     ) -> None:
         self.config = config
+        self._memory = None if jobs is None else MemoryJobs(_in_memory(jobs, config))
         self.sandbox = sandbox
         if store is None:  # a run in PostgreSQL paces in its database's budget, a file's in this process
             uri = config.out if isinstance(config.out, JournalURI) else None
             store = MEMORY if uri is None else in_journal_database(uri.conninfo)
-        self.store = parse_store(store) if isinstance(store, str) else store
+        with library_words():
+            self.store = parse_store(store) if isinstance(store, str) else store
         self._subscribers = list(subscribers)
         self._progress = progress
         self._exporter = exporter
@@ -106,6 +120,11 @@ class Runner:
         self._stopper()
 
     async def run(self) -> Summary:
+        """Run it: the summary, or the error that refused it (named in RunConfig's words, not flags)."""
+        with library_words():
+            return await self._run()
+
+    async def _run(self) -> Summary:
         if self._stopper.finished:  # run again: a finished stopper would ignore every stop and signal
             self._stopper = _Stopper(self._on_finished)
         check_readable(self.config.jobs)
@@ -172,7 +191,7 @@ class Runner:
                 if self._exporter is not None:
                     subscribers.append(self._exporter.metrics)
                 engine = Engine(run, subscribers=subscribers, journal=journal, budgets=budgets)
-                engine.use(*pair_of(journal, run))  # the runner picks where batches come from and fates go
+                engine.use(*pair_of(journal, run, self._memory))  # the runner picks the batches' source and journal
                 if not stopper.attach(engine):
                     return _interrupted_before_sending(run)
                 if self._exporter is not None:
@@ -181,7 +200,7 @@ class Runner:
                     stack.callback(writer.cancel)
                 log.info(
                     "sending",
-                    jobs=list(run.jobs),
+                    jobs=list(run.jobs) if self._memory is None else "in memory",
                     out=str(run.out),
                     endpoint=run.endpoint,
                     backup_endpoint=run.backup_endpoint,
@@ -213,8 +232,8 @@ class Runner:
         """The pre-scan gives the progress display its totals and the sandbox its groups. A stream
         (stdin, a pipe, a FIFO) can be read only once, and that one reading is the run's."""
         run = self.config
-        if not (self.sandbox or self._progress) or any(is_stream(path) for path in run.jobs):
-            return None
+        if not (self.sandbox or self._progress) or self._memory is not None or any(map(is_stream, run.jobs)):
+            return None  # jobs held in memory are read once too: a generator could not be read again
         planning = in_daemon_thread(
             lambda: make_plan(
                 run.jobs,
@@ -338,6 +357,22 @@ def _hand_back(loop: asyncio.AbstractEventLoop, previous: dict[signal.Signals, A
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+def _in_memory(jobs: Iterable[Mapping[str, object] | JobValue], config: RunConfig) -> Iterable[object]:
+    """The jobs given to a Runner, or a UsageError for what is surely a mistake."""
+    if isinstance(jobs, str | bytes | os.PathLike):
+        raise UsageError(
+            "Runner(jobs=...) takes jobs held in memory, not a file name: name jobs files in RunConfig(jobs=(...))"
+        )
+    if isinstance(jobs, Mapping | JobValue) or not isinstance(jobs, Iterable):
+        raise UsageError("Runner(jobs=...) takes an iterable of jobs, not one job: give jobs=[job]")
+    if config.jobs:
+        raise UsageError(
+            "give the jobs as files (RunConfig(jobs=...)) or held in memory (Runner(jobs=...)), not both: "
+            "set RunConfig(jobs=())"
+        )
+    return jobs
+
+
 def _interrupted_before_sending(run: RunConfig) -> Summary:
     log.warning("interrupted before sending: nothing was sent")
     summary = Summary(out=shown(str(run.out)), interrupted=True)
@@ -377,6 +412,41 @@ async def work(
     `rate` None takes the run's. `store` None: the journal's database, as for the run's send.
     `request_timeout`: seconds for one request (`--timeout`); `backup_endpoint`: where requests go for a
     while after `endpoint` could not be reached (`--backup-endpoint`, or the region's backup domain)."""
+
+    with library_words():
+        return await _work(
+            uri,
+            endpoint=endpoint,
+            credentials=credentials,
+            rate=rate,
+            store=store,
+            concurrency=concurrency,
+            request_timeout=request_timeout,
+            lease=lease,
+            subscribers=subscribers,
+            exporter=exporter,
+            handle_signals=handle_signals,
+            on_finished=on_finished,
+            backup_endpoint=backup_endpoint,
+        )
+
+
+async def _work(
+    uri: JournalURI | str,
+    *,
+    endpoint: str,
+    credentials: Credentials,
+    rate: float | None,
+    store: StoreURI | str | None,
+    concurrency: int | None,
+    request_timeout: float,
+    lease: float,
+    subscribers: Iterable[Subscriber],
+    exporter: Exporter | None,
+    handle_signals: bool,
+    on_finished: Callable[[], None] | None,
+    backup_endpoint: str | None,
+) -> Worked:
     from dispatcher.journal.pgsession import check_available
     from dispatcher.shared.open import check_same_pacing, open_work
 

@@ -83,7 +83,9 @@ async def take_lock(uri: JournalURI, lock: psycopg.AsyncConnection[Any]) -> None
         detail = f", seen {beat_age:.1f} s ago without the journal's lock" if locked else ""
         raise JournalLockedError(
             f"{uri.shown} is in use by another run ({who}{detail}); one run owns a journal until it ends: wait for "
-            f"it, or stop it, then --resume (`dispatcher work {uri.shown}` joins it from any machine)"
+            f"it, or stop it, then --resume (`dispatcher work {uri.shown}` joins it from any machine)",
+            library=f"{uri.shown} is in use by another run ({who}{detail}); one run owns a journal until it ends: "
+            f"wait for it, or stop it, then set RunConfig(resume=True) (`dispatcher.work` joins it from any machine)",
         )
 
 

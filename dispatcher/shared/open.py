@@ -100,7 +100,10 @@ async def open_work(
     row = await cur.fetchone()
     if row is None:
         await close(claims)
-        raise JournalError(f"{uri.shown}: no run in this journal; `dispatcher send --out {uri.shown}` starts one")
+        raise JournalError(
+            f"{uri.shown}: no run in this journal; `dispatcher send --out {uri.shown}` starts one",
+            library=f"{uri.shown}: no run in this journal; a Runner with RunConfig(out=...) naming it starts one",
+        )
     try:
         commits = await connect_to(uri)
     except BaseException:

@@ -112,7 +112,9 @@ class PgJournal:
         exists = await cur.fetchone() is not None
         if exists and not resume:
             raise JournalError(
-                f"{self.uri.shown} exists and is not empty; pass --resume to continue it, or choose another --out"
+                f"{self.uri.shown} exists and is not empty; pass --resume to continue it, or choose another --out",
+                library=f"{self.uri.shown} exists and is not empty; set RunConfig(resume=True) to continue it, "
+                "or choose another RunConfig.out",
             )
         if resume and not exists:
             log.warning(f"--resume: {self.uri.shown} holds no run to resume; this send starts a new one")

@@ -22,7 +22,7 @@ from dispatcher.core.job import InlineRecipients, Job
 from dispatcher.core.ports import Feed
 from dispatcher.core.status import FAILED, OK
 from dispatcher.errors import InputError
-from dispatcher.jobs.reader import Rejection, api_of, read_jobs
+from dispatcher.jobs.reader import JobsInput, Rejection, api_of
 from dispatcher.run.sources.local import PRODUCER_SLICE, take
 from dispatcher.shared.claims import Claimed, PlannedJob
 from dispatcher.shared.run import SharedRun
@@ -44,7 +44,7 @@ class Claims:
 
     resends_failed = True  # a failed batch is handed out only once a --retry-failed re-opened it, for every worker
 
-    def __init__(self, run: SharedRun, jobs: tuple[str, ...], batch_size: int, *, resume: bool, retry_failed: bool):
+    def __init__(self, run: SharedRun, jobs: JobsInput | None, batch_size: int, *, resume: bool, retry_failed: bool):
         self._run = run
         self._jobs = jobs
         self._batch_size = batch_size
@@ -54,22 +54,22 @@ class Claims:
     async def feed(self, run: Feed) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                if self._jobs and self._resume:
+                if self._jobs is not None and self._resume:
                     # A resume checks every job against the stored plan before this process claims a
                     # batch: a job changed since is withdrawn, and none of its old batches go out here.
-                    await self._plan(run)
-                elif self._jobs:
-                    group.create_task(self._plan(run))
+                    await self._plan(run, self._jobs)
+                elif self._jobs is not None:
+                    group.create_task(self._plan(run, self._jobs))
                 await self._claim(run)
         except Exception as exc:  # a bug: halt, so that the requests in flight are still recorded
             log.exception("internal error while planning or claiming")
             run.halt(f"internal error while planning or claiming: {type(exc).__name__}: {exc}")
 
-    async def _plan(self, run: Feed) -> None:
+    async def _plan(self, run: Feed, jobs: JobsInput) -> None:
         """Store each job, once validated whole, with its batches, then mark the plan complete.
         A job the plan holds already (a resume) is left as it is; one changed since is rejected."""
         shared = self._run
-        items = iter(read_jobs(self._jobs, self._batch_size, stop=run.reading_stopped))
+        items = iter(jobs.read(self._batch_size, stop=run.reading_stopped))
         try:
             while chunk := await in_daemon_thread(lambda: take(items)):
                 yield_at = time.monotonic() + PRODUCER_SLICE

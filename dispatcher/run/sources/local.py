@@ -19,7 +19,7 @@ from dispatcher.core.ports import Feed
 from dispatcher.core.status import FAILED
 from dispatcher.errors import InputError
 from dispatcher.jobs.files import breathe
-from dispatcher.jobs.reader import Rejection, api_of, read_jobs
+from dispatcher.jobs.reader import JobsInput, Rejection, api_of
 from dispatcher.threads import in_daemon_thread
 
 log = structlog.get_logger("dispatcher")
@@ -71,11 +71,12 @@ ROWS_TOLD_EVERY = 0.1
 
 
 class LocalJobs:
-    """A `BatchSource`: the jobs files of this run; every batch it hands out is this worker's."""
+    """A `BatchSource`: the jobs of this run (its files, or jobs held in memory); every batch it hands
+    out is this worker's."""
 
     resends_failed = False  # a failed batch is queued only with --retry-failed, which the journal's state knows
 
-    def __init__(self, jobs: tuple[str, ...], batch_size: int, retry_failed: bool) -> None:
+    def __init__(self, jobs: JobsInput, batch_size: int, retry_failed: bool) -> None:
         self._jobs = jobs
         self._batch_size = batch_size
         self._retry_failed = retry_failed
@@ -87,7 +88,7 @@ class LocalJobs:
             loop.call_soon_threadsafe(run.cut_short, path, read, size)
 
         rows = _RowsRead(lambda n: loop.call_soon_threadsafe(run.rows_read, n))
-        jobs = read_jobs(self._jobs, self._batch_size, stop=run.reading_stopped, on_cut=cut_short, on_rows=rows)
+        jobs = self._jobs.read(self._batch_size, stop=run.reading_stopped, on_cut=cut_short, on_rows=rows)
         items = iter(jobs)
         try:
             while chunk := await in_daemon_thread(lambda: take(items)):

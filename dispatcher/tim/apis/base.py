@@ -120,8 +120,11 @@ class Endpoint(abc.ABC):
 
     def derived_id(self, spec: Spec, recipients: object) -> str:
         """The job_id of a job that gives none: from what decides what is sent, never its place."""
-        doc = orjson.dumps([self.name, dict(spec.fields), recipients], option=orjson.OPT_SORT_KEYS)
-        return "auto-" + hashlib.blake2b(doc, digest_size=8).hexdigest()
+        return "auto-" + hashlib.blake2b(self.derived_doc(spec, recipients), digest_size=8).hexdigest()
+
+    def derived_doc(self, spec: Spec, recipients: object) -> bytes:
+        """What `derived_id` hashes (its own seam, so that recipients read as a stream hash alike)."""
+        return orjson.dumps([self.name, dict(spec.fields), recipients], option=orjson.OPT_SORT_KEYS)
 
     @abc.abstractmethod
     def body(self, fields: Mapping[str, object], recipients: Sequence[str] | None, random: int) -> bytes:

@@ -66,9 +66,8 @@ class Notification(Endpoint):
         head = [spec.group_id, spec.content, spec.topic_id, all_members, batch_size]
         return hashlib.blake2b(orjson.dumps(head), digest_size=16)
 
-    def derived_id(self, spec: Spec, recipients: object) -> str:
-        doc = orjson.dumps([spec.group_id, spec.topic_id, spec.content, recipients])
-        return "auto-" + hashlib.blake2b(doc, digest_size=8).hexdigest()
+    def derived_doc(self, spec: Spec, recipients: object) -> bytes:
+        return orjson.dumps([spec.group_id, spec.topic_id, spec.content, recipients])
 
     def body(self, fields: Mapping[str, object], recipients: Sequence[str] | None, random: int) -> bytes:
         # The API takes no message random: a notification is not deduplicated by the server.
