@@ -55,12 +55,14 @@ def print_plan(plan: Plan) -> None:
     """The dry run's plan, on stdout."""
     from dispatcher.observe.plan import GROUP_PACE, least_time_text
 
+    slowest = plan.slowest_api
     lines = [
         f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)",
         f"batches     {plan.batches}" + (f" ({plan.skipped} already final in the journal)" if plan.skipped else ""),
         f"requests    {plan.requests}",
         f"recipients  {plan.recipients} named",
-        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s"
+        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate_of(slowest or ''):g} requests/s"
+        + (f" ({slowest})" if plan.paced_apart and slowest else "")
         + (
             f" and {plan.message_quota:,} batchsendmsg messages a minute ({plan.quota_messages:,} to send; "
             f"the {plan.least_reason} sets it)"
@@ -73,6 +75,12 @@ def print_plan(plan: Plan) -> None:
             else ""
         ),
     ]
+    if plan.paced_apart:  # an API at a rate of its own (the Push Service's): each API's pace, and whose it is
+        lines.append(
+            "pace        "
+            + ", ".join(f"{name} {plan.rate_of(name):g} requests/s" for name in sorted(plan.api_requests))
+            + " (--rate, or --api-rate API=N)"
+        )
     lines += plan.export_lines()
     # A line that is no job names its place as its job_id ("jobs.csv:3"), which its message starts with.
     lines += [

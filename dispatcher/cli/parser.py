@@ -129,6 +129,15 @@ def _send(add_parser: Any) -> None:
     send.add_argument("--rate-store", metavar="URI", help=_rate_store_help())
     _metrics(send, for_send=True)
     _lease(send)
+    # The Push Service (issue 28): an API's rate of its own, beside --rate.
+    send.add_argument(
+        "--api-rate",
+        action="append",
+        metavar="API=N",
+        help="one API's calls a second, repeatable: the Push Service's edition (timpush_batch=10 free, 30 "
+        "standard, the default, 40 advanced); --rate stays the other APIs' (env DISPATCHER_API_RATE, "
+        "comma-separated)",
+    )
 
 
 def _work(add_parser: Any) -> None:

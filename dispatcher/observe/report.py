@@ -54,6 +54,8 @@ class _JobInfo:
     unhashed: list[int] = dataclasses.field(default_factory=list)
     merged: bool = False  # folded into another: not listed
     export: dict[str, Any] | None = None  # what its latest run read of its export (a line's "export")
+    # The Push Service's TaskId of each batch pushed (its latest line's): what Tencent's console knows it by.
+    task_ids: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class _Jobs:
@@ -114,6 +116,7 @@ class _Jobs:
         job.batches = early.batches or job.batches
         job.rejected = early.rejected
         job.export = early.export or job.export
+        job.task_ids.update(early.task_ids)
         for batch in early.unhashed:
             fate, place = fates.pop((waiting, batch))
             before, _ = fates.get((into, batch), (None, place))
@@ -194,6 +197,8 @@ def _first_pass(sources: Sources) -> _FirstPass:
             continue
         info.rejected = None
         info.batches = int(doc.get("batches") or info.batches)
+        if isinstance(doc.get("task_id"), str):
+            info.task_ids[int(doc["batch"])] = doc["task_id"]
         codes[_reason(doc)] += 1  # as the summary counts them
         key = (uid, int(doc["batch"]))
         if info.job_hash is None and key not in fates:
@@ -331,6 +336,8 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             entry["reason"] = info.rejected
         if info.export is not None:
             entry["export"] = info.export
+        if info.task_ids:
+            entry["task_ids"] = [info.task_ids[batch] for batch in sorted(info.task_ids)]
         job_list.append(_told_apart(entry, info, listed, paths))
         if uid in job_reasons:
             entry["not_notified_by_reason"] = job_reasons[uid].rows()
@@ -420,6 +427,13 @@ UNDELIVERED_HEADER = ("job_id", "user_id", "error_code", "meaning")
 def _count(job: dict[str, Any], key: str) -> int:
     value = job.get("export", {}).get(key)
     return value if isinstance(value, int) else 0
+
+
+def _task_text(task_ids: list[str]) -> str:
+    """A job's TaskIds as the text report shows them: the first, and how many there are."""
+    if len(task_ids) == 1:
+        return f"    TaskId {task_ids[0]}"
+    return f"    TaskIds {task_ids[0]}, ... ({len(task_ids):,} in all: report --json lists them)"
 
 
 def _export_text(export: dict[str, Any]) -> str:
@@ -513,6 +527,8 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         lines.append(text + _which(job))
         if isinstance(job.get("export"), dict):
             lines.append(_export_text(job["export"]))
+        if job.get("task_ids"):
+            lines.append(_task_text(job["task_ids"]))
         for row in job.get("not_notified_by_reason", ()):
             lines.append(f"    not notified: {_reason_text(row)}")
     if report["not_notified"]:

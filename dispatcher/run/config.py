@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dispatcher.core.lease import DEFAULT_LEASE
 from dispatcher.journal.uri import JournalURI
-from dispatcher.run.preflight import check_options
+from dispatcher.run.preflight import check_api_rates, check_options
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
@@ -29,6 +29,8 @@ class RunConfig:
     grace: float = 30.0  # seconds in-flight requests get to finish after a stop signal
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA  # batchsendmsg: messages a minute, counted per recipient
     lease: float = DEFAULT_LEASE  # seconds a claim on a batch of a run in PostgreSQL holds unless renewed
+    # --api-rate: (API name, calls a second) of the APIs paced apart from --rate (pacing.budgets.rate_of)
+    api_rates: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         check_options(
@@ -43,3 +45,4 @@ class RunConfig:
             lease=self.lease,
             shared_run=isinstance(self.out, JournalURI),
         )
+        check_api_rates(self.api_rates)

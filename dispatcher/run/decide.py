@@ -139,7 +139,7 @@ def decide(
         if reply.error_code is None:
             halt = f"{reply.error_info} from {target}; check --endpoint or --region"
         else:
-            halt = f"the server answered {code} ({reply.error_info}); check credentials and region"
+            halt = f"the server answered {code} ({reply.error_info}); {endpoint.config_hint(reply.error_code)}"
     elif verdict is Verdict.RENEW and not can_renew:
         status = RETRY
         halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
@@ -168,6 +168,8 @@ def decide(
         extra["api"] = endpoint.name
     if details.dropped:
         extra["msg_drop_reason"] = details.dropped
+    if details.task_id:  # the Push Service's name for the push: its console and delivery reports know it
+        extra["task_id"] = details.task_id
     # What is left of the batch after this request, for the journal (and so for a resume and the
     # report): every recipient not delivered to, with its last code, and what to send next.
     lost = sent.lost

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dispatcher.errors import InputError, UsageError
@@ -142,3 +143,14 @@ def is_stream(path: str) -> bool:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def check_api_rates(api_rates: Iterable[tuple[str, float]]) -> None:
+    """--api-rate's pairs: an API the dispatcher drives, at a positive rate."""
+    from dispatcher.tim.apis import REGISTRY
+
+    for name, rate in api_rates:
+        if name not in REGISTRY:
+            raise UsageError(f"--api-rate {name}: no such API; the APIs are {', '.join(REGISTRY)}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise UsageError(f"--api-rate {name}={rate:g}: the rate must be a positive number of calls a second")

@@ -8,6 +8,7 @@ from dispatcher.tim.apis.base import Endpoint
 from dispatcher.tim.apis.batchsendmsg import BatchSendMsg
 from dispatcher.tim.apis.groupmsg import GroupMsg
 from dispatcher.tim.apis.notification import Notification
+from dispatcher.tim.apis.timpush_batch import TimPushBatch
 
 NOTIFICATION: Final[Endpoint] = Notification()
 
@@ -17,6 +18,7 @@ REGISTRY: Final[dict[str, Endpoint]] = {
         NOTIFICATION,
         BatchSendMsg(),
         GroupMsg(),
+        TimPushBatch(),
     )
 }
 DEFAULT: Final = NOTIFICATION.name  # what a job without "api" means
