@@ -184,6 +184,7 @@ def test_registry_names_every_api() -> None:
         "batchsendmsg": "/v4/openim/batchsendmsg",
         "send_group_msg": "/v4/group_open_http_svc/send_group_msg",
         "timpush_batch": "/v4/timpush/batch",
+        "timpush_push": "/v4/timpush/push",
     }
 
 

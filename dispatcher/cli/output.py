@@ -133,6 +133,10 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("Cut short", ", ".join(data["jobs_cut_short"]) + " became shorter while read"))
     if data["claims_lost"]:
         rows.append(("Claims lost", f"{data['claims_lost']:,} batches left to other workers"))
+    if data.get("unknown"):  # the Push Service: a push whose reply never came is left, never resent on its own
+        rows.append(
+            ("Unknown", f"{data['unknown']:,} pushes whose reply never came: `dispatcher report` says what to check")
+        )
     code = data["exit_code"]
     rows.append(("Exit status", f"{code} ({EXIT_MEANINGS.get(code, '')})"))
     return rows

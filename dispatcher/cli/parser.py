@@ -138,6 +138,12 @@ def _send(add_parser: Any) -> None:
         "standard, the default, 40 advanced); --rate stays the other APIs' (env DISPATCHER_API_RATE, "
         "comma-separated)",
     )
+    send.add_argument(
+        "--retry-unknown",
+        action="store_true",
+        help="with --resume: send again the pushes whose reply never came (status unknown). A push may have "
+        "reached every user already: this can push twice. Check its TaskId or Tencent's console first",
+    )
 
 
 def _work(add_parser: Any) -> None:

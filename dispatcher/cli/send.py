@@ -95,6 +95,7 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
         message_quota=args.message_quota,
         lease=args.lease,
         api_rates=args.api_rates,
+        retry_unknown=args.retry_unknown,
     )
     show_progress = sys.stderr.isatty() and not args.no_progress and not args.quiet
     import asyncio
@@ -148,6 +149,9 @@ def _check(args: argparse.Namespace) -> None:
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
     rate_store(args)
     _api_rates_of(args)
+    from dispatcher.run.preflight import check_retry_unknown
+
+    check_retry_unknown(args.retry_unknown, resume=args.resume, shared_run=args.journal_uri is not None)
 
 
 def _api_rates_of(args: argparse.Namespace) -> None:

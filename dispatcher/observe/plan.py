@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher.core.job import Job
 from dispatcher.core.state import JournalState
-from dispatcher.core.status import FAILED
+from dispatcher.core.status import FAILED, UNKNOWN
 from dispatcher.jobs.reader import Rejection, api_of, read_jobs
 from dispatcher.observe.events import BatchSkipped, JobAccepted, JobRejected
 from dispatcher.observe.summary import Summary
@@ -155,6 +155,7 @@ def make_plan(
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
     headroom: float = MEMORY_HEADROOM,
     api_rates: Mapping[str, float] | None = None,
+    retry_unknown: bool = False,
 ) -> Plan:
     """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
     (a pre-scan must leave it to the run)."""
@@ -183,9 +184,10 @@ def make_plan(
         to_send = item.recipient_count if quota else 0  # recipients that count against the quota
         if state.jobs:
             for i in range(item.batches):
-                if state.should_skip(item.job_id, i, retry_failed):
+                if state.should_skip(item.job_id, i, retry_failed, retry_unknown):
                     skipped += 1
-                    tally.on_event(BatchSkipped(item.job_id, i, state.fate(item.job_id, i) == FAILED))
+                    fate = state.fate(item.job_id, i)
+                    tally.on_event(BatchSkipped(item.job_id, i, fate == FAILED, fate == UNKNOWN))
                     to_send -= _batch_size(item, i) if quota else 0
                 elif quota:
                     # A batch a partial reply cut up sends only what it left (as the engine does).

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, code_key
+from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, UNKNOWN, code_key
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.journals import plan_of, reading, records_of, unsent_of
 from dispatcher.tim.apis import DEFAULT, REGISTRY
@@ -208,6 +208,16 @@ def _first_pass(sources: Sources) -> _FirstPass:
     return _FirstPass(jobs, fates, codes)
 
 
+def unknown_check(doc: dict[str, Any]) -> str:
+    """What to check of a push whose reply never came, before sending it again."""
+    task = doc.get("task_id")
+    where = f"its TaskId {task}" if isinstance(task, str) and task else "Tencent's console (Push Service, push records)"
+    return (
+        f"the push may have been delivered: look for the one sent at {doc.get('at', '?')} in {where}; "
+        "if it is not there, send --resume --retry-unknown (it may push twice)"
+    )
+
+
 def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple[int, dict[str, Any]]]:
     """Every batch not delivered, with its job, as the report lists it: those with a line (the second
     pass, in the journals' order), then those planned that no line names (never sent)."""
@@ -243,6 +253,8 @@ def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple
                 miss["meanings"] = {c: meaning(c) for c in sorted(set(map(code_key, errors.values())))}
             if jobs.all[uid].api is not None:  # a batchsendmsg batch is one-to-one, not "no group"
                 miss["api"] = jobs.all[uid].api
+            if fate == UNKNOWN:
+                miss["check"] = unknown_check(doc)
             yield uid, _told_apart(miss, jobs.all[uid], listed, paths)
     for source in sources:  # planned batches no line names: never sent
         for left in unsent_of(source):
@@ -317,6 +329,8 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             fate = REJECTED
         elif counts[FAILED]:
             fate = FAILED
+        elif counts[UNKNOWN]:
+            fate = UNKNOWN
         elif counts[OK] == info.batches and info.batches:
             fate = OK
         else:
@@ -330,6 +344,8 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             "failed": counts[FAILED],
             "pending": counts[PENDING] + unsent,
         }
+        if counts[UNKNOWN]:  # a push whose reply never came: see its not_notified entry for what to check
+            entry["unknown"] = counts[UNKNOWN]
         if info.api is not None:
             entry["api"] = info.api
         if info.rejected is not None:
@@ -343,11 +359,12 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             entry["not_notified_by_reason"] = job_reasons[uid].rows()
 
     return {
-        "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING],
+        "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING] + by_fate[UNKNOWN],
         "ok": by_fate[OK],
         "failed": by_fate[FAILED],
         "rejected": sum(1 for j in job_list if j["fate"] == REJECTED),
         "pending": by_fate[PENDING],
+        "unknown": by_fate[UNKNOWN],
         # Named recipients left out, as the summary counts them: of each job, as its latest run read it.
         "duplicates": sum(_count(job, "duplicates") for job in job_list),
         "excluded": sum(_count(job, "excluded") for job in job_list),
@@ -501,7 +518,8 @@ def _miss_text(miss: dict[str, Any]) -> str:
             + (" ..." if len(recipients) > 10 else "")
         )
         why = NOT_SENT if miss["error_code"] is None else f"{miss['error_code']}: {miss['meaning']}"
-    return f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who} ({why}){_which(miss)}"
+    text = f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who} ({why}){_which(miss)}"
+    return text + (f"\n    check: {miss['check']}" if "check" in miss else "")
 
 
 def render_text(report: dict[str, Any], *paths: str) -> str:
@@ -510,6 +528,8 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         f"batches {report['batches']}: ok {report['ok']}, failed {report['failed']}, pending {report['pending']}; "
         f"jobs rejected {report['rejected']}",
     ]
+    if report["unknown"]:
+        lines.append(f"unknown {report['unknown']}: pushes whose reply never came; each is listed with what to check")
     if report["duplicates"] or report["excluded"]:
         lines.append(f"recipients left out: {report['duplicates']:,} duplicates, {report['excluded']:,} excluded")
     if report["error_codes"]:

@@ -6,7 +6,7 @@ import collections
 import dataclasses
 from typing import Any
 
-from dispatcher.core.status import FAILED, OK
+from dispatcher.core.status import FAILED, OK, UNKNOWN
 from dispatcher.observe.events import (
     BatchClaimed,
     BatchSkipped,
@@ -50,6 +50,10 @@ class Summary:
     pace_min: float | None = None  # the slowest pace a request was started at, requests a second
     rate_steps_down: int = 0  # times a "too frequent" reply stepped the pace down
     claims_lost: int = 0  # a shared run: batches this worker claimed and left to another (its lease ran out)
+    # Batches whose fate is unknown: a push whose reply never came (timpush_push), and of the skipped, those
+    # whose fate is unknown (resumed without --retry-unknown). Either makes the exit status 1: check them.
+    unknown: int = 0
+    skipped_unknown: int = 0
 
     def on_event(self, event: Event) -> None:
         """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
@@ -64,6 +68,8 @@ class Summary:
                 self.all_members_batches += event.recipients == 0  # a named batch names at least one
             elif event.recorded and event.status == FAILED:
                 self.failed += 1
+            elif event.recorded and event.status == UNKNOWN:
+                self.unknown += 1
         elif isinstance(event, RateWaited):
             if event.pace is not None and (self.pace_min is None or event.pace < self.pace_min):
                 self.pace_min = event.pace
@@ -88,6 +94,7 @@ class Summary:
         elif isinstance(event, BatchSkipped):
             self.skipped += 1
             self.skipped_failed += event.failed
+            self.skipped_unknown += event.unknown
         elif isinstance(event, StopRequested):
             self.interrupted = True
         elif isinstance(event, Halted) and event.first:
@@ -97,7 +104,7 @@ class Summary:
 
     @property
     def pending(self) -> int:
-        return max(0, self.batches - self.ok - self.failed - self.skipped)
+        return max(0, self.batches - self.ok - self.failed - self.unknown - self.skipped)
 
     @property
     def rate(self) -> float:
@@ -118,6 +125,8 @@ class Summary:
         if self.stopped:
             return 2
         if self.failed or self.skipped_failed or self.rejected or self.pending or self.jobs_cut_short:
+            return 1
+        if self.unknown or self.skipped_unknown:
             return 1
         return 0
 
@@ -147,4 +156,5 @@ class Summary:
             "pace_min": None if self.pace_min is None else round(self.pace_min, 2),
             "rate_steps_down": self.rate_steps_down,
             "claims_lost": self.claims_lost,
+            "unknown": self.unknown,
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from dispatcher.core.status import FAILED, OK, RETRY, code_key
+from dispatcher.core.status import FAILED, OK, RETRY, UNKNOWN, code_key
 from dispatcher.run.client import Reply
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
@@ -126,7 +126,9 @@ def decide(
     again = backoff = renew = signature_pause = False
     pause = 0.0
     halt = outage
-    if halt is not None:
+    if not endpoint.resends_unsure and may_have_arrived(reply):
+        status = UNKNOWN  # never sent again on its own: it may have been delivered (a push cannot be taken back)
+    elif halt is not None:
         status = RETRY  # not final: a plain --resume finishes the run once the endpoint answers
     elif verdict is Verdict.OK:
         status = OK if not failures and not sent.lost else FAILED
@@ -214,6 +216,16 @@ def decide(
         halt=halt,
         signature_accepted=took_signature(reply, verdict),
     )
+
+
+def may_have_arrived(reply: Reply) -> bool:
+    """Whether a reply with no ErrorCode leaves it open that the server took the request: a timeout,
+    a connection dropped after the request left, an HTTP 5xx or a body that is not JSON. A connection
+    never made, a 429 (refused before it was read) and another HTTP status (the wrong place, or the
+    request's own size) say it was not."""
+    if reply.error_code is not None or reply.connect_failed:
+        return False
+    return reply.http_status is None or reply.http_status == 200 or reply.http_status >= 500
 
 
 def took_signature(reply: Reply, verdict: Verdict) -> bool:

@@ -23,7 +23,7 @@ def pair_of(journal: JournalStore, run: RunConfig) -> tuple[BatchSource, Journal
     if isinstance(journal, SharedRun):
         claims = Claims(journal, run.jobs, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
         return claims, SharedLifecycle(journal)
-    return LocalJobs(run.jobs, run.batch_size, run.retry_failed), FileLifecycle(journal)
+    return LocalJobs(run.jobs, run.batch_size, run.retry_failed, run.retry_unknown), FileLifecycle(journal)
 
 
 async def open_store(

@@ -14,7 +14,7 @@ import structlog
 from dispatcher.core.batch import Batch
 from dispatcher.core.ports import Journal
 from dispatcher.core.record import record
-from dispatcher.core.status import FAILED, OK, REJECTED
+from dispatcher.core.status import FINAL, REJECTED
 from dispatcher.errors import JournalWriteError
 from dispatcher.observe.events import Event, JobRejected, ReplyRecorded
 from dispatcher.pacing.budgets import Budgets
@@ -137,7 +137,7 @@ class Recorder:
                 batches=job.batches,
                 attempt=attempt,
                 status=decision.status,
-                final=decision.status in (OK, FAILED),
+                final=decision.status in FINAL,
                 group_id=job.group_id,
                 recipients=sent.recipients,
                 error_code=reply.error_code,

@@ -84,6 +84,9 @@ class Sandbox:
         wall_clock: Callable[[], float] = time.time,
         api_rates: Mapping[str, int] | None = None,
         push_enabled: bool = True,
+        push_daily_limit: int = 100,
+        push_tags: Mapping[str, Iterable[str]] | None = None,
+        push_attrs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """`accounts`: the app's accounts, for one-to-one messages (None: every valid UserID exists);
         `message_quota`: batchsendmsg's messages a minute, counted per recipient; `group_rate`:
@@ -91,7 +94,9 @@ class Sandbox:
         the server's time of day, by which a UserSig expires and which its `Date` header tells (a
         test sets it apart from the sender's to emulate a clock that is off); `api_rates`: calls a
         second of an API whose rate is its own, by API name (the Push Service's: 10, 30 or 40 by
-        edition; 30 unless given); `push_enabled` False answers every push 90045."""
+        edition; 30 unless given); `push_enabled` False answers every push 90045; `push_daily_limit`:
+        timpush_push's calls a day (100; 10 on the free edition); `push_tags` and `push_attrs`: each
+        user's tags and attributes, which a push's Condition selects by."""
         if credentials.secret_key is None:
             raise ValueError("the sandbox needs the secret key to verify signatures")
         self.credentials = credentials
@@ -109,6 +114,9 @@ class Sandbox:
         self.group_rate = group_rate
         self.api_rates = dict(api_rates or {})
         self.push_enabled = push_enabled
+        self.push_daily_limit = push_daily_limit
+        self.push_tags = {user: tuple(tags) for user, tags in (push_tags or {}).items()}
+        self.push_attrs = {user: dict(attrs) for user, attrs in (push_attrs or {}).items()}
         # Each API's emulation, holding that API's state (deduplication, quotas) for this sandbox alone.
         self.emulators: tuple[Emulator, ...] = tuple(emulator() for emulator in EMULATORS)
         self._recipient_script: dict[str, collections.deque[int]] = {}

@@ -45,6 +45,9 @@ class Box(Protocol):
     message_quota: int
     group_rate: int
     push_enabled: bool  # False: the Push Service is not enabled for the app (90045)
+    push_daily_limit: int  # timpush_push's calls a day
+    push_tags: dict[str, tuple[str, ...]]  # user -> tags, for a push by tag
+    push_attrs: dict[str, dict[str, str]]  # user -> attributes, for a push by attribute
 
     def group(self, gid: object) -> tuple[str, Group]: ...
 

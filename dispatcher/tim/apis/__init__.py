@@ -9,6 +9,7 @@ from dispatcher.tim.apis.batchsendmsg import BatchSendMsg
 from dispatcher.tim.apis.groupmsg import GroupMsg
 from dispatcher.tim.apis.notification import Notification
 from dispatcher.tim.apis.timpush_batch import TimPushBatch
+from dispatcher.tim.apis.timpush_push import TimPushPush
 
 NOTIFICATION: Final[Endpoint] = Notification()
 
@@ -19,6 +20,7 @@ REGISTRY: Final[dict[str, Endpoint]] = {
         BatchSendMsg(),
         GroupMsg(),
         TimPushBatch(),
+        TimPushPush(),
     )
 }
 DEFAULT: Final = NOTIFICATION.name  # what a job without "api" means

@@ -90,6 +90,9 @@ class Endpoint(abc.ABC):
     counts_recipients: ClassVar[bool] = False
     # The window of that quota, seconds (None: the API has no message quota).
     quota_seconds: ClassVar[float | None] = None
+    # Calls in a window, counted per call and held by the limiter's guard alone, no even pace (timpush_push:
+    # 100 calls a day); None: no such budget.
+    call_quota: ClassVar[tuple[int, float] | None] = None
     # Its requests name no group: the report says "one-to-one" where others name the GroupId.
     one_to_one: ClassVar[bool] = False
     # The request carries a message number (Random, MsgRandom): see `batch_random`.
@@ -105,6 +108,9 @@ class Endpoint(abc.ABC):
     default_rate: ClassVar[float | None] = None
     transient_codes: ClassVar[frozenset[int]] = frozenset()  # codes to retry besides rules.classify's
     over_rate_codes: ClassVar[frozenset[int]] = frozenset()  # "too frequent" codes besides api's
+    # False: a request whose reply never came (it may have been delivered) is recorded `unknown` and
+    # never sent again on its own (a push to all users cannot be taken back); only --retry-unknown does.
+    resends_unsure: ClassVar[bool] = True
     # Its journal lines and rejections carry "api" (a notification's keep the keys they had before
     # the other APIs existed, so that journals of then and now read alike).
     names_api: ClassVar[bool] = True
