@@ -28,10 +28,13 @@ from dispatcher.sandbox import ALL_MEMBERS, PUSH, Sandbox
 from dispatcher.tim.apis import REGISTRY
 from tests.conftest import (
     FakeClock,
+    PostgresServer,
+    cli,
     in_virtual_time,
     in_virtual_time_on_postgres,
     journal,
     make_config,
+    report,
     run_engine,
     write_jobs,
 )
@@ -228,3 +231,25 @@ async def test_the_days_budget_is_shared_by_runs_through_the_store(
     await second.acquire()  # the 101st in 24 hours waits for the first to be a day old
     assert clock.now - started == pytest.approx(86_400, abs=1.1)
     await second.aclose()
+
+
+def test_both_push_apis_in_a_run_kept_in_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            job(audience="all"),
+            {**job("named"), "api": "timpush_batch", "To_Account": [f"u{i}" for i in range(700)]},
+        ],
+    )
+    uri = postgres_server.journal("pushes")
+    done = cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    doc = report(uri)
+    assert (doc["batches"], doc["ok"], doc["unknown"]) == (3, 3, 0)
+    jobs_shown: list[dict[str, Any]] = doc["jobs"]  # type: ignore[assignment]
+    assert sorted(len(j.get("task_ids", ())) for j in jobs_shown) == [1, 2]
+    again = cli("send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--resume", "--retry-unknown")
+    assert (again.returncode, again.stderr.strip()) == (
+        2,
+        "dispatcher: error: --retry-unknown takes a file journal; a run in PostgreSQL keeps its unknown batches final",
+    )
