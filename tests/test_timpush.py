@@ -24,7 +24,19 @@ from dispatcher.sandbox import PUSH, Sandbox
 from dispatcher.tim import usersig
 from dispatcher.tim.apis import REGISTRY
 from dispatcher.tim.config import DEMO_CREDENTIALS as DEMO
-from tests.conftest import DISPATCHER, ROOT, FakeClock, cli_env, journal, make_config, run_engine, users, write_jobs
+from tests.conftest import (
+    DEMO_ENV,
+    DISPATCHER,
+    ROOT,
+    FakeClock,
+    SandboxProcess,
+    cli_env,
+    journal,
+    make_config,
+    run_engine,
+    users,
+    write_jobs,
+)
 
 PUSH_INFO = {"PushFlag": 0, "Title": "Sale", "Desc": "Half price today"}
 PUSH_KEY = orjson.dumps(PUSH_INFO, option=orjson.OPT_SORT_KEYS).decode()  # as the ledger keys a push
@@ -239,3 +251,32 @@ async def test_sandbox_batch_push_window_task_ids_and_duplicates() -> None:
 
 def test_registry_has_the_push_api() -> None:
     assert REGISTRY["timpush_batch"].path == PATH
+
+
+def test_the_sandbox_command_takes_the_push_services_settings(tmp_path: Path) -> None:
+    box = SandboxProcess("--api-rate", "timpush_batch=10", "--no-push-service")
+    try:
+        jobs = write_jobs(tmp_path / "jobs.jsonl", [push_job(users(2))])
+        done = subprocess.run(
+            DISPATCHER("send", str(jobs), "--endpoint", box.url, "--out", str(tmp_path / "o.jsonl"), "--no-progress"),
+            env=cli_env(**DEMO_ENV),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert "the server answered 90045" in done.stderr
+    finally:
+        box.stop()
+    bad = subprocess.run(
+        DISPATCHER("sandbox", "--api-rate", "timpush_batch=0"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2,
+        "dispatcher: error: --api-rate timpush_batch=0: the rate must be a whole number of calls a second, 1 or more",
+    )

@@ -263,6 +263,20 @@ def _sandbox(add_parser: Any) -> None:
     sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped unanswered")
     sandbox.add_argument("--http502-rate", type=float, default=0.0, help="share of requests answered HTTP 502")
     sandbox.add_argument("--seed", type=int, help="seed for the faults, to repeat a rehearsal")
+    # The Push Service (issue 28).
+    sandbox.add_argument(
+        "--api-rate",
+        action="append",
+        metavar="API=N",
+        help="one API's calls a second before 60007, repeatable (timpush_batch: 10 free, 30 standard, the "
+        "default, 40 advanced)",
+    )
+    sandbox.add_argument(
+        "--no-push-service", action="store_true", help="the app has no Push Service: every push is answered 90045"
+    )
+    sandbox.add_argument(
+        "--push-daily-limit", type=int, default=100, help="timpush_push: calls a day before 90047 (default %(default)s)"
+    )
 
 
 def _usersig(add_parser: Any) -> None:
