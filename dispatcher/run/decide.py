@@ -127,7 +127,7 @@ def decide(
     pause = 0.0
     halt = outage
     if not endpoint.resends_unsure and may_have_arrived(reply):
-        status = UNKNOWN  # never sent again on its own: it may have been delivered (a push cannot be taken back)
+        status = UNKNOWN  # never sent again on its own: it may have been delivered (a push shown cannot be unseen)
     elif halt is not None:
         status = RETRY  # not final: a plain --resume finishes the run once the endpoint answers
     elif verdict is Verdict.OK:

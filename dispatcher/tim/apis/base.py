@@ -109,7 +109,7 @@ class Endpoint(abc.ABC):
     transient_codes: ClassVar[frozenset[int]] = frozenset()  # codes to retry besides rules.classify's
     over_rate_codes: ClassVar[frozenset[int]] = frozenset()  # "too frequent" codes besides api's
     # False: a request whose reply never came (it may have been delivered) is recorded `unknown` and
-    # never sent again on its own (a push to all users cannot be taken back); only --retry-unknown does.
+    # never sent again on its own (a push to all users, once shown, cannot be unseen); only --retry-unknown does.
     resends_unsure: ClassVar[bool] = True
     # Its journal lines and rejections carry "api" (a notification's keep the keys they had before
     # the other APIs existed, so that journals of then and now read alike).

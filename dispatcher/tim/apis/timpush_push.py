@@ -10,8 +10,8 @@ At most 100 calls a day per app (10 on the free edition), at least a second apar
 90047 over the day). The limiter holds both: a pace of 1 a second, and a guard of 100 calls in any
 24 hours (`call_quota`), shared across runs and processes through `--rate-store`.
 
-Never twice: a push to all users cannot be taken back, and Tencent documents no duplicate filter
-for this API beyond the request's own MsgRandom. A request whose reply never came (a timeout, a
+Never twice: a push to all users, once devices show it, cannot be unseen (a recall does not undo
+that), and Tencent documents no duplicate filter for this API. A request whose reply never came (a timeout, a
 dropped connection after the request left, HTTP 5xx) is recorded `unknown` and never sent again on
 its own (`resends_unsure`); only `--retry-unknown` does. A delivered push is final like any `ok`.
 """
@@ -47,7 +47,7 @@ INTERNAL: Final = 91000
 
 NO_AUDIENCE: Final = (
     'names no audience: give "audience": "all" to push to every user, or a Condition (TagsAnd, TagsOr, AttrsAnd, '
-    "AttrsOr) to push to some; a push to all users cannot be taken back"
+    "AttrsOr) to push to some; a push to all users reaches every device"
 )
 NO_RECIPIENTS: Final = (
     f'{NAME} pushes to all users or those a Condition selects; to push to named accounts, use "api": "timpush_batch"'
