@@ -180,7 +180,7 @@ async def test_an_account_over_the_quota_in_an_error_list_is_sent_again(tmp_path
 
 
 def test_an_api_named_in_capitals_or_by_its_path_is_refused_with_the_name_to_use(tmp_path: Path) -> None:
-    known = "known: send_group_system_notification, batchsendmsg, send_group_msg"
+    known = "known: send_group_system_notification, batchsendmsg, send_group_msg, timpush_batch, timpush_push"
     base = {"GroupId": GROUP, "Text": "hello"}
     assert rejections(
         tmp_path,

@@ -183,6 +183,8 @@ def test_registry_names_every_api() -> None:
         "send_group_system_notification": "/v4/group_open_http_svc/send_group_system_notification",
         "batchsendmsg": "/v4/openim/batchsendmsg",
         "send_group_msg": "/v4/group_open_http_svc/send_group_msg",
+        "timpush_batch": "/v4/timpush/batch",
+        "timpush_push": "/v4/timpush/push",
     }
 
 

@@ -359,6 +359,8 @@ async def test_every_api_is_served_with_its_own_codes(http: aiohttp.ClientSessio
         "send_group_system_notification": (10004, 10015),
         "batchsendmsg": (90001, 90003),
         "send_group_msg": (10004, 10015),
+        "timpush_batch": (90001, 90001),
+        "timpush_push": (90001, 90001),
     }
 
 

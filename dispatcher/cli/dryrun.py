@@ -36,6 +36,8 @@ def dry_run(args: argparse.Namespace, out: Path | JournalURI) -> int:
         args.retry_failed,
         message_quota=args.message_quota,
         headroom=args.store.headroom,  # a Redis budget paces at 98% of the rate, this process at 99.5%
+        api_rates=dict(args.api_rates),
+        retry_unknown=args.retry_unknown,
     )
     if args.summary_json != "-":  # `--summary-json -`: the JSON is the plan on stdout
         print_plan(plan)

@@ -57,12 +57,14 @@ def print_plan(plan: Plan) -> None:
     """The dry run's plan, on stdout."""
     from dispatcher.observe.plan import GROUP_PACE, least_time_text
 
+    slowest = plan.slowest_api
     lines = [
         f"jobs        {plan.jobs} ({plan.jobs - plan.rejected} valid, {plan.rejected} rejected)",
         f"batches     {plan.batches}" + (f" ({plan.skipped} already final in the journal)" if plan.skipped else ""),
         f"requests    {plan.requests}",
         f"recipients  {plan.recipients} named",
-        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate:g} requests/s"
+        f"least time  {least_time_text(plan.least_seconds)} at {plan.rate_of(slowest or ''):g} requests/s"
+        + (f" ({slowest})" if plan.paced_apart and slowest else "")
         + (
             f" and {plan.message_quota:,} batchsendmsg messages a minute ({plan.quota_messages:,} to send; "
             f"the {plan.least_reason} sets it)"
@@ -75,6 +77,12 @@ def print_plan(plan: Plan) -> None:
             else ""
         ),
     ]
+    if plan.paced_apart:  # an API at a rate of its own (the Push Service's): each API's pace, and whose it is
+        lines.append(
+            "pace        "
+            + ", ".join(f"{name} {plan.rate_of(name):g} requests/s" for name in sorted(plan.api_requests))
+            + " (--rate, or --api-rate API=N)"
+        )
     lines += plan.export_lines()
     # A line that is no job names its place as its job_id ("jobs.csv:3"), which its message starts with.
     lines += [
@@ -134,6 +142,10 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("Claims lost", f"{data['claims_lost']:,} batches left to other workers"))
     if data["unanswered"]:
         rows.append(("Unanswered", unanswered_text(data)))
+    if data.get("unknown"):  # the Push Service: a push whose reply never came is left, never resent on its own
+        rows.append(
+            ("Unknown", f"{data['unknown']:,} pushes whose reply never came: `dispatcher report` says what to check")
+        )
     code = data["exit_code"]
     rows.append(("Exit status", f"{code} ({EXIT_MEANINGS.get(code, '')})"))
     return rows

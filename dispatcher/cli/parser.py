@@ -129,6 +129,21 @@ def _send(add_parser: Any) -> None:
     send.add_argument("--rate-store", metavar="URI", help=_rate_store_help())
     _metrics(send, for_send=True)
     _lease(send)
+    # The Push Service (issue 28): an API's rate of its own, beside --rate.
+    send.add_argument(
+        "--api-rate",
+        action="append",
+        metavar="API=N",
+        help="one API's calls a second, repeatable: the Push Service's edition (timpush_batch=10 free, 30 "
+        "standard, the default, 40 advanced); --rate stays the other APIs' (env DISPATCHER_API_RATE, "
+        "comma-separated)",
+    )
+    send.add_argument(
+        "--retry-unknown",
+        action="store_true",
+        help="with --resume: send again the pushes whose reply never came (status unknown). A push may have "
+        "reached every user already: this can push twice. Check its TaskId or Tencent's console first",
+    )
 
 
 def _work(add_parser: Any) -> None:
@@ -269,6 +284,20 @@ def _sandbox(add_parser: Any) -> None:
     sandbox.add_argument("--drop-rate", type=float, default=0.0, help="share of connections dropped unanswered")
     sandbox.add_argument("--http502-rate", type=float, default=0.0, help="share of requests answered HTTP 502")
     sandbox.add_argument("--seed", type=int, help="seed for the faults, to repeat a rehearsal")
+    # The Push Service (issue 28).
+    sandbox.add_argument(
+        "--api-rate",
+        action="append",
+        metavar="API=N",
+        help="one API's calls a second before 60007, repeatable (timpush_batch: 10 free, 30 standard, the "
+        "default, 40 advanced)",
+    )
+    sandbox.add_argument(
+        "--no-push-service", action="store_true", help="the app has no Push Service: every push is answered 90045"
+    )
+    sandbox.add_argument(
+        "--push-daily-limit", type=int, default=100, help="timpush_push: calls a day before 90047 (default %(default)s)"
+    )
 
 
 def _usersig(add_parser: Any) -> None:

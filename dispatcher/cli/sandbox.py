@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dispatcher.cli.output import say_error, write_stdout
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         faults=faults,
         accounts=accounts,
         message_quota=args.message_quota,
+        api_rates=_api_rates(args.api_rate or ()),
+        push_enabled=not args.no_push_service,
+        push_daily_limit=args.push_daily_limit,
     )
 
     async def serve() -> None:
@@ -89,3 +93,21 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--rate must be at least 1")
     if args.message_quota < 1:
         raise UsageError("--message-quota must be at least 1")
+    if args.push_daily_limit < 1:
+        raise UsageError("--push-daily-limit must be at least 1")
+    _api_rates(args.api_rate or ())
+
+
+def _api_rates(given: Sequence[str]) -> dict[str, int]:
+    """--api-rate API=N: each a known API at a whole number of calls a second, 1 or more."""
+    from dispatcher.tim.apis import REGISTRY
+
+    rates = {}
+    for text in given:
+        name, _, value = text.partition("=")
+        if name not in REGISTRY:
+            raise UsageError(f"--api-rate {text}: no such API; the APIs are {', '.join(REGISTRY)}")
+        if not (value.isdigit() and int(value) >= 1):
+            raise UsageError(f"--api-rate {text}: the rate must be a whole number of calls a second, 1 or more")
+        rates[name] = int(value)
+    return rates

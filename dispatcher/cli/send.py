@@ -17,6 +17,8 @@ from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
 if TYPE_CHECKING:
     from dispatcher.observe.metrics import Exporter
 
+API_RATE_ENV = "DISPATCHER_API_RATE"  # --api-rate's pairs, comma-separated: timpush_batch=40,timpush_push=1
+
 
 def run(args: argparse.Namespace, decide: Callable[[], None]) -> int:
     """`decide`: told when the exit status is decided (from then on a signal changes nothing)."""
@@ -94,6 +96,8 @@ def _checked(args: argparse.Namespace, exporter: Exporter | None, decide: Callab
         message_quota=args.message_quota,
         lease=args.lease,
         backup_endpoint=backup,
+        api_rates=args.api_rates,
+        retry_unknown=args.retry_unknown,
     )
     show_progress = sys.stderr.isatty() and not args.no_progress and not args.quiet
     import asyncio
@@ -148,6 +152,33 @@ def _check(args: argparse.Namespace) -> None:
         out = Path(args.out or default_out(args.jobs[0]))
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
     rate_store(args)
+    _api_rates_of(args)
+    from dispatcher.run.preflight import check_retry_unknown
+
+    check_retry_unknown(args.retry_unknown, resume=args.resume, shared_run=args.journal_uri is not None)
+
+
+def _api_rates_of(args: argparse.Namespace) -> None:
+    """`args.api_rates`: --api-rate API=N, repeatable, after those of DISPATCHER_API_RATE (comma-separated)."""
+    import os
+
+    from dispatcher.run.preflight import check_api_rates
+
+    given = [part for part in os.environ.get(API_RATE_ENV, "").split(",") if part.strip()]
+    rates: dict[str, float] = {}
+    for text in [*given, *(args.api_rate or ())]:
+        name, sep, value = text.strip().partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not sep or not name:
+            raise UsageError(f"--api-rate {text}: give API=N, as in timpush_batch=40")
+        if rate <= 0:
+            raise UsageError(f"--api-rate {text}: the rate must be a positive number of calls a second")
+        rates[name.strip()] = rate
+    args.api_rates = tuple(rates.items())
+    check_api_rates(args.api_rates)
 
 
 def _journal_of(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from dispatcher.core.job import DERIVED_ID_PREFIX
-from dispatcher.core.status import FAILED, OK, REJECTED
+from dispatcher.core.status import FAILED, OK, REJECTED, UNKNOWN
 
 
 @dataclasses.dataclass
@@ -87,10 +87,11 @@ class JournalState:
         sending = set(resend)  # once: a batch of 500 looked up 500 times
         return resend, {uid: code for uid, code in errors.items() if uid not in sending}
 
-    def should_skip(self, job_id: str, batch: int, retry_failed: bool) -> bool:
-        """A batch whose fate is ok is never sent again; a failed one only with --retry-failed."""
+    def should_skip(self, job_id: str, batch: int, retry_failed: bool, retry_unknown: bool = False) -> bool:
+        """A batch whose fate is ok is never sent again; a failed one only with --retry-failed; one
+        whose fate is unknown (it may have been delivered) only with --retry-unknown."""
         fate = self.fate(job_id, batch)
-        return fate == OK or (fate == FAILED and not retry_failed)
+        return fate == OK or (fate == FAILED and not retry_failed) or (fate == UNKNOWN and not retry_unknown)
 
     def add(self, doc: dict[str, Any]) -> None:
         rec = self.jobs.setdefault(str(doc["job_id"]), JobRecord())
@@ -103,6 +104,8 @@ class JournalState:
         fate, _ = rec.batches.get(index, (None, 0))
         if doc.get("final"):
             fate = str(doc["status"])
+        elif fate == UNKNOWN:  # a line after "sent, no reply yet" (a retry) says the request was not taken
+            fate = None
         rec.batches[index] = (fate, int(doc.get("attempt") or 0))
         errors = doc.get("recipient_errors")
         if isinstance(errors, dict):

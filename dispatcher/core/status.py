@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 OK, RETRY, FAILED, REJECTED = "ok", "retry", "failed", "rejected"
+# A request whose reply never came, of an API that must never be sent twice (timpush_push): it may
+# have been delivered. Final: only --retry-unknown sends it again.
+UNKNOWN = "unknown"
 PENDING = "pending"  # not a status in the journal: a batch with no final line
-STATUSES = frozenset({OK, RETRY, FAILED, REJECTED})
+STATUSES = frozenset({OK, RETRY, FAILED, REJECTED, UNKNOWN})
+FINAL = frozenset({OK, FAILED, UNKNOWN})  # the statuses a batch's final line may have
 
 TRANSPORT = "transport"  # the error code of a reply with no ErrorCode (HTTP error, timeout, no connection)
 

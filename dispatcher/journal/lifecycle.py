@@ -33,6 +33,7 @@ class FileLifecycle:
     """A journal in a file: a line written is in the file, so a commit has nothing to wait for."""
 
     __slots__ = ("_store",)
+    marks_sent = True  # see Journal.marks_sent
 
     def __init__(self, store: JournalStore) -> None:
         self._store = store

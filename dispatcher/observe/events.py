@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 
-from dispatcher.core.status import FAILED, OK
+from dispatcher.core.status import FINAL
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +65,7 @@ class BatchSkipped:
     job_id: str
     batch: int
     failed: bool
+    unknown: bool = False  # its fate is unknown: a push whose reply never came (resumed without --retry-unknown)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class ReplyRecorded:
 
     @property
     def final(self) -> bool:
-        return self.recorded and self.status in (OK, FAILED)
+        return self.recorded and self.status in FINAL
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,16 +9,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.core.job import Job
 from dispatcher.core.state import JournalState
-from dispatcher.core.status import FAILED
+from dispatcher.core.status import FAILED, UNKNOWN
 from dispatcher.jobs.reader import Rejection, api_of, read_jobs
 from dispatcher.observe.events import BatchSkipped, JobAccepted, JobRejected
 from dispatcher.observe.summary import Summary
 from dispatcher.pacing.base import MEMORY_HEADROOM, Quota
+from dispatcher.pacing.budgets import api_rate
 from dispatcher.pacing.group import SHARE
 from dispatcher.tim import rules
 
@@ -42,6 +43,8 @@ class Plan:
     headroom: float = MEMORY_HEADROOM  # how far below `rate` the run's limiter paces at most
     quota_messages: int = 0  # batchsendmsg's recipients still to send, which count against its quota
     api_requests: dict[str, int] = dataclasses.field(default_factory=dict)  # API name -> requests to make
+    # API name -> calls a second its budget holds (`pacing.budgets.api_rate`: --api-rate, its own, --rate)
+    api_rates: dict[str, float] = dataclasses.field(default_factory=dict)
     # GroupId -> messages to send into it by an API with a pace per group (send_group_msg)
     group_messages: dict[str, int] = dataclasses.field(default_factory=dict)
     rejections: list[Rejection] = dataclasses.field(default_factory=list)
@@ -58,9 +61,9 @@ class Plan:
 
     def _least(self) -> tuple[float, float, float]:
         """The least seconds at the call rate, under the message quota and at the busiest group's pace."""
-        # Each API has a budget of its own (per app and API path): the busiest one's calls set the pace.
-        calls = max(self.api_requests.values(), default=0)
-        at_rate = 0.0 if calls <= 1 or self.rate <= 0 else (calls - 1) * (1 + self.headroom) / self.rate
+        # Each API has a budget of its own (per app and API path), at its own rate: the one that takes
+        # longest sets the pace.
+        at_rate = max((self._at_rate(name) for name in self.api_requests), default=0.0)
         # The quota is paced evenly from the first message (limiter.Quota): each call waits for the
         # units of the one before it, so only the last call's own units are not waited for.
         quota = Quota(self.message_quota, rules.QUOTA_SECONDS)
@@ -69,6 +72,24 @@ class Plan:
         busiest = max(self.group_messages.values(), default=0)
         at_group = 0.0 if busiest <= 1 else (busiest - 1) * (1 + MEMORY_HEADROOM) / GROUP_PACE  # in-process
         return at_rate, waited * quota.unit_interval, at_group
+
+    def rate_of(self, name: str) -> float:
+        """The calls a second of the API `name`'s budget."""
+        return self.api_rates.get(name, self.rate)
+
+    def _at_rate(self, name: str) -> float:
+        calls, rate = self.api_requests[name], self.rate_of(name)
+        return 0.0 if calls <= 1 or rate <= 0 else (calls - 1) * (1 + self.headroom) / rate
+
+    @property
+    def slowest_api(self) -> str | None:
+        """The API whose calls take longest at its rate, if any call is to be made."""
+        return max(self.api_requests, key=self._at_rate, default=None)
+
+    @property
+    def paced_apart(self) -> bool:
+        """Whether some API of the plan is paced at a rate other than --rate (the Push Service's)."""
+        return any(self.rate_of(name) != self.rate for name in self.api_requests)
 
     @property
     def least_seconds(self) -> float:
@@ -105,6 +126,7 @@ class Plan:
             "excluded": self.excluded,
             "error_codes": {},
             "least_seconds": self.least_seconds,
+            "api_rates": dict(sorted(self.api_rates.items())),
             "quota_messages": self.quota_messages,
             "rejections": [
                 {"job_id": r.job_id, "source": r.source, "field": r.field, "reason": r.reason} for r in self.rejections
@@ -133,6 +155,8 @@ def make_plan(
     message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
     headroom: float = MEMORY_HEADROOM,
     on_rows: Callable[[int], None] | None = None,
+    api_rates: Mapping[str, float] | None = None,
+    retry_unknown: bool = False,
 ) -> Plan:
     """The plan of a run; `streams` False raises jobs.StreamedExport at an export that is a stream
     (a pre-scan must leave it to the run). `on_rows` hears of the rows read (the progress display)."""
@@ -161,9 +185,10 @@ def make_plan(
         to_send = item.recipient_count if quota else 0  # recipients that count against the quota
         if state.jobs:
             for i in range(item.batches):
-                if state.should_skip(item.job_id, i, retry_failed):
+                if state.should_skip(item.job_id, i, retry_failed, retry_unknown):
                     skipped += 1
-                    tally.on_event(BatchSkipped(item.job_id, i, state.fate(item.job_id, i) == FAILED))
+                    fate = state.fate(item.job_id, i)
+                    tally.on_event(BatchSkipped(item.job_id, i, fate == FAILED, fate == UNKNOWN))
                     to_send -= _batch_size(item, i) if quota else 0
                 elif quota:
                     # A batch a partial reply cut up sends only what it left (as the engine does).
@@ -171,6 +196,7 @@ def make_plan(
                     to_send -= 0 if left is None else _batch_size(item, i) - len(left[0])
         name = item.endpoint.name
         plan.api_requests[name] = plan.api_requests.get(name, 0) + item.batches - skipped
+        plan.api_rates[name] = api_rate(item.endpoint, rate, api_rates or {})
         plan.quota_messages += to_send
         if item.endpoint.group_rate is not None and item.group_id is not None and item.batches > skipped:
             plan.group_messages[item.group_id] = plan.group_messages.get(item.group_id, 0) + item.batches - skipped

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, RETRY, code_key
+from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, RETRY, UNKNOWN, code_key
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.journals import plan_of, reading, records_of, unsent_of
 from dispatcher.tim.apis import DEFAULT, REGISTRY
@@ -67,6 +67,8 @@ class _JobInfo:
     unhashed: list[int] = dataclasses.field(default_factory=list)
     merged: bool = False  # folded into another: not listed
     export: dict[str, Any] | None = None  # what its latest run read of its export (a line's "export")
+    # The Push Service's TaskId of each batch pushed (its latest line's): what Tencent's console knows it by.
+    task_ids: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class _Jobs:
@@ -128,6 +130,7 @@ class _Jobs:
         job.batches = early.batches or job.batches
         job.rejected = early.rejected
         job.export = early.export or job.export
+        job.task_ids.update(early.task_ids)
         for batch in early.unhashed:
             fate, place = fates.pop((waiting, batch))
             before, _ = fates.get((into, batch), (None, place))
@@ -213,12 +216,18 @@ def _first_pass(sources: Sources) -> _FirstPass:
             continue
         info.rejected = None
         info.batches = int(doc.get("batches") or info.batches)
+        if isinstance(doc.get("task_id"), str):
+            info.task_ids[int(doc["batch"])] = doc["task_id"]
         codes[_reason(doc)] += 1  # as the summary counts them
         key = (uid, int(doc["batch"]))
         if info.job_hash is None and key not in fates:
             info.unhashed.append(key[1])
         fate, _ = fates.get(key, (None, place))
-        fates[key] = (str(doc["status"]) if doc.get("final") else fate, place)
+        if doc.get("final"):
+            fate = str(doc["status"])
+        elif fate == UNKNOWN:  # a line after "sent, no reply yet" (a retry): the request was not taken
+            fate = None
+        fates[key] = (fate, place)
         _seen(jobs.batches, key, place, doc)
     return _FirstPass(jobs, fates, codes)
 
@@ -237,6 +246,16 @@ def _seen(batches: dict[tuple[int, int], _Batch], key: tuple[int, int], place: P
     resend = doc.get("resend")
     batch.resend = len(resend) if isinstance(resend, list) and doc.get("status") == RETRY else 0
     batch.latest_whole = batch.errors is None and named == batch.size
+
+
+def unknown_check(doc: dict[str, Any]) -> str:
+    """What to check of a push whose reply never came, before sending it again."""
+    task = doc.get("task_id")
+    where = f"its TaskId {task}" if isinstance(task, str) and task else "Tencent's console (Push Service, push records)"
+    return (
+        f"the push may have been delivered: look for the one sent at {doc.get('at', '?')} in {where}; "
+        "if it is not there, send --resume --retry-unknown (it may push twice)"
+    )
 
 
 def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -274,6 +293,8 @@ def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple
                 miss["meanings"] = {c: meaning(c) for c in sorted(set(map(code_key, errors.values())))}
             if jobs.all[uid].api is not None:  # a batchsendmsg batch is one-to-one, not "no group"
                 miss["api"] = jobs.all[uid].api
+            if fate == UNKNOWN:
+                miss["check"] = unknown_check(doc)
             yield uid, _told_apart(miss, jobs.all[uid], listed, paths)
     for source in sources:  # planned batches no line names: never sent
         for left in unsent_of(source):
@@ -350,6 +371,8 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             fate = REJECTED
         elif counts[FAILED]:
             fate = FAILED
+        elif counts[UNKNOWN]:
+            fate = UNKNOWN
         elif counts[OK] == info.batches and info.batches:
             fate = OK
         else:
@@ -363,12 +386,16 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             "failed": counts[FAILED],
             "pending": counts[PENDING] + unsent,
         }
+        if counts[UNKNOWN]:  # a push whose reply never came: see its not_notified entry for what to check
+            entry["unknown"] = counts[UNKNOWN]
         if info.api is not None:
             entry["api"] = info.api
         if info.rejected is not None:
             entry["reason"] = info.rejected
         if info.export is not None:
             entry["export"] = info.export
+        if info.task_ids:
+            entry["task_ids"] = [info.task_ids[batch] for batch in sorted(info.task_ids)]
         job_list.append(_told_apart(entry, info, listed, paths))
         if uid in tallies or info.export is not None:
             # Apart from the job's entry, whose keys scripts compare whole.
@@ -378,11 +405,12 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
             entry["not_notified_by_reason"] = job_reasons[uid].rows()
 
     return {
-        "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING],
+        "batches": by_fate[OK] + by_fate[FAILED] + by_fate[PENDING] + by_fate[UNKNOWN],
         "ok": by_fate[OK],
         "failed": by_fate[FAILED],
         "rejected": sum(1 for j in job_list if j["fate"] == REJECTED),
         "pending": by_fate[PENDING],
+        "unknown": by_fate[UNKNOWN],
         # Named recipients left out, as the summary counts them: of each job, as its latest run read it.
         "duplicates": sum(_count(job, "duplicates") for job in job_list),
         "excluded": sum(_count(job, "excluded") for job in job_list),
@@ -568,6 +596,13 @@ def _count(job: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _task_text(task_ids: list[str]) -> str:
+    """A job's TaskIds as the text report shows them: the first, and how many there are."""
+    if len(task_ids) == 1:
+        return f"    TaskId {task_ids[0]}"
+    return f"    TaskIds {task_ids[0]}, ... ({len(task_ids):,} in all: report --json lists them)"
+
+
 def _export_text(export: dict[str, Any]) -> str:
     """A job's "export", as the text report shows it."""
 
@@ -650,7 +685,8 @@ def _miss_text(miss: dict[str, Any]) -> str:
             + (" ..." if len(recipients) > 10 else "")
         )
         why = NOT_SENT if miss["error_code"] is None else f"{miss['error_code']}: {miss['meaning']}"
-    return f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who} ({why}){_which(miss)}"
+    text = f"  {miss['job_id']} batch {miss['batch']} ({miss['status']}) {where}: {who} ({why}){_which(miss)}"
+    return text + (f"\n    check: {miss['check']}" if "check" in miss else "")
 
 
 def render_text(report: dict[str, Any], *paths: str) -> str:
@@ -665,6 +701,8 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
     counted = {
         (job["job_id"], job.get("job_hash"), job.get("journal")): job for job in report["reconciliation"]["jobs"]
     }
+    if report["unknown"]:
+        lines.append(f"unknown {report['unknown']}: pushes whose reply never came; each is listed with what to check")
     if report["duplicates"] or report["excluded"]:
         lines.append(f"recipients left out: {report['duplicates']:,} duplicates, {report['excluded']:,} excluded")
     if report["error_codes"]:
@@ -685,6 +723,8 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         recipients = counted.get((job["job_id"], job.get("job_hash"), job.get("journal")))
         if recipients is not None:
             lines.append(f"    recipients: {_reconciled_text(recipients)}")
+        if job.get("task_ids"):
+            lines.append(_task_text(job["task_ids"]))
         for row in job.get("not_notified_by_reason", ()):
             lines.append(f"    not notified: {_reason_text(row)}")
     if report["not_notified"]:

@@ -6,7 +6,7 @@ import collections
 import dataclasses
 from typing import Any
 
-from dispatcher.core.status import FAILED, OK
+from dispatcher.core.status import FAILED, OK, UNKNOWN
 from dispatcher.observe.events import (
     BatchClaimed,
     BatchSkipped,
@@ -60,6 +60,10 @@ class Summary:
     first_quota_cost: int = 0  # ... of them, the first request's, which waited for none before it
     # Requests in flight when the run stopped at once: never answered (their lines say so), sent again by a resume.
     unanswered: list[RequestUnanswered] = dataclasses.field(default_factory=list)
+    # Batches whose fate is unknown: a push whose reply never came (timpush_push), and of the skipped, those
+    # whose fate is unknown (resumed without --retry-unknown). Either makes the exit status 1: check them.
+    unknown: int = 0
+    skipped_unknown: int = 0
 
     def on_event(self, event: Event) -> None:
         """Count one event of the run (the engine's subscriber; the dry-run plan feeds it too)."""
@@ -74,6 +78,8 @@ class Summary:
                 self.all_members_batches += event.recipients == 0  # a named batch names at least one
             elif event.recorded and event.status == FAILED:
                 self.failed += 1
+            elif event.recorded and event.status == UNKNOWN:
+                self.unknown += 1
         elif isinstance(event, RateWaited):
             if event.pace is not None and (self.pace_min is None or event.pace < self.pace_min):
                 self.pace_min = event.pace
@@ -101,6 +107,7 @@ class Summary:
         elif isinstance(event, BatchSkipped):
             self.skipped += 1
             self.skipped_failed += event.failed
+            self.skipped_unknown += event.unknown
         elif isinstance(event, StopRequested):
             self.interrupted = True
         elif isinstance(event, Halted) and event.first:
@@ -112,7 +119,7 @@ class Summary:
 
     @property
     def pending(self) -> int:
-        return max(0, self.batches - self.ok - self.failed - self.skipped)
+        return max(0, self.batches - self.ok - self.failed - self.unknown - self.skipped)
 
     @property
     def rate(self) -> float:
@@ -148,6 +155,8 @@ class Summary:
         if self.stopped:
             return 2
         if self.failed or self.skipped_failed or self.rejected or self.pending or self.jobs_cut_short:
+            return 1
+        if self.unknown or self.skipped_unknown:
             return 1
         return 0
 
@@ -186,4 +195,5 @@ class Summary:
                 {"job_id": e.job_id, "batch": e.batch, "api": e.api, "recipients": e.recipients}
                 for e in sorted(self.unanswered, key=lambda e: (e.job_id, e.batch))
             ],
+            "unknown": self.unknown,
         }

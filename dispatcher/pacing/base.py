@@ -37,6 +37,9 @@ class Quota:
 
     limit: int
     per: float
+    # False: a guard alone, no even pace (timpush_push's 100 calls a day: the second push of a day goes a
+    # second after the first, not 864 s after it).
+    even: bool = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.limit, int) and self.limit >= 1):
@@ -51,8 +54,8 @@ class Quota:
 
     @property
     def unit_interval(self) -> float:
-        """Seconds between units at the even pace."""
-        return self.window / self.limit
+        """Seconds between units at the even pace (0: none, the guard alone holds the quota)."""
+        return self.window / self.limit if self.even else 0.0
 
     def text(self) -> str:
         """How a shared budget records it, so that two runs with different quotas never mix: "12000/60"."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import structlog
 
@@ -22,6 +22,15 @@ from dispatcher.pacing.store import MEMORY, open_limiter, parse_store, quota_of
 from dispatcher.tim.apis import Endpoint
 
 log = structlog.get_logger("dispatcher")
+
+
+def api_rate(endpoint: Endpoint, rate: float, api_rates: Mapping[str, float]) -> float:
+    """The calls a second `endpoint`'s budget holds: --api-rate's for it, else the API's own pace
+    (the Push Service's 30), else --rate. So --rate keeps its meaning for the APIs at 200."""
+    given = api_rates.get(endpoint.name)
+    if given is not None:
+        return given
+    return endpoint.default_rate if endpoint.default_rate is not None else rate
 
 
 class Budgets:
@@ -38,7 +47,11 @@ class Budgets:
         shared: Limiter | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        api_rates: Mapping[str, float] | None = None,
     ) -> None:
+        """`rate`: --rate, the calls a second of every API without a pace of its own; `api_rates`:
+        --api-rate, by API name, which wins over both (see `rate_of`)."""
+        self._api_rates = dict(api_rates or {})
         self.store = parse_store(store) if isinstance(store, str) else store
         self._rate = rate
         self._sdkappid = sdkappid
@@ -51,6 +64,10 @@ class Budgets:
         self._lock = asyncio.Lock()
         self._paused_until = 0.0  # by `clock`: every start is held until then
         self._closed = False
+
+    def rate_of(self, endpoint: Endpoint) -> float:
+        """The calls a second `endpoint`'s budget holds (`api_rate`)."""
+        return api_rate(endpoint, self._rate, self._api_rates)
 
     @property
     def counts_quota(self) -> bool:
@@ -68,10 +85,11 @@ class Budgets:
         async with self._lock:  # one opening per API, however many workers ask at once
             found = self._opened.get(endpoint.path)
             if found is None:
+                rate = self.rate_of(endpoint)
                 found = await self._stack.enter_async_context(
                     open_limiter(
                         self.store,
-                        rate=self._rate,
+                        rate=rate,
                         sdkappid=self._sdkappid,
                         api_path=endpoint.path,
                         quota=quota_of(endpoint, self._message_quota),
@@ -87,12 +105,12 @@ class Budgets:
                 if held > 0:  # a pause from before this API's first request holds it too
                     found.pause(held)
                 self._opened[endpoint.path] = found
-                if self._rate > endpoint.documented_rate:
+                if rate > endpoint.documented_rate:
                     log.warning(
                         "--rate is above what Tencent documents for this API (an app can buy more): "
                         "the pace begins at the documented rate and ramps up while the server takes it",
                         api=endpoint.name,
-                        rate=rate_text(self._rate),
+                        rate=rate_text(rate),
                         documented=rate_text(endpoint.documented_rate),
                     )
             return found

@@ -109,7 +109,10 @@ def _parse_postgres(parts: uris.URI, shown: str) -> StoreURI:
 
 
 def quota_of(endpoint: Endpoint, message_quota: int) -> Quota | None:
-    """The second window of an API's budget: its per-minute message quota, if it has one."""
+    """The second window of an API's budget: its per-minute message quota, or its calls a day, if it has one."""
+    if endpoint.call_quota is not None:
+        limit, per = endpoint.call_quota
+        return Quota(limit, per, even=False)
     if endpoint.quota_seconds is None:
         return None
     return Quota(message_quota, endpoint.quota_seconds)

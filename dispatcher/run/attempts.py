@@ -119,6 +119,13 @@ class Attempts:
                 # It may be taken back before the reply comes (its claim runs out): someone else sends it.
                 self._emit(ClaimLost(job_id, batch.index))
                 return
+            if not endpoint.resends_unsure and self._journal.marks_sent:
+                # On record before it leaves: killed with it in flight, the process leaves it `unknown`.
+                marked = self._recorder.sent_unsure(
+                    batch, first_attempt + n - 1, Sent(pending, lost, self._signer.generation)
+                )
+                if not marked or not await self._journal.commit():
+                    return
             worker.request = (batch, pending)
             try:
                 started = self.last_start = self._clock()

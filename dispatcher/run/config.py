@@ -8,7 +8,7 @@ from pathlib import Path
 from dispatcher.core.lease import DEFAULT_LEASE
 from dispatcher.errors import library_words
 from dispatcher.journal.uri import JournalURI
-from dispatcher.run.preflight import check_options
+from dispatcher.run.preflight import check_api_rates, check_options, check_retry_unknown
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
 from dispatcher.tim.config import DEFAULT_TIMEOUT, Credentials
@@ -32,6 +32,10 @@ class RunConfig:
     lease: float = DEFAULT_LEASE  # seconds a claim on a batch of a run in PostgreSQL holds unless renewed
     # Where requests go for a while after the endpoint could not be reached (run.failover); None: nowhere else.
     backup_endpoint: str | None = None
+    # --api-rate: (API name, calls a second) of the APIs paced apart from --rate (pacing.budgets.rate_of)
+    api_rates: tuple[tuple[str, float], ...] = ()
+    # --retry-unknown: with resume, send again the batches whose fate is unknown (a push whose reply never came)
+    retry_unknown: bool = False
 
     def __post_init__(self) -> None:
         with library_words():
@@ -50,3 +54,5 @@ class RunConfig:
             lease=self.lease,
             shared_run=isinstance(self.out, JournalURI),
         )
+        check_api_rates(self.api_rates)
+        check_retry_unknown(self.retry_unknown, resume=self.resume, shared_run=isinstance(self.out, JournalURI))

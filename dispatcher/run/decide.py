@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from dispatcher.core.status import FAILED, OK, RETRY, code_key
+from dispatcher.core.status import FAILED, OK, RETRY, UNKNOWN, code_key
 from dispatcher.run.client import Reply
 from dispatcher.run.retry import RetryPolicy
 from dispatcher.tim import rules
@@ -126,7 +126,9 @@ def decide(
     again = backoff = renew = signature_pause = False
     pause = 0.0
     halt = outage
-    if halt is not None:
+    if not endpoint.resends_unsure and may_have_arrived(reply):
+        status = UNKNOWN  # never sent again on its own: it may have been delivered (a push shown cannot be unseen)
+    elif halt is not None:
         status = RETRY  # not final: a plain --resume finishes the run once the endpoint answers
     elif verdict is Verdict.OK:
         status = OK if not failures and not sent.lost else FAILED
@@ -139,7 +141,7 @@ def decide(
         if reply.error_code is None:
             halt = f"{reply.error_info} from {target}; check --endpoint or --region"
         else:
-            halt = f"the server answered {code} ({reply.error_info}); check credentials and region"
+            halt = f"the server answered {code} ({reply.error_info}); {endpoint.config_hint(reply.error_code)}"
     elif verdict is Verdict.RENEW and not can_renew:
         status = RETRY
         halt = "the UserSig in TIM_USERSIG has expired; set TIM_SECRET_KEY or a fresh TIM_USERSIG"
@@ -168,6 +170,8 @@ def decide(
         extra["api"] = endpoint.name
     if details.dropped:
         extra["msg_drop_reason"] = details.dropped
+    if details.task_id:  # the Push Service's name for the push: its console and delivery reports know it
+        extra["task_id"] = details.task_id
     # What is left of the batch after this request, for the journal (and so for a resume and the
     # report): every recipient not delivered to, with its last code, and what to send next.
     lost = sent.lost
@@ -212,6 +216,16 @@ def decide(
         halt=halt,
         signature_accepted=took_signature(reply, verdict),
     )
+
+
+def may_have_arrived(reply: Reply) -> bool:
+    """Whether a reply with no ErrorCode leaves it open that the server took the request: a timeout,
+    a connection dropped after the request left, an HTTP 5xx or a body that is not JSON. A connection
+    never made, a 429 (refused before it was read) and another HTTP status (the wrong place, or the
+    request's own size) say it was not."""
+    if reply.error_code is not None or reply.connect_failed:
+        return False
+    return reply.http_status is None or reply.http_status == 200 or reply.http_status >= 500
 
 
 def took_signature(reply: Reply, verdict: Verdict) -> bool:

@@ -104,6 +104,7 @@ class Engine:
             shared=limiter,
             clock=clock,
             sleep=sleep,
+            api_rates=dict(config.api_rates),
         )
         self._clock = clock
         self._sleep = sleep

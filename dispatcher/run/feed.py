@@ -50,8 +50,8 @@ class RunFeed:
     def accepted(self, job: Job, batches: int) -> None:
         self._emit(JobAccepted(job.job_id, batches, job.duplicates, job.excluded))
 
-    def skipped(self, job_id: str, index: int, failed: bool) -> None:
-        self._emit(BatchSkipped(job_id, index, failed))
+    def skipped(self, job_id: str, index: int, failed: bool, unknown: bool = False) -> None:
+        self._emit(BatchSkipped(job_id, index, failed, unknown))
 
     def claimed(self, batch: Batch) -> None:
         self._emit(BatchClaimed(batch.job.job_id, batch.index))

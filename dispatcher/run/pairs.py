@@ -28,7 +28,7 @@ def pair_of(journal: JournalStore, run: RunConfig, jobs: JobsInput | None = None
         planned = jobs if not isinstance(jobs, JobFiles) or jobs.paths else None
         claims = Claims(journal, planned, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
         return claims, SharedLifecycle(journal)
-    return LocalJobs(jobs, run.batch_size, run.retry_failed), FileLifecycle(journal)
+    return LocalJobs(jobs, run.batch_size, run.retry_failed, run.retry_unknown), FileLifecycle(journal)
 
 
 async def open_store(

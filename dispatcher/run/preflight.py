@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dispatcher.errors import InputError, UsageError
@@ -162,3 +163,24 @@ def is_stream(path: str) -> bool:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def check_api_rates(api_rates: Iterable[tuple[str, float]]) -> None:
+    """--api-rate's pairs: an API the dispatcher drives, at a positive rate."""
+    from dispatcher.tim.apis import REGISTRY
+
+    for name, rate in api_rates:
+        if name not in REGISTRY:
+            raise UsageError(f"--api-rate {name}: no such API; the APIs are {', '.join(REGISTRY)}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise UsageError(f"--api-rate {name}={rate:g}: the rate must be a positive number of calls a second")
+
+
+def check_retry_unknown(retry_unknown: bool, *, resume: bool, shared_run: bool) -> None:
+    """--retry-unknown resends what may have been delivered: only on a resume, of a file journal."""
+    if not retry_unknown:
+        return
+    if not resume:
+        raise UsageError("--retry-unknown needs --resume: it sends again the batches a journal holds as unknown")
+    if shared_run:
+        raise UsageError("--retry-unknown takes a file journal; a run in PostgreSQL keeps its unknown batches final")

@@ -15,7 +15,7 @@ from dispatcher.core.batch import Batch
 from dispatcher.core.job import Job
 from dispatcher.core.ports import Journal
 from dispatcher.core.record import record
-from dispatcher.core.status import FAILED, OK, REJECTED, RETRY
+from dispatcher.core.status import FINAL, REJECTED, UNKNOWN
 from dispatcher.errors import JournalWriteError
 from dispatcher.observe.events import Event, JobRejected, ReplyRecorded
 from dispatcher.pacing.budgets import Budgets
@@ -30,6 +30,10 @@ log = structlog.get_logger("dispatcher")
 
 # The text of the line of a request a stop at once cancelled in flight.
 UNANSWERED = "no reply: the run stopped at once with this request in flight; it may have been delivered"
+# The text of the line that marks a request that must never go twice as sent, before it leaves.
+SENT_UNSURE = (
+    "sent, no reply yet: as the batch's latest line, the process ended with it in flight; it may have been delivered"
+)
 
 
 class Recorder:
@@ -90,8 +94,8 @@ class Recorder:
                 batch=batch.index,
                 batches=job.batches,
                 attempt=attempt,
-                status=RETRY,
-                final=False,
+                status=decision.status,  # retry, or unknown where a request must never go twice
+                final=decision.status in FINAL,
                 group_id=job.group_id,
                 recipients=sent.recipients,
                 error_code=None,
@@ -100,6 +104,31 @@ class Recorder:
                 latency_ms=latency_ms,
                 job_hash=job.job_hash,
                 **self._with_export(job, decision.extra),
+            )
+        )
+
+    def sent_unsure(self, batch: Batch, attempt: int, sent: Sent) -> bool:
+        """Mark a request that must never go twice (`Endpoint.resends_unsure` False) as sent, before it
+        leaves: `unknown`, final, so that a process killed with it in flight leaves it to --retry-unknown
+        rather than to a resume. Its reply's line, or any later line of the batch, says what became of it."""
+        job = batch.job
+        extra: dict[str, object] = {"api": job.endpoint.name} if job.endpoint.names_api else {}
+        return self.write(
+            record(
+                job_id=job.job_id,
+                batch=batch.index,
+                batches=job.batches,
+                attempt=attempt,
+                status=UNKNOWN,
+                final=True,
+                group_id=job.group_id,
+                recipients=sent.recipients,
+                error_code=None,
+                error_info=SENT_UNSURE,
+                http_status=None,
+                latency_ms=None,
+                job_hash=job.job_hash,
+                **self._with_export(job, extra),
             )
         )
 
@@ -181,7 +210,7 @@ class Recorder:
                 batches=job.batches,
                 attempt=attempt,
                 status=decision.status,
-                final=decision.status in (OK, FAILED),
+                final=decision.status in FINAL,
                 group_id=job.group_id,
                 recipients=sent.recipients,
                 error_code=reply.error_code,

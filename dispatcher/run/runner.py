@@ -171,7 +171,13 @@ class Runner:
                 return _interrupted_before_sending(run)
             creds = run.credentials
             async with (
-                Budgets(self.store, rate=run.rate, sdkappid=creds.sdkappid, message_quota=run.message_quota) as budgets,
+                Budgets(
+                    self.store,
+                    rate=run.rate,
+                    sdkappid=creds.sdkappid,
+                    message_quota=run.message_quota,
+                    api_rates=dict(run.api_rates),
+                ) as budgets,
                 contextlib.AsyncExitStack() as stack,
             ):
                 # Before anything is sent: a store that cannot be reached, or holds another rate, is
@@ -246,6 +252,7 @@ class Runner:
                 streams=False,
                 message_quota=run.message_quota,
                 on_rows=None if progress is None else progress.rows_read,
+                api_rates=dict(run.api_rates),
             )
         )
         try:
@@ -261,7 +268,12 @@ class Runner:
         groups = None if plan is None else {gid: Group(gtype) for gid, gtype in plan.groups.items()}
         # At least 1 a second: a window of "0 requests" would refuse every request of a slow run.
         emulator = Sandbox(
-            run.credentials, groups=groups, rate=max(1, math.ceil(run.rate)), message_quota=run.message_quota
+            run.credentials,
+            groups=groups,
+            rate=max(1, math.ceil(run.rate)),
+            message_quota=run.message_quota,
+            # An API paced apart (--api-rate) is taken at that pace: the edition the run says the app has.
+            api_rates={name: max(1, math.ceil(rate)) for name, rate in run.api_rates},
         )
         url = await emulator.start()
         stack.push_async_callback(emulator.stop)

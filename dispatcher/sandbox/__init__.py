@@ -6,8 +6,9 @@ nothing in `dispatcher.tim` imports it.
 """
 
 from dispatcher.sandbox.apis.batchsendmsg import C2C
+from dispatcher.sandbox.apis.timpush_batch import PUSH
 from dispatcher.sandbox.groups import Group, load_accounts, load_groups
 from dispatcher.sandbox.ledger import ALL_MEMBERS, Ledger
 from dispatcher.sandbox.server import Faults, Sandbox
 
-__all__ = ["ALL_MEMBERS", "C2C", "Faults", "Group", "Ledger", "Sandbox", "load_accounts", "load_groups"]
+__all__ = ["ALL_MEMBERS", "C2C", "PUSH", "Faults", "Group", "Ledger", "Sandbox", "load_accounts", "load_groups"]

@@ -82,12 +82,21 @@ class Sandbox:
         message_quota: int = rules.DEFAULT_MESSAGE_QUOTA,
         group_rate: int = rules.GROUP_RATE,
         wall_clock: Callable[[], float] = time.time,
+        api_rates: Mapping[str, int] | None = None,
+        push_enabled: bool = True,
+        push_daily_limit: int = 100,
+        push_tags: Mapping[str, Iterable[str]] | None = None,
+        push_attrs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """`accounts`: the app's accounts, for one-to-one messages (None: every valid UserID exists);
         `message_quota`: batchsendmsg's messages a minute, counted per recipient; `group_rate`:
         send_group_msg's messages a second into one group before they are dropped; `wall_clock`:
         the server's time of day, by which a UserSig expires and which its `Date` header tells (a
-        test sets it apart from the sender's to emulate a clock that is off)."""
+        test sets it apart from the sender's to emulate a clock that is off); `api_rates`: calls a
+        second of an API whose rate is its own, by API name (the Push Service's: 10, 30 or 40 by
+        edition; 30 unless given); `push_enabled` False answers every push 90045; `push_daily_limit`:
+        timpush_push's calls a day (100; 10 on the free edition); `push_tags` and `push_attrs`: each
+        user's tags and attributes, which a push's Condition selects by."""
         if credentials.secret_key is None:
             raise ValueError("the sandbox needs the secret key to verify signatures")
         self.credentials = credentials
@@ -103,6 +112,11 @@ class Sandbox:
         self.accounts = None if accounts is None else frozenset(accounts)
         self.message_quota = message_quota
         self.group_rate = group_rate
+        self.api_rates = dict(api_rates or {})
+        self.push_enabled = push_enabled
+        self.push_daily_limit = push_daily_limit
+        self.push_tags = {user: tuple(tags) for user, tags in (push_tags or {}).items()}
+        self.push_attrs = {user: dict(attrs) for user, attrs in (push_attrs or {}).items()}
         # Each API's emulation, holding that API's state (deduplication, quotas) for this sandbox alone.
         self.emulators: tuple[Emulator, ...] = tuple(emulator() for emulator in EMULATORS)
         self._recipient_script: dict[str, collections.deque[int]] = {}
@@ -170,7 +184,11 @@ class Sandbox:
 
     # -- rules ---------------------------------------------------------------------------------
 
-    def _admit(self, path: str, now: float) -> bool:
+    def rate_of(self, emulator: Emulator) -> int:
+        """The calls a second `emulator`'s API takes: its own (`api_rates`, the Push Service's edition), or `rate`."""
+        return self.api_rates.get(emulator.api.name, emulator.rate or self.rate)
+
+    def _admit(self, path: str, now: float, rate: int) -> bool:
         """The per-app rate of one API: at most `rate` requests accepted in any one-second window."""
         arrivals = self._arrivals[path]
         while arrivals and arrivals[0] <= now - 1.0:
@@ -180,7 +198,7 @@ class Sandbox:
         window = self._windows[path]
         while window and window[0] <= now - 1.0:
             window.popleft()
-        if len(window) >= self.rate:
+        if len(window) >= rate:
             return False
         window.append(now)
         return True
@@ -303,7 +321,7 @@ class Sandbox:
         except web.HTTPRequestEntityTooLarge:
             return self._too_large()
         try:
-            if not self._admit(emulator.path, self._clock()):
+            if not self._admit(emulator.path, self._clock(), self.rate_of(emulator)):
                 raise Refusal(rules.OVER_RATE, "over the frequency limit")
             self._authenticate(request.query)
             try:

@@ -21,6 +21,7 @@ class SharedLifecycle:
     the round that holds every line taken so far (`settle`)."""
 
     __slots__ = ("_store",)
+    marks_sent = False  # see Journal.marks_sent
 
     def __init__(self, store: _Shared) -> None:
         self._store = store

@@ -71,6 +71,19 @@ MEANINGS: Final[Mapping[str, str]] = {
     "90995": "internal server error, retried",
     "91000": "internal server error, retried",
     "93000": "the message is too large",
+    # The Push Service (timpush_batch, timpush_push; Tencent's error codes page 74196).
+    "90018": "more accounts than a push takes",
+    "90020": "a tag is longer than 50 bytes",
+    "90022": "a tag is in both TagsOr and TagsAnd",
+    "90024": "pushes too frequent: at least 1 s apart",
+    "90032": "more than 10 tags in the push's Condition",
+    "90033": "invalid attribute",
+    "90039": "a push by attributes and by tags at once",
+    "90040": "an empty tag in the push's Condition",
+    "90045": "the Push Service is not enabled for the app",
+    "90047": "over the day's budget of pushes to all users or by tag",
+    "90056": "the push is over 10 KB",
+    "90057": "DataId is longer than 64 bytes",
 }
 
 

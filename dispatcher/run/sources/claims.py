@@ -20,7 +20,7 @@ import structlog
 from dispatcher.core.batch import Batch, split
 from dispatcher.core.job import InlineRecipients, Job
 from dispatcher.core.ports import Feed
-from dispatcher.core.status import FAILED, OK
+from dispatcher.core.status import FAILED, OK, UNKNOWN
 from dispatcher.errors import InputError
 from dispatcher.jobs.reader import JobsInput, Rejection, api_of
 from dispatcher.run.sources.local import PRODUCER_SLICE, take
@@ -98,7 +98,8 @@ class Claims:
                     done = [] if planned is None else self._final_batches(run, item.job_id)
                     run.accepted(item, len(done))
                     for index, failed in done:
-                        run.skipped(item.job_id, index, failed)
+                        unknown = run.state.fate(item.job_id, index) == UNKNOWN
+                        run.skipped(item.job_id, index, failed, unknown)
                     if planned is None:
                         await shared.plan(item, split(item))
                     if time.monotonic() > yield_at:  # as the local jobs do: the workers' requests go out meanwhile
@@ -112,7 +113,8 @@ class Claims:
 
     def _final_batches(self, run: Feed, job_id: str) -> list[tuple[int, bool]]:
         """The batches of a job that the journal holds as final and this run leaves so: (index, failed).
-        A failed one open again in the run's database (--retry-failed) is not: it is sent again."""
+        A failed one open again in the run's database (--retry-failed) is not: it is sent again. One whose
+        fate is unknown (a push whose reply never came) stays final: a run in PostgreSQL never resends it."""
         record = run.state.jobs.get(job_id)
         if record is None:
             return []
@@ -120,7 +122,7 @@ class Claims:
         return [
             (i, fate == FAILED)
             for i, (fate, _) in record.batches.items()
-            if fate == OK or (fate == FAILED and not retry and not self._run.reopened(job_id, i))
+            if fate in (OK, UNKNOWN) or (fate == FAILED and not retry and not self._run.reopened(job_id, i))
         ]
 
     async def _claim(self, run: Feed) -> None:

@@ -16,7 +16,7 @@ import structlog
 from dispatcher.core.batch import Batch, split
 from dispatcher.core.job import Job
 from dispatcher.core.ports import Feed
-from dispatcher.core.status import FAILED
+from dispatcher.core.status import FAILED, UNKNOWN
 from dispatcher.errors import InputError
 from dispatcher.jobs.files import breathe
 from dispatcher.jobs.reader import JobsInput, Rejection, api_of
@@ -76,10 +76,11 @@ class LocalJobs:
 
     resends_failed = False  # a failed batch is queued only with --retry-failed, which the journal's state knows
 
-    def __init__(self, jobs: JobsInput, batch_size: int, retry_failed: bool) -> None:
+    def __init__(self, jobs: JobsInput, batch_size: int, retry_failed: bool, retry_unknown: bool = False) -> None:
         self._jobs = jobs
         self._batch_size = batch_size
         self._retry_failed = retry_failed
+        self._retry_unknown = retry_unknown
 
     async def feed(self, run: Feed) -> None:
         loop = asyncio.get_running_loop()
@@ -119,8 +120,9 @@ class LocalJobs:
         yield_at = time.monotonic() + PRODUCER_SLICE
         try:
             for batch in split(item):
-                if state.should_skip(item.job_id, batch.index, self._retry_failed):
-                    run.skipped(item.job_id, batch.index, state.fate(item.job_id, batch.index) == FAILED)
+                if state.should_skip(item.job_id, batch.index, self._retry_failed, self._retry_unknown):
+                    fate = state.fate(item.job_id, batch.index)
+                    run.skipped(item.job_id, batch.index, fate == FAILED, fate == UNKNOWN)
                 else:
                     await queue.put(batch)  # suspends only when the queue is full
                     if time.monotonic() > yield_at:

@@ -44,6 +44,10 @@ class Box(Protocol):
     groups: dict[str, Group] | None  # None: every valid GroupId is an open Public group
     message_quota: int
     group_rate: int
+    push_enabled: bool  # False: the Push Service is not enabled for the app (90045)
+    push_daily_limit: int  # timpush_push's calls a day
+    push_tags: dict[str, tuple[str, ...]]  # user -> tags, for a push by tag
+    push_attrs: dict[str, dict[str, str]]  # user -> attributes, for a push by attribute
 
     def group(self, gid: object) -> tuple[str, Group]: ...
 
@@ -60,6 +64,9 @@ class Emulator(abc.ABC):
 
     api: ClassVar[type[Endpoint]]  # the client half: the path served
     json_error_code: ClassVar[int] = rules.INVALID_PARAMETER  # the answer to a body that is not JSON
+    # Calls a second in any one-second window when the API's is its own (the Push Service's edition
+    # rate), not the sandbox's `rate`; `Sandbox(api_rates=...)` sets it per API.
+    rate: ClassVar[int | None] = None
 
     @property
     def path(self) -> str:

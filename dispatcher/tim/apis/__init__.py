@@ -8,6 +8,8 @@ from dispatcher.tim.apis.base import Endpoint
 from dispatcher.tim.apis.batchsendmsg import BatchSendMsg
 from dispatcher.tim.apis.groupmsg import GroupMsg
 from dispatcher.tim.apis.notification import Notification
+from dispatcher.tim.apis.timpush_batch import TimPushBatch
+from dispatcher.tim.apis.timpush_push import TimPushPush
 
 NOTIFICATION: Final[Endpoint] = Notification()
 
@@ -17,6 +19,8 @@ REGISTRY: Final[dict[str, Endpoint]] = {
         NOTIFICATION,
         BatchSendMsg(),
         GroupMsg(),
+        TimPushBatch(),
+        TimPushPush(),
     )
 }
 DEFAULT: Final = NOTIFICATION.name  # what a job without "api" means

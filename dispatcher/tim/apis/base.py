@@ -69,6 +69,7 @@ class Details:
 
     failures: tuple[tuple[str, int], ...] = ()  # recipients not delivered to, with the code of each
     dropped: str = ""  # MsgDropReason: the server dropped the message although ErrorCode was 0
+    task_id: str = ""  # the Push Service's TaskId: what its console and delivery reports know the push by
 
 
 NO_DETAILS: Final = Details()
@@ -89,6 +90,9 @@ class Endpoint(abc.ABC):
     counts_recipients: ClassVar[bool] = False
     # The window of that quota, seconds (None: the API has no message quota).
     quota_seconds: ClassVar[float | None] = None
+    # Calls in a window, counted per call and held by the limiter's guard alone, no even pace (timpush_push:
+    # 100 calls a day); None: no such budget.
+    call_quota: ClassVar[tuple[int, float] | None] = None
     # Its requests name no group: the report says "one-to-one" where others name the GroupId.
     one_to_one: ClassVar[bool] = False
     # The request carries a message number (Random, MsgRandom): see `batch_random`.
@@ -99,8 +103,14 @@ class Endpoint(abc.ABC):
     # "request frequency limit": 200 for the three message APIs). A --rate above it is warned about,
     # and the pace ramps up to it from here (dispatcher.pacing.adaptive); apps can buy more.
     documented_rate: ClassVar[float] = rules.DEFAULT_RATE
+    # The pace of its own, calls a second, when the API is not at --rate's 200 (the Push Service's 30):
+    # None paces it at --rate. `--api-rate NAME=N` sets either.
+    default_rate: ClassVar[float | None] = None
     transient_codes: ClassVar[frozenset[int]] = frozenset()  # codes to retry besides rules.classify's
     over_rate_codes: ClassVar[frozenset[int]] = frozenset()  # "too frequent" codes besides api's
+    # False: a request whose reply never came (it may have been delivered) is recorded `unknown` and
+    # never sent again on its own (a push to all users, once shown, cannot be unseen); only --retry-unknown does.
+    resends_unsure: ClassVar[bool] = True
     # Its journal lines and rejections carry "api" (a notification's keep the keys they had before
     # the other APIs existed, so that journals of then and now read alike).
     names_api: ClassVar[bool] = True
@@ -141,6 +151,10 @@ class Endpoint(abc.ABC):
             return rules.Verdict.RETRY
         return rules.classify(error_code, http_status)
 
+    def config_hint(self, error_code: int | None) -> str:
+        """What to fix when `error_code` stops the run as a configuration error."""
+        return "check credentials and region"
+
     def too_frequent(self, error_code: int | None) -> bool:
         """True when a reply's ErrorCode says this API was called too often (60007, 60011, 10006,
         10023, and the API's own): the pace steps down. A per-recipient code of an ErrorList does
@@ -156,6 +170,23 @@ class Endpoint(abc.ABC):
             or code in rules.TRANSIENT_CODES
             or code in rules.OVER_RATE_CODES
         )
+
+
+def error_list(doc: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """The accounts a reply's `ErrorList` names as not delivered to, with the code of each (-1: none
+    given). An account listed with code 0 is left out: taken for a failure, --retry-failed would
+    resend it."""
+    errors = doc.get("ErrorList")
+    if not isinstance(errors, list):
+        return ()
+    failures = []
+    for item in errors:
+        if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
+            code = item.get("ErrorCode")
+            if type(code) is int and code == rules.OK:
+                continue
+            failures.append((item["To_Account"], code if type(code) is int else -1))
+    return tuple(failures)
 
 
 def batch_random(job_id: str, job_hash: str, index: int) -> int:

@@ -25,6 +25,7 @@ from dispatcher.tim.apis.base import (
     Endpoint,
     Spec,
     common_message_fields,
+    error_list,
     integer,
     message_body,
 )
@@ -106,17 +107,7 @@ class BatchSendMsg(Endpoint):
         return orjson.dumps({**fields, "To_Account": recipients, "MsgRandom": random})
 
     def details(self, doc: Mapping[str, Any]) -> Details:
-        errors = doc.get("ErrorList")
-        if not isinstance(errors, list):
-            return Details()
-        failures = []
-        for item in errors:
-            if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
-                code = item.get("ErrorCode")
-                if type(code) is int and code == rules.OK:
-                    continue  # an account listed as delivered: taken for a failure, --retry-failed would resend it
-                failures.append((item["To_Account"], code if type(code) is int else -1))
-        return Details(failures=tuple(failures))
+        return Details(failures=error_list(doc))
 
     def classify(self, error_code: int | None, http_status: int | None, details: Details) -> rules.Verdict:
         if error_code == ADMIN_REQUIRED:
