@@ -5,6 +5,7 @@ job, the day's budget held by the limiter, and never twice: a push whose reply n
 from __future__ import annotations
 
 import collections
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,22 @@ from dispatcher.tim.apis import REGISTRY
 from tests.conftest import (
     FakeClock,
     PostgresServer,
+    before_exit,
     cli,
+    finish,
     in_virtual_time,
     in_virtual_time_on_postgres,
     journal,
     make_config,
     report,
     run_engine,
+    start_send,
     write_jobs,
 )
 
+SENT_MARK = (
+    "sent, no reply yet: as the batch's latest line, the process ended with it in flight; it may have been delivered"
+)
 INFO = {"PushFlag": 0, "Title": "Maintenance", "Desc": "Tonight 2-3 am"}
 KEY = orjson.dumps(INFO, option=orjson.OPT_SORT_KEYS).decode()
 PUSH_API = REGISTRY["timpush_push"]
@@ -50,6 +57,11 @@ async def run_virtual(box: Sandbox, jobs: Path, out: Path, clock: FakeClock, **k
     budgets = Budgets(rate=200, sdkappid=box.credentials.sdkappid, message_quota=1, clock=clock.time, sleep=clock.sleep)
     async with budgets:
         return await Engine(config, budgets=budgets, sleep=clock.sleep, clock=clock.time).run()
+
+
+def replies(out: Path) -> list[dict[str, Any]]:
+    """The journal's lines but the marks each push gets before it leaves."""
+    return [line for line in journal(out) if line["error_info"] != SENT_MARK]
 
 
 def job(job_id: str = "all", **extra: Any) -> dict[str, Any]:
@@ -111,7 +123,7 @@ async def test_push_to_all_and_by_tag_each_user_once_resume_sends_nothing(tmp_pa
         summary = await run_virtual(box, jobs, out, clock, resume=True)
         assert (summary.exit_code, summary.skipped, summary.requests) == (0, 2, 0)
     assert box.ledger.recipients(PUSH, KEY) == collections.Counter({"ana": 2, "bo": 2, "cy": 1, "dee": 1})
-    assert sorted((d["job_id"], d["status"], d["task_id"][:5]) for d in journal(out)) == [
+    assert sorted((d["job_id"], d["status"], d["task_id"][:5]) for d in replies(out)) == [
         ("all", "ok", "push_"),
         ("vip", "ok", "push_"),
     ]
@@ -126,7 +138,8 @@ async def test_a_push_whose_reply_never_came_is_unknown_and_never_resent_on_its_
         summary = await run_engine(box, jobs, out, timeout=0.2)
         box.release_replies()
         assert (summary.exit_code, summary.unknown, summary.failed, summary.requests) == (1, 1, 0, 1)
-        (line,) = journal(out)
+        mark, line = journal(out)  # marked sent before it left, then its timeout
+        assert (mark["status"], mark["final"], mark["error_info"]) == ("unknown", True, SENT_MARK)
         assert (line["status"], line["final"], line["error_code"]) == ("unknown", True, None)
         assert box.ledger.times(ALL_MEMBERS, PUSH) == 1
         report = summarise(out)
@@ -162,7 +175,8 @@ async def test_a_push_surely_not_delivered_is_sent_again(tmp_path: Path, clock: 
         out = tmp_path / "out.jsonl"
         summary = await run_virtual(box, write_jobs(tmp_path / "jobs.jsonl", [job(audience="all")]), out, clock)
     assert (summary.exit_code, summary.ok, summary.requests) == (0, 1, 3)
-    assert [d["status"] for d in journal(out)] == ["retry", "retry", "ok"]
+    # Each attempt is marked sent before it leaves; the reply's line after it says what became of it.
+    assert [d["status"] for d in journal(out)] == ["unknown", "retry", "unknown", "retry", "unknown", "ok"]
     assert box.ledger.times(ALL_MEMBERS, PUSH) == 1
 
 
@@ -171,7 +185,7 @@ async def test_push_not_enabled_and_the_days_budget_spent_stop_resumably(tmp_pat
         out = tmp_path / "off.jsonl"
         summary = await run_engine(box, write_jobs(tmp_path / "off-jobs.jsonl", [job(audience="all")]), out)
     assert (summary.exit_code, summary.failed) == (2, 0)
-    assert journal(out)[0]["status"] == "retry"
+    assert replies(out)[0]["status"] == "retry"
     async with Sandbox(push_daily_limit=1, clock=(clock := FakeClock()).time) as box:
         jobs = write_jobs(tmp_path / "jobs.jsonl", [job("a", audience="all"), job("b", audience="all")])
         out = tmp_path / "out.jsonl"
@@ -253,3 +267,23 @@ def test_both_push_apis_in_a_run_kept_in_postgresql(tmp_path: Path, postgres_ser
         2,
         "dispatcher: error: --retry-unknown takes a file journal; a run in PostgreSQL keeps its unknown batches final",
     )
+
+
+async def test_a_push_in_flight_when_the_process_is_killed_is_unknown_and_not_sent_again(tmp_path: Path) -> None:
+    # kill -9 leaves no reply's line: the mark made before the push left is the batch's latest line.
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job(audience="all")])
+    out = tmp_path / "out.jsonl"
+    async with Sandbox() as box:
+        box.hold_replies(after=0)  # delivered, its reply held
+        proc = await start_send(jobs, out, box.url)
+        await before_exit(box.wait_held(1), proc, "the push in flight")
+        proc.kill()
+        assert (await finish(proc))[0] == -signal.SIGKILL
+        box.release_replies()
+        ((status, final, info),) = [(d["status"], d["final"], d["error_info"]) for d in journal(out)]
+        assert (status, final, info) == ("unknown", True, SENT_MARK)
+        assert "--retry-unknown" in render_text(summarise(out), str(out))
+        proc = await start_send(jobs, out, box.url, "--resume")
+        code, _ = await finish(proc)
+        assert code == 1  # a fate unknown: check it
+        assert box.ledger.times(ALL_MEMBERS, PUSH) == 1
