@@ -62,7 +62,9 @@ class Recorder:
             return False
         return True
 
-    def reject(self, job_id: str, group_id: str | None, message: str, api_name: str | None, **extra: object) -> None:
+    def reject(
+        self, job_id: str, group_id: str | None, message: str, api_name: str | None, exit_code: int = 1, **extra: object
+    ) -> None:
         if api_name is not None:  # rejections of notifications keep the keys they always had
             extra["api"] = api_name
         written = self.write(
@@ -83,7 +85,7 @@ class Recorder:
                 **extra,
             )
         )
-        self._emit(JobRejected(job_id, message, recorded=written))
+        self._emit(JobRejected(job_id, message, recorded=written, exit_code=exit_code))
 
     def reply(
         self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int, sent: Sent
