@@ -96,15 +96,22 @@ FORMATS = {
 }
 
 
-@pytest.mark.parametrize("name", FORMATS)
 @pytest.mark.parametrize("store", ["s3", "gcs"])
 def test_every_format_and_compression_reads_from_either_store(
-    store: str, name: str, request: pytest.FixtureRequest, tmp_path: Path
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     server = request.getfixturevalue(store)
-    uri = server.put(bucket(), f"export/{name}", FORMATS[name])
-    column = {} if name == "r.txt" else {"recipients_column": "user_id"}
-    assert sent(tmp_path, {**BASE, "recipients_file": uri, **column}) == ["ann", "bob"]
+    where = bucket()
+    jobs = []
+    for name, body in FORMATS.items():
+        column = {} if name == "r.txt" else {"recipients_column": "user_id"}
+        jobs.append({**BASE, "job_id": name, "recipients_file": server.put(where, f"export/{name}", body), **column})
+    items = read_jobs([str(write_jobs(tmp_path / "jobs.jsonl", jobs))], 500)
+    assert {
+        item.job_id: [uid for batch in split(item) for uid in batch.recipients or ()]
+        for item in items
+        if isinstance(item, Job)
+    } == {name: ["ann", "bob"] for name in FORMATS}
 
 
 @pytest.mark.parametrize("store", ["s3", "gcs"])
@@ -319,6 +326,16 @@ def test_a_run_sends_the_other_jobs_and_exits_2_when_an_object_cannot_be_read(
     assert [(line["job_id"], line["status"]) for line in lines] == [("gone", "rejected"), ("good", "ok")]
     assert f"s3://{where}/e/gone.txt: no such bucket or object" in result.stderr
     assert "testing-secret" not in result.stderr
+    dry = subprocess.run(
+        DISPATCHER("send", str(jobs), "--dry-run"),
+        env=cli_env(**s3_server.env()),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry.returncode == 2, dry.stderr
+    assert f"s3://{where}/e/gone.txt: no such bucket or object" in dry.stdout
 
 
 def test_refused_credentials_are_one_line_naming_the_uri(

@@ -203,6 +203,11 @@ def _download(source: Source, field: str, stop: threading.Event | None, cancel: 
             except Exception as exc:
                 raise Unavailable(field, f"{source.label}: {_reason(exc)}") from None
             with remote:
+                # The version read must be the one listed (and hashed): an object rewritten in between is
+                # refused rather than sent under another's identity. s3fs checks each block against it after.
+                now = (getattr(remote, "details", None) or {}).get(scheme.version)
+                if now is not None and str(now) != source.stored.version:
+                    raise Unavailable(field, f"{source.label}: changed since it was listed; run again")
                 while True:
                     if cancel.is_set() or (stop is not None and stop.is_set()):
                         raise Stopped
