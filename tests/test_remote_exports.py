@@ -313,15 +313,21 @@ def test_a_run_sends_the_other_jobs_and_exits_2_when_an_object_cannot_be_read(
         ],
     )
     out = tmp_path / "out.jsonl"
-    result = subprocess.run(
-        DISPATCHER("send", str(jobs), "--sandbox", "--out", str(out), "--quiet"),
-        env=cli_env(**s3_server.env()),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proxy = CuttingProxy(s3_server.port, f"/{where}/e/list.txt")  # counts the downloads of the good one
+    try:
+        result = subprocess.run(
+            # --sandbox makes a pre-scan (the sandbox's groups): it must leave the objects to the run
+            DISPATCHER("send", str(jobs), "--sandbox", "--out", str(out), "--quiet"),
+            env=cli_env(**s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        proxy.close()
     assert result.returncode == 2, result.stderr
+    assert proxy.gets == 1
     lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert [(line["job_id"], line["status"]) for line in lines] == [("gone", "rejected"), ("good", "ok")]
     assert f"s3://{where}/e/gone.txt: no such bucket or object" in result.stderr
