@@ -632,6 +632,7 @@ CASES = (
     "batchsendmsg-quota",
     "exports-10m",
     "exports-100m",
+    "remote-exports-10m",
 )
 
 
@@ -643,7 +644,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     scale, repeats = (10, 1) if args.quick else (1, 3)
     sys.path.insert(0, str(ROOT))  # run as a script, bench/ is on the path but not the package
-    from bench import exports  # it imports this module
+    from bench import exports, remote_exports  # they import this module
 
     cases: dict[str, Callable[[], None]] = {
         "start-up": lambda: start_up(5),
@@ -660,6 +661,7 @@ def main() -> None:
         "batchsendmsg-quota": lambda: batchsendmsg_quota(30_000 // scale, 12_000),
         "exports-10m": lambda: exports.exports_10m(10_000_000 // scale),
         "exports-100m": lambda: exports.exports_100m(100_000_000 // scale),
+        "remote-exports-10m": lambda: remote_exports.remote_exports_10m(10_000_000 // scale),
     }
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     for name in args.only or CASES:

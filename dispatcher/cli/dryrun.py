@@ -42,19 +42,21 @@ def dry_run(args: argparse.Namespace, out: Path | JournalURI) -> int:
     if args.summary_json != "-":  # `--summary-json -`: the JSON is the plan on stdout
         print_plan(plan)
         write_stdout("".join(f"{label:<11} {value}\n" for label, value in where))
+    # 2: an export could not be read (a store); 1: a job was rejected.
+    code = 2 if plan.unreadable else EXIT_FAILED if plan.rejected else EXIT_OK
     if args.summary_json:
         write_json(
             args.summary_json,
             {
                 **plan.to_dict(),
                 "out": shown(str(out)),
-                "exit_code": int(plan.rejected > 0),
+                "exit_code": code,
                 "interrupted": False,
                 "elapsed_s": 0.0,
                 "rate": 0.0,
             },
         )
-    return EXIT_FAILED if plan.rejected else EXIT_OK
+    return code
 
 
 def _where(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -31,7 +31,7 @@ import orjson
 
 from dispatcher.core.export import Stats
 from dispatcher.errors import InputError
-from dispatcher.jobs import formats, sources
+from dispatcher.jobs import formats, remote, sources
 from dispatcher.jobs.dedup import Clean, Drops, Outcome, Records, SpillError, clean_of, resolve
 from dispatcher.jobs.files import EXCLUDE, RECIPIENTS, Side, Source, Stopped
 from dispatcher.jobs.inputs import ExportError, spill_message, write
@@ -112,6 +112,7 @@ def read_export(
         and files[0].name == side.name
         and files[0].format == formats.DEFAULT.name
         and files[0].compression is None
+        and files[0].stored is None
     )
     drops = Drops()
     export = Records(drops, stop)
@@ -129,26 +130,28 @@ def read_export(
             named.append(b"inline" + hashlib.blake2b(block.data, digest_size=16).digest())
         else:
             spool = _temporary(label)
-            for source in files:
-                ids = hashlib.blake2b(digest_size=16)
-                for block in _blocks(source, side, columns=columns, stop=stop):
-                    write(spool, block.data, label)
-                    export.add(block)
-                    (digest if legacy else ids).update(block.data)
-                    if on_rows is not None:
-                        on_rows(block.rows)
-                named.append(orjson.dumps([side.field, source.name]) + ids.digest())
+            with remote.local_copies(files, side.field, stop) as copies:
+                for source in copies:
+                    ids = hashlib.blake2b(digest_size=16)
+                    for block in _blocks(source, side, columns=columns, stop=stop):
+                        write(spool, block.data, label)
+                        export.add(block)
+                        (digest if legacy else ids).update(block.data)
+                        if on_rows is not None:
+                            on_rows(block.rows)
+                    named.append(_named(side.field, source) + ids.digest())
         exclude_rows = 0
         if exclusions is not None and spec.exclude is not None:
-            for source in excluded:
-                ids = hashlib.blake2b(digest_size=16)
-                for block in _blocks(source, spec.exclude, columns=None, stop=stop):
-                    exclusions.add(block)
-                    ids.update(block.data)
-                    exclude_rows += block.rows
-                    if on_rows is not None:
-                        on_rows(block.rows)
-                named.append(orjson.dumps([spec.exclude.field, source.name]) + ids.digest())
+            with remote.local_copies(excluded, spec.exclude.field, stop) as copies:
+                for source in copies:
+                    ids = hashlib.blake2b(digest_size=16)
+                    for block in _blocks(source, spec.exclude, columns=None, stop=stop):
+                        exclusions.add(block)
+                        ids.update(block.data)
+                        exclude_rows += block.rows
+                        if on_rows is not None:
+                            on_rows(block.rows)
+                    named.append(_named(spec.exclude.field, source) + ids.digest())
         outcome = resolve(export, drops, exclusions, stop)
         _check(outcome, side, spec, label)
         if legacy:
@@ -278,6 +281,14 @@ def _temporary(label: str) -> IO[bytes]:
         return tempfile.TemporaryFile()  # the job keeps it open for sending
     except OSError as exc:
         raise ExportError(spill_message(label, exc)) from None
+
+
+def _named(field: str, source: Source) -> bytes:
+    """A file's part of the job hash besides its IDs: its name, and an object's identity in its store (so an
+    object rewritten with the same IDs is still a changed job). A local file's is as it always was."""
+    if source.stored is None:
+        return orjson.dumps([field, source.name])
+    return orjson.dumps([field, source.name, source.stored.size, source.stored.version])
 
 
 def _blocks(source: Source, side: Side, *, columns: list[str] | None, stop: threading.Event | None) -> Iterator[Clean]:

@@ -63,6 +63,16 @@ class Side:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stored:
+    """What identifies an object in a store (`remote`): its size and its version, the ETag (S3) or the
+    generation (GCS), which changes whenever the object is written."""
+
+    scheme: str  # s3:// or gs://
+    size: int
+    version: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Source:
     """One file of an export: a shard, or the export itself."""
 
@@ -71,6 +81,8 @@ class Source:
     format: str  # a name in formats.REGISTRY
     compression: str | None  # GZIP, ZSTD (inputs) or None (a non-text stream's is found from its first bytes)
     stream: bool  # a FIFO, `<(cmd)`, a device: it can be read once only
+    # An object in a store (its name is its URI): `path` is then the local copy it is read from, once made.
+    stored: Stored | None = None
 
     @property
     def label(self) -> str:

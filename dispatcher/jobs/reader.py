@@ -127,6 +127,7 @@ class Rejection:
     reason: str
     group_id: str | None = None
     api: str | None = None  # the API the job named, when known and not send_group_system_notification
+    exit_code: int = 1  # Reject's: 2 when what the job names could not be read (the run then exits 2)
 
     @property
     def source(self) -> str:
@@ -288,7 +289,7 @@ def parse_doc(
             duplicates, excluded, sent_to = read.stats.duplicates, read.stats.excluded, read.derived
         endpoint.check_recipients(spec, doc, recipients is not None)
     except Reject as rej:
-        return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id, api_name)
+        return Rejection(given_id or rejection_id, file, line, rej.field, rej.reason, group_id, api_name, rej.exit_code)
     job_id = given_id or derived or endpoint.derived_id(spec, sent_to)
     return Job(
         job_id,

@@ -29,6 +29,9 @@ class StreamedExport(Exception):
     streams alone: a pre-scan must not use up the one reading that the run needs."""
 
 
+# The URIs of object stores an export may lie in (`remote` reads them; its extras bring the libraries).
+REMOTE = ("s3://", "gs://")
+
 # The fields an export adds to a job, besides recipients_file (each API with recipients knows them).
 FIELDS = ("recipients_column", "recipients_format", "exclude_file", "exclude_column", "exclude_format")
 
@@ -145,6 +148,8 @@ def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
     it is opened: a pre-scan must not use up the one reading the run needs."""
     from dispatcher.jobs.formats import DEFAULT
 
+    if side.name.startswith(REMOTE):
+        return _stored(side, streams=streams)
     literal = base_dir / side.name
     try:
         exists = literal.exists() or literal.is_symlink()
@@ -180,6 +185,10 @@ def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
             raise StreamedExport(str(path))
         named, compression = format_of(name)
         sources.append(Source(path, name, side.format or named or DEFAULT.name, compression, stream))
+    return _one_format(side, sources)
+
+
+def _one_format(side: Side, sources: list[Source]) -> list[Source]:
     kinds = {source.format for source in sources}
     if len(kinds) > 1:
         first = sources[0]
@@ -190,3 +199,21 @@ def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
             f"{other.label} is {other.format}); the files of an export are of one format",
         )
     return sources
+
+
+def _stored(side: Side, *, streams: bool) -> list[Source]:
+    """The objects of an export in an object store (`remote`), listed there, never globbed on disk. Each is
+    downloaded by the run itself, once: a pre-scan leaves them alone, as it leaves a stream."""
+    from dispatcher.jobs import remote
+    from dispatcher.jobs.formats import DEFAULT
+
+    if not streams:
+        raise StreamedExport(side.name)
+    scheme = remote.scheme_of(side.name)
+    assert scheme is not None
+    sources = []
+    for uri, stored in remote.objects(side, scheme):
+        named, compression = format_of(uri)
+        local = Path(uri.rsplit("/", 1)[-1])  # the local copy's name ends as this; `remote` makes it
+        sources.append(Source(local, uri, side.format or named or DEFAULT.name, compression, False, stored))
+    return _one_format(side, sources)

@@ -36,6 +36,7 @@ class JobRejected:
     job_id: str
     reason: str
     recorded: bool = True
+    exit_code: int = 1  # 2: what it names could not be read (an object store): the run exits 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

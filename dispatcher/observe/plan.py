@@ -34,6 +34,7 @@ GROUP_PACE = rules.GROUP_RATE * SHARE  # send_group_msg's messages a second into
 class Plan:
     jobs: int = 0
     rejected: int = 0
+    unreadable: int = 0  # of those, jobs whose export could not be read (a store): the dry run exits 2
     batches: int = 0  # batches of the accepted jobs
     skipped: int = 0  # of those, batches a resume would not send again
     recipients: int = 0  # named recipients of the accepted jobs
@@ -170,7 +171,7 @@ def make_plan(
         if isinstance(item, Job) and conflict is not None:
             item = Rejection(item.job_id, item.file, item.line, None, conflict, item.group_id, api_of(item))
         if isinstance(item, Rejection):
-            tally.on_event(JobRejected(item.job_id, item.message))
+            tally.on_event(JobRejected(item.job_id, item.message, exit_code=item.exit_code))
             if len(plan.rejections) < MAX_LISTED_REJECTIONS:
                 plan.rejections.append(item)
             continue
@@ -203,6 +204,7 @@ def make_plan(
         if collect_groups and item.group_id is not None:
             plan.groups.setdefault(item.group_id, item.group_type or "Public")
     plan.jobs, plan.rejected, plan.batches, plan.skipped = tally.jobs, tally.rejected, tally.batches, tally.skipped
+    plan.unreadable = tally.unreadable
     plan.duplicates, plan.excluded = tally.duplicates, tally.excluded
     return plan
 

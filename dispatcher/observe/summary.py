@@ -52,6 +52,7 @@ class Summary:
     jobs_cut_short: list[str] = dataclasses.field(default_factory=list)
     pace_min: float | None = None  # the slowest pace a request was started at, requests a second
     rate_steps_down: int = 0  # times a "too frequent" reply stepped the pace down
+    unreadable: int = 0  # rejected jobs whose export could not be read (a store): the run exits 2
     claims_lost: int = 0  # a shared run: batches this worker claimed and left to another (its lease ran out)
     # The run's limits (--rate, --message-quota), to tell which one set the pace; 0: not known.
     rate_limit: float = 0.0
@@ -96,6 +97,7 @@ class Summary:
         elif isinstance(event, JobRejected):
             self.jobs += 1
             self.rejected += event.recorded
+            self.unreadable += event.exit_code == 2
         elif isinstance(event, BatchClaimed):  # a shared run: this worker's batches are those it claims
             self.batches += 1
         elif isinstance(event, ClaimLost):  # ... and no longer one it gave up: another worker finishes it
@@ -152,7 +154,7 @@ class Summary:
     def decide_exit_code(self) -> int:
         if self.interrupted:
             return 130
-        if self.stopped:
+        if self.stopped or self.unreadable:
             return 2
         if self.failed or self.skipped_failed or self.rejected or self.pending or self.jobs_cut_short:
             return 1

@@ -44,8 +44,10 @@ class RunFeed:
     def halt(self, reason: str) -> None:
         self._stop.halt(reason)
 
-    def reject(self, job_id: str, group_id: str | None, message: str, api: str | None, **extra: object) -> None:
-        self._recorder.reject(job_id, group_id, message, api, **extra)
+    def reject(
+        self, job_id: str, group_id: str | None, message: str, api: str | None, exit_code: int = 1, **extra: object
+    ) -> None:
+        self._recorder.reject(job_id, group_id, message, api, exit_code, **extra)
 
     def accepted(self, job: Job, batches: int) -> None:
         self._emit(JobAccepted(job.job_id, batches, job.duplicates, job.excluded))

@@ -139,7 +139,9 @@ class Recorder:
         self._told_export.add(job.job_id)
         return {**extra, "export": job.export.to_json()}
 
-    def reject(self, job_id: str, group_id: str | None, message: str, api_name: str | None, **extra: object) -> None:
+    def reject(
+        self, job_id: str, group_id: str | None, message: str, api_name: str | None, exit_code: int = 1, **extra: object
+    ) -> None:
         if api_name is not None:  # rejections of notifications keep the keys they always had
             extra["api"] = api_name
         written = self.write(
@@ -160,7 +162,7 @@ class Recorder:
                 **extra,
             )
         )
-        self._emit(JobRejected(job_id, message, recorded=written))
+        self._emit(JobRejected(job_id, message, recorded=written, exit_code=exit_code))
 
     def reply(
         self, batch: Batch, attempt: int, n: int, reply: Reply, number: int, first_number: int, sent: Sent

@@ -78,7 +78,15 @@ class Claims:
                         return
                     if isinstance(item, Rejection):
                         reason = item.message
-                        run.reject(item.job_id, item.group_id, reason, item.api, source=item.source, field=item.field)
+                        run.reject(
+                            item.job_id,
+                            item.group_id,
+                            reason,
+                            item.api,
+                            item.exit_code,
+                            source=item.source,
+                            field=item.field,
+                        )
                         continue
                     planned = shared.planned_hash(item.job_id)
                     conflict = run.state.conflict(item.job_id, item.job_hash, item.derived_id)

@@ -107,7 +107,9 @@ class LocalJobs:
 
     async def _admit(self, item: Job | Rejection, run: Feed) -> None:
         if isinstance(item, Rejection):
-            run.reject(item.job_id, item.group_id, item.message, item.api, source=item.source, field=item.field)
+            run.reject(
+                item.job_id, item.group_id, item.message, item.api, item.exit_code, source=item.source, field=item.field
+            )
             return
         state = run.state
         conflict = state.conflict(item.job_id, item.job_hash, item.derived_id)

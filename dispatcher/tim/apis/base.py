@@ -42,6 +42,10 @@ EXPORT_KEYS: Final = ("recipients_column", "recipients_format", "exclude_file", 
 class Reject(Exception):
     """A job that must not be sent: the field at fault and why."""
 
+    # 1: the job is at fault. 2: what it names cannot be had now (an object store that cannot be read): the
+    # other jobs go, and the run exits 2, as for any fault of its environment.
+    exit_code = 1
+
     def __init__(self, field: str | None, reason: str) -> None:
         super().__init__(reason)
         self.field = field
