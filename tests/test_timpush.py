@@ -30,6 +30,7 @@ from tests.conftest import (
     ROOT,
     FakeClock,
     SandboxProcess,
+    cli,
     cli_env,
     journal,
     make_config,
@@ -280,3 +281,16 @@ def test_the_sandbox_command_takes_the_push_services_settings(tmp_path: Path) ->
         2,
         "dispatcher: error: --api-rate timpush_batch=0: the rate must be a whole number of calls a second, 1 or more",
     )
+
+
+def test_work_takes_the_api_rates_of_its_run() -> None:
+    # A worker paces each API as the run's send does: it is given the same --api-rate, checked alike.
+    uri = "postgresql://127.0.0.1:1/postgres?journal=nightly"
+    done = cli("work", uri, "--api-rate", "timpush_batch=fast", "--endpoint", "http://127.0.0.1:1")
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--api-rate timpush_batch=fast: the rate must be a positive number of calls a second")
+    )
+    assert "--api-rate API=N" in cli("work", "--help").stdout

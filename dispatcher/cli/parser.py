@@ -130,19 +130,23 @@ def _send(add_parser: Any) -> None:
     _metrics(send, for_send=True)
     _lease(send)
     # The Push Service (issue 28): an API's rate of its own, beside --rate.
-    send.add_argument(
-        "--api-rate",
-        action="append",
-        metavar="API=N",
-        help="one API's calls a second, repeatable: the Push Service's edition (timpush_batch=10 free, 30 "
-        "standard, the default, 40 advanced); --rate stays the other APIs' (env DISPATCHER_API_RATE, "
-        "comma-separated)",
-    )
+    _api_rate(send)
     send.add_argument(
         "--retry-unknown",
         action="store_true",
         help="with --resume: send again the pushes whose reply never came (status unknown). A push may have "
         "reached every user already: this can push twice. Check its TaskId or Tencent's console first",
+    )
+
+
+def _api_rate(parser: argparse.ArgumentParser, also: str = "") -> None:
+    parser.add_argument(
+        "--api-rate",
+        action="append",
+        metavar="API=N",
+        help="one API's calls a second, repeatable: the Push Service's edition (timpush_batch=10 free, 30 "
+        f"standard, the default, 40 advanced); --rate stays the other APIs'{also} (env DISPATCHER_API_RATE, "
+        "comma-separated)",
     )
 
 
@@ -158,6 +162,7 @@ def _work(add_parser: Any) -> None:
     _endpoint(work, region_help="as for send")
     work.add_argument("--rate", type=float, help="requests started in any one second: the run's (default: the run's)")
     work.add_argument("--rate-store", metavar="URI", help="the run's rate store (env DISPATCHER_RATE_STORE)")
+    _api_rate(work, also="; give the send's: a budget held at another rate is refused")
     _concurrency(work)
     _timeout(work, "seconds for one request (default %(default)s)")
     _lease(work)

@@ -152,13 +152,13 @@ def _check(args: argparse.Namespace) -> None:
         out = Path(args.out or default_out(args.jobs[0]))
         check_writable(args.summary_json, "--summary-json", keep=[str(out), *args.jobs], jobs=args.jobs)
     rate_store(args)
-    _api_rates_of(args)
+    api_rates_of(args)
     from dispatcher.run.preflight import check_retry_unknown
 
     check_retry_unknown(args.retry_unknown, resume=args.resume, shared_run=args.journal_uri is not None)
 
 
-def _api_rates_of(args: argparse.Namespace) -> None:
+def api_rates_of(args: argparse.Namespace) -> None:
     """`args.api_rates`: --api-rate API=N, repeatable, after those of DISPATCHER_API_RATE (comma-separated)."""
     import os
 

@@ -35,6 +35,9 @@ def run(args: argparse.Namespace, decide: Callable[[], None]) -> int:
     if args.summary_json and args.summary_json != "-":
         check_writable(args.summary_json, "--summary-json", keep=[])
     rate_store(args)
+    from dispatcher.cli.send import api_rates_of
+
+    api_rates_of(args)
     options = metrics.options_of(args, args.out)
     exporter = metrics.exporter(options) if options is not None else None
     try:
@@ -77,6 +80,7 @@ def _checked(args: argparse.Namespace, uri: JournalURI, exporter: Exporter | Non
             exporter=exporter,
             on_finished=decide,
             backup_endpoint=backup,
+            api_rates=args.api_rates,
         )
     )
     summary, incomplete = worked.summary, worked.incomplete

@@ -416,6 +416,7 @@ async def work(
     handle_signals: bool = True,
     on_finished: Callable[[], None] | None = None,
     backup_endpoint: str | None = None,
+    api_rates: Iterable[tuple[str, float]] = (),
 ) -> Worked:
     """Everything `dispatcher work URI` does, from Python: join the run in PostgreSQL that `uri`
     names and send its batches that have no final outcome, until every batch of a complete plan is
@@ -423,7 +424,9 @@ async def work(
     on its own: another store or rate than the run's is a UsageError before anything is sent;
     `rate` None takes the run's. `store` None: the journal's database, as for the run's send.
     `request_timeout`: seconds for one request (`--timeout`); `backup_endpoint`: where requests go for a
-    while after `endpoint` could not be reached (`--backup-endpoint`, or the region's backup domain)."""
+    while after `endpoint` could not be reached (`--backup-endpoint`, or the region's backup domain);
+    `api_rates`: the APIs paced apart (`--api-rate`), as the run's send gave them: a budget held at
+    another rate is refused."""
 
     with library_words():
         return await _work(
@@ -440,6 +443,7 @@ async def work(
             handle_signals=handle_signals,
             on_finished=on_finished,
             backup_endpoint=backup_endpoint,
+            api_rates=tuple(api_rates),
         )
 
 
@@ -458,6 +462,7 @@ async def _work(
     handle_signals: bool,
     on_finished: Callable[[], None] | None,
     backup_endpoint: str | None,
+    api_rates: tuple[tuple[str, float], ...],
 ) -> Worked:
     from dispatcher.journal.pgsession import check_available
     from dispatcher.shared.open import check_same_pacing, open_work
@@ -482,6 +487,7 @@ async def _work(
             message_quota=row.message_quota,
             lease=lease,
             backup_endpoint=backup_endpoint,
+            api_rates=api_rates,
         )
     except BaseException:
         await journal.aclose()
