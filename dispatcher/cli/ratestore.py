@@ -1,9 +1,13 @@
-"""Where the rate budget of `send` and `work` lives."""
+"""Where the rate budget of `send` and `work` lives, and the APIs it paces apart (--api-rate)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+
+from dispatcher.errors import UsageError
+
+API_RATE_ENV = "DISPATCHER_API_RATE"  # --api-rate's pairs, comma-separated: timpush_batch=40,timpush_push=1
 
 
 def rate_store(args: argparse.Namespace) -> None:
@@ -17,3 +21,26 @@ def rate_store(args: argparse.Namespace) -> None:
     else:
         args.store = limiter.parse_store(named or limiter.MEMORY)
     limiter.check_available(args.store)
+
+
+def api_rates_of(args: argparse.Namespace) -> None:
+    """`args.api_rates`: --api-rate API=N, repeatable, after those of DISPATCHER_API_RATE (comma-separated)."""
+    import os
+
+    from dispatcher.run.preflight import check_api_rates
+
+    given = [part for part in os.environ.get(API_RATE_ENV, "").split(",") if part.strip()]
+    rates: dict[str, float] = {}
+    for text in [*given, *(args.api_rate or ())]:
+        name, sep, value = text.strip().partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not sep or not name:
+            raise UsageError(f"--api-rate {text}: give API=N, as in timpush_batch=40")
+        if rate <= 0:
+            raise UsageError(f"--api-rate {text}: the rate must be a positive number of calls a second")
+        rates[name.strip()] = rate
+    args.api_rates = tuple(rates.items())
+    check_api_rates(args.api_rates)

@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING
 from dispatcher.cli import metrics
 from dispatcher.cli.files import check_writable
 from dispatcher.cli.output import print_summary, write_json
-from dispatcher.cli.ratestore import rate_store
+from dispatcher.cli.ratestore import api_rates_of, rate_store
 from dispatcher.errors import DispatcherError, JournalLockedError, UsageError
 
 if TYPE_CHECKING:
     from dispatcher.observe.metrics import Exporter
-
-API_RATE_ENV = "DISPATCHER_API_RATE"  # --api-rate's pairs, comma-separated: timpush_batch=40,timpush_push=1
 
 
 def run(args: argparse.Namespace, decide: Callable[[], None]) -> int:
@@ -156,29 +154,6 @@ def _check(args: argparse.Namespace) -> None:
     from dispatcher.run.preflight import check_retry_unknown
 
     check_retry_unknown(args.retry_unknown, resume=args.resume, shared_run=args.journal_uri is not None)
-
-
-def api_rates_of(args: argparse.Namespace) -> None:
-    """`args.api_rates`: --api-rate API=N, repeatable, after those of DISPATCHER_API_RATE (comma-separated)."""
-    import os
-
-    from dispatcher.run.preflight import check_api_rates
-
-    given = [part for part in os.environ.get(API_RATE_ENV, "").split(",") if part.strip()]
-    rates: dict[str, float] = {}
-    for text in [*given, *(args.api_rate or ())]:
-        name, sep, value = text.strip().partition("=")
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = -1.0
-        if not sep or not name:
-            raise UsageError(f"--api-rate {text}: give API=N, as in timpush_batch=40")
-        if rate <= 0:
-            raise UsageError(f"--api-rate {text}: the rate must be a positive number of calls a second")
-        rates[name.strip()] = rate
-    args.api_rates = tuple(rates.items())
-    check_api_rates(args.api_rates)
 
 
 def _journal_of(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from dispatcher.cli import metrics
 from dispatcher.cli.files import check_writable
 from dispatcher.cli.output import print_summary, say_error, write_json
-from dispatcher.cli.ratestore import rate_store
+from dispatcher.cli.ratestore import api_rates_of, rate_store
 from dispatcher.cli.status import EXIT_FAILED, EXIT_OK
 from dispatcher.errors import DispatcherError
 
@@ -35,8 +35,6 @@ def run(args: argparse.Namespace, decide: Callable[[], None]) -> int:
     if args.summary_json and args.summary_json != "-":
         check_writable(args.summary_json, "--summary-json", keep=[])
     rate_store(args)
-    from dispatcher.cli.send import api_rates_of
-
     api_rates_of(args)
     options = metrics.options_of(args, args.out)
     exporter = metrics.exporter(options) if options is not None else None

@@ -186,7 +186,9 @@ class Sandbox:
 
     def rate_of(self, emulator: Emulator) -> int:
         """The calls a second `emulator`'s API takes: its own (`api_rates`, the Push Service's edition), or `rate`."""
-        return self.api_rates.get(emulator.api.name, emulator.rate or self.rate)
+        # A read-only call (`check`'s) is no job's API: it has a name of its own, and --rate's pace.
+        name = getattr(emulator, "name", None) or emulator.api.name
+        return self.api_rates.get(name, emulator.rate or self.rate)
 
     def _admit(self, path: str, now: float, rate: int) -> bool:
         """The per-app rate of one API: at most `rate` requests accepted in any one-second window."""

@@ -117,4 +117,6 @@ class TimPushBatchEmulator(Emulator):
         return deliver
 
     def stats(self) -> dict[str, int]:
-        return {"push_tasks": self.tasks, "push_duplicates_dropped": self.duplicates}
+        # Only once pushed to, as the other APIs' counts: a run without pushes sees the stats it always did.
+        counts = {"push_tasks": self.tasks, "push_duplicates_dropped": self.duplicates}
+        return counts if self.tasks or self.duplicates else {}

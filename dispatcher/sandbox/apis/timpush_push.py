@@ -122,4 +122,4 @@ class TimPushPushEmulator(Emulator):
         return deliver
 
     def stats(self) -> dict[str, int]:
-        return {"push_all_tasks": self.tasks}
+        return {"push_all_tasks": self.tasks} if self.tasks else {}
