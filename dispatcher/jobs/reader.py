@@ -28,7 +28,7 @@ import orjson
 from dispatcher.core.job import InlineRecipients, Job, Recipients
 from dispatcher.errors import InputError, quoted
 from dispatcher.jobs import sources
-from dispatcher.jobs.files import Stopped
+from dispatcher.jobs.files import Kept, Stopped
 from dispatcher.jobs.sources import StreamedExport
 from dispatcher.tim import rules
 from dispatcher.tim.apis import DEFAULT, DEFAULT_ENDPOINT, REGISTRY, Endpoint
@@ -44,6 +44,7 @@ __all__ = ["Rejection", "StreamedExport", "read_jobs"]
 
 STDIN = "-"
 SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
+_NAMED = ("recipients_file", "recipients_query")  # the lists a job may name in place of its inline one
 KNOWN_KEYS = DEFAULT_ENDPOINT.keys  # of a job without "api"; every API's own are its endpoint's `keys`
 
 # The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
@@ -211,9 +212,11 @@ def parse_job(
     *,
     stop: threading.Event | None = None,
     streams: bool = True,
+    kept: Kept | None = None,
 ) -> Job | Rejection:
     """Validate one JSONL line. A job without a job_id gets one made from its content; if it is
     rejected, `rejection_id` (its file name and line) names it instead, for the record only.
+    `kept`: where the run keeps the rows of the queries it runs (None: nowhere).
 
     Raises _Stopped if `stop` is set while its recipients_file is read.
     """
@@ -252,14 +255,15 @@ def parse_job(
         string(doc, "job_id")
         spec = endpoint.validate(doc)
         inline_key = endpoint.recipients_key
-        if inline_key is None and "recipients_file" in doc:
-            raise Reject("recipients_file", f"{endpoint.name} takes no recipients")
-        if inline_key is not None and inline_key in doc and "recipients_file" in doc:
-            raise Reject("recipients_file", f"cannot be given together with {inline_key}")
-        named = inline_key is not None and (inline_key in doc or "recipients_file" in doc)
+        given_list = next((key for key in _NAMED if key in doc), None)  # recipients_file or recipients_query
+        if inline_key is None and given_list is not None:
+            raise Reject(given_list, f"{endpoint.name} takes no recipients")
+        if inline_key is not None and inline_key in doc and given_list is not None:
+            raise Reject(given_list, f"cannot be given together with {inline_key}")
+        named = inline_key is not None and (inline_key in doc or given_list is not None)
         if endpoint.recipients_required and not named:
             raise Reject(inline_key, "is required (or recipients_file), with the accounts to send to")
-        export = sources.spec_of(doc, inline=inline_key is not None and inline_key in doc)
+        export = sources.spec_of(doc, inline=inline_key is not None and inline_key in doc, kept=kept)
         digest = endpoint.hasher(spec, batch_size, not named)
         recipients: Recipients | None = None
         count = duplicates = excluded = 0
@@ -419,16 +423,22 @@ def read_jobs(
     stop: threading.Event | None = None,
     streams: bool = True,
     on_cut: CutShort | None = None,
+    kept: Kept | None = None,
 ) -> Iterator[Job | Rejection]:
     """Stream every job of every file in order; never holds more than one job's line in memory.
 
     Setting `stop` (from another thread) ends the iteration within one chunk read or one line, also
     in the middle of an endless recipients stream; the job being read then is not yielded. With
     `streams` False, a recipients_file that can be read only once raises StreamedExport. `on_cut`
-    hears of a jobs file that became shorter while it was read (see _job_lines).
+    hears of a jobs file that became shorter while it was read (see _job_lines). `kept`: where the
+    run keeps the rows of each query it runs, for its resume (None: nowhere, as a dry run).
     """
     seen_ids: dict[str, str] = {}
     try:
+        if kept is not None:
+            from dispatcher.jobs.query import begin
+
+            begin(kept)
         for path in paths:
             base_dir = Path.cwd() if path == STDIN else Path(path).parent
             label = label_of(path)
@@ -444,7 +454,15 @@ def read_jobs(
                     continue
                 else:
                     item = parse_job(
-                        raw, name, line, base_dir, batch_size, f"{label}:{line}", stop=stop, streams=streams
+                        raw,
+                        name,
+                        line,
+                        base_dir,
+                        batch_size,
+                        f"{label}:{line}",
+                        stop=stop,
+                        streams=streams,
+                        kept=kept,
                     )
                 first = seen_ids.get(item.job_id)
                 api_name = None if first is None else item.api if isinstance(item, Rejection) else api_of(item)

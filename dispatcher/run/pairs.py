@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from dispatcher.core.ports import BatchSource, Journal
+from dispatcher.jobs.files import Kept
 from dispatcher.journal.lifecycle import FileLifecycle
 from dispatcher.journal.outcomes import open_journal
 from dispatcher.journal.store import JournalStore
@@ -21,9 +23,20 @@ def pair_of(journal: JournalStore, run: RunConfig) -> tuple[BatchSource, Journal
     """Where the run's batches come from and where their fates go: the jobs files into a file, or a
     run shared in PostgreSQL, whose plan the send's jobs go into and whose claims every worker sends."""
     if isinstance(journal, SharedRun):
-        claims = Claims(journal, run.jobs, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
+        uri = journal.uri
+        kept = Kept(conninfo=uri.conninfo, journal=uri.name, reuse=run.resume)
+        claims = Claims(journal, run.jobs, run.batch_size, resume=run.resume, retry_failed=run.retry_failed, kept=kept)
         return claims, SharedLifecycle(journal)
-    return LocalJobs(run.jobs, run.batch_size, run.retry_failed), FileLifecycle(journal)
+    return LocalJobs(run.jobs, run.batch_size, run.retry_failed, kept=kept_beside(journal)), FileLifecycle(journal)
+
+
+def kept_beside(journal: JournalStore) -> Kept | None:
+    """Where a file journal's run keeps the rows of its queries: `<journal>.queries/` beside it. Its
+    copies are read only when the journal held a run at open (a resume): a new run makes its own."""
+    path = getattr(journal, "path", None)
+    if not isinstance(path, Path):
+        return None
+    return Kept(directory=path.with_name(path.name + ".queries"), reuse=getattr(journal, "size_at_open", 0) > 0)
 
 
 async def open_store(

@@ -18,6 +18,7 @@ from dispatcher.core.job import Job
 from dispatcher.core.ports import Feed
 from dispatcher.core.status import FAILED
 from dispatcher.errors import InputError
+from dispatcher.jobs.files import Kept
 from dispatcher.jobs.reader import Rejection, api_of, read_jobs
 from dispatcher.threads import in_daemon_thread
 
@@ -49,10 +50,11 @@ class LocalJobs:
 
     resends_failed = False  # a failed batch is queued only with --retry-failed, which the journal's state knows
 
-    def __init__(self, jobs: tuple[str, ...], batch_size: int, retry_failed: bool) -> None:
+    def __init__(self, jobs: tuple[str, ...], batch_size: int, retry_failed: bool, *, kept: Kept | None = None) -> None:
         self._jobs = jobs
         self._batch_size = batch_size
         self._retry_failed = retry_failed
+        self._kept = kept  # where the rows of the jobs' queries are kept for a resume
 
     async def feed(self, run: Feed) -> None:
         loop = asyncio.get_running_loop()
@@ -60,7 +62,7 @@ class LocalJobs:
         def cut_short(path: str, read: int, size: int) -> None:  # in the reader thread
             loop.call_soon_threadsafe(run.cut_short, path, read, size)
 
-        jobs = read_jobs(self._jobs, self._batch_size, stop=run.reading_stopped, on_cut=cut_short)
+        jobs = read_jobs(self._jobs, self._batch_size, stop=run.reading_stopped, on_cut=cut_short, kept=self._kept)
         items = iter(jobs)
         try:
             while chunk := await in_daemon_thread(lambda: take(items)):
