@@ -143,6 +143,19 @@ def test_the_column_is_the_named_one_or_the_only_one(database: PostgresServer, t
     assert (item.recipient_count, item.export.columns) == (2, ("user_id",))
 
 
+def test_integers_are_their_decimal_text_and_a_bad_value_rejects_the_job_naming_its_row(
+    database: PostgresServer, tmp_path: Path
+) -> None:
+    numbers = read_one(write_jobs(tmp_path / "jobs.jsonl", [job(database, "SELECT 10023 UNION ALL SELECT 7")]))
+    assert numbers.recipient_count == 2
+    assert list(numbers.recipients) == ["10023", "7"]
+    bad = job(database, "SELECT * FROM (VALUES ('k1'), ('k2'), ('')) AS t(uid)")
+    item = read_one(write_jobs(tmp_path / "jobs.jsonl", [bad]))
+    assert isinstance(item, Rejection)
+    shown = f"postgresql://127.0.0.1:{database.port}/postgres"
+    assert (item.field, item.reason) == ("recipients_query", f"{shown} row 3: UserID must not be empty")
+
+
 @pytest.mark.parametrize(
     ("query", "extra", "said"),
     [
