@@ -105,13 +105,18 @@ async def test_a_new_run_on_a_used_journals_name_never_reads_an_earlier_runs_cop
     sandbox: Sandbox, database: PostgresServer, tmp_path: Path
 ) -> None:
     table(database, "members_c", ["c1", "c2"])
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [job(database, "SELECT user_id FROM members_c")])
+    query = job(database, "SELECT user_id FROM members_c")
     out = tmp_path / "out.jsonl"
-    await run_engine(sandbox, jobs, out)
+    await run_engine(sandbox, write_jobs(tmp_path / "jobs.jsonl", [query]), out)
     out.unlink()  # the journal removed by hand; its copies stay
     database.psql("INSERT INTO members_c VALUES ('c3', 3)")
-    summary = await run_engine(sandbox, jobs, out, resume=True)  # --resume of a journal that holds no run
-    assert summary.recipients == 3
+    # A new run on the same name sends another job, and stops before it reads the query's ...
+    other = {"job_id": "first", "GroupId": GROUP, "Content": "Hello", "ToMembers_Account": ["c1"]}
+    await run_engine(sandbox, write_jobs(tmp_path / "jobs.jsonl", [other]), out)
+    # ... and its resume reads the query for the first time in this run: the table as it is now.
+    summary = await run_engine(sandbox, write_jobs(tmp_path / "jobs.jsonl", [other, query]), out, resume=True)
+    assert (summary.rejected, summary.skipped, summary.recipients) == (0, 1, 3)
+    assert sandbox.ledger.recipients(GROUP, "We miss you")["c3"] == 1
 
 
 async def test_an_exclude_query_leaves_its_rows_out(sandbox: Sandbox, database: PostgresServer, tmp_path: Path) -> None:
