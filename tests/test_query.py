@@ -194,6 +194,18 @@ def test_a_query_that_cannot_give_the_audience_is_one_line(
     assert str(raised.value) == f"{jobs}:1: the recipients_query on {shown}{said}"
 
 
+def test_a_connection_lost_while_the_rows_arrive_is_one_line(database: PostgresServer, tmp_path: Path) -> None:
+    table(database, "members_k", ["k1", "k2"])
+    # The query ends its own connection once its rows are under way, as a server restarted mid-read would.
+    lost = "SELECT user_id FROM members_k UNION ALL SELECT pg_terminate_backend(pg_backend_pid())::text"
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job(database, lost)])
+    with pytest.raises(ExportError) as raised:
+        read_one(jobs)
+    shown = f"postgresql://127.0.0.1:{database.port}/postgres"
+    assert str(raised.value).startswith(f"{jobs}:1: the recipients_query on {shown} failed while it was read: ")
+    assert "terminating connection due to administrator command" in str(raised.value)
+
+
 def test_an_empty_exclude_query_is_refused_too(database: PostgresServer, tmp_path: Path) -> None:
     table(database, "members_h", ["h1"])
     doc = job(database, "SELECT user_id FROM members_h", exclude_query="SELECT user_id FROM members_h WHERE false")

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import importlib
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -213,7 +214,7 @@ def _driver(side: Side) -> tuple[Any, str, str]:
 
 
 def _rows(side: Side, stop: threading.Event | None, on_column: Callable[[str], None]) -> Iterator[Clean]:
-    """Run the query and read its column a batch at a time, checked as a table's column is."""
+    """Run the query and read its column a slice at a time, checked as a table's column is."""
     from dispatcher.jobs import tables
 
     assert side.database is not None
@@ -221,35 +222,100 @@ def _rows(side: Side, stop: threading.Event | None, on_column: Callable[[str], N
     where = shown(side.database)
     source = Source(Path(), where, NAME, None, True)
     secrets = [s for s in (uris.split(side.database).secret(), side.database) if s]
+    fetch = _Fetch(dbapi, driver, given, side.name, f"{side.label} on {where}", secrets)
     try:
-        with dbapi.connect(driver=driver, db_kwargs={"uri": given}) as conn, conn.cursor() as cursor:
-            cursor.execute(side.name)
-            reader = cursor.fetch_record_batch()
-            names = list(reader.schema.names)
-            try:
-                name = tables.column(source, side, names)
-            except Reject as exc:
-                raise QueryError(f"{side.label} on {where}: {_reason(exc, source)}") from None
-            column = tables.Column(name, _values(reader, names.index(name), dbapi, side, where, secrets))
-            yield from tables.read_column(source, side, stop, on_column, column)
-    except dbapi.Error as exc:
-        raise QueryError(f"{side.label} on {where} failed: {_said(exc, secrets)}") from None
-
-
-def _values(reader: Any, at: int, dbapi: Any, side: Side, where: str, secrets: list[str]) -> Iterator[Any]:
-    """The column's values a batch at a time. A failure as they arrive (the connection lost mid-read) is
-    the query's, exit 2: not a bad row of the job's."""
-    import pyarrow as pa
-
-    batches = iter(reader)
-    while True:
+        names = fetch.schema(stop)
         try:
-            batch = next(batches, None)
+            name = tables.column(source, side, names)
+        except Reject as exc:
+            raise QueryError(f"{side.label} on {where}: {_reason(exc, source)}") from None
+        at = names.index(name)
+        values = (piece for batch in fetch.batches(stop) for piece in _sliced(batch.column(at)))
+        yield from tables.read_column(source, side, stop, on_column, tables.Column(name, values))
+    finally:
+        fetch.close()
+
+
+_SLICE_ROWS = 1 << 16  # rows checked at once: a driver's batch of a million rows would hold 150 MB more
+_AHEAD = 2  # batches the driver reads ahead while the last is checked
+_POLL = 0.1  # seconds between looks at `stop` while a batch is awaited
+
+
+def _sliced(values: Any) -> Iterator[Any]:
+    for at in range(0, len(values), _SLICE_ROWS):
+        yield values.slice(at, _SLICE_ROWS)
+
+
+class _Fetch:
+    """The query run in a thread of its own, its batches handed over through a bounded queue.
+
+    The database then produces the next batches while the last is checked, on the other core: read in
+    turn, the server waited on the check and the check on the server. The thread owns the connection
+    and closes it itself, so that a run stopped while the database is slow to answer is not held by it."""
+
+    def __init__(self, dbapi: Any, driver: str, given: str, sql: str, what: str, secrets: list[str]) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_AHEAD)
+        self._done = threading.Event()
+        self._what = what
+        args = (dbapi, driver, given, sql, secrets)
+        threading.Thread(target=self._run, args=args, name="dispatcher-query", daemon=True).start()
+
+    def _run(self, dbapi: Any, driver: str, given: str, sql: str, secrets: list[str]) -> None:
+        import pyarrow as pa
+
+        reading = False
+        try:
+            with dbapi.connect(driver=driver, db_kwargs={"uri": given}) as conn, conn.cursor() as cursor:
+                cursor.execute(sql)
+                reader = cursor.fetch_record_batch()
+                reading = self._put(("schema", list(reader.schema.names)))
+                for batch in reader:
+                    if not self._put(("batch", batch)):
+                        return
+                self._put(("end", None))
         except (dbapi.Error, pa.ArrowException, OSError) as exc:
-            raise QueryError(f"{side.label} on {where} failed while it was read: {_said(exc, secrets)}") from None
-        if batch is None:
-            return
-        yield batch.column(at)
+            during = " while it was read" if reading else ""  # the connection lost mid-read, say
+            self._put(("error", QueryError(f"{self._what} failed{during}: {_said(exc, secrets)}")))
+        except BaseException as exc:  # handed over: the reading thread raises it
+            self._put(("error", exc))
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        """Hand `item` over, unless the reading was given up (False)."""
+        while not self._done.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, stop: threading.Event | None) -> tuple[str, Any]:
+        while True:
+            if stop is not None and stop.is_set():
+                raise Stopped
+            try:
+                kind, value = self._queue.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            if kind == "error":
+                raise value
+            return kind, value
+
+    def schema(self, stop: threading.Event | None) -> list[str]:
+        kind, names = self._get(stop)
+        assert kind == "schema"
+        return list(names)
+
+    def batches(self, stop: threading.Event | None) -> Iterator[Any]:
+        while True:
+            kind, batch = self._get(stop)
+            if kind == "end":
+                return
+            yield batch
+
+    def close(self) -> None:
+        """Give the reading up: the thread ends after the call it is in, and closes the connection."""
+        self._done.set()
 
 
 def _reason(exc: Reject, source: Source) -> str:
