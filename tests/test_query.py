@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,33 @@ def test_a_driver_not_installed_is_named_and_an_unknown_scheme_refused(tmp_path:
     assert isinstance(item, Rejection)
     assert item.field == "recipients_database"
     assert item.reason.startswith("mysql://db/crm: the scheme names the ADBC driver; known: postgresql://")
+
+
+def test_a_missing_query_extra_is_one_line_naming_it(tmp_path: Path) -> None:
+    doc = {
+        "GroupId": GROUP,
+        "Content": "hi",
+        "recipients_query": "SELECT 1",
+        "recipients_database": "postgresql://db/x",
+    }
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [doc])
+    code = (
+        "import sys; sys.modules['adbc_driver_manager'] = None\n"  # as if the query extra were not installed
+        "from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "send", str(jobs), "--dry-run"],
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"dispatcher: error: {jobs}:1: the recipients_query needs ADBC and pyarrow, the query extra: "
+        "pip install 'tim-dispatcher[query]'"
+    ]
 
 
 @pytest.mark.parametrize(

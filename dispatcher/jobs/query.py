@@ -60,7 +60,6 @@ DRIVERS: Mapping[str, tuple[str, bool]] = {
     "grpc+tcp": ("adbc_driver_flightsql", True),
 }
 DATABASE = {RECIPIENTS_QUERY: "recipients_database", EXCLUDE_QUERY: "exclude_database"}
-FIELDS = (RECIPIENTS_QUERY, "recipients_database", EXCLUDE_QUERY, "exclude_database")
 COPIES_TABLE = "dispatcher.query_copies"
 _COPY_SUFFIX = ".ids.zst"
 _PART = 4 << 20  # bytes of a copy a row of the table holds, and read back at a time
@@ -115,7 +114,7 @@ class Query:
         try:
             kept = copies.read(key) if copies is not None else None
             if kept is not None:
-                yield from _counted(_headed(kept, on_column), stop)
+                yield from _until_stopped(_headed(kept, on_column), stop)
                 return
             with contextlib.ExitStack() as stack:
                 write = stack.enter_context(copies.write(key)) if copies is not None else None
@@ -181,7 +180,7 @@ def _headed(chunks: Iterator[bytes], on_column: Callable[[str], None]) -> Iterat
         raise QueryError("the query's copy kept by the run is damaged; start a new run (another --out)")
 
 
-def _counted(blocks: Iterator[Clean], stop: threading.Event | None) -> Iterator[Clean]:
+def _until_stopped(blocks: Iterator[Clean], stop: threading.Event | None) -> Iterator[Clean]:
     for block in blocks:
         if stop is not None and stop.is_set():
             raise Stopped
