@@ -6,6 +6,7 @@ ever shown."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from tests.conftest import (
     PostgresServer,
     cli_env,
     journal,
+    make_config,
     run_engine,
     write_jobs,
 )
@@ -342,21 +344,20 @@ def test_a_pre_scan_leaves_the_query_to_the_run(database: PostgresServer, tmp_pa
         list(read_jobs([str(jobs)], 500, streams=False))
 
 
-def test_a_postgresql_journal_keeps_the_copy_in_its_database_for_the_resume(
-    database: PostgresServer, tmp_path: Path
+async def test_a_postgresql_journal_keeps_the_copy_in_its_database_for_the_resume(
+    sandbox: Sandbox, database: PostgresServer, tmp_path: Path
 ) -> None:
+    from dispatcher import Runner
+    from dispatcher.journal.uri import parse_journal_uri
+
     table(database, "members_j", ["j1", "j2", "j3"])
     jobs = write_jobs(tmp_path / "jobs.jsonl", [job(database, "SELECT user_id FROM members_j ORDER BY n")])
-    uri = database.journal("query")
-    send = DISPATCHER("send", str(jobs), "--sandbox", "--out", uri, "--no-progress", "--batch-size", "2")
-    first = subprocess.run(send, env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert first.returncode == 0, first.stderr
+    uri = parse_journal_uri(database.journal("query"))
+    config = dataclasses.replace(make_config(sandbox, jobs, tmp_path / "unused.jsonl", batch_size=2), out=uri)
+    first = await Runner(config, handle_signals=False).run()
+    assert (first.exit_code, first.recipients) == (0, 3)
     assert database.psql("SELECT count(*) FROM dispatcher.query_copies WHERE journal = 'query'") == "1\n"
     database.psql("INSERT INTO members_j VALUES ('j9', 9)")
-    again = subprocess.run(
-        [*send, "--resume"], env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert again.returncode == 0, again.stderr  # the same audience: not a changed job
-    sent = database.psql("SELECT recipients FROM dispatcher.journal_batches WHERE journal = 'query' ORDER BY batch")
-    assert "j9" not in sent
-    assert PG_PASSWORD not in first.stdout + first.stderr + again.stdout + again.stderr
+    again = await Runner(dataclasses.replace(config, resume=True), handle_signals=False).run()
+    assert (again.exit_code, again.rejected, again.skipped) == (0, 0, 2)  # the same audience: not a changed job
+    assert sandbox.ledger.recipients(GROUP, "We miss you") == collections.Counter({"j1": 1, "j2": 1, "j3": 1})
