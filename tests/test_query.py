@@ -311,7 +311,7 @@ def test_a_missing_query_extra_is_one_line_naming_it(tmp_path: Path) -> None:
         (
             {"recipients_format": "csv"},
             "recipients_format",
-            "applies to a recipients_file; a query's result has no format",
+            "applies to a recipients_file; a query's result has none",
         ),
         (
             {"exclude_database": "postgresql://db/x"},

@@ -89,15 +89,26 @@ class Query:
 
     name: str = NAME
 
-    def side(self, doc: Mapping[str, object], field: str, column: str | None, kept: Kept | None) -> Side:
+    def side(self, doc: Mapping[str, object], field: str, kept: Kept | None) -> Side:
         """The job's query of `field` with its database, checked (Reject naming the field)."""
         text = string(doc, field)
         assert text is not None
+        recipients = field == RECIPIENTS_QUERY
+        other, format_field = (
+            ("recipients_file", "recipients_format") if recipients else ("exclude_file", "exclude_format")
+        )
+        if other in doc:
+            raise Reject(field, f"cannot be given together with {other}")
+        if format_field in doc:
+            raise Reject(
+                format_field,
+                f"applies to {'a recipients_file' if recipients else 'an exclude_file'}; a query's result has none",
+            )
         if not text.strip():
             raise Reject(field, "is empty; give the SQL that returns the UserIDs")
         database_field = DATABASE[field]
         database = string(doc, database_field)
-        if database is None and field == EXCLUDE_QUERY:
+        if database is None and not recipients:
             database_field = DATABASE[RECIPIENTS_QUERY]
             database = string(doc, database_field)
         if database is None:
@@ -109,7 +120,15 @@ class Query:
                 f"{quoted(shown(database), bare=True)}: the scheme names the ADBC driver; known: "
                 f"{', '.join(f'{scheme}://' for scheme in DRIVERS)}",
             )
+        column = string(doc, "recipients_column" if recipients else "exclude_column")
         return Side(field, text, column, None, database=database, kept=kept)
+
+    def check(self, doc: Mapping[str, object], recipients: Side | None, exclude: Side | None) -> None:
+        """A database no query of the job runs on is a mistake: Reject naming it."""
+        if "exclude_database" in doc and not _query(exclude):
+            raise Reject("exclude_database", "applies to an exclude_query; the job has none")
+        if "recipients_database" in doc and not (_query(recipients) or _query(exclude)):
+            raise Reject("recipients_database", "applies to a recipients_query or an exclude_query; the job has none")
 
     def sources(self, side: Side) -> list[Source]:
         """The one Source of a query: named by its database's shown URI (hashed, recorded, shown)."""
@@ -155,6 +174,10 @@ class Query:
 
 
 QUERY = Query()
+
+
+def _query(side: Side | None) -> bool:
+    return side is not None and side.database is not None
 
 
 def shown(database: str) -> str:

@@ -90,13 +90,10 @@ def spec_of(doc: Mapping[str, object], inline: bool, kept: Kept | None = None) -
     exclude = _side(doc, EXCLUDE) if EXCLUDE in doc else None
     for field, origin in ORIGINS.items():
         if field in doc:
-            other = RECIPIENTS if field.startswith("recipients") else EXCLUDE
-            if other in doc:
-                raise Reject(field, f"cannot be given together with {other}")
-            side = origin.side(
-                doc, field, string(doc, "recipients_column" if other == RECIPIENTS else "exclude_column"), kept
-            )
-            recipients, exclude = (side, exclude) if other == RECIPIENTS else (recipients, side)
+            side = origin.side(doc, field, kept)
+            recipients, exclude = (side, exclude) if field.startswith("recipients") else (recipients, side)
+    for origin in dict.fromkeys(ORIGINS.values()):
+        origin.check(doc, recipients, exclude)
     for key, needs, given in (
         ("recipients_column", "a recipients_file", recipients),
         ("recipients_format", "a recipients_file", recipients),
@@ -105,21 +102,11 @@ def spec_of(doc: Mapping[str, object], inline: bool, kept: Kept | None = None) -
     ):
         if given is None and key in doc:
             raise Reject(key, f"applies to {needs}; the job has none")
-        if given is not None and given.database is not None and key.endswith("_format") and key in doc:
-            raise Reject(key, f"applies to {needs}; a query's result has no format")
-    if "exclude_database" in doc and not _query(exclude):
-        raise Reject("exclude_database", "applies to an exclude_query; the job has none")
-    if "recipients_database" in doc and not (_query(recipients) or _query(exclude)):
-        raise Reject("recipients_database", "applies to a recipients_query or an exclude_query; the job has none")
     if exclude is not None and recipients is None and not inline:
         raise Reject(exclude.field, "needs named recipients; a job sent to all members cannot leave anyone out")
     if recipients is None and exclude is None:
         return None
     return Spec(recipients, exclude)
-
-
-def _query(side: Side | None) -> bool:
-    return side is not None and side.database is not None
 
 
 def _side(doc: Mapping[str, object], field: str) -> Side:
