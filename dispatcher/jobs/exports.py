@@ -294,7 +294,8 @@ def _named(field: str, source: Source) -> bytes:
 def _blocks(source: Source, side: Side, *, columns: list[str] | None, stop: threading.Event | None) -> Iterator[Clean]:
     """The clean blocks of one file, read by its format (the column it reads added to `columns`)."""
     on_column = columns.append if columns is not None else _unused
-    return formats.REGISTRY[source.format].read(source, side, stop, on_column)
+    origin = sources.ORIGINS.get(side.field)
+    return (origin or formats.REGISTRY[source.format]).read(source, side, stop, on_column)
 
 
 def _unused(_column: str) -> None:

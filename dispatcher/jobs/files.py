@@ -16,6 +16,8 @@ from dispatcher.errors import PATH_CHARS, quoted
 
 RECIPIENTS = "recipients_file"
 EXCLUDE = "exclude_file"
+RECIPIENTS_QUERY = "recipients_query"
+EXCLUDE_QUERY = "exclude_query"
 
 
 class Stopped(Exception):
@@ -41,24 +43,41 @@ def breathe() -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Side:
-    """One named list of a job: its recipients (recipients_file) or its suppression list (exclude_file)."""
+class Kept:
+    """Where a run keeps the rows of each query it ran, so that a resume sends to the same audience: a
+    directory beside a file journal, or a table in a PostgreSQL journal's database (`journal` names the
+    run). `reuse`: the run resumes a journal, so a copy found there is its own; a new run starts with none."""
 
-    field: str  # recipients_file or exclude_file
-    name: str  # as the job gives it
+    directory: Path | None = None
+    conninfo: str | None = dataclasses.field(default=None, repr=False)  # may hold the journal's password
+    journal: str | None = None
+    reuse: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One named list of a job: its recipients (recipients_file, recipients_query) or its suppression
+    list (exclude_file, exclude_query)."""
+
+    field: str  # recipients_file or exclude_file; recipients_query or exclude_query
+    name: str  # as the job gives it: a file's name or glob, or a query's text
     column: str | None
     format: str | None  # as the job gives it; None: from each file's name
+    database: str | None = None  # a query's: the URI it runs on (its password never shown)
+    kept: Kept | None = None  # a query's: where the run keeps its rows (None: nowhere, a dry run's)
 
     @property
     def column_field(self) -> str:
-        return "recipients_column" if self.field == RECIPIENTS else "exclude_column"
+        return "recipients_column" if self.field in (RECIPIENTS, RECIPIENTS_QUERY) else "exclude_column"
 
     @property
     def format_field(self) -> str:
-        return "recipients_format" if self.field == RECIPIENTS else "exclude_format"
+        return "recipients_format" if self.field in (RECIPIENTS, RECIPIENTS_QUERY) else "exclude_format"
 
     @property
     def label(self) -> str:
+        if self.database is not None:
+            return f"the {self.field}"
         return quoted(self.name, bare=True, limit=PATH_CHARS)
 
 
@@ -78,7 +97,7 @@ class Source:
 
     path: Path
     name: str  # as shown and hashed: the job's name, or the match of its glob (relative like it)
-    format: str  # a name in formats.REGISTRY
+    format: str  # a name in formats.REGISTRY, or of an origin in sources.ORIGINS (a query)
     compression: str | None  # GZIP, ZSTD (inputs) or None (a non-text stream's is found from its first bytes)
     stream: bool  # a FIFO, `<(cmd)`, a device: it can be read once only
     # An object in a store (its name is its URI): `path` is then the local copy it is read from, once made.

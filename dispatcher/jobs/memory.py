@@ -25,7 +25,7 @@ import orjson
 
 from dispatcher.core.job import IN_MEMORY, Job, place
 from dispatcher.errors import InputError, UsageError, quoted, said
-from dispatcher.jobs.files import Stopped
+from dispatcher.jobs.files import Kept, Stopped
 from dispatcher.jobs.reader import CutShort, JobIds, Rejection, RowsRead, Streamed, parse_doc
 from dispatcher.jobs.values import DirectMessage, GroupMessage, Notification
 
@@ -49,10 +49,16 @@ class MemoryJobs:
         streams: bool = True,
         on_cut: CutShort | None = None,
         on_rows: RowsRead | None = None,
+        kept: Kept | None = None,
     ) -> Iterator[Job | Rejection]:
         """Every job, validated, one at a time. Setting `stop` ends it, also in the middle of a job's
         recipients; the job being read then is not yielded. `on_cut` is never told: nothing is a file;
-        `on_rows` hears of each job given (a row, as a jobs file's line is)."""
+        `on_rows` hears of each job given (a row, as a jobs file's line is); `kept`: where the run keeps
+        the rows of the queries it runs, as for a jobs file."""
+        if kept is not None:
+            from dispatcher.jobs.query import begin
+
+            begin(kept)
         base_dir = Path.cwd()
         ids = JobIds()
         jobs = iter(self.jobs)
@@ -69,7 +75,7 @@ class MemoryJobs:
                     return
                 if on_rows is not None:
                     on_rows(1)
-                item = job_of(given, index, base_dir, batch_size, stop=stop, streams=streams)
+                item = job_of(given, index, base_dir, batch_size, stop=stop, streams=streams, kept=kept)
                 yield ids.checked(item, place(IN_MEMORY, index))
                 index += 1
         except Stopped:
@@ -84,6 +90,7 @@ def job_of(
     *,
     stop: threading.Event | None = None,
     streams: bool = True,
+    kept: Kept | None = None,
 ) -> Job | Rejection:
     """Validate the job at `index` among those given: a Job, or the Rejection that names it by its index."""
     where = place(IN_MEMORY, index)
@@ -122,4 +129,4 @@ def job_of(
             return rejected(key, f"is not a JSON value ({exc})")
     # In the order given: the first unknown key is the one a rejection names, as in a file.
     doc = {key: plain[key] if key in plain else Streamed(value) for key, value in given.items()}
-    return parse_doc(doc, IN_MEMORY, index, base_dir, batch_size, where, stop=stop, streams=streams)
+    return parse_doc(doc, IN_MEMORY, index, base_dir, batch_size, where, stop=stop, streams=streams, kept=kept)

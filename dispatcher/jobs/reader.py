@@ -28,7 +28,7 @@ import orjson
 from dispatcher.core.job import InlineRecipients, Job, Recipients, place
 from dispatcher.errors import InputError, quoted
 from dispatcher.jobs import sources
-from dispatcher.jobs.files import Stopped
+from dispatcher.jobs.files import Kept, Stopped
 from dispatcher.jobs.sources import StreamedExport
 from dispatcher.jobs.userids import user_ids
 from dispatcher.tim.apis import DEFAULT, DEFAULT_ENDPOINT, REGISTRY, Endpoint
@@ -45,6 +45,7 @@ __all__ = ["Rejection", "StreamedExport", "read_jobs"]
 
 STDIN = "-"
 SENDER = "From_Account"  # the message APIs' sender, never hinted for a key that names no sender
+_NAMED = ("recipients_file", "recipients_query")  # the lists a job may name in place of its inline one
 KNOWN_KEYS = DEFAULT_ENDPOINT.keys  # of a job without "api"; every API's own are its endpoint's `keys`
 
 # The longest jobs line read; a longer one is rejected and skipped without being held. A job is usually
@@ -184,9 +185,11 @@ def parse_job(
     stop: threading.Event | None = None,
     streams: bool = True,
     on_rows: RowsRead | None = None,
+    kept: Kept | None = None,
 ) -> Job | Rejection:
     """Validate one JSONL line. A job without a job_id gets one made from its content; if it is
     rejected, `rejection_id` (its file name and line) names it instead, for the record only.
+    `kept`: where the run keeps the rows of the queries it runs (None: nowhere).
 
     Raises _Stopped if `stop` is set while its recipients_file is read.
     """
@@ -198,7 +201,9 @@ def parse_job(
         return Rejection(rejection_id, file, line, None, f"line is not valid JSON ({exc.msg})")
     if not isinstance(doc, dict):
         return Rejection(rejection_id, file, line, None, f"line must be a JSON object, not {type_name(doc)}")
-    return parse_doc(doc, file, line, base_dir, batch_size, rejection_id, stop=stop, streams=streams, on_rows=on_rows)
+    return parse_doc(
+        doc, file, line, base_dir, batch_size, rejection_id, stop=stop, streams=streams, on_rows=on_rows, kept=kept
+    )
 
 
 def parse_doc(
@@ -212,6 +217,7 @@ def parse_doc(
     stop: threading.Event | None = None,
     streams: bool = True,
     on_rows: RowsRead | None = None,
+    kept: Kept | None = None,
 ) -> Job | Rejection:
     """Validate one job, as a line of a jobs file gives it (a JSON object) or Python does (`jobs.memory`:
     a dict whose recipients may be `Streamed`). The rules are the same for both."""
@@ -246,14 +252,15 @@ def parse_doc(
             raise Reject(iterables[0], f"must be a JSON value, not an iterable{only}")
         string(doc, "job_id")
         spec = endpoint.validate(doc)
-        if inline_key is None and "recipients_file" in doc:
-            raise Reject("recipients_file", f"{endpoint.name} takes no recipients")
-        if inline_key is not None and inline_key in doc and "recipients_file" in doc:
-            raise Reject("recipients_file", f"cannot be given together with {inline_key}")
-        named = inline_key is not None and (inline_key in doc or "recipients_file" in doc)
+        given_list = next((key for key in _NAMED if key in doc), None)  # recipients_file or recipients_query
+        if inline_key is None and given_list is not None:
+            raise Reject(given_list, f"{endpoint.name} takes no recipients")
+        if inline_key is not None and inline_key in doc and given_list is not None:
+            raise Reject(given_list, f"cannot be given together with {inline_key}")
+        named = inline_key is not None and (inline_key in doc or given_list is not None)
         if endpoint.recipients_required and not named:
             raise Reject(inline_key, "is required (or recipients_file), with the accounts to send to")
-        export = sources.spec_of(doc, inline=inline_key is not None and inline_key in doc)
+        export = sources.spec_of(doc, inline=inline_key is not None and inline_key in doc, kept=kept)
         digest = endpoint.hasher(spec, batch_size, not named)
         recipients: Recipients | None = None
         count = duplicates = excluded = 0
@@ -449,6 +456,7 @@ class JobsInput(Protocol):
         streams: bool = True,
         on_cut: CutShort | None = None,
         on_rows: RowsRead | None = None,
+        kept: Kept | None = None,
     ) -> Iterator[Job | Rejection]:
         """Every job in order, validated, one at a time (see read_jobs)."""
         ...
@@ -468,8 +476,9 @@ class JobFiles:
         streams: bool = True,
         on_cut: CutShort | None = None,
         on_rows: RowsRead | None = None,
+        kept: Kept | None = None,
     ) -> Iterator[Job | Rejection]:
-        return read_jobs(self.paths, batch_size, stop=stop, streams=streams, on_cut=on_cut, on_rows=on_rows)
+        return read_jobs(self.paths, batch_size, stop=stop, streams=streams, on_cut=on_cut, on_rows=on_rows, kept=kept)
 
 
 class JobIds:
@@ -503,6 +512,7 @@ def read_jobs(
     streams: bool = True,
     on_cut: CutShort | None = None,
     on_rows: RowsRead | None = None,
+    kept: Kept | None = None,
 ) -> Iterator[Job | Rejection]:
     """Stream every job of every file in order; never holds more than one job's line in memory.
 
@@ -510,10 +520,15 @@ def read_jobs(
     in the middle of an endless recipients stream; the job being read then is not yielded. With
     `streams` False, a recipients_file that can be read only once raises StreamedExport. `on_cut`
     hears of a jobs file that became shorter while it was read (see _job_lines); `on_rows` of the
-    rows read, so that a display can show a long read going on.
+    rows read, so that a display can show a long read going on. `kept`: where the run keeps the rows
+    of each query it runs, for its resume (None: nowhere, as a dry run).
     """
     ids = JobIds()
     try:
+        if kept is not None:
+            from dispatcher.jobs.query import begin
+
+            begin(kept)
         for path in paths:
             base_dir = Path.cwd() if path == STDIN else Path(path).parent
             label = label_of(path)
@@ -540,6 +555,7 @@ def read_jobs(
                         stop=stop,
                         streams=streams,
                         on_rows=on_rows,
+                        kept=kept,
                     )
                 yield ids.checked(item, f"{label}:{line}")
     except _Stopped:

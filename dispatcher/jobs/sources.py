@@ -17,7 +17,8 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
 from dispatcher.errors import PATH_CHARS, quoted
-from dispatcher.jobs.files import EXCLUDE, RECIPIENTS, Side, Source
+from dispatcher.jobs.files import EXCLUDE, RECIPIENTS, Kept, Side, Source
+from dispatcher.jobs.query import QUERY, shown
 from dispatcher.tim.apis.base import Reject, string
 
 # The formats (`formats.REGISTRY`) and their compressions (`inputs`) are imported where they are used:
@@ -34,6 +35,13 @@ REMOTE = ("s3://", "gs://")
 
 # The fields an export adds to a job, besides recipients_file (each API with recipients knows them).
 FIELDS = ("recipients_column", "recipients_format", "exclude_file", "exclude_column", "exclude_format")
+
+# Where a side's rows come from when a job names no file, by the field that names it: its Side, its
+# Source(s) and its reading (`format` of its Source is the origin's name). One line each.
+ORIGINS = {
+    "recipients_query": QUERY,
+    "exclude_query": QUERY,
+}
 
 
 # The format of a file is the job's recipients_format (or exclude_format) when given, whatever its name
@@ -53,7 +61,13 @@ class Spec:
         """Only what a job could say before formats existed: one recipients_file and nothing else.
         Such a job keeps the hash it had then, so that journals written by then resume."""
         side = self.recipients
-        return self.exclude is None and side is not None and side.column is None and side.format is None
+        return (
+            self.exclude is None
+            and side is not None
+            and side.column is None
+            and side.format is None
+            and side.database is None
+        )
 
     def derived(self) -> dict[str, str]:
         """The export fields as the job gives them, for its default job_id (a plain job's: as before)."""
@@ -62,6 +76,8 @@ class Spec:
             if side is None:
                 continue
             doc[side.field] = side.name
+            if side.database is not None:  # as shown: a password is not part of what the job is
+                doc[f"{side.field.partition('_')[0]}_database"] = shown(side.database)
             if side.column is not None:
                 doc[side.column_field] = side.column
             if side.format is not None:
@@ -69,11 +85,18 @@ class Spec:
         return doc
 
 
-def spec_of(doc: Mapping[str, object], inline: bool) -> Spec | None:
+def spec_of(doc: Mapping[str, object], inline: bool, kept: Kept | None = None) -> Spec | None:
     """The export fields of a job, checked; None when it names neither a recipients_file nor an
-    exclude_file. `inline`: the job lists its recipients itself (an exclude_file applies to them)."""
+    exclude_file (nor a query). `inline`: the job lists its recipients itself (an exclude_file applies
+    to them). `kept`: where the run keeps the rows of a query it runs."""
     recipients = _side(doc, RECIPIENTS) if RECIPIENTS in doc else None
     exclude = _side(doc, EXCLUDE) if EXCLUDE in doc else None
+    for field, origin in ORIGINS.items():
+        if field in doc:
+            side = origin.side(doc, field, kept)
+            recipients, exclude = (side, exclude) if field.startswith("recipients") else (recipients, side)
+    for origin in dict.fromkeys(ORIGINS.values()):
+        origin.check(doc, recipients, exclude)
     for key, needs, given in (
         ("recipients_column", "a recipients_file", recipients),
         ("recipients_format", "a recipients_file", recipients),
@@ -83,7 +106,7 @@ def spec_of(doc: Mapping[str, object], inline: bool) -> Spec | None:
         if given is None and key in doc:
             raise Reject(key, f"applies to {needs}; the job has none")
     if exclude is not None and recipients is None and not inline:
-        raise Reject(EXCLUDE, "needs named recipients; a job sent to all members cannot leave anyone out")
+        raise Reject(exclude.field, "needs named recipients; a job sent to all members cannot leave anyone out")
     if recipients is None and exclude is None:
         return None
     return Spec(recipients, exclude)
@@ -148,6 +171,11 @@ def resolve(side: Side, base_dir: Path, *, streams: bool) -> list[Source]:
     it is opened: a pre-scan must not use up the one reading the run needs."""
     from dispatcher.jobs.formats import DEFAULT
 
+    origin = ORIGINS.get(side.field)
+    if origin is not None:
+        if not streams:  # a query runs once per run: the run's, not a pre-scan's
+            raise StreamedExport(side.label)
+        return origin.sources(side)
     if side.name.startswith(REMOTE):
         return _stored(side, streams=streams)
     literal = base_dir / side.name

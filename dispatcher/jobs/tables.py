@@ -80,6 +80,13 @@ def read(
         )
 
 
+def read_column(
+    source: Source, side: Side, stop: threading.Event | None, on_column: Callable[[str], None], column: Column
+) -> Iterator[Clean]:
+    """The clean blocks of a column that comes from elsewhere than a file (a query's result, `query`)."""
+    return _blocks(source, side, stop, on_column, lambda _pa: column, "")
+
+
 def _blocks(
     source: Source,
     side: Side,

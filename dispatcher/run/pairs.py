@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from dispatcher.core.ports import BatchSource, Journal
+from dispatcher.jobs.files import Kept
 from dispatcher.jobs.reader import JobFiles, JobsInput
 from dispatcher.journal.lifecycle import FileLifecycle
 from dispatcher.journal.outcomes import open_journal
@@ -26,9 +28,21 @@ def pair_of(journal: JournalStore, run: RunConfig, jobs: JobsInput | None = None
         jobs = JobFiles(run.jobs)
     if isinstance(journal, SharedRun):
         planned = jobs if not isinstance(jobs, JobFiles) or jobs.paths else None
-        claims = Claims(journal, planned, run.batch_size, resume=run.resume, retry_failed=run.retry_failed)
+        uri = journal.uri
+        kept = Kept(conninfo=uri.conninfo, journal=uri.name, reuse=run.resume)
+        claims = Claims(journal, planned, run.batch_size, resume=run.resume, retry_failed=run.retry_failed, kept=kept)
         return claims, SharedLifecycle(journal)
-    return LocalJobs(jobs, run.batch_size, run.retry_failed, run.retry_unknown), FileLifecycle(journal)
+    local = LocalJobs(jobs, run.batch_size, run.retry_failed, run.retry_unknown, kept=kept_beside(journal))
+    return local, FileLifecycle(journal)
+
+
+def kept_beside(journal: JournalStore) -> Kept | None:
+    """Where a file journal's run keeps the rows of its queries: `<journal>.queries/` beside it. Its
+    copies are read only when the journal held a run at open (a resume): a new run makes its own."""
+    path = getattr(journal, "path", None)
+    if not isinstance(path, Path):
+        return None
+    return Kept(directory=path.with_name(path.name + ".queries"), reuse=getattr(journal, "size_at_open", 0) > 0)
 
 
 async def open_store(

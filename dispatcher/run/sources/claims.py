@@ -22,6 +22,7 @@ from dispatcher.core.job import InlineRecipients, Job
 from dispatcher.core.ports import Feed
 from dispatcher.core.status import FAILED, OK, UNKNOWN
 from dispatcher.errors import InputError
+from dispatcher.jobs.files import Kept
 from dispatcher.jobs.reader import JobsInput, Rejection, api_of
 from dispatcher.run.sources.local import PRODUCER_SLICE, take
 from dispatcher.shared.claims import Claimed, PlannedJob
@@ -44,8 +45,18 @@ class Claims:
 
     resends_failed = True  # a failed batch is handed out only once a --retry-failed re-opened it, for every worker
 
-    def __init__(self, run: SharedRun, jobs: JobsInput | None, batch_size: int, *, resume: bool, retry_failed: bool):
+    def __init__(
+        self,
+        run: SharedRun,
+        jobs: JobsInput | None,
+        batch_size: int,
+        *,
+        resume: bool,
+        retry_failed: bool,
+        kept: Kept | None = None,
+    ):
         self._run = run
+        self._kept = kept  # where the rows of the jobs' queries are kept: the journal's database
         self._jobs = jobs
         self._batch_size = batch_size
         self._resume = resume
@@ -69,7 +80,7 @@ class Claims:
         """Store each job, once validated whole, with its batches, then mark the plan complete.
         A job the plan holds already (a resume) is left as it is; one changed since is rejected."""
         shared = self._run
-        items = iter(jobs.read(self._batch_size, stop=run.reading_stopped))
+        items = iter(jobs.read(self._batch_size, stop=run.reading_stopped, kept=self._kept))
         try:
             while chunk := await in_daemon_thread(lambda: take(items)):
                 yield_at = time.monotonic() + PRODUCER_SLICE

@@ -18,7 +18,7 @@ from dispatcher.core.job import Job
 from dispatcher.core.ports import Feed
 from dispatcher.core.status import FAILED, UNKNOWN
 from dispatcher.errors import InputError
-from dispatcher.jobs.files import breathe
+from dispatcher.jobs.files import Kept, breathe
 from dispatcher.jobs.reader import JobsInput, Rejection, api_of
 from dispatcher.threads import in_daemon_thread
 
@@ -76,11 +76,20 @@ class LocalJobs:
 
     resends_failed = False  # a failed batch is queued only with --retry-failed, which the journal's state knows
 
-    def __init__(self, jobs: JobsInput, batch_size: int, retry_failed: bool, retry_unknown: bool = False) -> None:
+    def __init__(
+        self,
+        jobs: JobsInput,
+        batch_size: int,
+        retry_failed: bool,
+        retry_unknown: bool = False,
+        *,
+        kept: Kept | None = None,
+    ) -> None:
         self._jobs = jobs
         self._batch_size = batch_size
         self._retry_failed = retry_failed
         self._retry_unknown = retry_unknown
+        self._kept = kept  # where the rows of the jobs' queries are kept for a resume
 
     async def feed(self, run: Feed) -> None:
         loop = asyncio.get_running_loop()
@@ -89,7 +98,9 @@ class LocalJobs:
             loop.call_soon_threadsafe(run.cut_short, path, read, size)
 
         rows = _RowsRead(lambda n: loop.call_soon_threadsafe(run.rows_read, n))
-        jobs = self._jobs.read(self._batch_size, stop=run.reading_stopped, on_cut=cut_short, on_rows=rows)
+        jobs = self._jobs.read(
+            self._batch_size, stop=run.reading_stopped, on_cut=cut_short, on_rows=rows, kept=self._kept
+        )
         items = iter(jobs)
         try:
             while chunk := await in_daemon_thread(lambda: take(items)):

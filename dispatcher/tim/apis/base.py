@@ -36,7 +36,18 @@ MSG_TYPES: Final = frozenset(
 
 # A job's fields that say how its recipients_file is read and what it leaves out (dispatcher.jobs.sources);
 # every API that takes recipients knows them, right after recipients_file.
-EXPORT_KEYS: Final = ("recipients_column", "recipients_format", "exclude_file", "exclude_column", "exclude_format")
+EXPORT_KEYS: Final = (
+    "recipients_column",
+    "recipients_format",
+    "exclude_file",
+    "exclude_column",
+    "exclude_format",
+    # A query as the audience (dispatcher.jobs.query): in place of recipients_file or exclude_file.
+    "recipients_query",
+    "recipients_database",
+    "exclude_query",
+    "exclude_database",
+)
 
 
 class Reject(Exception):
