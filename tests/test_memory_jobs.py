@@ -86,7 +86,8 @@ def test_a_bad_job_from_python_is_rejected_alone_naming_its_index() -> None:
         "jobs[5]: field Content: must be a JSON value, not an iterable (only ToMembers_Account may be one)",
         "jobs[6]: field ToMember_Account: unknown key (did you mean ToMembers_Account?); known keys: GroupId, "
         "Content, ToMembers_Account, recipients_file, recipients_column, recipients_format, exclude_file, "
-        "exclude_column, exclude_format, TopicId, job_id, group_type",
+        "exclude_column, exclude_format, recipients_query, recipients_database, exclude_query, exclude_database, "
+        "TopicId, job_id, group_type",
         "jobs[8]: field job_id: repeats the job_id of jobs[7]",
         "jobs[9]: field Content: is not a JSON value (Type is not JSON serializable: bytes)",
         "jobs[11]: field ToMembers_Account: raised ConnectionError after 65,536 UserIDs: cursor lost",

@@ -31,7 +31,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import orjson
 
@@ -74,7 +74,6 @@ DRIVERS: Mapping[str, Driver] = {
     "grpc+tcp": _FLIGHT_SQL,
 }
 DATABASE = {RECIPIENTS_QUERY: "recipients_database", EXCLUDE_QUERY: "exclude_database"}
-COPIES_TABLE = "dispatcher.query_copies"
 _COPY_SUFFIX = ".ids.zst"
 _PART = 4 << 20  # bytes of a copy a row of the table holds, and read back at a time
 
@@ -501,10 +500,7 @@ class _Table(_Copies):
 
         conn = connect_sync(self.conninfo, statement_s=60.0)
         with conn.cursor() as cursor:
-            cursor.execute(
-                f"CREATE TABLE IF NOT EXISTS {COPIES_TABLE} (journal text NOT NULL, key text NOT NULL, "
-                "part integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (journal, key, part))"
-            )
+            cursor.execute(_sql()["make"])
         conn.commit()
         return conn
 
@@ -517,9 +513,9 @@ class _Table(_Copies):
 
         try:
             with contextlib.closing(connect_sync(self.conninfo)) as conn:
-                made = conn.execute("SELECT to_regclass(%s)", (COPIES_TABLE,)).fetchone()
+                made = conn.execute(_sql()["made"]).fetchone()
                 if made and made[0] is not None:
-                    conn.execute(f"DELETE FROM {COPIES_TABLE} WHERE journal = %s", (self.journal,))
+                    conn.execute(_sql()["clear"], (self.journal,))
                 conn.commit()
         except psycopg.Error as exc:
             raise QueryError(f"cannot clear the queries' copies of journal {self.journal}: {_first(exc)}") from None
@@ -531,9 +527,7 @@ class _Table(_Copies):
             return None
         try:
             conn = self._connect()
-            found = conn.execute(
-                f"SELECT count(*) FROM {COPIES_TABLE} WHERE journal = %s AND key = %s", (self.journal, key)
-            ).fetchone()
+            found = conn.execute(_sql()["count"], (self.journal, key)).fetchone()
         except psycopg.Error as exc:
             raise QueryError(f"cannot read the query's copy in journal {self.journal}: {_first(exc)}") from None
         if not found or not found[0]:
@@ -547,10 +541,7 @@ class _Table(_Copies):
         try:
             with conn, conn.cursor(name="copy") as cursor:
                 cursor.itersize = 1
-                cursor.execute(
-                    f"SELECT data FROM {COPIES_TABLE} WHERE journal = %s AND key = %s ORDER BY part",
-                    (self.journal, key),
-                )
+                cursor.execute(_sql()["parts"], (self.journal, key))
                 for (data,) in cursor:
                     yield bytes(data)
         except psycopg.Error as exc:
@@ -564,7 +555,7 @@ class _Table(_Copies):
 
         try:
             conn = self._connect()
-            conn.execute(f"DELETE FROM {COPIES_TABLE} WHERE journal = %s AND key = %s", (self.journal, key))
+            conn.execute(_sql()["drop"], (self.journal, key))
         except psycopg.Error as exc:
             raise QueryError(f"cannot keep the query's copy in journal {self.journal}: {_first(exc)}") from None
         pending: list[bytes] = []
@@ -575,10 +566,7 @@ class _Table(_Copies):
         def flush() -> None:
             nonlocal pending, size, part
             if pending:
-                conn.execute(
-                    f"INSERT INTO {COPIES_TABLE} (journal, key, part, data) VALUES (%s, %s, %s, %s)",
-                    (self.journal, key, part, b"".join(pending)),
-                )
+                conn.execute(_sql()["insert"], (self.journal, key, part, b"".join(pending)))
                 part += 1
                 pending, size = [], 0
 
@@ -605,6 +593,13 @@ class _Table(_Copies):
                     raise QueryError(f"cannot keep the query's copy in journal {self.journal}: {_first(exc)}") from None
         finally:
             conn.close()  # uncommitted: rolled back
+
+
+def _sql() -> dict[str, LiteralString]:
+    """The queries of the copies' table (dispatcher/pg/sql/copies.sql)."""
+    from dispatcher.pg import queries
+
+    return queries.load("copies")
 
 
 def _first(exc: BaseException) -> str:
