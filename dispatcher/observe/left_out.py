@@ -20,8 +20,8 @@ from dispatcher.errors import InputError
 from dispatcher.jobs.dedup import Drops, Records, clean_of, resolve
 from dispatcher.jobs.exports import SpooledRecipients
 from dispatcher.jobs.reader import Rejection, read_jobs
+from dispatcher.observe.passes import NOT_SENT, FirstPass
 from dispatcher.observe.recipients import PENDING, Block
-from dispatcher.observe.report import NOT_SENT, _FirstPass
 
 DUPLICATE, EXCLUDED = "duplicate", "excluded"
 DUPLICATE_MEANING = "a repeat of a UserID earlier in the export: sent once, to its first row"
@@ -30,7 +30,7 @@ _CHUNK = 1 << 20
 
 
 def left_out(
-    jobs_files: Iterable[str], batch_size: int, first: _FirstPass, named: set[tuple[int, int]]
+    jobs_files: Iterable[str], batch_size: int, first: FirstPass, named: set[tuple[int, int]]
 ) -> Iterator[Block]:
     """The rows of the jobs' exports the journal names nobody for: duplicates, excluded, and the
     recipients of batches in neither `first`'s fates nor `named` (the planned batches listed)."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dispatcher.core.status import FAILED, OK, RETRY, code_key
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.journals import reading, unsent_of
-from dispatcher.observe.report import NOT_SENT, Place, Sources, _first_pass, _FirstPass, _reason, _records
+from dispatcher.observe.passes import NOT_SENT, FirstPass, Place, Sources, first_pass, journal_records, reason_of
 from dispatcher.tim.codes import meaning
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class Sink(Protocol):
 
 # More rows, from elsewhere than the journal (`left_out`, from the jobs): given the first pass and the
 # planned batches listed, the rows of what the journal names nobody for.
-More = Callable[[_FirstPass, set[tuple[int, int]]], Iterator[Block]]
+More = Callable[[FirstPass, set[tuple[int, int]]], Iterator[Block]]
 
 
 def write_recipients(
@@ -74,7 +74,7 @@ def write_recipients(
 
 
 def blocks(sources: Sources, more: More | None = None) -> Iterator[Block]:
-    first = _first_pass(sources)
+    first = first_pass(sources)
     jobs = first.jobs
     latest: dict[Place, tuple[int, int]] = {}
     held_from: dict[Place, tuple[int, int]] = {}
@@ -84,7 +84,7 @@ def blocks(sources: Sources, more: More | None = None) -> Iterator[Block]:
         if batch.first != place and not batch.latest_whole:
             held_from[batch.first] = key
     held: dict[tuple[int, int], list[str]] = {}
-    for place, doc in _records(sources):
+    for place, doc in journal_records(sources):
         starts = held_from.get(place)
         if starts is not None:
             held[starts] = list(doc.get("recipients") or ())
@@ -97,7 +97,7 @@ def blocks(sources: Sources, more: More | None = None) -> Iterator[Block]:
         yield from more(first, named)
 
 
-def _of_batch(first: _FirstPass, key: tuple[int, int], doc: dict[str, Any], whole: list[str] | None) -> Iterator[Block]:
+def _of_batch(first: FirstPass, key: tuple[int, int], doc: dict[str, Any], whole: list[str] | None) -> Iterator[Block]:
     """The rows of a batch, from its latest line (`whole`: its first line's recipients, if that names more)."""
     info = first.jobs.all[key[0]]
     batch = first.jobs.batches[key]
@@ -112,7 +112,7 @@ def _of_batch(first: _FirstPass, key: tuple[int, int], doc: dict[str, Any], whol
     if fate == OK or not isinstance(errors, dict):
         code = _code(doc.get("error_code"))
         yield row(
-            recipients, _STATUS.get(fate, PENDING), code, None if fate == OK else info_text, meaning(_reason(doc))
+            recipients, _STATUS.get(fate, PENDING), code, None if fate == OK else info_text, meaning(reason_of(doc))
         )
         return
     # batchsendmsg: recipient_errors names every recipient not delivered, with its last code; a retry's
@@ -142,7 +142,7 @@ class _Shared:
         return Block(self.job_id, self.job_hash, users, status, code, info, text, self.attempts, self.last_at)
 
 
-def _unsent(sources: Sources, first: _FirstPass, named: set[tuple[int, int]]) -> Iterator[Block]:
+def _unsent(sources: Sources, first: FirstPass, named: set[tuple[int, int]]) -> Iterator[Block]:
     """The planned batches no line names (a run in PostgreSQL): pending, never sent (added to `named`)."""
     jobs = first.jobs
     for source in sources:

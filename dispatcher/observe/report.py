@@ -8,7 +8,7 @@ Several journals are read as one run, in the order given, as if they were one fi
 split over processes or machines (each its own jobs and journal) is reported as a whole, with the
 same keys, summed. A job is its job_id and job_hash: a batch of one job in more than one journal
 takes its fate from the last one given, while jobs that share a job_id but not the hash (a cron
-job's "daily", another day's content) are kept apart, each with its own fates (see _Jobs).
+job's "daily", another day's content) are kept apart, each with its own fates (see Jobs).
 """
 
 from __future__ import annotations
@@ -19,146 +19,29 @@ import dataclasses
 import heapq
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, RETRY, UNKNOWN, code_key
+from dispatcher.core.status import FAILED, OK, PENDING, REJECTED, UNKNOWN, code_key
 from dispatcher.journal.uri import JournalURI
-from dispatcher.observe.journals import plan_of, reading, records_of, unsent_of
-from dispatcher.tim.apis import DEFAULT, REGISTRY
-from dispatcher.tim.codes import DROPPED, meaning
+from dispatcher.observe.journals import reading, unsent_of
+from dispatcher.observe.passes import (
+    NOT_SENT,
+    BatchSeen,
+    FirstPass,
+    JobInfo,
+    Paths,
+    Place,
+    Sources,
+    first_pass,
+    journal_records,
+    reason_of,
+)
+from dispatcher.tim.apis import REGISTRY
+from dispatcher.tim.codes import meaning
 
 if TYPE_CHECKING:
-    from dispatcher.shared.report import RunSnapshot
-
-Place = tuple[int, int]  # (which journal, which line)
-Paths = tuple[str | os.PathLike[str] | JournalURI, ...]  # the journals as the user named them
-Sources = Sequence["str | os.PathLike[str] | RunSnapshot"]  # the same, opened for reading
-Fates = dict[tuple[int, int], tuple[str | None, Place]]  # (job, batch) -> (final status, the place of its latest line)
-
-
-@dataclasses.dataclass
-class _Batch:
-    """What the first pass learns of a batch's recipients, to count them (reconciliation) and to list
-    them (the recipients table) without holding them: where its first line is, how many it names."""
-
-    first: Place  # its first line: the whole batch (a later attempt of batchsendmsg sends only some)
-    size: int | None  # recipients of its first line; None: a batch to all members
-    lines: int = 1  # requests made for it
-    latest_whole: bool = True  # its latest line names the whole batch and no recipient_errors
-    errors: int | None = None  # recipients in its latest line's recipient_errors (None: it has none)
-    resend: int = 0  # of those, the ones its latest line sends again (a retry's `resend`)
-
-
-@dataclasses.dataclass
-class _JobInfo:
-    """One job of the report: a job_id with one job_hash. Journals can hold one job_id for several jobs
-    (a cron job that sends "daily" with new content every day): those never stand for each other."""
-
-    job_id: str
-    job_hash: str | None  # None: its lines carry none (rejections), see _Jobs
-    journal: int  # the journal of its latest line
-    group_id: str | None = None
-    api: str | None = None  # None: send_group_system_notification (its lines name no api)
-    batches: int = 0
-    rejected: str | None = None  # the reason, while the latest line about the job is a rejection
-    # While the job has no job_hash yet: the batches of its lines, to be folded with it into the job of
-    # the hash that a later line of its journal gives (see _Jobs.of).
-    unhashed: list[int] = dataclasses.field(default_factory=list)
-    merged: bool = False  # folded into another: not listed
-    export: dict[str, Any] | None = None  # what its latest run read of its export (a line's "export")
-    # The Push Service's TaskId of each batch pushed (its latest line's): what Tencent's console knows it by.
-    task_ids: dict[int, str] = dataclasses.field(default_factory=dict)
-
-
-class _Jobs:
-    """Which job each line is about: its job_id and job_hash, so that lines of one job merge across
-    journals (a run split over machines, a resumed run) and lines of different jobs never do.
-
-    A line without a job_hash (a rejection: nothing of the job was sent) is about the job of that
-    job_id in its own journal: the one whose lines there carry a hash, also when they come after it
-    (a job rejected, fixed and sent on a resume). A journal whose lines of the job_id all lack one
-    holds a job of its own, told apart by the journal.
-    """
-
-    def __init__(self) -> None:
-        self.all: list[_JobInfo] = []
-        self._index: dict[tuple[str, str | int], int] = {}  # (job_id, job_hash, or the journal without one)
-        self._hashes: dict[str, str] = {}  # job_id -> its latest job_hash in the journal being read
-        self._journal = -1
-        self.batches: dict[tuple[int, int], _Batch] = {}  # (job, batch) -> its recipients, see _Batch
-
-    def of(self, job_id: str, job_hash: str | None, journal: int, fates: Fates) -> int:
-        """The job a line of `journal` is about, made if new. `fates` are moved along when two fold."""
-        if journal != self._journal:
-            self._journal, self._hashes = journal, {}
-        unhashed = (job_id, journal)
-        if job_hash is None:
-            known = self._hashes.get(job_id)
-            return self._get((job_id, known) if known is not None else unhashed, job_id, None, journal)
-        key = (job_id, job_hash)
-        if self._hashes.get(job_id) != job_hash:
-            self._hashes[job_id] = job_hash
-            waiting = self._index.pop(unhashed, None)
-            if waiting is not None:  # lines of this journal without a hash came first: they are this job's
-                self._fold(waiting, key, job_hash, fates)
-        return self._get(key, job_id, job_hash, journal)
-
-    def find(self, job_id: str, job_hash: str) -> int | None:
-        """The job of this job_id and hash, if a line or a plan named it."""
-        return self._index.get((job_id, job_hash))
-
-    def _get(self, key: tuple[str, str | int], job_id: str, job_hash: str | None, journal: int) -> int:
-        found = self._index.get(key)
-        if found is None:
-            found = self._index[key] = len(self.all)
-            self.all.append(_JobInfo(job_id, job_hash, journal))
-        self.all[found].journal = journal
-        return found
-
-    def _fold(self, waiting: int, key: tuple[str, str], job_hash: str, fates: Fates) -> None:
-        early = self.all[waiting]
-        into = self._index.get(key)
-        if into is None:  # the job of this hash starts here: it keeps the place of its first line
-            self._index[key] = waiting
-            early.job_hash, early.unhashed = job_hash, []
-            return
-        # The job of this hash has lines in an earlier journal; those of `early` come after them all.
-        job = self.all[into]
-        job.group_id = early.group_id or job.group_id
-        job.api = early.api or job.api
-        job.batches = early.batches or job.batches
-        job.rejected = early.rejected
-        job.export = early.export or job.export
-        job.task_ids.update(early.task_ids)
-        for batch in early.unhashed:
-            fate, place = fates.pop((waiting, batch))
-            before, _ = fates.get((into, batch), (None, place))
-            fates[(into, batch)] = (fate or before, place)
-            moved = self.batches.pop((waiting, batch))
-            kept = self.batches.get((into, batch))
-            if kept is not None:  # the batch's first line is in the earlier journal: its latest is `moved`'s
-                moved.first, moved.size, moved.lines = kept.first, kept.size, kept.lines + moved.lines
-            self.batches[(into, batch)] = moved
-        early.merged = True
-
-
-def _records(
-    paths: Sequence[str | os.PathLike[str] | RunSnapshot], jobs: _Jobs | None = None, fates: Fates | None = None
-) -> Iterator[tuple[Place, dict[str, Any]]]:
-    """Every line of every journal, each with its place: (which journal, which line). With `jobs`, a
-    run's plan (PostgreSQL keeps one) is read into them before its lines: jobs and batches that no
-    line names yet are the run's too, pending."""
-    for index, path in enumerate(paths):
-        if jobs is not None and fates is not None:
-            for planned in plan_of(path):
-                info = jobs.all[jobs.of(planned.job_id, planned.job_hash, index, fates)]
-                info.batches = planned.batches
-                info.group_id = planned.group_id
-                info.api = None if planned.api == DEFAULT else planned.api  # as the lines name it
-                info.export = planned.export
-        for lineno, doc in enumerate(records_of(path)):
-            yield (index, lineno), doc
+    pass
 
 
 def _shown(path: str | os.PathLike[str] | JournalURI) -> str:
@@ -180,7 +63,7 @@ def undelivered(out: TextIO, *paths: str | os.PathLike[str] | JournalURI) -> int
     writer.writerow(UNDELIVERED_HEADER)
     rows = 0
     with reading(paths) as sources:
-        first = _first_pass(sources)
+        first = first_pass(sources)
         for _, miss in _misses(paths, sources, first):
             errors = miss.get("recipient_errors")
             for user in miss["recipients"] or ():
@@ -188,64 +71,6 @@ def undelivered(out: TextIO, *paths: str | os.PathLike[str] | JournalURI) -> int
                 writer.writerow((miss["job_id"], user, code or "", NOT_SENT if code is None else meaning(code)))
                 rows += 1
     return rows
-
-
-@dataclasses.dataclass
-class _FirstPass:
-    """What the first pass over the lines learns: each job, each batch's fate and the codes counted."""
-
-    jobs: _Jobs
-    fates: Fates
-    codes: collections.Counter[str]
-
-
-def _first_pass(sources: Sources) -> _FirstPass:
-    fates: Fates = {}
-    jobs = _Jobs()
-    codes: collections.Counter[str] = collections.Counter()
-    for place, doc in _records(sources, jobs, fates):
-        job_hash = doc.get("job_hash")
-        uid = jobs.of(str(doc["job_id"]), job_hash if isinstance(job_hash, str) and job_hash else None, place[0], fates)
-        info = jobs.all[uid]
-        info.group_id = doc.get("group_id") or info.group_id
-        info.api = doc.get("api") or info.api
-        if isinstance(doc.get("export"), dict):
-            info.export = doc["export"]
-        if doc.get("status") == REJECTED or doc.get("batch") is None:
-            info.rejected = str(doc.get("error_info") or "rejected")
-            continue
-        info.rejected = None
-        info.batches = int(doc.get("batches") or info.batches)
-        if isinstance(doc.get("task_id"), str):
-            info.task_ids[int(doc["batch"])] = doc["task_id"]
-        codes[_reason(doc)] += 1  # as the summary counts them
-        key = (uid, int(doc["batch"]))
-        if info.job_hash is None and key not in fates:
-            info.unhashed.append(key[1])
-        fate, _ = fates.get(key, (None, place))
-        if doc.get("final"):
-            fate = str(doc["status"])
-        elif fate == UNKNOWN:  # a line after "sent, no reply yet" (a retry): the request was not taken
-            fate = None
-        fates[key] = (fate, place)
-        _seen(jobs.batches, key, place, doc)
-    return _FirstPass(jobs, fates, codes)
-
-
-def _seen(batches: dict[tuple[int, int], _Batch], key: tuple[int, int], place: Place, doc: dict[str, Any]) -> None:
-    """Note a line of a batch: its first line names the whole batch; its latest, who is left and why."""
-    recipients = doc.get("recipients")
-    named = len(recipients) if isinstance(recipients, list) else None
-    batch = batches.get(key)
-    if batch is None:
-        batch = batches[key] = _Batch(place, named)
-    else:
-        batch.lines += 1
-    errors = doc.get("recipient_errors")
-    batch.errors = len(errors) if isinstance(errors, dict) else None
-    resend = doc.get("resend")
-    batch.resend = len(resend) if isinstance(resend, list) and doc.get("status") == RETRY else 0
-    batch.latest_whole = batch.errors is None and named == batch.size
 
 
 def unknown_check(doc: dict[str, Any]) -> str:
@@ -258,7 +83,7 @@ def unknown_check(doc: dict[str, Any]) -> str:
     )
 
 
-def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple[int, dict[str, Any]]]:
+def _misses(paths: Paths, sources: Sources, first: FirstPass) -> Iterator[tuple[int, dict[str, Any]]]:
     """Every batch not delivered, with its job, as the report lists it: those with a line (the second
     pass, in the journals' order), then those planned that no line names (never sent)."""
     jobs, fates = first.jobs, first.fates
@@ -268,12 +93,12 @@ def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple
         if fate != OK:
             wanted[place] = (uid, batch, fate or PENDING)
     if wanted:
-        for place, doc in _records(sources):
+        for place, doc in journal_records(sources):
             hit = wanted.get(place)
             if hit is None:
                 continue
             uid, batch, fate = hit
-            code = _reason(doc)
+            code = reason_of(doc)
             miss = {
                 "job_id": jobs.all[uid].job_id,
                 "group_id": doc.get("group_id"),
@@ -315,9 +140,7 @@ def _misses(paths: Paths, sources: Sources, first: _FirstPass) -> Iterator[tuple
             yield found, _told_apart(miss, jobs.all[found], listed, paths)
 
 
-def _told_apart(
-    entry: dict[str, Any], info: _JobInfo, listed: collections.Counter[str], paths: Paths
-) -> dict[str, Any]:
+def _told_apart(entry: dict[str, Any], info: JobInfo, listed: collections.Counter[str], paths: Paths) -> dict[str, Any]:
     """An entry of a job whose job_id stands for more than one job says which, by hash and journal."""
     if listed[info.job_id] > 1:
         entry["job_hash"] = info.job_hash
@@ -329,7 +152,7 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
     """The report of journals opened by `reading`. With `keep`, `not_notified` holds only its first
     `keep` batches, each with at most `keep` recipients (a page shows no more): memory then stays
     bounded by the batches, also when millions of recipients were not notified. The totals count all."""
-    first = _first_pass(sources)
+    first = first_pass(sources)
     jobs, fates, codes = first.jobs, first.fates, first.codes
     listed = collections.Counter(info.job_id for info in jobs.all if not info.merged)
 
@@ -423,9 +246,6 @@ def summary_of(paths: Paths, sources: Sources, keep: int | None = None) -> dict[
     }
 
 
-NOT_SENT = "not sent yet"  # a planned batch no worker has sent: no reply, no code
-
-
 @dataclasses.dataclass
 class _Tally:
     """A job's recipients, counted by fate from its batches' lines (and a run's plan): what the
@@ -437,7 +257,7 @@ class _Tally:
     all_members_batches: int = 0  # batches to a whole group: nobody named, nobody counted
     unsent_batches: int = 0  # planned batches no line names, listed with their recipients (a run's plan)
 
-    def add(self, fate: str | None, batch: _Batch) -> None:
+    def add(self, fate: str | None, batch: BatchSeen) -> None:
         if batch.size is None:
             self.all_members_batches += 1
             return
@@ -456,7 +276,7 @@ class _Tally:
         self.pending += again
         self.failed += batch.errors - again
 
-    def reconciled(self, info: _JobInfo, lined: int) -> dict[str, Any]:
+    def reconciled(self, info: JobInfo, lined: int) -> dict[str, Any]:
         """rows read = delivered + failed + pending + excluded + duplicates + invalid, for one job.
 
         The export's counts (its first line's, or the plan's) give rows read, duplicates and excluded;
@@ -499,7 +319,7 @@ def _accounted(doc: dict[str, Any]) -> int:
     return sum(int(doc[key]) for key in RECONCILED)
 
 
-def _tallies(sources: Sources, first: _FirstPass) -> dict[int, _Tally]:
+def _tallies(sources: Sources, first: FirstPass) -> dict[int, _Tally]:
     """Each job's recipients by fate: its batches with a line, then its planned batches no line names."""
     tallies: dict[int, _Tally] = collections.defaultdict(_Tally)
     for key, (fate, _place) in first.fates.items():
@@ -527,12 +347,6 @@ def _run_reconciled(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     doc["rows_read"] = None if None in rows else sum(rows)
     doc["balanced"] = None if doc["rows_read"] is None else doc["rows_read"] == _accounted(doc)
     return doc
-
-
-def _reason(doc: dict[str, Any]) -> str:
-    """The code a batch's latest line was not delivered for, as the summary counts codes."""
-    code = code_key(doc.get("error_code"))
-    return DROPPED if code == "0" and doc.get("msg_drop_reason") else code
 
 
 def _named(miss: dict[str, Any]) -> int:

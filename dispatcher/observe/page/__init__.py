@@ -22,7 +22,8 @@ from dispatcher.core.status import code_key
 from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.journals import reading, records_of
 from dispatcher.observe.page.timeline import Drawn, Timeline
-from dispatcher.observe.report import NOT_SENT, summary_of
+from dispatcher.observe.passes import NOT_SENT
+from dispatcher.observe.report import summary_of
 from dispatcher.tim.apis import REGISTRY
 from dispatcher.tim.codes import meaning
 
