@@ -387,3 +387,21 @@ def test_no_file_report_writes_takes_the_place_of_the_journal_it_reads(journal: 
         f"{option} {journal} is {journal}, which this report reads; name a new file for what it writes"
     )
     assert journal.read_bytes() == kept
+
+
+def test_a_job_to_all_members_has_no_line_of_recipients_to_reconcile(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        {"job_id": "everyone", "GroupId": "@TGS#1EVERYONE", "Content": "hi"},
+        {"job_id": "named", "GroupId": "@TGS#1EVERYONE", "Content": "hi", "ToMembers_Account": ["a", "b"]},
+    ]
+    jobs.write_text("".join(orjson.dumps(line).decode() + "\n" for line in lines))
+    assert cli("send", str(jobs), "--sandbox", "--no-progress").returncode == 0
+    text = cli("report", str(tmp_path / "jobs.outcomes.jsonl")).stdout
+    under: dict[str, str] = {}
+    for line in text[text.index("jobs:\n") :].splitlines()[1:]:
+        if not line.startswith("    "):
+            job = line.split()[0]
+        under[job] = under.get(job, "") + line + "\n"
+    assert "recipients:" not in under["everyone"]
+    assert "recipients: 2 read = 2 delivered" in under["named"]

@@ -535,7 +535,9 @@ def render_text(report: dict[str, Any], *paths: str) -> str:
         if isinstance(job.get("export"), dict):
             lines.append(_export_text(job["export"]))
         recipients = counted.get((job["job_id"], job.get("job_hash"), job.get("journal")))
-        if recipients is not None:
+        # A job that named nobody (all members of a group) has nothing to reconcile: no line, unless it does
+        # not add up.
+        if recipients is not None and (recipients["rows_read"] or not recipients["balanced"]):
             lines.append(f"    recipients: {_reconciled_text(recipients)}")
         if job.get("task_ids"):
             lines.append(_task_text(job["task_ids"]))
