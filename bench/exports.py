@@ -69,28 +69,52 @@ def dry_run(jobs: Path) -> tuple[Run, dict[str, object]]:
     return run, orjson.loads(summary.read_bytes())
 
 
-def at_cap(jobs: Path, recipients: int) -> None:
+def sent_at_cap(jobs: Path, recipients: int, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Send `jobs` at --rate CAP to a sandbox whose strict one-second window is the cap, with `env` added
+    to the process's: the figures of the run (its journal is removed after)."""
     out = jobs.with_suffix(".outcomes.jsonl")
     summary_path = jobs.with_suffix(".summary.json")
     out.unlink(missing_ok=True)
-    with Sandbox("--rate", str(CAP)) as box:
-        cmd = [PY, "-m", "dispatcher", "send", str(jobs), "--endpoint", box.url, "--out", str(out)]
-        cmd += ["--rate", str(CAP), "--no-progress", "--summary-json", str(summary_path)]
-        started = time.time()
-        run = measure(cmd)
-        stats = box.stats()
+    saved = dict(ENV)
+    ENV.update(env or {})
+    try:
+        with Sandbox("--rate", str(CAP)) as box:
+            cmd = [PY, "-m", "dispatcher", "send", str(jobs), "--endpoint", box.url, "--out", str(out)]
+            cmd += ["--rate", str(CAP), "--no-progress", "--summary-json", str(summary_path)]
+            started = time.time()
+            run = measure(cmd)
+            stats = box.stats()
+    finally:
+        ENV.clear()
+        ENV.update(saved)
     summary = orjson.loads(summary_path.read_bytes())
     starts = journal_starts(out)
     requests = -(-recipients // BATCH)
     allowed = requests / CAP
-    print(
-        f"  sent at --rate {CAP} ({requests:,} requests, {allowed:.0f} s at the cap): first request "
-        f"{starts[0] - started:.2f} s after the start; whole run {run.wall_s:.1f} s = {run.wall_s / allowed:.3f}x; "
-        f"replies 60007: {summary['error_codes'].get('60007', 0)}; most arrivals in 1 s: "
-        f"{stats['max_arrivals_1s']} (journal: {most_in_one_second(starts)}); peak RSS {run.max_rss_mb:.0f} MB; "
-        f"exit {run.returncode}"
-    )
     out.unlink(missing_ok=True)
+    return {
+        "first_s": starts[0] - started,
+        "wall_s": run.wall_s,
+        "of_cap": run.wall_s / allowed,
+        "allowed_s": allowed,
+        "requests": requests,
+        "sent": summary["recipients"],
+        "replies_60007": summary["error_codes"].get("60007", 0),
+        "most_in_1s": stats["max_arrivals_1s"],
+        "most_in_1s_journal": most_in_one_second(starts),
+        "rss_mb": run.max_rss_mb,
+        "exit": run.returncode,
+    }
+
+
+def at_cap(jobs: Path, recipients: int) -> None:
+    doc = sent_at_cap(jobs, recipients)
+    print(
+        f"  sent at --rate {CAP} ({doc['requests']:,.0f} requests, {doc['allowed_s']:.0f} s at the cap): first "
+        f"request {doc['first_s']:.2f} s after the start; whole run {doc['wall_s']:.1f} s = {doc['of_cap']:.3f}x; "
+        f"replies 60007: {doc['replies_60007']:.0f}; most arrivals in 1 s: {doc['most_in_1s']:.0f} (journal: "
+        f"{doc['most_in_1s_journal']:.0f}); peak RSS {doc['rss_mb']:.0f} MB; exit {doc['exit']:.0f}"
+    )
 
 
 def report(label: str, jobs: Path, recipients: int, start_up: float, send: bool) -> None:

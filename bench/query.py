@@ -21,10 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import orjson
-
-from bench.exports import BATCH, CAP, ids, jobs_file
-from bench.run import OUT, PY, PostgresServer, Sandbox, journal_starts, measure, most_in_one_second
+from bench.exports import ids, jobs_file, sent_at_cap
+from bench.run import OUT, PostgresServer
 
 SHARDS = 8
 
@@ -55,35 +53,13 @@ def load_table(server: PostgresServer, count: int) -> float:
 
 
 def at_cap(jobs: Path, recipients: int) -> dict[str, float]:
-    out = jobs.with_suffix(".outcomes.jsonl")
-    summary_path = jobs.with_suffix(".summary.json")
-    out.unlink(missing_ok=True)
-    shutil.rmtree(out.with_name(out.name + ".queries"), ignore_errors=True)
-    with Sandbox("--rate", str(CAP)) as box:
-        cmd = [PY, "-m", "dispatcher", "send", str(jobs), "--endpoint", box.url, "--out", str(out)]
-        cmd += ["--rate", str(CAP), "--no-progress", "--summary-json", str(summary_path)]
-        started = time.time()
-        run = measure(cmd)
-        stats = box.stats()
-    summary = orjson.loads(summary_path.read_bytes())
-    starts = journal_starts(out)
-    requests = -(-recipients // BATCH)
-    allowed = requests / CAP
-    out.unlink(missing_ok=True)
-    shutil.rmtree(out.with_name(out.name + ".queries"), ignore_errors=True)
-    return {
-        "first_s": starts[0] - started,
-        "wall_s": run.wall_s,
-        "of_cap": run.wall_s / allowed,
-        "allowed_s": allowed,
-        "requests": requests,
-        "sent": summary["recipients"],
-        "replies_60007": summary["error_codes"].get("60007", 0),
-        "most_in_1s": stats["max_arrivals_1s"],
-        "most_in_1s_journal": most_in_one_second(starts),
-        "rss_mb": run.max_rss_mb,
-        "exit": run.returncode,
-    }
+    """As `exports.sent_at_cap`, with the query's copy beside the journal removed before and after."""
+    copies = jobs.with_suffix(".outcomes.jsonl.queries")
+    shutil.rmtree(copies, ignore_errors=True)
+    try:
+        return sent_at_cap(jobs, recipients)
+    finally:
+        shutil.rmtree(copies, ignore_errors=True)
 
 
 def shown(label: str, doc: dict[str, float]) -> str:

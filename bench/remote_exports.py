@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from bench.exports import BATCH, CAP, ids
-from bench.run import ENV, OUT, PY, Sandbox, journal_starts, measure
+from bench.exports import CAP, ids, sent_at_cap
+from bench.run import OUT, PY
 
 SHARDS = 8
 
@@ -79,33 +79,14 @@ def at_cap(label: str, recipients_file: str, recipients: int, extra_env: dict[st
     job = {"job_id": label, "GroupId": "@TGS#export", "Content": "Your statement."}
     job |= {"recipients_file": recipients_file, "recipients_column": "user_id"}
     jobs.write_bytes(orjson.dumps(job))
-    out, summary_path = jobs.with_suffix(".outcomes.jsonl"), jobs.with_suffix(".summary.json")
-    out.unlink(missing_ok=True)
-    saved = dict(ENV)
-    ENV.update(extra_env)
-    try:
-        with Sandbox("--rate", str(CAP)) as box:
-            cmd = [PY, "-m", "dispatcher", "send", str(jobs), "--endpoint", box.url, "--out", str(out)]
-            cmd += ["--rate", str(CAP), "--no-progress", "--summary-json", str(summary_path)]
-            started = time.time()
-            run = measure(cmd)
-            stats = box.stats()
-    finally:
-        ENV.clear()
-        ENV.update(saved)
-    summary = orjson.loads(summary_path.read_bytes())
-    starts = journal_starts(out)
-    requests = -(-recipients // BATCH)
-    allowed = requests / CAP
-    first = starts[0] - started
+    doc = sent_at_cap(jobs, recipients, extra_env)
     print(
-        f"  {label}: first request {first:.2f} s after the start; whole run {run.wall_s:.1f} s = "
-        f"{run.wall_s / allowed:.3f}x the {allowed:.0f} s the cap allows; replies 60007: "
-        f"{summary['error_codes'].get('60007', 0)}; most arrivals in 1 s: {stats['max_arrivals_1s']}; "
-        f"peak RSS {run.max_rss_mb:.0f} MB; exit {run.returncode}"
+        f"  {label}: first request {doc['first_s']:.2f} s after the start; whole run {doc['wall_s']:.1f} s = "
+        f"{doc['of_cap']:.3f}x the {doc['allowed_s']:.0f} s the cap allows; replies 60007: "
+        f"{doc['replies_60007']:.0f}; most arrivals in 1 s: {doc['most_in_1s']:.0f}; "
+        f"peak RSS {doc['rss_mb']:.0f} MB; exit {doc['exit']:.0f}"
     )
-    out.unlink(missing_ok=True)
-    return first
+    return float(doc["first_s"])
 
 
 def write_shard(path: Path, start: int, count: int) -> None:
