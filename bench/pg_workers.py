@@ -78,10 +78,14 @@ def one_run(server: PostgresServer, store: str, batches: int, recipients: int, s
     accepted = stats.get("0", 0)
     once = len(deliveries) == batches * recipients and all(entry["count"] == 1 for entry in deliveries)
     seconds = [0] * (int(starts[-1] - starts[0]) + 1)
+    tenths = [0] * 10  # of the first second: how the run gets going
     for start in starts:
         seconds[int(start - starts[0])] += 1
+        if start - starts[0] < 1.0:
+            tenths[int((start - starts[0]) * 10)] += 1
     return {
         "seconds": seconds,
+        "tenths": tenths,
         "share": 100 * accepted / ((starts[-1] - starts[0]) * RATE),
         "60007": stats.get("60007", 0),
         "arrivals": stats.get("max_arrivals_1s", 0),
@@ -119,7 +123,8 @@ def main() -> None:
                 print(
                     f"  run {seed + 1}: {run['share']:.1f}% of the cap, {run['60007']:.0f} replies 60007, at most "
                     f"{run['arrivals']:.0f} arrivals in a second, every recipient once: {bool(run['once'])}, "
-                    f"exit {run['exit']:.0f}; requests started in each second: {run['seconds']}"
+                    f"exit {run['exit']:.0f}; requests started in each second: {run['seconds']}, in each tenth of the "
+                    f"first: {run['tenths']}"
                 )
         finally:
             if redis is not None:
