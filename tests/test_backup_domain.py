@@ -305,6 +305,16 @@ async def test_a_password_in_an_endpoints_url_is_never_shown(backup: Sandbox, tm
         backup.url.replace("http://", "http://ops:[redacted]@"),
     )
     assert "Gw-s3cret" not in stderr
+    # A wrong path stops the run naming the endpoint to check: without its password.
+    wrong = with_password + "/nope"
+    proc = await start_send(jobs, tmp_path / "wrong.jsonl", wrong)
+    code, stderr = await finish(proc)
+    finished = next(orjson.loads(line) for line in stderr.splitlines() if orjson.loads(line)["event"] == "finished")
+    assert (code, finished["stopped"]) == (
+        2,
+        f"HTTP 404 from {backup.url.replace('http://', 'http://ops:[redacted]@')}/nope; check --endpoint or --region",
+    )
+    assert "Gw-s3cret" not in stderr
     done = dry_run(tmp_path, "--endpoint", main, "--backup-endpoint", with_password)
     assert done.returncode == 0, done.stderr
     assert "ops:[redacted]@" in done.stdout
