@@ -387,3 +387,17 @@ def test_no_file_report_writes_takes_the_place_of_the_journal_it_reads(journal: 
         f"{option} {journal} is {journal}, which this report reads; name a new file for what it writes"
     )
     assert journal.read_bytes() == kept
+
+
+@pytest.mark.parametrize("option", ["--recipients", "--undelivered", "--html"])
+def test_a_file_report_writes_in_object_storage_is_refused_in_one_line_without_its_secret(
+    journal: Path, option: str
+) -> None:
+    # report writes local files: a URI was read as a path ("No such file or directory"), its password shown.
+    done = cli("report", str(journal), option, "s3://AKIAEXAMPLE:TopS3cret@bucket/fates.csv")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        f"dispatcher: error: {option} s3://bucket/fates.csv: report writes local files; write one here, then copy "
+        "it to the store (aws s3 cp, gcloud storage cp)\n",
+    )
