@@ -152,6 +152,12 @@ def split(text: str) -> URI:
     return URI(scheme.lower(), userinfo, bool(at), hosts, path, query, fragment)
 
 
+def shown_endpoint(url: str) -> str:
+    """An API endpoint as it is ever shown: a gateway's basic-auth password in it (aiohttp sends the
+    URL's user part) replaced, as every secret is; the rest as written."""
+    return split(url).shown(user="mark", keep=None) if "@" in url else url
+
+
 def host_port(host: str) -> tuple[str, int | None]:
     """One host as a URI writes it (`db`, `db:5432`, `[::1]:5432`), lowercased, and its port (None if
     not given); ValueError saying what is wrong: a port that is not 1 to 65535, brackets that do not

@@ -290,6 +290,37 @@ async def test_send_with_a_refused_endpoint_and_its_backup_warns_once_and_counts
     assert "dispatcher_backup_switches_total 1.0" in metrics.read_text().splitlines()
 
 
+async def test_a_password_in_an_endpoints_url_is_never_shown(backup: Sandbox, tmp_path: Path) -> None:
+    # A gateway in front of the API may take HTTP basic auth from the URL: its password is a secret.
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "hi", "ToMembers_Account": ["ana"]}])
+    main = closed_port_url().replace("http://", "http://ops:Gw-s3cret@")
+    with_password = backup.url.replace("http://", "http://ops:Gw-s3cret@")
+    proc = await start_send(jobs, tmp_path / "out.jsonl", main, "--backup-endpoint", with_password)
+    code, stderr = await finish(proc)
+    assert code == 0, stderr
+    lines = [orjson.loads(line) for line in stderr.splitlines()]
+    sending = next(line for line in lines if line["event"] == "sending")
+    assert (sending["endpoint"], sending["backup_endpoint"]) == (
+        main.replace("Gw-s3cret", "[redacted]"),
+        backup.url.replace("http://", "http://ops:[redacted]@"),
+    )
+    assert "Gw-s3cret" not in stderr
+    # A wrong path stops the run naming the endpoint to check: without its password.
+    wrong = with_password + "/nope"
+    proc = await start_send(jobs, tmp_path / "wrong.jsonl", wrong)
+    code, stderr = await finish(proc)
+    finished = next(orjson.loads(line) for line in stderr.splitlines() if orjson.loads(line)["event"] == "finished")
+    assert (code, finished["stopped"]) == (
+        2,
+        f"HTTP 404 from {backup.url.replace('http://', 'http://ops:[redacted]@')}/nope; check --endpoint or --region",
+    )
+    assert "Gw-s3cret" not in stderr
+    done = dry_run(tmp_path, "--endpoint", main, "--backup-endpoint", with_password)
+    assert done.returncode == 0, done.stderr
+    assert "ops:[redacted]@" in done.stdout
+    assert "Gw-s3cret" not in done.stdout + done.stderr
+
+
 # -- what check and the dry run show --------------------------------------------------------------------------
 
 

@@ -361,3 +361,21 @@ async def test_a_postgresql_journal_keeps_the_copy_in_its_database_for_the_resum
     again = await Runner(dataclasses.replace(config, resume=True), handle_signals=False).run()
     assert (again.exit_code, again.rejected, again.skipped) == (0, 0, 2)  # the same audience: not a changed job
     assert sandbox.ledger.recipients(GROUP, "We miss you") == collections.Counter({"j1": 1, "j2": 1, "j3": 1})
+
+
+def test_a_password_the_driver_quotes_as_written_is_never_shown(database: PostgresServer, tmp_path: Path) -> None:
+    # libpq quotes a malformed password as written, its valid %-escapes not decoded: "s3c%41ret%zz".
+    port = database.port
+    for database_uri in (
+        f"postgresql://postgres:s3c%41ret%zz@127.0.0.1:{port}/postgres",
+        f"postgresql://127.0.0.1:{port}/postgres?user=postgres&password=s3c%41ret%zz",
+    ):
+        doc = {**job(database, "SELECT 'p1' AS user_id"), "recipients_database": database_uri}
+        jobs = write_jobs(tmp_path / "jobs.jsonl", [doc])
+        with pytest.raises(ExportError) as raised:
+            read_one(jobs)
+        assert str(raised.value).startswith(
+            f"{jobs}:1: the recipients_query on postgresql://127.0.0.1:{port}/postgres failed: "
+        )
+        assert str(raised.value).endswith(' invalid percent-encoded token: "[redacted]"')
+        assert "s3c" not in str(raised.value)

@@ -405,3 +405,17 @@ def test_a_job_to_all_members_has_no_line_of_recipients_to_reconcile(tmp_path: P
         under[job] = under.get(job, "") + line + "\n"
     assert "recipients:" not in under["everyone"]
     assert "recipients: 2 read = 2 delivered" in under["named"]
+
+
+@pytest.mark.parametrize("option", ["--recipients", "--undelivered", "--html"])
+def test_a_file_report_writes_in_object_storage_is_refused_in_one_line_without_its_secret(
+    journal: Path, option: str
+) -> None:
+    # report writes local files: a URI was read as a path ("No such file or directory"), its password shown.
+    done = cli("report", str(journal), option, "s3://AKIAEXAMPLE:TopS3cret@bucket/fates.csv")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        f"dispatcher: error: {option} s3://bucket/fates.csv: report writes local files; write one here, then copy "
+        "it to the store (aws s3 cp, gcloud storage cp)\n",
+    )

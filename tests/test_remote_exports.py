@@ -185,6 +185,23 @@ def test_a_missing_bucket_object_or_match_is_one_line_naming_the_uri(s3: S3Serve
     )
 
 
+def test_credentials_in_an_objects_uri_are_refused_and_never_shown(tmp_path: Path) -> None:
+    # The libraries read credentials from the environment, never from a URI: one there would be quoted back.
+    for uri, shown in (
+        ("s3://AKIAEXAMPLE:TopS3cret@exports/list.txt", "s3://exports/list.txt"),
+        ("s3://AKIAEXAMPLE:Top/S3cret@exports/list.txt", "s3://exports/list.txt"),
+        ("gs://oauth2:TopS3cret@exports/list.txt", "gs://exports/list.txt"),
+    ):
+        item = read(tmp_path, {**BASE, "recipients_file": uri, "exclude_file": uri})
+        assert isinstance(item, Rejection), item
+        assert (item.field, item.reason) == (
+            "recipients_file",
+            f"{shown}: credentials in the URI are not read: give them to the store's library "
+            "(the environment, a profile, an instance role or Application Default Credentials)",
+        )
+        assert (item.exit_code, "S3cret" in str(item), "AKIA" in str(item)) == (2, False, False)
+
+
 class CuttingProxy:
     """A TCP proxy in front of a server that counts the requests for an object, and may cut each response
     to one after `cut_after` bytes: a connection dropped mid-read, whatever the client retries."""

@@ -187,6 +187,18 @@ def test_api_rate_sets_one_apis_pace_and_the_dry_run_shows_each(tmp_path: Path) 
     assert "--api-rate timpush: no such API" in bad.stderr
     zero = dry_run("--api-rate", "timpush_batch=0")
     assert (zero.returncode, "the rate must be a positive number" in zero.stderr) == (2, True)
+    # A mistake in the environment is named there, not as a flag the command line does not have.
+    env_bad = dry_run(DISPATCHER_API_RATE="timpush_batch=40;batchsendmsg=5")
+    assert (env_bad.returncode, env_bad.stderr) == (
+        2,
+        "dispatcher: error: DISPATCHER_API_RATE timpush_batch=40;batchsendmsg=5: the rate must be a positive "
+        "number of calls a second\n",
+    )
+    env_unknown = dry_run(DISPATCHER_API_RATE="timpush=40")
+    assert (
+        env_unknown.returncode,
+        env_unknown.stderr.startswith("dispatcher: error: DISPATCHER_API_RATE timpush: no such API"),
+    ) == (2, True)
 
 
 def test_plan_least_time_per_api(tmp_path: Path) -> None:

@@ -177,6 +177,8 @@ async def test_a_push_surely_not_delivered_is_sent_again(tmp_path: Path, clock: 
     assert (summary.exit_code, summary.ok, summary.requests) == (0, 1, 3)
     # Each attempt is marked sent before it leaves; the reply's line after it says what became of it.
     assert [d["status"] for d in journal(out)] == ["unknown", "retry", "unknown", "retry", "unknown", "ok"]
+    # The report counts the replies by code as the run did: a mark is no reply (no transport fault).
+    assert summarise(out)["error_codes"] == {"0": 1, "91000": 1, "transport": 1}
     assert box.ledger.times(ALL_MEMBERS, PUSH) == 1
 
 

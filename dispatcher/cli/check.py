@@ -41,13 +41,18 @@ def run(args: argparse.Namespace) -> int:
 
 def render(result: CheckResult) -> str:
     """The check as the command prints it: never a secret (no key, no UserSig)."""
+    from dispatcher import uris
     from dispatcher.tim import rules
 
     region = next((f" (region {name})" for name, url in rules.REGIONS.items() if url == result.endpoint), "")
     jobs = result.jobs
     lines = [
-        f"endpoint    {result.endpoint}{region}",
-        *([f"backup      {result.backup} (when a connection to the endpoint is not made)"] if result.backup else []),
+        f"endpoint    {uris.shown_endpoint(result.endpoint)}{region}",
+        *(
+            [f"backup      {uris.shown_endpoint(result.backup)} (when a connection to the endpoint is not made)"]
+            if result.backup
+            else []
+        ),
         f"sdkappid    {result.sdkappid}",
         f"admin       {result.admin}",
         f"jobs        {jobs.jobs} ({jobs.jobs - jobs.rejected} valid, {jobs.rejected} rejected)",

@@ -64,6 +64,7 @@ def _where(args: argparse.Namespace) -> list[tuple[str, str]]:
     no credentials: one not set is said so; one set but invalid, or a wrong endpoint, is refused."""
     import os
 
+    from dispatcher import uris
     from dispatcher.tim import config, rules
 
     if args.sandbox:
@@ -78,11 +79,13 @@ def _where(args: argparse.Namespace) -> list[tuple[str, str]]:
     # Shown when a region or an endpoint was named: with none, the dry run keeps the three lines it
     # always printed, which scripts read.
     named = args.region or args.endpoint or os.environ.get("TIM_REGION") or os.environ.get("TIM_ENDPOINT")
-    also = [("backup", f"{backup} (when a connection to the endpoint is not made)")] if backup and named else []
+    also = []
+    if backup and named:
+        also.append(("backup", f"{uris.shown_endpoint(backup)} (when a connection to the endpoint is not made)"))
     if os.environ.get("TIM_SDKAPPID") and os.environ.get("TIM_IDENTIFIER"):
         creds = config.credentials_from_env(need_secret=False)
         sdkappid, admin = str(creds.sdkappid), creds.identifier
     else:
         sdkappid = os.environ.get("TIM_SDKAPPID") or "not set (TIM_SDKAPPID; a send needs it)"
         admin = os.environ.get("TIM_IDENTIFIER") or "not set (TIM_IDENTIFIER; a send needs it)"
-    return [("endpoint", endpoint + region), *also, ("sdkappid", sdkappid), ("admin", admin)]
+    return [("endpoint", uris.shown_endpoint(endpoint) + region), *also, ("sdkappid", sdkappid), ("admin", admin)]

@@ -29,18 +29,21 @@ def api_rates_of(args: argparse.Namespace) -> None:
 
     from dispatcher.run.preflight import check_api_rates
 
-    given = [part for part in os.environ.get(API_RATE_ENV, "").split(",") if part.strip()]
+    given = [(API_RATE_ENV, part) for part in os.environ.get(API_RATE_ENV, "").split(",") if part.strip()]
     rates: dict[str, float] = {}
-    for text in [*given, *(args.api_rate or ())]:
+    for where, text in [*given, *(("--api-rate", part) for part in args.api_rate or ())]:
         name, sep, value = text.strip().partition("=")
         try:
             rate = float(value)
         except ValueError:
             rate = -1.0
         if not sep or not name:
-            raise UsageError(f"--api-rate {text}: give API=N, as in timpush_batch=40")
+            raise UsageError(f"{where} {text}: give API=N, as in timpush_batch=40")
         if rate <= 0:
-            raise UsageError(f"--api-rate {text}: the rate must be a positive number of calls a second")
+            raise UsageError(f"{where} {text}: the rate must be a positive number of calls a second")
+        try:  # each pair checked where it was given: a mistake in the environment is named there
+            check_api_rates([(name.strip(), rate)])
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--api-rate", where, 1)) from None
         rates[name.strip()] = rate
     args.api_rates = tuple(rates.items())
-    check_api_rates(args.api_rates)

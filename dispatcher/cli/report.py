@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.recipients is not None:
         from dispatcher.observe.tables import format_of
 
-        format_of(args.recipients)  # a name of no known format is refused before anything is read
         _not_an_input("--recipients", args.recipients, [*read, *(args.jobs or ())])
+        format_of(args.recipients)  # a name of no known format is refused before anything is read
         _recipients(args, sources)
     if args.undelivered == "-":  # the list alone on stdout, to pipe on
         undelivered(sys.stdout, *sources)
@@ -81,8 +81,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _not_an_input(option: str, name: str, inputs: list[str]) -> None:
     """What report writes replaces its file whole: naming a journal or a jobs file would put it in its place."""
+    from dispatcher import uris
     from dispatcher.errors import InputError
 
+    if uris.scheme_of(name) is not None:  # read as a path, it failed as "No such file", its password shown
+        raise InputError(
+            f"{option} {uris.split(name).shown(keep=None)}: report writes local files; write one here, then copy it "
+            "to the store (aws s3 cp, gcloud storage cp)"
+        )
     for path in inputs:
         try:
             same = os.path.samefile(name, path)

@@ -257,7 +257,11 @@ def _rows(side: Side, stop: threading.Event | None, on_column: Callable[[str], N
     dbapi, driver, given, known = _driver(side)
     where = shown(side.database)
     source = Source(Path(), where, NAME, None, True)
-    secrets = [s for s in (uris.split(side.database).secret(), side.database) if s]
+    uri = uris.split(side.database)
+    # libpq quotes a malformed password as written (its valid %-escapes not decoded): cut out both forms.
+    written = [uri.userinfo.partition(":")[2]] if uri.at else []
+    written += [p.partition("=")[2] for p in uri.query.split("&") if p.partition("=")[0] == "password"]
+    secrets = sorted({s for s in (uri.secret(), side.database, *written) if s}, key=len, reverse=True)
     fetch = _Fetch(dbapi, driver, given, known.options, side.name, f"{side.label} on {where}", secrets)
     try:
         names = fetch.schema(stop)

@@ -30,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from dispatcher import uris
 from dispatcher.errors import PATH_CHARS, quoted, said
 from dispatcher.jobs.files import Side, Source, Stopped, Stored
 from dispatcher.jobs.inputs import ExportError, spill_message
@@ -98,9 +99,15 @@ def _filesystem(package: str, _settings: tuple[tuple[str, str], ...]) -> Any:
 
 def objects(side: Side, scheme: Scheme) -> list[tuple[str, Stored]]:
     """The objects of one side of an export, sorted by key: each one's URI and identity; raises Unavailable."""
-    fs = filesystem(scheme, side.name)
     path = side.name[len(scheme.prefix) :]
     bucket, _, key = path.partition("/")
+    if "@" in path and ("@" in bucket or ":" in bucket):  # no bucket name holds either: `user:secret@bucket`
+        raise Unavailable(
+            side.field,
+            f"{uris.split(side.name).shown(keep=None)}: credentials in the URI are not read: give them to the "
+            "store's library (the environment, a profile, an instance role or Application Default Credentials)",
+        )
+    fs = filesystem(scheme, side.name)
     if not bucket or not key:
         raise Reject(side.field, f"{side.label}: names no object; give {scheme.prefix}bucket/key")
     try:

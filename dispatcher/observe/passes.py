@@ -179,7 +179,8 @@ def first_pass(sources: Sources) -> FirstPass:
         info.batches = int(doc.get("batches") or info.batches)
         if isinstance(doc.get("task_id"), str):
             info.task_ids[int(doc["batch"])] = doc["task_id"]
-        codes[reason_of(doc)] += 1  # as the summary counts them
+        if not (doc.get("status") == UNKNOWN and doc.get("latency_ms") is None):  # a push's mark is no reply
+            codes[reason_of(doc)] += 1  # as the summary counts them
         key = (uid, int(doc["batch"]))
         if info.job_hash is None and key not in fates:
             info.unhashed.append(key[1])

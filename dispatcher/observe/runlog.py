@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import structlog
 
+from dispatcher import uris
 from dispatcher.observe.events import (
     DomainSwitched,
     Event,
@@ -78,11 +79,11 @@ class RunLog:
             if event.to == "backup":
                 log.warning(
                     "the main domain cannot be reached: sending to the backup domain for a while",
-                    backup=event.url,
+                    backup=uris.shown_endpoint(event.url),
                     error=event.reason,
                 )
             else:
-                log.info("back to the main domain", endpoint=event.url, reason=event.reason)
+                log.info("back to the main domain", endpoint=uris.shown_endpoint(event.url), reason=event.reason)
         elif isinstance(event, StopRequested):
             if event.at_once:
                 log.warning(

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
+from dispatcher import uris
 from dispatcher.core.batch import Batch
 from dispatcher.core.ports import BatchSource, Journal
 from dispatcher.core.state import JournalState
@@ -115,7 +116,8 @@ class Engine:
         self._pair: tuple[BatchSource, Journal] | None = None
         # What the endpoint has done so far; with a backup, a run halts as unreachable only once both failed.
         backup = config.backup_endpoint
-        self._health = Health(config.endpoint if backup is None else f"{config.endpoint} or its backup {backup}")
+        main = uris.shown_endpoint(config.endpoint)
+        self._health = Health(main if backup is None else f"{main} or its backup {uris.shown_endpoint(backup)}")
         self._back_to_main_after = back_to_main_after
 
     @property

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from dispatcher import uris
 from dispatcher.core.batch import Batch
 from dispatcher.core.job import Job
 from dispatcher.core.ports import Journal
@@ -85,7 +86,7 @@ class Recorder:
             last=False,
             can_renew=False,
             policy=self._config.policy,
-            target=self._config.endpoint,
+            target=uris.shown_endpoint(self._config.endpoint),
         )
         job = batch.job
         self.write(
@@ -185,7 +186,7 @@ class Recorder:
             last=last,
             can_renew=signer.can_renew,
             policy=self._config.policy,
-            target=self._config.endpoint,
+            target=uris.shown_endpoint(self._config.endpoint),
             outage=outage,
             signature=SignatureUse(
                 current=sent.signed == signer.generation,

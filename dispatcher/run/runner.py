@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from dispatcher import uris
 from dispatcher.core.lease import DEFAULT_LEASE
 from dispatcher.errors import UsageError, library_words
 from dispatcher.jobs.memory import MemoryJobs
@@ -208,8 +209,8 @@ class Runner:
                     "sending",
                     jobs=list(run.jobs) if self._memory is None else "in memory",
                     out=str(run.out),
-                    endpoint=run.endpoint,
-                    backup_endpoint=run.backup_endpoint,
+                    endpoint=uris.shown_endpoint(run.endpoint),
+                    backup_endpoint=None if run.backup_endpoint is None else uris.shown_endpoint(run.backup_endpoint),
                     rate=run.rate,
                     rate_store=self.store.shown,
                     concurrency=engine.concurrency,
