@@ -306,3 +306,14 @@ def test_work_takes_the_api_rates_of_its_run() -> None:
         .endswith("--api-rate timpush_batch=fast: the rate must be a positive number of calls a second")
     )
     assert "--api-rate API=N" in cli("work", "--help").stdout
+
+
+def test_a_push_to_all_users_is_never_paced_above_one_a_second() -> None:
+    # Two pushes must be more than a second apart, whatever the app bought: 5 a second drew 90024s.
+    done = cli("send", "-", "--dry-run", "--sandbox", "--api-rate", "timpush_push=5")
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--api-rate timpush_push=5: Tencent takes at most 1 a second, whatever the edition")
+    )

@@ -174,6 +174,11 @@ def check_api_rates(api_rates: Iterable[tuple[str, float]]) -> None:
             raise UsageError(f"--api-rate {name}: no such API; the APIs are {', '.join(REGISTRY)}")
         if not (math.isfinite(rate) and rate > 0):
             raise UsageError(f"--api-rate {name}={rate:g}: the rate must be a positive number of calls a second")
+        top = REGISTRY[name].max_rate
+        if top is not None and rate > top:
+            raise UsageError(
+                f"--api-rate {name}={rate:g}: Tencent takes at most {top:g} a second, whatever the edition"
+            )
 
 
 def check_retry_unknown(retry_unknown: bool, *, resume: bool, shared_run: bool) -> None:

@@ -121,6 +121,9 @@ class Endpoint(abc.ABC):
     # The pace of its own, calls a second, when the API is not at --rate's 200 (the Push Service's 30):
     # None paces it at --rate. `--api-rate NAME=N` sets either.
     default_rate: ClassVar[float | None] = None
+    # The most calls a second any app may make, whatever it buys (a push to all users: one a second); None:
+    # no such bound. `--api-rate` above it is refused.
+    max_rate: ClassVar[float | None] = None
     transient_codes: ClassVar[frozenset[int]] = frozenset()  # codes to retry besides rules.classify's
     over_rate_codes: ClassVar[frozenset[int]] = frozenset()  # "too frequent" codes besides api's
     # False: a request whose reply never came (it may have been delivered) is recorded `unknown` and

@@ -116,6 +116,7 @@ class TimPushPush(Endpoint):
     recipients_key = None  # one request reaches its whole audience
     documented_rate: ClassVar[float] = RATE
     default_rate: ClassVar[float | None] = RATE
+    max_rate: ClassVar[float | None] = RATE  # no edition pushes faster: 90024 "too frequent" beyond
     call_quota: ClassVar[tuple[int, float] | None] = (DAILY_CALLS, DAY)
     transient_codes: ClassVar[frozenset[int]] = frozenset({INTERNAL})
     over_rate_codes: ClassVar[frozenset[int]] = frozenset({TOO_SOON})
