@@ -407,7 +407,7 @@ def test_a_job_to_all_members_has_no_line_of_recipients_to_reconcile(tmp_path: P
     assert "recipients: 2 read = 2 delivered" in under["named"]
 
 
-@pytest.mark.parametrize("option", ["--recipients", "--undelivered", "--html"])
+@pytest.mark.parametrize("option", ["--undelivered", "--html"])
 def test_a_file_report_writes_in_object_storage_is_refused_in_one_line_without_its_secret(
     journal: Path, option: str
 ) -> None:

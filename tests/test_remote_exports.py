@@ -421,3 +421,36 @@ def test_a_missing_extra_is_one_line_naming_it(s3: S3Server, monkeypatch: pytest
     assert str(raised.value) == (
         f"{jobs}:1: s3://b/e/list.txt: a s3:// export needs s3fs, the s3 extra: pip install 'tim-dispatcher[s3]'"
     )
+
+
+def test_the_recipients_table_goes_to_an_object_whole_and_credentials_stay_out_of_the_uri(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{**BASE, "job_id": "dm", "ToMembers_Account": ["ann", "bob"]}])
+    env = cli_env(**s3.env())
+    send = [*DISPATCHER("send", str(jobs), "--sandbox", "--no-progress", "-q")]
+    assert subprocess.run(send, env=env, cwd=ROOT, capture_output=True, timeout=120).returncode == 0
+    where = bucket()
+    s3.put(where, "keep", b"")  # the bucket exists
+    journal = str(tmp_path / "jobs.outcomes.jsonl")
+    report = [*DISPATCHER("report", journal, "--recipients", f"s3://{where}/fates/run.csv")]
+    done = subprocess.run(report, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    body = s3.client().get_object(Bucket=where, Key="fates/run.csv")["Body"].read().decode()
+    assert [(row.split(",")[0], row.split(",")[2], row.split(",")[3]) for row in body.splitlines()] == [
+        ("job_id", "user_id", "status"),
+        ("dm", "ann", "delivered"),
+        ("dm", "bob", "delivered"),
+    ]
+    # A bucket that does not exist: one line naming the URI, exit 2.
+    missing = [*DISPATCHER("report", journal, "--recipients", f"s3://{where}-none/run.csv")]
+    done = subprocess.run(missing, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"dispatcher: error: s3://{where}-none/run.csv: cannot write the recipients table: ")
+    assert "Traceback" not in done.stderr
+    # Credentials in the URI are never read, nor shown.
+    secret = [*DISPATCHER("report", journal, "--recipients", f"s3://AKIAEXAMPLE:TopS3cret@{where}/run.csv")]
+    done = subprocess.run(secret, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "TopS3cret" not in done.stderr
+    assert "credentials in the URI are not read" in done.stderr

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.recipients is not None:
         from dispatcher.observe.tables import format_of
 
-        _not_an_input("--recipients", args.recipients, [*read, *(args.jobs or ())])
+        if not _in_store(args.recipients):  # an object store's table is written there (`_recipients`)
+            _not_an_input("--recipients", args.recipients, [*read, *(args.jobs or ())])
         format_of(args.recipients)  # a name of no known format is refused before anything is read
         _recipients(args, sources)
     if args.undelivered == "-":  # the list alone on stdout, to pipe on
@@ -104,6 +105,7 @@ def _recipients(args: argparse.Namespace, sources: list[str | JournalURI]) -> No
     import functools
 
     from dispatcher.errors import InputError
+    from dispatcher.jobs.inputs import ExportError
     from dispatcher.observe.recipients import More, write_recipients
     from dispatcher.observe.tables import open_table
     from dispatcher.tim import rules
@@ -122,7 +124,20 @@ def _recipients(args: argparse.Namespace, sources: list[str | JournalURI]) -> No
         write_recipients(sink, *sources, more=more)
         sink.close()
 
+    if _in_store(args.recipients):
+        from dispatcher.jobs.remote import write_object
+
+        try:
+            write_object(args.recipients, "the recipients table", fill)
+        except ExportError as exc:
+            raise InputError(str(exc)) from None
+        return
     replace_file(args.recipients, "the recipients table", fill)
+
+
+def _in_store(name: str) -> bool:
+    """An `s3://` or `gs://` URI: the recipients table goes to that object."""
+    return name.startswith(("s3://", "gs://"))
 
 
 def _page(args: argparse.Namespace, sources: list[str | JournalURI]) -> None:

@@ -25,10 +25,10 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dispatcher import uris
 from dispatcher.errors import PATH_CHARS, quoted, said
@@ -134,18 +134,50 @@ def objects(side: Side, scheme: Scheme) -> list[tuple[str, Stored]]:
     return found_objects
 
 
+def write_object(uri: str, what: str, fill: Callable[[BinaryIO], None]) -> None:
+    """Write `what` to the object `uri` whole: `fill` writes it to a stream the store's library uploads (in
+    parts, for a big one), and the object appears only once the stream is complete; on any failure nothing
+    is committed and the object is as it was. Raises ExportError (one line naming the URI, no secret)."""
+    scheme = scheme_of(uri)
+    assert scheme is not None
+    path = uri[len(scheme.prefix) :]
+    bucket, _, key = path.partition("/")
+    shown = uris.split(uri).shown(keep=None)
+    if "@" in path and ("@" in bucket or ":" in bucket):
+        raise ExportError(
+            f"{shown}: credentials in the URI are not read: give them to the store's library (the environment, a "
+            "profile, an instance role or Application Default Credentials)"
+        )
+    if not bucket or not key or key.endswith("/"):
+        raise ExportError(f"{shown}: names no object; give {scheme.prefix}bucket/key")
+    fs = filesystem(scheme, uri)
+    try:
+        stream = fs.open(path, "wb")
+    except Exception as exc:
+        raise ExportError(f"{shown}: cannot write {what}: {_reason(exc, 'write')}") from None
+    try:
+        fill(stream)
+    except BaseException:
+        stream.discard()  # an upload begun is abandoned: no object, or the one before, stays
+        raise
+    try:
+        stream.close()  # the upload completes: the object appears whole
+    except Exception as exc:
+        raise ExportError(f"{shown}: cannot write {what}: {_reason(exc, 'write')}") from None
+
+
 def _key(info: dict[str, Any]) -> str:
     return str(info["name"])
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, doing: str = "read") -> str:
     """What the store said, in one line with no secret (no library puts a key in its messages; a URI we
     build holds none)."""
     if isinstance(exc, FileNotFoundError):
         return "no such bucket or object"
     if isinstance(exc, PermissionError):
         return f"access refused ({said(exc)}): check the credentials"
-    return f"cannot read: {said(exc)}"
+    return f"cannot {doing}: {said(exc)}"
 
 
 @contextlib.contextmanager
