@@ -62,8 +62,10 @@ postgresql:
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# Work stealing: a worker that runs out of tests takes some of the other's, so the long PostgreSQL fault tests
+# never leave one core idle at the end (342 s with the default split, 283 s with it, on the 2-core machine).
 unit: install redis-server pushgateway prometheus postgresql chromium
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --dist worksteal
 
 test: lint unit
 
