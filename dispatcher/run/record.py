@@ -72,9 +72,10 @@ class Recorder:
         return True
 
     def unanswered(self, batch: Batch, attempt: int, sent: Sent, latency_ms: float) -> None:
-        """The line of a request that a stop at once cancelled in flight: no reply will come. A retry,
-        not final, as a transport fault's: a resume sends what it sent again, and the report tells why.
-        It goes through no rule of the replies (no outage, pause or halt): nothing was answered."""
+        """The line of a request that a stop at once cancelled in flight: no reply will come. A retry, not
+        final, as a transport fault's: a resume sends what it sent again, and the report tells why (for a
+        request that must never go twice, `unknown`, final). It goes through no rule of the replies (no
+        outage, pause or halt): nothing was answered."""
         reply = Reply(None, UNANSWERED, None, latency_ms)
         endpoint = batch.job.endpoint
         decision = decide(
@@ -88,25 +89,8 @@ class Recorder:
             policy=self._config.policy,
             target=uris.shown_endpoint(self._config.endpoint),
         )
-        job = batch.job
-        self.write(
-            record(
-                job_id=job.job_id,
-                batch=batch.index,
-                batches=job.batches,
-                attempt=attempt,
-                status=decision.status,  # retry, or unknown where a request must never go twice
-                final=decision.status in FINAL,
-                group_id=job.group_id,
-                recipients=sent.recipients,
-                error_code=None,
-                error_info=UNANSWERED,
-                http_status=None,
-                latency_ms=latency_ms,
-                job_hash=job.job_hash,
-                **self._with_export(job, decision.extra),
-            )
-        )
+        # A retry, or `unknown` where a request must never go twice.
+        self._no_reply(batch, attempt, decision.status, sent, UNANSWERED, latency_ms, decision.extra)
 
     def sent_unsure(self, batch: Batch, attempt: int, sent: Sent) -> bool:
         """Mark a request that must never go twice (`Endpoint.resends_unsure` False) as sent, before it
@@ -114,20 +98,34 @@ class Recorder:
         rather than to a resume. Its reply's line, or any later line of the batch, says what became of it."""
         job = batch.job
         extra: dict[str, object] = {"api": job.endpoint.name} if job.endpoint.names_api else {}
+        return self._no_reply(batch, attempt, UNKNOWN, sent, SENT_UNSURE, None, extra)
+
+    def _no_reply(
+        self,
+        batch: Batch,
+        attempt: int,
+        status: str,
+        sent: Sent,
+        error_info: str,
+        latency_ms: float | None,
+        extra: Mapping[str, object],
+    ) -> bool:
+        """The line of a request that has no reply to record: no code, no HTTP status."""
+        job = batch.job
         return self.write(
             record(
                 job_id=job.job_id,
                 batch=batch.index,
                 batches=job.batches,
                 attempt=attempt,
-                status=UNKNOWN,
-                final=True,
+                status=status,
+                final=status in FINAL,
                 group_id=job.group_id,
                 recipients=sent.recipients,
                 error_code=None,
-                error_info=SENT_UNSURE,
+                error_info=error_info,
                 http_status=None,
-                latency_ms=None,
+                latency_ms=latency_ms,
                 job_hash=job.job_hash,
                 **self._with_export(job, extra),
             )
