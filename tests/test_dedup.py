@@ -97,6 +97,16 @@ def test_random_exports_match_the_oracle_in_memory_spilled_and_colliding(
     assert kept(ids, excluded)[0] == expected
 
 
+@pytest.mark.parametrize("fingerprint", [dedup.fingerprint, collide_all])
+def test_short_ids_meet_their_repeats_among_long_ones_in_other_flushes_and_the_suppression_list(
+    tiny: None, monkeypatch: pytest.MonkeyPatch, fingerprint: object
+) -> None:
+    # A flush keeps only as many words as its longest ID needs: "a" alone is one word, "x" * 32 four.
+    monkeypatch.setattr(dedup, "fingerprint", fingerprint)
+    ids = ["a", "b", "c", "d", "e", "f", "g", "h", "x" * 32, "a", "y" * 20, "b", "c" * 9, "i"]
+    assert kept(ids, excluded=["c" * 9, "e", "x" * 32]) == (["a", "b", "c", "d", "f", "g", "h", "y" * 20, "i"], 2, 3)
+
+
 def test_one_id_repeated_in_every_flush_is_one_recipient(tiny: None) -> None:
     assert kept(["same"] * 1000 + ["other"]) == (["same", "other"], 999, 0)
 

@@ -22,6 +22,7 @@ wins, whatever the order of the fingerprints).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -48,8 +49,8 @@ _BITS = 10
 _BUCKETS = 1 << _BITS  # fingerprint ranges
 _SHIFT = np.uint64(64 - _BITS)
 # Word k of a record holds bytes 8k..8k+7 of the ID: of an ID of length n, the bytes below n (the low
-# ones of each little-endian word), the others cleared.
-_KEEP = np.array([[(1 << (8 * min(max(n - 8 * k, 0), 8))) - 1 for k in range(4)] for n in range(33)], dtype=np.uint64)
+# ones of each little-endian word, min(max(n - 8k, 0), 8) of them), the others cleared.
+_MASKS = np.array([(1 << (8 * kept)) - 1 for kept in range(9)], dtype=np.uint64)
 # Odd multipliers of this process: a crafted export cannot pile its IDs into one range.
 _KEYS = [np.uint64(secrets.randbits(64) | 1) for _ in range(_WORDS)]
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
@@ -83,7 +84,8 @@ _PAD = bytes(8 * _WORDS)
 
 
 def records(blocks: list[Clean]) -> U64:
-    """The records of blocks: one row of four words an ID (see the module docstring)."""
+    """The records of blocks: one row of words an ID, as many words as the longest ID of them needs (see
+    the module docstring)."""
     n = sum(block.rows for block in blocks)
     if not n:
         return np.zeros((0, _WORDS), np.uint64)
@@ -94,22 +96,30 @@ def records(blocks: list[Clean]) -> U64:
     starts = np.empty(n, np.int64)
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
-    # From every offset, the 32 bytes there as four little-endian words (unaligned views, no copy):
-    # an ID's record is the row at its start, cleared past its length.
+    lengths = ends - starts
+    # Only the words the longest ID reaches are read: the others would be zero (12-byte IDs: two of four).
+    width = max(1, -(-int(lengths.max()) // 8))
+    # From every offset, the 8 * width bytes there as one item (an unaligned view, no copy), gathered whole:
+    # twice as fast as a gather of words (docs/guide/measurements.md#records). An ID's record is the item
+    # at its start, cleared past its length.
     size = len(data) - len(_PAD)
-    words = np.ndarray((size + 8 * (_WORDS - 1),), dtype="<u8", buffer=data, strides=(1,))
-    rows = np.lib.stride_tricks.as_strided(words, shape=(size, _WORDS), strides=(1, 8), writeable=False)
-    out: U64 = rows[starts]
-    out &= _KEEP[ends - starts]
+    items = np.ndarray((size,), dtype=f"V{8 * width}", buffer=data, strides=(1,))
+    out: U64 = items[starts].view("<u8").reshape(n, width)
+    shortest = int(lengths.min())
+    for k in range(width):
+        if shortest < 8 * (k + 1):  # some ID ends before this word does
+            out[:, k] &= _MASKS[np.clip(lengths - 8 * k, 0, 8)]
     return out
 
 
 def fingerprint(recs: U64) -> U64:
-    """A 64-bit fingerprint of each record (never trusted alone: see the module docstring)."""
+    """A 64-bit fingerprint of each record (never trusted alone: see the module docstring). A record may
+    hold fewer than four words, the rest being zero: its fingerprint is the one of all four."""
     h = recs[:, 0] * _KEYS[0]
     for k in range(1, _WORDS):
         h ^= h >> _S31
-        h += recs[:, k] * _KEYS[k]
+        if k < recs.shape[1]:
+            h += recs[:, k] * _KEYS[k]
     h ^= h >> _S33
     h *= _M1
     h ^= h >> _S33
@@ -184,9 +194,7 @@ class Records:
                 self.duplicates += int(later.sum())
                 rel = np.flatnonzero(~later)
                 fp, recs, ranges = fp[rel], np.take(recs, rel, axis=0), ranges[rel]
-        words = _WORDS
-        while words > 1 and not recs[:, words - 1].any():
-            words -= 1
+        words = recs.shape[1]
         order = np.argsort(ranges, kind="stable")  # a radix sort, rows in order within a range
         cuts = np.searchsorted(ranges[order], np.arange(_BUCKETS + 1)).astype(np.int64)
         kept = np.ascontiguousarray(np.take(recs[:, :words], order, axis=0))
@@ -221,9 +229,10 @@ class Records:
         return total
 
     def take(self, low: int, high: int) -> tuple[U64, I64]:
-        """The records of ranges low..high-1 from every flush, and their rows."""
+        """The records of ranges low..high-1 from every flush (as wide as the widest flush), and their rows."""
         sizes = [int(flush.cuts[high] - flush.cuts[low]) for flush in self._flushes]
-        recs = np.zeros((sum(sizes), _WORDS), np.uint64)
+        width = max((flush.words for flush in self._flushes), default=1)
+        recs = np.zeros((sum(sizes), width), np.uint64)
         rows = np.empty(sum(sizes), np.int64)
         at = 0
         for flush, size in zip(self._flushes, sizes, strict=True):
@@ -244,13 +253,28 @@ class Records:
     def _read(self, flush: _Flush, a: int, b: int) -> U64:
         assert self._spill is not None
         width = 8 * flush.words
-        self._spill.seek(flush.offset + a * width)
-        return np.frombuffer(self._spill.read((b - a) * width), np.uint64).reshape(b - a, flush.words)
+        data = _pread(self._spill, (b - a) * width, flush.offset + a * width)
+        return np.frombuffer(data, np.uint64).reshape(b - a, flush.words)
 
     def _read_rows(self, flush: _Flush, a: int, b: int) -> npt.NDArray[np.uint32]:
         assert self._spill is not None
-        self._spill.seek(flush.offset + flush.rows * 8 * flush.words + a * 4)
-        return np.frombuffer(self._spill.read((b - a) * 4), np.uint32)
+        return np.frombuffer(
+            _pread(self._spill, (b - a) * 4, flush.offset + flush.rows * 8 * flush.words + a * 4), np.uint32
+        )
+
+
+def _pread(spill: IO[bytes], size: int, offset: int) -> bytes:
+    """`size` bytes of the temporary file at `offset`, without moving its position: the groups of the
+    second pass read it from two threads at once (every write was flushed before)."""
+    parts = []
+    while size:
+        part = os.pread(spill.fileno(), size, offset)
+        if not part:
+            raise SpillError(0, "the temporary file is shorter than what was written to it")
+        parts.append(part)
+        size -= len(part)
+        offset += len(part)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 def _member(values: U64, of: U64) -> npt.NDArray[np.bool_]:
@@ -285,7 +309,8 @@ def _repeats(fp: U64, recs: U64, rows: I64) -> npt.NDArray[np.bool_] | None:
     equal = same_fp & (sub[1:] == sub[:-1]).all(axis=1)
     if (same_fp & ~equal).any():  # a collision: equal records need not be neighbours
         whole = np.take(recs, candidates, axis=0)
-        order = candidates[np.lexsort((rows[candidates], whole[:, 3], whole[:, 2], whole[:, 1], whole[:, 0]))]
+        by_bytes = [whole[:, k] for k in reversed(range(whole.shape[1]))]
+        order = candidates[np.lexsort((rows[candidates], *by_bytes))]
         sub = np.take(recs, order, axis=0)
         equal = (sub[1:] == sub[:-1]).all(axis=1)
     if not equal.any():
@@ -304,11 +329,14 @@ def _found(fp: U64, recs: U64, other: U64) -> I64 | None:
     if not len(candidates):
         return None
     matching = np.flatnonzero(_member(np.unique(fp[candidates]), theirs))
-    both = np.concatenate([np.take(recs, candidates, axis=0), np.take(other, matching, axis=0)])
+    width = max(recs.shape[1], other.shape[1])  # the lists' records may be of different widths: zeros added
+    both = np.zeros((len(candidates) + len(matching), width), np.uint64)
+    both[: len(candidates), : recs.shape[1]] = np.take(recs, candidates, axis=0)
+    both[len(candidates) :, : other.shape[1]] = np.take(other, matching, axis=0)
     mine = np.zeros(len(both), bool)
     mine[: len(candidates)] = True
     # By bytes, and each of ours before its equals of theirs: ours is found when the next is theirs and equal.
-    order = np.lexsort((~mine, both[:, 3], both[:, 2], both[:, 1], both[:, 0]))
+    order = np.lexsort((~mine, *(both[:, k] for k in reversed(range(width)))))
     both, mine = np.take(both, order, axis=0), mine[order]
     hit = (both[1:] == both[:-1]).all(axis=1) & mine[:-1] & ~mine[1:]
     found = order[:-1][hit]
@@ -355,34 +383,63 @@ class Outcome:
 
 
 def resolve(export: Records, drops: Drops, exclude: Records | None, stop: threading.Event | None = None) -> Outcome:
-    """The second pass: repeats across flushes and the suppression list, a group of ranges at a time."""
+    """The second pass: repeats across flushes and the suppression list, a group of ranges at a time.
+
+    The groups share nothing until their rows are marked, so two are compared at once on two threads
+    (numpy's sorts and comparisons let go of the GIL); their findings are marked in order, one group
+    waiting at most, so that memory holds two groups as it held one."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     export.finish()
     if exclude is not None:
         exclude.finish()
     totals = export.totals() + (exclude.totals() if exclude is not None else 0)
     duplicates, excluded = export.duplicates, 0
+    groups: list[tuple[int, int]] = []
     low = 0
     while low < _BUCKETS:
         high, size = low + 1, int(totals[low])
         while high < _BUCKETS and size + int(totals[high]) <= _GROUP_ROWS:
             size += int(totals[high])
             high += 1
-        if stop is not None and stop.is_set():
-            raise Stopped
-        breathe()
-        recs, rows = export.take(low, high)
-        if len(recs):
-            fp = fingerprint(recs)
-            later = _repeats(fp, recs, rows)
-            if later is not None:
-                drops.mark(rows[later])
-                duplicates += int(later.sum())
-                keep = np.flatnonzero(~later)
-                fp, recs, rows = fp[keep], np.take(recs, keep, axis=0), rows[keep]
-            if exclude is not None:
-                hit = _found(fp, recs, exclude.take(low, high)[0])
-                if hit is not None:
-                    drops.mark(rows[hit])
-                    excluded += len(hit)
+        groups.append((low, high))
         low = high
+    pending: collections.deque[Future[tuple[I64 | None, I64 | None]]] = collections.deque()
+    with ThreadPoolExecutor(_THREADS, thread_name_prefix="dispatcher-dedup") as pool:
+        try:
+            for at, (low, high) in enumerate(groups):
+                if stop is not None and stop.is_set():
+                    raise Stopped
+                breathe()
+                pending.append(pool.submit(_group, export, exclude, low, high))
+                while pending and (len(pending) >= _THREADS or at == len(groups) - 1):
+                    later, hit = pending.popleft().result()
+                    if later is not None:
+                        drops.mark(later)
+                        duplicates += len(later)
+                    if hit is not None:
+                        drops.mark(hit)
+                        excluded += len(hit)
+        finally:
+            for future in pending:
+                future.cancel()
     return Outcome(export.rows, duplicates, excluded, drops.of(export.rows) if duplicates or excluded else None)
+
+
+_THREADS = 2  # groups compared at once
+
+
+def _group(export: Records, exclude: Records | None, low: int, high: int) -> tuple[I64 | None, I64 | None]:
+    """The rows of ranges low..high-1 that repeat an earlier row, and those the suppression list holds."""
+    recs, rows = export.take(low, high)
+    if not len(recs):
+        return None, None
+    fp = fingerprint(recs)
+    later = _repeats(fp, recs, rows)
+    repeated = None
+    if later is not None:
+        repeated = rows[later]
+        keep = np.flatnonzero(~later)
+        fp, recs, rows = fp[keep], np.take(recs, keep, axis=0), rows[keep]
+    hit = None if exclude is None else _found(fp, recs, exclude.take(low, high)[0])
+    return repeated, (None if hit is None else rows[hit])
