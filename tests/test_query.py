@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -379,3 +380,103 @@ def test_a_password_the_driver_quotes_as_written_is_never_shown(database: Postgr
         )
         assert str(raised.value).endswith(' invalid percent-encoded token: "[redacted]"')
         assert "s3c" not in str(raised.value)
+
+
+# -- report --recipients --jobs reads the run's copy ----------------------------------------------------
+
+
+def recipients_report(journals: list[str], jobs: Path, table_path: Path) -> list[tuple[str, str]]:
+    """`report JOURNAL... --recipients table.csv --jobs jobs.jsonl --batch-size 2`, in this process: each
+    row's (user_id, status). Raises the report's one-line error."""
+    import csv
+
+    from dispatcher.cli import report
+    from dispatcher.cli.parser import build_parser
+
+    words = ["report", *journals, "--recipients", str(table_path), "--jobs", str(jobs), "--batch-size", "2"]
+    assert report.run(build_parser().parse_args(words)) == 0
+    with table_path.open(newline="") as handle:
+        return [(row["user_id"], row["status"]) for row in csv.DictReader(handle)]
+
+
+def audience(db: PostgresServer, suffix: str) -> dict[str, Any]:
+    """A job of a query and an exclude_query, sent in batches of 2: l1 l2 | l3 l5 (l1 repeated, l4 left out)."""
+    table(db, f"members_{suffix}", ["l1", "l2", "l3", "l1", "l4", "l5"])
+    table(db, f"optouts_{suffix}", ["l4"])
+    query = f"SELECT user_id FROM members_{suffix} ORDER BY n"
+    return job(db, query, exclude_query=f"SELECT user_id FROM optouts_{suffix}")
+
+
+def change(db: PostgresServer, suffix: str) -> None:
+    """The tables as they are after the run: l3 gone, l9 added, l4 no longer left out, l2 now is."""
+    db.psql(
+        f"DELETE FROM members_{suffix} WHERE user_id = 'l3'; INSERT INTO members_{suffix} VALUES ('l9', 9); "
+        f"DELETE FROM optouts_{suffix}; INSERT INTO optouts_{suffix} VALUES ('l2', 0)"
+    )
+
+
+def files_in(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+async def test_report_with_the_jobs_reads_the_audience_from_the_copy_beside_the_file_journal(
+    sandbox: Sandbox, database: PostgresServer, tmp_path: Path
+) -> None:
+    from dispatcher.errors import InputError
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [audience(database, "l")])
+    out = tmp_path / "out.jsonl"
+    await run_engine(sandbox, jobs, out, batch_size=2)
+    first = sorted(journal(out), key=lambda d: d["batch"])[0]
+    out.write_bytes(orjson.dumps(first) + b"\n")  # the run was killed after batch 0
+    copies = tmp_path / "out.jsonl.queries"
+    before = files_in(copies)
+    assert len(before) == 2  # the recipients_query's and the exclude_query's
+    change(database, "l")
+    rows = [("l1", "delivered"), ("l2", "delivered"), ("l1", "duplicate"), ("l4", "excluded")]
+    rows += [("l3", "pending"), ("l5", "pending")]
+    assert recipients_report([str(out)], jobs, tmp_path / "fates.csv") == rows
+    # Given with another journal (a run split over two processes), the copy is found beside its own.
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"")
+    assert recipients_report([str(out), str(other)], jobs, tmp_path / "fates.csv") == rows
+    assert files_in(copies) == before  # read, never written, replaced or removed
+    assert not (tmp_path / "other.jsonl.queries").exists()
+    # Without the copy the query runs again, keeping nothing: the changed table is not the job the run sent.
+    shutil.rmtree(copies)
+    with pytest.raises(InputError, match=r"job 'winback' is not the job the journal holds \(its job hash differs\)"):
+        recipients_report([str(out)], jobs, tmp_path / "fates.csv")
+    assert not copies.exists()
+
+
+async def test_report_with_the_jobs_reads_the_audience_from_the_copy_in_a_postgresql_journal(
+    sandbox: Sandbox, database: PostgresServer, tmp_path: Path
+) -> None:
+    from dispatcher import Runner
+    from dispatcher.errors import InputError
+    from dispatcher.journal.uri import parse_journal_uri
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [audience(database, "m")])
+    uri = database.journal("reported")
+    config = make_config(sandbox, jobs, tmp_path / "unused.jsonl", batch_size=2)
+    config = dataclasses.replace(config, out=parse_journal_uri(uri))
+    assert (await Runner(config, handle_signals=False).run()).exit_code == 0
+    kept = "SELECT key, part, md5(data) FROM dispatcher.query_copies WHERE journal = 'reported' ORDER BY 1, 2"
+    before = database.psql(kept)
+    assert len(before.splitlines()) == 2
+    change(database, "m")
+    rows = recipients_report([uri], jobs, tmp_path / "fates.csv")
+    assert sorted(rows) == [
+        ("l1", "delivered"),
+        ("l1", "duplicate"),
+        ("l2", "delivered"),
+        ("l3", "delivered"),
+        ("l4", "excluded"),
+        ("l5", "delivered"),
+    ]
+    assert database.psql(kept) == before
+    # Without the copy the query runs again, keeping nothing: the changed table is not the job the run sent.
+    database.psql("DELETE FROM dispatcher.query_copies WHERE journal = 'reported'")
+    with pytest.raises(InputError, match=r"job 'winback' is not the job the journal holds \(its job hash differs\)"):
+        recipients_report([uri], jobs, tmp_path / "fates.csv")
+    assert database.psql(kept) == ""

@@ -112,12 +112,12 @@ def _recipients(args: argparse.Namespace, sources: list[str | JournalURI]) -> No
 
     more: More | None = None
     if args.jobs is not None:
-        from dispatcher.observe.left_out import left_out
+        from dispatcher.observe.left_out import copies_of, left_out
 
         size = rules.MAX_MEMBERS if args.batch_size is None else args.batch_size
         if not 1 <= size <= rules.MAX_MEMBERS:
             raise InputError(f"--batch-size must be 1 to {rules.MAX_MEMBERS}, not {size}")
-        more = functools.partial(left_out, args.jobs, size)
+        more = functools.partial(left_out, args.jobs, size, copies_of(sources))
 
     def fill(handle: BinaryIO) -> None:
         sink = open_table(args.recipients, handle)

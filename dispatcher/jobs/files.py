@@ -46,12 +46,23 @@ def breathe() -> None:
 class Kept:
     """Where a run keeps the rows of each query it ran, so that a resume sends to the same audience: a
     directory beside a file journal, or a table in a PostgreSQL journal's database (`journal` names the
-    run). `reuse`: the run resumes a journal, so a copy found there is its own; a new run starts with none."""
+    run). `reuse`: the run resumes a journal, so a copy found there is its own; a new run starts with none.
+
+    `read_only`: a report's, which reads the run's state and never changes it. Its copies are read,
+    never made, replaced or removed, and a query with no copy runs again with nothing kept. `also`: the
+    copies of the report's other journals, looked in after these, in turn."""
 
     directory: Path | None = None
     conninfo: str | None = dataclasses.field(default=None, repr=False)  # may hold the journal's password
     journal: str | None = None
     reuse: bool = False
+    read_only: bool = False
+    also: tuple[Kept, ...] = ()
+
+
+def beside(journal: Path) -> Path:
+    """The directory of a file journal's copies: `<journal>.queries/`, found wherever the journal is."""
+    return journal.with_name(journal.name + ".queries")
 
 
 @dataclasses.dataclass(frozen=True)

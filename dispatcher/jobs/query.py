@@ -138,18 +138,20 @@ class Query:
         self, source: Source, side: Side, stop: threading.Event | None, on_column: Callable[[str], None]
     ) -> Iterator[Clean]:
         """The query's rows as clean blocks: from the run's copy when it has one, else from the database
-        (kept as the run's copy as they are read). Raises ExportError, Reject (a bad UserID), Stopped."""
+        (kept as the run's copy as they are read, unless the copies are only read: a report's).
+        Raises ExportError, Reject (a bad UserID), Stopped."""
         from dispatcher.jobs.inputs import ExportError
 
-        copies = _copies(side.kept)
         key = copy_key(side)
         try:
-            kept = copies.read(key) if copies is not None else None
+            kept = _copy_of(side.kept, key)
             if kept is not None:
                 yield from _until_stopped(_headed(kept, on_column), stop)
                 return
             with contextlib.ExitStack() as stack:
-                write = stack.enter_context(copies.write(key)) if copies is not None else None
+                write = None
+                if side.kept is not None and not side.kept.read_only:
+                    write = stack.enter_context(_copies(side.kept).write(key))
 
                 def told(name: str) -> None:  # the copy's first line: the column read, as JSON (one line)
                     if write is not None:
@@ -390,13 +392,22 @@ class _Copies:
         raise NotImplementedError
 
 
-def _copies(kept: Kept | None) -> _Copies | None:
-    if kept is None:
-        return None
+def _copies(kept: Kept) -> _Copies:
+    reuse = kept.reuse or kept.read_only  # a report reads the copies of the run it reports on
     if kept.directory is not None:
-        return _Directory(kept.directory, kept.reuse)
+        return _Directory(kept.directory, reuse)
     assert kept.conninfo is not None and kept.journal is not None
-    return _Table(kept.conninfo, kept.journal, kept.reuse)
+    return _Table(kept.conninfo, kept.journal, reuse)
+
+
+def _copy_of(kept: Kept | None, key: str) -> Iterator[bytes] | None:
+    """The copy of `key` kept in `kept`'s place, else (a report's) in those of `kept.also`, in turn;
+    None when there is none, or nowhere to look (a dry run)."""
+    for place in (kept, *kept.also) if kept is not None else ():
+        found = _copies(place).read(key)
+        if found is not None:
+            return found
+    return None
 
 
 def begin(kept: Kept) -> None:
@@ -404,7 +415,7 @@ def begin(kept: Kept) -> None:
     so that a resume only ever reads the copies of the run it resumes. Raises ExportError (exit 2)."""
     from dispatcher.jobs.inputs import ExportError
 
-    if kept.reuse:
+    if kept.reuse or kept.read_only:  # a resume's copies are its own; a report's are the run's, only read
         return
     try:
         if kept.directory is not None:
@@ -499,13 +510,16 @@ class _Table(_Copies):
     journal: str
     reuse: bool
 
-    def _connect(self) -> Any:
+    def _connect(self, make: bool) -> Any:
+        """A connection to the journal's database; `make`: the table made first, if it is not yet (for
+        a copy written: a reading never makes it, so that a report leaves the database as it found it)."""
         from dispatcher.pg.connect import connect_sync
 
         conn = connect_sync(self.conninfo, statement_s=60.0)
-        with conn.cursor() as cursor:
-            cursor.execute(_sql()["make"])
-        conn.commit()
+        if make:
+            with conn.cursor() as cursor:
+                cursor.execute(_sql()["make"])
+            conn.commit()
         return conn
 
     def clear(self) -> None:
@@ -530,8 +544,9 @@ class _Table(_Copies):
         if not self.reuse:
             return None
         try:
-            conn = self._connect()
-            found = conn.execute(_sql()["count"], (self.journal, key)).fetchone()
+            conn = self._connect(make=False)
+            made = conn.execute(_sql()["made"]).fetchone()
+            found = conn.execute(_sql()["count"], (self.journal, key)).fetchone() if made and made[0] else None
         except psycopg.Error as exc:
             raise QueryError(f"cannot read the query's copy in journal {self.journal}: {_first(exc)}") from None
         if not found or not found[0]:
@@ -558,7 +573,7 @@ class _Table(_Copies):
         import psycopg
 
         try:
-            conn = self._connect()
+            conn = self._connect(make=True)
             conn.execute(_sql()["drop"], (self.journal, key))
         except psycopg.Error as exc:
             raise QueryError(f"cannot keep the query's copy in journal {self.journal}: {_first(exc)}") from None

@@ -7,11 +7,19 @@ if its job hash is the journal's. The hash covers every file's rows and the batc
 read are the rows the run sent from, and batch `i` is the same recipients; an export changed since
 (or another --batch-size) is refused. Memory stays bounded as in sending: the export is spooled to a
 temporary file, and its duplicates are found again by `dedup`, one bit a row.
+
+A query's rows are read from the run's copy (`copies_of`), never from the database again: the table may
+have changed since, and the report must not depend on the warehouse. A report only reads the copies. A
+query with no copy (a dry run's journal, a copy deleted) runs again, keeping nothing, and its job is taken
+only if its hash, which covers the rows, is still the journal's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +27,9 @@ import numpy.typing as npt
 from dispatcher.errors import InputError
 from dispatcher.jobs.dedup import Drops, Records, clean_of, resolve
 from dispatcher.jobs.exports import SpooledRecipients
+from dispatcher.jobs.files import Kept, beside
 from dispatcher.jobs.reader import Rejection, read_jobs
+from dispatcher.journal.uri import JournalURI
 from dispatcher.observe.passes import NOT_SENT, FirstPass
 from dispatcher.observe.recipients import PENDING, Block
 
@@ -29,17 +39,32 @@ EXCLUDED_MEANING = "in the job's exclude_file: never sent"
 _CHUNK = 1 << 20
 
 
+def copies_of(journals: Sequence[str | os.PathLike[str] | JournalURI]) -> Kept | None:
+    """Where the runs of `journals` kept their queries' rows, only to be read: beside each file journal,
+    in each PostgreSQL journal's database. The last journal given is looked in first, as its lines
+    are the latest; a copy of another run's that is not the job's is refused by the job hash."""
+    places = [
+        Kept(conninfo=j.conninfo, journal=j.name, reuse=True, read_only=True)
+        if isinstance(j, JournalURI)
+        else Kept(directory=beside(Path(j)), reuse=True, read_only=True)
+        for j in reversed(journals)
+    ]
+    return dataclasses.replace(places[0], also=tuple(places[1:])) if places else None
+
+
 def left_out(
-    jobs_files: Iterable[str], batch_size: int, first: FirstPass, named: set[tuple[int, int]]
+    jobs_files: Iterable[str], batch_size: int, kept: Kept | None, first: FirstPass, named: set[tuple[int, int]]
 ) -> Iterator[Block]:
     """The rows of the jobs' exports the journal names nobody for: duplicates, excluded, and the
-    recipients of batches in neither `first`'s fates nor `named` (the planned batches listed)."""
+    recipients of batches in neither `first`'s fates nor `named` (the planned batches listed). `kept`:
+    the run's copies of its queries' rows (`copies_of`), only read."""
     journal_ids = {info.job_id for info in first.jobs.all if not info.merged}
     sent: dict[int, set[int]] = {}
     for job, batch in (*first.fates, *named):
         sent.setdefault(job, set()).add(batch)
     sending = {first.jobs.all[job].job_id for job, _batch in (*first.fates, *named)}
-    for item in read_jobs(jobs_files, batch_size):
+    assert kept is None or kept.read_only  # a report never writes, replaces or removes a copy
+    for item in read_jobs(jobs_files, batch_size, kept=kept):
         if isinstance(item, Rejection):
             if item.job_id in sending:  # sent, and now unreadable (an export gone): its rows would be missing
                 raise InputError(f"job {item.job_id!r} of the journal cannot be read again: {item.message}")

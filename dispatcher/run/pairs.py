@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.core.ports import BatchSource, Journal
-from dispatcher.jobs.files import Kept
+from dispatcher.jobs.files import Kept, beside
 from dispatcher.jobs.reader import JobFiles, JobsInput
 from dispatcher.journal.lifecycle import FileLifecycle
 from dispatcher.journal.outcomes import open_journal
@@ -42,7 +42,7 @@ def kept_beside(journal: JournalStore) -> Kept | None:
     path = getattr(journal, "path", None)
     if not isinstance(path, Path):
         return None
-    return Kept(directory=path.with_name(path.name + ".queries"), reuse=getattr(journal, "size_at_open", 0) > 0)
+    return Kept(directory=beside(path), reuse=getattr(journal, "size_at_open", 0) > 0)
 
 
 async def open_store(
