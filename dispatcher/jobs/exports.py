@@ -32,6 +32,7 @@ import orjson
 from dispatcher.core.export import Stats
 from dispatcher.errors import InputError
 from dispatcher.jobs import formats, remote, sources
+from dispatcher.jobs.behind import Behind
 from dispatcher.jobs.dedup import Clean, Drops, Outcome, Records, SpillError, clean_of, resolve
 from dispatcher.jobs.files import EXCLUDE, RECIPIENTS, Side, Source, Stopped
 from dispatcher.jobs.inputs import ExportError, spill_message, write
@@ -130,28 +131,33 @@ def read_export(
             named.append(b"inline" + hashlib.blake2b(block.data, digest_size=16).digest())
         else:
             spool = _temporary(label)
-            with remote.local_copies(files, side.field, stop) as copies:
-                for source in copies:
-                    ids = hashlib.blake2b(digest_size=16)
-                    for block in _blocks(source, side, columns=columns, stop=stop):
-                        write(spool, block.data, label)
-                        export.add(block)
-                        (digest if legacy else ids).update(block.data)
-                        if on_rows is not None:
-                            on_rows(block.rows)
-                    named.append(_named(side.field, source) + ids.digest())
         exclude_rows = 0
-        if exclusions is not None and spec.exclude is not None:
-            with remote.local_copies(excluded, spec.exclude.field, stop) as copies:
-                for source in copies:
-                    ids = hashlib.blake2b(digest_size=16)
-                    for block in _blocks(source, spec.exclude, columns=None, stop=stop):
-                        exclusions.add(block)
-                        ids.update(block.data)
-                        exclude_rows += block.rows
-                        if on_rows is not None:
-                            on_rows(block.rows)
-                    named.append(_named(spec.exclude.field, source) + ids.digest())
+        # The spool's writes and the hash's updates run behind the reading, on a thread of their own.
+        with Behind("dispatcher-spool") as behind:
+            if side is not None:
+                assert spool is not None
+                with remote.local_copies(files, side.field, stop) as copies:
+                    for source in copies:
+                        ids = hashlib.blake2b(digest_size=16)
+                        for block in _blocks(source, side, columns=columns, stop=stop):
+                            behind.call(_spooled, spool, block.data, label, digest if legacy else ids)
+                            export.add(block)
+                            if on_rows is not None:
+                                on_rows(block.rows)
+                        behind.wait()
+                        named.append(_named(side.field, source) + ids.digest())
+            if exclusions is not None and spec.exclude is not None:
+                with remote.local_copies(excluded, spec.exclude.field, stop) as copies:
+                    for source in copies:
+                        ids = hashlib.blake2b(digest_size=16)
+                        for block in _blocks(source, spec.exclude, columns=None, stop=stop):
+                            behind.call(ids.update, block.data)
+                            exclusions.add(block)
+                            exclude_rows += block.rows
+                            if on_rows is not None:
+                                on_rows(block.rows)
+                        behind.wait()
+                        named.append(_named(spec.exclude.field, source) + ids.digest())
         outcome = resolve(export, drops, exclusions, stop)
         _check(outcome, side, spec, label)
         if legacy:
@@ -274,6 +280,12 @@ def kept_blocks(spool: IO[bytes], drops: bytes | None, label: str, stop: threadi
             row += block.rows
     except OSError as exc:
         raise ExportError(spill_message(label, exc)) from None
+
+
+def _spooled(spool: IO[bytes], data: bytes, label: str, digest: hashlib.blake2b) -> None:
+    """A block of the recipients written to the spool and fed to the hash."""
+    write(spool, data, label)
+    digest.update(data)
 
 
 def _temporary(label: str) -> IO[bytes]:

@@ -37,6 +37,7 @@ import orjson
 
 from dispatcher import uris
 from dispatcher.errors import quoted
+from dispatcher.jobs.behind import Behind
 from dispatcher.jobs.files import EXCLUDE_QUERY, RECIPIENTS_QUERY, Kept, Side, Source, Stopped
 from dispatcher.tim.apis.base import Reject, string
 
@@ -461,18 +462,23 @@ class _Directory(_Copies):
             raise QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}") from None
         done = False
 
-        def write(data: bytes) -> None:
-            nonlocal done
-            if not data:
-                done = True
-                return
+        def put(data: bytes) -> None:
             try:
                 stream.write(data)
             except OSError as exc:
                 raise QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}") from None
 
+        def write(data: bytes) -> None:
+            nonlocal done
+            if not data:
+                behind.wait()
+                done = True
+                return
+            behind.call(put, data)
+
         try:
-            yield write
+            with Behind("dispatcher-copy") as behind:  # compressed beside the reading, on a thread of its own
+                yield write
             stream.close()
             if done:
                 _durable(part)
