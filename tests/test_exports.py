@@ -6,6 +6,7 @@ Every file is small and made here; every expectation is a literal. A mistake nev
 from __future__ import annotations
 
 import codecs
+import gc
 import gzip
 import os
 import threading
@@ -735,3 +736,18 @@ def test_a_suppression_list_read_as_one_column_that_holds_a_semicolon_is_refused
         "is required: x.csv has one column, 'user_id;at', and its name holds ';': is the file separated by ';', "
         "as Excel writes CSV in many locales? Save it separated by commas, or name the column to read it as it is",
     )
+
+
+def test_a_refused_json_lines_export_leaves_no_thread_of_its_reading_behind(tmp_path: Path) -> None:
+    # Left to the garbage collector, the parser's thread was joined wherever a collection ran: once inside
+    # the start of another thread, which never started (the run hung).
+    (tmp_path / "r.jsonl").write_bytes(b'{"uid": "a1"}\n{"uid": ""}\n')
+    gc.disable()
+    try:
+        assert refused(tmp_path, {**BASE, "recipients_file": "r.jsonl"}) == (
+            "recipients_file",
+            "r.jsonl row 2: UserID must not be empty",
+        )
+        assert [t.name for t in threading.enumerate() if t.name.startswith("dispatcher-")] == []
+    finally:
+        gc.enable()

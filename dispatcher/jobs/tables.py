@@ -154,24 +154,32 @@ def _clean(source: Source, side: Side, column: Column, stop: threading.Event | N
 
     done = 0  # rows before this batch
     values = column.values
-    while True:
-        if stop is not None and stop.is_set():
-            raise Stopped
-        try:
-            batch = next(values, None)
-            clean = (
-                _checked(pa, batch, source, side, column.name, done, column.check)
-                if batch is not None and len(batch)
-                else None
-            )
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-            raise unreadable(source, side, exc, hint) from None
-        if batch is None:
-            return
-        if clean is not None:
-            yield clean
-        done += len(batch)
-        breathe()
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                raise Stopped
+            try:
+                batch = next(values, None)
+                clean = (
+                    _checked(pa, batch, source, side, column.name, done, column.check)
+                    if batch is not None and len(batch)
+                    else None
+                )
+            except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+                raise unreadable(source, side, exc, hint) from None
+            if batch is None:
+                return
+            if clean is not None:
+                yield clean
+            done += len(batch)
+            breathe()
+    finally:
+        # A format's values may hold a thread (JSON Lines parses ahead): closed here, at once, rather than
+        # by the garbage collector at whatever moment it runs. Run inside a thread's start, a generator's
+        # close that joins a thread deadlocked the reading.
+        close = getattr(values, "close", None)
+        if close is not None:
+            close()
 
 
 def _checked(
