@@ -387,7 +387,8 @@ def resolve(export: Records, drops: Drops, exclude: Records | None, stop: thread
 
     The groups share nothing until their rows are marked, so two are compared at once on two threads
     (numpy's sorts and comparisons let go of the GIL); their findings are marked in order, one group
-    waiting at most, so that memory holds two groups as it held one."""
+    waiting at most, so that memory holds two groups as it held one
+    (docs/guide/measurements.md#resolve-threads)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     export.finish()
