@@ -28,6 +28,7 @@ from tests.conftest import (
     RedisServer,
     SandboxProcess,
     _as_postgres,
+    as_new,
     cli,
     cli_env,
     deliveries,
@@ -50,6 +51,12 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     box = SandboxProcess("--rate", "100")
     yield box
     box.stop()
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from tests.conftest import (
     PostgresServer,
     RedisServer,
     SandboxProcess,
+    as_new,
     cli,
     cli_env,
     deliveries,
@@ -44,6 +45,12 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     box = SandboxProcess("--rate", "100")
     yield box
     box.stop()
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_server: PostgresServer) -> None:

@@ -20,6 +20,7 @@ from tests.conftest import (
     PostgresServer,
     RedisServer,
     SandboxProcess,
+    as_new,
     cli_env,
     free_port,
     journal,
@@ -33,6 +34,12 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     box = SandboxProcess("--rate", "50")
     yield box
     box.stop()
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 def send(jobs: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
