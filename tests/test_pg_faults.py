@@ -164,7 +164,7 @@ def test_a_send_that_loses_the_journals_lock_stops_and_no_second_send_runs_besid
 ) -> None:
     uri = postgres_server.journal()
     jobs = jobs_of(tmp_path / "jobs.jsonl", 80)
-    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "20"]
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
     args += ["--concurrency", "4"]
     first = start(*args)
     with killed_at_the_end(first):
@@ -827,7 +827,7 @@ def test_a_worker_stopped_in_the_middle_of_a_commit_goes_on_once_continued(
     import psycopg
 
     uri = postgres_server.journal()
-    jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 120)  # at --rate 20: 6 s, long enough for the worker to join and commit
     common = [
         "--endpoint",
         sandbox_process.url,

@@ -123,7 +123,7 @@ def test_redis_killed_mid_run_halts_resumably_and_resume_finishes(
 ) -> None:
     jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 100)
     out = tmp_path / "jobs.outcomes.jsonl"
-    proc = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "20")
+    proc = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "40")
     deadline = time.monotonic() + 30
     while (not out.exists() or len(out.read_bytes().splitlines()) < 10) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -136,7 +136,7 @@ def test_redis_killed_mid_run_halts_resumably_and_resume_finishes(
     assert 10 <= len(lines) < 100
 
     redis_server.start()  # back, empty: the budget starts afresh
-    resumed = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "20", "--resume")
+    resumed = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "40", "--resume")
     _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     assert len(journal(out)) == 100
@@ -152,7 +152,7 @@ def test_postgres_killed_mid_run_halts_resumably_and_resume_finishes(
     once the database is back, --resume finishes and every recipient got one message."""
     jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 100)
     out = tmp_path / "jobs.outcomes.jsonl"
-    proc = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "20")
+    proc = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "40")
     deadline = time.monotonic() + 30
     while (not out.exists() or len(out.read_bytes().splitlines()) < 10) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -166,7 +166,7 @@ def test_postgres_killed_mid_run_halts_resumably_and_resume_finishes(
     assert 10 <= len(lines) < 100
 
     postgres_server.start()
-    resumed = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "20", "--resume")
+    resumed = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "40", "--resume")
     _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     assert len(journal(out)) == 100
