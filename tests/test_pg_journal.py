@@ -486,7 +486,8 @@ def test_retry_failed_re_drives_the_runs_failures_from_another_machine(
     finally:
         refusing.stop()
     assert first.returncode == 1, first.stderr
-    assert (report(uri)["failed"], report(uri)["ok"]) == (3, 0)
+    before = report(uri)
+    assert (before["failed"], before["ok"]) == (3, 0)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "jobs.jsonl").write_bytes(jobs.read_bytes())

@@ -25,6 +25,7 @@ from tests.conftest import (
     free_port,
     journal,
     max_in_any_window,
+    wait_until,
     write_jobs,
 )
 
@@ -113,7 +114,15 @@ def test_without_a_shared_store_three_processes_overrun_the_cap(
     for name in ("announce", "export", "backfill"):
         jobs = one_recipient_jobs(tmp_path / f"{name}.jsonl", name, 40)
         runs.append(send(jobs, tmp_path / f"{name}.outcomes.jsonl", sandbox_process.url))
+
+    # The first refusal is the point: the processes are stopped then, not waited for through their retries.
+    def refused_or_over() -> bool:
+        ended = all(proc.poll() is not None for proc in runs)
+        return bool(sandbox_process.get("/sandbox/stats").get("60007", 0) > 0 or ended)
+
+    wait_until(refused_or_over)
     for proc in runs:
+        proc.terminate()
         proc.communicate(timeout=60)
     assert sandbox_process.get("/sandbox/stats").get("60007", 0) > 0
 
