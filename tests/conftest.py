@@ -1031,3 +1031,46 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
     yield from running(GcsServer(tmp_path_factory.mktemp("gcs")))
+
+
+# -- one PostgreSQL a module, found by each test as a new one ------------------------------------------
+# Copying the template's data directory and starting a server took most of a second a test. A module
+# whose tests make nothing outside the schema `dispatcher` opts in with a fixture of its own:
+#     @pytest.fixture
+#     def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+#         return as_new(module_postgres)
+
+
+@pytest.fixture(scope="module")
+def module_postgres(postgres_template: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(postgres_template)
+    server.start()
+    yield server
+    server.remove()
+
+
+def as_new(server: PostgresServer) -> PostgresServer:
+    """`server` as a test finds a new one: up (a test may have killed it), no session but the test's
+    own, nothing of dispatcher's in it."""
+    if server.proc is not None and server.proc.poll() is not None:
+        server.proc = None
+    if server.proc is None:
+        server.start()
+    # The previous test's processes are gone, but their sessions may not have noticed yet: a journal's
+    # lock or a claim they hold would be another run's in this test.
+    others = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+        "AND pid <> pg_backend_pid()"
+    )
+    wait_until(lambda: server.psql(others) == "0\n")
+    server.psql("DROP SCHEMA IF EXISTS dispatcher CASCADE")
+    return server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package once a session, before the workers start: where PYTHONDONTWRITEBYTECODE
+    is set, each `python -m dispatcher` a test starts compiled it again, 0.2-0.4 s a process."""
+    import compileall
+
+    if not hasattr(config, "workerinput"):  # the session itself, not one of its xdist workers
+        compileall.compile_dir(str(ROOT / "dispatcher"), quiet=1)

@@ -29,7 +29,7 @@ from tests.conftest import (
 GROUP = "@TGS#lock"
 
 
-def jobs_of(tmp_path: Path, recipients: int = 2000) -> tuple[Path, list[str]]:
+def jobs_of(tmp_path: Path, recipients: int = 200) -> tuple[Path, list[str]]:
     ids = users(recipients)
     jobs = write_jobs(
         tmp_path / "jobs.jsonl", [{"job_id": "a", "GroupId": GROUP, "Content": "hi", "ToMembers_Account": ids}]
@@ -54,6 +54,7 @@ async def test_second_run_on_a_journal_in_use_refuses_and_sends_nothing(
     jobs, ids = jobs_of(tmp_path)
     out = tmp_path / "out.jsonl"
     async with Sandbox(faults=Faults(latency=0.05)) as box:
+        box.hold_replies(3)  # the first run cannot end before the second has tried
         first = await start_send(jobs, out, box.url)
         await wait_for_lines(out, 3, first)
         assert first.returncode is None, "the first run finished too early to overlap"
@@ -64,6 +65,7 @@ async def test_second_run_on_a_journal_in_use_refuses_and_sends_nothing(
         (line,) = stderr.splitlines()  # one line, naming the journal and the pid that holds it
         assert f"{out} is in use by another run (pid {first.pid})" in line
 
+        box.release_replies()
         code, stderr = await finish(first)
         assert code == 0, stderr
         # Everyone exactly once: the second run sent nothing.
@@ -74,10 +76,12 @@ async def test_the_lock_dies_with_a_killed_run(tmp_path: Path) -> None:
     jobs, ids = jobs_of(tmp_path)
     out = tmp_path / "out.jsonl"
     async with Sandbox(faults=Faults(latency=0.05)) as box:
+        box.hold_replies(3)  # the first run is still under way when it is killed
         first = await start_send(jobs, out, box.url)
         await wait_for_lines(out, 3, first)
         first.kill()
         await finish(first)
+        box.release_replies()
         code, stderr = await finish(await start_send(jobs, out, box.url, "--resume"))
         assert code == 0, stderr  # nothing to clean up by hand
         assert set(box.ledger.recipients(GROUP, "hi")) == set(ids)
@@ -87,6 +91,7 @@ async def test_report_and_dry_run_read_a_journal_in_use(tmp_path: Path) -> None:
     jobs, _ids = jobs_of(tmp_path)
     out = tmp_path / "out.jsonl"
     async with Sandbox(faults=Faults(latency=0.05)) as box:
+        box.hold_replies(3)  # the first run is still under way while they read its journal
         first = await start_send(jobs, out, box.url)
         await wait_for_lines(out, 3, first)
         for args in (
@@ -98,5 +103,6 @@ async def test_report_and_dry_run_read_a_journal_in_use(tmp_path: Path) -> None:
             )
             assert result.returncode == 0, result.stderr
         assert first.returncode is None  # they did not wait for it
+        box.release_replies()
         assert (await finish(first))[0] == 0
     assert all(line["status"] == "ok" for line in journal(out))

@@ -32,6 +32,7 @@ from tests.conftest import (
     RedisServer,
     Timeline,
     VirtualClock,
+    as_new,
     in_virtual_time,
     in_virtual_time_on_postgres,
     max_in_any_window,
@@ -148,6 +149,12 @@ class Budget:
             await limiter.aclose()
         for on_postgres in self._on_postgres:
             await on_postgres.aclose()
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])

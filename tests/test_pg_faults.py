@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +22,15 @@ import pytest
 
 from tests.conftest import (
     ROOT,
+    HoldingSandboxProcess,
+    Lines,
     PostgresServer,
     RedisServer,
     SandboxProcess,
     _as_postgres,
+    as_new,
     cli,
+    cli_env,
     deliveries,
     jobs_of,
     outcomes,
@@ -46,6 +51,12 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     box = SandboxProcess("--rate", "100")
     yield box
     box.stop()
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 @contextlib.contextmanager
@@ -153,7 +164,7 @@ def test_a_send_that_loses_the_journals_lock_stops_and_no_second_send_runs_besid
 ) -> None:
     uri = postgres_server.journal()
     jobs = jobs_of(tmp_path / "jobs.jsonl", 80)
-    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "20"]
+    args = ["send", str(jobs), "--out", uri, "--endpoint", sandbox_process.url, "--no-progress", "--rate", "40"]
     args += ["--concurrency", "4"]
     first = start(*args)
     with killed_at_the_end(first):
@@ -473,13 +484,59 @@ def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
     assert "90003" not in doc["error_codes"]  # type: ignore[operator]
 
 
+# A sandbox in a process of its own whose replies to its first COUNT requests are held (delivered, not yet
+# answered) until a line comes on its stdin; every later request is answered at once. It prints its URL,
+# then "held" once the COUNT are.
+FIRST_HELD_SANDBOX = """
+import asyncio, os, sys
+from dispatcher.sandbox import Sandbox
+
+async def main(count):
+    box = Sandbox()
+    box.hold_replies(0)
+    loop = asyncio.get_running_loop()
+    told = asyncio.Event()
+
+    def read():
+        os.read(0, 4096)
+        loop.remove_reader(0)
+        told.set()
+
+    async def hold():
+        await box.wait_held(count)
+        box.hold_replies(2**62)  # no request after these is held; these are until the release
+        print("held", flush=True)
+        loop.add_reader(0, read)
+        await told.wait()
+        box.release_replies()
+
+    holding = asyncio.create_task(hold())
+    await box.serve(0, asyncio.Event(), lambda url: print(url, flush=True))
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+class FirstHeldSandboxProcess(HoldingSandboxProcess):
+    """A sandbox whose replies to its first `count` requests are held until `release()`."""
+
+    def __init__(self, count: int) -> None:
+        args = [sys.executable, "-c", FIRST_HELD_SANDBOX, str(count)]
+        self.proc = subprocess.Popen(
+            args, env=cli_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._lines = Lines(self.proc.stdout)
+        self.url = self._lines.until(lambda _: True, "its URL").decode()
+
+
 def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requests_take(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
-    """Replies take 9 s: the first send, its lock's connection cut, lives on for its requests in flight,
-    longer than a heartbeat counts as fresh (5 s). Before, its heartbeat stopped with the connection, and a
-    second send started beside it once the heartbeat was 5 s old."""
-    box = SandboxProcess("--latency", "9")
+    """The first send's replies are held until the second send has been tried: the first, its lock's
+    connection cut, lives on for its requests in flight, longer than a heartbeat counts as fresh (5 s).
+    Before, its heartbeat stopped with the connection, and a second send started beside it once the
+    heartbeat was 5 s old. (The replies are held, not slow: the third send is answered at once.)"""
+    box = FirstHeldSandboxProcess(4)
     uri = postgres_server.journal()
     jobs = jobs_of(tmp_path / "jobs.jsonl", 8)
     args = ["send", str(jobs), "--out", uri, "--endpoint", box.url, "--no-progress", "--rate", "20"]
@@ -487,9 +544,7 @@ def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requ
     first = start(*args)
     try:
         with killed_at_the_end(first):
-            wait_until(
-                lambda: box.get("/sandbox/stats").get("requests", 0) >= 4, first
-            )  # 4 requests in flight, for 9 s
+            box.wait_held(first)  # 4 requests in flight, until the release below
             cut = postgres_server.psql(
                 "SELECT clock_timestamp(), pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
                 "AND mode = 'ExclusiveLock' AND granted"
@@ -507,6 +562,7 @@ def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requ
             )
             alive = first.poll() is None  # its requests in flight go on
             second = cli(*args, "--resume")
+            box.release()
             _, err = first.communicate(timeout=60)
         third = cli(*args, "--resume")
         got = deliveries(box)
@@ -771,7 +827,7 @@ def test_a_worker_stopped_in_the_middle_of_a_commit_goes_on_once_continued(
     import psycopg
 
     uri = postgres_server.journal()
-    jobs = jobs_of(tmp_path / "jobs.jsonl", 200)
+    jobs = jobs_of(tmp_path / "jobs.jsonl", 120)  # at --rate 20: 6 s, long enough for the worker to join and commit
     common = [
         "--endpoint",
         sandbox_process.url,

@@ -24,6 +24,7 @@ from tests.conftest import (
     PostgresServer,
     RedisServer,
     SandboxProcess,
+    as_new,
     cli,
     cli_env,
     deliveries,
@@ -44,6 +45,12 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     box = SandboxProcess("--rate", "100")
     yield box
     box.stop()
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 def test_send_stores_the_plan_and_report_reads_the_run(tmp_path: Path, postgres_server: PostgresServer) -> None:
@@ -479,7 +486,8 @@ def test_retry_failed_re_drives_the_runs_failures_from_another_machine(
     finally:
         refusing.stop()
     assert first.returncode == 1, first.stderr
-    assert (report(uri)["failed"], report(uri)["ok"]) == (3, 0)
+    before = report(uri)
+    assert (before["failed"], before["ok"]) == (3, 0)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "jobs.jsonl").write_bytes(jobs.read_bytes())

@@ -19,6 +19,7 @@ from tests.conftest import (
     PG_PASSWORD,
     FakeClock,
     PostgresServer,
+    as_new,
     free_port,
     in_virtual_time_on_postgres,
     max_in_any_window,
@@ -28,6 +29,12 @@ from tests.conftest import (
 KEY = "dispatcher:budget:1400000000:/v4/group_open_http_svc/send_group_system_notification"
 QUOTA_KEY = "dispatcher:budget:1400000000:/v4/openim/batchsendmsg"
 LOST_TAIL = "; no new requests start, those in flight are recorded; resume with --resume when it is back"
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 @pytest.fixture

@@ -20,10 +20,12 @@ from tests.conftest import (
     PostgresServer,
     RedisServer,
     SandboxProcess,
+    as_new,
     cli_env,
     free_port,
     journal,
     max_in_any_window,
+    wait_until,
     write_jobs,
 )
 
@@ -33,6 +35,12 @@ def sandbox_process() -> Iterator[SandboxProcess]:
     box = SandboxProcess("--rate", "50")
     yield box
     box.stop()
+
+
+@pytest.fixture
+def postgres_server(module_postgres: PostgresServer) -> PostgresServer:
+    """One server for the module's tests, each finding it as a new one (`as_new`)."""
+    return as_new(module_postgres)
 
 
 def send(jobs: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
@@ -106,7 +114,15 @@ def test_without_a_shared_store_three_processes_overrun_the_cap(
     for name in ("announce", "export", "backfill"):
         jobs = one_recipient_jobs(tmp_path / f"{name}.jsonl", name, 40)
         runs.append(send(jobs, tmp_path / f"{name}.outcomes.jsonl", sandbox_process.url))
+
+    # The first refusal is the point: the processes are stopped then, not waited for through their retries.
+    def refused_or_over() -> bool:
+        ended = all(proc.poll() is not None for proc in runs)
+        return bool(sandbox_process.get("/sandbox/stats").get("60007", 0) > 0 or ended)
+
+    wait_until(refused_or_over)
     for proc in runs:
+        proc.terminate()
         proc.communicate(timeout=60)
     assert sandbox_process.get("/sandbox/stats").get("60007", 0) > 0
 
@@ -116,7 +132,7 @@ def test_redis_killed_mid_run_halts_resumably_and_resume_finishes(
 ) -> None:
     jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 100)
     out = tmp_path / "jobs.outcomes.jsonl"
-    proc = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "20")
+    proc = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "40")
     deadline = time.monotonic() + 30
     while (not out.exists() or len(out.read_bytes().splitlines()) < 10) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -129,7 +145,7 @@ def test_redis_killed_mid_run_halts_resumably_and_resume_finishes(
     assert 10 <= len(lines) < 100
 
     redis_server.start()  # back, empty: the budget starts afresh
-    resumed = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "20", "--resume")
+    resumed = send(jobs, out, sandbox_process.url, "--rate-store", redis_server.url, "--rate", "40", "--resume")
     _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     assert len(journal(out)) == 100
@@ -145,7 +161,7 @@ def test_postgres_killed_mid_run_halts_resumably_and_resume_finishes(
     once the database is back, --resume finishes and every recipient got one message."""
     jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 100)
     out = tmp_path / "jobs.outcomes.jsonl"
-    proc = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "20")
+    proc = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "40")
     deadline = time.monotonic() + 30
     while (not out.exists() or len(out.read_bytes().splitlines()) < 10) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -159,7 +175,7 @@ def test_postgres_killed_mid_run_halts_resumably_and_resume_finishes(
     assert 10 <= len(lines) < 100
 
     postgres_server.start()
-    resumed = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "20", "--resume")
+    resumed = send(jobs, out, sandbox_process.url, "--rate-store", postgres_server.url, "--rate", "40", "--resume")
     _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     assert len(journal(out)) == 100
