@@ -230,13 +230,15 @@ def _until_stopped(blocks: Iterator[Clean], stop: threading.Event | None) -> Ite
 
 
 def _driver(side: Side) -> tuple[Any, str, str, Driver]:
-    """The driver manager's dbapi module, the driver's library, the URI it is given, and the driver."""
+    """The driver manager, the driver's library, the URI it is given, and the driver."""
     assert side.database is not None
     uri = uris.split(side.database)
     known = DRIVERS[uri.scheme]
     package, whole = known.package, known.whole
     try:
-        dbapi = importlib.import_module("adbc_driver_manager.dbapi")
+        # The manager's own handles, not its DB-API module, which imports pyarrow.dataset: 0.1-0.25 s
+        # before the query could start.
+        manager = importlib.import_module("adbc_driver_manager")
         importlib.import_module("pyarrow")
     except ImportError:
         raise QueryError(f"{side.label} needs ADBC and pyarrow, the query extra: {EXTRA}") from None
@@ -249,7 +251,7 @@ def _driver(side: Side) -> tuple[Any, str, str, Driver]:
             f"(PostgreSQL's comes with the query extra: {EXTRA})"
         ) from None
     given = side.database if whole else side.database.split("://", 1)[1]
-    return dbapi, str(driver._driver_path()), given, known
+    return manager, str(driver._driver_path()), given, known
 
 
 def _rows(side: Side, stop: threading.Event | None, on_column: Callable[[str], None]) -> Iterator[Clean]:
@@ -257,7 +259,7 @@ def _rows(side: Side, stop: threading.Event | None, on_column: Callable[[str], N
     from dispatcher.jobs import tables
 
     assert side.database is not None
-    dbapi, driver, given, known = _driver(side)
+    manager, driver, given, known = _driver(side)
     where = shown(side.database)
     source = Source(Path(), where, NAME, None, True)
     uri = uris.split(side.database)
@@ -265,7 +267,7 @@ def _rows(side: Side, stop: threading.Event | None, on_column: Callable[[str], N
     written = [uri.userinfo.partition(":")[2]] if uri.at else []
     written += [p.partition("=")[2] for p in uri.query.split("&") if p.partition("=")[0] == "password"]
     secrets = sorted({s for s in (uri.secret(), side.database, *written) if s}, key=len, reverse=True)
-    fetch = _Fetch(dbapi, driver, given, known.options, side.name, f"{side.label} on {where}", secrets)
+    fetch = _Fetch(manager, driver, given, known.options, side.name, f"{side.label} on {where}", secrets)
     try:
         names = fetch.schema(stop)
         try:
@@ -297,32 +299,40 @@ class _Fetch:
     and closes it itself, so that a run stopped while the database is slow to answer is not held by it."""
 
     def __init__(
-        self, dbapi: Any, driver: str, given: str, options: Mapping[str, str], sql: str, what: str, secrets: list[str]
+        self, manager: Any, driver: str, given: str, options: Mapping[str, str], sql: str, what: str, secrets: list[str]
     ) -> None:
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_AHEAD)
         self._done = threading.Event()
         self._what = what
-        args = (dbapi, driver, given, options, sql, secrets)
+        args = (manager, driver, given, options, sql, secrets)
         threading.Thread(target=self._run, args=args, name="dispatcher-query", daemon=True).start()
 
     def _run(
-        self, dbapi: Any, driver: str, given: str, options: Mapping[str, str], sql: str, secrets: list[str]
+        self, manager: Any, driver: str, given: str, options: Mapping[str, str], sql: str, secrets: list[str]
     ) -> None:
         import pyarrow as pa
 
         reading = False
         try:
-            with dbapi.connect(driver=driver, db_kwargs={"uri": given}) as conn, conn.cursor() as cursor:
+            with contextlib.ExitStack() as handles:  # closed in turn: the reader, statement, connection, database
+                database = manager.AdbcDatabase(driver=driver, uri=given)
+                handles.callback(database.close)
+                conn = manager.AdbcConnection(database)
+                handles.callback(conn.close)
+                statement = manager.AdbcStatement(conn)
+                handles.callback(statement.close)
                 if options:
-                    cursor.adbc_statement.set_options(**options)
-                cursor.execute(sql)
-                reader = cursor.fetch_record_batch()
+                    statement.set_options(**options)
+                statement.set_sql_query(sql)
+                stream, _rows = statement.execute_query()
+                reader = pa.RecordBatchReader._import_from_c(stream.address)
+                handles.callback(reader.close)
                 reading = self._put(("schema", list(reader.schema.names)))
                 for batch in reader:
                     if not self._put(("batch", batch)):
                         return
                 self._put(("end", None))
-        except (dbapi.Error, pa.ArrowException, OSError) as exc:
+        except (manager.Error, pa.ArrowException, OSError) as exc:
             during = " while it was read" if reading else ""  # the connection lost mid-read, say
             self._put(("error", QueryError(f"{self._what} failed{during}: {_said(exc, secrets)}")))
         except BaseException as exc:  # handed over: the reading thread raises it
