@@ -644,13 +644,14 @@ class Lines:
 
 # A sandbox in a process of its own, as `dispatcher sandbox` serves it, whose replies past the first
 # AFTER requests are held (Sandbox.hold_replies): it prints its URL, then "held" once COUNT are, and
-# releases them when a line (or the end) comes on its stdin.
+# releases them when a line (or the end) comes on its stdin. ONLY 1: the requests after those COUNT are
+# answered at once. RATE 0: the sandbox's own rate.
 HOLDING_SANDBOX = """
 import asyncio, os, sys
 from dispatcher.sandbox import Sandbox
 
-async def main(rate, after, count):
-    box = Sandbox(rate=rate)
+async def main(rate, after, count, only):
+    box = Sandbox(rate=rate) if rate else Sandbox()
     box.hold_replies(after)
     loop = asyncio.get_running_loop()
     told = asyncio.Event()
@@ -662,6 +663,8 @@ async def main(rate, after, count):
 
     async def hold():
         await box.wait_held(count)
+        if only:
+            box.hold_replies(2**62)  # no request after these is held; these are until the release
         print("held", flush=True)
         loop.add_reader(0, read)
         await told.wait()
@@ -676,10 +679,11 @@ asyncio.run(main(*map(int, sys.argv[1:])))
 
 class HoldingSandboxProcess(SandboxProcess):
     """A SandboxProcess whose replies past the first `after` requests are held (delivered, not yet
-    answered) until `release()`; `wait_held` returns once `count` are held at once."""
+    answered) until `release()`; `wait_held` returns once `count` are held at once. `only`: those
+    `count` alone are held, the later ones answered at once. `rate` 0: the sandbox's own."""
 
-    def __init__(self, *, rate: int, after: int, count: int) -> None:
-        args = [sys.executable, "-c", HOLDING_SANDBOX, str(rate), str(after), str(count)]
+    def __init__(self, *, rate: int = 0, after: int, count: int, only: bool = False) -> None:
+        args = [sys.executable, "-c", HOLDING_SANDBOX, str(rate), str(after), str(count), str(int(only))]
         self.proc = subprocess.Popen(
             args, env=cli_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +22,12 @@ import pytest
 from tests.conftest import (
     ROOT,
     HoldingSandboxProcess,
-    Lines,
     PostgresServer,
     RedisServer,
     SandboxProcess,
     _as_postgres,
     as_new,
     cli,
-    cli_env,
     deliveries,
     jobs_of,
     outcomes,
@@ -487,48 +484,6 @@ def test_a_worker_re_drives_the_failed_batches_a_retry_failed_send_re_opened(
 # A sandbox in a process of its own whose replies to its first COUNT requests are held (delivered, not yet
 # answered) until a line comes on its stdin; every later request is answered at once. It prints its URL,
 # then "held" once the COUNT are.
-FIRST_HELD_SANDBOX = """
-import asyncio, os, sys
-from dispatcher.sandbox import Sandbox
-
-async def main(count):
-    box = Sandbox()
-    box.hold_replies(0)
-    loop = asyncio.get_running_loop()
-    told = asyncio.Event()
-
-    def read():
-        os.read(0, 4096)
-        loop.remove_reader(0)
-        told.set()
-
-    async def hold():
-        await box.wait_held(count)
-        box.hold_replies(2**62)  # no request after these is held; these are until the release
-        print("held", flush=True)
-        loop.add_reader(0, read)
-        await told.wait()
-        box.release_replies()
-
-    holding = asyncio.create_task(hold())
-    await box.serve(0, asyncio.Event(), lambda url: print(url, flush=True))
-
-asyncio.run(main(int(sys.argv[1])))
-"""
-
-
-class FirstHeldSandboxProcess(HoldingSandboxProcess):
-    """A sandbox whose replies to its first `count` requests are held until `release()`."""
-
-    def __init__(self, count: int) -> None:
-        args = [sys.executable, "-c", FIRST_HELD_SANDBOX, str(count)]
-        self.proc = subprocess.Popen(
-            args, env=cli_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self._lines = Lines(self.proc.stdout)
-        self.url = self._lines.until(lambda _: True, "its URL").decode()
-
-
 def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requests_take(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
@@ -536,7 +491,7 @@ def test_a_send_that_lost_its_lock_refuses_a_second_send_for_as_long_as_its_requ
     connection cut, lives on for its requests in flight, longer than a heartbeat counts as fresh (5 s).
     Before, its heartbeat stopped with the connection, and a second send started beside it once the
     heartbeat was 5 s old. (The replies are held, not slow: the third send is answered at once.)"""
-    box = FirstHeldSandboxProcess(4)
+    box = HoldingSandboxProcess(after=0, count=4, only=True)  # the first 4 replies held
     uri = postgres_server.journal()
     jobs = jobs_of(tmp_path / "jobs.jsonl", 8)
     args = ["send", str(jobs), "--out", uri, "--endpoint", box.url, "--no-progress", "--rate", "20"]

@@ -10,7 +10,6 @@ import dataclasses
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,9 @@ GROUP = "@TGS#query"
 
 
 @pytest.fixture(scope="module")
-def database(postgres_template: Path) -> Iterator[PostgresServer]:
+def database(module_postgres: PostgresServer) -> PostgresServer:
     """One server for the module: each test makes tables of its own names."""
-    server = PostgresServer(postgres_template)
-    server.start()
-    yield server
-    server.remove()
+    return module_postgres
 
 
 def table(db: PostgresServer, name: str, ids: list[str]) -> None:
