@@ -210,6 +210,15 @@ def test_a_connection_lost_while_the_rows_arrive_is_one_line(database: PostgresS
     assert "terminating connection due to administrator command" in str(raised.value)
 
 
+def test_a_query_that_changes_rows_leaves_them_unchanged(database: PostgresServer, tmp_path: Path) -> None:
+    # Run in a transaction never committed, as the DB-API module ran it: reading the audience (a dry run,
+    # a check) never deletes the rows it returns.
+    table(database, "members_t", ["t1", "t2"])
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job(database, "DELETE FROM members_t RETURNING user_id")])
+    assert read_one(jobs).recipient_count == 2
+    assert database.psql("SELECT count(*) FROM members_t").strip() == "2"
+
+
 def test_an_empty_exclude_query_is_refused_too(database: PostgresServer, tmp_path: Path) -> None:
     table(database, "members_h", ["h1"])
     doc = job(database, "SELECT user_id FROM members_h", exclude_query="SELECT user_id FROM members_h WHERE false")

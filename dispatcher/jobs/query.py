@@ -319,6 +319,10 @@ class _Fetch:
                 handles.callback(database.close)
                 conn = manager.AdbcConnection(database)
                 handles.callback(conn.close)
+                # In a transaction never committed, as the DB-API module ran it: a query that changes rows
+                # (DELETE ... RETURNING) reads its audience and leaves them as they were.
+                with contextlib.suppress(manager.NotSupportedError):
+                    conn.set_autocommit(False)
                 statement = manager.AdbcStatement(conn)
                 handles.callback(statement.close)
                 if options:
