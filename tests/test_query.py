@@ -206,6 +206,33 @@ def test_a_connection_lost_while_the_rows_arrive_is_one_line(database: PostgresS
     assert "terminating connection due to administrator command" in str(raised.value)
 
 
+def test_a_query_that_changes_rows_leaves_them_unchanged(database: PostgresServer, tmp_path: Path) -> None:
+    # Run in a transaction never committed, as the DB-API module ran it: reading the audience (a dry run,
+    # a check) never deletes the rows it returns.
+    table(database, "members_t", ["t1", "t2"])
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job(database, "DELETE FROM members_t RETURNING user_id")])
+    assert read_one(jobs).recipient_count == 2
+    assert database.psql("SELECT count(*) FROM members_t").strip() == "2"
+
+
+def test_a_full_disk_as_the_copy_is_closed_is_one_line(
+    database: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    # The compressed copy holds its few rows until it is closed: the full disk is found there.
+    opened = pa.output_stream
+    monkeypatch.setattr(pa, "output_stream", lambda _path, compression: opened("/dev/full", compression=compression))
+    table(database, "members_f", ["f1"])
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job(database, "SELECT user_id FROM members_f")])
+    with pytest.raises(ExportError) as raised:
+        read_one(jobs, Kept(directory=tmp_path / "out.jsonl.queries"))
+    assert str(raised.value) == (
+        f"{jobs}:1: cannot keep the query's copy in {tmp_path / 'out.jsonl.queries'}: "
+        "Error writing bytes to file. Detail: [errno 28] No space left on device"
+    )
+
+
 def test_an_empty_exclude_query_is_refused_too(database: PostgresServer, tmp_path: Path) -> None:
     table(database, "members_h", ["h1"])
     doc = job(database, "SELECT user_id FROM members_h", exclude_query="SELECT user_id FROM members_h WHERE false")

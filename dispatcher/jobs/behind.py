@@ -7,7 +7,8 @@ reading rather than after it (docs/guide/measurements.md#behind).
 
 The calls run in the order given. At most `ahead` wait, so memory holds a few blocks whatever the
 speeds. The first exception a call raises is raised to the caller at its next `call` or `wait`, and
-the calls after it are skipped: a spool that failed is never written past its hole.
+the calls after it are skipped: a spool that failed is never written past its hole. It is raised at
+the end too, over an error of the caller's own, which came after it (`Behind.__exit__`).
 """
 
 from __future__ import annotations
@@ -45,12 +46,17 @@ class Behind:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         """The thread ends once the calls given have run (or been skipped after a failure): nothing is
-        left writing to a file the caller closes next."""
-        if exc is not None and self._failed is None:
-            self._failed = exc  # the caller gave up: what waits is skipped
+        left writing to a file the caller closes next.
+
+        The calls given came before the caller's own error: run in turn, one of them that fails (a full
+        disk) would have failed first, so that failure is raised, not the caller's (a bad row read after).
+        An interruption (a signal, a generator closed) skips what waits and stays what is raised."""
+        interrupted = exc is not None and not isinstance(exc, Exception)
+        if interrupted and self._failed is None:
+            self._failed = exc
         self._calls.put(None)
         self._thread.join()
-        if exc is None:
+        if not interrupted and self._failed is not exc:
             self._raise()
 
     def _raise(self) -> None:

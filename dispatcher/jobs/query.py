@@ -319,6 +319,10 @@ class _Fetch:
                 handles.callback(database.close)
                 conn = manager.AdbcConnection(database)
                 handles.callback(conn.close)
+                # In a transaction never committed, as the DB-API module ran it: a query that changes rows
+                # (DELETE ... RETURNING) reads its audience and leaves them as they were.
+                with contextlib.suppress(manager.NotSupportedError):
+                    conn.set_autocommit(False)
                 statement = manager.AdbcStatement(conn)
                 handles.callback(statement.close)
                 if options:
@@ -478,6 +482,12 @@ class _Directory(_Copies):
             except OSError as exc:
                 raise QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}") from None
 
+        def close() -> None:  # the compressed tail is written here: a full disk may first be found here
+            try:
+                stream.close()
+            except OSError as exc:
+                raise QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}") from None
+
         def write(data: bytes) -> None:
             nonlocal done
             if not data:
@@ -489,14 +499,15 @@ class _Directory(_Copies):
         try:
             with Behind("dispatcher-copy") as behind:  # compressed beside the reading, on a thread of its own
                 yield write
-            stream.close()
+            close()
             if done:
                 _durable(part)
                 os.replace(part, final)
                 _durable(self.directory)
         finally:
             if not stream.closed:
-                stream.close()
+                with contextlib.suppress(OSError):  # already failed: what is raised says why
+                    stream.close()
             part.unlink(missing_ok=True)
 
 
