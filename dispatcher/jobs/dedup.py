@@ -43,7 +43,9 @@ I64 = npt.NDArray[np.int64]
 _WORDS = 4  # a record: 32 bytes, four little-endian words
 _FLUSH_ROWS = 1 << 17  # records sorted at once
 _KEPT_BYTES = 8 << 20  # records kept in memory before the rest goes to the temporary file
-_GROUP_ROWS = 1 << 18  # records compared at once in the second pass (one range more if a range is larger)
+# Records compared at once in a group of the second pass (one range more if a range is larger). Two groups
+# are compared at once: together they hold what one group of 1 << 18 held.
+_GROUP_ROWS = 1 << 17
 _CROWDED = 8  # times the records a range holds on average, past which a flush drops its repeats
 _BITS = 10
 _BUCKETS = 1 << _BITS  # fingerprint ranges
@@ -387,7 +389,7 @@ def resolve(export: Records, drops: Drops, exclude: Records | None, stop: thread
 
     The groups share nothing until their rows are marked, so two are compared at once on two threads
     (numpy's sorts and comparisons let go of the GIL); their findings are marked in order, one group
-    waiting at most, so that memory holds two groups as it held one
+    waiting at most; a group is half what it was on one thread, so memory holds what it held then
     (docs/guide/measurements.md#resolve-threads)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -432,6 +434,7 @@ _THREADS = 2  # groups compared at once
 
 def _group(export: Records, exclude: Records | None, low: int, high: int) -> tuple[I64 | None, I64 | None]:
     """The rows of ranges low..high-1 that repeat an earlier row, and those the suppression list holds."""
+    breathe()  # in a thread of the pass: the event loop gets the GIL here too
     recs, rows = export.take(low, high)
     if not len(recs):
         return None, None
