@@ -79,9 +79,12 @@ def stalled(server: PostgresServer) -> Iterator[None]:
     """The database stops answering, as a host that froze or a network that drops every packet: its
     processes are stopped (the kernel still accepts connections and data), and continued at the end."""
     pids = server_pids(server)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
     try:
+        for pid in pids:
+            # A backend may end between the listing and its signal (one another test's session ended): the
+            # others, already stopped, must still be continued below, or the test hangs on them.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
         yield
     finally:
         for pid in pids:
