@@ -276,7 +276,7 @@ def _pread(spill: IO[bytes], size: int, offset: int) -> bytes:
         parts.append(part)
         size -= len(part)
         offset += len(part)
-    return b"".join(parts) if len(parts) != 1 else parts[0]
+    return b"".join(parts)
 
 
 def _member(values: U64, of: U64) -> npt.NDArray[np.bool_]:
@@ -408,21 +408,28 @@ def resolve(export: Records, drops: Drops, exclude: Records | None, stop: thread
         groups.append((low, high))
         low = high
     pending: collections.deque[Future[tuple[I64 | None, I64 | None]]] = collections.deque()
+
+    def mark_oldest() -> None:
+        nonlocal duplicates, excluded
+        later, hit = pending.popleft().result()
+        if later is not None:
+            drops.mark(later)
+            duplicates += len(later)
+        if hit is not None:
+            drops.mark(hit)
+            excluded += len(hit)
+
     with ThreadPoolExecutor(_THREADS, thread_name_prefix="dispatcher-dedup") as pool:
         try:
-            for at, (low, high) in enumerate(groups):
+            for low, high in groups:
                 if stop is not None and stop.is_set():
                     raise Stopped
                 breathe()
                 pending.append(pool.submit(_group, export, exclude, low, high))
-                while pending and (len(pending) >= _THREADS or at == len(groups) - 1):
-                    later, hit = pending.popleft().result()
-                    if later is not None:
-                        drops.mark(later)
-                        duplicates += len(later)
-                    if hit is not None:
-                        drops.mark(hit)
-                        excluded += len(hit)
+                if len(pending) == _THREADS:
+                    mark_oldest()
+            while pending:
+                mark_oldest()
         finally:
             for future in pending:
                 future.cancel()

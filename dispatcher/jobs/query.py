@@ -457,6 +457,9 @@ class _Directory(_Copies):
     directory: Path
     reuse: bool
 
+    def _cannot_keep(self, exc: OSError) -> QueryError:
+        return QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}")
+
     def read(self, key: str) -> Iterator[bytes] | None:
         path = self.directory / f"{key}{_COPY_SUFFIX}"
         if not (self.reuse and path.exists()):
@@ -473,20 +476,20 @@ class _Directory(_Copies):
             self.directory.mkdir(exist_ok=True)
             stream = pa.output_stream(str(part), compression="zstd")
         except OSError as exc:
-            raise QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}") from None
+            raise self._cannot_keep(exc) from None
         done = False
 
         def put(data: bytes) -> None:
             try:
                 stream.write(data)
             except OSError as exc:
-                raise QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}") from None
+                raise self._cannot_keep(exc) from None
 
         def close() -> None:  # the compressed tail is written here: a full disk may first be found here
             try:
                 stream.close()
             except OSError as exc:
-                raise QueryError(f"cannot keep the query's copy in {self.directory}: {exc.strerror}") from None
+                raise self._cannot_keep(exc) from None
 
         def write(data: bytes) -> None:
             nonlocal done
@@ -536,6 +539,9 @@ class _Table(_Copies):
     conninfo: str = dataclasses.field(repr=False)
     journal: str
     reuse: bool
+
+    def _cannot_keep(self, exc: BaseException) -> QueryError:
+        return QueryError(f"cannot keep the query's copy in journal {self.journal}: {_first(exc)}")
 
     def _connect(self, make: bool) -> Any:
         """A connection to the journal's database; `make`: the table made first, if it is not yet (for
@@ -603,7 +609,7 @@ class _Table(_Copies):
             conn = self._connect(make=True)
             conn.execute(_sql()["drop"], (self.journal, key))
         except psycopg.Error as exc:
-            raise QueryError(f"cannot keep the query's copy in journal {self.journal}: {_first(exc)}") from None
+            raise self._cannot_keep(exc) from None
         pending: list[bytes] = []
         size = 0
         part = 0
@@ -627,7 +633,7 @@ class _Table(_Copies):
                 try:
                     flush()
                 except psycopg.Error as exc:
-                    raise QueryError(f"cannot keep the query's copy in journal {self.journal}: {_first(exc)}") from None
+                    raise self._cannot_keep(exc) from None
 
         try:
             yield write
@@ -636,7 +642,7 @@ class _Table(_Copies):
                     flush()
                     conn.commit()
                 except psycopg.Error as exc:
-                    raise QueryError(f"cannot keep the query's copy in journal {self.journal}: {_first(exc)}") from None
+                    raise self._cannot_keep(exc) from None
         finally:
             conn.close()  # uncommitted: rolled back
 
