@@ -866,6 +866,19 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+def cli_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`dispatcher ARGS` run as if `module` (an extra's package) were not installed."""
+    code = f"import sys; sys.modules[{module!r}] = None\nfrom dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=cli_env(**DEMO_ENV),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
     return subprocess.Popen(
         DISPATCHER(*args), env=cli_env(**DEMO_ENV), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

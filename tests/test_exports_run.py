@@ -7,7 +7,6 @@ import collections
 import gzip
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -17,7 +16,7 @@ from dispatcher.observe.events import JobAccepted
 from dispatcher.observe.metrics import RunMetrics
 from dispatcher.observe.report import render_text, summarise
 from dispatcher.sandbox import Sandbox
-from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, journal, run_engine, write_jobs
+from tests.conftest import DEMO_ENV, DISPATCHER, ROOT, cli_env, cli_without, journal, run_engine, write_jobs
 
 GROUP = "@TGS#exports"
 JOB = {
@@ -196,18 +195,7 @@ def test_a_full_disk_while_an_export_is_read_stops_the_run_with_one_line_and_sen
 def test_a_table_export_without_pyarrow_is_one_line_naming_the_extra(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text("uid\nann\n")
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "hi", "recipients_file": "r.csv"}])
-    code = (
-        "import sys; sys.modules['pyarrow'] = None\n"  # as if the exports extra were not installed
-        "from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, "send", str(jobs), "--dry-run"],
-        env=cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = cli_without("pyarrow", "send", str(jobs), "--dry-run")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"dispatcher: error: {jobs}:1: r.csv: a csv export needs pyarrow, the exports extra: "
@@ -220,15 +208,7 @@ def test_a_text_export_needs_no_extra(tmp_path: Path, content: bytes) -> None:
     name = "r.txt" if content.startswith(b"ann") else "r.txt.gz"
     (tmp_path / name).write_bytes(content)
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"GroupId": GROUP, "Content": "hi", "recipients_file": name}])
-    code = "import sys; sys.modules['pyarrow'] = None\nfrom dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
-    result = subprocess.run(
-        [sys.executable, "-c", code, "send", str(jobs), "--dry-run"],
-        env={**cli_env(), **DEMO_ENV},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = cli_without("pyarrow", "send", str(jobs), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "recipients  2 named" in result.stdout
 

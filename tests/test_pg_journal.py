@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.conftest import (
     as_new,
     cli,
     cli_env,
+    cli_without,
     deliveries,
     free_port,
     jobs_of,
@@ -376,12 +376,9 @@ def test_a_password_from_pgpassword_keeps_it_out_of_the_command_line(
 
 def test_a_missing_postgres_extra_names_it(tmp_path: Path) -> None:
     jobs = jobs_of(tmp_path / "jobs.jsonl", 1)
-    code = "import sys; sys.modules['psycopg'] = None; from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
     uri = f"postgresql://me:{PG_PASSWORD}@127.0.0.1:5999/db?journal=run"
     for args in (["send", str(jobs), "--sandbox", "--out", uri], ["work", uri], ["report", uri]):
-        done = subprocess.run(
-            [sys.executable, "-c", code, *args], env=cli_env(**DEMO_ENV), cwd=ROOT, capture_output=True, text=True
-        )
+        done = cli_without("psycopg", *args)
         assert done.returncode == 2
         assert done.stderr == (
             "dispatcher: error: postgresql://me@127.0.0.1:5999/db?journal=run: a PostgreSQL journal needs the "

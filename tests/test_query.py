@@ -9,7 +9,6 @@ import collections
 import dataclasses
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.conftest import (
     ROOT,
     PostgresServer,
     cli_env,
+    cli_without,
     journal,
     make_config,
     run_engine,
@@ -304,18 +304,7 @@ def test_a_missing_query_extra_is_one_line_naming_it(tmp_path: Path) -> None:
         "recipients_database": "postgresql://db/x",
     }
     jobs = write_jobs(tmp_path / "jobs.jsonl", [doc])
-    code = (
-        "import sys; sys.modules['adbc_driver_manager'] = None\n"  # as if the query extra were not installed
-        "from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, "send", str(jobs), "--dry-run"],
-        env=cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli_without("adbc_driver_manager", "send", str(jobs), "--dry-run")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"dispatcher: error: {jobs}:1: the recipients_query needs ADBC and pyarrow, the query extra: "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.conftest import (
     SandboxProcess,
     as_new,
     cli_env,
+    cli_without,
     free_port,
     journal,
     max_in_any_window,
@@ -222,15 +222,7 @@ def test_a_run_at_another_rate_than_the_budget_is_refused(tmp_path: Path, redis_
 
 def test_a_missing_redis_extra_names_it(tmp_path: Path) -> None:
     jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 3)
-    code = "import sys; sys.modules['redis'] = None; from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
-    done = subprocess.run(
-        [sys.executable, "-c", code, "send", str(jobs), "--sandbox", "--rate-store", "redis://127.0.0.1:6379/0"],
-        env=cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli_without("redis", "send", str(jobs), "--sandbox", "--rate-store", "redis://127.0.0.1:6379/0")
     assert done.returncode == 2
     assert done.stderr == (
         "dispatcher: error: --rate-store redis://127.0.0.1:6379/0 needs the redis extra: "
@@ -289,16 +281,8 @@ def test_a_run_at_another_rate_than_the_postgres_budget_is_refused(
 
 def test_a_missing_postgres_extra_names_it(tmp_path: Path) -> None:
     jobs = one_recipient_jobs(tmp_path / "jobs.jsonl", "user", 3)
-    code = "import sys; sys.modules['psycopg'] = None; from dispatcher.cli import main; sys.exit(main(sys.argv[1:]))"
     store = "postgresql://app:pw@127.0.0.1:5432/jobs"
-    done = subprocess.run(
-        [sys.executable, "-c", code, "send", str(jobs), "--sandbox", "--rate-store", store],
-        env=cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli_without("psycopg", "send", str(jobs), "--sandbox", "--rate-store", store)
     assert (done.returncode, done.stderr) == (
         2,
         "dispatcher: error: --rate-store postgresql://127.0.0.1:5432/jobs needs the postgres extra: "
