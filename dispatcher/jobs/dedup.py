@@ -100,7 +100,8 @@ def records(blocks: list[Clean]) -> U64:
     starts[1:] = ends[:-1] + 1
     lengths = ends - starts
     # Only the words the longest ID reaches are read: the others would be zero (12-byte IDs: two of four).
-    width = max(1, -(-int(lengths.max()) // 8))
+    longest = int(lengths.max())
+    width = max(1, -(-longest // 8))
     # From every offset, the 8 * width bytes there as one item (an unaligned view, no copy), gathered whole:
     # twice as fast as a gather of words (docs/guide/measurements.md#records). An ID's record is the item
     # at its start, cleared past its length.
@@ -109,7 +110,11 @@ def records(blocks: list[Clean]) -> U64:
     out: U64 = items[starts].view("<u8").reshape(n, width)
     shortest = int(lengths.min())
     for k in range(width):
-        if shortest < 8 * (k + 1):  # some ID ends before this word does
+        if shortest >= 8 * (k + 1):  # every ID fills this word
+            continue
+        if shortest == longest:  # IDs of one length: one mask for all
+            out[:, k] &= _MASKS[min(shortest - 8 * k, 8)]
+        else:
             out[:, k] &= _MASKS[np.clip(lengths - 8 * k, 0, 8)]
     return out
 
@@ -182,25 +187,29 @@ class Records:
         self.rows += len(recs)
         self._pending, self._pending_rows = [], 0
         fp = fingerprint(recs)
-        rel = np.arange(len(recs), dtype=np.int64)
         ranges = (fp >> _SHIFT).astype(np.uint16)
+        counts = np.bincount(ranges, minlength=_BUCKETS)
+        rel = None  # each record's row, when some were left out
         # The repeats of one ID all fall in one range: an ID repeated through the export would pile
         # up there, a range too big for the second pass to hold. So a flush with a range far fuller
         # than the others keeps only the first of each of its repeats (the second pass finds them
         # all anyway; this only keeps the ranges even).
-        if int(np.bincount(ranges, minlength=_BUCKETS).max()) > _CROWDED * (len(recs) // _BUCKETS + 1):
-            later = _repeats(fp, recs, rel)
+        if int(counts.max()) > _CROWDED * (len(recs) // _BUCKETS + 1):
+            later = _repeats(fp, recs, np.arange(len(recs), dtype=np.int64))
             if later is not None:
                 if self._drops is not None:
-                    self._drops.mark(first_row + rel[later])
+                    self._drops.mark(first_row + np.flatnonzero(later))
                 self.duplicates += int(later.sum())
                 rel = np.flatnonzero(~later)
                 fp, recs, ranges = fp[rel], np.take(recs, rel, axis=0), ranges[rel]
+                counts = np.bincount(ranges, minlength=_BUCKETS)
         words = recs.shape[1]
         order = np.argsort(ranges, kind="stable")  # a radix sort, rows in order within a range
-        cuts = np.searchsorted(ranges[order], np.arange(_BUCKETS + 1)).astype(np.int64)
+        cuts = np.zeros(_BUCKETS + 1, np.int64)
+        np.cumsum(counts, out=cuts[1:])
         kept = np.ascontiguousarray(np.take(recs[:, :words], order, axis=0))
-        flush = _Flush(first_row, len(kept), words, cuts, kept, rel[order].astype(np.uint32))
+        rows = order if rel is None else rel[order]
+        flush = _Flush(first_row, len(kept), words, cuts, kept, rows.astype(np.uint32))
         self._flushes.append(flush)
         self._kept += flush.rows * (8 * words + 4)
         if self._kept > _KEPT_BYTES:

@@ -271,6 +271,9 @@ def _lines(
 ) -> Clean:
     """The values data[starts[i]:ends[i]], each followed by a newline, as one block (`trimmed` False:
     they lie end to end in `data`)."""
+    lengths = ends - starts
+    if not trimmed and len(lengths) and lengths.min() == lengths.max() > 0:
+        return _lines_of_one_length(data, len(lengths), int(lengths[0]))
     if not trimmed:
         values = data
     else:
@@ -278,7 +281,6 @@ def _lines(
         edge[starts] += 1
         edge[ends] -= 1
         values = data[np.cumsum(edge[:-1], dtype=np.int8) > 0]
-    lengths = ends - starts
     newlines = np.cumsum(lengths + 1) - 1
     out = np.empty(len(values) + len(lengths), np.uint8)
     gaps = np.ones(len(out), bool)
@@ -286,3 +288,14 @@ def _lines(
     out[gaps] = values
     out[newlines] = 10
     return Clean(out.tobytes(), newlines)
+
+
+def _lines_of_one_length(data: npt.NDArray[np.uint8], n: int, length: int) -> Clean:
+    """`n` values of `length` bytes end to end in `data`, each followed by a newline: each value copied
+    as one item into a slot of length + 1 bytes, four times as fast as placing the bytes one by one
+    (IDs of one length are the common case: docs/guide/measurements.md#one-length)."""
+    out = np.empty(n * (length + 1), np.uint8)
+    slots = np.ndarray((n,), dtype=f"V{length}", buffer=out, strides=(length + 1,))
+    slots[...] = data.view(f"V{length}")
+    out[length :: length + 1] = 10
+    return Clean(out.tobytes(), np.arange(length, n * (length + 1), length + 1, dtype=np.int64))
