@@ -107,6 +107,14 @@ def test_short_ids_meet_their_repeats_among_long_ones_in_other_flushes_and_the_s
     assert kept(ids, excluded=["c" * 9, "e", "x" * 32]) == (["a", "b", "c", "d", "f", "g", "h", "y" * 20, "i"], 2, 3)
 
 
+@pytest.mark.parametrize("length", [1, 5, 8, 12, 16, 31, 32])
+def test_ids_of_one_length_meet_their_repeats_within_and_across_flushes(tiny: None, length: int) -> None:
+    # Every flush of 8 holds IDs of one length, whose records are cleared past it with one mask.
+    ids = [char * length for char in "abcabdeafghaib"]
+    excluded = ["e" * length, "z" * length]
+    assert kept(ids, excluded) == ([char * length for char in "abcdfghi"], 5, 1)
+
+
 def test_one_id_repeated_in_every_flush_is_one_recipient(tiny: None) -> None:
     assert kept(["same"] * 1000 + ["other"]) == (["same", "other"], 999, 0)
 
