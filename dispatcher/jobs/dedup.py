@@ -113,7 +113,7 @@ def records(blocks: list[Clean]) -> U64:
         if shortest >= 8 * (k + 1):  # every ID fills this word
             continue
         if shortest == longest:  # IDs of one length: one mask for all
-            out[:, k] &= _MASKS[min(shortest - 8 * k, 8)]
+            out[:, k] &= _MASKS[shortest - 8 * k]
         else:
             out[:, k] &= _MASKS[np.clip(lengths - 8 * k, 0, 8)]
     return out
@@ -207,7 +207,7 @@ class Records:
         order = np.argsort(ranges, kind="stable")  # a radix sort, rows in order within a range
         cuts = np.zeros(_BUCKETS + 1, np.int64)
         np.cumsum(counts, out=cuts[1:])
-        kept = np.ascontiguousarray(np.take(recs[:, :words], order, axis=0))
+        kept = np.take(recs, order, axis=0)
         rows = order if rel is None else rel[order]
         flush = _Flush(first_row, len(kept), words, cuts, kept, rows.astype(np.uint32))
         self._flushes.append(flush)
