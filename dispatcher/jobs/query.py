@@ -576,11 +576,14 @@ class _Table(_Copies):
 
         if not self.reuse:
             return None
+        conn = None
         try:
             conn = self._connect(make=False)
             made = conn.execute(_sql()["made"]).fetchone()
             found = conn.execute(_sql()["count"], (self.journal, key)).fetchone() if made and made[0] else None
         except psycopg.Error as exc:
+            if conn is not None:  # no one's once the reading gives up
+                conn.close()
             raise QueryError(f"cannot read the query's copy in journal {self.journal}: {_first(exc)}") from None
         if not found or not found[0]:
             conn.close()
